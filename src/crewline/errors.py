@@ -1,0 +1,204 @@
+"""One error tree for everything crewline raises.
+
+    CrewlineError
+    ├── ConfigError                 settings or project configuration is wrong
+    ├── InvalidInput                caller gave input of the wrong shape (exit code 2 on the CLI)
+    ├── StoreError
+    │   ├── DatabaseUnavailable     cannot reach the database (retryable)
+    │   └── MigrationError          schema is missing, newer than this code, or a migration failed
+    ├── WorkflowError
+    │   ├── UnknownWorkflow         no workflow of that name is registered
+    │   ├── RunNotFound             no run with that id
+    │   ├── InvalidRunState         the operation does not fit the run's state (e.g. resolve a running run)
+    │   ├── DeterminismError        replayed code called a different step than the one recorded
+    │   ├── StepError               a step failed after its retries; carries the recorded error
+    │   ├── WaitTimeout             ``ctx.wait_for`` timed out
+    │   ├── RunFailed               awaited run ended failed or cancelled
+    │   └── Cancelled               the run was cancelled (raised at a step boundary)
+    ├── BudgetExceeded              a budget would be exceeded; names the budget, its limit and the spend
+    └── ModelError                  anything from a model provider; ``retryable`` says if trying again helps
+        ├── UnknownModel            name is neither a configured alias, tier nor ``provider/model``
+        ├── RateLimited             429; ``retry_after`` seconds when the provider said
+        ├── ModelTimeout
+        ├── AuthError               missing or rejected credentials; names the variable to set
+        ├── BadRequest
+        │   └── ContextTooLong
+        ├── ContentPolicy
+        ├── ProviderUnavailable     5xx, connection failures, open circuit breaker, cut-off streams
+        └── InvalidOutput           reply failed validation after its re-asks; carries every attempt
+
+Lower-layer errors (sqlite3, psycopg, httpx) are converted where they enter, chained with ``from``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AuthError",
+    "BadRequest",
+    "BudgetExceeded",
+    "Cancelled",
+    "ConfigError",
+    "ContentPolicy",
+    "ContextTooLong",
+    "CrewlineError",
+    "DatabaseUnavailable",
+    "DeterminismError",
+    "InvalidInput",
+    "InvalidOutput",
+    "InvalidRunState",
+    "MigrationError",
+    "ModelError",
+    "ModelTimeout",
+    "ProviderUnavailable",
+    "RateLimited",
+    "RunFailed",
+    "RunNotFound",
+    "StepError",
+    "StoreError",
+    "UnknownModel",
+    "UnknownWorkflow",
+    "WaitTimeout",
+    "WorkflowError",
+]
+
+
+class CrewlineError(Exception):
+    """Base of every error crewline raises on purpose."""
+
+
+class ConfigError(CrewlineError):
+    pass
+
+
+class InvalidInput(CrewlineError):
+    pass
+
+
+class StoreError(CrewlineError):
+    pass
+
+
+class DatabaseUnavailable(StoreError):
+    pass
+
+
+class MigrationError(StoreError):
+    pass
+
+
+class WorkflowError(CrewlineError):
+    pass
+
+
+class UnknownWorkflow(WorkflowError):
+    pass
+
+
+class RunNotFound(WorkflowError):
+    pass
+
+
+class InvalidRunState(WorkflowError):
+    pass
+
+
+class DeterminismError(WorkflowError):
+    pass
+
+
+class StepError(WorkflowError):
+    """A step failed for good. Raised identically on first execution and on replay."""
+
+    def __init__(self, step: int, name: str, error_type: str, message: str) -> None:
+        super().__init__(f"step {step} ({name}) failed: {error_type}: {message}")
+        self.step = step
+        self.name = name
+        self.error_type = error_type
+        self.message = message
+
+
+class WaitTimeout(WorkflowError):
+    pass
+
+
+class RunFailed(WorkflowError):
+    def __init__(self, run_id: str, status: str, error: dict[str, Any] | None) -> None:
+        detail = ""
+        if error:
+            detail = f": {error.get('type')}: {error.get('message')}"
+            if error.get("step") is not None:
+                detail += f" (at step {error['step']})"
+        super().__init__(f"run {run_id} {status}{detail}")
+        self.run_id = run_id
+        self.status = status
+        self.error = error
+
+
+class Cancelled(WorkflowError):
+    pass
+
+
+class BudgetExceeded(CrewlineError):
+    def __init__(self, budget: str, limit: float, spent: float, requested: float = 0.0) -> None:
+        super().__init__(
+            f"budget {budget!r} exceeded: limit ${limit:.4f}, spent ${spent:.4f}, this call needs up to ${requested:.4f}"
+        )
+        self.budget = budget
+        self.limit = limit
+        self.spent = spent
+        self.requested = requested
+
+
+class ModelError(CrewlineError):
+    retryable: bool = False
+
+    def __init__(self, message: str, *, provider: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.status = status
+
+
+class UnknownModel(ModelError):
+    pass
+
+
+class RateLimited(ModelError):
+    retryable = True
+
+    def __init__(
+        self, message: str, *, provider: str | None = None, status: int | None = 429, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, provider=provider, status=status)
+        self.retry_after = retry_after
+
+
+class ModelTimeout(ModelError):
+    retryable = True
+
+
+class AuthError(ModelError):
+    pass
+
+
+class BadRequest(ModelError):
+    pass
+
+
+class ContextTooLong(BadRequest):
+    pass
+
+
+class ContentPolicy(ModelError):
+    pass
+
+
+class ProviderUnavailable(ModelError):
+    retryable = True
+
+
+class InvalidOutput(ModelError):
+    def __init__(self, message: str, *, attempts: list[Any] | None = None, provider: str | None = None) -> None:
+        super().__init__(message, provider=provider)
+        self.attempts = attempts or []

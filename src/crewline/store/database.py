@@ -1,0 +1,302 @@
+"""The database handle: connections, transactions, and group commit.
+
+A :class:`Database` hides the driver behind :class:`Conn`, which takes portable SQL. Synchronous
+transactions (:meth:`Database.transaction`) serve the CLI and tests. The engine's hot path uses
+:meth:`Database.write`: every write submitted while the previous commit is being fsync'd is carried by the
+next single transaction, so fifty concurrent runs checkpointing a step cost one commit, not fifty, at the
+same durability. Writes passed to :meth:`write` must only touch the database (a batch that fails is rolled
+back and its writes are retried one by one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from ..errors import DatabaseUnavailable, StoreError
+from .dialects import Dialect, dialect_for_url
+
+__all__ = ["Conn", "Database"]
+
+T = TypeVar("T")
+log = logging.getLogger("crewline.store")
+
+
+class Conn:
+    """A connection inside a transaction (or in autocommit for reads), speaking portable SQL."""
+
+    __slots__ = ("dialect", "raw")
+
+    def __init__(self, raw: Any, dialect: Dialect) -> None:
+        self.raw = raw
+        self.dialect = dialect
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.raw.execute(_translate(self.dialect, sql), params)
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        row = self.execute(sql, params).fetchone()
+        return tuple(row) if row is not None else None
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.execute(sql, params).fetchall()]
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        row = self.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    def lock_key(self, key: str) -> None:
+        self.dialect.lock_key(self.raw, key)
+
+
+_sql_cache: dict[tuple[str, str], str] = {}
+
+
+def _translate(dialect: Dialect, sql: str) -> str:
+    key = (dialect.name, sql)
+    out = _sql_cache.get(key)
+    if out is None:
+        out = dialect.sql(sql)
+        if len(_sql_cache) < 4096:
+            _sql_cache[key] = out
+    return out
+
+
+class Database:
+    """One database, reached by URL; safe to share between threads and one event loop."""
+
+    def __init__(self, url: str, *, unavailable_retry_seconds: float = 60.0) -> None:
+        self.url = url
+        self.dialect = dialect_for_url(url)
+        self.unavailable_retry_seconds = unavailable_retry_seconds
+        self._local = threading.local()
+        self._all_raw: list[Any] = []
+        self._lock = threading.Lock()
+        self._readers: ThreadPoolExecutor | None = None
+        self._committer: _GroupCommitter | None = None
+        self._closed = False
+
+    @property
+    def name(self) -> str:
+        return self.dialect.name
+
+    # -- connections -----------------------------------------------------------------------------------
+
+    def _raw(self) -> Any:
+        raw = getattr(self._local, "raw", None)
+        if raw is None:
+            try:
+                raw = self.dialect.connect()
+            except StoreError:
+                raise
+            except Exception as e:
+                if self.dialect.is_unavailable(e):
+                    raise DatabaseUnavailable(
+                        f"cannot connect to {self.dialect.safe_url()}: {_first_line(e)}; "
+                        "check that the database is running and CREWLINE_DATABASE_URL is right"
+                    ) from e
+                raise
+            self._local.raw = raw
+            with self._lock:
+                self._all_raw.append(raw)
+        return raw
+
+    def _drop_raw(self) -> None:
+        raw = getattr(self._local, "raw", None)
+        self._local.raw = None
+        if raw is not None:
+            with self._lock:
+                if raw in self._all_raw:
+                    self._all_raw.remove(raw)
+            try:
+                raw.close()
+            except Exception:
+                pass
+
+    def _convert(self, e: Exception) -> Exception:
+        if self.dialect.is_unavailable(e):
+            self._drop_raw()
+            return DatabaseUnavailable(f"lost the database {self.dialect.safe_url()}: {_first_line(e)}")
+        return e
+
+    @contextmanager
+    def transaction(self) -> Iterator[Conn]:
+        """A write transaction on this thread's connection; commits on success, rolls back on error."""
+        raw = self._raw()
+        try:
+            self.dialect.begin_write(raw)
+        except Exception as e:
+            raise self._convert(e) from e
+        try:
+            yield Conn(raw, self.dialect)
+        except BaseException:
+            try:
+                raw.execute("ROLLBACK")
+            except Exception:
+                self._drop_raw()
+            raise
+        try:
+            raw.execute("COMMIT")
+        except Exception as e:
+            try:
+                raw.execute("ROLLBACK")
+            except Exception:
+                pass
+            raise self._convert(e) from e
+
+    @contextmanager
+    def reading(self) -> Iterator[Conn]:
+        """This thread's connection in autocommit, for reads."""
+        raw = self._raw()
+        try:
+            yield Conn(raw, self.dialect)
+        except Exception as e:
+            raise self._convert(e) from e
+
+    def run(self, fn: Callable[[Conn], T]) -> T:
+        """Run ``fn`` in a write transaction, synchronously."""
+        with self.transaction() as conn:
+            return fn(conn)
+
+    def query(self, fn: Callable[[Conn], T]) -> T:
+        """Run ``fn`` on a read connection, synchronously."""
+        with self.reading() as conn:
+            return fn(conn)
+
+    # -- async -----------------------------------------------------------------------------------------
+
+    async def write(self, fn: Callable[[Conn], T]) -> T:
+        """Run ``fn`` in a write transaction shared with other concurrent writes (group commit)."""
+        if self._committer is None:
+            with self._lock:
+                if self._committer is None:
+                    self._committer = _GroupCommitter(self)
+        return await self._committer.submit(fn)
+
+    async def read(self, fn: Callable[[Conn], T]) -> T:
+        if self._readers is None:
+            with self._lock:
+                if self._readers is None:
+                    self._readers = ThreadPoolExecutor(4, thread_name_prefix="crewline-read")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self.query, fn)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._committer is not None:
+            self._committer.close()
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
+        with self._lock:
+            raws, self._all_raw = self._all_raw, []
+        for raw in raws:
+            try:
+                raw.close()
+            except Exception:
+                pass
+
+    def __repr__(self) -> str:
+        return f"<Database {self.dialect.safe_url()}>"
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+_Pending = tuple[Callable[[Conn], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+
+
+class _GroupCommitter:
+    """One writer thread; each transaction carries every write queued while the last one committed."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._pending: list[_Pending] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="crewline-commit", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[Conn], T]) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        with self._cond:
+            if self._closed:
+                raise StoreError("the database is closed")
+            self._pending.append((fn, fut, loop))
+            self._cond.notify()
+        return fut
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending and self._closed:
+                    return
+                batch, self._pending = self._pending, []
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        outcomes = self._attempt([fn for fn, _, _ in batch])
+        if outcomes is None:  # the shared transaction failed: give each write its own
+            outcomes = [self._single(fn) for fn, _, _ in batch]
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+        for (_, fut, loop), (ok, value) in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(loop, []).append((fut, ok, value))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # loop closed: its callers are gone
+                pass
+
+    def _attempt(self, fns: list[Callable[[Conn], Any]]) -> list[tuple[bool, Any]] | None:
+        try:
+            return self._with_retry(lambda conn: [(True, fn(conn)) for fn in fns])
+        except Exception as e:
+            if len(fns) == 1:
+                return [(False, e)]
+            return None
+
+    def _single(self, fn: Callable[[Conn], Any]) -> tuple[bool, Any]:
+        try:
+            return True, self._with_retry(fn)
+        except Exception as e:
+            return False, e
+
+    def _with_retry(self, fn: Callable[[Conn], T]) -> T:
+        """Run ``fn`` in a transaction, reconnecting with backoff while the database is unreachable."""
+        deadline = time.monotonic() + self._db.unavailable_retry_seconds
+        delay = 0.1
+        while True:
+            try:
+                with self._db.transaction() as conn:
+                    return fn(conn)
+            except DatabaseUnavailable:
+                if time.monotonic() + delay > deadline or self._closed:
+                    raise
+                log.warning("database unavailable; retrying the commit in %.1fs", delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+def _deliver(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for fut, ok, value in items:
+        if fut.done():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)

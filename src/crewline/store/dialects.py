@@ -1,0 +1,131 @@
+"""Everything that differs between SQLite and PostgreSQL, in one place.
+
+SQL elsewhere is written once, with ``?`` placeholders and the common subset both engines accept
+(``ON CONFLICT``, ``RETURNING``, ``DOUBLE PRECISION``); a dialect supplies what cannot be shared:
+connecting, the placeholder style, how a write transaction begins, row locks, column types in DDL, and
+which driver errors mean "the database is unreachable".
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import unquote, urlsplit
+
+from ..errors import ConfigError
+
+__all__ = ["Dialect", "PostgresDialect", "SqliteDialect", "dialect_for_url"]
+
+
+class Dialect:
+    name: ClassVar[str]
+    ddl_types: ClassVar[dict[str, str]]
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def connect(self) -> Any:
+        raise NotImplementedError
+
+    def sql(self, text: str) -> str:
+        """Translate portable SQL (``?`` placeholders, ``{blob}``-style DDL types) to this dialect."""
+        return self._ddl(text)
+
+    def _ddl(self, text: str) -> str:
+        if "{" in text and text.lstrip()[:6].upper() in ("CREATE", "ALTER "):
+            return text.format_map(self.ddl_types)
+        return text
+
+    def begin_write(self, raw: Any) -> None:
+        raw.execute("BEGIN")
+
+    def lock_rows_suffix(self) -> str:
+        """Appended to a SELECT that must lock the rows it returns against concurrent claimers."""
+        return ""
+
+    def lock_key(self, raw: Any, key: str) -> None:
+        """Serialise transactions that share ``key`` until commit (no-op where writes are serial)."""
+
+    def is_unavailable(self, exc: BaseException) -> bool:
+        return False
+
+    def safe_url(self) -> str:
+        """The URL with any password removed, for messages and logs."""
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+
+
+class SqliteDialect(Dialect):
+    name = "sqlite"
+    ddl_types = {"blob": "BLOB", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "real": "DOUBLE PRECISION"}
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        raw = url[len("sqlite://") :]
+        if raw in ("", "/:memory:", ":memory:"):
+            raise ConfigError("in-memory SQLite cannot be shared by workers; give a file: sqlite:///path/to/db")
+        # sqlite:///rel/path.db is relative, sqlite:////abs/path.db absolute (the usual convention).
+        self.path = Path(unquote(raw[1:] if raw.startswith("/") else raw))
+
+    def connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk when it returns, the durability the engine promises.
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def begin_write(self, raw: Any) -> None:
+        # IMMEDIATE takes the write lock up front, so a claim never upgrades a read lock and deadlocks.
+        raw.execute("BEGIN IMMEDIATE")
+
+    def is_unavailable(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.OperationalError) and (
+            "unable to open" in str(exc) or "disk I/O" in str(exc)
+        )
+
+
+class PostgresDialect(Dialect):
+    name = "postgresql"
+    ddl_types = {"blob": "BYTEA", "serial": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION"}
+
+    def connect(self) -> Any:
+        try:
+            import psycopg
+        except ImportError as e:  # pragma: no cover - depends on the install
+            raise ConfigError(
+                "PostgreSQL needs the psycopg driver: pip install 'crewline[postgres]'"
+            ) from e
+        url = self.url.replace("postgres://", "postgresql://", 1)
+        return psycopg.connect(url, autocommit=True, connect_timeout=10)
+
+    def sql(self, text: str) -> str:
+        return self._ddl(text).replace("?", "%s")
+
+    def lock_rows_suffix(self) -> str:
+        return " FOR UPDATE SKIP LOCKED"
+
+    def lock_key(self, raw: Any, key: str) -> None:
+        raw.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
+
+    def is_unavailable(self, exc: BaseException) -> bool:
+        import psycopg
+
+        return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+def dialect_for_url(url: str) -> Dialect:
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "sqlite":
+        return SqliteDialect(url)
+    if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        return PostgresDialect(url.replace("postgresql+psycopg://", "postgresql://", 1))
+    raise ConfigError(
+        f"unsupported database URL scheme {scheme!r}: use sqlite:///path/to/file.db or postgresql://user@host/db"
+    )

@@ -1,0 +1,99 @@
+"""Engine tables: runs, their steps and events, payload blobs, workers and cron ticks."""
+
+from __future__ import annotations
+
+from . import Migration
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "runs, steps, events, blobs",
+        (
+            """CREATE TABLE blobs (
+                hash TEXT PRIMARY KEY,
+                data {blob} NOT NULL,
+                size INTEGER NOT NULL,
+                created_at {real} NOT NULL
+            )""",
+            """CREATE TABLE runs (
+                id TEXT PRIMARY KEY,
+                workflow TEXT NOT NULL,
+                version TEXT,
+                queue TEXT NOT NULL DEFAULT 'default',
+                priority INTEGER NOT NULL DEFAULT 0,
+                status TEXT NOT NULL,
+                input TEXT,
+                input_blob TEXT,
+                output TEXT,
+                output_blob TEXT,
+                error TEXT,
+                idempotency_key TEXT UNIQUE,
+                parent_id TEXT,
+                parent_step INTEGER,
+                forked_from TEXT,
+                fork_step INTEGER,
+                wait_reason TEXT,
+                wait_event TEXT,
+                wake_at {real},
+                lease_owner TEXT,
+                lease_until {real},
+                cancel_requested INTEGER NOT NULL DEFAULT 0,
+                recoveries INTEGER NOT NULL DEFAULT 0,
+                created_at {real} NOT NULL,
+                updated_at {real} NOT NULL,
+                finished_at {real}
+            )""",
+            "CREATE INDEX runs_claim ON runs (status, wake_at)",
+            "CREATE INDEX runs_lease ON runs (status, lease_until)",
+            "CREATE INDEX runs_queue ON runs (queue, status)",
+            "CREATE INDEX runs_created ON runs (created_at)",
+            "CREATE INDEX runs_parent ON runs (parent_id)",
+            """CREATE TABLE steps (
+                run_id TEXT NOT NULL,
+                step_no INTEGER NOT NULL,
+                name TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                effect TEXT NOT NULL,
+                status TEXT NOT NULL,
+                output TEXT,
+                output_blob TEXT,
+                error TEXT,
+                attempts INTEGER NOT NULL DEFAULT 1,
+                started_at {real} NOT NULL,
+                finished_at {real},
+                PRIMARY KEY (run_id, step_no)
+            )""",
+            """CREATE TABLE events (
+                id {serial},
+                run_id TEXT NOT NULL,
+                name TEXT NOT NULL,
+                payload TEXT,
+                payload_blob TEXT,
+                created_at {real} NOT NULL,
+                consumed_step INTEGER
+            )""",
+            "CREATE INDEX events_run ON events (run_id, name, consumed_step)",
+        ),
+    ),
+    Migration(
+        2,
+        "workers and cron ticks",
+        (
+            """CREATE TABLE workers (
+                id TEXT PRIMARY KEY,
+                hostname TEXT NOT NULL,
+                pid INTEGER NOT NULL,
+                concurrency INTEGER NOT NULL,
+                started_at {real} NOT NULL,
+                heartbeat_at {real} NOT NULL,
+                stopped_at {real}
+            )""",
+            """CREATE TABLE schedules (
+                workflow TEXT PRIMARY KEY,
+                cron TEXT NOT NULL,
+                last_tick {real} NOT NULL
+            )""",
+            "CREATE INDEX runs_finished ON runs (finished_at)",
+        ),
+    ),
+)
