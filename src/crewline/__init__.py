@@ -1,0 +1,46 @@
+"""crewline: the AI operating layer for one-person companies and small teams."""
+
+from .app import App
+from .config import Settings
+from .errors import (
+    BudgetExceeded,
+    Cancelled,
+    ConfigError,
+    CrewlineError,
+    DatabaseUnavailable,
+    DeterminismError,
+    InvalidInput,
+    InvalidRunState,
+    ModelError,
+    RunFailed,
+    RunNotFound,
+    StepError,
+    UnknownWorkflow,
+    WaitTimeout,
+)
+from .flows import Context, Queue, RetryPolicy, RunRecord, StepRecord, Workflow
+
+__all__ = [
+    "App",
+    "BudgetExceeded",
+    "Cancelled",
+    "ConfigError",
+    "Context",
+    "CrewlineError",
+    "DatabaseUnavailable",
+    "DeterminismError",
+    "InvalidInput",
+    "InvalidRunState",
+    "ModelError",
+    "Queue",
+    "RetryPolicy",
+    "RunFailed",
+    "RunNotFound",
+    "RunRecord",
+    "Settings",
+    "StepError",
+    "StepRecord",
+    "UnknownWorkflow",
+    "WaitTimeout",
+    "Workflow",
+]

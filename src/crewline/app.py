@@ -1,0 +1,189 @@
+"""The application object: where workflows are registered and runs are started, inspected and steered.
+
+``App()`` does no I/O until first used: the database is opened (and migrated) on demand, so a module can
+define ``app = App()`` and its workflows at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from .config import Settings
+from .errors import InvalidInput, RunFailed
+from .flows.definitions import Queue, Workflow
+from .flows.engine import Engine
+from .flows.operations import Outcome, fork_run, resolve_step
+from .flows.records import (
+    FINISHED,
+    RunRecord,
+    StepRecord,
+    cancel_run,
+    get_run,
+    insert_run,
+    list_runs,
+    load_steps,
+    new_run_id,
+    send_event,
+)
+from .store import Database, open_database
+from .store.payloads import dump
+from .workers import Worker
+
+__all__ = ["App"]
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+class App:
+    def __init__(self, database_url: str | None = None, *, settings: Settings | None = None) -> None:
+        settings = settings or Settings.load()
+        if database_url is not None:
+            settings = settings.with_(database_url=database_url)
+        self.settings = settings
+        self._workflows: dict[str, Workflow] = {}
+        self._queues: dict[str, Queue] = {"default": Queue("default")}
+        self._engine: Engine | None = None
+
+    # -- definition ------------------------------------------------------------------------------------
+
+    def workflow(
+        self,
+        name: str | None = None,
+        *,
+        queue: str = "default",
+        version: str | None = None,
+        schedule: str | None = None,
+        priority: int = 0,
+    ) -> Callable[[F], Workflow]:
+        """Register an ``async def wf(ctx[, input])`` as a workflow (``schedule`` is a UTC cron expression)."""
+
+        def register(fn: F) -> Workflow:
+            wf = Workflow.define(fn, name=name, queue=queue, version=version, schedule=schedule, priority=priority)
+            if wf.name in self._workflows and self._workflows[wf.name].fn is not fn:
+                raise InvalidInput(f"two workflows are named {wf.name!r}; give one a name= of its own")
+            self._workflows[wf.name] = wf
+            self._queues.setdefault(queue, Queue(queue))
+            return wf
+
+        return register
+
+    def queue(self, name: str, *, concurrency: int | None = None) -> Queue:
+        """Declare a queue; ``concurrency`` caps its running runs across every worker."""
+        if concurrency is not None and concurrency < 1:
+            raise InvalidInput(f"queue {name!r}: concurrency must be at least 1")
+        q = Queue(name, concurrency)
+        self._queues[name] = q
+        return q
+
+    @property
+    def workflows(self) -> dict[str, Workflow]:
+        return dict(self._workflows)
+
+    # -- plumbing --------------------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            engine = Engine(open_database(self.settings.database_url), self.settings)
+            engine.workflows = self._workflows
+            engine.queues = self._queues
+            self._engine = engine
+        return self._engine
+
+    @property
+    def db(self) -> Database:
+        return self.engine.db
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.db.close()
+            self._engine = None
+
+    def worker(self, *, concurrency: int = 8, worker_id: str | None = None) -> Worker:
+        return Worker(self.engine, concurrency=concurrency, worker_id=worker_id)
+
+    # -- runs ------------------------------------------------------------------------------------------
+
+    async def start(
+        self,
+        workflow: Workflow | str,
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        idempotency_key: str | None = None,
+        priority: int | None = None,
+    ) -> str:
+        """Create a run and return its id. The same ``run_id`` or ``idempotency_key`` returns the same run."""
+        engine = self.engine
+        wf = engine.resolve(workflow)
+        data = dump(wf.dump_input(wf.validate_input(input)))
+        rid, _ = await engine.db.write(
+            lambda conn: insert_run(
+                conn, run_id=run_id or new_run_id(), workflow=wf.name, version=wf.version, queue=wf.queue,
+                priority=wf.priority if priority is None else priority, input_json=data,
+                blob_threshold=engine.blob_threshold, idempotency_key=idempotency_key,
+            )  # fmt: skip
+        )
+        engine.work_available.set()
+        return rid
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        return await self.db.read(lambda conn: get_run(conn, run_id))
+
+    async def steps(self, run_id: str) -> list[StepRecord]:
+        def read(conn: Any) -> list[StepRecord]:
+            get_run(conn, run_id)
+            return list(load_steps(conn, run_id).values())
+
+        return await self.db.read(read)
+
+    async def list_runs(self, *, state: str | None = None, workflow: str | None = None, limit: int = 50,
+                        before: float | None = None) -> list[RunRecord]:  # fmt: skip
+        return await self.db.read(
+            lambda conn: list_runs(conn, state=state, workflow=workflow, limit=limit, before=before)
+        )
+
+    async def result(self, run_id: str, *, timeout: float | None = None, poll: float = 0.05) -> Any:
+        """Wait for the run to finish; its output, or :class:`RunFailed` if it failed or was cancelled."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            run = await self.get_run(run_id)
+            if run.status == "completed":
+                wf = self._workflows.get(run.workflow)
+                if wf is not None and wf.output_adapter is not None:
+                    return wf.output_adapter.validate_python(run.output)
+                return run.output
+            if run.status in FINISHED:
+                raise RunFailed(run.id, run.status, run.error)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"run {run_id} is still {run.status} after {timeout}s")
+            await asyncio.sleep(poll)
+
+    async def send_event(self, run_id: str, event: str, payload: Any = None) -> int:
+        data = dump(payload)
+        engine = self.engine
+        event_id = await engine.db.write(lambda conn: send_event(conn, run_id, event, data, engine.blob_threshold))
+        engine.work_available.set()
+        return event_id
+
+    async def cancel(self, run_id: str) -> str:
+        """Cancel a run (and its children). A running run stops at its next step boundary."""
+        return await self.db.write(lambda conn: cancel_run(conn, run_id))
+
+    async def fork(self, run_id: str, from_step: int, *, new_run_id: str | None = None) -> str:
+        """Start a new run reusing ``run_id``'s checkpoints before ``from_step``; returns its id."""
+        engine = self.engine
+        fork_id = await engine.db.write(
+            lambda conn: fork_run(conn, run_id, from_step, blob_threshold=engine.blob_threshold, new_id=new_run_id)
+        )
+        engine.work_available.set()
+        return fork_id
+
+    async def resolve(self, run_id: str, step: int, outcome: Outcome, output: Any = None) -> None:
+        """Settle a step whose outcome is unknown (see :func:`crewline.flows.operations.resolve_step`)."""
+        data = dump(output) if outcome == "done" else None
+        await self.db.write(lambda conn: resolve_step(conn, run_id, step, outcome, data))
+        self.engine.work_available.set()

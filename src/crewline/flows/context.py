@@ -1,0 +1,321 @@
+"""The context a workflow function receives: durable steps, sleeps, events and child workflows.
+
+Steps are numbered in the order the workflow calls them. A number that already has a finished record
+returns (or raises) what was recorded without running anything; a number without one runs live and is
+checkpointed before the workflow continues. The record's name and kind must match what the code calls now,
+or the run fails with a :class:`DeterminismError` naming both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from functools import lru_cache
+from typing import Any, TypeVar
+
+import pydantic
+
+from ..config import parse_duration
+from ..errors import Cancelled, ConfigError, DeterminismError, RunFailed, StepError, WaitTimeout
+from ..store.payloads import dump, load, load_json
+from .definitions import EFFECTS, NO_RETRY, Effect, RetryPolicy, Workflow, return_adapter
+from .engine import Engine, RunSignals, Suspend
+from .records import RunRecord, StepRecord, insert_run, lock_run, take_event, write_step
+
+__all__ = ["Context"]
+
+T = TypeVar("T")
+DEFAULT_RETRY = RetryPolicy()
+# A sleep shorter than this keeps the run (and its worker slot); a longer one parks the run durably.
+INLINE_SLEEP_SECONDS = 2.0
+
+
+class Context:
+    """Handed to every workflow function as its first argument."""
+
+    def __init__(
+        self, engine: Engine, run: RunRecord, steps: dict[int, StepRecord], owner: str, signals: RunSignals
+    ) -> None:
+        self.run_id = run.id
+        self.workflow = run.workflow
+        self.run = run
+        self._engine = engine
+        self._steps = steps
+        self._owner = owner
+        self._signals = signals
+        self._next = 0
+
+    @property
+    def step_count(self) -> int:
+        """How many steps the workflow has reached so far."""
+        return self._next
+
+    # -- steps -----------------------------------------------------------------------------------------
+
+    async def step(
+        self,
+        fn: Callable[..., Awaitable[T]] | Callable[..., T],
+        *args: Any,
+        name: str | None = None,
+        effect: Effect = "read",
+        retry: RetryPolicy | None = None,
+        timeout: float | str | None = None,
+        idempotency_key: str | None = None,
+        **kwargs: Any,
+    ) -> T:
+        """Run ``fn(*args, **kwargs)`` once, durably, and return its (recorded) result.
+
+        ``effect`` says what repeating the call would do: ``read`` (nothing), ``idempotent`` (nothing
+        more, e.g. the call carries ``idempotency_key`` to the external API) or ``irreversible``. An
+        irreversible step's intent is committed before the call; a crash after it leaves the run waiting
+        with "outcome unknown" for an operator instead of calling again. Irreversible steps are not retried
+        unless ``retry`` says so; others retry transient errors with jittered exponential backoff.
+        If ``fn`` has an ``idempotency_key`` parameter it receives the key (by default ``<run id>:<step>``).
+        """
+        if effect not in EFFECTS:
+            raise ConfigError(f"effect must be one of {', '.join(EFFECTS)}, got {effect!r}")
+        step_name = name or _fn_name(fn)
+        n, rec = await self._begin(step_name, "step")
+        adapter = return_adapter(fn)
+        if rec is not None:
+            return await self._replay_step(n, rec, adapter)  # type: ignore[no-any-return]
+        key = idempotency_key or f"{self.run_id}:{n}"
+        if _accepts_key(fn) and "idempotency_key" not in kwargs:
+            kwargs["idempotency_key"] = key
+        policy = retry or (NO_RETRY if effect == "irreversible" else DEFAULT_RETRY)
+        seconds = None if timeout is None else parse_duration(timeout)
+        started = time.time()
+        if effect == "irreversible":
+            await self._record(n, step_name, "step", effect, "intent", dump({"idempotency_key": key}), None, 0, started)
+            self._engine.crash_point("after_intent", n)
+        result, attempts = await self._attempts(n, step_name, effect, fn, args, kwargs, policy, seconds, started)
+        data = dump(result if adapter is None else adapter.dump_python(result, mode="json"))
+        await self._record(n, step_name, "step", effect, "done", data, None, attempts, started)
+        self._engine.crash_point("after_step_commit", n)
+        return load_json(data) if adapter is None else adapter.validate_json(data)  # type: ignore[no-any-return]
+
+    async def _attempts(
+        self, n: int, name: str, effect: str, fn: Callable[..., Any], args: tuple[Any, ...],
+        kwargs: dict[str, Any], policy: RetryPolicy, seconds: float | None, started: float,
+    ) -> tuple[Any, int]:  # fmt: skip
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await _invoke(fn, args, kwargs, seconds), attempt
+            except Exception as e:
+                if attempt < policy.max_attempts and policy.retryable(e):
+                    await asyncio.sleep(policy.delay(attempt))
+                    continue
+                error = {"type": type(e).__name__, "message": str(e)[:4000], "attempts": attempt}
+                await self._record(n, name, "step", effect, "failed", None, error, attempt, started)
+                raise StepError(n, name, error["type"], error["message"]) from e
+
+    async def _replay_step(self, n: int, rec: StepRecord, adapter: pydantic.TypeAdapter[Any] | None) -> Any:
+        if rec.status == "done":
+            return rec.output if adapter is None else adapter.validate_python(rec.output)
+        if rec.status == "failed":
+            err = rec.error or {}
+            raise StepError(n, rec.name, str(err.get("type")), str(err.get("message")))
+        # An intent with no result: the call may or may not have happened. Never guess; ask.
+        reason = f"outcome unknown: step {n} ({rec.name})"
+        await self._engine.checkpoint(
+            self.run_id,
+            self._owner,
+            lambda c: self._engine.park(c, self.run_id, status="waiting", reason=reason, event=None, wake_at=None),
+        )
+        raise Suspend(reason)
+
+    # -- time and events -------------------------------------------------------------------------------
+
+    async def sleep(self, duration: str | float) -> None:
+        """Sleep durably: a long sleep parks the run, which any worker resumes when it is due."""
+        seconds = parse_duration(duration)
+        n, rec = await self._begin("sleep", "sleep")
+        if rec is None:
+            until = time.time() + seconds
+            await self._record(n, "sleep", "sleep", "read", "done", dump({"until": until}), None, 1, time.time())
+        else:
+            until = float(rec.output["until"])
+        await self._wait_until(until)
+
+    async def _wait_until(self, until: float) -> None:
+        remaining = until - time.time()
+        if remaining <= 0:
+            return
+        if remaining <= INLINE_SLEEP_SECONDS:
+            try:
+                await asyncio.wait_for(self._signals.drain.wait(), remaining)
+            except TimeoutError:
+                return
+            await self._park("pending", None, None, until)
+        await self._park("waiting", "sleep", None, until)
+
+    async def wait_for(self, event: str, timeout: float | str | None = None) -> Any:
+        """Wait durably for ``app.send_event(run_id, event, payload)`` and return the payload.
+
+        Events sent before the wait are kept and consumed in order. Raises :class:`WaitTimeout` after
+        ``timeout``; the run is parked (holding no worker) while it waits.
+        """
+        n, rec = await self._begin(event, "event")
+        if rec is not None and rec.status == "done":
+            return rec.output["payload"]
+        if rec is not None and rec.status == "failed":
+            raise WaitTimeout(f"run {self.run_id} step {n}: no {event!r} event before the timeout")
+        if rec is not None:
+            deadline = rec.output.get("deadline")
+        else:
+            deadline = None if timeout is None else time.time() + parse_duration(timeout)
+        started = rec.started_at if rec is not None else time.time()
+        threshold = self._engine.blob_threshold
+
+        def attempt(conn: Any) -> tuple[str, Any]:
+            lock_run(conn, self.run_id)
+            found, payload = take_event(conn, self.run_id, event, n)
+            if found:
+                write_step(conn, self.run_id, n, name=event, kind="event", effect="read", status="done",
+                           output_json=dump({"payload": load_json(payload or b"null")}), error=None, attempts=1,
+                           started_at=started, blob_threshold=threshold)  # fmt: skip
+                return "done", load_json(payload or b"null")
+            if deadline is not None and time.time() >= deadline:
+                error = {"type": "WaitTimeout", "message": f"no {event!r} event before the timeout"}
+                write_step(conn, self.run_id, n, name=event, kind="event", effect="read", status="failed",
+                           output_json=None, error=error, attempts=1, started_at=started,
+                           blob_threshold=threshold)  # fmt: skip
+                return "timeout", None
+            write_step(conn, self.run_id, n, name=event, kind="event", effect="read", status="waiting",
+                       output_json=dump({"deadline": deadline}), error=None, attempts=1, started_at=started,
+                       blob_threshold=threshold)  # fmt: skip
+            self._engine.park(conn, self.run_id, status="waiting", reason=f"event:{event}", event=event,
+                              wake_at=deadline)  # fmt: skip
+            return "parked", None
+
+        outcome, payload = await self._engine.checkpoint(self.run_id, self._owner, attempt)
+        if outcome == "done":
+            return payload
+        if outcome == "timeout":
+            raise WaitTimeout(f"run {self.run_id} step {n}: no {event!r} event before the timeout")
+        raise Suspend(f"waiting for event {event!r}")
+
+    # -- child workflows -------------------------------------------------------------------------------
+
+    async def child(self, workflow: Workflow | str | Callable[..., Any], input: Any = None, *,
+                    run_id: str | None = None) -> Any:  # fmt: skip
+        """Start ``workflow`` as a child run and return its output; raises :class:`RunFailed` if it fails.
+
+        The parent is parked (holding no worker) while the child runs, on any worker.
+        """
+        wf = self._engine.resolve(workflow)
+        n, rec = await self._begin(wf.name, "child")
+        if rec is not None and rec.status in ("done", "failed"):
+            return self._child_outcome(rec.status, rec.output, rec.error, wf)
+        child_id = rec.output["child"] if rec is not None else (run_id or f"{self.run_id}.{n}")
+        input_json = dump(wf.dump_input(wf.validate_input(input))) if rec is None else b"null"
+        started = rec.started_at if rec is not None else time.time()
+        engine = self._engine
+
+        def attempt(conn: Any) -> tuple[str, Any, Any]:
+            if rec is None:
+                insert_run(conn, run_id=child_id, workflow=wf.name, version=wf.version, queue=wf.queue,
+                           priority=wf.priority, input_json=input_json, blob_threshold=engine.blob_threshold,
+                           parent_id=self.run_id, parent_step=n)  # fmt: skip
+            row = conn.one("SELECT status, output, output_blob, error FROM runs WHERE id = ?", (child_id,))
+            status = row[0]
+            common = {"name": wf.name, "kind": "child", "effect": "read", "attempts": 1, "started_at": started,
+                      "blob_threshold": engine.blob_threshold}  # fmt: skip
+            if status == "completed":
+                output = load(conn, row[1], row[2])
+                write_step(conn, self.run_id, n, status="done", output_json=dump(output), error=None, **common)
+                return "done", output, None
+            if status in ("failed", "cancelled"):
+                error = {"type": "RunFailed", "child": child_id, "status": status,
+                         "error": load_json(row[3]) if row[3] else None}  # fmt: skip
+                write_step(conn, self.run_id, n, status="failed", output_json=None, error=error, **common)
+                return "failed", None, error
+            write_step(conn, self.run_id, n, status="waiting", output_json=dump({"child": child_id}), error=None,
+                       **common)  # fmt: skip
+            engine.park(conn, self.run_id, status="waiting", reason=f"child:{child_id}", event=None, wake_at=None)
+            return "parked", None, None
+
+        outcome, output, error = await engine.checkpoint(self.run_id, self._owner, attempt)
+        engine.work_available.set()
+        if outcome == "parked":
+            raise Suspend(f"waiting for child run {child_id}")
+        return self._child_outcome(outcome, output, error, wf)
+
+    @staticmethod
+    def _child_outcome(status: str, output: Any, error: dict[str, Any] | None, wf: Workflow) -> Any:
+        if status in ("done", "completed"):
+            return output if wf.output_adapter is None else wf.output_adapter.validate_python(output)
+        err = error or {}
+        raise RunFailed(str(err.get("child")), str(err.get("status", "failed")), err.get("error"))
+
+    # -- plumbing --------------------------------------------------------------------------------------
+
+    async def _begin(self, name: str, kind: str) -> tuple[int, StepRecord | None]:
+        self._next += 1
+        n = self._next
+        rec = self._steps.get(n)
+        if rec is not None and (rec.name != name or rec.kind != kind):
+            raise DeterminismError(
+                f"run {self.run_id} step {n}: the record says {rec.kind} {rec.name!r} but the code now calls "
+                f"{kind} {name!r}. The workflow changed under a running run: cancel it, or fork it from step {n}"
+            )
+        if rec is None or rec.status not in ("done", "failed"):
+            await self._boundary()
+        return n, rec
+
+    async def _boundary(self) -> None:
+        """Cancellation and graceful shutdown take effect here, between steps."""
+        if self._signals.cancel:
+            raise Cancelled(f"run {self.run_id} was cancelled")
+        if self._signals.drain.is_set():
+            await self._park("pending", None, None, time.time())
+
+    async def _park(self, status: str, reason: str | None, event: str | None, wake_at: float | None) -> None:
+        await self._engine.checkpoint(
+            self.run_id,
+            self._owner,
+            lambda c: self._engine.park(c, self.run_id, status=status, reason=reason, event=event, wake_at=wake_at),
+        )
+        raise Suspend(reason or status)
+
+    async def _record(
+        self, n: int, name: str, kind: str, effect: str, status: str, data: bytes | None,
+        error: dict[str, Any] | None, attempts: int, started: float,
+    ) -> None:  # fmt: skip
+        threshold = self._engine.blob_threshold
+        await self._engine.checkpoint(
+            self.run_id,
+            self._owner,
+            lambda c: write_step(c, self.run_id, n, name=name, kind=kind, effect=effect, status=status,
+                                 output_json=data, error=error, attempts=attempts, started_at=started,
+                                 blob_threshold=threshold),  # fmt: skip
+        )
+
+
+async def _invoke(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], seconds: float | None) -> Any:
+    async def call() -> Any:
+        if inspect.iscoroutinefunction(fn):
+            return await fn(*args, **kwargs)
+        result = await asyncio.to_thread(fn, *args, **kwargs)
+        return await result if inspect.isawaitable(result) else result
+
+    if seconds is None:
+        return await call()
+    async with asyncio.timeout(seconds):
+        return await call()
+
+
+@lru_cache(maxsize=1024)
+def _accepts_key(fn: Callable[..., Any]) -> bool:
+    try:
+        return "idempotency_key" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _fn_name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__

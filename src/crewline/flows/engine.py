@@ -1,0 +1,113 @@
+"""The engine's shared state and its checkpoint writes.
+
+:class:`Engine` is what a running workflow's context and the workers share: the database, the settings,
+the registered workflows and queues, and the crash-point hook used by durability tests and chaos drills.
+Every checkpoint write goes through :meth:`Engine.checkpoint`, which first checks in the same transaction
+that this worker still holds the run's lease, so a worker that lost its lease can never record a step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from ..config import Settings
+from ..errors import UnknownWorkflow
+from ..store.database import Conn, Database
+from .definitions import Queue, Workflow
+
+__all__ = ["Engine", "LeaseLost", "RunSignals", "Suspend"]
+
+T = TypeVar("T")
+CrashHook = Callable[[str, int], None]
+CRASH_POINTS = ("after_intent", "after_step_commit", "before_run_completion")
+
+
+class Suspend(BaseException):  # noqa: N818 - control flow, not an error
+    """The run parked itself (sleep, event, child, outcome unknown, drain); its state is committed."""
+
+
+class LeaseLost(Exception):
+    """Another worker took this run over; this one must stop touching it."""
+
+
+@dataclass
+class RunSignals:
+    """What a worker tells a run it is executing."""
+
+    cancel: bool = False
+    drain: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def kill_at(spec: str) -> CrashHook:
+    """A crash hook that SIGKILLs this process at ``point`` or ``point:step`` (see Settings.crash_point)."""
+    point, _, step = spec.partition(":")
+    if point not in CRASH_POINTS:
+        raise ValueError(f"unknown crash point {point!r}: use one of {', '.join(CRASH_POINTS)}")
+    at = int(step) if step else None
+
+    def hook(where: str, step_no: int) -> None:
+        if where == point and (at is None or at == step_no):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
+class Engine:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self.workflows: dict[str, Workflow] = {}
+        self.queues: dict[str, Queue] = {}
+        self.crash_hook: CrashHook | None = kill_at(settings.crash_point) if settings.crash_point else None
+        self.work_available = asyncio.Event()
+
+    def crash_point(self, where: str, step_no: int) -> None:
+        if self.crash_hook is not None:
+            self.crash_hook(where, step_no)
+
+    async def checkpoint(self, run_id: str, owner: str, fn: Callable[[Conn], T]) -> T:
+        """Run ``fn`` in a group-committed transaction, only while ``owner`` holds the run's lease."""
+
+        def guarded(conn: Conn) -> T:
+            cur = conn.execute(
+                "UPDATE runs SET updated_at = updated_at WHERE id = ? AND lease_owner = ? AND status = 'running'",
+                (run_id, owner),
+            )
+            if cur.rowcount == 0:
+                raise LeaseLost(f"run {run_id} is no longer held by worker {owner}")
+            return fn(conn)
+
+        return await self.db.write(guarded)
+
+    def resolve(self, workflow: Workflow | str | Callable[..., object]) -> Workflow:
+        """The registered workflow for a :class:`Workflow`, its name, or its function."""
+        if isinstance(workflow, Workflow):
+            return workflow
+        name = workflow if isinstance(workflow, str) else getattr(workflow, "__name__", repr(workflow))
+        found = self.workflows.get(name)
+        if found is None:
+            known = ", ".join(sorted(self.workflows)) or "none registered"
+            raise UnknownWorkflow(f"unknown workflow {name!r} (known: {known})")
+        return found
+
+    def limits(self) -> dict[str, int]:
+        return {q.name: q.concurrency for q in self.queues.values() if q.concurrency is not None}
+
+    @property
+    def blob_threshold(self) -> int:
+        return self.settings.blob_threshold
+
+    def park(self, conn: Conn, run_id: str, *, status: str, reason: str | None, event: str | None,
+             wake_at: float | None) -> None:  # fmt: skip
+        """Release the run: it waits (or is pending again) and no worker holds it."""
+        conn.execute(
+            "UPDATE runs SET status = ?, wait_reason = ?, wait_event = ?, wake_at = ?, lease_owner = NULL, "
+            "lease_until = NULL, updated_at = ? WHERE id = ?",
+            (status, reason, event, wake_at, time.time(), run_id),
+        )

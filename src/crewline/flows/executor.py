@@ -1,0 +1,76 @@
+"""Executing one claimed run: replay its records, run it to its next park or its end, record the end."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any
+
+from ..errors import Cancelled, DatabaseUnavailable, RunFailed, StepError
+from ..store.payloads import dump
+from .context import Context
+from .engine import Engine, LeaseLost, RunSignals, Suspend
+from .records import RunRecord, finish_run, load_steps
+
+__all__ = ["execute_run"]
+
+log = logging.getLogger("crewline.flows")
+
+
+async def execute_run(engine: Engine, run: RunRecord, owner: str, signals: RunSignals) -> str:
+    """Run ``run`` (already claimed by ``owner``); returns its status afterwards, or "parked" / "lost"."""
+    wf = engine.resolve(run.workflow)
+    steps = await engine.db.read(lambda conn: load_steps(conn, run.id))
+    ctx = Context(engine, run, steps, owner, signals)
+    status, output, error = "completed", None, None
+    try:
+        if signals.cancel or run.cancel_requested:
+            raise Cancelled(f"run {run.id} was cancelled")
+        if wf.takes_input:
+            result = await wf.fn(ctx, wf.validate_input(run.input))
+        else:
+            result = await wf.fn(ctx)
+        output = dump(result if wf.output_adapter is None else wf.output_adapter.dump_python(result, mode="json"))
+        engine.crash_point("before_run_completion", ctx.step_count)
+    except Suspend:
+        return "parked"
+    except LeaseLost as e:
+        log.warning("%s", e)
+        return "lost"
+    except DatabaseUnavailable as e:
+        # Nothing can be recorded now; the lease lapses and a worker resumes the run from its records.
+        log.error("run %s abandoned, the database is unreachable: %s", run.id, e)
+        return "lost"
+    except Cancelled as e:
+        status, error = "cancelled", {"type": "Cancelled", "message": str(e), "step": ctx.step_count}
+    except Exception as e:
+        status, error = "failed", error_info(e, ctx.step_count)
+    try:
+        done = await engine.checkpoint(
+            run.id,
+            owner,
+            lambda conn: finish_run(conn, run.id, status=status, output_json=output, error=error, owner=owner,
+                                    blob_threshold=engine.blob_threshold),  # fmt: skip
+        )
+    except (LeaseLost, DatabaseUnavailable) as e:
+        log.warning("run %s: could not record its end: %s", run.id, e)
+        return "lost"
+    if done and run.parent_id:
+        engine.work_available.set()
+    return status
+
+
+def error_info(exc: BaseException, step_count: int) -> dict[str, Any]:
+    """What a failed run records: the original error type, message, and the step it happened at."""
+    if isinstance(exc, StepError):
+        return {"type": exc.error_type, "message": exc.message, "step": exc.step, "step_name": exc.name}
+    if isinstance(exc, RunFailed):
+        return {"type": "RunFailed", "message": str(exc), "step": step_count}
+    tb = traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-8)
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc)[:4000],
+        "step": step_count,
+        "in_workflow_code": True,
+        "traceback": "".join(tb)[-4000:],
+    }

@@ -1,0 +1,82 @@
+"""What an operator does to runs that are not simply running: fork them, resolve unknown outcomes."""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from ..errors import InvalidInput, InvalidRunState
+from ..store.database import Conn
+from ..store.payloads import dump
+from .records import get_run, insert_run, lock_run, new_run_id
+
+__all__ = ["Outcome", "fork_run", "resolve_step"]
+
+Outcome = Literal["done", "retry", "fail"]
+
+
+def fork_run(conn: Conn, run_id: str, from_step: int, *, blob_threshold: int, new_id: str | None = None) -> str:
+    """A new run of the same workflow and input that reuses every checkpoint before ``from_step``."""
+    src = get_run(conn, run_id)
+    last = conn.scalar("SELECT MAX(step_no) FROM steps WHERE run_id = ?", (run_id,)) or 0
+    if not 1 <= from_step <= last + 1:
+        raise InvalidInput(f"cannot fork run {run_id} from step {from_step}: it has steps 1 to {last}")
+    unfinished = conn.one(
+        "SELECT step_no, status FROM steps WHERE run_id = ? AND step_no < ? AND status NOT IN ('done', 'failed') "
+        "ORDER BY step_no LIMIT 1",
+        (run_id, from_step),
+    )
+    if unfinished is not None:
+        raise InvalidRunState(
+            f"cannot fork run {run_id} from step {from_step}: step {unfinished[0]} has no recorded outcome "
+            f"({unfinished[1]}); fork from step {unfinished[0]} or earlier"
+        )
+    fork_id, _ = insert_run(
+        conn, run_id=new_id or new_run_id(), workflow=src.workflow, version=src.version, queue=src.queue,
+        priority=src.priority, input_json=dump(src.input), blob_threshold=blob_threshold,
+        forked_from=run_id, fork_step=from_step,
+    )  # fmt: skip
+    conn.execute(
+        "INSERT INTO steps (run_id, step_no, name, kind, effect, status, output, output_blob, error, attempts, "
+        "started_at, finished_at) SELECT ?, step_no, name, kind, effect, status, output, output_blob, error, "
+        "attempts, started_at, finished_at FROM steps WHERE run_id = ? AND step_no < ?",
+        (fork_id, run_id, from_step),
+    )
+    return fork_id
+
+
+def resolve_step(conn: Conn, run_id: str, step_no: int, outcome: Outcome, output_json: bytes | None = None) -> None:
+    """Settle an irreversible step whose outcome is unknown; the run then resumes.
+
+    ``done``: the call happened (``output_json`` is what the step returns); ``retry``: it did not, call it
+    again; ``fail``: record the step as failed, which the workflow sees as a :class:`StepError`.
+    """
+    status, reason, _ = lock_run(conn, run_id)
+    if status != "waiting" or not (reason or "").startswith("outcome unknown"):
+        raise InvalidRunState(f"run {run_id} is not waiting for an outcome (it is {status}); nothing to resolve")
+    row = conn.one("SELECT status FROM steps WHERE run_id = ? AND step_no = ?", (run_id, step_no))
+    if row is None or row[0] != "intent":
+        raise InvalidRunState(
+            f"step {step_no} of run {run_id} has no unknown outcome ({reason}); pass the step number shown there"
+        )
+    now = time.time()
+    if outcome == "done":
+        conn.execute(
+            "UPDATE steps SET status = 'done', output = ?, output_blob = NULL, finished_at = ? "
+            "WHERE run_id = ? AND step_no = ?",
+            ((output_json or b"null").decode(), now, run_id, step_no),
+        )
+    elif outcome == "retry":
+        conn.execute("DELETE FROM steps WHERE run_id = ? AND step_no = ?", (run_id, step_no))
+    elif outcome == "fail":
+        conn.execute(
+            "UPDATE steps SET status = 'failed', error = ?, finished_at = ? WHERE run_id = ? AND step_no = ?",
+            ('{"type": "OutcomeFailed", "message": "an operator marked the outcome as failed"}', now, run_id,
+             step_no),
+        )  # fmt: skip
+    else:
+        raise InvalidInput(f"outcome must be done, retry or fail, got {outcome!r}")
+    conn.execute(
+        "UPDATE runs SET status = 'pending', wait_reason = NULL, wake_at = ?, updated_at = ? WHERE id = ?",
+        (now, now, run_id),
+    )

@@ -1,0 +1,310 @@
+"""Runs, steps and events as rows: the engine's reads and writes, as functions over a connection.
+
+Each function here runs inside a transaction the caller opened (usually a group-committed
+:meth:`Database.write`), so the engine composes them into exactly one commit per checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import InvalidInput, InvalidRunState, RunNotFound
+from ..store.database import Conn
+from ..store.payloads import dump, load, store_payload
+
+__all__ = [
+    "FINISHED",
+    "RunRecord",
+    "StepRecord",
+    "get_run",
+    "insert_run",
+    "list_runs",
+    "load_steps",
+    "lock_run",
+    "new_run_id",
+]
+
+STATES = ("pending", "running", "waiting", "paused", "failed", "completed", "cancelled")
+FINISHED = ("failed", "completed", "cancelled")
+
+_RUN_COLUMNS = (
+    "id, workflow, version, queue, priority, status, input, input_blob, output, output_blob, error, "
+    "idempotency_key, parent_id, parent_step, forked_from, fork_step, wait_reason, wait_event, wake_at, "
+    "lease_owner, lease_until, cancel_requested, recoveries, created_at, updated_at, finished_at"
+)
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class RunRecord:
+    id: str
+    workflow: str
+    version: str | None
+    queue: str
+    priority: int
+    status: str
+    input: Any
+    output: Any
+    error: dict[str, Any] | None
+    idempotency_key: str | None
+    parent_id: str | None
+    parent_step: int | None
+    forked_from: str | None
+    fork_step: int | None
+    wait_reason: str | None
+    wait_event: str | None
+    wake_at: float | None
+    lease_owner: str | None
+    lease_until: float | None
+    cancel_requested: bool
+    recoveries: int
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["cancel_requested"] = bool(self.cancel_requested)
+        return data
+
+
+@dataclass
+class StepRecord:
+    step_no: int
+    name: str
+    kind: str
+    effect: str
+    status: str  # intent | waiting | done | failed
+    output: Any
+    error: dict[str, Any] | None
+    attempts: int
+    started_at: float
+    finished_at: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
+    (rid, wf, ver, queue, prio, status, inp, inp_b, out, out_b, err, ikey, parent, pstep, forked, fstep,
+     reason, event, wake, owner, until, cancel, recov, created, updated, finished) = row  # fmt: skip
+    return RunRecord(
+        id=rid, workflow=wf, version=ver, queue=queue, priority=int(prio), status=status,
+        input=load(conn, inp, inp_b), output=load(conn, out, out_b), error=json.loads(err) if err else None,
+        idempotency_key=ikey, parent_id=parent, parent_step=pstep, forked_from=forked, fork_step=fstep,
+        wait_reason=reason, wait_event=event, wake_at=wake, lease_owner=owner, lease_until=until,
+        cancel_requested=bool(cancel), recoveries=int(recov), created_at=created, updated_at=updated,
+        finished_at=finished,
+    )  # fmt: skip
+
+
+def get_run(conn: Conn, run_id: str) -> RunRecord:
+    row = conn.one(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+    if row is None:
+        raise RunNotFound(f"no run with id {run_id!r}: list runs with `crewline runs list`")
+    return _run_from_row(conn, row)
+
+
+def lock_run(conn: Conn, run_id: str) -> tuple[str, str | None, str | None]:
+    """Lock the run's row until commit; returns (status, wait_reason, wait_event)."""
+    suffix = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
+    row = conn.one(f"SELECT status, wait_reason, wait_event FROM runs WHERE id = ?{suffix}", (run_id,))
+    if row is None:
+        raise RunNotFound(f"no run with id {run_id!r}: list runs with `crewline runs list`")
+    return row[0], row[1], row[2]
+
+
+def list_runs(
+    conn: Conn,
+    *,
+    state: str | None = None,
+    workflow: str | None = None,
+    parent_id: str | None = None,
+    limit: int = 50,
+    before: float | None = None,
+) -> list[RunRecord]:
+    if state is not None and state not in STATES:
+        raise InvalidInput(f"unknown run state {state!r}: use one of {', '.join(STATES)}")
+    where, params = [], []
+    for column, value in (("status", state), ("workflow", workflow), ("parent_id", parent_id)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if before is not None:
+        where.append("created_at < ?")
+        params.append(before)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    rows = conn.all(
+        f"SELECT {_RUN_COLUMNS} FROM runs{clause} ORDER BY created_at DESC, id LIMIT ?", (*params, limit)
+    )
+    return [_run_from_row(conn, r) for r in rows]
+
+
+def insert_run(
+    conn: Conn,
+    *,
+    run_id: str,
+    workflow: str,
+    version: str | None,
+    queue: str,
+    priority: int,
+    input_json: bytes,
+    blob_threshold: int,
+    idempotency_key: str | None = None,
+    parent_id: str | None = None,
+    parent_step: int | None = None,
+    forked_from: str | None = None,
+    fork_step: int | None = None,
+) -> tuple[str, bool]:
+    """Create a pending run; returns (run id, created). An existing id or idempotency key wins."""
+    if idempotency_key is not None:
+        existing = conn.scalar("SELECT id FROM runs WHERE idempotency_key = ?", (idempotency_key,))
+        if existing is not None:
+            return str(existing), False
+    if conn.scalar("SELECT 1 FROM runs WHERE id = ?", (run_id,)) is not None:
+        return run_id, False
+    now = time.time()
+    inline, blob = store_payload(conn, input_json, blob_threshold)
+    conn.execute(
+        "INSERT INTO runs (id, workflow, version, queue, priority, status, input, input_blob, idempotency_key, "
+        "parent_id, parent_step, forked_from, fork_step, wake_at, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (run_id, workflow, version, queue, priority, inline, blob, idempotency_key, parent_id, parent_step,
+         forked_from, fork_step, now, now, now),
+    )  # fmt: skip
+    return run_id, True
+
+
+def load_steps(conn: Conn, run_id: str) -> dict[int, StepRecord]:
+    rows = conn.all(
+        "SELECT step_no, name, kind, effect, status, output, output_blob, error, attempts, started_at, "
+        "finished_at FROM steps WHERE run_id = ? ORDER BY step_no",
+        (run_id,),
+    )
+    return {
+        r[0]: StepRecord(
+            step_no=r[0], name=r[1], kind=r[2], effect=r[3], status=r[4], output=load(conn, r[5], r[6]),
+            error=json.loads(r[7]) if r[7] else None, attempts=r[8], started_at=r[9], finished_at=r[10],
+        )  # fmt: skip
+        for r in rows
+    }
+
+
+def write_step(
+    conn: Conn,
+    run_id: str,
+    step_no: int,
+    *,
+    name: str,
+    kind: str,
+    effect: str,
+    status: str,
+    output_json: bytes | None,
+    error: dict[str, Any] | None,
+    attempts: int,
+    started_at: float,
+    blob_threshold: int,
+) -> None:
+    """Insert or overwrite a step's record (an upsert, so a retried commit is harmless)."""
+    inline, blob = (None, None) if output_json is None else store_payload(conn, output_json, blob_threshold)
+    finished = time.time() if status in ("done", "failed") else None
+    conn.execute(
+        "INSERT INTO steps (run_id, step_no, name, kind, effect, status, output, output_blob, error, attempts, "
+        "started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (run_id, step_no) DO UPDATE SET name = excluded.name, kind = excluded.kind, "
+        "effect = excluded.effect, status = excluded.status, output = excluded.output, "
+        "output_blob = excluded.output_blob, error = excluded.error, attempts = excluded.attempts, "
+        "finished_at = excluded.finished_at",
+        (run_id, step_no, name, kind, effect, status, inline, blob, _json(error), attempts, started_at, finished),
+    )
+
+
+def wake_parent(conn: Conn, child_id: str, parent_id: str | None) -> None:
+    """A child finished: make its parent claimable if it is waiting for this child."""
+    if parent_id is None:
+        return
+    status, reason, _ = lock_run(conn, parent_id)
+    if status == "waiting" and reason == f"child:{child_id}":
+        conn.execute("UPDATE runs SET wake_at = ?, updated_at = ? WHERE id = ?", (time.time(), time.time(), parent_id))
+
+
+def finish_run(
+    conn: Conn,
+    run_id: str,
+    *,
+    status: str,
+    output_json: bytes | None = None,
+    error: dict[str, Any] | None = None,
+    owner: str | None = None,
+    blob_threshold: int = 4096,
+) -> bool:
+    """Mark a run finished; with ``owner``, only if that worker still holds it. Returns whether it did."""
+    inline, blob = (None, None) if output_json is None else store_payload(conn, output_json, blob_threshold)
+    now = time.time()
+    guard, params = ("AND lease_owner = ? AND status = 'running'", (owner,)) if owner else ("", ())
+    cur = conn.execute(
+        "UPDATE runs SET status = ?, output = ?, output_blob = ?, error = ?, finished_at = ?, updated_at = ?, "
+        f"lease_owner = NULL, lease_until = NULL, wake_at = NULL, wait_reason = NULL WHERE id = ? {guard}",
+        (status, inline, blob, _json(error), now, now, run_id, *params),
+    )
+    if cur.rowcount == 0:
+        return False
+    parent = conn.scalar("SELECT parent_id FROM runs WHERE id = ?", (run_id,))
+    wake_parent(conn, run_id, parent)
+    return True
+
+
+def cancel_run(conn: Conn, run_id: str) -> str:
+    """Cancel now if the run is not executing, else ask its worker to stop at the next step boundary."""
+    status, _, _ = lock_run(conn, run_id)
+    if status in FINISHED:
+        raise InvalidRunState(f"run {run_id} is already {status}; nothing to cancel")
+    children = [r[0] for r in conn.all("SELECT id FROM runs WHERE parent_id = ?", (run_id,))]
+    for child in children:
+        child_status = conn.scalar("SELECT status FROM runs WHERE id = ?", (child,))
+        if child_status not in FINISHED:
+            cancel_run(conn, child)
+    if status == "running":
+        conn.execute("UPDATE runs SET cancel_requested = 1, updated_at = ? WHERE id = ?", (time.time(), run_id))
+        return "cancel requested"
+    finish_run(conn, run_id, status="cancelled", error={"type": "Cancelled", "message": "cancelled by request"})
+    return "cancelled"
+
+
+def send_event(conn: Conn, run_id: str, name: str, payload_json: bytes, blob_threshold: int) -> int:
+    status, _, waiting_for = lock_run(conn, run_id)
+    if status in FINISHED:
+        raise InvalidRunState(f"run {run_id} is {status}; it can no longer receive events")
+    inline, blob = store_payload(conn, payload_json, blob_threshold)
+    now = time.time()
+    event_id = conn.scalar(
+        "INSERT INTO events (run_id, name, payload, payload_blob, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
+        (run_id, name, inline, blob, now),
+    )
+    if status == "waiting" and waiting_for == name:
+        conn.execute("UPDATE runs SET wake_at = ?, updated_at = ? WHERE id = ?", (now, now, run_id))
+    return int(event_id)
+
+
+def take_event(conn: Conn, run_id: str, name: str, step_no: int) -> tuple[bool, bytes | None]:
+    """Consume the oldest unconsumed event ``name`` for the run; returns (found, payload JSON)."""
+    row = conn.one(
+        "SELECT id, payload, payload_blob FROM events WHERE run_id = ? AND name = ? AND consumed_step IS NULL "
+        "ORDER BY id LIMIT 1",
+        (run_id, name),
+    )
+    if row is None:
+        return False, None
+    conn.execute("UPDATE events SET consumed_step = ? WHERE id = ?", (step_no, row[0]))
+    return True, dump(load(conn, row[1], row[2]))
+
+
+def _json(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(value, default=str)

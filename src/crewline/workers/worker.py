@@ -1,0 +1,196 @@
+"""A worker: claims runs, executes them concurrently, keeps their leases alive, fires cron ticks.
+
+Stopping is graceful: no new claims, each run finishes the step it is in and parks itself as pending at
+the next step boundary, whatever is still held is released, then :meth:`Worker.run` returns. A worker
+that dies instead simply stops heartbeating; its leases lapse and another worker resumes its runs from
+their checkpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from typing import TypeVar
+
+from ..errors import DatabaseUnavailable
+from ..flows.engine import Engine, RunSignals
+from ..flows.executor import execute_run
+from ..flows.records import RunRecord
+from ..store.database import Conn
+from .claim import claim_runs, extend_leases, held_flags, release_runs
+from .cron import fire_due, next_tick
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("crewline.worker")
+T = TypeVar("T")
+
+
+class Worker:
+    def __init__(self, engine: Engine, *, concurrency: int = 8, worker_id: str | None = None) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.engine = engine
+        self.concurrency = concurrency
+        self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._tasks: dict[str, tuple[asyncio.Task[str], RunSignals]] = {}
+        self._stopping = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._next_cron = 0.0
+        self.completed = 0
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.engine.settings.lease_seconds
+
+    def stop(self) -> None:
+        """Ask the worker to shut down gracefully (safe to call from a signal handler)."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        await self._write(self._register)
+        control = asyncio.create_task(self._control_loop(), name="crewline-worker-control")
+        try:
+            await self._claim_loop()
+        finally:
+            for _, signals in self._tasks.values():
+                signals.drain.set()
+            if self._tasks:
+                await asyncio.gather(*(t for t, _ in self._tasks.values()), return_exceptions=True)
+            control.cancel()
+            await asyncio.gather(control, return_exceptions=True)
+            try:
+                await self._write(self._unregister)
+            except DatabaseUnavailable:
+                log.warning("worker %s stopped without releasing its leases; they will lapse", self.id)
+
+    async def _claim_loop(self) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            self.engine.work_available.clear()
+            self._slot_freed.clear()
+            free = self.concurrency - len(self._tasks)
+            claimed: list[RunRecord] = []
+            if free > 0:
+                try:
+                    claimed = await self._claim(free)
+                    backoff = 0.1
+                except DatabaseUnavailable as e:
+                    log.warning("cannot claim runs, retrying in %.1fs: %s", backoff, e)
+                    await self._pause(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    continue
+                for run in claimed:
+                    self._start(run)
+            if free > 0 and len(claimed) == free:
+                continue  # there may be more due right now
+            await self._idle()
+
+    async def _claim(self, n: int) -> list[RunRecord]:
+        engine = self.engine
+        names = sorted(engine.workflows)
+        limits = engine.limits()
+        return await engine.db.write(
+            lambda conn: claim_runs(
+                conn, owner=self.id, workflows=names, limits=limits, n=n, lease_seconds=self.lease_seconds
+            )
+        )
+
+    def _start(self, run: RunRecord) -> None:
+        signals = RunSignals(cancel=run.cancel_requested)
+        task = asyncio.create_task(execute_run(self.engine, run, self.id, signals), name=f"crewline-run-{run.id}")
+        self._tasks[run.id] = (task, signals)
+        task.add_done_callback(lambda t, rid=run.id: self._finished(rid, t))
+
+    def _finished(self, run_id: str, task: asyncio.Task[str]) -> None:
+        self._tasks.pop(run_id, None)
+        self._slot_freed.set()
+        if not task.cancelled() and task.exception() is None and task.result() in ("completed", "failed"):
+            self.completed += 1
+        elif not task.cancelled() and task.exception() is not None:
+            log.error("run %s crashed the executor", run_id, exc_info=task.exception())
+
+    async def _idle(self) -> None:
+        waits = [self._stopping.wait(), self.engine.work_available.wait()]
+        if len(self._tasks) >= self.concurrency:
+            waits.append(self._slot_freed.wait())
+        tasks = [asyncio.ensure_future(w) for w in waits]
+        try:
+            await asyncio.wait(tasks, timeout=self.engine.settings.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    # -- leases, cancellation, cron --------------------------------------------------------------------
+
+    async def _control_loop(self) -> None:
+        interval = min(1.0, self.lease_seconds / 3)
+        last_beat = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if time.monotonic() - last_beat >= self.lease_seconds / 3:
+                    held = await self._write(lambda c: extend_leases(c, self.id, self.lease_seconds))
+                    last_beat = time.monotonic()
+                    self._drop_lost(held)
+                await self._check_cancels()
+                await self._fire_cron()
+            except DatabaseUnavailable as e:
+                log.warning("worker %s cannot reach the database: %s", self.id, e)
+            except Exception:
+                log.exception("worker %s control loop error", self.id)
+
+    def _drop_lost(self, held: set[str]) -> None:
+        for run_id, (task, _) in list(self._tasks.items()):
+            if run_id not in held and not task.done():
+                log.warning("lost the lease on run %s; stopping it here", run_id)
+                task.cancel()
+
+    async def _check_cancels(self) -> None:
+        if not self._tasks:
+            return
+        _, cancelled = await self.engine.db.read(lambda c: held_flags(c, self.id))
+        for run_id in cancelled:
+            entry = self._tasks.get(run_id)
+            if entry is not None:
+                entry[1].cancel = True
+
+    async def _fire_cron(self) -> None:
+        scheduled = [wf for wf in self.engine.workflows.values() if wf.schedule]
+        now = time.time()
+        if not scheduled or now < self._next_cron:
+            return
+        started = await self._write(lambda c: fire_due(c, scheduled, self.engine.blob_threshold, now))
+        if started:
+            log.info("cron started %s", ", ".join(started))
+            self.engine.work_available.set()
+        self._next_cron = min(next_tick(wf.schedule or "", now) for wf in scheduled)
+
+    # -- registration ----------------------------------------------------------------------------------
+
+    async def _write(self, fn: Callable[[Conn], T]) -> T:
+        return await self.engine.db.write(fn)
+
+    def _register(self, conn: Conn) -> None:
+        now = time.time()
+        conn.execute(
+            "INSERT INTO workers (id, hostname, pid, concurrency, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (self.id, socket.gethostname(), os.getpid(), self.concurrency, now, now),
+        )
+
+    def _unregister(self, conn: Conn) -> None:
+        released = release_runs(conn, self.id)
+        if released:
+            log.info("worker %s released %d runs", self.id, released)
+        conn.execute("UPDATE workers SET stopped_at = ? WHERE id = ?", (time.time(), self.id))
