@@ -55,6 +55,8 @@ class Settings:
 
     database_url: str = "sqlite:///.crewline/crewline.db"
     project_dir: Path = field(default_factory=Path.cwd)
+    # The application to load for the CLI and server, as "package.module:attribute".
+    app: str | None = None
     lease_seconds: float = 15.0
     poll_interval: float = 0.2
     blob_threshold: int = 4096
@@ -79,6 +81,7 @@ class Settings:
         values: dict[str, Any] = {}
         for name, conv in (
             ("database_url", str),
+            ("app", str),
             ("lease_seconds", parse_duration),
             ("poll_interval", parse_duration),
             ("blob_threshold", int),

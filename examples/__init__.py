@@ -1,0 +1,1 @@
+"""Example crewline project: workflows a solo operator runs."""

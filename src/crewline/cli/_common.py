@@ -1,0 +1,118 @@
+"""Shared CLI plumbing: loading the app, reading JSON arguments, printing tables and errors."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import sys
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from ..app import App
+from ..config import Settings
+from ..errors import CrewlineError, InvalidInput, InvalidRunState, RunNotFound, UnknownWorkflow
+
+__all__ = ["app_option", "fail", "load_app", "read_json_arg", "run_async", "table", "when"]
+
+T = TypeVar("T")
+# Errors that mean "you asked for something wrong": exit code 2, like a usage error.
+_USER_ERRORS = (InvalidInput, UnknownWorkflow, RunNotFound, InvalidRunState)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    click.echo(f"crewline: error: {message}", err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def errors_as_exit() -> Iterator[None]:
+    try:
+        yield
+    except _USER_ERRORS as e:
+        fail(str(e), 2)
+    except CrewlineError as e:
+        fail(str(e), 1)
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    with errors_as_exit():
+        return asyncio.run(coro)
+
+
+app_option = click.option(
+    "--app",
+    "app_ref",
+    envvar="CREWLINE_APP",
+    help="The application, as package.module:attribute (default: `app` in crewline.toml).",
+)
+
+
+def load_app(app_ref: str | None) -> App:
+    """Import the operator's app, or a bare App over the configured database when none is named."""
+    with errors_as_exit():
+        settings = Settings.load()
+    ref = app_ref or settings.app
+    if not ref:
+        return App(settings=settings)
+    module_name, _, attr = ref.partition(":")
+    if str(settings.project_dir) not in sys.path:
+        sys.path.insert(0, str(settings.project_dir))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        fail(f"cannot import the app module {module_name!r}: {e}")
+    app = getattr(module, attr or "app", None)
+    if not isinstance(app, App):
+        fail(f"{ref} is not a crewline App (expected package.module:attribute naming an App)")
+    return app
+
+
+def read_json_arg(value: str | None, what: str) -> Any:
+    """A JSON value given inline or as @path/to/file.json."""
+    if value is None:
+        return None
+    text = value
+    if value.startswith("@"):
+        path = Path(value[1:])
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            fail(f"cannot read {what} file {path}: {e}")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        fail(f"{what} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); pass JSON or @file.json")
+
+
+def when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def with_app(fn: Callable[[App], Coroutine[Any, Any, T]], app: App) -> T:
+    async def go() -> T:
+        try:
+            return await fn(app)
+        finally:
+            app.close()
+
+    return run_async(go())

@@ -1,0 +1,66 @@
+"""Retention: drop the payloads of finished runs past an age, then the blobs nothing references.
+
+Any column that points at a blob is named ``<something>_blob`` (a convention every room follows), so the
+sweep finds references by looking at the schema instead of keeping a list that can fall out of date.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .database import Conn, Database
+
+__all__ = ["PruneReport", "prune"]
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    runs: int
+    steps: int
+    events: int
+    blobs: int
+    blob_bytes: int
+
+
+def _blob_columns(conn: Conn) -> list[tuple[str, str]]:
+    if conn.dialect.name == "sqlite":
+        tables = [r[0] for r in conn.all("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return [
+            (t, col[1])
+            for t in tables
+            for col in conn.all(f'PRAGMA table_info("{t}")')
+            if str(col[1]).endswith("_blob")
+        ]
+    rows = conn.all(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND right(column_name, 5) = '_blob'"
+    )
+    return [(str(t), str(c)) for t, c in rows]
+
+
+def prune(db: Database, older_than: float, *, delete_runs: bool = False) -> PruneReport:
+    """Finished runs whose end is older than ``older_than`` seconds lose their payloads (or, with
+    ``delete_runs``, are deleted with their steps and events); unreferenced blobs go too."""
+    cutoff = time.time() - older_than
+
+    def sweep(conn: Conn) -> PruneReport:
+        old = "SELECT id FROM runs WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < ?"
+        steps = conn.execute(f"DELETE FROM steps WHERE run_id IN ({old})", (cutoff,)).rowcount
+        events = conn.execute(f"DELETE FROM events WHERE run_id IN ({old})", (cutoff,)).rowcount
+        if delete_runs:
+            runs = conn.execute(old.replace("SELECT id", "DELETE", 1), (cutoff,)).rowcount
+        else:
+            runs = conn.execute(
+                "UPDATE runs SET input = NULL, input_blob = NULL, output = NULL, output_blob = NULL "
+                "WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < ? "
+                "AND (input IS NOT NULL OR input_blob IS NOT NULL OR output IS NOT NULL OR output_blob IS NOT NULL)",
+                (cutoff,),
+            ).rowcount
+        refs = " UNION ".join(f'SELECT "{c}" FROM "{t}" WHERE "{c}" IS NOT NULL' for t, c in _blob_columns(conn))
+        orphan = "SELECT hash FROM blobs" + (f" WHERE hash NOT IN ({refs})" if refs else "")
+        size = conn.scalar(f"SELECT COALESCE(SUM(size), 0) FROM blobs WHERE hash IN ({orphan})")
+        blobs = conn.execute(f"DELETE FROM blobs WHERE hash IN ({orphan})").rowcount
+        return PruneReport(runs=runs, steps=steps, events=events, blobs=blobs, blob_bytes=int(size or 0))
+
+    return db.run(sweep)
