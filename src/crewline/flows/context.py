@@ -135,14 +135,14 @@ class Context:
         seconds = parse_duration(duration)
         n, rec = await self._begin("sleep", "sleep")
         if rec is None:
-            until = time.time() + seconds
+            until = self._engine.clock() + seconds
             await self._record(n, "sleep", "sleep", "read", "done", dump({"until": until}), None, 1, time.time())
         else:
             until = float(rec.output["until"])
         await self._wait_until(until)
 
     async def _wait_until(self, until: float) -> None:
-        remaining = until - time.time()
+        remaining = until - self._engine.clock()
         if remaining <= 0:
             return
         if remaining <= INLINE_SLEEP_SECONDS:
@@ -150,8 +150,8 @@ class Context:
                 await asyncio.wait_for(self._signals.drain.wait(), remaining)
             except TimeoutError:
                 return
-            await self._park("pending", None, None, until)
-        await self._park("waiting", "sleep", None, until)
+            await self._park("pending", None, None, time.time() + remaining)
+        await self._park("waiting", "sleep", None, time.time() + remaining)
 
     async def wait_for(self, event: str, timeout: float | str | None = None) -> Any:
         """Wait durably for ``app.send_event(run_id, event, payload)`` and return the payload.
@@ -167,7 +167,7 @@ class Context:
         if rec is not None:
             deadline = rec.output.get("deadline")
         else:
-            deadline = None if timeout is None else time.time() + parse_duration(timeout)
+            deadline = None if timeout is None else self._engine.clock() + parse_duration(timeout)
         started = rec.started_at if rec is not None else time.time()
         threshold = self._engine.blob_threshold
 
@@ -179,7 +179,7 @@ class Context:
                            output_json=dump({"payload": load_json(payload or b"null")}), error=None, attempts=1,
                            started_at=started, blob_threshold=threshold)  # fmt: skip
                 return "done", load_json(payload or b"null")
-            if deadline is not None and time.time() >= deadline:
+            if deadline is not None and self._engine.clock() >= deadline:
                 error = {"type": "WaitTimeout", "message": f"no {event!r} event before the timeout"}
                 write_step(conn, self.run_id, n, name=event, kind="event", effect="read", status="failed",
                            output_json=None, error=error, attempts=1, started_at=started,
@@ -188,8 +188,8 @@ class Context:
             write_step(conn, self.run_id, n, name=event, kind="event", effect="read", status="waiting",
                        output_json=dump({"deadline": deadline}), error=None, attempts=1, started_at=started,
                        blob_threshold=threshold)  # fmt: skip
-            self._engine.park(conn, self.run_id, status="waiting", reason=f"event:{event}", event=event,
-                              wake_at=deadline)  # fmt: skip
+            wake = None if deadline is None else time.time() + max(0.0, deadline - self._engine.clock())
+            self._engine.park(conn, self.run_id, status="waiting", reason=f"event:{event}", event=event, wake_at=wake)
             return "parked", None
 
         outcome, payload = await self._engine.checkpoint(self.run_id, self._owner, attempt)

@@ -82,7 +82,13 @@ class Workflow:
         params = list(inspect.signature(fn).parameters.values())
         if not 1 <= len(params) <= 2:
             raise ConfigError(f"workflow {fn.__qualname__} must take (ctx) or (ctx, input)")
-        hints = _hints(fn)
+        try:
+            hints = typing.get_type_hints(fn)
+        except Exception as e:
+            raise ConfigError(
+                f"cannot resolve the type annotations of workflow {fn.__qualname__} ({e}); "
+                "define the types it uses at module level"
+            ) from e
         schedule = options.get("schedule")
         if schedule is not None and not croniter.is_valid(schedule):
             raise ConfigError(f"workflow {fn.__qualname__}: schedule {schedule!r} is not a valid cron expression")

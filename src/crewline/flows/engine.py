@@ -66,6 +66,8 @@ class Engine:
         self.queues: dict[str, Queue] = {}
         self.crash_hook: CrashHook | None = kill_at(settings.crash_point) if settings.crash_point else None
         self.work_available = asyncio.Event()
+        # What "now" is for durable sleeps and wait deadlines; tests move it to skip time.
+        self.clock: Callable[[], float] = time.time
 
     def crash_point(self, where: str, step_no: int) -> None:
         if self.crash_hook is not None:
