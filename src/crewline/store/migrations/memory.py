@@ -1,7 +1,145 @@
-"""Memory tables: items, versions, documents, chunks and their indexes."""
+"""Memory tables: items, versions, documents, chunks and their indexes.
+
+``memory_items`` holds every searchable unit (facts, notes, document chunks) with its embedding;
+``memory_versions`` is the append-only history of items and documents (the state after each write, as
+JSON), which is what ``rollback`` replays; ``memory_changes`` is the feed the in-process vector index
+follows; full text is FTS5 (kept in sync by triggers) on SQLite and a generated ``tsvector`` on PostgreSQL.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from . import Migration
 
-MIGRATIONS: tuple[Migration, ...] = ()
+if TYPE_CHECKING:
+    from ..database import Conn
+
+_ITEMS = """CREATE TABLE memory_items (
+    rid {serial},
+    id TEXT NOT NULL UNIQUE,
+    scope TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    document_id TEXT,
+    position INTEGER,
+    heading TEXT,
+    char_start INTEGER,
+    char_end INTEGER,
+    text TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    metadata TEXT NOT NULL DEFAULT '{{}}',
+    embedding {blob},
+    embed_model TEXT,
+    expires_at {real},
+    version INTEGER NOT NULL,
+    author TEXT NOT NULL,
+    created_at {real} NOT NULL,
+    updated_at {real} NOT NULL
+)"""
+
+_SQLITE_FTS = (
+    """CREATE VIRTUAL TABLE memory_fts USING fts5(
+        text, heading, content='memory_items', content_rowid='rid', tokenize='porter unicode61'
+    )""",
+    """CREATE TRIGGER memory_items_fts_insert AFTER INSERT ON memory_items BEGIN
+        INSERT INTO memory_fts (rowid, text, heading) VALUES (new.rid, new.text, new.heading);
+    END""",
+    """CREATE TRIGGER memory_items_fts_delete AFTER DELETE ON memory_items BEGIN
+        INSERT INTO memory_fts (memory_fts, rowid, text, heading)
+        VALUES ('delete', old.rid, old.text, old.heading);
+    END""",
+    """CREATE TRIGGER memory_items_fts_update AFTER UPDATE OF text, heading ON memory_items BEGIN
+        INSERT INTO memory_fts (memory_fts, rowid, text, heading)
+        VALUES ('delete', old.rid, old.text, old.heading);
+        INSERT INTO memory_fts (rowid, text, heading) VALUES (new.rid, new.text, new.heading);
+    END""",
+)
+
+_PG_FTS = (
+    """ALTER TABLE memory_items ADD COLUMN tsv tsvector GENERATED ALWAYS AS
+        (to_tsvector('english', coalesce(heading, '') || ' ' || text)) STORED""",
+    "CREATE INDEX memory_items_tsv ON memory_items USING GIN (tsv)",
+)
+
+
+def _fulltext(conn: Conn) -> None:
+    for sql in _SQLITE_FTS if conn.dialect.name == "sqlite" else _PG_FTS:
+        conn.execute(sql)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "items, versions, documents, snapshots, change feed, full text",
+        (
+            _ITEMS,
+            "CREATE INDEX memory_items_scope ON memory_items (scope, kind)",
+            "CREATE INDEX memory_items_hash ON memory_items (scope, content_hash)",
+            "CREATE INDEX memory_items_document ON memory_items (document_id, position)",
+            "CREATE INDEX memory_items_expiry ON memory_items (expires_at)",
+            """CREATE TABLE memory_documents (
+                id TEXT PRIMARY KEY,
+                scope TEXT NOT NULL,
+                source TEXT NOT NULL,
+                mime TEXT NOT NULL,
+                title TEXT,
+                content_hash TEXT NOT NULL,
+                text_blob TEXT,
+                size INTEGER NOT NULL,
+                chunks INTEGER NOT NULL,
+                metadata TEXT NOT NULL DEFAULT '{{}}',
+                version INTEGER NOT NULL,
+                author TEXT NOT NULL,
+                created_at {real} NOT NULL,
+                updated_at {real} NOT NULL,
+                UNIQUE (scope, source)
+            )""",
+            """CREATE TABLE memory_versions (
+                id {serial},
+                entity TEXT NOT NULL,
+                entity_id TEXT NOT NULL,
+                scope TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                op TEXT NOT NULL,
+                state TEXT,
+                author TEXT NOT NULL,
+                at {real} NOT NULL
+            )""",
+            "CREATE INDEX memory_versions_scope ON memory_versions (scope, id)",
+            "CREATE INDEX memory_versions_entity ON memory_versions (entity_id, id)",
+            "CREATE INDEX memory_versions_at ON memory_versions (scope, at)",
+            """CREATE TABLE memory_snapshots (
+                id TEXT PRIMARY KEY,
+                scope TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                label TEXT,
+                author TEXT NOT NULL,
+                created_at {real} NOT NULL
+            )""",
+            "CREATE INDEX memory_snapshots_scope ON memory_snapshots (scope, created_at)",
+            """CREATE TABLE memory_changes (
+                seq {serial},
+                rid INTEGER NOT NULL,
+                at {real} NOT NULL
+            )""",
+            """CREATE TABLE memory_indexes (
+                name TEXT PRIMARY KEY,
+                embedder TEXT NOT NULL,
+                dim INTEGER NOT NULL,
+                created_at {real} NOT NULL,
+                updated_at {real} NOT NULL
+            )""",
+            """CREATE TABLE memory_messages (
+                id {serial},
+                scope TEXT NOT NULL,
+                role TEXT NOT NULL,
+                content TEXT NOT NULL,
+                tokens INTEGER NOT NULL,
+                summary INTEGER NOT NULL DEFAULT 0,
+                created_at {real} NOT NULL
+            )""",
+            "CREATE INDEX memory_messages_scope ON memory_messages (scope, id)",
+            _fulltext,
+        ),
+    ),
+)

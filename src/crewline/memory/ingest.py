@@ -1,0 +1,253 @@
+"""Ingesting documents: parse, chunk, embed, and write each document in one transaction.
+
+A document is known by its scope and source (the file's absolute path). Re-ingesting an unchanged file
+does nothing; a changed one keeps the chunks whose text did not change (no re-embedding), adds the new
+ones and removes the rest, all as versions of the document's chunks, so a rollback can bring back the
+previous text. Parsing and embedding happen before the transaction; a failure anywhere leaves the
+document exactly as it was.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidInput
+from ..store.database import Conn
+from . import versions as v
+from .chunking import Chunk, chunk_document
+from .documents import SUPPORTED, ParsedDocument, parse_file
+from .records import IngestReport
+from .vectors import to_blob
+
+if TYPE_CHECKING:
+    from .store import MemoryStore
+
+__all__ = ["collect_files", "ingest_parsed", "ingest_paths"]
+
+
+def collect_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
+    """Files to ingest: given files as they are (checked later), directories walked for supported types."""
+    items = [paths] if isinstance(paths, str | Path) else list(paths)
+    if not items:
+        raise InvalidInput("no paths given to ingest")
+    out: list[Path] = []
+    for raw in items:
+        path = Path(raw)
+        if path.is_dir():
+            out.extend(_walk(path))
+        elif path.exists():
+            out.append(path)
+        else:
+            raise InvalidInput(f"{path}: no such file or directory")
+    return out
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).parts
+        if any(part.startswith(".") for part in rel):
+            continue
+        if path.is_file() and path.suffix.lower() in SUPPORTED:
+            yield path
+
+
+async def ingest_paths(
+    store: MemoryStore,
+    paths: str | Path | Iterable[str | Path],
+    scope: str,
+    metadata: dict[str, Any],
+    author: str,
+    progress: Callable[[Path, str], None] | None,
+) -> IngestReport:
+    files = collect_files(paths)
+    report = IngestReport()
+    for path in files:
+        try:
+            doc = parse_file(path)
+            doc.source = str(path.resolve())
+            outcome = await ingest_parsed(store, doc, scope, metadata, author, report)
+        except InvalidInput as e:
+            report.failed[str(path)] = str(e)
+            outcome = "failed"
+        if progress is not None:
+            progress(path, outcome)
+    return report
+
+
+async def ingest_parsed(
+    store: MemoryStore,
+    doc: ParsedDocument,
+    scope: str,
+    metadata: dict[str, Any],
+    author: str,
+    report: IngestReport,
+) -> str:
+    """Write one parsed document; returns ``added``, ``updated`` or ``unchanged``."""
+    from .store import _Conflict
+
+    await store._ready()
+    chunks = chunk_document(doc, size=store.chunk_size, overlap=store.chunk_overlap)
+    if not chunks:
+        raise InvalidInput(f"{doc.source}: no text to index")
+    doc_hash = hashlib.sha256(doc.text.encode("utf-8")).hexdigest()
+    meta = {**metadata, "source": doc.source, "mime": doc.mime}
+    for _ in range(5):
+        current = await store.db.read(lambda c: _current(c, scope, doc.source))
+        if current is not None and current[0]["content_hash"] == doc_hash and current[0]["metadata"] == meta:
+            report.unchanged.append(current[0]["id"])
+            return "unchanged"
+        existing = current[1] if current else {}
+        fresh = [c for c in chunks if v.content_hash(c.text, c.heading) not in existing]
+        vecs = (
+            await store.embed([v.embed_text({"text": c.text, "heading": c.heading}) for c in fresh])
+            if fresh
+            else None
+        )
+        blobs = {id(c): to_blob(vecs[i]) for i, c in enumerate(fresh)} if vecs is not None else {}
+        try:
+            outcome, added, removed, kept = await store.db.write(
+                functools.partial(
+                    _write,
+                    model=store.embedder.name,
+                    doc=doc,
+                    doc_hash=doc_hash,
+                    scope=scope,
+                    meta=meta,
+                    author=author,
+                    chunks=chunks,
+                    blobs=blobs,
+                    current=current,
+                )
+            )
+        except _Conflict:
+            continue
+        report.chunks_added += added
+        report.chunks_removed += removed
+        report.chunks_kept += kept
+        doc_id = current[0]["id"] if current else outcome
+        (report.updated if current else report.added).append(doc_id)
+        return "updated" if current else "added"
+    raise InvalidInput(f"{doc.source}: the document kept changing while being ingested; try again")
+
+
+_Current = tuple[dict[str, Any], dict[str, dict[str, Any]]]
+
+
+def _current(conn: Conn, scope: str, source: str) -> _Current | None:
+    row = conn.scalar("SELECT id FROM memory_documents WHERE scope = ? AND source = ?", (scope, source))
+    if row is None:
+        return None
+    state = v.get_document_state(conn, row)
+    assert state is not None
+    chunks = conn.all(
+        f"SELECT {', '.join(v.ITEM_FIELDS)} FROM memory_items WHERE document_id = ? ORDER BY position", (row,)
+    )
+    by_hash: dict[str, dict[str, Any]] = {}
+    for r in chunks:
+        s = v.item_state(r)
+        by_hash.setdefault(s["content_hash"], s)
+    return state, by_hash
+
+
+def _write(
+    conn: Conn,
+    *,
+    model: str,
+    doc: ParsedDocument,
+    doc_hash: str,
+    scope: str,
+    meta: dict[str, Any],
+    author: str,
+    chunks: list[Chunk],
+    blobs: dict[int, bytes],
+    current: _Current | None,
+) -> tuple[str, int, int, int]:
+    from .store import _Conflict, _new_id
+
+    conn.lock_key(f"memory:{scope}")
+    now = time.time()
+    old_doc = current[0] if current else None
+    live = conn.one(
+        "SELECT version FROM memory_documents WHERE scope = ? AND source = ?", (scope, doc.source)
+    )
+    if (live is None) != (old_doc is None) or (old_doc and int(live[0]) != int(old_doc["version"])):  # type: ignore[index]
+        raise _Conflict(doc.source)
+    doc_id = old_doc["id"] if old_doc else _new_id("doc")
+    blob = _store_blob(conn, doc.text, now)
+    v.put_document(
+        conn,
+        {
+            "id": doc_id,
+            "scope": scope,
+            "source": doc.source,
+            "mime": doc.mime,
+            "title": doc.title,
+            "content_hash": doc_hash,
+            "text_blob": blob,
+            "size": len(doc.text.encode("utf-8")),
+            "chunks": len(chunks),
+            "metadata": meta,
+            "version": (int(old_doc["version"]) + 1) if old_doc else 1,
+            "author": author,
+            "created_at": old_doc["created_at"] if old_doc else now,
+            "updated_at": now,
+        },
+        op="update" if old_doc else "add",
+        at=now,
+    )
+    existing = dict(current[1]) if current else {}
+    added = kept = 0
+    for c in chunks:
+        h = v.content_hash(c.text, c.heading)
+        old = existing.pop(h, None)
+        place = {"position": c.position, "char_start": c.char_start, "char_end": c.char_end}
+        if old is not None:
+            kept += 1
+            if any(old[k] != place[k] for k in place) or old["metadata"] != meta:
+                state = {
+                    **old,
+                    **place,
+                    "metadata": meta,
+                    "version": old["version"] + 1,
+                    "author": author,
+                    "updated_at": now,
+                }
+                emb = conn.scalar("SELECT embedding FROM memory_items WHERE id = ?", (old["id"],))
+                v.put_item(conn, state, embedding=emb, embed_model=model, op="update", at=now)
+            continue
+        state = {
+            "id": _new_id("chk"),
+            "scope": scope,
+            "kind": "chunk",
+            "document_id": doc_id,
+            "heading": c.heading,
+            "text": c.text,
+            "content_hash": h,
+            "metadata": meta,
+            "expires_at": None,
+            "version": 1,
+            "author": author,
+            "created_at": now,
+            "updated_at": now,
+            **place,
+        }
+        v.put_item(conn, state, embedding=blobs[id(c)], embed_model=model, op="add", at=now)
+        added += 1
+    for old in existing.values():
+        v.delete_item(conn, old["id"], author=author, op="delete", at=now)
+    return doc_id, added, len(existing), kept
+
+
+def _store_blob(conn: Conn, text: str, now: float) -> str:
+    data = text.encode("utf-8")
+    digest = hashlib.sha256(data).hexdigest()
+    conn.execute(
+        "INSERT INTO blobs (hash, data, size, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING",
+        (digest, data, len(data), now),
+    )
+    return digest

@@ -1,0 +1,135 @@
+"""Hybrid retrieval: vector and full-text candidates fused by weighted reciprocal rank.
+
+Each side ranks its own candidates; an item's fused score is ``sum(weight / (rrf_k + rank))`` over the
+sides that found it (rank from 1), the scheme of Cormack et al. that needs no score calibration between
+cosine and BM25. Metadata filters and kinds are applied to the fused list, widening the candidate pool
+when too few survive; an optional reranker then reorders the best few.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..store.database import Conn
+from ..store.payloads import load_json
+from .filters import matches
+from .fulltext import search_text
+from .records import Hit
+from .vectors import ExactIndex
+
+__all__ = ["Query", "Reranker", "fuse", "run_query"]
+
+Reranker = Callable[[str, list[Hit]], "list[Hit] | Awaitable[list[Hit]]"]
+
+_HIT_COLUMNS = (
+    "i.rid, i.id, i.scope, i.kind, i.text, i.metadata, i.version, i.document_id, d.source, i.position, "
+    "i.heading, i.char_start, i.char_end"
+)
+
+
+@dataclass(frozen=True)
+class Query:
+    text: str
+    vector: NDArray[np.float32] | None
+    scopes: Sequence[str]
+    k: int
+    filter: dict[str, Any] | None = None
+    kinds: frozenset[str] | None = None
+    vector_weight: float = 1.0
+    text_weight: float = 1.0
+    candidates: int = 50
+    rrf_k: int = 60
+    min_score: float | None = None
+    now: float = field(default_factory=time.time)
+
+
+def fuse(
+    ranked: Sequence[tuple[float, Sequence[tuple[int, float]]]], rrf_k: int = 60
+) -> list[tuple[int, float, list[tuple[int, float] | None]]]:
+    """Weighted RRF over ``(weight, [(id, score), ...best first])`` lists.
+
+    Returns ``(id, fused, [(rank, score) or None per list])`` best first; ties keep first-seen order.
+    """
+    fused: dict[int, float] = {}
+    where: dict[int, list[tuple[int, float] | None]] = {}
+    for side, (weight, items) in enumerate(ranked):
+        for rank, (key, score) in enumerate(items, start=1):
+            fused[key] = fused.get(key, 0.0) + weight / (rrf_k + rank)
+            where.setdefault(key, [None] * len(ranked))[side] = (rank, score)
+    order = sorted(fused, key=lambda key: -fused[key])
+    return [(key, fused[key], where[key]) for key in order]
+
+
+def run_query(conn: Conn, index: ExactIndex | None, q: Query) -> list[Hit]:
+    """Candidates from both sides, fused, filtered and loaded; widens the pool once if filters starve it."""
+    pool = max(q.candidates, q.k) * (4 if (q.filter or q.kinds) else 1)
+    for attempt in range(2):
+        vec: list[tuple[int, float]] = []
+        if index is not None and q.vector is not None and q.vector_weight > 0:
+            vec = index.search(q.vector, q.scopes, pool, now=q.now)
+        txt = search_text(conn, q.text, q.scopes, pool, q.now) if q.text_weight > 0 else []
+        fused = fuse([(q.vector_weight, vec), (q.text_weight, txt)], q.rrf_k)
+        hits = _load(conn, fused, q)
+        exhausted = len(vec) < pool and len(txt) < pool
+        if len(hits) >= q.k or exhausted or attempt == 1:
+            return hits[: q.k]
+        pool *= 10
+    return []  # pragma: no cover
+
+
+def _load(conn: Conn, fused: list[tuple[int, float, list[tuple[int, float] | None]]], q: Query) -> list[Hit]:
+    hits: list[Hit] = []
+    for start in range(0, len(fused), 200):
+        part = fused[start : start + 200]
+        marks = ",".join("?" * len(part))
+        rows = conn.all(
+            f"SELECT {_HIT_COLUMNS} FROM memory_items i LEFT JOIN memory_documents d ON d.id = i.document_id "
+            f"WHERE i.rid IN ({marks})",
+            [rid for rid, _, _ in part],
+        )
+        by_rid = {int(r[0]): r for r in rows}
+        for rid, score, sides in part:
+            row = by_rid.get(rid)
+            if row is None:
+                continue  # deleted since the index saw it
+            hit = _hit(row, score, sides)
+            if q.min_score is not None and score < q.min_score:
+                return hits
+            if q.kinds is not None and hit.kind not in q.kinds:
+                continue
+            if q.filter and not matches(q.filter, hit.metadata):
+                continue
+            hits.append(hit)
+            if len(hits) >= q.k:
+                return hits
+    return hits
+
+
+def _hit(row: tuple[Any, ...], score: float, sides: list[tuple[int, float] | None]) -> Hit:
+    _, id_, scope, kind, text, meta, version, doc_id, source, pos, heading, cs, ce = row
+    v, t = sides
+    return Hit(
+        id=id_,
+        scope=scope,
+        kind=kind,
+        text=text,
+        score=score,
+        vector_score=None if v is None else v[1],
+        text_score=None if t is None else t[1],
+        vector_rank=None if v is None else v[0],
+        text_rank=None if t is None else t[0],
+        metadata=load_json(meta) if meta else {},
+        version=int(version),
+        document_id=doc_id,
+        source=source,
+        position=pos,
+        heading=heading,
+        char_start=cs,
+        char_end=ce,
+    )
