@@ -1,0 +1,147 @@
+"""Durability against real process death: workers SIGKILLed at named crash points, and without warning."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crewline import App
+
+from . import crash_app
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_worker(db_url: str, *, crash_point: str | None = None, lease: float = 1.0, concurrency: int = 4,
+                 cwd: Path) -> subprocess.Popen[bytes]:  # fmt: skip
+    env = {**os.environ, "CREWLINE_DATABASE_URL": db_url, "CREWLINE_LEASE_SECONDS": str(lease),
+           "CREWLINE_POLL_INTERVAL": "0.05", "PYTHONPATH": str(ROOT)}  # fmt: skip
+    env.pop("CREWLINE_CRASH_POINT", None)
+    if crash_point:
+        env["CREWLINE_CRASH_POINT"] = crash_point
+    return subprocess.Popen(
+        [sys.executable, "-m", "crewline", "worker", "--app", "tests.flows.crash_app:app", "-c", str(concurrency)],
+        env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def effects(log: Path) -> list[tuple[str, int, str, int, float]]:
+    if not log.exists():
+        return []
+    out = []
+    for line in log.read_text().splitlines():
+        rid, step, phase, pid, ts = line.split()
+        out.append((rid, int(step), phase, int(pid), float(ts)))
+    return out
+
+
+async def wait_status(app: App, run_id: str, statuses: tuple[str, ...], timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = await app.get_run(run_id)
+        if run.status in statuses:
+            return run
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"run {run_id} still {run.status}, wanted {statuses}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize(
+    ("crash_point", "irreversible"),
+    [("after_step_commit:2", None), ("before_run_completion", None), ("after_step_commit:3", 3)],
+)
+async def test_sigkill_at_a_crash_point_then_another_worker_finishes(
+    db_url: str, tmp_path: Path, crash_point: str, irreversible: int | None
+) -> None:
+    log = tmp_path / "effects.log"
+    app = crash_app.register(App(db_url))
+    try:
+        rid = await app.start("chain", {"log": str(log), "steps": 4, "irreversible_step": irreversible})
+        first = start_worker(db_url, crash_point=crash_point, cwd=tmp_path)
+        assert first.wait(60) == -signal.SIGKILL  # it died at the crash point
+        assert (await app.get_run(rid)).status == "running"  # still leased by the dead worker
+        second = start_worker(db_url, cwd=tmp_path)
+        try:
+            run = await wait_status(app, rid, ("completed", "failed"))
+        finally:
+            stop(second)
+        assert run.status == "completed" and run.output == [1, 2, 3, 4]
+        assert run.recoveries == 1
+        ends = Counter(step for _, step, phase, _, _ in effects(log) if phase == "end")
+        assert ends == Counter({1: 1, 2: 1, 3: 1, 4: 1})  # each finished step ran exactly once
+    finally:
+        app.close()
+
+
+async def test_sigkill_after_intent_leaves_outcome_unknown(db_url: str, tmp_path: Path) -> None:
+    log = tmp_path / "effects.log"
+    app = crash_app.register(App(db_url))
+    try:
+        rid = await app.start("chain", {"log": str(log), "steps": 3, "irreversible_step": 2})
+        first = start_worker(db_url, crash_point="after_intent:2", cwd=tmp_path)
+        assert first.wait(60) == -signal.SIGKILL
+        second = start_worker(db_url, cwd=tmp_path)
+        try:
+            run = await wait_status(app, rid, ("waiting",))
+            assert run.wait_reason == "outcome unknown: step 2 (effect-2)"
+            assert [s for _, s, phase, _, _ in effects(log) if phase == "end"] == [1]  # step 2 never called
+            await app.resolve(rid, 2, "retry")
+            run = await wait_status(app, rid, ("completed", "failed"))
+        finally:
+            stop(second)
+        assert run.output == [1, 2, 3]
+    finally:
+        app.close()
+
+
+async def test_two_workers_never_run_a_step_at_the_same_time(pg_url: str, tmp_path: Path) -> None:
+    """Many runs, two worker processes on PostgreSQL, one of them SIGKILLed midway without warning."""
+    log = tmp_path / "effects.log"
+    app = crash_app.register(App(pg_url))
+    try:
+        ids = [await app.start("chain", {"log": str(log), "steps": 5, "pause": 0.02}) for _ in range(30)]
+        workers = [start_worker(pg_url, cwd=tmp_path, concurrency=8) for _ in range(2)]
+        await asyncio.sleep(1.0)
+        workers[0].kill()
+        workers.append(start_worker(pg_url, cwd=tmp_path, concurrency=8))
+        try:
+            for rid in ids:
+                run = await wait_status(app, rid, ("completed", "failed"), timeout=120)
+                assert run.output == [1, 2, 3, 4, 5]
+        finally:
+            for w in workers:
+                stop(w)
+        by_step: dict[tuple[str, int], list[tuple[str, int, float]]] = {}
+        for rid, step, phase, pid, ts in effects(log):
+            by_step.setdefault((rid, step), []).append((phase, pid, ts))
+        assert len(by_step) == 30 * 5
+        for key, marks in by_step.items():
+            # Executions of one step never overlap in time: each start follows the previous one's end
+            # (a step cut off by the kill has a start and no end, and is then run again by the survivor).
+            starts = sorted(ts for phase, _, ts in marks if phase == "start")
+            pids = {pid for _, pid, _ in marks}
+            ends = [ts for phase, _, ts in marks if phase == "end"]
+            assert len(ends) >= 1, key
+            if len(starts) > 1:
+                assert workers[0].pid in pids, f"{key} ran twice without its worker dying"
+                assert starts[1] > max(ts for phase, pid, ts in marks if pid == workers[0].pid), key
+    finally:
+        app.close()
