@@ -1,0 +1,139 @@
+"""The store: URLs, migrations from blank and from every earlier version, retention."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from crewline import App, Context
+from crewline.errors import ConfigError, DatabaseUnavailable, MigrationError
+from crewline.store import Database, open_database
+from crewline.store.migrate import check, upgrade, versions
+from crewline.store.migrations import components
+from crewline.store.retention import prune
+
+
+def schema(db: Database) -> dict[str, list[str]]:
+    def read(conn: Any) -> dict[str, list[str]]:
+        if conn.dialect.name == "sqlite":
+            tables = [r[0] for r in conn.all("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            return {t: sorted(c[1] for c in conn.all(f'PRAGMA table_info("{t}")')) for t in tables}
+        rows = conn.all(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+        )
+        out: dict[str, list[str]] = {}
+        for t, c in rows:
+            out.setdefault(t, []).append(c)
+        return {t: sorted(cs) for t, cs in out.items()}
+
+    return db.query(read)
+
+
+def test_upgrade_from_blank_then_check(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        with pytest.raises(MigrationError, match="crewline db upgrade"):
+            check(db)
+        applied = upgrade(db)
+        assert applied and upgrade(db) == []  # idempotent
+        check(db)
+        latest = {c: ms[-1].version for c, ms in components().items() if ms}
+        assert versions(db) == latest
+    finally:
+        db.close()
+
+
+def earlier_versions() -> list[tuple[str, int]]:
+    return [(c, m.version) for c, ms in components().items() for m in ms[:-1]] + [
+        (c, 0) for c, ms in components().items() if ms
+    ]
+
+
+@pytest.mark.parametrize(("component", "version"), earlier_versions())
+def test_upgrade_from_every_earlier_version(db_url: str, tmp_path: Any, component: str, version: int) -> None:
+    reference = Database(f"sqlite:///{tmp_path}/reference.db") if db_url.startswith("sqlite") else None
+    db = Database(db_url)
+    try:
+        upgrade(db, {component: version})
+        assert versions(db).get(component, 0) == version
+        upgrade(db)
+        check(db)
+        if reference is not None:
+            upgrade(reference)
+            assert schema(db) == schema(reference)
+    finally:
+        db.close()
+        if reference is not None:
+            reference.close()
+
+
+def test_a_database_newer_than_the_code_is_refused(db_url: str) -> None:
+    db = open_database(db_url)
+    try:
+        db.run(lambda c: c.execute("UPDATE schema_versions SET version = version + 1 WHERE component = 'engine'"))
+        with pytest.raises(MigrationError, match="newer than this code"):
+            check(db)
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://localhost/db", "unsupported database URL scheme 'mysql'"),
+        ("sqlite://", "in-memory SQLite"),
+    ],
+)
+def test_bad_urls_are_explained(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Database(url)
+
+
+def test_unreachable_postgres_is_a_clear_error_without_the_password() -> None:
+    db = Database("postgresql://someone:hunter2@127.0.0.1:1/nothing")
+    with pytest.raises(DatabaseUnavailable) as info:
+        db.query(lambda c: c.scalar("SELECT 1"))
+    assert "hunter2" not in str(info.value) and "***" in str(info.value)
+    assert "CREWLINE_DATABASE_URL" in str(info.value)
+
+
+async def test_prune_drops_old_finished_payloads_and_orphan_blobs(db_url: str) -> None:
+    app = App(db_url)
+    big = "y" * 20_000
+
+    async def produce(n: int) -> str:
+        return big + str(n)
+
+    @app.workflow()
+    async def wf(ctx: Context, n: int) -> int:
+        return len(await ctx.step(produce, n))
+
+    @app.workflow()
+    async def parked(ctx: Context) -> None:
+        await ctx.wait_for("never")
+
+    try:
+        from tests.flows._drive import drive, step_once
+
+        old = await app.start(wf, 1)
+        await drive(app, old)
+        recent = await app.start(wf, 2)
+        await drive(app, recent)
+        waiting = await app.start(parked)
+        await step_once(app, "w")
+        await app.db.write(
+            lambda c: c.execute("UPDATE runs SET finished_at = ? WHERE id = ?", (time.time() - 40 * 86400, old))
+        )
+        report = prune(app.db, 30 * 86400)
+        assert (report.runs, report.steps, report.blobs) == (1, 1, 1)
+        assert report.blob_bytes > 20_000
+        pruned = await app.get_run(old)
+        assert pruned.status == "completed" and pruned.input is None and await app.steps(old) == []
+        assert (await app.get_run(recent)).output == 20_001 and len(await app.steps(recent)) == 1
+        assert (await app.get_run(waiting)).status == "waiting"
+        assert prune(app.db, 30 * 86400, delete_runs=True).runs == 1
+        assert {r.id for r in await app.list_runs()} == {recent, waiting}
+    finally:
+        app.close()
