@@ -61,7 +61,9 @@ class App:
         """Register an ``async def wf(ctx[, input])`` as a workflow (``schedule`` is a UTC cron expression)."""
 
         def register(fn: F) -> Workflow:
-            wf = Workflow.define(fn, name=name, queue=queue, version=version, schedule=schedule, priority=priority)
+            wf = Workflow.define(
+                fn, name=name, queue=queue, version=version, schedule=schedule, priority=priority
+            )
             if wf.name in self._workflows and self._workflows[wf.name].fn is not fn:
                 raise InvalidInput(f"two workflows are named {wf.name!r}; give one a name= of its own")
             self._workflows[wf.name] = wf
@@ -122,10 +124,16 @@ class App:
         data = dump(wf.dump_input(wf.validate_input(input)))
         rid, _ = await engine.db.write(
             lambda conn: insert_run(
-                conn, run_id=run_id or new_run_id(), workflow=wf.name, version=wf.version, queue=wf.queue,
-                priority=wf.priority if priority is None else priority, input_json=data,
-                blob_threshold=engine.blob_threshold, idempotency_key=idempotency_key,
-            )  # fmt: skip
+                conn,
+                run_id=run_id or new_run_id(),
+                workflow=wf.name,
+                version=wf.version,
+                queue=wf.queue,
+                priority=wf.priority if priority is None else priority,
+                input_json=data,
+                blob_threshold=engine.blob_threshold,
+                idempotency_key=idempotency_key,
+            )
         )
         engine.work_available.set()
         return rid
@@ -165,7 +173,9 @@ class App:
     async def send_event(self, run_id: str, event: str, payload: Any = None) -> int:
         data = dump(payload)
         engine = self.engine
-        event_id = await engine.db.write(lambda conn: send_event(conn, run_id, event, data, engine.blob_threshold))
+        event_id = await engine.db.write(
+            lambda conn: send_event(conn, run_id, event, data, engine.blob_threshold)
+        )
         engine.work_available.set()
         return event_id
 
@@ -177,7 +187,9 @@ class App:
         """Start a new run reusing ``run_id``'s checkpoints before ``from_step``; returns its id."""
         engine = self.engine
         fork_id = await engine.db.write(
-            lambda conn: fork_run(conn, run_id, from_step, blob_threshold=engine.blob_threshold, new_id=new_run_id)
+            lambda conn: fork_run(
+                conn, run_id, from_step, blob_threshold=engine.blob_threshold, new_id=new_run_id
+            )
         )
         engine.work_available.set()
         return fork_id

@@ -95,7 +95,10 @@ class Settings:
             except (ValueError, TypeError) as e:
                 raise ConfigError(f"setting {name} = {raw!r} is not valid: {e}") from e
         settings = replace(settings, **values)
-        if settings.database_url.startswith("sqlite:///") and not Path(settings.database_url[10:]).is_absolute():
+        if (
+            settings.database_url.startswith("sqlite:///")
+            and not Path(settings.database_url[10:]).is_absolute()
+        ):
             settings = replace(settings, database_url="sqlite:///" + str(root / settings.database_url[10:]))
         return settings
 

@@ -168,7 +168,12 @@ class RateLimited(ModelError):
     retryable = True
 
     def __init__(
-        self, message: str, *, provider: str | None = None, status: int | None = 429, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        status: int | None = 429,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message, provider=provider, status=status)
         self.retry_after = retry_after
@@ -199,6 +204,8 @@ class ProviderUnavailable(ModelError):
 
 
 class InvalidOutput(ModelError):
-    def __init__(self, message: str, *, attempts: list[Any] | None = None, provider: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, attempts: list[Any] | None = None, provider: str | None = None
+    ) -> None:
         super().__init__(message, provider=provider)
         self.attempts = attempts or []

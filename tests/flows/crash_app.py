@@ -8,6 +8,7 @@ from pathlib import Path
 
 from crewline import App, Context
 
+
 def record(log: str, run_id: str, step: int, phase: str) -> None:
     with open(log, "a", encoding="utf-8") as f:
         f.write(f"{run_id} {step} {phase} {os.getpid()} {time.time():.6f}\n")

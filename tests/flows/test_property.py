@@ -38,7 +38,9 @@ def build(app: App, effects: list[str], counts: Counter[int]) -> None:
         return total
 
 
-async def outcome(db_url: str, effects: list[str], crashes: list[tuple[str, int]]) -> tuple[object, Counter[int]]:
+async def outcome(
+    db_url: str, effects: list[str], crashes: list[tuple[str, int]]
+) -> tuple[object, Counter[int]]:
     counts: Counter[int] = Counter()
     app = App(db_url)
     try:
@@ -57,7 +59,9 @@ async def outcome(db_url: str, effects: list[str], crashes: list[tuple[str, int]
     effects=st.lists(st.sampled_from(EFFECTS), min_size=1, max_size=6),
     crashes=st.lists(st.tuples(st.sampled_from(POINTS), st.integers(0, 6)), max_size=5, unique=True),
 )
-def test_random_crash_schedules_end_like_a_crash_free_run(effects: list[str], crashes: list[tuple[str, int]]) -> None:
+def test_random_crash_schedules_end_like_a_crash_free_run(
+    effects: list[str], crashes: list[tuple[str, int]]
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         clean, clean_counts = asyncio.run(outcome(f"sqlite:///{Path(tmp)}/clean.db", effects, []))
         crashed, crash_counts = asyncio.run(outcome(f"sqlite:///{Path(tmp)}/crashy.db", effects, crashes))

@@ -64,7 +64,9 @@ async def test_run_completes_and_records_each_step(app: App) -> None:
     assert calls == {"fetch": 1, "charge": 1}
 
 
-@pytest.mark.parametrize("crash", [("after_step_commit", 1), ("after_step_commit", 2), ("before_run_completion", 2)])
+@pytest.mark.parametrize(
+    "crash", [("after_step_commit", 1), ("after_step_commit", 2), ("before_run_completion", 2)]
+)
 async def test_finished_steps_never_run_again_after_a_crash(app: App, crash: tuple[str, int]) -> None:
     calls = make_counted(app)
     plan = CrashPlan([crash])

@@ -108,7 +108,9 @@ async def test_child_workflows_return_their_output_or_raise_their_failure(app: A
     rid = await app.start(parent, 4)
     run = await drive(app, rid)
     assert run.status == "completed" and run.output == [40, "failed"]
-    children = await app.db.read(lambda c: c.all("SELECT id, status, parent_id FROM runs WHERE parent_id = ?", (rid,)))
+    children = await app.db.read(
+        lambda c: c.all("SELECT id, status, parent_id FROM runs WHERE parent_id = ?", (rid,))
+    )
     assert sorted(r[1] for r in children) == ["completed", "failed"]
     assert calls["work"] == 2
 

@@ -72,7 +72,9 @@ def test_upgrade_from_every_earlier_version(db_url: str, tmp_path: Any, componen
 def test_a_database_newer_than_the_code_is_refused(db_url: str) -> None:
     db = open_database(db_url)
     try:
-        db.run(lambda c: c.execute("UPDATE schema_versions SET version = version + 1 WHERE component = 'engine'"))
+        db.run(
+            lambda c: c.execute("UPDATE schema_versions SET version = version + 1 WHERE component = 'engine'")
+        )
         with pytest.raises(MigrationError, match="newer than this code"):
             check(db)
     finally:
@@ -124,7 +126,9 @@ async def test_prune_drops_old_finished_payloads_and_orphan_blobs(db_url: str) -
         waiting = await app.start(parked)
         await step_once(app, "w")
         await app.db.write(
-            lambda c: c.execute("UPDATE runs SET finished_at = ? WHERE id = ?", (time.time() - 40 * 86400, old))
+            lambda c: c.execute(
+                "UPDATE runs SET finished_at = ? WHERE id = ?", (time.time() - 40 * 86400, old)
+            )
         )
         report = prune(app.db, 30 * 86400)
         assert (report.runs, report.steps, report.blobs) == (1, 1, 1)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -136,7 +136,10 @@ async def test_each_cron_tick_fires_once_whatever_the_number_of_workers(db_url: 
 
         async def tick(now: float) -> list[str]:
             results = await asyncio.gather(
-                *(a.db.write(lambda c, wf=wf: fire_due(c, [wf], 4096, now)) for a, wf in zip(apps, wfs, strict=True))
+                *(
+                    a.db.write(lambda c, wf=wf: fire_due(c, [wf], 4096, now))
+                    for a, wf in zip(apps, wfs, strict=True)
+                )
             )
             return [rid for started in results for rid in started]
 
@@ -145,7 +148,9 @@ async def test_each_cron_tick_fires_once_whatever_the_number_of_workers(db_url: 
         fired = await tick(monday_0830 + 1800 + 5)  # 09:00:05
         assert fired == ["cron:digest:20261130T090000Z"]
         assert await tick(monday_0830 + 1800 + 30) == []
-        assert await tick(monday_0830 + 3 * 86400) == ["cron:digest:20261202T090000Z"]  # only the latest missed
+        assert await tick(monday_0830 + 3 * 86400) == [
+            "cron:digest:20261202T090000Z"
+        ]  # only the latest missed
         runs = await apps[0].list_runs()
         assert sorted(r.id for r in runs) == ["cron:digest:20261130T090000Z", "cron:digest:20261202T090000Z"]
     finally:

@@ -87,7 +87,9 @@ def read_json_arg(value: str | None, what: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        fail(f"{what} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); pass JSON or @file.json")
+        fail(
+            f"{what} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); pass JSON or @file.json"
+        )
 
 
 def when(ts: float | None) -> str:

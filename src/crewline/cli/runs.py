@@ -35,7 +35,9 @@ def run(app_ref: str | None, workflow: str, input_: str | None, run_id: str | No
     seconds = _duration(timeout)
 
     async def go(app: App) -> None:
-        rid = await app.start(workflow, payload, run_id=run_id, idempotency_key=idempotency_key, priority=priority)
+        rid = await app.start(
+            workflow, payload, run_id=run_id, idempotency_key=idempotency_key, priority=priority
+        )
         if not wait:
             click.echo(echo_line({"run_id": rid}) if as_json else rid)
             return
@@ -70,7 +72,9 @@ def runs() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def list_cmd(app_ref: str | None, state: str | None, workflow: str | None, limit: int, as_json: bool) -> None:
     """Runs, newest first."""
-    records = with_app(lambda app: app.list_runs(state=state, workflow=workflow, limit=limit), load_app(app_ref))
+    records = with_app(
+        lambda app: app.list_runs(state=state, workflow=workflow, limit=limit), load_app(app_ref)
+    )
     if as_json:
         echo_json([_run_summary(r) for r in records])
         return
@@ -122,7 +126,9 @@ def cancel_cmd(app_ref: str | None, run_id: str) -> None:
 @runs.command("fork")
 @app_option
 @click.argument("run_id")
-@click.option("--from", "from_step", type=click.IntRange(1), required=True, help="First step to execute again.")
+@click.option(
+    "--from", "from_step", type=click.IntRange(1), required=True, help="First step to execute again."
+)
 @click.option("--id", "new_id", default=None, help="Id for the new run.")
 def fork_cmd(app_ref: str | None, run_id: str, from_step: int, new_id: str | None) -> None:
     """Start a new run that reuses RUN_ID's steps before --from and executes from there on."""

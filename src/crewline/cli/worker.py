@@ -24,7 +24,9 @@ def worker(app_ref: str | None, concurrency: int, worker_id: str | None) -> None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = load_app(app_ref)
     if not app.workflows:
-        click.echo("crewline: warning: the app registers no workflows; this worker has nothing to run", err=True)
+        click.echo(
+            "crewline: warning: the app registers no workflows; this worker has nothing to run", err=True
+        )
     run_async(_serve(app, concurrency, worker_id))
 
 

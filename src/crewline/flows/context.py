@@ -88,9 +88,13 @@ class Context:
         seconds = None if timeout is None else parse_duration(timeout)
         started = time.time()
         if effect == "irreversible":
-            await self._record(n, step_name, "step", effect, "intent", dump({"idempotency_key": key}), None, 0, started)
+            await self._record(
+                n, step_name, "step", effect, "intent", dump({"idempotency_key": key}), None, 0, started
+            )
             self._engine.crash_point("after_intent", n)
-        result, attempts = await self._attempts(n, step_name, effect, fn, args, kwargs, policy, seconds, started)
+        result, attempts = await self._attempts(
+            n, step_name, effect, fn, args, kwargs, policy, seconds, started
+        )
         data = dump(result if adapter is None else adapter.dump_python(result, mode="json"))
         await self._record(n, step_name, "step", effect, "done", data, None, attempts, started)
         self._engine.crash_point("after_step_commit", n)
@@ -109,9 +113,10 @@ class Context:
                 if attempt < policy.max_attempts and policy.retryable(e):
                     await asyncio.sleep(policy.delay(attempt))
                     continue
-                error = {"type": type(e).__name__, "message": str(e)[:4000], "attempts": attempt}
+                kind, message = type(e).__name__, str(e)[:4000]
+                error = {"type": kind, "message": message, "attempts": attempt}
                 await self._record(n, name, "step", effect, "failed", None, error, attempt, started)
-                raise StepError(n, name, error["type"], error["message"]) from e
+                raise StepError(n, name, kind, message) from e
 
     async def _replay_step(self, n: int, rec: StepRecord, adapter: pydantic.TypeAdapter[Any] | None) -> Any:
         if rec.status == "done":
@@ -124,7 +129,9 @@ class Context:
         await self._engine.checkpoint(
             self.run_id,
             self._owner,
-            lambda c: self._engine.park(c, self.run_id, status="waiting", reason=reason, event=None, wake_at=None),
+            lambda c: self._engine.park(
+                c, self.run_id, status="waiting", reason=reason, event=None, wake_at=None
+            ),
         )
         raise Suspend(reason)
 
@@ -136,7 +143,9 @@ class Context:
         n, rec = await self._begin("sleep", "sleep")
         if rec is None:
             until = self._engine.clock() + seconds
-            await self._record(n, "sleep", "sleep", "read", "done", dump({"until": until}), None, 1, time.time())
+            await self._record(
+                n, "sleep", "sleep", "read", "done", dump({"until": until}), None, 1, time.time()
+            )
         else:
             until = float(rec.output["until"])
         await self._wait_until(until)
@@ -169,27 +178,27 @@ class Context:
         else:
             deadline = None if timeout is None else self._engine.clock() + parse_duration(timeout)
         started = rec.started_at if rec is not None else time.time()
-        threshold = self._engine.blob_threshold
 
         def attempt(conn: Any) -> tuple[str, Any]:
             lock_run(conn, self.run_id)
             found, payload = take_event(conn, self.run_id, event, n)
             if found:
-                write_step(conn, self.run_id, n, name=event, kind="event", effect="read", status="done",
-                           output_json=dump({"payload": load_json(payload or b"null")}), error=None, attempts=1,
-                           started_at=started, blob_threshold=threshold)  # fmt: skip
-                return "done", load_json(payload or b"null")
+                value = load_json(payload or b"null")
+                self._write_wait_step(
+                    conn, n, event, "event", "done", dump({"payload": value}), None, started
+                )
+                return "done", value
             if deadline is not None and self._engine.clock() >= deadline:
                 error = {"type": "WaitTimeout", "message": f"no {event!r} event before the timeout"}
-                write_step(conn, self.run_id, n, name=event, kind="event", effect="read", status="failed",
-                           output_json=None, error=error, attempts=1, started_at=started,
-                           blob_threshold=threshold)  # fmt: skip
+                self._write_wait_step(conn, n, event, "event", "failed", None, error, started)
                 return "timeout", None
-            write_step(conn, self.run_id, n, name=event, kind="event", effect="read", status="waiting",
-                       output_json=dump({"deadline": deadline}), error=None, attempts=1, started_at=started,
-                       blob_threshold=threshold)  # fmt: skip
+            self._write_wait_step(
+                conn, n, event, "event", "waiting", dump({"deadline": deadline}), None, started
+            )
             wake = None if deadline is None else time.time() + max(0.0, deadline - self._engine.clock())
-            self._engine.park(conn, self.run_id, status="waiting", reason=f"event:{event}", event=event, wake_at=wake)
+            self._engine.park(
+                conn, self.run_id, status="waiting", reason=f"event:{event}", event=event, wake_at=wake
+            )
             return "parked", None
 
         outcome, payload = await self._engine.checkpoint(self.run_id, self._owner, attempt)
@@ -223,20 +232,21 @@ class Context:
                            parent_id=self.run_id, parent_step=n)  # fmt: skip
             row = conn.one("SELECT status, output, output_blob, error FROM runs WHERE id = ?", (child_id,))
             status = row[0]
-            common = {"name": wf.name, "kind": "child", "effect": "read", "attempts": 1, "started_at": started,
-                      "blob_threshold": engine.blob_threshold}  # fmt: skip
             if status == "completed":
                 output = load(conn, row[1], row[2])
-                write_step(conn, self.run_id, n, status="done", output_json=dump(output), error=None, **common)
+                self._write_wait_step(conn, n, wf.name, "child", "done", dump(output), None, started)
                 return "done", output, None
             if status in ("failed", "cancelled"):
-                error = {"type": "RunFailed", "child": child_id, "status": status,
-                         "error": load_json(row[3]) if row[3] else None}  # fmt: skip
-                write_step(conn, self.run_id, n, status="failed", output_json=None, error=error, **common)
+                child_error = load_json(row[3]) if row[3] else None
+                error = {"type": "RunFailed", "child": child_id, "status": status, "error": child_error}
+                self._write_wait_step(conn, n, wf.name, "child", "failed", None, error, started)
                 return "failed", None, error
-            write_step(conn, self.run_id, n, status="waiting", output_json=dump({"child": child_id}), error=None,
-                       **common)  # fmt: skip
-            engine.park(conn, self.run_id, status="waiting", reason=f"child:{child_id}", event=None, wake_at=None)
+            self._write_wait_step(
+                conn, n, wf.name, "child", "waiting", dump({"child": child_id}), None, started
+            )
+            engine.park(
+                conn, self.run_id, status="waiting", reason=f"child:{child_id}", event=None, wake_at=None
+            )
             return "parked", None, None
 
         outcome, output, error = await engine.checkpoint(self.run_id, self._owner, attempt)
@@ -278,9 +288,19 @@ class Context:
         await self._engine.checkpoint(
             self.run_id,
             self._owner,
-            lambda c: self._engine.park(c, self.run_id, status=status, reason=reason, event=event, wake_at=wake_at),
+            lambda c: self._engine.park(
+                c, self.run_id, status=status, reason=reason, event=event, wake_at=wake_at
+            ),
         )
         raise Suspend(reason or status)
+
+    def _write_wait_step(
+        self, conn: Any, n: int, name: str, kind: str, status: str, data: bytes | None,
+        error: dict[str, Any] | None, started: float,
+    ) -> None:  # fmt: skip
+        """Record an event or child step (inside the caller's transaction)."""
+        write_step(conn, self.run_id, n, name=name, kind=kind, effect="read", status=status, output_json=data,
+                   error=error, attempts=1, started_at=started, blob_threshold=self._engine.blob_threshold)  # fmt: skip
 
     async def _record(
         self, n: int, name: str, kind: str, effect: str, status: str, data: bytes | None,
@@ -290,13 +310,26 @@ class Context:
         await self._engine.checkpoint(
             self.run_id,
             self._owner,
-            lambda c: write_step(c, self.run_id, n, name=name, kind=kind, effect=effect, status=status,
-                                 output_json=data, error=error, attempts=attempts, started_at=started,
-                                 blob_threshold=threshold),  # fmt: skip
+            lambda c: write_step(
+                c,
+                self.run_id,
+                n,
+                name=name,
+                kind=kind,
+                effect=effect,
+                status=status,
+                output_json=data,
+                error=error,
+                attempts=attempts,
+                started_at=started,
+                blob_threshold=threshold,
+            ),
         )
 
 
-async def _invoke(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], seconds: float | None) -> Any:
+async def _invoke(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], seconds: float | None
+) -> Any:
     async def call() -> Any:
         if inspect.iscoroutinefunction(fn):
             return await fn(*args, **kwargs)

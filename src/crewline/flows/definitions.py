@@ -91,8 +91,14 @@ class Workflow:
             ) from e
         schedule = options.get("schedule")
         if schedule is not None and not croniter.is_valid(schedule):
-            raise ConfigError(f"workflow {fn.__qualname__}: schedule {schedule!r} is not a valid cron expression")
-        wf = cls(fn=fn, name=options.get("name") or fn.__name__, **{k: v for k, v in options.items() if k != "name"})
+            raise ConfigError(
+                f"workflow {fn.__qualname__}: schedule {schedule!r} is not a valid cron expression"
+            )
+        wf = cls(
+            fn=fn,
+            name=options.get("name") or fn.__name__,
+            **{k: v for k, v in options.items() if k != "name"},
+        )
         if len(params) == 2:
             wf.input_adapter = pydantic.TypeAdapter(hints.get(params[1].name, Any))
         if hints.get("return") not in (None, type(None)):
@@ -112,7 +118,9 @@ class Workflow:
         try:
             return self.input_adapter.validate_python(value)
         except pydantic.ValidationError as e:
-            raise InvalidInput(f"input for workflow {self.name} is not valid: {_validation_summary(e)}") from e
+            raise InvalidInput(
+                f"input for workflow {self.name} is not valid: {_validation_summary(e)}"
+            ) from e
 
     def dump_input(self, value: Any) -> Any:
         if self.input_adapter is None:

@@ -28,7 +28,7 @@ CrashHook = Callable[[str, int], None]
 CRASH_POINTS = ("after_intent", "after_step_commit", "before_run_completion")
 
 
-class Suspend(BaseException):  # noqa: N818 - control flow, not an error
+class Suspend(BaseException):
     """The run parked itself (sleep, event, child, outcome unknown, drain); its state is committed."""
 
 

@@ -30,7 +30,9 @@ async def execute_run(engine: Engine, run: RunRecord, owner: str, signals: RunSi
             result = await wf.fn(ctx, wf.validate_input(run.input))
         else:
             result = await wf.fn(ctx)
-        output = dump(result if wf.output_adapter is None else wf.output_adapter.dump_python(result, mode="json"))
+        output = dump(
+            result if wf.output_adapter is None else wf.output_adapter.dump_python(result, mode="json")
+        )
         engine.crash_point("before_run_completion", ctx.step_count)
     except Suspend:
         return "parked"
@@ -49,8 +51,15 @@ async def execute_run(engine: Engine, run: RunRecord, owner: str, signals: RunSi
         done = await engine.checkpoint(
             run.id,
             owner,
-            lambda conn: finish_run(conn, run.id, status=status, output_json=output, error=error, owner=owner,
-                                    blob_threshold=engine.blob_threshold),  # fmt: skip
+            lambda conn: finish_run(
+                conn,
+                run.id,
+                status=status,
+                output_json=output,
+                error=error,
+                owner=owner,
+                blob_threshold=engine.blob_threshold,
+            ),
         )
     except (LeaseLost, DatabaseUnavailable) as e:
         log.warning("run %s: could not record its end: %s", run.id, e)

@@ -15,7 +15,9 @@ __all__ = ["Outcome", "fork_run", "resolve_step"]
 Outcome = Literal["done", "retry", "fail"]
 
 
-def fork_run(conn: Conn, run_id: str, from_step: int, *, blob_threshold: int, new_id: str | None = None) -> str:
+def fork_run(
+    conn: Conn, run_id: str, from_step: int, *, blob_threshold: int, new_id: str | None = None
+) -> str:
     """A new run of the same workflow and input that reuses every checkpoint before ``from_step``."""
     src = get_run(conn, run_id)
     last = conn.scalar("SELECT MAX(step_no) FROM steps WHERE run_id = ?", (run_id,)) or 0
@@ -45,7 +47,9 @@ def fork_run(conn: Conn, run_id: str, from_step: int, *, blob_threshold: int, ne
     return fork_id
 
 
-def resolve_step(conn: Conn, run_id: str, step_no: int, outcome: Outcome, output_json: bytes | None = None) -> None:
+def resolve_step(
+    conn: Conn, run_id: str, step_no: int, outcome: Outcome, output_json: bytes | None = None
+) -> None:
     """Settle an irreversible step whose outcome is unknown; the run then resumes.
 
     ``done``: the call happened (``output_json`` is what the step returns); ``retry``: it did not, call it
@@ -53,7 +57,9 @@ def resolve_step(conn: Conn, run_id: str, step_no: int, outcome: Outcome, output
     """
     status, reason, _ = lock_run(conn, run_id)
     if status != "waiting" or not (reason or "").startswith("outcome unknown"):
-        raise InvalidRunState(f"run {run_id} is not waiting for an outcome (it is {status}); nothing to resolve")
+        raise InvalidRunState(
+            f"run {run_id} is not waiting for an outcome (it is {status}); nothing to resolve"
+        )
     row = conn.one("SELECT status FROM steps WHERE run_id = ? AND step_no = ?", (run_id, step_no))
     if row is None or row[0] != "intent":
         raise InvalidRunState(

@@ -132,7 +132,8 @@ def list_runs(
 ) -> list[RunRecord]:
     if state is not None and state not in STATES:
         raise InvalidInput(f"unknown run state {state!r}: use one of {', '.join(STATES)}")
-    where, params = [], []
+    where: list[str] = []
+    params: list[Any] = []
     for column, value in (("status", state), ("workflow", workflow), ("parent_id", parent_id)):
         if value is not None:
             where.append(f"{column} = ?")
@@ -190,9 +191,17 @@ def load_steps(conn: Conn, run_id: str) -> dict[int, StepRecord]:
     )
     return {
         r[0]: StepRecord(
-            step_no=r[0], name=r[1], kind=r[2], effect=r[3], status=r[4], output=load(conn, r[5], r[6]),
-            error=json.loads(r[7]) if r[7] else None, attempts=r[8], started_at=r[9], finished_at=r[10],
-        )  # fmt: skip
+            step_no=r[0],
+            name=r[1],
+            kind=r[2],
+            effect=r[3],
+            status=r[4],
+            output=load(conn, r[5], r[6]),
+            error=json.loads(r[7]) if r[7] else None,
+            attempts=r[8],
+            started_at=r[9],
+            finished_at=r[10],
+        )
         for r in rows
     }
 
@@ -222,7 +231,20 @@ def write_step(
         "effect = excluded.effect, status = excluded.status, output = excluded.output, "
         "output_blob = excluded.output_blob, error = excluded.error, attempts = excluded.attempts, "
         "finished_at = excluded.finished_at",
-        (run_id, step_no, name, kind, effect, status, inline, blob, _json(error), attempts, started_at, finished),
+        (
+            run_id,
+            step_no,
+            name,
+            kind,
+            effect,
+            status,
+            inline,
+            blob,
+            _json(error),
+            attempts,
+            started_at,
+            finished,
+        ),
     )
 
 
@@ -232,7 +254,9 @@ def wake_parent(conn: Conn, child_id: str, parent_id: str | None) -> None:
         return
     status, reason, _ = lock_run(conn, parent_id)
     if status == "waiting" and reason == f"child:{child_id}":
-        conn.execute("UPDATE runs SET wake_at = ?, updated_at = ? WHERE id = ?", (time.time(), time.time(), parent_id))
+        conn.execute(
+            "UPDATE runs SET wake_at = ?, updated_at = ? WHERE id = ?", (time.time(), time.time(), parent_id)
+        )
 
 
 def finish_run(
@@ -272,9 +296,13 @@ def cancel_run(conn: Conn, run_id: str) -> str:
         if child_status not in FINISHED:
             cancel_run(conn, child)
     if status == "running":
-        conn.execute("UPDATE runs SET cancel_requested = 1, updated_at = ? WHERE id = ?", (time.time(), run_id))
+        conn.execute(
+            "UPDATE runs SET cancel_requested = 1, updated_at = ? WHERE id = ?", (time.time(), run_id)
+        )
         return "cancel requested"
-    finish_run(conn, run_id, status="cancelled", error={"type": "Cancelled", "message": "cancelled by request"})
+    finish_run(
+        conn, run_id, status="cancelled", error={"type": "Cancelled", "message": "cancelled by request"}
+    )
     return "cancelled"
 
 

@@ -11,6 +11,7 @@ back and its writes are retried one by one).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -114,10 +115,8 @@ class Database:
             with self._lock:
                 if raw in self._all_raw:
                     self._all_raw.remove(raw)
-            try:
+            with contextlib.suppress(Exception):
                 raw.close()
-            except Exception:
-                pass
 
     def _convert(self, e: Exception) -> Exception:
         if self.dialect.is_unavailable(e):
@@ -144,10 +143,8 @@ class Database:
         try:
             raw.execute("COMMIT")
         except Exception as e:
-            try:
+            with contextlib.suppress(Exception):
                 raw.execute("ROLLBACK")
-            except Exception:
-                pass
             raise self._convert(e) from e
 
     @contextmanager
@@ -196,10 +193,8 @@ class Database:
         with self._lock:
             raws, self._all_raw = self._all_raw, []
         for raw in raws:
-            try:
+            with contextlib.suppress(Exception):
                 raw.close()
-            except Exception:
-                pass
 
     def __repr__(self) -> str:
         return f"<Database {self.dialect.safe_url()}>"
@@ -257,10 +252,8 @@ class _GroupCommitter:
         for (_, fut, loop), (ok, value) in zip(batch, outcomes, strict=True):
             by_loop.setdefault(loop, []).append((fut, ok, value))
         for loop, items in by_loop.items():
-            try:
+            with contextlib.suppress(RuntimeError):  # loop closed: its callers are gone
                 loop.call_soon_threadsafe(_deliver, items)
-            except RuntimeError:  # loop closed: its callers are gone
-                pass
 
     def _attempt(self, fns: list[Callable[[Conn], Any]]) -> list[tuple[bool, Any]] | None:
         try:

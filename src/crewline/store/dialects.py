@@ -67,7 +67,9 @@ class SqliteDialect(Dialect):
         super().__init__(url)
         raw = url[len("sqlite://") :]
         if raw in ("", "/:memory:", ":memory:"):
-            raise ConfigError("in-memory SQLite cannot be shared by workers; give a file: sqlite:///path/to/db")
+            raise ConfigError(
+                "in-memory SQLite cannot be shared by workers; give a file: sqlite:///path/to/db"
+            )
         # sqlite:///rel/path.db is relative, sqlite:////abs/path.db absolute (the usual convention).
         self.path = Path(unquote(raw[1:] if raw.startswith("/") else raw))
 
@@ -99,9 +101,7 @@ class PostgresDialect(Dialect):
         try:
             import psycopg
         except ImportError as e:  # pragma: no cover - depends on the install
-            raise ConfigError(
-                "PostgreSQL needs the psycopg driver: pip install 'crewline[postgres]'"
-            ) from e
+            raise ConfigError("PostgreSQL needs the psycopg driver: pip install 'crewline[postgres]'") from e
         url = self.url.replace("postgres://", "postgresql://", 1)
         return psycopg.connect(url, autocommit=True, connect_timeout=10)
 

@@ -57,7 +57,9 @@ def prune(db: Database, older_than: float, *, delete_runs: bool = False) -> Prun
                 "AND (input IS NOT NULL OR input_blob IS NOT NULL OR output IS NOT NULL OR output_blob IS NOT NULL)",
                 (cutoff,),
             ).rowcount
-        refs = " UNION ".join(f'SELECT "{c}" FROM "{t}" WHERE "{c}" IS NOT NULL' for t, c in _blob_columns(conn))
+        refs = " UNION ".join(
+            f'SELECT "{c}" FROM "{t}" WHERE "{c}" IS NOT NULL' for t, c in _blob_columns(conn)
+        )
         orphan = "SELECT hash FROM blobs" + (f" WHERE hash NOT IN ({refs})" if refs else "")
         size = conn.scalar(f"SELECT COALESCE(SUM(size), 0) FROM blobs WHERE hash IN ({orphan})")
         blobs = conn.execute(f"DELETE FROM blobs WHERE hash IN ({orphan})").rowcount

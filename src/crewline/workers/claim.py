@@ -72,15 +72,20 @@ def extend_leases(conn: Conn, owner: str, lease_seconds: float) -> set[str]:
     """Push out every lease ``owner`` holds; returns the runs it still holds."""
     now = time.time()
     conn.execute(
-        "UPDATE runs SET lease_until = ? WHERE lease_owner = ? AND status = 'running'", (now + lease_seconds, owner)
+        "UPDATE runs SET lease_until = ? WHERE lease_owner = ? AND status = 'running'",
+        (now + lease_seconds, owner),
     )
     conn.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (now, owner))
-    return {r[0] for r in conn.all("SELECT id FROM runs WHERE lease_owner = ? AND status = 'running'", (owner,))}
+    return {
+        r[0] for r in conn.all("SELECT id FROM runs WHERE lease_owner = ? AND status = 'running'", (owner,))
+    }
 
 
 def held_flags(conn: Conn, owner: str) -> tuple[set[str], set[str]]:
     """(runs ``owner`` holds, those of them an operator asked to cancel)."""
-    rows = conn.all("SELECT id, cancel_requested FROM runs WHERE lease_owner = ? AND status = 'running'", (owner,))
+    rows = conn.all(
+        "SELECT id, cancel_requested FROM runs WHERE lease_owner = ? AND status = 'running'", (owner,)
+    )
     return {r[0] for r in rows}, {r[0] for r in rows if r[1]}
 
 

@@ -30,7 +30,9 @@ def next_tick(expr: str, now: float) -> float:
     return float(croniter(expr, datetime.fromtimestamp(now, UTC)).get_next(float))
 
 
-def fire_due(conn: Conn, workflows: list[Workflow], blob_threshold: int, now: float | None = None) -> list[str]:
+def fire_due(
+    conn: Conn, workflows: list[Workflow], blob_threshold: int, now: float | None = None
+) -> list[str]:
     """Start a run for every schedule whose latest tick has not fired yet; returns the run ids started."""
     now = time.time() if now is None else now
     started: list[str] = []

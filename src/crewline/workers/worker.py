@@ -9,6 +9,8 @@ their checkpoints.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
 import socket
@@ -103,9 +105,11 @@ class Worker:
 
     def _start(self, run: RunRecord) -> None:
         signals = RunSignals(cancel=run.cancel_requested)
-        task = asyncio.create_task(execute_run(self.engine, run, self.id, signals), name=f"crewline-run-{run.id}")
+        task = asyncio.create_task(
+            execute_run(self.engine, run, self.id, signals), name=f"crewline-run-{run.id}"
+        )
         self._tasks[run.id] = (task, signals)
-        task.add_done_callback(lambda t, rid=run.id: self._finished(rid, t))
+        task.add_done_callback(functools.partial(self._finished, run.id))
 
     def _finished(self, run_id: str, task: asyncio.Task[str]) -> None:
         self._tasks.pop(run_id, None)
@@ -121,16 +125,16 @@ class Worker:
             waits.append(self._slot_freed.wait())
         tasks = [asyncio.ensure_future(w) for w in waits]
         try:
-            await asyncio.wait(tasks, timeout=self.engine.settings.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                tasks, timeout=self.engine.settings.poll_interval, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             for t in tasks:
                 t.cancel()
 
     async def _pause(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
-        except TimeoutError:
-            pass
 
     # -- leases, cancellation, cron --------------------------------------------------------------------
 
