@@ -1,0 +1,78 @@
+"""Embedders: the local model, a gateway adapter with a fake, and detecting a change of model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from crewline.errors import ConfigError, InvalidInput
+from crewline.memory import GatewayEmbedder, LocalEmbedder, MemoryStore, embedder_from_config
+from crewline.store import Database
+
+from .conftest import run
+from .fakes import HashEmbedder
+
+
+def test_local_embedder_is_offline_and_normalisable(embedder: LocalEmbedder) -> None:
+    vecs = run(embedder.embed(["hello world", "Prefers email over calls"]))
+    assert vecs.shape == (2, embedder.dim) and vecs.dtype == np.float32
+    assert embedder.name.startswith("model2vec:")
+
+
+def test_gateway_embedder_batches_and_checks_dimensions() -> None:
+    batches: list[list[str]] = []
+
+    async def fake(texts: list[str]) -> list[list[float]]:
+        batches.append(texts)
+        return [[float(len(t)), 1.0, 0.0] for t in texts]
+
+    emb = GatewayEmbedder(fake, name="openai/text-embedding-3-small", dim=3, batch_size=2)
+    out = run(emb.embed(["a", "bb", "ccc"]))
+    assert [len(b) for b in batches] == [2, 1] and out.shape == (3, 3)
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0)
+
+    async def wrong(texts: list[str]) -> list[list[float]]:
+        return [[1.0, 2.0] for _ in texts]
+
+    with pytest.raises(InvalidInput, match="openai/x output has dimension 2, the memory index expects 3"):
+        run(GatewayEmbedder(wrong, name="openai/x", dim=3).embed(["a"]))
+
+    async def short(texts: list[str]) -> list[list[float]]:
+        return [[1.0, 2.0, 3.0]]
+
+    with pytest.raises(InvalidInput, match="expected 2 vectors"):
+        run(GatewayEmbedder(short, name="openai/x", dim=3).embed(["a", "b"]))
+
+
+def test_embedder_from_config() -> None:
+    assert isinstance(embedder_from_config({}), LocalEmbedder)
+    with pytest.raises(ConfigError, match="dim"):
+        embedder_from_config({"embedder": "openai/text-embedding-3-small"})
+    with pytest.raises(ConfigError, match="gateway"):
+        embedder_from_config({"embedder": "openai/text-embedding-3-small", "dim": 1536})
+
+    async def fake(texts: list[str]) -> list[list[float]]:
+        return [[1.0] * 8 for _ in texts]
+
+    emb = embedder_from_config({"embedder": "openai/e", "dim": 8}, gateway_embed=fake)
+    assert (emb.name, emb.dim) == ("openai/e", 8)
+
+
+def test_changing_the_model_is_detected_and_reembed_fixes_it(db: Database) -> None:
+    first = MemoryStore(db, HashEmbedder(dim=16, name="test:a"))
+    run(first.remember("Prefers email over calls", scope="c:1"))
+    run(
+        first.ingest_text(
+            "# Doc\nRefunds take fourteen days.", source="d.md", scope="kb", mime="text/markdown"
+        )
+    )
+    second = MemoryStore(db, HashEmbedder(dim=24, name="test:b"))
+    with pytest.raises(ConfigError, match=r"built with embedder test:a \(dim 16\).*reembed"):
+        run(second.search("email", scope="c:1"))
+    progress: list[int] = []
+    assert run(second.reembed(progress=progress.append)) == 2 and sum(progress) == 2
+    assert run(second.reembed()) == 0  # resumable: nothing left to do
+    hits = run(second.search("refunds fourteen days", scope="kb", k=1, text_weight=0))
+    assert hits and hits[0].vector_score is not None and hits[0].vector_score > 0.7  # heading is embedded too
+    stats = run(second.stats())
+    assert (stats.embedder, stats.dim) == ("test:b", 24)

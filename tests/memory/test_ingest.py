@@ -1,0 +1,132 @@
+"""Ingest: files and directories, re-ingest diffs, atomicity per document, rollback of documents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crewline.errors import InvalidInput
+from crewline.memory import MemoryStore
+from crewline.memory import versions as versions_module
+
+from ._pdf import make_pdf
+from .conftest import run
+
+
+def write_kb(root: Path) -> None:
+    (root / "guide.md").write_text(
+        "# Guide\n\n## Reset password\nOpen Settings, then Security, then Reset.\n"
+    )
+    (root / "billing.html").write_text("<h1>Billing</h1><p>Invoices are sent on the first of the month.</p>")
+    (root / "notes.txt").write_text("Support hours are 9 to 17 CET on weekdays.")
+    (root / "warranty.pdf").write_bytes(make_pdf(["The warranty lasts two years from delivery."]))
+    (root / ".hidden").mkdir()
+    (root / ".hidden" / "skip.md").write_text("# should not be ingested")
+    (root / "image.png").write_bytes(b"\x89PNG")
+
+
+def chunk_count(store: MemoryStore, scope: str) -> int:
+    return int(
+        store.db.query(lambda c: c.scalar("SELECT COUNT(*) FROM memory_items WHERE scope = ?", (scope,)))
+    )
+
+
+def test_ingest_directory_indexes_every_supported_file(store: MemoryStore, tmp_path: Path) -> None:
+    write_kb(tmp_path)
+    seen: list[tuple[str, str]] = []
+    report = run(store.ingest(tmp_path, scope="kb", progress=lambda p, o: seen.append((p.name, o))))
+    assert report.ok and len(report.added) == 4
+    assert sorted(n for n, _ in seen) == ["billing.html", "guide.md", "notes.txt", "warranty.pdf"]
+    docs = run(store.documents("kb"))
+    assert sorted(d.mime for d in docs) == ["application/pdf", "text/html", "text/markdown", "text/plain"]
+    hit = run(store.search("how long is the warranty", scope="kb", k=1))[0]
+    assert hit.source == str((tmp_path / "warranty.pdf").resolve())
+    assert hit.heading == "page 1" and hit.kind == "chunk" and hit.position == 0
+    hit = run(store.search("reset my password", scope="kb", k=1))[0]
+    assert hit.heading == "Guide > Reset password" and hit.metadata["mime"] == "text/markdown"
+
+
+def test_bad_file_is_reported_and_the_rest_ingested(store: MemoryStore, tmp_path: Path) -> None:
+    (tmp_path / "good.md").write_text("# Good\ncontent")
+    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\x00\x00binary")
+    report = run(store.ingest(tmp_path, scope="kb"))
+    assert len(report.added) == 1
+    assert list(report.failed) == [str(tmp_path / "bad.txt")]
+    assert "binary" in report.failed[str(tmp_path / "bad.txt")]
+
+
+def test_missing_path_and_unsupported_file(store: MemoryStore, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="no such file"):
+        run(store.ingest(tmp_path / "nope", scope="kb"))
+    (tmp_path / "x.docx").write_bytes(b"PK")
+    report = run(store.ingest(tmp_path / "x.docx", scope="kb"))
+    assert "unsupported file type" in report.failed[str(tmp_path / "x.docx")]
+
+
+def test_reingest_is_idempotent_and_diffs_changed_documents(store: MemoryStore, tmp_path: Path) -> None:
+    store.chunk_size, store.chunk_overlap = 200, 0
+    path = tmp_path / "faq.md"
+    sections = [f"## Q{i}\nAnswer number {i} explains topic {i} in detail." for i in range(5)]
+    path.write_text("# FAQ\n" + "\n\n".join(sections))
+    first = run(store.ingest(path, scope="kb"))
+    assert first.chunks_added == 5
+    again = run(store.ingest(path, scope="kb"))
+    assert again.unchanged == first.added and again.chunks_added == 0
+    sections[2] = "## Q2\nAnswer two was rewritten about refunds."
+    path.write_text("# FAQ\n" + "\n\n".join(sections))
+    changed = run(store.ingest(path, scope="kb"))
+    assert changed.updated == first.added
+    assert (changed.chunks_added, changed.chunks_removed, changed.chunks_kept) == (1, 1, 4)
+    assert chunk_count(store, "kb") == 5
+    assert "refunds" in run(store.search("refunds", scope="kb", k=1))[0].text
+
+
+def test_failed_write_leaves_nothing_half_indexed_and_can_rerun(
+    store: MemoryStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.chunk_size, store.chunk_overlap = 200, 0
+    path = tmp_path / "long.md"
+    path.write_text("# Long\n" + "\n\n".join(f"## Part {i}\nText of part {i}." for i in range(10)))
+    real = versions_module.put_item
+    calls = {"n": 0}
+
+    def flaky(*args: object, **kwargs: object) -> int:
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise RuntimeError("disk full")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(versions_module, "put_item", flaky)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run(store.ingest(path, scope="kb"))
+    assert chunk_count(store, "kb") == 0
+    assert run(store.documents("kb")) == []
+    assert store.db.query(lambda c: c.scalar("SELECT COUNT(*) FROM memory_versions")) == 0
+    monkeypatch.setattr(versions_module, "put_item", real)
+    report = run(store.ingest(path, scope="kb"))
+    assert report.chunks_added == 10 and chunk_count(store, "kb") == 10
+
+
+def test_rollback_brings_back_the_previous_document(store: MemoryStore, tmp_path: Path) -> None:
+    path = tmp_path / "policy.md"
+    path.write_text("# Policy\nRefunds are possible within 14 days.")
+    run(store.ingest(path, scope="kb"))
+    snap = run(store.snapshot("kb"))
+    path.write_text("# Policy\nRefunds are possible within 30 days.")
+    run(store.ingest(path, scope="kb"))
+    run(store.rollback("kb", to=snap.id))
+    hits = run(store.search("refund days", scope="kb", k=5))
+    assert [h.text for h in hits] == ["Refunds are possible within 14 days."]
+    (doc,) = run(store.documents("kb"))
+    assert doc.version == 3 and doc.chunks == 1
+    # and a re-ingest of the current file sees the rolled-back text as different
+    assert run(store.ingest(path, scope="kb")).updated == [doc.id]
+
+
+def test_ingest_text_directly(store: MemoryStore) -> None:
+    report = run(
+        store.ingest_text("<h1>Hi</h1><p>Hello there</p>", source="web:home", scope="site", mime="text/html")
+    )
+    assert report.chunks_added == 1
+    assert run(store.search("hello", scope="site", k=1))[0].source == "web:home"
