@@ -1,0 +1,115 @@
+"""The `crewline` command end to end: real processes, real database, the example app."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def cli(sqlite_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    env = {**os.environ, "CREWLINE_DATABASE_URL": sqlite_url, "CREWLINE_APP": "examples.app:app",
+           "CREWLINE_POLL_INTERVAL": "0.05", "PYTHONPATH": str(ROOT)}  # fmt: skip
+
+    def run(*args: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "crewline", *args], env=env, cwd=tmp_path, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+        if check is not None:
+            assert proc.returncode == check, proc.stderr
+        return proc
+
+    run.env = env  # type: ignore[attr-defined]
+    return run
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "nosuch"], "unknown workflow 'nosuch' (known: daily_digest, onboard)"),
+        (["run", "onboard", "--input", "{bad"], "--input is not valid JSON"),
+        (
+            ["run", "onboard", "--input", '{"id": "c1", "email": "nope"}'],
+            "input for workflow onboard is not valid: email",
+        ),
+        (["run", "onboard", "--input", "@missing.json"], "cannot read --input file missing.json"),
+        (["runs", "show", "nope"], "no run with id 'nope'"),
+        (["runs", "resolve", "nope", "--step", "1", "--outcome", "done"], "no run with id 'nope'"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_creates_no_run(cli, args: list[str], message: str) -> None:  # type: ignore[no-untyped-def]
+    proc = cli(*args, check=2)
+    assert proc.stderr.strip().startswith("crewline: error:") and message in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert json.loads(cli("runs", "list", "--json").stdout) == []
+
+
+def test_run_wait_with_a_worker_then_inspect_fork_and_cancel(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "crewline", "worker", "-c", "4"], env=cli.env, cwd=tmp_path,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        (tmp_path / "in.json").write_text('{"id": "c7", "email": "ada@example.com"}')
+        rid = cli("run", "onboard", "--input", "@in.json").stdout.strip()
+        deadline = time.monotonic() + 30
+        while "event:activated" not in cli("runs", "list").stdout:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        listed = json.loads(cli("runs", "list", "--state", "waiting", "--json").stdout)
+        assert [r["id"] for r in listed] == [rid]
+        shown = cli("runs", "show", rid).stdout
+        assert "send_welcome" in shown and "irreversible" in shown and "waiting" in shown
+        detail = json.loads(cli("runs", "show", rid, "--json").stdout)
+        assert [s["status"] for s in detail["steps"]] == ["done", "done", "waiting"]
+        fork = cli("runs", "fork", rid, "--from", "3").stdout.strip()
+        assert json.loads(cli("runs", "show", fork, "--json").stdout)["forked_from"] == rid
+        assert cli("runs", "cancel", rid).stdout.strip() == "cancelled"
+        assert "already cancelled" in cli("runs", "cancel", rid, check=2).stderr
+        done = cli("run", "daily_digest", "--wait", "--timeout", "30s", "--json")
+        assert json.loads(done.stdout)["status"] == "completed"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(20) == 0
+    assert (tmp_path / ".crewline/outbox/welcome-c7.json").exists()
+
+
+def test_run_wait_prints_the_error_of_a_failed_run(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    app_file = tmp_path / "failing.py"
+    app_file.write_text(
+        "from crewline import App, Context\napp = App()\n"
+        "async def boom() -> None:\n    raise RuntimeError('card declined')\n"
+        "@app.workflow()\nasync def charge(ctx: Context) -> None:\n"
+        "    from crewline import RetryPolicy\n    await ctx.step(boom, retry=RetryPolicy(max_attempts=1))\n"
+    )
+    env = {**cli.env, "CREWLINE_APP": "failing:app", "PYTHONPATH": f"{tmp_path}:{ROOT}"}
+    worker = subprocess.Popen([sys.executable, "-m", "crewline", "worker"], env=env, cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        proc = subprocess.run([sys.executable, "-m", "crewline", "run", "charge", "--wait"], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+    finally:
+        worker.terminate()
+        worker.wait(20)
+    assert proc.returncode == 1
+    assert "failed: RuntimeError: card declined (step 1)" in proc.stderr
+
+
+def test_db_upgrade_status_and_prune(cli) -> None:  # type: ignore[no-untyped-def]
+    first = cli("db", "upgrade").stdout
+    assert "applied engine 1: runs, steps, events, blobs" in first and first.endswith("migrations applied\n")
+    assert cli("db", "upgrade").stdout == "schema is up to date\n"
+    status = cli("db", "status").stdout
+    assert "engine" in status and "pending" not in status
+    assert cli("prune", "--older-than", "30d").stdout.startswith("pruned 0 runs")
+    assert "cannot read duration" in cli("prune", "--older-than", "soon", check=2).stderr
