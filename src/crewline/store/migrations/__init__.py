@@ -31,6 +31,12 @@ class Migration:
 
 
 def components() -> dict[str, tuple[Migration, ...]]:
-    from . import engine, gateway, memory
+    from . import engine, flows, gateway, memory, server
 
-    return {"engine": engine.MIGRATIONS, "gateway": gateway.MIGRATIONS, "memory": memory.MIGRATIONS}
+    return {
+        "engine": engine.MIGRATIONS,
+        "flows": flows.MIGRATIONS,
+        "gateway": gateway.MIGRATIONS,
+        "memory": memory.MIGRATIONS,
+        "server": server.MIGRATIONS,
+    }
