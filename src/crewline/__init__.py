@@ -18,7 +18,7 @@ from .errors import (
     UnknownWorkflow,
     WaitTimeout,
 )
-from .flows import Context, Queue, RetryPolicy, RunRecord, StepRecord, Workflow
+from .flows import Context, Decision, Queue, RetryPolicy, ReviewRequest, RunRecord, StepRecord, Workflow
 
 __all__ = [
     "App",
@@ -28,12 +28,14 @@ __all__ = [
     "Context",
     "CrewlineError",
     "DatabaseUnavailable",
+    "Decision",
     "DeterminismError",
     "InvalidInput",
     "InvalidRunState",
     "ModelError",
     "Queue",
     "RetryPolicy",
+    "ReviewRequest",
     "RunFailed",
     "RunNotFound",
     "RunRecord",

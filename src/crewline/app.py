@@ -16,6 +16,7 @@ from .errors import InvalidInput, RunFailed
 from .flows.definitions import Queue, Workflow
 from .flows.engine import Engine
 from .flows.operations import Outcome, fork_run, resolve_step
+from .flows.queue import ReviewQueue
 from .flows.records import (
     FINISHED,
     RunRecord,
@@ -103,6 +104,11 @@ class App:
         if self._engine is not None:
             self._engine.db.close()
             self._engine = None
+
+    @property
+    def reviews(self) -> ReviewQueue:
+        """The review queue: approval requests and unknown outcomes waiting for a person."""
+        return ReviewQueue(self.engine)
 
     def worker(self, *, concurrency: int = 8, worker_id: str | None = None) -> Worker:
         return Worker(self.engine, concurrency=concurrency, worker_id=worker_id)

@@ -15,6 +15,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("runs", "runs"),
     ("runs", "prune"),
     ("worker", "worker"),
+    ("review", "review"),
 )
 
 

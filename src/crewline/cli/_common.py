@@ -17,12 +17,13 @@ import click
 from ..app import App
 from ..config import Settings
 from ..errors import CrewlineError, InvalidInput, InvalidRunState, RunNotFound, UnknownWorkflow
+from ..flows.review import ReviewNotFound
 
 __all__ = ["app_option", "fail", "load_app", "read_json_arg", "run_async", "table", "when"]
 
 T = TypeVar("T")
 # Errors that mean "you asked for something wrong": exit code 2, like a usage error.
-_USER_ERRORS = (InvalidInput, UnknownWorkflow, RunNotFound, InvalidRunState)
+_USER_ERRORS = (InvalidInput, UnknownWorkflow, RunNotFound, InvalidRunState, ReviewNotFound)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

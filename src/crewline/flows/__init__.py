@@ -4,5 +4,17 @@ from .context import Context
 from .definitions import Queue, RetryPolicy, Workflow
 from .engine import Engine
 from .records import RunRecord, StepRecord
+from .review import Decision, ReviewRequest, RiskPolicy
 
-__all__ = ["Context", "Engine", "Queue", "RetryPolicy", "RunRecord", "StepRecord", "Workflow"]
+__all__ = [
+    "Context",
+    "Decision",
+    "Engine",
+    "Queue",
+    "RetryPolicy",
+    "ReviewRequest",
+    "RiskPolicy",
+    "RunRecord",
+    "StepRecord",
+    "Workflow",
+]

@@ -20,9 +20,11 @@ import pydantic
 from ..config import parse_duration
 from ..errors import Cancelled, ConfigError, DeterminismError, RunFailed, StepError, WaitTimeout
 from ..store.payloads import dump, load, load_json
+from .approvals import request_approval
 from .definitions import EFFECTS, NO_RETRY, Effect, RetryPolicy, Workflow, return_adapter
 from .engine import Engine, RunSignals, Suspend
 from .records import RunRecord, StepRecord, insert_run, lock_run, take_event, write_step
+from .review import Decision, create_request
 
 __all__ = ["Context"]
 
@@ -46,6 +48,11 @@ class Context:
         self._owner = owner
         self._signals = signals
         self._next = 0
+        # What shaped this run so far (model calls, prompt versions, memory hits), for review requests.
+        self.provenance: list[dict[str, Any]] = []
+
+    def provenance_summary(self) -> dict[str, Any]:
+        return {"steps_so_far": self._next - 1, "used": list(self.provenance)}
 
     @property
     def step_count(self) -> int:
@@ -126,14 +133,43 @@ class Context:
             raise StepError(n, rec.name, str(err.get("type")), str(err.get("message")))
         # An intent with no result: the call may or may not have happened. Never guess; ask.
         reason = f"outcome unknown: step {n} ({rec.name})"
-        await self._engine.checkpoint(
-            self.run_id,
-            self._owner,
-            lambda c: self._engine.park(
-                c, self.run_id, status="waiting", reason=reason, event=None, wake_at=None
-            ),
-        )
+        engine = self._engine
+
+        def park(conn: Any) -> None:
+            create_request(
+                conn, request_id=f"{self.run_id}:{n}", run_id=self.run_id, step_no=n, kind="outcome_unknown",
+                action=f"confirm whether step {n} ({rec.name}) happened", risk="high", preview=rec.output,
+                preview_type=None, context=self.provenance_summary(), on_timeout="escalate", expires_at=None,
+                blob_threshold=engine.blob_threshold,
+            )  # fmt: skip
+            engine.park(conn, self.run_id, status="waiting", reason=reason, event=None, wake_at=None)
+
+        await engine.checkpoint(self.run_id, self._owner, park)
         raise Suspend(reason)
+
+    # -- approvals -------------------------------------------------------------------------------------
+
+    async def approve(
+        self,
+        action: str,
+        *,
+        preview: Any = None,
+        risk: str | None = None,
+        timeout: float | str | None = None,
+        on_timeout: str = "reject",
+        context: dict[str, Any] | None = None,
+    ) -> Decision:
+        """Ask a person to approve ``action``; the run is parked (holding no worker) until they decide.
+
+        The request shows ``preview`` and what shaped the run so far (models, prompt versions, memory, cost).
+        ``risk`` is combined with the ``[review]`` policy (the stricter wins): ``low`` approves at once,
+        ``medium`` asks, ``high`` asks and is never approved by a timeout. After ``timeout`` the request is
+        rejected, approved or escalated as ``on_timeout`` says. A reviewer's edit comes back as
+        ``decision.edited`` (revalidated as the preview's model when the preview is one).
+        """
+        return await request_approval(
+            self, action, preview=preview, risk=risk, timeout=timeout, on_timeout=on_timeout, context=context
+        )
 
     # -- time and events -------------------------------------------------------------------------------
 

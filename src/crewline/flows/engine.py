@@ -20,6 +20,7 @@ from ..config import Settings
 from ..errors import UnknownWorkflow
 from ..store.database import Conn, Database
 from .definitions import Queue, Workflow
+from .review import RiskPolicy
 
 __all__ = ["Engine", "LeaseLost", "RunSignals", "Suspend"]
 
@@ -66,6 +67,7 @@ class Engine:
         self.queues: dict[str, Queue] = {}
         self.crash_hook: CrashHook | None = kill_at(settings.crash_point) if settings.crash_point else None
         self.work_available = asyncio.Event()
+        self.risk_policy = RiskPolicy.from_section(settings.sections.get("review"))
         # What "now" is for durable sleeps and wait deadlines; tests move it to skip time.
         self.clock: Callable[[], float] = time.time
 

@@ -9,6 +9,7 @@ from ..errors import InvalidInput, InvalidRunState
 from ..store.database import Conn
 from ..store.payloads import dump
 from .records import get_run, insert_run, lock_run, new_run_id
+from .review import set_status
 
 __all__ = ["Outcome", "fork_run", "resolve_step"]
 
@@ -48,7 +49,12 @@ def fork_run(
 
 
 def resolve_step(
-    conn: Conn, run_id: str, step_no: int, outcome: Outcome, output_json: bytes | None = None
+    conn: Conn,
+    run_id: str,
+    step_no: int,
+    outcome: Outcome,
+    output_json: bytes | None = None,
+    resolved_by: str = "operator",
 ) -> None:
     """Settle an irreversible step whose outcome is unknown; the run then resumes.
 
@@ -82,6 +88,7 @@ def resolve_step(
         )  # fmt: skip
     else:
         raise InvalidInput(f"outcome must be done, retry or fail, got {outcome!r}")
+    set_status(conn, f"{run_id}:{step_no}", "resolved", by=resolved_by, outcome=outcome)
     conn.execute(
         "UPDATE runs SET status = 'pending', wait_reason = NULL, wake_at = ?, updated_at = ? WHERE id = ?",
         (now, now, run_id),

@@ -4,4 +4,37 @@ from __future__ import annotations
 
 from . import Migration
 
-MIGRATIONS: tuple[Migration, ...] = ()
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "review requests",
+        (
+            """CREATE TABLE reviews (
+                id TEXT PRIMARY KEY,
+                run_id TEXT NOT NULL,
+                step_no INTEGER NOT NULL,
+                kind TEXT NOT NULL,
+                action TEXT NOT NULL,
+                risk TEXT NOT NULL,
+                preview TEXT,
+                preview_blob TEXT,
+                preview_type TEXT,
+                context TEXT,
+                status TEXT NOT NULL,
+                escalated INTEGER NOT NULL DEFAULT 0,
+                on_timeout TEXT NOT NULL,
+                expires_at {real},
+                decided_by TEXT,
+                decided_at {real},
+                comment TEXT,
+                shown_hash TEXT,
+                edit TEXT,
+                edit_blob TEXT,
+                outcome TEXT,
+                created_at {real} NOT NULL
+            )""",
+            "CREATE INDEX reviews_status ON reviews (status, created_at)",
+            "CREATE INDEX reviews_run ON reviews (run_id)",
+        ),
+    ),
+)

@@ -1,0 +1,157 @@
+"""``crewline review``: the queue of approval requests and unknown outcomes."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from typing import Any
+
+import click
+
+from ..app import App
+from ..flows.review import ReviewRequest
+from ._common import app_option, echo_json, load_app, read_json_arg, table, when, with_app
+
+__all__ = ["review"]
+
+_by = click.option("--by", default=None, help="Who decides (default: the current user).")
+_comment = click.option("--comment", default=None, help="Why; kept with the decision.")
+_hash = click.option(
+    "--hash", "seen_hash", default=None, help="Refuse if the request differs from this content hash."
+)
+
+
+@click.group()
+def review() -> None:
+    """Approve, reject or resolve what runs are waiting on."""
+
+
+@review.command("list")
+@app_option
+@click.option("--status", default="pending", show_default=True,
+              type=click.Choice(["pending", "approved", "rejected", "expired", "resolved", "all"]))  # fmt: skip
+@click.option("--run", "run_id", default=None, help="Only this run's requests.")
+@click.option("--json", "as_json", is_flag=True)
+def list_cmd(app_ref: str | None, status: str, run_id: str | None, as_json: bool) -> None:
+    """Requests, escalated first, then oldest first."""
+    wanted = None if status == "all" else status
+    reqs = with_app(lambda app: app.reviews.list(status=wanted, run_id=run_id), load_app(app_ref))
+    if as_json:
+        echo_json([r.to_json() for r in reqs])
+        return
+    rows = [(r.id, r.kind, r.risk + (" !" if r.escalated else ""), r.action[:50], r.status, when(r.created_at),
+             when(r.expires_at)) for r in reqs]  # fmt: skip
+    click.echo(table(["id", "kind", "risk", "action", "status", "created", "expires"], rows))
+
+
+@review.command("show")
+@app_option
+@click.argument("request_id")
+@click.option("--json", "as_json", is_flag=True)
+def show_cmd(app_ref: str | None, request_id: str, as_json: bool) -> None:
+    """Everything a reviewer needs: the action, the preview, what produced it, its cost so far."""
+    req = with_app(lambda app: app.reviews.get(request_id), load_app(app_ref))
+    if as_json:
+        echo_json(req.to_json())
+        return
+    click.echo(_describe(req))
+
+
+@review.command("approve")
+@app_option
+@click.argument("request_id")
+@_by
+@_comment
+@_hash
+@click.option("--edit", default=None, help="Approve with this instead of the preview (JSON or @file).")
+def approve_cmd(app_ref: str | None, request_id: str, by: str | None, comment: str | None,
+                seen_hash: str | None, edit: str | None) -> None:  # fmt: skip
+    """Approve; with --edit the run continues with the edited value."""
+    value = _read_edit(edit)
+    req = with_app(
+        lambda app: app.reviews.approve(
+            request_id, by=by or _user(), comment=comment, edit=value, seen_hash=seen_hash
+        ),
+        load_app(app_ref),
+    )
+    click.echo(f"{req.id} approved by {req.decided_by}; run {req.run_id} resumes")
+
+
+@review.command("reject")
+@app_option
+@click.argument("request_id")
+@_by
+@_comment
+@_hash
+def reject_cmd(app_ref: str | None, request_id: str, by: str | None, comment: str | None,
+               seen_hash: str | None) -> None:  # fmt: skip
+    """Reject; the run continues knowing it was rejected."""
+    req = with_app(
+        lambda app: app.reviews.reject(request_id, by=by or _user(), comment=comment, seen_hash=seen_hash),
+        load_app(app_ref),
+    )
+    click.echo(f"{req.id} rejected by {req.decided_by}; run {req.run_id} resumes")
+
+
+@review.command("resolve")
+@app_option
+@click.argument("request_id")
+@click.option("--outcome", type=click.Choice(["done", "retry", "fail"]), required=True)
+@click.option("--output", default=None, help="With done: what the step returned (JSON or @file).")
+@_by
+def resolve_cmd(
+    app_ref: str | None, request_id: str, outcome: str, output: str | None, by: str | None
+) -> None:
+    """Settle an unknown outcome: the step happened (done), did not (retry), or failed (fail)."""
+    value = read_json_arg(output, "--output")
+
+    async def go(app: App) -> ReviewRequest:
+        return await app.reviews.resolve(request_id, outcome, by=by or _user(), output=value)  # type: ignore[arg-type]
+
+    req = with_app(go, load_app(app_ref))
+    click.echo(f"{req.id} resolved as {outcome}; run {req.run_id} resumes")
+
+
+def _read_edit(edit: str | None) -> Any:
+    """An edit is JSON; a file that is not JSON is taken as text (a reply draft, say)."""
+    if edit is None:
+        return None
+    if edit.startswith("@"):
+        from pathlib import Path
+
+        text = Path(edit[1:]).read_text(encoding="utf-8") if Path(edit[1:]).exists() else None
+        if text is None:
+            return read_json_arg(edit, "--edit")
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+    return read_json_arg(edit, "--edit")
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "operator"
+
+
+def _describe(req: ReviewRequest) -> str:
+    lines = [
+        f"request   {req.id} ({req.kind}, risk {req.risk}{', escalated' if req.escalated else ''})",
+        f"run       {req.run_id} step {req.step_no}",
+        f"action    {req.action}",
+        f"status    {req.status}"
+        + (f" by {req.decided_by} at {when(req.decided_at)}" if req.decided_by else ""),
+        f"expires   {when(req.expires_at)} (then: {req.on_timeout})",
+        f"hash      {req.content_hash}",
+        "preview:",
+        json.dumps(req.preview, indent=2, default=str),
+        "context:",
+        json.dumps(req.context, indent=2, default=str),
+    ]
+    if req.comment:
+        lines.append(f"comment   {req.comment}")
+    if req.edit is not None:
+        lines += ["edit:", json.dumps(req.edit, indent=2, default=str)]
+    return "\n".join(lines)

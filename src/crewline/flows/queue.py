@@ -1,0 +1,74 @@
+"""The review queue as the CLI and the server use it: list, show, decide."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidInput
+from ..store.payloads import dump
+from .operations import Outcome, resolve_step
+from .review import ReviewRequest, decide, get_request, list_requests
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = ["ReviewQueue"]
+
+
+class ReviewQueue:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def list(
+        self, *, status: str | None = "pending", run_id: str | None = None, limit: int = 50
+    ) -> list[ReviewRequest]:
+        return await self._engine.db.read(
+            lambda conn: list_requests(conn, status=status, run_id=run_id, limit=limit)
+        )
+
+    async def get(self, request_id: str) -> ReviewRequest:
+        return await self._engine.db.read(lambda conn: get_request(conn, request_id))
+
+    async def approve(
+        self, request_id: str, *, by: str, comment: str | None = None, edit: Any = None,
+        seen_hash: str | None = None,
+    ) -> ReviewRequest:  # fmt: skip
+        return await self._decide(request_id, True, by, comment, edit, seen_hash)
+
+    async def reject(
+        self, request_id: str, *, by: str, comment: str | None = None, seen_hash: str | None = None
+    ) -> ReviewRequest:
+        return await self._decide(request_id, False, by, comment, None, seen_hash)
+
+    async def resolve(
+        self, request_id: str, outcome: Outcome, *, by: str, output: Any = None
+    ) -> ReviewRequest:
+        """Settle an "outcome unknown" request: the step happened (done), did not (retry), or failed."""
+        req = await self.get(request_id)
+        if req.kind != "outcome_unknown":
+            raise InvalidInput(f"request {request_id} is an approval: approve or reject it")
+        data = dump(output) if outcome == "done" else None
+        await self._engine.db.write(
+            lambda conn: resolve_step(conn, req.run_id, req.step_no, outcome, data, resolved_by=by)
+        )
+        self._engine.work_available.set()
+        return await self.get(request_id)
+
+    async def _decide(
+        self, request_id: str, approve: bool, by: str, comment: str | None, edit: Any, seen_hash: str | None
+    ) -> ReviewRequest:
+        engine = self._engine
+        req = await engine.db.write(
+            lambda conn: decide(
+                conn,
+                request_id,
+                approve=approve,
+                by=by,
+                comment=comment,
+                edit=edit,
+                seen_hash=seen_hash,
+                blob_threshold=engine.blob_threshold,
+            )
+        )
+        engine.work_available.set()
+        return req

@@ -1,0 +1,281 @@
+"""The review queue: requests for a human decision, and the decisions, with what the reviewer saw.
+
+A request is created by ``ctx.approve`` (kind ``approval``) or by an irreversible step whose outcome is
+unknown after a crash (kind ``outcome_unknown``). It holds the intended action, the preview, and the
+provenance of the run so far (models, prompt versions, memory used, cost). A decision records who, when,
+the hash of what they were shown, a comment and an optional edit, then makes the parked run due.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import importlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pydantic
+
+from ..errors import ConfigError, InvalidInput, InvalidRunState, WorkflowError
+from ..store.database import Conn
+from ..store.payloads import dump, load, store_payload
+
+__all__ = [
+    "RISKS",
+    "Decision",
+    "ReviewNotFound",
+    "ReviewRequest",
+    "RiskPolicy",
+    "create_request",
+    "decide",
+    "get_request",
+    "list_requests",
+    "shown_hash",
+]
+
+Risk = Literal["low", "medium", "high"]
+RISKS: tuple[str, ...] = ("low", "medium", "high")
+ON_TIMEOUT: tuple[str, ...] = ("reject", "approve", "escalate")
+
+
+class ReviewNotFound(WorkflowError):
+    pass
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the run continues with after an approval step."""
+
+    approved: bool
+    status: str  # approved | rejected | expired | auto
+    edited: Any = None
+    comment: str | None = None
+    decided_by: str | None = None
+    decided_at: float | None = None
+    request_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class RiskPolicy:
+    """Risk per action or tool name from ``[review]`` in crewline.toml; the stricter of policy and code wins.
+
+    ``[review] default = "medium"`` and ``[review.risk] "send_*" = "high"`` (glob patterns on the name).
+    """
+
+    def __init__(self, rules: Mapping[str, str] | None = None, default: str = "medium") -> None:
+        for pattern, risk in {**(rules or {}), "default": default}.items():
+            if risk not in RISKS:
+                raise ConfigError(f"[review] risk for {pattern!r} is {risk!r}: use low, medium or high")
+        self.rules = dict(rules or {})
+        self.default = default
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any] | None) -> RiskPolicy:
+        section = section or {}
+        return cls(section.get("risk") or {}, str(section.get("default", "medium")))
+
+    def risk_for(self, name: str, declared: str | None = None) -> str:
+        matched = [risk for pattern, risk in self.rules.items() if fnmatch.fnmatchcase(name, pattern)]
+        if declared is not None and declared not in RISKS:
+            raise InvalidInput(f"risk must be low, medium or high, got {declared!r}")
+        candidates = matched + ([declared] if declared else [])
+        if not candidates:
+            return self.default
+        return max(candidates, key=RISKS.index)
+
+
+@dataclass
+class ReviewRequest:
+    id: str
+    run_id: str
+    step_no: int
+    kind: str
+    action: str
+    risk: str
+    preview: Any
+    preview_type: str | None
+    context: dict[str, Any]
+    status: str  # pending | approved | rejected | expired | resolved
+    escalated: bool
+    on_timeout: str
+    expires_at: float | None
+    decided_by: str | None
+    decided_at: float | None
+    comment: str | None
+    shown_hash: str | None
+    edit: Any
+    outcome: str | None
+    created_at: float
+
+    @property
+    def content_hash(self) -> str:
+        return shown_hash(self.action, self.preview, self.context)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "content_hash": self.content_hash}
+
+
+def shown_hash(action: str, preview: Any, context: Any) -> str:
+    """The hash of what a reviewer is shown: the action, the preview and the context, canonically."""
+    canonical = json.dumps(
+        {"action": action, "preview": preview, "context": context}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_COLUMNS = (
+    "id, run_id, step_no, kind, action, risk, preview, preview_blob, preview_type, context, status, escalated, "
+    "on_timeout, expires_at, decided_by, decided_at, comment, shown_hash, edit, edit_blob, outcome, created_at"
+)
+
+
+def _from_row(conn: Conn, r: tuple[Any, ...]) -> ReviewRequest:
+    return ReviewRequest(
+        id=r[0], run_id=r[1], step_no=r[2], kind=r[3], action=r[4], risk=r[5], preview=load(conn, r[6], r[7]),
+        preview_type=r[8], context=json.loads(r[9]) if r[9] else {}, status=r[10], escalated=bool(r[11]),
+        on_timeout=r[12], expires_at=r[13], decided_by=r[14], decided_at=r[15], comment=r[16], shown_hash=r[17],
+        edit=load(conn, r[18], r[19]), outcome=r[20], created_at=r[21],
+    )  # fmt: skip
+
+
+def create_request(
+    conn: Conn, *, request_id: str, run_id: str, step_no: int, kind: str, action: str, risk: str,
+    preview: Any, preview_type: str | None, context: dict[str, Any], on_timeout: str,
+    expires_at: float | None, blob_threshold: int,
+) -> None:  # fmt: skip
+    """Create the request unless it exists (replays and retried commits create nothing twice)."""
+    inline, blob = store_payload(conn, dump(preview), blob_threshold)
+    conn.execute(
+        f"INSERT INTO reviews ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, NULL, NULL, "
+        "NULL, NULL, NULL, NULL, NULL, ?) ON CONFLICT (id) DO NOTHING",
+        (request_id, run_id, step_no, kind, action, risk, inline, blob, preview_type,
+         json.dumps(context, default=str), on_timeout, expires_at, time.time()),
+    )  # fmt: skip
+
+
+def get_request(conn: Conn, request_id: str) -> ReviewRequest:
+    row = conn.one(f"SELECT {_COLUMNS} FROM reviews WHERE id = ?", (request_id,))
+    if row is None:
+        raise ReviewNotFound(f"no review request {request_id!r}: see `crewline review list`")
+    return _from_row(conn, row)
+
+
+def list_requests(
+    conn: Conn, *, status: str | None = "pending", run_id: str | None = None, limit: int = 50
+) -> list[ReviewRequest]:
+    where: list[str] = []
+    params: list[Any] = []
+    if status is not None:
+        where.append("status = ?")
+        params.append(status)
+    if run_id is not None:
+        where.append("run_id = ?")
+        params.append(run_id)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    rows = conn.all(
+        f"SELECT {_COLUMNS} FROM reviews{clause} ORDER BY escalated DESC, created_at LIMIT ?",
+        (*params, limit),
+    )
+    return [_from_row(conn, r) for r in rows]
+
+
+def set_status(conn: Conn, request_id: str, status: str, *, by: str, outcome: str | None = None) -> None:
+    conn.execute(
+        "UPDATE reviews SET status = ?, decided_by = ?, decided_at = ?, outcome = ? WHERE id = ?",
+        (status, by, time.time(), outcome, request_id),
+    )
+
+
+def decide(
+    conn: Conn, request_id: str, *, approve: bool, by: str, comment: str | None = None, edit: Any = None,
+    seen_hash: str | None = None, blob_threshold: int = 4096,
+) -> ReviewRequest:  # fmt: skip
+    """Record a decision on a pending approval request and make its run due."""
+    suffix = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
+    conn.execute(f"SELECT id FROM reviews WHERE id = ?{suffix}", (request_id,))
+    req = get_request(conn, request_id)
+    if req.kind != "approval":
+        raise InvalidInput(
+            f"request {request_id} asks for the outcome of a step, not an approval: resolve it with "
+            f"`crewline runs resolve {req.run_id} --step {req.step_no} --outcome done|retry|fail`"
+        )
+    if req.status != "pending":
+        raise InvalidRunState(
+            f"request {request_id} is already {req.status} (by {req.decided_by}); nothing changed"
+        )
+    if req.expires_at is not None and not req.escalated and time.time() > req.expires_at:
+        raise InvalidRunState(
+            f"request {request_id} expired; its run applies its on_timeout policy ({req.on_timeout})"
+        )
+    if seen_hash is not None and seen_hash != req.content_hash:
+        raise InvalidInput(
+            f"request {request_id} differs from what you reviewed (hash mismatch); show it again"
+        )
+    if edit is not None:
+        if not approve:
+            raise InvalidInput("an edit only goes with an approval")
+        edit = validate_edit(req, edit)
+    inline, blob = (None, None) if edit is None else store_payload(conn, dump(edit), blob_threshold)
+    now = time.time()
+    conn.execute(
+        "UPDATE reviews SET status = ?, decided_by = ?, decided_at = ?, comment = ?, shown_hash = ?, edit = ?, "
+        "edit_blob = ? WHERE id = ?",
+        ("approved" if approve else "rejected", by, now, comment, seen_hash or req.content_hash, inline, blob,
+         request_id),
+    )  # fmt: skip
+    conn.execute(
+        "UPDATE runs SET wake_at = ?, updated_at = ? WHERE id = ? AND status = 'waiting' AND wait_reason = ?",
+        (now, now, req.run_id, f"approval:{request_id}"),
+    )
+    return get_request(conn, request_id)
+
+
+def validate_edit(req: ReviewRequest, edit: Any) -> Any:
+    """An edit must have the shape of the preview: its Pydantic model, or the same JSON type."""
+    if req.preview_type:
+        model = _import(req.preview_type)
+        if model is not None:
+            try:
+                return pydantic.TypeAdapter(model).dump_python(
+                    pydantic.TypeAdapter(model).validate_python(edit), mode="json"
+                )
+            except pydantic.ValidationError as e:
+                first = e.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "edit"
+                raise InvalidInput(
+                    f"the edit does not fit {req.preview_type}: {where}: {first['msg']}"
+                ) from e
+    if req.preview is not None and type(edit) is not type(req.preview):
+        raise InvalidInput(
+            f"the edit must be a {_json_type(req.preview)} like the preview, got a {_json_type(edit)}"
+        )
+    return edit
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "JSON object", list: "JSON array", str: "string", bool: "boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _import(qualified: str) -> Any:
+    module_name, _, qualname = qualified.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
+        return None
+    return obj
+
+
+def type_name(value: Any) -> str | None:
+    """``module:qualname`` of a Pydantic model instance, so a decision elsewhere can validate edits."""
+    if isinstance(value, pydantic.BaseModel) and "<locals>" not in type(value).__qualname__:
+        return f"{type(value).__module__}:{type(value).__qualname__}"
+    return None
