@@ -33,7 +33,11 @@ async def request_approval(
     started = rec.started_at if rec is not None else time.time()
     if level == "low":
         auto = {"approved": True, "status": "auto", "decided_by": "policy", "decided_at": time.time()}
-        await ctx._record(n, action, "approval", "read", "done", dump(auto), None, 1, started)
+        from .context import _Call  # the context module imports this one
+
+        await ctx._record_call(
+            _Call(n, action, "approval", "read", started, None), "done", dump(auto), None, 1
+        )
         return _decision(auto, preview)
     if level == "high" and on_timeout == "approve":
         on_timeout = "escalate"  # high risk is never approved by a clock

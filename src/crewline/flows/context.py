@@ -12,6 +12,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -32,6 +33,16 @@ T = TypeVar("T")
 DEFAULT_RETRY = RetryPolicy()
 # A sleep shorter than this keeps the run (and its worker slot); a longer one parks the run durably.
 INLINE_SLEEP_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class _Call:
+    n: int
+    name: str
+    kind: str
+    effect: str
+    started: float
+    input_json: bytes | None
 
 
 class Context:
@@ -81,35 +92,42 @@ class Context:
         unless ``retry`` says so; others retry transient errors with jittered exponential backoff.
         If ``fn`` has an ``idempotency_key`` parameter it receives the key (by default ``<run id>:<step>``).
         """
+        result: T = await self._step(
+            fn, args, kwargs, name=name or _fn_name(fn), kind="step", effect=effect, retry=retry,
+            timeout=timeout, idempotency_key=idempotency_key,
+        )  # fmt: skip
+        return result
+
+    async def _step(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], *, name: str, kind: str,
+        effect: str, retry: RetryPolicy | None = None, timeout: float | str | None = None,
+        idempotency_key: str | None = None, input_json: bytes | None = None,
+    ) -> Any:  # fmt: skip
+        """A durable call of ``fn``; ``kind`` is "step", "tool" or "llm", ``input_json`` what to record as input."""
         if effect not in EFFECTS:
             raise ConfigError(f"effect must be one of {', '.join(EFFECTS)}, got {effect!r}")
-        step_name = name or _fn_name(fn)
-        n, rec = await self._begin(step_name, "step")
+        n, rec = await self._begin(name, kind)
         adapter = return_adapter(fn)
         if rec is not None:
-            return await self._replay_step(n, rec, adapter)  # type: ignore[no-any-return]
+            return await self._replay_step(n, rec, adapter)
         key = idempotency_key or f"{self.run_id}:{n}"
         if _accepts_key(fn) and "idempotency_key" not in kwargs:
             kwargs["idempotency_key"] = key
         policy = retry or (NO_RETRY if effect == "irreversible" else DEFAULT_RETRY)
         seconds = None if timeout is None else parse_duration(timeout)
-        started = time.time()
+        call = _Call(n, name, kind, effect, time.time(), input_json)
         if effect == "irreversible":
-            await self._record(
-                n, step_name, "step", effect, "intent", dump({"idempotency_key": key}), None, 0, started
-            )
+            await self._record_call(call, "intent", dump({"idempotency_key": key}), None, 0)
             self._engine.crash_point("after_intent", n)
-        result, attempts = await self._attempts(
-            n, step_name, effect, fn, args, kwargs, policy, seconds, started
-        )
+        result, attempts = await self._attempts(call, fn, args, kwargs, policy, seconds)
         data = dump(result if adapter is None else adapter.dump_python(result, mode="json"))
-        await self._record(n, step_name, "step", effect, "done", data, None, attempts, started)
+        await self._record_call(call, "done", data, None, attempts)
         self._engine.crash_point("after_step_commit", n)
-        return load_json(data) if adapter is None else adapter.validate_json(data)  # type: ignore[no-any-return]
+        return load_json(data) if adapter is None else adapter.validate_json(data)
 
     async def _attempts(
-        self, n: int, name: str, effect: str, fn: Callable[..., Any], args: tuple[Any, ...],
-        kwargs: dict[str, Any], policy: RetryPolicy, seconds: float | None, started: float,
+        self, call: _Call, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+        policy: RetryPolicy, seconds: float | None,
     ) -> tuple[Any, int]:  # fmt: skip
         attempt = 0
         while True:
@@ -122,8 +140,32 @@ class Context:
                     continue
                 kind, message = type(e).__name__, str(e)[:4000]
                 error = {"type": kind, "message": message, "attempts": attempt}
-                await self._record(n, name, "step", effect, "failed", None, error, attempt, started)
-                raise StepError(n, name, kind, message) from e
+                await self._record_call(call, "failed", None, error, attempt)
+                raise StepError(call.n, call.name, kind, message) from e
+
+    async def _record_call(
+        self, call: _Call, status: str, data: bytes | None, error: dict[str, Any] | None, attempts: int
+    ) -> None:
+        threshold = self._engine.blob_threshold
+        await self._engine.checkpoint(
+            self.run_id,
+            self._owner,
+            lambda c: write_step(
+                c,
+                self.run_id,
+                call.n,
+                name=call.name,
+                kind=call.kind,
+                effect=call.effect,
+                status=status,
+                output_json=data,
+                error=error,
+                attempts=attempts,
+                started_at=call.started,
+                blob_threshold=threshold,
+                input_json=call.input_json,
+            ),
+        )
 
     async def _replay_step(self, n: int, rec: StepRecord, adapter: pydantic.TypeAdapter[Any] | None) -> Any:
         if rec.status == "done":
@@ -179,9 +221,8 @@ class Context:
         n, rec = await self._begin("sleep", "sleep")
         if rec is None:
             until = self._engine.clock() + seconds
-            await self._record(
-                n, "sleep", "sleep", "read", "done", dump({"until": until}), None, 1, time.time()
-            )
+            call = _Call(n, "sleep", "sleep", "read", time.time(), None)
+            await self._record_call(call, "done", dump({"until": until}), None, 1)
         else:
             until = float(rec.output["until"])
         await self._wait_until(until)
@@ -337,30 +378,6 @@ class Context:
         """Record an event or child step (inside the caller's transaction)."""
         write_step(conn, self.run_id, n, name=name, kind=kind, effect="read", status=status, output_json=data,
                    error=error, attempts=1, started_at=started, blob_threshold=self._engine.blob_threshold)  # fmt: skip
-
-    async def _record(
-        self, n: int, name: str, kind: str, effect: str, status: str, data: bytes | None,
-        error: dict[str, Any] | None, attempts: int, started: float,
-    ) -> None:  # fmt: skip
-        threshold = self._engine.blob_threshold
-        await self._engine.checkpoint(
-            self.run_id,
-            self._owner,
-            lambda c: write_step(
-                c,
-                self.run_id,
-                n,
-                name=name,
-                kind=kind,
-                effect=effect,
-                status=status,
-                output_json=data,
-                error=error,
-                attempts=attempts,
-                started_at=started,
-                blob_threshold=threshold,
-            ),
-        )
 
 
 async def _invoke(

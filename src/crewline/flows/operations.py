@@ -41,8 +41,9 @@ def fork_run(
     )  # fmt: skip
     conn.execute(
         "INSERT INTO steps (run_id, step_no, name, kind, effect, status, output, output_blob, error, attempts, "
-        "started_at, finished_at) SELECT ?, step_no, name, kind, effect, status, output, output_blob, error, "
-        "attempts, started_at, finished_at FROM steps WHERE run_id = ? AND step_no < ?",
+        "started_at, finished_at, input, input_blob) SELECT ?, step_no, name, kind, effect, status, output, "
+        "output_blob, error, attempts, started_at, finished_at, input, input_blob FROM steps "
+        "WHERE run_id = ? AND step_no < ?",
         (fork_id, run_id, from_step),
     )
     return fork_id

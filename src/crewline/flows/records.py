@@ -87,6 +87,7 @@ class StepRecord:
     attempts: int
     started_at: float
     finished_at: float | None
+    input: Any = None  # recorded for tools and model calls
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -186,7 +187,7 @@ def insert_run(
 def load_steps(conn: Conn, run_id: str) -> dict[int, StepRecord]:
     rows = conn.all(
         "SELECT step_no, name, kind, effect, status, output, output_blob, error, attempts, started_at, "
-        "finished_at FROM steps WHERE run_id = ? ORDER BY step_no",
+        "finished_at, input, input_blob FROM steps WHERE run_id = ? ORDER BY step_no",
         (run_id,),
     )
     return {
@@ -201,6 +202,7 @@ def load_steps(conn: Conn, run_id: str) -> dict[int, StepRecord]:
             attempts=r[8],
             started_at=r[9],
             finished_at=r[10],
+            input=load(conn, r[11], r[12]),
         )
         for r in rows
     }
@@ -220,17 +222,22 @@ def write_step(
     attempts: int,
     started_at: float,
     blob_threshold: int,
+    input_json: bytes | None = None,
 ) -> None:
     """Insert or overwrite a step's record (an upsert, so a retried commit is harmless)."""
     inline, blob = (None, None) if output_json is None else store_payload(conn, output_json, blob_threshold)
+    in_inline, in_blob = (
+        (None, None) if input_json is None else store_payload(conn, input_json, blob_threshold)
+    )
     finished = time.time() if status in ("done", "failed") else None
     conn.execute(
         "INSERT INTO steps (run_id, step_no, name, kind, effect, status, output, output_blob, error, attempts, "
-        "started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "started_at, finished_at, input, input_blob) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (run_id, step_no) DO UPDATE SET name = excluded.name, kind = excluded.kind, "
         "effect = excluded.effect, status = excluded.status, output = excluded.output, "
         "output_blob = excluded.output_blob, error = excluded.error, attempts = excluded.attempts, "
-        "finished_at = excluded.finished_at",
+        "finished_at = excluded.finished_at, input = COALESCE(excluded.input, steps.input), "
+        "input_blob = COALESCE(excluded.input_blob, steps.input_blob)",
         (
             run_id,
             step_no,
@@ -244,6 +251,8 @@ def write_step(
             attempts,
             started_at,
             finished,
+            in_inline,
+            in_blob,
         ),
     )
 

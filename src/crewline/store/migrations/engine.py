@@ -96,4 +96,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX runs_finished ON runs (finished_at)",
         ),
     ),
+    Migration(
+        3,
+        "step inputs for tools and model calls",
+        (
+            "ALTER TABLE steps ADD COLUMN input TEXT",
+            "ALTER TABLE steps ADD COLUMN input_blob TEXT",
+        ),
+    ),
 )
