@@ -1,7 +1,78 @@
-"""Gateway tables: model calls, prices, budget ledger, response cache."""
+"""Gateway tables: model calls, budget ledger and reservations, response cache, shared rate windows."""
 
 from __future__ import annotations
 
 from . import Migration
 
-MIGRATIONS: tuple[Migration, ...] = ()
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "model calls, budgets, reservations, cache, rate windows",
+        (
+            """CREATE TABLE model_calls (
+                id {serial},
+                started_at {real} NOT NULL,
+                day TEXT NOT NULL,
+                run_id TEXT,
+                step INTEGER,
+                workflow TEXT,
+                virtual_key TEXT,
+                requested TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                provider TEXT,
+                model TEXT,
+                deployment TEXT,
+                status TEXT NOT NULL,
+                error_class TEXT,
+                error_message TEXT,
+                input_tokens INTEGER NOT NULL DEFAULT 0,
+                output_tokens INTEGER NOT NULL DEFAULT 0,
+                cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+                cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+                reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+                cost {real} NOT NULL DEFAULT 0,
+                price_known INTEGER NOT NULL DEFAULT 1,
+                latency_ms {real},
+                ttft_ms {real},
+                cache_hit INTEGER NOT NULL DEFAULT 0,
+                attempts INTEGER NOT NULL DEFAULT 1,
+                request TEXT,
+                request_blob TEXT,
+                response TEXT,
+                response_blob TEXT
+            )""",
+            "CREATE INDEX model_calls_started ON model_calls (started_at)",
+            "CREATE INDEX model_calls_run ON model_calls (run_id, step)",
+            "CREATE INDEX model_calls_day ON model_calls (day, model)",
+            """CREATE TABLE model_budgets (
+                scope TEXT PRIMARY KEY,
+                limit_nusd BIGINT,
+                spent_nusd BIGINT NOT NULL DEFAULT 0,
+                reserved_nusd BIGINT NOT NULL DEFAULT 0,
+                alerted INTEGER NOT NULL DEFAULT 0,
+                updated_at {real} NOT NULL
+            )""",
+            """CREATE TABLE model_reservations (
+                id TEXT PRIMARY KEY,
+                scopes TEXT NOT NULL,
+                amount_nusd BIGINT NOT NULL,
+                created_at {real} NOT NULL
+            )""",
+            """CREATE TABLE model_cache (
+                key TEXT PRIMARY KEY,
+                response TEXT NOT NULL,
+                created_at {real} NOT NULL,
+                expires_at {real} NOT NULL,
+                hits INTEGER NOT NULL DEFAULT 0
+            )""",
+            "CREATE INDEX model_cache_expires ON model_cache (expires_at)",
+            """CREATE TABLE model_rate_windows (
+                deployment TEXT NOT NULL,
+                win BIGINT NOT NULL,
+                requests INTEGER NOT NULL,
+                tokens BIGINT NOT NULL,
+                PRIMARY KEY (deployment, win)
+            )""",
+        ),
+    ),
+)

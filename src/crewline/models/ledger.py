@@ -1,0 +1,229 @@
+"""The budget ledger: reserve a call's worst case before it runs, settle its real cost after.
+
+One row per budget scope in ``model_budgets`` (``day:2026-11-24``, ``month:2026-11``, ``workflow:triage``,
+``key:alice``, ``run:<id>``) keeps what was spent and what is reserved, in integer nano-dollars so sums
+never drift. A reservation checks and bumps every scope of the call in one transaction: on SQLite the
+write lock serialises it, on PostgreSQL an advisory lock per scope (taken in sorted order, so never a
+deadlock) does, so concurrent callers in any number of processes cannot overspend. Settling releases the
+reservation and adds the real cost; crossing 50/80/100% of a limit raises an alert once per scope.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from ..errors import BudgetExceeded, InvalidInput
+from ..store import Conn, Database
+from .config import BudgetConfig
+
+__all__ = ["ALERT_LEVELS", "BudgetAlert", "Ledger", "Reservation", "from_nusd", "to_nusd"]
+
+log = logging.getLogger("crewline.models.budget")
+NANO = 1_000_000_000
+ALERT_LEVELS = (50, 80, 100)
+_SCOPE_KINDS = ("workflow", "key", "run")
+
+
+def to_nusd(usd: float) -> int:
+    return round(usd * NANO)
+
+
+def from_nusd(n: int | None) -> float:
+    return (n or 0) / NANO
+
+
+@dataclass(frozen=True)
+class Reservation:
+    id: str
+    scopes: tuple[str, ...]
+    amount: int  # nano-USD
+
+
+@dataclass(frozen=True)
+class BudgetAlert:
+    scope: str
+    level: int  # percent of the limit crossed
+    limit: float
+    spent: float
+
+
+class Ledger:
+    def __init__(
+        self,
+        db: Database,
+        budgets: BudgetConfig,
+        clock: Callable[[], float] = time.time,
+        on_alert: Callable[[BudgetAlert], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.budgets = budgets
+        self._clock = clock
+        self._on_alert = on_alert
+
+    # -- scopes -----------------------------------------------------------------------------------------
+
+    def scopes(self, scope: Mapping[str, str] | None) -> dict[str, int | None]:
+        """Budget keys a call counts against, with the configured limit of each (nano-USD or ``None``)."""
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        b = self.budgets
+        out: dict[str, int | None] = {
+            f"day:{now:%Y-%m-%d}": _n(b.day),
+            f"month:{now:%Y-%m}": _n(b.month),
+        }
+        for kind, value in (scope or {}).items():
+            if kind not in _SCOPE_KINDS:
+                raise InvalidInput(f"budget_scope key {kind!r} is not one of {', '.join(_SCOPE_KINDS)}")
+            if not isinstance(value, str) or not value:
+                raise InvalidInput(f"budget_scope[{kind!r}] must be a non-empty string, got {value!r}")
+            limits = {"workflow": b.workflow.get(value), "key": b.key.get(value), "run": b.run}
+            out[f"{kind}:{value}"] = _n(limits[kind])
+        return out
+
+    # -- reserve / settle -------------------------------------------------------------------------------
+
+    def reserve_in(self, conn: Conn, scopes: Mapping[str, int | None], amount: int) -> Reservation:
+        """Check every limited scope has room for ``amount`` and hold it; raises :class:`BudgetExceeded`."""
+        keys = sorted(scopes)
+        now = self._clock()
+        for key in keys:
+            conn.lock_key(f"crewline-budget:{key}")
+            conn.execute(
+                "INSERT INTO model_budgets (scope, spent_nusd, reserved_nusd, updated_at) VALUES (?, 0, 0, ?) "
+                "ON CONFLICT (scope) DO NOTHING",
+                (key, now),
+            )
+        for key in keys:
+            row = conn.one(
+                "SELECT limit_nusd, spent_nusd, reserved_nusd FROM model_budgets WHERE scope = ?", (key,)
+            )
+            assert row is not None
+            limit = row[0] if row[0] is not None else scopes[key]
+            if limit is not None and row[1] + row[2] + amount > limit:
+                raise BudgetExceeded(key, from_nusd(limit), from_nusd(row[1] + row[2]), from_nusd(amount))
+        for key in keys:
+            conn.execute(
+                "UPDATE model_budgets SET reserved_nusd = reserved_nusd + ?, updated_at = ? WHERE scope = ?",
+                (amount, now, key),
+            )
+        res = Reservation(uuid.uuid4().hex, tuple(keys), amount)
+        conn.execute(
+            "INSERT INTO model_reservations (id, scopes, amount_nusd, created_at) VALUES (?, ?, ?, ?)",
+            (res.id, json.dumps(res.scopes), amount, now),
+        )
+        return res
+
+    async def reserve(self, scopes: Mapping[str, int | None], amount: int) -> Reservation:
+        return await self.db.write(lambda conn: self.reserve_in(conn, scopes, amount))
+
+    def settle_in(
+        self,
+        conn: Conn,
+        reservation: Reservation | None,
+        scopes: Sequence[str],
+        cost: int,
+        limits: Mapping[str, int | None],
+    ) -> list[BudgetAlert]:
+        """Release ``reservation`` (if any) and add ``cost`` to every scope; returns alerts crossed."""
+        now = self._clock()
+        held = 0
+        if reservation is not None:
+            row = conn.one("SELECT amount_nusd FROM model_reservations WHERE id = ?", (reservation.id,))
+            held = int(row[0]) if row is not None else 0
+            conn.execute("DELETE FROM model_reservations WHERE id = ?", (reservation.id,))
+        alerts: list[BudgetAlert] = []
+        for key in sorted(scopes):
+            row = conn.one(
+                "INSERT INTO model_budgets (scope, spent_nusd, reserved_nusd, updated_at) VALUES (?, ?, 0, ?) "
+                "ON CONFLICT (scope) DO UPDATE SET spent_nusd = model_budgets.spent_nusd + ?, "
+                "reserved_nusd = model_budgets.reserved_nusd - ?, updated_at = excluded.updated_at "
+                "RETURNING limit_nusd, spent_nusd, alerted",
+                (key, cost, now, cost, held),
+            )
+            assert row is not None
+            limit = row[0] if row[0] is not None else limits.get(key)
+            if limit:
+                alerts.extend(self._crossed(conn, key, int(limit), int(row[1]), int(row[2])))
+        return alerts
+
+    def _crossed(self, conn: Conn, key: str, limit: int, spent: int, alerted: int) -> list[BudgetAlert]:
+        level = max((lv for lv in ALERT_LEVELS if spent * 100 >= lv * limit), default=0)
+        if level <= alerted:
+            return []
+        conn.execute(
+            "UPDATE model_budgets SET alerted = ? WHERE scope = ? AND alerted < ?", (level, key, level)
+        )
+        return [BudgetAlert(key, level, from_nusd(limit), from_nusd(spent))]
+
+    def emit(self, alerts: Sequence[BudgetAlert]) -> None:
+        for alert in alerts:
+            log.warning(
+                "budget %s at %d%% of its $%.4f limit (spent $%.4f)",
+                alert.scope,
+                alert.level,
+                alert.limit,
+                alert.spent,
+            )
+            if self._on_alert is not None:
+                self._on_alert(alert)
+
+    # -- administration ---------------------------------------------------------------------------------
+
+    def set_limit(self, scope: str, limit: float | None) -> None:
+        """Set (or with ``None`` clear) a stored limit for ``scope``, overriding config."""
+        if limit is not None and limit < 0:
+            raise InvalidInput(f"budget limit for {scope!r} must be >= 0, got {limit}")
+        self.db.run(
+            lambda conn: conn.execute(
+                "INSERT INTO model_budgets (scope, limit_nusd, spent_nusd, reserved_nusd, updated_at) VALUES (?, ?, 0, 0, ?) "
+                "ON CONFLICT (scope) DO UPDATE SET limit_nusd = excluded.limit_nusd, updated_at = excluded.updated_at",
+                (scope, None if limit is None else to_nusd(limit), self._clock()),
+            )
+        )
+
+    def status(self, scope: str) -> dict[str, float | None]:
+        row = self.db.query(
+            lambda conn: conn.one(
+                "SELECT limit_nusd, spent_nusd, reserved_nusd FROM model_budgets WHERE scope = ?", (scope,)
+            )
+        )
+        if row is None:
+            return {"limit": None, "spent": 0.0, "reserved": 0.0}
+        return {
+            "limit": None if row[0] is None else from_nusd(row[0]),
+            "spent": from_nusd(row[1]),
+            "reserved": from_nusd(row[2]),
+        }
+
+    def expire_reservations(self, older_than: float) -> int:
+        """Count reservations left by crashed callers as spent at their full amount; returns how many.
+
+        A reservation outliving any plausible call means its process died between reserving and settling;
+        its real cost is unknown, so the worst case it reserved is what the budget keeps.
+        """
+        cutoff = self._clock() - older_than
+
+        def expire(conn: Conn) -> int:
+            rows = conn.all(
+                "SELECT id, scopes, amount_nusd FROM model_reservations WHERE created_at < ?", (cutoff,)
+            )
+            for rid, scopes, amount in rows:
+                for key in json.loads(scopes):
+                    conn.execute(
+                        "UPDATE model_budgets SET reserved_nusd = reserved_nusd - ?, spent_nusd = spent_nusd + ? "
+                        "WHERE scope = ?",
+                        (amount, amount, key),
+                    )
+                conn.execute("DELETE FROM model_reservations WHERE id = ?", (rid,))
+            return len(rows)
+
+        return self.db.run(expire)
+
+
+def _n(usd: float | None) -> int | None:
+    return None if usd is None else to_nusd(usd)

@@ -1,0 +1,281 @@
+"""The adapter base class, the format registry, and the HTTP plumbing every adapter shares.
+
+Every adapter speaks through one pooled ``httpx.AsyncClient`` and raises only crewline errors: transport
+failures, HTTP statuses, non-JSON bodies and streams that stop before their terminal event are all mapped
+here, at the boundary, to the :mod:`crewline.errors` model tree with ``retryable`` known.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+import httpx
+
+from ...errors import (
+    AuthError,
+    BadRequest,
+    ContentPolicy,
+    ContextTooLong,
+    ModelError,
+    ModelTimeout,
+    ProviderUnavailable,
+    RateLimited,
+)
+from ..types import EmbeddingResponse, ModelRequest, ModelResponse, StreamChunk
+
+__all__ = ["Adapter", "Endpoint", "error_for_status", "parse_retry_after", "register", "registered"]
+
+A = TypeVar("A", bound="type[Adapter]")
+_REGISTRY: dict[str, type[Adapter]] = {}
+
+# Bodies larger than this are refused rather than parsed: a runaway reply must not exhaust memory.
+MAX_BODY_BYTES = 32 * 1024 * 1024
+
+_CONTEXT_RE = re.compile(
+    r"context[_ ]length|context window|maximum context|too many tokens|prompt is too long|"
+    r"input (is )?too long|exceeds the (maximum|max)|max_tokens.*exceed|token limit",
+    re.IGNORECASE,
+)
+_POLICY_RE = re.compile(r"content[_ ]?(policy|filter|management)|safety|moderation|flagged", re.IGNORECASE)
+
+
+def register(fmt: str) -> Callable[[A], A]:
+    """Class decorator: make an adapter class the one used for wire format ``fmt``."""
+
+    def deco(cls: A) -> A:
+        cls.format = fmt
+        _REGISTRY[fmt] = cls
+        return cls
+
+    return deco
+
+
+def registered() -> Mapping[str, type[Adapter]]:
+    return _REGISTRY
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A provider as reached: name, wire format, base URL, the resolved key and extra headers."""
+
+    name: str
+    format: str
+    base_url: str
+    api_key: str | None = field(default=None, repr=False)  # never printed
+    headers: Mapping[str, str] = field(default_factory=dict)
+    timeout: float = 60.0
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Adapter:
+    """Converts canonical requests to one wire format and back. Subclasses override the hooks."""
+
+    format: ClassVar[str] = ""
+    native_schema: ClassVar[bool] = True  # has a JSON-schema output mode; otherwise prompted JSON
+
+    def __init__(self, endpoint: Endpoint, client: httpx.AsyncClient) -> None:
+        self.endpoint = endpoint
+        self.client = client
+        self.provider = endpoint.name
+
+    async def complete(self, request: ModelRequest, model: str) -> ModelResponse:
+        raise NotImplementedError
+
+    def stream(self, request: ModelRequest, model: str) -> AsyncIterator[StreamChunk]:
+        raise NotImplementedError
+
+    async def embed(self, texts: Sequence[str], model: str) -> EmbeddingResponse:
+        raise BadRequest(
+            f"provider {self.provider!r} ({self.format} format) has no embeddings", provider=self.provider
+        )
+
+    async def aclose(self) -> None:
+        """Release what the adapter owns beyond the shared client (e.g. a local server process)."""
+
+    # -- HTTP plumbing shared by the formats -----------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        return self.endpoint.base_url.rstrip("/") + path
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.endpoint.api_key}"} if self.endpoint.api_key else {}
+
+    def headers(self) -> dict[str, str]:
+        return {**self.auth_headers(), **self.endpoint.headers}
+
+    def classify(self, status: int, body: Any, text: str) -> type[ModelError] | None:
+        """A format-specific error class for an error body; ``None`` falls back to the generic mapping."""
+        return None
+
+    async def post_json(
+        self, path: str, body: Mapping[str, Any], params: Mapping[str, str] | None = None
+    ) -> Any:
+        try:
+            resp = await self.client.post(
+                self.url(path),
+                json=body,
+                headers=self.headers(),
+                params=params,
+                timeout=self.endpoint.timeout,
+            )
+        except httpx.TimeoutException as e:
+            raise ModelTimeout(
+                f"{self.provider}: no reply within {self.endpoint.timeout:g}s", provider=self.provider
+            ) from e
+        except httpx.HTTPError as e:
+            raise ProviderUnavailable(
+                f"{self.provider}: {type(e).__name__}: {e}", provider=self.provider
+            ) from e
+        if resp.status_code >= 400:
+            raise self.error(resp.status_code, resp.content, resp.headers)
+        return self.decode(resp.content)
+
+    def decode(self, content: bytes) -> Any:
+        if len(content) > MAX_BODY_BYTES:
+            raise ProviderUnavailable(
+                f"{self.provider}: reply of {len(content)} bytes is over the {MAX_BODY_BYTES} byte limit",
+                provider=self.provider,
+            )
+        try:
+            return json.loads(content)
+        except ValueError as e:
+            raise ProviderUnavailable(
+                f"{self.provider}: malformed JSON in the reply ({e}): {content[:120]!r}",
+                provider=self.provider,
+            ) from e
+
+    def error(self, status: int, content: bytes, headers: Mapping[str, str]) -> ModelError:
+        text = content[:4000].decode("utf-8", "replace")
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = None
+        cls = self.classify(status, body, text)
+        return error_for_status(self.provider, status, _message_of(body, text), headers, cls)
+
+    async def stream_lines(
+        self, path: str, body: Mapping[str, Any], params: Mapping[str, str] | None = None
+    ) -> AsyncIterator[str]:
+        """POST and yield the reply's lines; transport failures midway become ``ProviderUnavailable``."""
+        request = self.client.build_request(
+            "POST",
+            self.url(path),
+            json=body,
+            headers=self.headers(),
+            params=params,
+            timeout=self.endpoint.timeout,
+        )
+        try:
+            resp = await self.client.send(request, stream=True)
+        except httpx.TimeoutException as e:
+            raise ModelTimeout(
+                f"{self.provider}: no reply within {self.endpoint.timeout:g}s", provider=self.provider
+            ) from e
+        except httpx.HTTPError as e:
+            raise ProviderUnavailable(
+                f"{self.provider}: {type(e).__name__}: {e}", provider=self.provider
+            ) from e
+        try:
+            if resp.status_code >= 400:
+                raise self.error(resp.status_code, await resp.aread(), resp.headers)
+            async for line in resp.aiter_lines():
+                yield line
+        except httpx.TimeoutException as e:
+            raise ModelTimeout(
+                f"{self.provider}: stream stalled for {self.endpoint.timeout:g}s", provider=self.provider
+            ) from e
+        except httpx.HTTPError as e:
+            raise ProviderUnavailable(
+                f"{self.provider}: stream cut off midway ({type(e).__name__}: {e})", provider=self.provider
+            ) from e
+        finally:
+            await resp.aclose()
+
+    async def sse(
+        self, path: str, body: Mapping[str, Any], params: Mapping[str, str] | None = None
+    ) -> AsyncIterator[tuple[str, str]]:
+        """Server-sent events of a streamed reply as ``(event, data)``; ``event`` is "" when not named."""
+        event, data = "", list[str]()
+        async for line in self.stream_lines(path, body, params):
+            if not line:
+                if data:
+                    yield event, "\n".join(data)
+                event, data = "", []
+            elif line.startswith("data:"):
+                data.append(line[5:].lstrip(" "))
+            elif line.startswith("event:"):
+                event = line[6:].strip()
+        if data:
+            yield event, "\n".join(data)
+
+    def cut_off(self, what: str) -> ProviderUnavailable:
+        return ProviderUnavailable(f"{self.provider}: stream ended before {what}", provider=self.provider)
+
+
+def _message_of(body: Any, text: str) -> str:
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+    return text[:300].strip() or "(empty body)"
+
+
+def error_for_status(
+    provider: str,
+    status: int,
+    message: str,
+    headers: Mapping[str, str],
+    cls: type[ModelError] | None = None,
+) -> ModelError:
+    """The crewline error for an HTTP error status (``cls`` overrides the generic choice)."""
+    text = f"{provider}: HTTP {status}: {message}"
+    if cls is None:
+        if status == 429:
+            cls = RateLimited
+        elif status in (401, 403):
+            cls = AuthError
+        elif status in (408, 504):
+            cls = ModelTimeout
+        elif status >= 500:
+            cls = ProviderUnavailable
+        elif _CONTEXT_RE.search(message):
+            cls = ContextTooLong
+        elif _POLICY_RE.search(message):
+            cls = ContentPolicy
+        else:
+            cls = BadRequest
+    if cls is RateLimited:
+        return RateLimited(text, provider=provider, status=status, retry_after=parse_retry_after(headers))
+    if cls is AuthError:
+        text += " (check the API key for this provider)"
+    return cls(text, provider=provider, status=status)
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))

@@ -1,0 +1,23 @@
+"""Test doubles for code that calls models, shipped as public API.
+
+- :class:`ScriptedModel`: an in-process model replaying scripted replies, tool calls and failures.
+- :class:`FakeProvider`: a loopback HTTP server speaking the OpenAI, Anthropic, Gemini and Ollama wire
+  formats, with :class:`Fault` injection (429 + retry-after, 5xx, timeouts, cut-off streams, bad JSON).
+"""
+
+from __future__ import annotations
+
+from .fake_server import FakeProvider, Fault, Reply, SeenRequest
+from .scripted import ScriptedModel, tool_call
+from .wire import example_for_schema, fake_vector
+
+__all__ = [
+    "FakeProvider",
+    "Fault",
+    "Reply",
+    "ScriptedModel",
+    "SeenRequest",
+    "example_for_schema",
+    "fake_vector",
+    "tool_call",
+]
