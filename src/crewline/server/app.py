@@ -1,0 +1,88 @@
+"""The ASGI application: routers, error handlers, body limit, and the lifespan that runs workers.
+
+On startup the database is opened (and migrated); unless ``workers=0`` an in-process
+:class:`~crewline.workers.Worker` executes runs and fires cron ticks, and completion callbacks are sent.
+On shutdown (uvicorn stops on SIGTERM/SIGINT after finishing in-flight requests) the worker drains:
+running steps finish, runs are parked and released for others, then the database is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI
+
+from ..app import App
+from .auth import Authenticator
+from .callbacks import CallbackSender
+from .config import ServerConfig
+from .errors import install_handlers
+from .limits import BodyLimit
+from .routes import health, hooks, keys, runs
+from .state import ServerState
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("crewline.server")
+
+
+def _version() -> str:
+    try:
+        return version("crewline")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0"
+
+
+def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8) -> FastAPI:
+    """The server for ``app``; ``workers`` runs executed at once in this process (0: API only)."""
+    config = config or ServerConfig.from_settings(app.settings)
+    _check_hooks(app, config)
+    state = ServerState(app=app, config=config, auth=Authenticator(app, config.key_cache))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        tasks: list[asyncio.Task[None]] = []
+        worker = app.worker(concurrency=workers) if workers > 0 else None
+        if worker is not None:
+            state.worker = asyncio.create_task(worker.run(), name="crewline-server-worker")
+            tasks.append(state.worker)
+        sender = CallbackSender(app, config.hooks)
+        tasks.append(asyncio.create_task(sender.run(), name="crewline-callbacks"))
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop()
+            sender.stop()
+            for result in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(result, BaseException):
+                    log.error("background task failed", exc_info=result)
+            app.close()
+
+    api = FastAPI(
+        title="crewline",
+        version=_version(),
+        description="Start, follow and steer durable workflow runs; receive signed webhooks.",
+        lifespan=lifespan,
+    )
+    api.state.crewline = state
+    install_handlers(api)
+    for module in (health, runs, keys, hooks):
+        api.include_router(module.router)
+    api.add_middleware(BodyLimit, limit=config.max_body, skip=("/hooks/",))
+    return api
+
+
+def _check_hooks(app: App, config: ServerConfig) -> None:
+    from ..errors import ConfigError
+
+    for hook in config.hooks.values():
+        if hook.workflow not in app.workflows:
+            known = ", ".join(sorted(app.workflows)) or "none registered"
+            raise ConfigError(
+                f"[webhooks.{hook.name}] names workflow {hook.workflow!r}, which the app does not have ({known})"
+            )

@@ -1,0 +1,132 @@
+"""Who is calling: API keys from ``Authorization: Bearer`` or ``X-API-Key``, checked for scope and rate.
+
+Verified keys are cached for ``[server] key_cache`` seconds, so a busy server does not read the key table
+on every request; a key revoked through this server stops working at once, one revoked elsewhere (the
+CLI, another server) within that window. Expiry is checked on every request. Requests-per-minute limits
+are counted per server process.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from fastapi import Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from ..app import App
+from .errors import ApiError
+from .keys import PERMISSIONS, ApiKey, find_key, touch_key
+
+__all__ = ["Authenticator", "require"]
+
+_bearer = HTTPBearer(auto_error=False, description="An API key from `crewline keys create`.")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The same key, as a header.")
+_CACHE_LIMIT = 10_000
+
+
+@dataclass
+class _Cached:
+    key: ApiKey
+    loaded: float
+
+
+class Authenticator:
+    def __init__(self, app: App, cache_seconds: float = 5.0) -> None:
+        self.app = app
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, _Cached] = {}
+        self._calls: dict[str, collections.deque[float]] = {}
+
+    async def check(self, token: str | None, permission: str) -> ApiKey:
+        key = await self.authenticate(token)
+        if not key.allows(permission):
+            allowed = sorted(s for s, perms in PERMISSIONS.items() if permission in perms)
+            raise ApiError(
+                403,
+                "forbidden",
+                f"API key {key.id} has scope {key.scope!r}, which may not do this; "
+                f"it needs one of: {', '.join(allowed)}",
+            )
+        self._limit(key)
+        return key
+
+    async def authenticate(self, token: str | None) -> ApiKey:
+        if not token:
+            raise ApiError(
+                401,
+                "unauthenticated",
+                "no API key: send `Authorization: Bearer <key>` (create one with `crewline keys create`)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        key = await self._lookup(token.strip())
+        if key is None:
+            raise ApiError(
+                401, "invalid_key", "the API key is not valid", headers={"WWW-Authenticate": "Bearer"}
+            )
+        status = key.status()
+        if status != "active":
+            raise ApiError(
+                401, f"key_{status}", f"API key {key.id} is {status}", headers={"WWW-Authenticate": "Bearer"}
+            )
+        return key
+
+    def forget(self, key_id: str) -> None:
+        """Drop a key from the cache (after revoking it here)."""
+        for digest, cached in list(self._cache.items()):
+            if cached.key.id == key_id:
+                del self._cache[digest]
+
+    async def _lookup(self, token: str) -> ApiKey | None:
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and now - cached.loaded < self.cache_seconds:
+            return cached.key
+        key = await self.app.db.read(lambda conn: find_key(conn, token))
+        if key is None:
+            self._cache.pop(digest, None)
+            return None
+        when = time.time()
+        if key.status() == "active" and (key.last_used_at is None or when - key.last_used_at > 60.0):
+            await self.app.db.write(lambda conn: touch_key(conn, key.id, when))
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[digest] = _Cached(key, now)
+        return key
+
+    def _limit(self, key: ApiKey) -> None:
+        if key.rpm is None:
+            return
+        now = time.monotonic()
+        calls = self._calls.setdefault(key.id, collections.deque())
+        while calls and calls[0] <= now - 60.0:
+            calls.popleft()
+        if len(calls) >= key.rpm:
+            wait = max(1, math.ceil(calls[0] + 60.0 - now))
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"API key {key.id} is limited to {key.rpm} requests per minute; retry in {wait}s",
+                headers={"Retry-After": str(wait)},
+            )
+        calls.append(now)
+
+
+def require(permission: str) -> Callable[..., Awaitable[ApiKey]]:
+    """A route dependency: the caller's key, which must be active, allow ``permission`` and be in rate."""
+
+    async def dependency(
+        request: Request,
+        bearer: HTTPAuthorizationCredentials | None = Security(_bearer),
+        header: str | None = Security(_header),
+    ) -> ApiKey:
+        token = bearer.credentials if bearer is not None else header
+        auth: Authenticator = request.app.state.crewline.auth
+        return await auth.check(token, permission)
+
+    return dependency

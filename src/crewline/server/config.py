@@ -1,0 +1,142 @@
+"""The server's configuration: the ``[server]`` and ``[webhooks.NAME]`` tables of ``crewline.toml``.
+
+Webhook secrets are never written in the file: each hook names the environment variable that holds its
+secret (``secret_env``), read once when the server starts.
+
+.. code-block:: toml
+
+    [server]
+    max_body = "1MB"           # any request body larger than this gets 413
+    public_url = "https://ops.example.com"   # base of status URLs (default: the request's own)
+    key_cache = "5s"           # how long a verified API key is trusted before it is looked up again
+
+    [webhooks.signup]
+    workflow = "onboard"
+    secret_env = "SIGNUP_WEBHOOK_SECRET"
+    tolerance = "5m"           # accepted clock skew of X-Crewline-Timestamp
+    max_body = "256KB"
+    callback_url = "https://example.com/crewline-done"   # optional, signed like the webhook
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import Settings, parse_duration
+from ..errors import ConfigError
+
+__all__ = ["HookConfig", "ServerConfig", "parse_size"]
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1024, "kib": 1024, "mb": 1024**2, "mib": 1024**2, "gb": 1024**3}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
+_HOOK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+def parse_size(value: str | int, what: str = "size") -> int:
+    """Bytes from ``1048576``, ``"512KB"``, ``"1MB"`` (binary units)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{what} must be a number of bytes or a string like '1MB', not {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise ConfigError(f"{what} must be at least 1 byte, got {value}")
+        return value
+    match = _SIZE.match(str(value).lower())
+    if match is None or match.group(2) not in _SIZE_UNITS:
+        raise ConfigError(f"cannot read {what} {value!r}: use a number of bytes or e.g. '512KB', '1MB'")
+    size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+    if size < 1:
+        raise ConfigError(f"{what} must be at least 1 byte, got {value!r}")
+    return size
+
+
+@dataclass(frozen=True)
+class HookConfig:
+    """One webhook: ``POST /hooks/{name}`` starts ``workflow`` with the JSON body as its input."""
+
+    name: str
+    workflow: str
+    secret: bytes = field(repr=False)
+    secret_env: str
+    tolerance: float = 300.0
+    max_body: int = 256 * 1024
+    callback_url: str | None = None
+
+    @classmethod
+    def parse(cls, name: str, table: Any, environ: Mapping[str, str]) -> HookConfig:
+        where = f"[webhooks.{name}]"
+        if not _HOOK_NAME.match(name):
+            raise ConfigError(f"{where}: a hook name may use letters, digits, '_', '.', '-' only")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table with workflow = ... and secret_env = ...")
+        unknown = set(table) - {"workflow", "secret_env", "tolerance", "max_body", "callback_url"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+        workflow = _required_str(table, "workflow", where)
+        secret_env = _required_str(table, "secret_env", where)
+        secret = environ.get(secret_env, "")
+        if not secret:
+            raise ConfigError(
+                f"{where}: environment variable {secret_env} is not set; it must hold the hook's secret"
+            )
+        callback = table.get("callback_url")
+        if callback is not None and (
+            not isinstance(callback, str) or not callback.startswith(("http://", "https://"))
+        ):
+            raise ConfigError(f"{where}: callback_url must be an http:// or https:// URL")
+        return cls(
+            name=name,
+            workflow=workflow,
+            secret=secret.encode(),
+            secret_env=secret_env,
+            tolerance=_duration(table.get("tolerance", 300.0), f"{where} tolerance"),
+            max_body=parse_size(table.get("max_body", 256 * 1024), f"{where} max_body"),
+            callback_url=callback,
+        )
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    max_body: int = 1024 * 1024
+    public_url: str | None = None
+    key_cache: float = 5.0
+    hooks: Mapping[str, HookConfig] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, environ: Mapping[str, str] | None = None) -> ServerConfig:
+        env = os.environ if environ is None else environ
+        server = settings.sections.get("server", {})
+        if not isinstance(server, dict):
+            raise ConfigError("[server] in crewline.toml must be a table")
+        unknown = set(server) - {"max_body", "public_url", "key_cache"}
+        if unknown:
+            raise ConfigError(f"[server]: unknown setting(s) {', '.join(sorted(unknown))}")
+        hooks_table = settings.sections.get("webhooks", {})
+        if not isinstance(hooks_table, dict):
+            raise ConfigError("[webhooks] in crewline.toml must hold one table per hook: [webhooks.NAME]")
+        public_url = server.get("public_url")
+        if public_url is not None and not isinstance(public_url, str):
+            raise ConfigError("[server] public_url must be a string like 'https://ops.example.com'")
+        return cls(
+            max_body=parse_size(server.get("max_body", 1024 * 1024), "[server] max_body"),
+            public_url=public_url.rstrip("/") if public_url else None,
+            key_cache=_duration(server.get("key_cache", 5.0), "[server] key_cache"),
+            hooks={name: HookConfig.parse(name, t, env) for name, t in hooks_table.items()},
+        )
+
+
+def _required_str(table: dict[str, Any], key: str, where: str) -> str:
+    value = table.get(key)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: {key} is required and must be a string")
+    return value
+
+
+def _duration(value: Any, what: str) -> float:
+    try:
+        return parse_duration(value)
+    except ConfigError as e:
+        raise ConfigError(f"{what}: {e}") from e

@@ -1,0 +1,168 @@
+"""API keys: created once, stored as a hash, looked up by a public prefix, revocable, expiring.
+
+A key reads ``crl_<id>_<secret>``: ``id`` (12 hex characters) is public and names the key in listings and
+logs; ``secret`` is 256 random bits. The database keeps only the SHA-256 of the whole token, which is
+enough for a high-entropy token (no slow hash needed) and useless to anyone who reads the table. Each
+key has one scope; :data:`PERMISSIONS` says what each scope may do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..errors import InvalidInput
+from ..store.database import Conn
+
+__all__ = [
+    "PERMISSIONS",
+    "SCOPES",
+    "ApiKey",
+    "create_key",
+    "find_key",
+    "list_keys",
+    "parse_budget",
+    "revoke_key",
+]
+
+Scope = Literal["admin", "operator", "reviewer", "trigger", "proxy"]
+SCOPES: tuple[Scope, ...] = ("admin", "operator", "reviewer", "trigger", "proxy")
+
+# What each scope may do. admin may do everything, including managing keys.
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "admin": frozenset(
+        {
+            "runs:read",
+            "runs:start",
+            "runs:events",
+            "runs:write",
+            "reviews:read",
+            "reviews:decide",
+            "keys",
+            "proxy",
+        }
+    ),
+    "operator": frozenset(
+        {"runs:read", "runs:start", "runs:events", "runs:write", "reviews:read", "reviews:decide"}
+    ),
+    "reviewer": frozenset({"runs:read", "reviews:read", "reviews:decide"}),
+    "trigger": frozenset({"runs:read", "runs:start", "runs:events"}),
+    "proxy": frozenset({"proxy"}),
+}
+
+_TOKEN = re.compile(r"^crl_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
+_COLUMNS = "id, name, scope, budget_per_day, rpm, created_at, expires_at, revoked_at, last_used_at"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    name: str
+    scope: str
+    budget_per_day: float | None
+    rpm: int | None
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+    last_used_at: float | None
+
+    def allows(self, permission: str) -> bool:
+        return permission in PERMISSIONS.get(self.scope, frozenset())
+
+    def status(self, now: float | None = None) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= (time.time() if now is None else now):
+            return "expired"
+        return "active"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "status": self.status()}
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def parse_budget(text: str) -> float:
+    """Dollars per day from ``"$5/day"``, ``"5/day"``, ``"$5"`` or ``"5"``."""
+    raw = text.strip().lower().removesuffix("/day").removesuffix("/d").strip().removeprefix("$")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInput(f"cannot read budget {text!r}: write dollars per day, e.g. '$5/day'") from None
+    if not value >= 0 or value == float("inf"):
+        raise InvalidInput(f"budget must be a non-negative number of dollars, got {text!r}")
+    return value
+
+
+def create_key(
+    conn: Conn,
+    *,
+    scope: str,
+    name: str = "",
+    budget_per_day: float | None = None,
+    rpm: int | None = None,
+    expires_at: float | None = None,
+) -> tuple[ApiKey, str]:
+    """Store a new key and return it with its token, which is never available again."""
+    if scope not in SCOPES:
+        raise InvalidInput(f"unknown scope {scope!r}: use one of {', '.join(SCOPES)}")
+    if rpm is not None and rpm < 1:
+        raise InvalidInput(f"rpm must be at least 1, got {rpm}")
+    key_id = secrets.token_hex(6)
+    token = f"crl_{key_id}_{secrets.token_urlsafe(32)}"
+    now = time.time()
+    conn.execute(
+        "INSERT INTO api_keys (id, name, scope, secret_hash, budget_per_day, rpm, created_at, expires_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (key_id, name, scope, _hash(token), budget_per_day, rpm, now, expires_at),
+    )
+    return ApiKey(key_id, name, scope, budget_per_day, rpm, now, expires_at, None, None), token
+
+
+def find_key(conn: Conn, token: str) -> ApiKey | None:
+    """The key this token belongs to (active or not), or None if the token matches no key."""
+    match = _TOKEN.match(token)
+    if match is None:
+        return None
+    row = conn.one(f"SELECT {_COLUMNS}, secret_hash FROM api_keys WHERE id = ?", (match.group(1),))
+    if row is None or not hmac.compare_digest(str(row[-1]), _hash(token)):
+        return None
+    return ApiKey(*row[:-1])
+
+
+def touch_key(conn: Conn, key_id: str, when: float) -> None:
+    conn.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (when, key_id))
+
+
+def list_keys(conn: Conn, *, include_revoked: bool = True) -> list[ApiKey]:
+    where = "" if include_revoked else " WHERE revoked_at IS NULL"
+    return [ApiKey(*r) for r in conn.all(f"SELECT {_COLUMNS} FROM api_keys{where} ORDER BY created_at, id")]
+
+
+def get_key(conn: Conn, key_id: str) -> ApiKey | None:
+    row = conn.one(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
+    return None if row is None else ApiKey(*row)
+
+
+def revoke_key(conn: Conn, key_id: str) -> ApiKey:
+    """Revoke a key by id (revoking twice is harmless); raises :class:`InvalidInput` for an unknown id."""
+    key_id = key_id.strip()
+    match = _TOKEN.match(key_id)
+    if match is not None:  # someone pasted the whole token: use its id, never echo it back
+        key_id = match.group(1)
+    if get_key(conn, key_id) is None:
+        shown = key_id if re.fullmatch(r"[0-9a-f]{1,12}", key_id) else "(not a key id)"
+        raise InvalidInput(f"no API key with id {shown}: see `crewline keys list`")
+    conn.execute(
+        "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (time.time(), key_id)
+    )
+    found = get_key(conn, key_id)
+    assert found is not None
+    return found

@@ -1,0 +1,121 @@
+"""``POST /hooks/{name}``: a signed webhook starts the workflow mapped to it in ``crewline.toml``.
+
+The body is read up to the hook's size limit, its signature checked against the hook's secret and
+timestamp tolerance, and then, in one transaction, the signature is remembered (a second arrival is a
+replay: 409) and the run created. ``X-Crewline-Delivery``, when sent, makes a sender's retry of the same
+delivery (freshly signed) return the first run instead of starting another.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Request
+from pydantic import BaseModel, Field
+
+from ...store.database import Conn
+from ..config import HookConfig
+from ..deliveries import is_replay, record_delivery
+from ..errors import ApiError, BodyTooLarge
+from ..signing import SignatureError, verify
+from ..starting import PreparedRun, prepare_run
+from ..state import state_of, status_url
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["webhooks"])
+
+
+class Accepted(BaseModel):
+    run_id: str
+    created: bool = Field(description="False when X-Crewline-Delivery named a delivery already received.")
+    status_url: str = Field(description="GET it with an API key to follow the run.")
+
+
+@router.post(
+    "/hooks/{name}",
+    status_code=202,
+    response_model=Accepted,
+    summary="Receive a signed webhook and start its workflow",
+    responses={
+        401: {"description": "Missing, malformed, stale or wrong signature."},
+        404: {"description": "No hook of that name is configured."},
+        409: {"description": "This signed delivery was already received (a replay)."},
+        413: {"description": "The body is over the hook's max_body."},
+    },
+)
+async def receive_hook(
+    name: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,100}$")],
+    request: Request,
+    x_crewline_timestamp: Annotated[str | None, Header(max_length=40)] = None,
+    x_crewline_signature: Annotated[str | None, Header(max_length=1000)] = None,
+    x_crewline_delivery: Annotated[str | None, Header(pattern=r"^[^\x00-\x1f\x7f]{1,200}$")] = None,
+) -> Accepted:
+    state = state_of(request)
+    hook = state.config.hooks.get(name)
+    if hook is None:
+        raise ApiError(404, "unknown_hook", f"no webhook named {name!r} is configured ([webhooks.{name}])")
+    body = await _read_body(request, hook.max_body)
+    try:
+        signature = verify(
+            hook.secret, body, x_crewline_timestamp, x_crewline_signature, tolerance=hook.tolerance
+        )
+    except SignatureError as e:
+        raise ApiError(401, "bad_signature", str(e)) from None
+    key = None if x_crewline_delivery is None else f"hook:{name}:{x_crewline_delivery}"
+    prepared = prepare_run(state.app, hook.workflow, _parse(body), idempotency_key=key)
+    try:
+        started = await state.app.db.write(lambda conn: _record(conn, hook, signature, prepared))
+    except _Replay:
+        started = None
+    if started is None:
+        raise ApiError(409, "replayed", f"this signed delivery to hook {name!r} was already received")
+    run_id, created = started
+    if created:
+        prepared.started()
+    return Accepted(run_id=run_id, created=created, status_url=status_url(request, run_id))
+
+
+def _record(conn: Conn, hook: HookConfig, signature: str, prepared: PreparedRun) -> tuple[str, bool] | None:
+    """The run (id, created), or None for a replay; writes nothing for a replay."""
+    if is_replay(conn, hook.name, signature):
+        return None
+    run_id, created = prepared.insert(conn)
+    if not record_delivery(
+        conn,
+        hook=hook.name,
+        signature=signature,
+        run_id=run_id,
+        tolerance=hook.tolerance,
+        callback_url=hook.callback_url if created else None,
+    ):
+        raise _Replay  # a copy raced this one in and won: roll the run back with this transaction
+    return run_id, created
+
+
+class _Replay(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse(body: bytes) -> Any:
+    if not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ApiError(400, "malformed_json", f"webhook body is not valid JSON: {e}") from None

@@ -1,0 +1,316 @@
+"""``/api/v1/runs`` and ``/api/v1/workflows``: start, list, inspect and steer runs."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from ...flows.records import STATES, RunRecord, get_run
+from ...store.database import Conn
+from ...store.payloads import dump, load_json
+from ..auth import require
+from ..errors import ApiError
+from ..keys import ApiKey
+from ..starting import prepare_run
+from ..state import state_of, status_url
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1", tags=["runs"])
+
+# Text that reaches the database: no control characters (PostgreSQL refuses NUL in text).
+_ID = r"^[^\x00-\x1f\x7f]{1,200}$"
+_RUN_ID = r"^[^\x00-\x1f\x7f/]{1,200}$"  # and no '/', so the id fits in one path segment
+RunId = Annotated[str, Path(pattern=_RUN_ID, description="The run's id.")]
+State = Literal["pending", "running", "waiting", "paused", "failed", "completed", "cancelled"]
+assert set(State.__args__) == set(STATES)  # type: ignore[attr-defined]
+_INT32 = 2**31 - 1
+
+
+class StartRun(BaseModel):
+    workflow: str = Field(
+        pattern=_ID, description="Name of a registered workflow (see GET /api/v1/workflows)."
+    )
+    input: Any = Field(default=None, description="The workflow's input, validated against its input type.")
+    run_id: str | None = Field(
+        default=None, pattern=_RUN_ID, description="Use this id; starting it again is a no-op."
+    )
+    priority: int | None = Field(
+        default=None, ge=-_INT32, le=_INT32, description="Higher runs first in its queue."
+    )
+
+
+class Started(BaseModel):
+    run_id: str
+    created: bool = Field(description="False when the id or Idempotency-Key named an existing run.")
+    status_url: str
+
+
+class RunOut(BaseModel):
+    id: str
+    workflow: str
+    version: str | None
+    queue: str
+    priority: int
+    status: State
+    input: Any
+    output: Any
+    error: dict[str, Any] | None
+    idempotency_key: str | None
+    parent_id: str | None
+    forked_from: str | None
+    fork_step: int | None
+    wait_reason: str | None
+    wait_event: str | None
+    wake_at: float | None
+    cancel_requested: bool
+    recoveries: int
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+
+class StepOut(BaseModel):
+    step_no: int
+    name: str
+    kind: str
+    effect: str
+    status: str
+    output: Any
+    error: dict[str, Any] | None
+    attempts: int
+    started_at: float
+    finished_at: float | None
+
+
+class RunDetail(RunOut):
+    steps: list[StepOut]
+
+
+class RunPage(BaseModel):
+    runs: list[RunOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next (older) page; null at the end."
+    )
+
+
+class Fork(BaseModel):
+    from_step: int = Field(
+        ge=1, le=_INT32, description="Re-execute from this step; earlier steps are reused."
+    )
+    run_id: str | None = Field(default=None, pattern=_RUN_ID, description="Id for the new run.")
+
+
+class Forked(BaseModel):
+    run_id: str
+    forked_from: str
+    status_url: str
+
+
+class Cancelled(BaseModel):
+    run_id: str
+    result: Literal["cancelled", "cancel requested"]
+
+
+class Event(BaseModel):
+    name: str = Field(pattern=_ID, description="What the run waits for with ctx.wait_for(name).")
+    payload: Any = None
+
+
+class EventSent(BaseModel):
+    run_id: str
+    event_id: int
+
+
+class Resolve(BaseModel):
+    outcome: Literal["done", "retry", "fail"]
+    output: Any = Field(default=None, description="With outcome done: the step's result.")
+
+
+class WorkflowOut(BaseModel):
+    name: str
+    queue: str
+    version: str | None
+    schedule: str | None
+    priority: int
+    input_schema: dict[str, Any] | None
+
+
+@router.get("/workflows", response_model=list[WorkflowOut], summary="Registered workflows")
+async def list_workflows(request: Request, _: ApiKey = Depends(require("runs:read"))) -> list[WorkflowOut]:
+    workflows = state_of(request).app.workflows.values()
+    return [
+        WorkflowOut(
+            name=wf.name,
+            queue=wf.queue,
+            version=wf.version,
+            schedule=wf.schedule,
+            priority=wf.priority,
+            input_schema=wf.input_adapter.json_schema() if wf.input_adapter is not None else None,
+        )
+        for wf in sorted(workflows, key=lambda w: w.name)
+    ]
+
+
+@router.post(
+    "/runs",
+    response_model=Started,
+    status_code=201,
+    summary="Start a run",
+    responses={200: {"model": Started, "description": "The run already existed (same id or key)."}},
+)
+async def start_run(
+    body: StartRun,
+    request: Request,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None, Header(pattern=_ID, description="Repeating a key returns the first run.")
+    ] = None,
+    _: ApiKey = Depends(require("runs:start")),
+) -> Started:
+    app = state_of(request).app
+    prepared = prepare_run(
+        app,
+        body.workflow,
+        body.input,
+        run_id=body.run_id,
+        idempotency_key=idempotency_key,
+        priority=body.priority,
+    )
+    rid, created = await app.db.write(prepared.insert)
+    if created:
+        prepared.started()
+    else:
+        await _check_same(request, rid, prepared.workflow.name, prepared.input_json, idempotency_key)
+        response.status_code = 200
+    return Started(run_id=rid, created=created, status_url=status_url(request, rid))
+
+
+async def _check_same(
+    request: Request, run_id: str, workflow: str, input_json: bytes, key: str | None
+) -> None:
+    run = await state_of(request).app.get_run(run_id)
+    if run.workflow != workflow or dump(run.input) != dump(load_json(input_json)):
+        by = "Idempotency-Key" if key is not None and run.idempotency_key == key else "run_id"
+        raise ApiError(
+            409,
+            "idempotency_conflict",
+            f"this {by} already started run {run_id} of workflow {run.workflow} with another "
+            "input; use a new key for a different request",
+        )
+
+
+@router.get("/runs", response_model=RunPage, summary="List runs, newest first")
+async def list_runs(
+    request: Request,
+    state: State | None = None,
+    workflow: Annotated[str | None, Query(pattern=_ID)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=400, description="next_cursor of the previous page.")
+    ] = None,
+    _: ApiKey = Depends(require("runs:read")),
+) -> RunPage:
+    after = _decode_cursor(cursor) if cursor else None
+    runs = await state_of(request).app.db.read(
+        lambda conn: _page(conn, state=state, workflow=workflow, limit=limit + 1, after=after)
+    )
+    more = len(runs) > limit
+    runs = runs[:limit]
+    next_cursor = _encode_cursor(runs[-1]) if more and runs else None
+    return RunPage(runs=[RunOut(**r.to_json()) for r in runs], next_cursor=next_cursor)
+
+
+def _page(
+    conn: Conn, *, state: str | None, workflow: str | None, limit: int, after: tuple[float, str] | None
+) -> list[RunRecord]:
+    # Keyset pagination on (created_at DESC, id): stable while runs are being added, unlike offsets.
+    where: list[str] = []
+    params: list[Any] = []
+    if state is not None:
+        where.append("status = ?")
+        params.append(state)
+    if workflow is not None:
+        where.append("workflow = ?")
+        params.append(workflow)
+    if after is not None:
+        where.append("(created_at < ? OR (created_at = ? AND id > ?))")
+        params.extend((after[0], after[0], after[1]))
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    ids = conn.all(f"SELECT id FROM runs{clause} ORDER BY created_at DESC, id LIMIT ?", (*params, limit))
+    return [get_run(conn, rid) for (rid,) in ids]
+
+
+def _encode_cursor(run: RunRecord) -> str:
+    return base64.urlsafe_b64encode(f"{run.created_at!r}|{run.id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, rid = text.split("|", 1)
+        value = float(created)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ApiError(
+            400, "invalid_cursor", "cursor is not valid: pass next_cursor from a previous page"
+        ) from None
+    if value != value or "\x00" in rid:  # NaN, or text the database would refuse
+        raise ApiError(400, "invalid_cursor", "cursor is not valid: pass next_cursor from a previous page")
+    return value, rid
+
+
+@router.get("/runs/{run_id}", response_model=RunDetail, summary="A run with its steps")
+async def show_run(run_id: RunId, request: Request, _: ApiKey = Depends(require("runs:read"))) -> RunDetail:
+    app = state_of(request).app
+    run = await app.get_run(run_id)
+    steps = await app.steps(run_id)
+    return RunDetail(**run.to_json(), steps=[StepOut(**s.to_json()) for s in steps])
+
+
+@router.post(
+    "/runs/{run_id}/cancel",
+    response_model=Cancelled,
+    summary="Cancel a run and its children",
+    responses={409: {"description": "The run has already finished."}},
+)
+async def cancel_run(
+    run_id: RunId, request: Request, _: ApiKey = Depends(require("runs:write"))
+) -> Cancelled:
+    result = await state_of(request).app.cancel(run_id)
+    return Cancelled(run_id=run_id, result="cancelled" if result == "cancelled" else "cancel requested")
+
+
+@router.post("/runs/{run_id}/fork", response_model=Forked, status_code=201, summary="Rerun from a step")
+async def fork_run(
+    run_id: RunId, body: Fork, request: Request, _: ApiKey = Depends(require("runs:write"))
+) -> Forked:
+    fork_id = await state_of(request).app.fork(run_id, body.from_step, new_run_id=body.run_id)
+    return Forked(run_id=fork_id, forked_from=run_id, status_url=status_url(request, fork_id))
+
+
+@router.post("/runs/{run_id}/events", response_model=EventSent, status_code=202, summary="Send an event")
+async def send_event(
+    run_id: RunId, body: Event, request: Request, _: ApiKey = Depends(require("runs:events"))
+) -> EventSent:
+    event_id = await state_of(request).app.send_event(run_id, body.name, body.payload)
+    return EventSent(run_id=run_id, event_id=event_id)
+
+
+@router.post(
+    "/runs/{run_id}/steps/{step_no}/resolve",
+    status_code=204,
+    summary="Settle a step whose outcome is unknown",
+)
+async def resolve_step(
+    run_id: RunId,
+    step_no: Annotated[int, Path(ge=1, le=_INT32)],
+    body: Resolve,
+    request: Request,
+    _: ApiKey = Depends(require("runs:write")),
+) -> Response:
+    await state_of(request).app.resolve(run_id, step_no, body.outcome, body.output)
+    return Response(status_code=204)

@@ -1,0 +1,64 @@
+"""Starting runs from HTTP: validate first, then insert inside a transaction the caller may share.
+
+:meth:`App.start` opens its own transaction; a webhook must record its delivery and start its run in one
+commit (so a crash never leaves one without the other), and the API must know whether the run was new.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..app import App
+from ..flows.definitions import Workflow
+from ..flows.records import insert_run, new_run_id
+from ..store.database import Conn
+from ..store.payloads import dump
+
+__all__ = ["PreparedRun", "prepare_run"]
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run whose workflow and input have been checked; :meth:`insert` creates it."""
+
+    app: App
+    workflow: Workflow
+    input_json: bytes
+    run_id: str | None = None
+    idempotency_key: str | None = None
+    priority: int | None = None
+
+    def insert(self, conn: Conn) -> tuple[str, bool]:
+        """Create the run in ``conn``'s transaction; returns (run id, created)."""
+        wf = self.workflow
+        return insert_run(
+            conn,
+            run_id=self.run_id or new_run_id(),
+            workflow=wf.name,
+            version=wf.version,
+            queue=wf.queue,
+            priority=wf.priority if self.priority is None else self.priority,
+            input_json=self.input_json,
+            blob_threshold=self.app.engine.blob_threshold,
+            idempotency_key=self.idempotency_key,
+        )
+
+    def started(self) -> None:
+        """Tell in-process workers there is work (call after the commit)."""
+        self.app.engine.work_available.set()
+
+
+def prepare_run(
+    app: App,
+    workflow: str,
+    input: Any,
+    *,
+    run_id: str | None = None,
+    idempotency_key: str | None = None,
+    priority: int | None = None,
+) -> PreparedRun:
+    """Raises :class:`UnknownWorkflow` or :class:`InvalidInput` before anything is written."""
+    wf = app.engine.resolve(workflow)
+    data = dump(wf.dump_input(wf.validate_input(input)))
+    return PreparedRun(app, wf, data, run_id, idempotency_key, priority)
