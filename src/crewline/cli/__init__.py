@@ -16,6 +16,8 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("runs", "prune"),
     ("worker", "worker"),
     ("review", "review"),
+    ("serve", "serve"),
+    ("keys", "keys"),
 )
 
 

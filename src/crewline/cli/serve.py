@@ -1,0 +1,96 @@
+"""``crewline serve``: the HTTP server (API, webhooks) with in-process workers, on uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from typing import Any
+
+import click
+
+from ._common import app_option, errors_as_exit, fail, load_app
+
+__all__ = ["serve"]
+
+
+@click.command()
+@app_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0: any free port, printed at start).",
+)
+@click.option("--no-workers", is_flag=True, help="Serve the API only; run `crewline worker` elsewhere.")
+@click.option(
+    "--concurrency",
+    "-c",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Runs executed at once by the in-process worker.",
+)
+@click.option(
+    "--graceful-timeout",
+    default=30,
+    show_default=True,
+    type=click.IntRange(1, 3600),
+    help="Seconds to let in-flight requests finish on shutdown.",
+)
+def serve(
+    app_ref: str | None, host: str, port: int, no_workers: bool, concurrency: int, graceful_timeout: int
+) -> None:
+    """Serve the REST API and webhooks, and execute runs unless --no-workers.
+
+    SIGTERM or Ctrl-C: stop accepting requests, finish those in flight, let running steps finish and
+    release their runs, then exit.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = load_app(app_ref)
+    with errors_as_exit():
+        from ..server import create_app
+
+        api = create_app(app, workers=0 if no_workers else concurrency)
+    try:
+        sock = _bind(host, port)
+    except OSError as e:
+        fail(f"cannot listen on {host}:{port}: {e.strerror or e}", 1)
+    bound = sock.getsockname()
+    url_host = f"[{bound[0]}]" if sock.family == socket.AF_INET6 else bound[0]
+    workers = "no workers" if no_workers else f"worker concurrency {concurrency}"
+    click.echo(
+        f"crewline serve: listening on http://{url_host}:{bound[1]} ({len(app.workflows)} workflows, "
+        f"{workers}, database {app.db.dialect.safe_url()})",
+        err=True,
+    )
+    _run(api, sock, graceful_timeout)
+    click.echo("crewline serve: stopped", err=True)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def _run(api: Any, sock: socket.socket, graceful_timeout: int) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(
+        api, lifespan="on", log_level="info", access_log=False, timeout_graceful_shutdown=graceful_timeout
+    )
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the signal that stopped it once it is done; make that a clean exit, not a kill.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    with errors_as_exit():
+        asyncio.run(server.serve(sockets=[sock]))
+    if not server.started:
+        fail("the server did not start (see the log above)", 1)
