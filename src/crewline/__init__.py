@@ -3,6 +3,7 @@
 from .app import App
 from .config import Settings
 from .errors import (
+    ActionRejected,
     BudgetExceeded,
     Cancelled,
     ConfigError,
@@ -18,9 +19,21 @@ from .errors import (
     UnknownWorkflow,
     WaitTimeout,
 )
-from .flows import Context, Decision, Queue, RetryPolicy, ReviewRequest, RunRecord, StepRecord, Workflow
+from .flows import (
+    Context,
+    Decision,
+    Queue,
+    RetryPolicy,
+    ReviewRequest,
+    RunRecord,
+    StepRecord,
+    Tool,
+    Workflow,
+    tool,
+)
 
 __all__ = [
+    "ActionRejected",
     "App",
     "BudgetExceeded",
     "Cancelled",
@@ -42,7 +55,9 @@ __all__ = [
     "Settings",
     "StepError",
     "StepRecord",
+    "Tool",
     "UnknownWorkflow",
     "WaitTimeout",
     "Workflow",
+    "tool",
 ]

@@ -14,6 +14,7 @@
     │   ├── StepError               a step failed after its retries; carries the recorded error
     │   ├── WaitTimeout             ``ctx.wait_for`` timed out
     │   ├── RunFailed               awaited run ended failed or cancelled
+    │   ├── ActionRejected          a reviewer rejected the action (a tool call, say)
     │   └── Cancelled               the run was cancelled (raised at a step boundary)
     ├── BudgetExceeded              a budget would be exceeded; names the budget, its limit and the spend
     └── ModelError                  anything from a model provider; ``retryable`` says if trying again helps
@@ -35,6 +36,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ActionRejected",
     "AuthError",
     "BadRequest",
     "BudgetExceeded",
@@ -138,6 +140,15 @@ class RunFailed(WorkflowError):
 
 class Cancelled(WorkflowError):
     pass
+
+
+class ActionRejected(WorkflowError):
+    def __init__(self, action: str, decided_by: str | None, comment: str | None) -> None:
+        why = f": {comment}" if comment else ""
+        super().__init__(f"{action} was rejected by {decided_by or 'a reviewer'}{why}")
+        self.action = action
+        self.decided_by = decided_by
+        self.comment = comment
 
 
 class BudgetExceeded(CrewlineError):

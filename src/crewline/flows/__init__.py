@@ -5,6 +5,7 @@ from .definitions import Queue, RetryPolicy, Workflow
 from .engine import Engine
 from .records import RunRecord, StepRecord
 from .review import Decision, ReviewRequest, RiskPolicy
+from .tools import Tool, tool
 
 __all__ = [
     "Context",
@@ -16,5 +17,7 @@ __all__ = [
     "RiskPolicy",
     "RunRecord",
     "StepRecord",
+    "Tool",
     "Workflow",
+    "tool",
 ]

@@ -17,15 +17,25 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 import pydantic
+import pydantic_core
 
 from ..config import parse_duration
-from ..errors import Cancelled, ConfigError, DeterminismError, RunFailed, StepError, WaitTimeout
+from ..errors import (
+    ActionRejected,
+    Cancelled,
+    ConfigError,
+    DeterminismError,
+    RunFailed,
+    StepError,
+    WaitTimeout,
+)
 from ..store.payloads import dump, load, load_json
 from .approvals import request_approval
 from .definitions import EFFECTS, NO_RETRY, Effect, RetryPolicy, Workflow, return_adapter
 from .engine import Engine, RunSignals, Suspend
 from .records import RunRecord, StepRecord, insert_run, lock_run, take_event, write_step
 from .review import Decision, create_request
+from .tools import Tool, as_tool
 
 __all__ = ["Context"]
 
@@ -188,6 +198,27 @@ class Context:
 
         await engine.checkpoint(self.run_id, self._owner, park)
         raise Suspend(reason)
+
+    async def tool(self, tool: Tool | Callable[..., Any], /, **arguments: Any) -> Any:
+        """Call a tool as a durable step, with its arguments validated and recorded.
+
+        When the tool's risk (its own, or by effect: irreversible asks, the rest run; the ``[review]``
+        policy can only make it stricter) is medium or high, a person approves the call first and may edit
+        its arguments; a rejection raises :class:`ActionRejected`.
+        """
+        t = as_tool(tool)
+        kwargs = t.validate(arguments)
+        if self._engine.risk_policy.risk_for(t.name, t.default_risk) != "low":
+            preview = {"tool": t.name, "arguments": pydantic_core.to_jsonable_python(kwargs)}
+            decision = await self.approve(f"tool {t.name}", preview=preview, risk=t.default_risk)
+            if not decision.approved:
+                raise ActionRejected(f"tool {t.name}", decision.decided_by, decision.comment)
+            if isinstance(decision.edited, dict):
+                kwargs = t.validate(decision.edited.get("arguments", decision.edited))
+        recorded = dump(kwargs)
+        return await self._step(
+            t.fn, (), kwargs, name=t.name, kind="tool", effect=t.effect, input_json=recorded
+        )
 
     # -- approvals -------------------------------------------------------------------------------------
 
