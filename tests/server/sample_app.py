@@ -1,0 +1,38 @@
+"""Workflows the server tests drive; ``app`` is what `crewline serve --app tests.server.sample_app:app` loads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from crewline import App, Context
+
+
+class Order(BaseModel):
+    id: str
+    amount: int = Field(ge=0)
+
+
+def build(app: App) -> App:
+    @app.workflow()
+    async def echo(ctx: Context, data: dict[str, Any]) -> dict[str, Any]:
+        return data
+
+    @app.workflow()
+    async def order(ctx: Context, order: Order) -> dict[str, Any]:
+        total = await ctx.step(lambda: order.amount * 2, name="double")
+        return {"id": order.id, "total": total}
+
+    @app.workflow()
+    async def waiter(ctx: Context) -> Any:
+        return await ctx.wait_for("go", timeout="1h")
+
+    @app.workflow()
+    async def nothing(ctx: Context) -> str:
+        return "done"
+
+    return app
+
+
+app = build(App())
