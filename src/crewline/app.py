@@ -29,6 +29,7 @@ from .flows.records import (
     new_run_id,
     send_event,
 )
+from .models import Gateway
 from .store import Database, open_database
 from .store.payloads import dump
 from .workers import Worker
@@ -39,7 +40,13 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
 class App:
-    def __init__(self, database_url: str | None = None, *, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        models: Gateway | None = None,
+    ) -> None:
         settings = settings or Settings.load()
         if database_url is not None:
             settings = settings.with_(database_url=database_url)
@@ -47,6 +54,7 @@ class App:
         self._workflows: dict[str, Workflow] = {}
         self._queues: dict[str, Queue] = {"default": Queue("default")}
         self._engine: Engine | None = None
+        self._gateway = models
 
     # -- definition ------------------------------------------------------------------------------------
 
@@ -58,13 +66,22 @@ class App:
         version: str | None = None,
         schedule: str | None = None,
         priority: int = 0,
+        budget: str | float | None = None,
+        daily_budget: str | float | None = None,
+        on_budget: str = "fail",
     ) -> Callable[[F], Workflow]:
-        """Register an ``async def wf(ctx[, input])`` as a workflow (``schedule`` is a UTC cron expression)."""
+        """Register an ``async def wf(ctx[, input])`` as a workflow.
+
+        ``schedule`` is a UTC cron expression. ``budget`` ("$0.50/run") caps each run's model spend and
+        ``daily_budget`` ("$5") the workflow's per day; ``on_budget`` says what a call that would exceed
+        one does: ``fail``, ``degrade`` (next cheaper tier) or ``pause`` (wait in the review queue).
+        """
 
         def register(fn: F) -> Workflow:
             wf = Workflow.define(
-                fn, name=name, queue=queue, version=version, schedule=schedule, priority=priority
-            )
+                fn, name=name, queue=queue, version=version, schedule=schedule, priority=priority,
+                budget=budget, daily_budget=daily_budget, on_budget=on_budget,
+            )  # fmt: skip
             if wf.name in self._workflows and self._workflows[wf.name].fn is not fn:
                 raise InvalidInput(f"two workflows are named {wf.name!r}; give one a name= of its own")
             self._workflows[wf.name] = wf
@@ -93,6 +110,10 @@ class App:
             engine = Engine(open_database(self.settings.database_url), self.settings)
             engine.workflows = self._workflows
             engine.queues = self._queues
+            if self._gateway is not None:
+                engine.models = self._gateway
+            else:
+                engine.models_factory = lambda: Gateway.from_settings(self.settings, engine.db)
             self._engine = engine
         return self._engine
 
@@ -100,10 +121,25 @@ class App:
     def db(self) -> Database:
         return self.engine.db
 
+    @property
+    def models(self) -> Gateway:
+        """The model gateway (``[models]`` in crewline.toml): ``await app.models.complete(...)``."""
+        gateway = self.engine.models
+        assert gateway is not None
+        return gateway
+
     def close(self) -> None:
         if self._engine is not None:
             self._engine.db.close()
             self._engine = None
+
+    async def aclose(self) -> None:
+        """Close the gateway (waiting for its call records) and the database."""
+        if self._engine is not None and self._engine._models is not None:
+            await self._engine._models.aclose()
+            if self._gateway is None:
+                self._engine.models = None
+        self.close()
 
     @property
     def reviews(self) -> ReviewQueue:
@@ -189,12 +225,28 @@ class App:
         """Cancel a run (and its children). A running run stops at its next step boundary."""
         return await self.db.write(lambda conn: cancel_run(conn, run_id))
 
-    async def fork(self, run_id: str, from_step: int, *, new_run_id: str | None = None) -> str:
-        """Start a new run reusing ``run_id``'s checkpoints before ``from_step``; returns its id."""
+    async def fork(
+        self,
+        run_id: str,
+        from_step: int,
+        *,
+        new_run_id: str | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> str:
+        """Start a new run reusing ``run_id``'s checkpoints before ``from_step``; returns its id.
+
+        ``overrides`` varies the rerun: ``{"model": "strong"}`` sends every model call of the new run to
+        another model, ``{"prompts": ["reply@candidate"]}`` renders prompt ``reply`` from that label.
+        """
         engine = self.engine
         fork_id = await engine.db.write(
             lambda conn: fork_run(
-                conn, run_id, from_step, blob_threshold=engine.blob_threshold, new_id=new_run_id
+                conn,
+                run_id,
+                from_step,
+                blob_threshold=engine.blob_threshold,
+                new_id=new_run_id,
+                overrides=overrides,
             )
         )
         engine.work_available.set()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -30,9 +30,11 @@ from ..errors import (
     WaitTimeout,
 )
 from ..store.payloads import dump, load, load_json
+from .agent import AgentResult, run_agent
 from .approvals import request_approval
 from .definitions import EFFECTS, NO_RETRY, Effect, RetryPolicy, Workflow, return_adapter
 from .engine import Engine, RunSignals, Suspend
+from .llm import build_request, call_llm, output_value
 from .records import RunRecord, StepRecord, insert_run, lock_run, take_event, write_step
 from .review import Decision, create_request
 from .tools import Tool, as_tool
@@ -71,6 +73,7 @@ class Context:
         self._next = 0
         # What shaped this run so far (model calls, prompt versions, memory hits), for review requests.
         self.provenance: list[dict[str, Any]] = []
+        self._budget_set = False
 
     def provenance_summary(self) -> dict[str, Any]:
         return {"steps_so_far": self._next - 1, "used": list(self.provenance)}
@@ -219,6 +222,57 @@ class Context:
         return await self._step(
             t.fn, (), kwargs, name=t.name, kind="tool", effect=t.effect, input_json=recorded
         )
+
+    # -- models --------------------------------------------------------------------------------------
+
+    async def llm(
+        self,
+        prompt: str | None = None,
+        *,
+        input: Any = None,
+        messages: Sequence[Any] | str | None = None,
+        output: type[Any] | None = None,
+        model: str | None = None,
+        tools: Sequence[Any] | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        escalate: bool = False,
+        name: str | None = None,
+    ) -> Any:
+        """A durable model call: the reply text, or the validated ``output`` instance.
+
+        ``prompt="triage"`` (or ``"triage@candidate"``, ``"triage@<version>"``) renders the template with
+        ``input``; ``messages=`` gives the conversation directly. ``model`` is an alias, tier or
+        ``provider/model`` (default: the prompt's, then the gateway's). The step records the reply, model,
+        usage, cost and prompt version; a replay returns it without calling the model again. Calls count
+        against the run's and the workflow's budgets (see ``on_budget`` on the workflow).
+        """
+        request, step_name = await build_request(
+            self, prompt, input, messages, output, model, tools, max_tokens, temperature, escalate
+        )
+        record = await call_llm(self, name or step_name, request)
+        return output_value(record, output)
+
+    async def agent(
+        self,
+        goal: str,
+        *,
+        tools: Sequence[Any] = (),
+        model: str | None = None,
+        max_steps: int = 10,
+        budget: float | None = None,
+        instructions: str | None = None,
+        name: str = "agent",
+    ) -> AgentResult:
+        """Let a model pursue ``goal`` with ``tools``; every turn and tool call is its own durable step.
+
+        Tool calls go through :meth:`tool` (validated, recorded, approved as the risk policy says). Stops
+        after ``max_steps`` turns or once the turns cost ``budget`` USD, with a status that is not success.
+        """
+        return await run_agent(
+            self, goal, tools=tools, model=model, max_steps=max_steps, budget=budget, instructions=instructions,
+            name=name,
+        )  # fmt: skip
 
     # -- approvals -------------------------------------------------------------------------------------
 

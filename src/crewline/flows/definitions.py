@@ -72,6 +72,9 @@ class Workflow:
     version: str | None = None
     schedule: str | None = None
     priority: int = 0
+    budget: float | None = None  # USD per run
+    daily_budget: float | None = None  # USD per day across the workflow's runs
+    on_budget: str = "fail"  # fail | degrade | pause
     input_adapter: pydantic.TypeAdapter[Any] | None = field(default=None, repr=False)
     output_adapter: pydantic.TypeAdapter[Any] | None = field(default=None, repr=False)
 
@@ -94,6 +97,13 @@ class Workflow:
             raise ConfigError(
                 f"workflow {fn.__qualname__}: schedule {schedule!r} is not a valid cron expression"
             )
+        options = {
+            **options,
+            "budget": parse_money(options.get("budget"), "/run"),
+            "daily_budget": parse_money(options.get("daily_budget"), "/day"),
+        }
+        if options.get("on_budget", "fail") not in ON_BUDGET:
+            raise ConfigError(f"workflow {fn.__qualname__}: on_budget must be fail, degrade or pause")
         wf = cls(
             fn=fn,
             name=options.get("name") or fn.__name__,
@@ -161,6 +171,26 @@ def _validation_summary(e: pydantic.ValidationError) -> str:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) < 80 else text[:77] + "..."
+
+
+ON_BUDGET = ("fail", "degrade", "pause")
+
+
+def parse_money(value: str | float | int | None, per: str) -> float | None:
+    """USD from ``0.5``, ``"$0.50"`` or ``"$0.50/run"`` (the period, if written, must be ``per``)."""
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        amount = float(value)
+    else:
+        text = str(value).strip().lower().removesuffix(per).strip().lstrip("$")
+        try:
+            amount = float(text)
+        except ValueError:
+            raise ConfigError(f"budget {value!r} is not an amount: write e.g. '$0.50{per}' or 0.5") from None
+    if amount < 0:
+        raise ConfigError(f"budget {value!r} must not be negative")
+    return amount
 
 
 def duration_seconds(value: str | float | int | None) -> float | None:

@@ -14,13 +14,16 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ..config import Settings
 from ..errors import UnknownWorkflow
 from ..store.database import Conn, Database
 from .definitions import Queue, Workflow
 from .review import RiskPolicy
+
+if TYPE_CHECKING:
+    from ..models import Gateway
 
 __all__ = ["Engine", "LeaseLost", "RunSignals", "Suspend"]
 
@@ -68,6 +71,8 @@ class Engine:
         self.crash_hook: CrashHook | None = kill_at(settings.crash_point) if settings.crash_point else None
         self.work_available = asyncio.Event()
         self.risk_policy = RiskPolicy.from_section(settings.sections.get("review"))
+        self._models: Gateway | None = None
+        self.models_factory: Callable[[], Gateway] | None = None
         # What "now" is for durable sleeps and wait deadlines; tests move it to skip time.
         self.clock: Callable[[], float] = time.time
 
@@ -88,6 +93,17 @@ class Engine:
             return fn(conn)
 
         return await self.db.write(guarded)
+
+    @property
+    def models(self) -> Gateway | None:
+        """The model gateway, built on first use (so apps without models never parse their config)."""
+        if self._models is None and self.models_factory is not None:
+            self._models = self.models_factory()
+        return self._models
+
+    @models.setter
+    def models(self, gateway: Gateway | None) -> None:
+        self._models = gateway
 
     def resolve(self, workflow: Workflow | str | Callable[..., object]) -> Workflow:
         """The registered workflow for a :class:`Workflow`, its name, or its function."""

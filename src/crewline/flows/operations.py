@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Any, Literal
 
 from ..errors import InvalidInput, InvalidRunState
 from ..store.database import Conn
@@ -17,7 +17,13 @@ Outcome = Literal["done", "retry", "fail"]
 
 
 def fork_run(
-    conn: Conn, run_id: str, from_step: int, *, blob_threshold: int, new_id: str | None = None
+    conn: Conn,
+    run_id: str,
+    from_step: int,
+    *,
+    blob_threshold: int,
+    new_id: str | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> str:
     """A new run of the same workflow and input that reuses every checkpoint before ``from_step``."""
     src = get_run(conn, run_id)
@@ -37,7 +43,7 @@ def fork_run(
     fork_id, _ = insert_run(
         conn, run_id=new_id or new_run_id(), workflow=src.workflow, version=src.version, queue=src.queue,
         priority=src.priority, input_json=dump(src.input), blob_threshold=blob_threshold,
-        forked_from=run_id, fork_step=from_step,
+        forked_from=run_id, fork_step=from_step, overrides=overrides,
     )  # fmt: skip
     conn.execute(
         "INSERT INTO steps (run_id, step_no, name, kind, effect, status, output, output_blob, error, attempts, "
@@ -47,6 +53,29 @@ def fork_run(
         (fork_id, run_id, from_step),
     )
     return fork_id
+
+
+def parse_overrides(settings: list[str]) -> dict[str, Any]:
+    """``["model=strong", "prompt=reply@candidate"]`` as fork overrides."""
+    out: dict[str, Any] = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not value:
+            raise InvalidInput(
+                f"--set {item!r}: write key=value, e.g. model=strong or prompt=reply@candidate"
+            )
+        if key == "model":
+            out["model"] = value
+        elif key == "prompt":
+            if "@" not in value:
+                raise InvalidInput(
+                    f"--set prompt={value}: name a label or version, e.g. prompt={value}@candidate"
+                )
+            out.setdefault("prompts", []).append(value)
+        else:
+            raise InvalidInput(f"--set {key}=...: only model= and prompt= can vary in a fork")
+    return out
 
 
 def resolve_step(

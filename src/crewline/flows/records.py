@@ -34,7 +34,7 @@ FINISHED = ("failed", "completed", "cancelled")
 _RUN_COLUMNS = (
     "id, workflow, version, queue, priority, status, input, input_blob, output, output_blob, error, "
     "idempotency_key, parent_id, parent_step, forked_from, fork_step, wait_reason, wait_event, wake_at, "
-    "lease_owner, lease_until, cancel_requested, recoveries, created_at, updated_at, finished_at"
+    "lease_owner, lease_until, cancel_requested, recoveries, created_at, updated_at, finished_at, overrides"
 )
 
 
@@ -68,6 +68,7 @@ class RunRecord:
     created_at: float
     updated_at: float
     finished_at: float | None
+    overrides: dict[str, Any] | None = None  # a fork's variations: {"model": ..., "prompts": [...]}
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -95,14 +96,14 @@ class StepRecord:
 
 def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
     (rid, wf, ver, queue, prio, status, inp, inp_b, out, out_b, err, ikey, parent, pstep, forked, fstep,
-     reason, event, wake, owner, until, cancel, recov, created, updated, finished) = row  # fmt: skip
+     reason, event, wake, owner, until, cancel, recov, created, updated, finished, overrides) = row  # fmt: skip
     return RunRecord(
         id=rid, workflow=wf, version=ver, queue=queue, priority=int(prio), status=status,
         input=load(conn, inp, inp_b), output=load(conn, out, out_b), error=json.loads(err) if err else None,
         idempotency_key=ikey, parent_id=parent, parent_step=pstep, forked_from=forked, fork_step=fstep,
         wait_reason=reason, wait_event=event, wake_at=wake, lease_owner=owner, lease_until=until,
         cancel_requested=bool(cancel), recoveries=int(recov), created_at=created, updated_at=updated,
-        finished_at=finished,
+        finished_at=finished, overrides=json.loads(overrides) if overrides else None,
     )  # fmt: skip
 
 
@@ -164,6 +165,7 @@ def insert_run(
     parent_step: int | None = None,
     forked_from: str | None = None,
     fork_step: int | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> tuple[str, bool]:
     """Create a pending run; returns (run id, created). An existing id or idempotency key wins."""
     if idempotency_key is not None:
@@ -176,10 +178,10 @@ def insert_run(
     inline, blob = store_payload(conn, input_json, blob_threshold)
     conn.execute(
         "INSERT INTO runs (id, workflow, version, queue, priority, status, input, input_blob, idempotency_key, "
-        "parent_id, parent_step, forked_from, fork_step, wake_at, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "parent_id, parent_step, forked_from, fork_step, wake_at, created_at, updated_at, overrides) "
+        "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (run_id, workflow, version, queue, priority, inline, blob, idempotency_key, parent_id, parent_step,
-         forked_from, fork_step, now, now, now),
+         forked_from, fork_step, now, now, now, _json(overrides)),
     )  # fmt: skip
     return run_id, True
 

@@ -199,7 +199,7 @@ def decide(
     suffix = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
     conn.execute(f"SELECT id FROM reviews WHERE id = ?{suffix}", (request_id,))
     req = get_request(conn, request_id)
-    if req.kind != "approval":
+    if req.kind not in ("approval", "budget"):
         raise InvalidInput(
             f"request {request_id} asks for the outcome of a step, not an approval: resolve it with "
             f"`crewline runs resolve {req.run_id} --step {req.step_no} --outcome done|retry|fail`"

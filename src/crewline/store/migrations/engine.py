@@ -104,4 +104,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE steps ADD COLUMN input_blob TEXT",
         ),
     ),
+    Migration(
+        4,
+        "fork overrides (model, prompt versions)",
+        ("ALTER TABLE runs ADD COLUMN overrides TEXT",),
+    ),
 )

@@ -1,0 +1,93 @@
+"""``ctx.agent``: a tool-using model loop where every turn and every tool call is its own durable step.
+
+A crash mid-agent replays finished turns and tool calls from their records and carries on from the first
+unfinished one. The loop stops with status ``completed`` when the model answers without calling a tool,
+``max_steps`` when it used its turns, or ``budget`` when its budget (or the run's) is spent: only
+``completed`` is success.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ActionRejected, InvalidInput, StepError
+from .llm import LlmRequest, call_llm
+from .tools import Tool, as_tool
+
+if TYPE_CHECKING:
+    from .context import Context
+
+__all__ = ["AgentResult", "run_agent"]
+
+DEFAULT_INSTRUCTIONS = (
+    "You are a careful assistant working for a small business. Use the tools when they help; when you "
+    "have what the goal asks for, answer with it and call no tool."
+)
+
+
+@dataclass(frozen=True)
+class AgentResult:
+    status: str  # completed | max_steps | budget
+    output: str
+    turns: int
+    tool_calls: int
+    cost: float
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+
+async def run_agent(
+    ctx: Context, goal: str, *, tools: Sequence[Tool | Any], model: str | None, max_steps: int,
+    budget: float | None, instructions: str | None, name: str,
+) -> AgentResult:  # fmt: skip
+    from ..models import Tool as ModelTool
+    from ..models import assistant, system, tool_result, user
+    from ..models.types import ToolCall
+
+    if max_steps < 1:
+        raise InvalidInput(f"max_steps must be at least 1, got {max_steps}")
+    table = {t.name: t for t in map(as_tool, tools)}
+    specs = tuple(ModelTool(t.name, t.description, t.json_schema()) for t in table.values())
+    messages: list[Any] = [system(instructions or DEFAULT_INSTRUCTIONS), user(goal)]
+    cost, calls, text = 0.0, 0, ""
+    for turn in range(1, max_steps + 1):
+        if budget is not None and cost >= budget:
+            return AgentResult("budget", text, turn - 1, calls, cost)
+        try:
+            record = await call_llm(
+                ctx, f"{name}:turn", LlmRequest(model, tuple(messages), None, tools=specs)
+            )
+        except StepError as e:
+            if e.error_type == "BudgetExceeded":
+                return AgentResult("budget", text, turn - 1, calls, cost)
+            raise
+        cost += float(record.get("cost") or 0.0)
+        text = str(record.get("text") or "")
+        wanted = record.get("tool_calls") or []
+        if not wanted:
+            return AgentResult("completed", text, turn, calls, cost)
+        requested = [ToolCall(c["id"], c["name"], dict(c["arguments"])) for c in wanted]
+        messages.append(assistant(text, requested))
+        for call in requested:
+            calls += 1
+            messages.append(tool_result(call, await _use(ctx, table, call.name, call.arguments)))
+    return AgentResult("max_steps", text, max_steps, calls, cost)
+
+
+async def _use(ctx: Context, table: dict[str, Tool], name: str, arguments: dict[str, Any]) -> Any:
+    """Run one requested tool; a mistake becomes a message the model can correct, not a crash."""
+    tool = table.get(name)
+    if tool is None:
+        return {"error": f"there is no tool named {name!r}; available: {', '.join(sorted(table))}"}
+    try:
+        return await ctx.tool(tool, **arguments)
+    except InvalidInput as e:
+        return {"error": str(e)}
+    except ActionRejected as e:
+        return {"error": f"a reviewer rejected this call{': ' + e.comment if e.comment else ''}"}
+    except StepError as e:
+        return {"error": f"{e.error_type}: {e.message}"}

@@ -1,0 +1,223 @@
+"""AI steps: durable model calls that are never paid twice, agents, and workflow budgets under each policy.
+
+The model is the fake provider on loopback (real HTTP, OpenAI wire format); its request log counts calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from crewline import App, Context, Settings, tool
+from crewline.models import Gateway, ModelsConfig
+from crewline.testing import FakeProvider
+
+from ._drive import CrashPlan, drive, step_once
+
+PRICE = {"input": 1000.0, "output": 1000.0}  # USD per million tokens: $0.001 a token, easy to reason about
+
+
+class Triage(BaseModel):
+    urgency: str
+    summary: str
+
+
+def models_table(url: str) -> dict[str, Any]:
+    return {
+        "default": "cheap",
+        "max_tokens": 50,
+        "providers": {"fake": {"format": "openai", "base_url": url + "/v1", "api_key_env": "FAKE_KEY"}},
+        "tiers": {
+            "order": ["local", "cheap", "strong"],
+            "local": "fake/small",
+            "cheap": "fake/mid",
+            "strong": "fake/big",
+        },
+        "prices": {"fake/small": {"input": 0, "output": 0}, "fake/mid": PRICE, "fake/big": PRICE},
+        "retry": {"attempts": 1},
+    }
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeProvider]:
+    with FakeProvider(api_key="sk-test") as server:
+        yield server
+
+
+@pytest.fixture
+async def app(db_url: str, fake: FakeProvider) -> Any:
+    a = App(settings=Settings().with_(database_url=db_url))
+    a.engine.models = Gateway(ModelsConfig.parse(models_table(fake.url)), a.db, environ={"FAKE_KEY": "sk-test"},
+                              wait_for_records=True)  # fmt: skip
+    yield a
+    await a.aclose()
+
+
+def model_calls(fake: FakeProvider) -> list[str]:
+    return [r.body["model"] for r in fake.requests if r.path.endswith("/chat/completions")]
+
+
+async def test_a_model_call_is_never_paid_twice_across_a_crash(app: App, fake: FakeProvider) -> None:
+    fake.reply(json={"urgency": "high", "summary": "refund"}, input_tokens=10, output_tokens=5)
+    fake.reply("Dear Ada, your refund is on its way.", input_tokens=20, output_tokens=10)
+
+    @app.workflow()
+    async def triage(ctx: Context, body: str) -> dict[str, Any]:
+        t = await ctx.llm(messages=f"Triage: {body}", output=Triage, model="cheap")
+        assert isinstance(t, Triage)
+        draft = await ctx.llm(messages=f"Reply to: {body} ({t.urgency})", model="strong")
+        return {"urgency": t.urgency, "draft": draft}
+
+    app.engine.crash_hook = CrashPlan([("after_step_commit", 1), ("after_step_commit", 2)])
+    rid = await app.start(triage, "Where is my refund?")
+    run = await drive(app, rid)
+    assert run.output == {"urgency": "high", "draft": "Dear Ada, your refund is on its way."}
+    assert model_calls(fake) == ["mid", "big"]  # two crashes, still one call each
+    steps = await app.steps(rid)
+    assert [(s.kind, s.name) for s in steps] == [("llm", "llm"), ("llm", "llm")]
+    first = steps[0].output
+    assert (first["provider"] + "/" + first["model"], first["usage"]["input_tokens"], first["cost"]) == (
+        "fake/mid",
+        10,
+        pytest.approx(0.015),
+    )
+    assert steps[0].input["model"] == "cheap" and "Where is my refund?" in str(steps[0].input["messages"])
+    calls = app.db.query(lambda c: c.all("SELECT run_id, step FROM model_calls ORDER BY step"))
+    assert calls == [(rid, 1), (rid, 2)]
+
+
+LOOKUPS: list[str] = []
+
+
+@tool
+def lookup_order(order_id: str) -> dict[str, Any]:
+    """Look an order up."""
+    LOOKUPS.append(order_id)
+    return {"id": order_id, "status": "shipped"}
+
+
+async def test_an_agent_resumes_mid_loop_without_repeating_turns_or_tools(
+    app: App, fake: FakeProvider
+) -> None:
+    LOOKUPS.clear()
+    fake.reply(tool_calls=[("lookup_order", {"order_id": "o-1"})])
+    fake.reply(tool_calls=[("lookup_order", {"order_id": "o-2"}), ("lookup_order", {"order_id": 3})])
+    fake.reply("Both orders have shipped.")
+
+    @app.workflow()
+    async def support(ctx: Context, goal: str) -> dict[str, Any]:
+        result = await ctx.agent(goal, tools=[lookup_order], model="cheap", max_steps=5)
+        return {"status": result.status, "output": result.output, "calls": result.tool_calls}
+
+    # Crash after the first tool call and again after the second model turn.
+    app.engine.crash_hook = CrashPlan([("after_step_commit", 2), ("after_step_commit", 3)])
+    rid = await app.start(support, "Where are orders o-1 and o-2?")
+    run = await drive(app, rid)
+    assert run.output == {"status": "completed", "output": "Both orders have shipped.", "calls": 3}
+    assert len(model_calls(fake)) == 3 and LOOKUPS == ["o-1", "o-2"]
+    steps = await app.steps(rid)
+    assert [(s.kind, s.name) for s in steps] == [
+        ("llm", "agent:turn"), ("tool", "lookup_order"), ("llm", "agent:turn"), ("tool", "lookup_order"),
+        ("llm", "agent:turn"),
+    ]  # fmt: skip
+    # The bad call (order_id 3 is not a string) went back to the model as an error, not a crash.
+    last_messages = str(fake.requests[-1].body["messages"])
+    assert "arguments for tool lookup_order are not valid" in last_messages
+
+
+async def test_an_agent_stops_at_max_steps_with_a_status_that_is_not_success(
+    app: App, fake: FakeProvider
+) -> None:
+    LOOKUPS.clear()
+    fake.reply(tool_calls=[("lookup_order", {"order_id": "o-1"})], times=5)
+
+    @app.workflow()
+    async def loop(ctx: Context) -> dict[str, Any]:
+        result = await ctx.agent("keep looking", tools=[lookup_order], model="cheap", max_steps=2)
+        return {"status": result.status, "ok": result.ok, "turns": result.turns}
+
+    run = await drive(app, await app.start(loop))
+    assert run.output == {"status": "max_steps", "ok": False, "turns": 2}
+
+
+def budget_workflow(app: App, on_budget: str) -> None:
+    @app.workflow(name=f"spend_{on_budget}", budget="$0.05/run", on_budget=on_budget)
+    async def spend(ctx: Context) -> list[str]:
+        out = []
+        for i in range(3):
+            out.append(await ctx.llm(messages=f"call {i}", model="cheap", max_tokens=10))
+        return out
+
+
+async def test_budget_fail_stops_the_run_before_overspending(app: App, fake: FakeProvider) -> None:
+    fake.reply("ok", input_tokens=10, output_tokens=10, times=5)  # $0.02 a call; worst case $0.02+
+    budget_workflow(app, "fail")
+    run = await drive(app, await app.start("spend_fail"))
+    assert run.status == "failed" and run.error is not None and run.error["type"] == "BudgetExceeded"
+    assert len(model_calls(fake)) == 2  # the third would have crossed $0.05: refused before it was sent
+    assert "run:" in run.error["message"]
+
+
+async def test_budget_degrade_moves_to_cheaper_tiers(app: App, fake: FakeProvider) -> None:
+    fake.reply("ok", input_tokens=10, output_tokens=10, times=5)
+    budget_workflow(app, "degrade")
+    run = await drive(app, await app.start("spend_degrade"))
+    assert run.status == "completed"
+    assert model_calls(fake) == ["mid", "mid", "small"]  # the free local tier takes over
+
+
+async def test_budget_pause_waits_in_the_review_queue(app: App, fake: FakeProvider) -> None:
+    fake.reply("ok", input_tokens=10, output_tokens=10, times=5)
+    budget_workflow(app, "pause")
+    rid = await app.start("spend_pause")
+    await drive_until_parked(app, rid)
+    [req] = await app.reviews.list()
+    assert req.kind == "budget" and req.preview["budget"] == f"run:{rid}"
+    assert (await app.get_run(rid)).status == "waiting"
+    app.models.ledger.set_limit(f"run:{rid}", 1.0)  # type: ignore[union-attr]  # the operator raises it
+    await app.reviews.approve(req.id, by="owner", comment="worth it")
+    run = await drive(app, rid)
+    assert run.status == "completed" and len(model_calls(fake)) == 3
+
+
+async def test_concurrent_runs_never_overspend_the_workflow_budget(db_url: str, fake: FakeProvider) -> None:
+    table = models_table(fake.url)
+    table["budgets"] = {"workflow": {"burst": 0.1}}
+    app = App(settings=Settings().with_(database_url=db_url, poll_interval=0.02))
+    app.engine.models = Gateway(ModelsConfig.parse(table), app.db, environ={"FAKE_KEY": "sk-test"})
+    fake.reply("ok", input_tokens=10, output_tokens=10, times=100)
+
+    @app.workflow()
+    async def burst(ctx: Context, i: int) -> str:
+        return await ctx.llm(messages=f"call {i}", model="cheap", max_tokens=10)
+
+    try:
+        ids = [await app.start(burst, i) for i in range(12)]
+        workers = [app.worker(concurrency=6, worker_id=f"w{i}") for i in range(2)]
+        tasks = [asyncio.create_task(w.run()) for w in workers]
+        statuses = []
+        for rid in ids:
+            while (run := await app.get_run(rid)).status not in ("completed", "failed"):
+                await asyncio.sleep(0.02)
+            statuses.append(run.status)
+        for w in workers:
+            w.stop()
+        await asyncio.gather(*tasks)
+        await app.models.flush()
+        spent = app.models.ledger.status("workflow:burst")["spent"]  # type: ignore[union-attr]
+        assert spent <= 0.1 + 1e-9
+        assert statuses.count("completed") == len(model_calls(fake)) == 5  # $0.02 each within $0.10
+    finally:
+        await app.aclose()
+
+
+async def drive_until_parked(app: App, rid: str) -> None:
+    for i in range(10):
+        await step_once(app, f"w{i}")
+        if (await app.get_run(rid)).status == "waiting":
+            return
+    raise AssertionError("the run never parked")
