@@ -1,18 +1,22 @@
 """Full-text search per dialect: FTS5 with BM25 on SQLite, ``tsvector`` with ``ts_rank_cd`` on PostgreSQL.
 
-A query is cut into words and searched as "any of these words" (ranking does the rest), with common
-English stop words dropped so a question like "how do I reset the password" does not rank every chunk
-that contains "the".
+A query is cut into words and searched as "any of these words", ranked by relevance. Scoring every
+document that contains any query word is what makes naive OR queries slow (a common word matches most of
+a corpus), so :class:`TextIndex` keeps per-word document counts (cached for a minute) and searches the
+rarest words first, within a budget of postings: common words add almost nothing to BM25 and the vector
+side covers meaning anyway. If every word is common, the two rarest are required together instead.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Sequence
 
 from ..store.database import Conn
 
-__all__ = ["search_text", "terms"]
+__all__ = ["TextIndex", "terms"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _STOP_WORDS = """
@@ -21,6 +25,8 @@ of on or our so that the their them then there these they this to was we what wh
 will with you your
 """
 _STOP = frozenset(_STOP_WORDS.split())
+_CACHE_SECONDS = 60.0
+_CACHE_MAX = 50_000
 
 
 def terms(query: str, *, limit: int = 32) -> list[str]:
@@ -33,23 +39,85 @@ def terms(query: str, *, limit: int = 32) -> list[str]:
     return out[:limit]
 
 
-def search_text(conn: Conn, query: str, scopes: Sequence[str], k: int, now: float) -> list[tuple[int, float]]:
-    """The ``k`` best (rid, relevance) for ``query`` among live items of ``scopes``, best first."""
-    words = terms(query)
-    if not words or k <= 0:
-        return []
+class TextIndex:
+    """Ranked full-text candidates, with the per-word document counts that keep queries cheap."""
+
+    def __init__(self, postings_budget: int = 4000) -> None:
+        self.postings_budget = postings_budget
+        self._df: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+
+    def search(
+        self, conn: Conn, query: str, scopes: Sequence[str], k: int, now: float
+    ) -> list[tuple[int, float]]:
+        """The ``k`` best (rid, relevance) for ``query`` among live items of ``scopes``, best first."""
+        words = terms(query)
+        if not words or k <= 0:
+            return []
+        words, require_all = self._plan(conn, words)
+        if conn.dialect.name == "sqlite":
+            return _sqlite(conn, words, require_all, scopes, k, now)
+        return _postgres(conn, words, require_all, scopes, k, now)
+
+    def _plan(self, conn: Conn, words: list[str]) -> tuple[list[str], bool]:
+        if len(words) == 1:
+            return words, False
+        by_df = sorted(words, key=lambda w: self._doc_count(conn, w))
+        kept: list[str] = []
+        total = 0
+        for w in by_df:
+            df = self._doc_count(conn, w)
+            if kept and total + df > self.postings_budget:
+                break
+            kept.append(w)
+            total += df
+        if total > self.postings_budget:  # even the rarest word is common: require the two rarest
+            return by_df[:2], True
+        return kept, False
+
+    def _doc_count(self, conn: Conn, word: str) -> int:
+        """Documents containing ``word``, counted only up to just past the budget (all we need to know)."""
+        now = time.monotonic()
+        hit = self._df.get(word)
+        if hit is not None and now - hit[1] < _CACHE_SECONDS:
+            return hit[0]
+        if conn.dialect.name == "sqlite":
+            sql = "SELECT COUNT(*) FROM (SELECT 1 FROM memory_fts WHERE memory_fts MATCH ? LIMIT ?) t"
+            arg = f'"{word}"'
+        else:
+            sql = "SELECT COUNT(*) FROM (SELECT 1 FROM memory_items WHERE tsv @@ to_tsquery('english', ?) LIMIT ?) t"
+            arg = _pg_term(word)
+        n = int(conn.scalar(sql, (arg, self.postings_budget + 1)) or 0)
+        with self._lock:
+            if len(self._df) >= _CACHE_MAX:
+                self._df.clear()
+            self._df[word] = (n, now)
+        return n
+
+
+def _sqlite(
+    conn: Conn, words: list[str], require_all: bool, scopes: Sequence[str], k: int, now: float
+) -> list[tuple[int, float]]:
+    match = (" AND " if require_all else " OR ").join(f'"{w}"' for w in words)
     marks = ",".join("?" * len(scopes))
-    if conn.dialect.name == "sqlite":
-        match = " OR ".join(f'"{w}"' for w in words)
-        rows = conn.all(
-            "SELECT f.rowid, bm25(memory_fts) AS s FROM memory_fts f JOIN memory_items i ON i.rid = f.rowid "
-            f"WHERE memory_fts MATCH ? AND i.scope IN ({marks}) "
-            "AND (i.expires_at IS NULL OR i.expires_at > ?) "
-            "ORDER BY s LIMIT ?",
-            (match, *scopes, now, k),
-        )
-        return [(int(rid), -float(s)) for rid, s in rows]
-    tsquery = " | ".join(words)
+    rows = conn.all(
+        "SELECT f.rowid, bm25(memory_fts) AS s FROM memory_fts f JOIN memory_items i ON i.rid = f.rowid "
+        f"WHERE memory_fts MATCH ? AND i.scope IN ({marks}) "
+        "AND (i.expires_at IS NULL OR i.expires_at > ?) ORDER BY s LIMIT ?",
+        (match, *scopes, now, k),
+    )
+    return [(int(rid), -float(s)) for rid, s in rows]
+
+
+def _pg_term(word: str) -> str:
+    return "'" + word.replace("'", "''") + "'"
+
+
+def _postgres(
+    conn: Conn, words: list[str], require_all: bool, scopes: Sequence[str], k: int, now: float
+) -> list[tuple[int, float]]:
+    tsquery = (" & " if require_all else " | ").join(_pg_term(w) for w in words)
+    marks = ",".join("?" * len(scopes))
     rows = conn.all(
         "SELECT rid, ts_rank_cd(tsv, q) AS s FROM memory_items, to_tsquery('english', ?) q "
         f"WHERE tsv @@ q AND scope IN ({marks}) AND (expires_at IS NULL OR expires_at > ?) "

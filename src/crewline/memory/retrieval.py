@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from ..store.database import Conn
 from ..store.payloads import load_json
 from .filters import matches
-from .fulltext import search_text
+from .fulltext import TextIndex
 from .records import Hit
 from .vectors import ExactIndex
 
@@ -66,14 +66,14 @@ def fuse(
     return [(key, fused[key], where[key]) for key in order]
 
 
-def run_query(conn: Conn, index: ExactIndex | None, q: Query) -> list[Hit]:
+def run_query(conn: Conn, index: ExactIndex | None, text: TextIndex, q: Query) -> list[Hit]:
     """Candidates from both sides, fused, filtered and loaded; widens the pool once if filters starve it."""
     pool = max(q.candidates, q.k) * (4 if (q.filter or q.kinds) else 1)
     for attempt in range(2):
         vec: list[tuple[int, float]] = []
         if index is not None and q.vector is not None and q.vector_weight > 0:
             vec = index.search(q.vector, q.scopes, pool, now=q.now)
-        txt = search_text(conn, q.text, q.scopes, pool, q.now) if q.text_weight > 0 else []
+        txt = text.search(conn, q.text, q.scopes, pool, q.now) if q.text_weight > 0 else []
         fused = fuse([(q.vector_weight, vec), (q.text_weight, txt)], q.rrf_k)
         hits = _load(conn, fused, q)
         exhausted = len(vec) < pool and len(txt) < pool

@@ -26,6 +26,7 @@ from ..store.payloads import load_json
 from . import versions as v
 from .embedders import Embedder, LocalEmbedder, Matrix, as_matrix
 from .filters import validate_filter
+from .fulltext import TextIndex
 from .records import Document, Hit, IngestReport, Item, Snapshot, Stats, Version
 from .retrieval import Query, Reranker, run_query
 from .scopes import validate_scope, validate_scopes
@@ -79,6 +80,7 @@ class MemoryStore:
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
         self._index: ExactIndex | None = None
+        self._text = TextIndex()
         self._checked = False
         self.searches = 0
         self.searches_with_hits = 0
@@ -387,7 +389,7 @@ class MemoryStore:
 
         def read(conn: Conn) -> list[Hit]:
             index.sync(conn)
-            return run_query(conn, index, q)
+            return run_query(conn, index, self._text, q)
 
         hits = await self.db.read(read)
         if rerank is not None and hits:

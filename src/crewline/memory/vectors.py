@@ -41,13 +41,16 @@ class ExactIndex:
     def __init__(self, dim: int) -> None:
         self.dim = dim
         self._lock = threading.Lock()
-        self._mat: Matrix = np.zeros((1024, dim), dtype=np.float32)
+        # Stored transposed (dim x capacity): a query is then one pass over contiguous memory.
+        self._mat: Matrix = np.zeros((dim, 1024), dtype=np.float32)
         self._rids = np.zeros(1024, dtype=np.int64)
         self._scopes = np.zeros(1024, dtype=np.int32)
         self._expires = np.full(1024, np.inf)
         self._n = 0
         self._row: dict[int, int] = {}
         self._scope_code: dict[str, int] = {}
+        self._scope_rows: dict[int, int] = {}  # rows per scope code, to skip the mask when all match
+        self._expiring = 0  # rows with a TTL, to skip the expiry mask when there are none
         self._loaded = False
         self._watermark = 0  # every change with seq <= this has been applied
         self._pending: dict[int, float] = {}  # seqs above the watermark not yet seen -> first noticed
@@ -75,12 +78,16 @@ class ExactIndex:
             self._loaded = False
             self._n = 0
             self._row.clear()
+            self._scope_rows.clear()
+            self._expiring = 0
             self._pending.clear()
 
     def _load_all(self, conn: Conn) -> None:
         top = int(conn.scalar("SELECT MAX(seq) FROM memory_changes") or 0)
         self._n = 0
         self._row.clear()
+        self._scope_rows.clear()
+        self._expiring = 0
         cur = conn.execute(
             "SELECT rid, scope, expires_at, embedding FROM memory_items WHERE embedding IS NOT NULL"
         )
@@ -145,18 +152,29 @@ class ExactIndex:
             self._n += 1
             self._row[rid] = row
             self._rids[row] = rid
-        self._mat[row] = vec
-        self._scopes[row] = self._code(scope)
+        else:
+            self._forget_row(row)
+        code = self._code(scope)
+        self._mat[:, row] = vec
+        self._scopes[row] = code
         self._expires[row] = np.inf if expires is None else float(expires)
+        self._scope_rows[code] = self._scope_rows.get(code, 0) + 1
+        self._expiring += expires is not None
+
+    def _forget_row(self, row: int) -> None:
+        code = int(self._scopes[row])
+        self._scope_rows[code] -= 1
+        self._expiring -= bool(np.isfinite(self._expires[row]))
 
     def _remove(self, rid: int) -> None:
         row = self._row.pop(rid, None)
         if row is None:
             return
+        self._forget_row(row)
         last = self._n - 1
         if row != last:
             moved = int(self._rids[last])
-            self._mat[row] = self._mat[last]
+            self._mat[:, row] = self._mat[:, last]
             self._rids[row] = moved
             self._scopes[row] = self._scopes[last]
             self._expires[row] = self._expires[last]
@@ -165,7 +183,9 @@ class ExactIndex:
 
     def _grow(self) -> None:
         cap = len(self._rids) * 2
-        self._mat = np.resize(self._mat, (cap, self.dim)).astype(np.float32, copy=False)
+        mat = np.zeros((self.dim, cap), dtype=np.float32)
+        mat[:, : self._n] = self._mat[:, : self._n]
+        self._mat = mat
         self._rids = np.resize(self._rids, cap)
         self._scopes = np.resize(self._scopes, cap)
         self._expires = np.resize(self._expires, cap)
@@ -181,13 +201,15 @@ class ExactIndex:
             if n == 0 or k <= 0:
                 return []
             codes = [self._scope_code[s] for s in scopes if s in self._scope_code]
-            if not codes:
+            if not codes or not any(self._scope_rows.get(c) for c in codes):
                 return []
-            scores = self._mat[:n] @ query
-            mask = np.isin(self._scopes[:n], codes) if len(self._scope_code) > 1 else None
-            live = self._expires[:n] > (time.time() if now is None else now)
-            mask = live if mask is None else (mask & live)
-            scores = np.where(mask, scores, -np.inf)
+            scores = query @ self._mat[:, :n]
+            if sum(self._scope_rows.get(c, 0) for c in codes) < n:
+                allowed = np.zeros(len(self._scope_code), dtype=bool)
+                allowed[codes] = True
+                scores[~allowed[self._scopes[:n]]] = -np.inf
+            if self._expiring:
+                scores[self._expires[:n] <= (time.time() if now is None else now)] = -np.inf
             k = min(k, n)
             top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
             top = top[np.argsort(-scores[top], kind="stable")]

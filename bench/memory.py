@@ -1,0 +1,255 @@
+"""Benchmark the memory store: ingest rate, hybrid search latency and recall, against LanceDB.
+
+For each corpus size it ingests N chunks (synthetic Markdown documents of English words, one chunk per
+section) through the real pipeline (parse, chunk, embed with the bundled Model2Vec model, versioned
+write), then times ``MemoryStore.search`` (query embedding + exact vector + full text + RRF + row load)
+over a fixed set of queries, and measures recall@10 of the vector side against exact brute force over the
+stored embeddings. The same texts, embeddings and queries go to LanceDB (embedded, native FTS, hybrid
+query with its RRF reranker) in the same run. Prints one table; nothing here is a pass/fail test.
+
+    bench/run-memory                                   # 10k and 100k, SQLite (+ PostgreSQL if reachable)
+    bench/run-memory --sizes 10000 --db sqlite --engines crewline
+    .venv/bin/python bench/memory.py --engines crewline   # without LanceDB, in the project venv
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crewline.memory import LocalEmbedder, MemoryStore
+from crewline.memory.vectors import from_blob
+from crewline.store import open_database
+
+SECTIONS_PER_DOC = 50
+
+
+@dataclass
+class Row:
+    engine: str
+    db: str
+    n: int
+    ingest_per_s: float
+    p50_ms: float
+    p95_ms: float
+    recall: float
+    note: str = ""
+
+
+# -- corpus ----------------------------------------------------------------------------------------------
+
+
+def vocabulary() -> list[str]:
+    """Real English words: the alphabetic entries of the bundled model's tokenizer vocabulary."""
+    import static_model
+
+    tok = json.loads((Path(static_model.__file__).parent / "model" / "tokenizer.json").read_text())
+    vocab = tok["model"]["vocab"]
+    words = vocab if isinstance(vocab, dict) else dict(vocab)
+    return sorted(w for w in words if w.isalpha() and w.isascii() and 3 <= len(w) <= 12)
+
+
+def corpus(n: int, seed: int = 1) -> list[str]:
+    """``n`` chunk texts of 40-90 words drawn with a Zipf-like skew, so some words are common."""
+    words = vocabulary()
+    rng = np.random.default_rng(seed)
+    ranks = np.arange(1, len(words) + 1)
+    p = (1 / ranks**0.9) / (1 / ranks**0.9).sum()
+    perm = rng.permutation(len(words))
+    out = []
+    for _ in range(n):
+        idx = rng.choice(len(words), size=int(rng.integers(40, 90)), p=p)
+        out.append(" ".join(words[perm[i]] for i in idx).capitalize() + ".")
+    return out
+
+
+def queries(texts: list[str], count: int, seed: int = 2) -> list[str]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in rng.choice(len(texts), size=count, replace=False):
+        words = texts[int(i)].rstrip(".").split()
+        pick = rng.choice(len(words), size=min(len(words), int(rng.integers(3, 7))), replace=False)
+        out.append(" ".join(words[int(j)] for j in sorted(pick)))
+    return out
+
+
+def documents(texts: list[str]) -> Iterator[tuple[str, str]]:
+    for d in range(0, len(texts), SECTIONS_PER_DOC):
+        part = texts[d : d + SECTIONS_PER_DOC]
+        body = "\n\n".join(f"## Section {d + i}\n{t}" for i, t in enumerate(part))
+        yield f"bench/doc-{d // SECTIONS_PER_DOC}.md", f"# Document {d // SECTIONS_PER_DOC}\n\n{body}"
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    qs = statistics.quantiles(samples, n=100, method="inclusive")
+    return qs[49] * 1000, qs[94] * 1000
+
+
+def recall_at(found: list[list[Any]], exact: list[list[Any]], k: int = 10) -> float:
+    return float(np.mean([len(set(f[:k]) & set(e[:k])) / k for f, e in zip(found, exact, strict=True)]))
+
+
+# -- crewline --------------------------------------------------------------------------------------------
+
+
+async def bench_crewline(url: str, texts: list[str], qs: list[str], embedder: LocalEmbedder) -> Row:
+    db = open_database(url)
+    store = MemoryStore(db, embedder, chunk_size=2000, chunk_overlap=0)
+    start = time.perf_counter()
+    for source, body in documents(texts):
+        await store.ingest_text(body, source=source, scope="bench", mime="text/markdown")
+    ingest = len(texts) / (time.perf_counter() - start)
+    await store.remember("warm-up fact in another scope", scope="other")
+    for q in qs[:20]:
+        await store.search(q, scope="bench", k=10)
+    lat = []
+    for q in qs:
+        t = time.perf_counter()
+        await store.search(q, scope="bench", k=10)
+        lat.append(time.perf_counter() - t)
+    found = [[h.id for h in await store.search(q, scope="bench", k=10, text_weight=0)] for q in qs]
+    rows = db.query(lambda c: c.all("SELECT id, embedding FROM memory_items WHERE scope = 'bench'"))
+    ids = [r[0] for r in rows]
+    mat = np.stack([from_blob(r[1]) for r in rows])
+    qv = await store.embed(qs)
+    exact = [[ids[i] for i in np.argsort(-(mat @ v))[:10]] for v in qv]
+    db.close()
+    p50, p95 = percentiles(lat)
+    note = "exact vector + FTS5" if url.startswith("sqlite") else "exact vector + tsvector"
+    return Row("crewline", url.split(":", 1)[0], len(texts), ingest, p50, p95, recall_at(found, exact), note)
+
+
+# -- LanceDB ---------------------------------------------------------------------------------------------
+
+
+def bench_lancedb(path: str, texts: list[str], qs: list[str], embedder: LocalEmbedder, index: bool) -> Row:
+    import lancedb
+    import pyarrow as pa
+
+    db = lancedb.connect(path)
+    start = time.perf_counter()
+    vecs = embedder.embed_sync(texts)
+    schema = pa.schema(
+        [("id", pa.int64()), ("text", pa.string()), ("vector", pa.list_(pa.float32(), embedder.dim))]
+    )
+    table = db.create_table("bench", schema=schema)
+    for i in range(0, len(texts), 5000):
+        table.add(
+            [
+                {"id": j, "text": texts[j], "vector": vecs[j].tolist()}
+                for j in range(i, min(i + 5000, len(texts)))
+            ]
+        )
+    table.create_fts_index("text")
+    if index:
+        table.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_HNSW_SQ")
+    ingest = len(texts) / (time.perf_counter() - start)
+
+    def hybrid(q: str) -> list[Any]:
+        v = embedder.embed_sync([q])[0]
+        return table.search(query_type="hybrid").vector(v).text(q).limit(10).to_list()
+
+    for q in qs[:20]:
+        hybrid(q)
+    lat = []
+    for q in qs:
+        t = time.perf_counter()
+        hybrid(q)
+        lat.append(time.perf_counter() - t)
+    qv = embedder.embed_sync(qs)
+    found = [[r["id"] for r in table.search(v).metric("cosine").limit(10).to_list()] for v in qv]
+    norm = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+    exact = [list(np.argsort(-(norm @ (v / np.linalg.norm(v))))[:10]) for v in qv]
+    p50, p95 = percentiles(lat)
+    note = "IVF_HNSW_SQ + native FTS, RRF" if index else "flat (exact) + native FTS, RRF"
+    return Row("lancedb", "embedded", len(texts), ingest, p50, p95, recall_at(found, exact), note)
+
+
+# -- driver ----------------------------------------------------------------------------------------------
+
+
+def pg_database(base: str) -> tuple[str, Callable[[], None]]:
+    import psycopg
+
+    name = f"bench_memory_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return f"{base.rpartition('/')[0]}/{name}", drop
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="10000,100000")
+    ap.add_argument("--db", default="sqlite,postgresql")
+    ap.add_argument("--engines", default="crewline,lancedb")
+    ap.add_argument("--queries", type=int, default=200)
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    dbs, engines = args.db.split(","), args.engines.split(",")
+    pg = os.environ.get("CREWLINE_BENCH_PG_URL") or os.environ.get("CREWLINE_TEST_PG_URL")
+    embedder = LocalEmbedder()
+    embedder.embed_sync(["warm up"])
+    rows: list[Row] = []
+    for n in sizes:
+        texts = corpus(n)
+        qs = queries(texts, args.queries)
+        tmp = tempfile.mkdtemp(prefix="crewline-bench-memory-")
+        try:
+            if "crewline" in engines and "sqlite" in dbs:
+                rows.append(asyncio.run(bench_crewline(f"sqlite:///{tmp}/m.db", texts, qs, embedder)))
+                print(rows[-1], file=sys.stderr)
+            if "crewline" in engines and "postgresql" in dbs:
+                if pg:
+                    url, drop = pg_database(pg)
+                    try:
+                        rows.append(asyncio.run(bench_crewline(url, texts, qs, embedder)))
+                    finally:
+                        drop()
+                    print(rows[-1], file=sys.stderr)
+                else:
+                    print(
+                        "skipping PostgreSQL: set CREWLINE_BENCH_PG_URL or run scripts/pg start",
+                        file=sys.stderr,
+                    )
+            if "lancedb" in engines:
+                for index in (False, True) if n >= 50_000 else (False,):
+                    rows.append(bench_lancedb(f"{tmp}/lance-{index}", texts, qs, embedder, index))
+                    print(rows[-1], file=sys.stderr)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print_table(rows, args.queries)
+
+
+def print_table(rows: list[Row], nq: int) -> None:
+    print(f"\nmemory bench: {os.cpu_count()} cores, Model2Vec 64-d embeddings, {nq} hybrid queries, k=10")
+    head = f"{'engine':<9} {'db':<11} {'chunks':>7} {'ingest/s':>9} {'p50 ms':>7} {'p95 ms':>7} {'recall@10':>9}  notes"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(
+            f"{r.engine:<9} {r.db:<11} {r.n:>7} {r.ingest_per_s:>9.0f} {r.p50_ms:>7.2f} {r.p95_ms:>7.2f} "
+            f"{r.recall:>9.3f}  {r.note}"
+        )
+
+
+if __name__ == "__main__":
+    main()
