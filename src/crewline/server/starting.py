@@ -9,13 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import pydantic_core
+
 from ..app import App
+from ..errors import InvalidInput
 from ..flows.definitions import Workflow
 from ..flows.records import insert_run, new_run_id
 from ..store.database import Conn
 from ..store.payloads import dump
 
-__all__ = ["PreparedRun", "prepare_run"]
+__all__ = ["PreparedRun", "prepare_run", "storable"]
 
 
 @dataclass(frozen=True)
@@ -60,5 +63,13 @@ def prepare_run(
 ) -> PreparedRun:
     """Raises :class:`UnknownWorkflow` or :class:`InvalidInput` before anything is written."""
     wf = app.engine.resolve(workflow)
-    data = dump(wf.dump_input(wf.validate_input(input)))
+    data = storable(wf.dump_input(wf.validate_input(input)), "input")
     return PreparedRun(app, wf, data, run_id, idempotency_key, priority)
+
+
+def storable(value: Any, what: str) -> bytes:
+    """``value`` as the JSON the store keeps; :class:`InvalidInput` if it has none (e.g. a lone surrogate)."""
+    try:
+        return dump(value)
+    except (ValueError, pydantic_core.PydanticSerializationError) as e:
+        raise InvalidInput(f"{what} cannot be stored as JSON: {e}") from None

@@ -15,7 +15,7 @@ from ...store.payloads import dump, load_json
 from ..auth import require
 from ..errors import ApiError
 from ..keys import ApiKey
-from ..starting import prepare_run
+from ..starting import prepare_run, storable
 from ..state import state_of, status_url
 
 __all__ = ["router"]
@@ -296,6 +296,7 @@ async def fork_run(
 async def send_event(
     run_id: RunId, body: Event, request: Request, _: ApiKey = Depends(require("runs:events"))
 ) -> EventSent:
+    storable(body.payload, "payload")
     event_id = await state_of(request).app.send_event(run_id, body.name, body.payload)
     return EventSent(run_id=run_id, event_id=event_id)
 
@@ -312,5 +313,6 @@ async def resolve_step(
     request: Request,
     _: ApiKey = Depends(require("runs:write")),
 ) -> Response:
+    storable(body.output, "output")
     await state_of(request).app.resolve(run_id, step_no, body.outcome, body.output)
     return Response(status_code=204)
