@@ -1,24 +1,59 @@
-"""Example workflows: customer onboarding with a durable wait, and a daily digest on a cron schedule.
+"""Example workflows for a one-person company: inbox triage with an approval before any reply is sent,
+lead follow-up drafting, ticket summaries that escalate from the cheap model to the strong one, customer
+onboarding with a durable wait, and a daily digest on a cron schedule.
 
-Start a worker on them with ``scripts/run`` (or ``crewline worker --app examples.app:app``), then:
+Start the server (or a worker) on them with ``scripts/run``, then for instance:
 
-    crewline run onboard --app examples.app:app --input '{"id": "c1", "email": "ada@example.com"}' --wait
+    crewline run triage_email --input '{"sender": "ada@example.com", "subject": "Refund?", "body": "..."}'
+    crewline review list
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from crewline import App, Context, WaitTimeout
+from crewline import App, Context, WaitTimeout, tool
 
 app = App()
 app.queue("outbox", concurrency=2)  # never more than two sends at once, across all workers
 
-OUTBOX = Path(".crewline/outbox")
+OUTBOX = app.settings.project_dir / ".crewline" / "outbox"
+
+
+class Email(BaseModel):
+    sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    subject: str
+    body: str
+
+
+class Triage(BaseModel):
+    category: Literal["support", "sales", "billing", "spam", "other"]
+    urgency: Literal["low", "medium", "high"]
+    summary: str
+
+
+class Lead(BaseModel):
+    name: str
+    company: str
+    email: str
+    interest: str
+    days_since_contact: int = 7
+
+
+class Ticket(BaseModel):
+    id: str
+    title: str
+    messages: list[str]
+
+
+class TicketSummary(BaseModel):
+    summary: str
+    next_step: str
+    confidence: float = Field(ge=0, le=1)
 
 
 class Customer(BaseModel):
@@ -34,6 +69,57 @@ class Summary(BaseModel):
     activated: bool
 
 
+def _deliver(kind: str, to: str, body: str, key: str) -> str:
+    """Stands in for an email API: writes the message to the outbox, keyed so a resend is visible."""
+    OUTBOX.mkdir(parents=True, exist_ok=True)
+    path = OUTBOX / f"{key}.json"
+    path.write_text(json.dumps({"kind": kind, "to": to, "body": body}))
+    return str(path)
+
+
+@tool(effect="irreversible")
+def send_email(to: str, subject: str, body: str) -> str:
+    """Send an email to a customer."""
+    key = hashlib.sha256(f"{to}|{subject}|{body}".encode()).hexdigest()[:16]
+    return _deliver("email", to, f"{subject}\n\n{body}", key)
+
+
+@app.workflow(budget="$0.50/run", on_budget="degrade")
+async def triage_email(ctx: Context, email: Email) -> dict[str, str]:
+    """Triage with the cheap model; for what needs an answer, draft with the strong one and ask first."""
+    t = await ctx.llm(prompt="triage", input=email, output=Triage)
+    if t.category == "spam" or t.urgency == "low":
+        return {"category": t.category, "action": "filed"}
+    draft = await ctx.llm(prompt="reply", input={"email": email, "triage": t})
+    decision = await ctx.approve("send reply", preview=draft, risk="high", timeout="1d", on_timeout="reject")
+    if not decision.approved:
+        return {"category": t.category, "action": f"reply {decision.status}"}
+    body = decision.edited if isinstance(decision.edited, str) else draft
+    # Approved just above, so the send itself is a plain irreversible step rather than a second ask.
+    await ctx.step(send_email.fn, email.sender, f"Re: {email.subject}", body, effect="irreversible")
+    return {"category": t.category, "action": "replied"}
+
+
+@app.workflow(budget="$0.20/run")
+async def lead_followup(ctx: Context, lead: Lead) -> dict[str, str]:
+    """Draft a follow-up for a lead; the operator approves (or edits) it before it goes out."""
+    draft = await ctx.llm(prompt="followup", input={"lead": lead})
+    decision = await ctx.approve(f"send follow-up to {lead.name}", preview=draft, timeout="3d")
+    if not decision.approved:
+        return {"lead": lead.email, "action": decision.status}
+    body = decision.edited if isinstance(decision.edited, str) else draft
+    await ctx.step(send_email.fn, lead.email, f"Following up on {lead.interest}", body, effect="irreversible")
+    return {"lead": lead.email, "action": "sent"}
+
+
+@app.workflow(budget="$0.30/run", on_budget="fail")
+async def summarize_ticket(ctx: Context, ticket: Ticket) -> TicketSummary:
+    """Summarise with the cheap tier; a summary that fails validation escalates to the strong tier."""
+    summary: TicketSummary = await ctx.llm(prompt="summarize", input={"ticket": ticket}, output=TicketSummary,
+                                           escalate=True)  # fmt: skip
+    return summary
+
+
 async def fetch_profile(customer_id: str) -> dict[str, str]:
     # Stands in for a CRM lookup: deterministic, safe to repeat.
     plan = ["starter", "pro", "team"][int(hashlib.sha256(customer_id.encode()).hexdigest(), 16) % 3]
@@ -41,11 +127,7 @@ async def fetch_profile(customer_id: str) -> dict[str, str]:
 
 
 def send_welcome(email: str, plan: str, idempotency_key: str) -> str:
-    # Stands in for an email API: writes the message to the outbox, keyed so a resend is visible.
-    OUTBOX.mkdir(parents=True, exist_ok=True)
-    path = OUTBOX / f"{idempotency_key}.json"
-    path.write_text(json.dumps({"to": email, "template": f"welcome-{plan}"}))
-    return str(path)
+    return _deliver("welcome", email, f"welcome-{plan}", idempotency_key)
 
 
 @app.workflow(queue="outbox")
@@ -63,8 +145,8 @@ async def onboard(ctx: Context, customer: Customer) -> Summary:
 
 @app.workflow(schedule="0 9 * * *")
 async def daily_digest(ctx: Context) -> dict[str, int]:
-    """Every day at 09:00 UTC: count yesterday's finished runs."""
-    counts = await ctx.step(count_runs)
+    """Every day at 09:00 UTC: count runs by status."""
+    counts: dict[str, int] = await ctx.step(count_runs)
     return counts
 
 

@@ -108,6 +108,7 @@ class App:
     def engine(self) -> Engine:
         if self._engine is None:
             engine = Engine(open_database(self.settings.database_url), self.settings)
+            _sync_prompts(engine)
             engine.workflows = self._workflows
             engine.queues = self._queues
             if self._gateway is not None:
@@ -257,3 +258,12 @@ class App:
         data = dump(output) if outcome == "done" else None
         await self.db.write(lambda conn: resolve_step(conn, run_id, step, outcome, data))
         self.engine.work_available.set()
+
+
+def _sync_prompts(engine: Engine) -> None:
+    """Bring the project's prompt files into the store (a new file content is a new version)."""
+    from .flows.prompts import prompts_dir, sync_prompts
+
+    directory = prompts_dir(engine.settings)
+    if directory.is_dir():
+        sync_prompts(engine.db, directory)

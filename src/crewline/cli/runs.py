@@ -10,9 +10,20 @@ import click
 from ..app import App
 from ..config import parse_duration
 from ..errors import ConfigError, RunFailed
+from ..flows.operations import parse_overrides
 from ..flows.records import STATES, RunRecord, StepRecord
 from ..store.retention import prune as prune_db
-from ._common import app_option, echo_json, fail, load_app, read_json_arg, table, when, with_app
+from ._common import (
+    app_option,
+    echo_json,
+    errors_as_exit,
+    fail,
+    load_app,
+    read_json_arg,
+    table,
+    when,
+    with_app,
+)
 
 __all__ = ["prune", "run", "runs"]
 
@@ -130,9 +141,64 @@ def cancel_cmd(app_ref: str | None, run_id: str) -> None:
     "--from", "from_step", type=click.IntRange(1), required=True, help="First step to execute again."
 )
 @click.option("--id", "new_id", default=None, help="Id for the new run.")
-def fork_cmd(app_ref: str | None, run_id: str, from_step: int, new_id: str | None) -> None:
+@click.option("--set", "variations", multiple=True, metavar="KEY=VALUE",
+              help="Vary the rerun: model=strong, prompt=reply@candidate (repeatable).")  # fmt: skip
+def fork_cmd(
+    app_ref: str | None, run_id: str, from_step: int, new_id: str | None, variations: tuple[str, ...]
+) -> None:
     """Start a new run that reuses RUN_ID's steps before --from and executes from there on."""
-    click.echo(with_app(lambda app: app.fork(run_id, from_step, new_run_id=new_id), load_app(app_ref)))
+    with errors_as_exit():
+        overrides = parse_overrides(list(variations)) or None
+    click.echo(with_app(lambda app: app.fork(run_id, from_step, new_run_id=new_id, overrides=overrides),
+                        load_app(app_ref)))  # fmt: skip
+
+
+@runs.command("diff")
+@app_option
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--json", "as_json", is_flag=True)
+def diff_cmd(app_ref: str | None, run_a: str, run_b: str, as_json: bool) -> None:
+    """Two runs' steps side by side (a fork against its original, say)."""
+
+    async def go(app: App) -> tuple[list[StepRecord], list[StepRecord]]:
+        return await app.steps(run_a), await app.steps(run_b)
+
+    steps_a, steps_b = with_app(go, load_app(app_ref))
+    rows = step_diff(steps_a, steps_b)
+    if as_json:
+        echo_json(rows)
+        return
+    click.echo(table(["#", "step", "same", run_a[:12], run_b[:12]],
+                     [(r["step"], r["name"], "=" if r["same"] else "*", _cell(r["a"]), _cell(r["b"])) for r in rows]))  # fmt: skip
+
+
+def step_diff(a: list[StepRecord], b: list[StepRecord]) -> list[dict[str, Any]]:
+    by_a, by_b = {s.step_no: s for s in a}, {s.step_no: s for s in b}
+    out = []
+    for n in sorted(set(by_a) | set(by_b)):
+        sa, sb = by_a.get(n), by_b.get(n)
+        va, vb = _outcome(sa), _outcome(sb)
+        name = sa.name if sa is not None else sb.name if sb is not None else ""
+        out.append({"step": n, "name": name, "same": va == vb, "a": va, "b": vb})
+    return out
+
+
+def _outcome(step: StepRecord | None) -> Any:
+    if step is None:
+        return None
+    if step.error:
+        return {"error": _error_text(step.error)}
+    out = step.output
+    if step.kind == "llm" and isinstance(out, dict):  # the answer and who gave it, not the bookkeeping
+        return {"model": out.get("model"), "prompt": out.get("prompt"), "text": out.get("text"),
+                "output": out.get("output")}  # fmt: skip
+    return out
+
+
+def _cell(value: Any) -> str:
+    text = "-" if value is None else echo_line(value)
+    return text if len(text) <= 48 else text[:45] + "..."
 
 
 @runs.command("resolve")
