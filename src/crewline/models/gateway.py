@@ -433,7 +433,7 @@ class Gateway:
             self._finish(record, scopes, reservation, error=e, start=start)
             raise
         reply.latency_ms = (time.perf_counter() - start) * 1000
-        reply.deployment, reply.attempts = dep.name, attempts
+        reply.deployment, reply.attempts, reply.provider = dep.name, attempts, dep.provider
         priced = self._price(dep, reply.usage)
         reply.cost, reply.price_known = priced.cost, priced.known
         record.attempts = attempts
@@ -484,12 +484,15 @@ class Gateway:
                         raise
                     if n == self.config.retry.attempts:
                         break
+                    tried.add(dep)
+                    if any(d not in tried for d in pool):
+                        continue  # another deployment of the pool can take the retry right away
                     delay = backoff_delay(self.config.retry, n, getattr(e, "retry_after", None), self._rand)
                     if delay is None:
                         break  # the provider wants longer than we wait: try the fallback instead
-                    if len(pool) > 1:
-                        tried.add(dep)
                     await self._sleep(delay)
+                    dep.cooldown_until = 0.0  # we have waited out what it asked for
+                    tried.clear()
                     continue
                 finally:
                     dep.in_flight -= 1

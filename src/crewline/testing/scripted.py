@@ -64,7 +64,9 @@ class ScriptedModel(Adapter):
             item = (
                 example_for_schema(request.response_schema) if request.response_schema is not None else "ok"
             )
-        if isinstance(item, BaseException) or (isinstance(item, type) and issubclass(item, BaseException)):
+        if isinstance(item, type) and issubclass(item, BaseException):
+            raise item(f"scripted {item.__name__}")
+        if isinstance(item, BaseException):
             raise item
         return self._response(item, request, model)
 
