@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -31,6 +32,12 @@ def build(app: App) -> App:
     @app.workflow()
     async def nothing(ctx: Context) -> str:
         return "done"
+
+    @app.workflow()
+    async def slow(ctx: Context) -> int:
+        for i in range(3):
+            await ctx.step(asyncio.sleep, 0.5, name=f"nap{i}")
+        return 3
 
     return app
 
