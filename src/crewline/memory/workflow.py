@@ -1,0 +1,103 @@
+"""``ctx.memory``: the memory store as durable, recorded workflow steps.
+
+Every search is a ``read`` step whose recorded result is the hits themselves (ids, chunk and document ids,
+scores, sources, text), so a replay returns exactly what the first execution saw and a reviewer can see
+which memories shaped an output; the hits are also added to the run's provenance. Writes are
+``idempotent`` steps (a repeated write is deduplicated to "unchanged") authored by the run and step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .records import Hit
+from .store import MemoryStore
+
+__all__ = ["RunMemory", "hits_from_record"]
+
+
+class RunMemory:
+    """Attached to a workflow context as ``ctx.memory``; ``ctx`` needs ``step``, ``step_count``,
+    ``run_id`` and (optionally) a ``provenance`` list."""
+
+    def __init__(self, ctx: Any, store: MemoryStore) -> None:
+        self._ctx = ctx
+        self.store = store
+
+    def _author(self) -> str:
+        return f"run:{self._ctx.run_id}/step:{self._ctx.step_count + 1}"
+
+    async def search(
+        self,
+        query: str,
+        *,
+        scope: str | Iterable[str],
+        k: int = 5,
+        name: str = "memory.search",
+        **options: Any,
+    ) -> list[Hit]:
+        """Hybrid search as a recorded step (options as for :meth:`MemoryStore.search`)."""
+        scopes = [scope] if isinstance(scope, str) else list(scope)
+
+        async def search() -> dict[str, Any]:
+            hits = await self.store.search(query, scope=scopes, k=k, **options)
+            return {"query": query, "scopes": scopes, "k": k, "hits": [asdict(h) for h in hits]}
+
+        record = await self._ctx.step(search, name=name, effect="read")
+        hits = hits_from_record(record)
+        provenance = getattr(self._ctx, "provenance", None)
+        if isinstance(provenance, list):
+            provenance.append(
+                {
+                    "kind": "memory",
+                    "step": self._ctx.step_count,
+                    "query": query[:200],
+                    "scopes": scopes,
+                    "hits": [h.to_record() for h in hits],
+                }
+            )
+        return hits
+
+    async def remember(self, text: str, *, scope: str, name: str = "memory.remember", **options: Any) -> str:
+        """Store a fact as a recorded step; returns the item id (an existing one when deduplicated)."""
+        author = self._author()
+
+        async def remember() -> dict[str, Any]:
+            written = await self.store.remember(text, scope=scope, author=author, **options)
+            return asdict(written)
+
+        record = await self._ctx.step(remember, name=name, effect="idempotent")
+        return str(record["id"])
+
+    async def delete(self, item_id: str, *, name: str = "memory.delete") -> bool:
+        author = self._author()
+
+        async def delete() -> bool:
+            return await self.store.delete(item_id, author=author)
+
+        return bool(await self._ctx.step(delete, name=name, effect="idempotent"))
+
+    async def ingest(
+        self,
+        paths: str | Path | Iterable[str | Path],
+        *,
+        scope: str,
+        name: str = "memory.ingest",
+        **options: Any,
+    ) -> dict[str, Any]:
+        author = self._author()
+        items = [str(paths)] if isinstance(paths, str | Path) else [str(p) for p in paths]
+
+        async def ingest() -> dict[str, Any]:
+            report = await self.store.ingest(items, scope=scope, author=author, **options)
+            return asdict(report)
+
+        result: dict[str, Any] = await self._ctx.step(ingest, name=name, effect="idempotent")
+        return result
+
+
+def hits_from_record(record: dict[str, Any]) -> list[Hit]:
+    return [Hit(**h) for h in record.get("hits", [])]
