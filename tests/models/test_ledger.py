@@ -85,7 +85,6 @@ async def test_gateway_refuses_over_budget_and_records_spend(db: Database) -> No
     assert spent == pytest.approx(0.002)  # one output token at $1000/M per call
     # a run-time limit (set in the store) is honoured too
     gw.ledger.set_limit("run:r9", 0.001)  # type: ignore[union-attr]
-    gw._limited_read_at = float("-inf")
     with pytest.raises(BudgetExceeded, match="run:r9"):
         await gw.complete("paid/m", "x", budget_scope={"run": "r9"})
     await gw.aclose()

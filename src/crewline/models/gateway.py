@@ -130,8 +130,6 @@ class Gateway:
         self._clock = clock
         self._rand = rand
         self._pending: set[asyncio.Task[Any]] = set()
-        self._limited_scopes: set[str] = set()
-        self._limited_read_at = float("-inf")
         self._unpriced: set[str] = set()
 
     @classmethod
@@ -552,7 +550,7 @@ class Gateway:
         if self.ledger is None:
             return {}, None
         scopes = self.ledger.scopes(ctx.scope)
-        if not await self._any_limited(scopes):
+        if not await self.ledger.has_limit(scopes):
             return scopes, None
         worst = 0.0
         for dep in route.deployments:
@@ -560,19 +558,6 @@ class Gateway:
             if price is not None:
                 worst = max(worst, price.worst_case(tokens_in, tokens_out))
         return scopes, await self.ledger.reserve(scopes, to_nusd(worst))
-
-    async def _any_limited(self, scopes: Mapping[str, int | None]) -> bool:
-        if any(limit is not None for limit in scopes.values()):
-            return True
-        # Limits set at run time (Ledger.set_limit) live in the store; re-read them every couple of seconds.
-        now = time.monotonic()
-        if now - self._limited_read_at > 2.0 and self.db is not None:
-            rows = await self.db.read(
-                lambda conn: conn.all("SELECT scope FROM model_budgets WHERE limit_nusd IS NOT NULL")
-            )
-            self._limited_scopes = {r[0] for r in rows}
-            self._limited_read_at = now
-        return any(s in self._limited_scopes for s in scopes)
 
     def _price(self, dep: Deployment, usage: Usage) -> _Priced:
         price = self.price_of(dep)

@@ -22,7 +22,7 @@ from ..errors import BudgetExceeded, InvalidInput
 from ..store import Conn, Database
 from .config import BudgetConfig
 
-__all__ = ["ALERT_LEVELS", "BudgetAlert", "Ledger", "Reservation", "from_nusd", "to_nusd"]
+__all__ = ["ALERT_LEVELS", "BudgetAlert", "Ledger", "Reservation", "config_limit", "from_nusd", "to_nusd"]
 
 log = logging.getLogger("crewline.models.budget")
 NANO = 1_000_000_000
@@ -65,6 +65,9 @@ class Ledger:
         self.budgets = budgets
         self._clock = clock
         self._on_alert = on_alert
+        self._stored_limits: set[str] = set()
+        self._set_here: set[str] = set()  # limits set by this process: known without a re-read
+        self._stored_read_at = float("-inf")
 
     # -- scopes -----------------------------------------------------------------------------------------
 
@@ -84,6 +87,23 @@ class Ledger:
             limits = {"workflow": b.workflow.get(value), "key": b.key.get(value), "run": b.run}
             out[f"{kind}:{value}"] = _n(limits[kind])
         return out
+
+    async def has_limit(self, scopes: Mapping[str, int | None]) -> bool:
+        """Whether any of ``scopes`` has a limit, from config or stored (``set_limit``, any process).
+
+        Stored limits set in this process count at once; those set by other processes are re-read every
+        couple of seconds, so a call without any limit in scope costs no reservation write.
+        """
+        if any(limit is not None for limit in scopes.values()):
+            return True
+        now = time.monotonic()
+        if now - self._stored_read_at > 2.0:
+            rows = await self.db.read(
+                lambda conn: conn.all("SELECT scope FROM model_budgets WHERE limit_nusd IS NOT NULL")
+            )
+            self._stored_limits = {r[0] for r in rows}
+            self._stored_read_at = now
+        return any(s in self._stored_limits or s in self._set_here for s in scopes)
 
     # -- reserve / settle -------------------------------------------------------------------------------
 
@@ -185,6 +205,10 @@ class Ledger:
                 (scope, None if limit is None else to_nusd(limit), self._clock()),
             )
         )
+        if limit is None:
+            self._set_here.discard(scope)
+        else:
+            self._set_here.add(scope)
 
     def status(self, scope: str) -> dict[str, float | None]:
         row = self.db.query(
@@ -223,6 +247,15 @@ class Ledger:
             return len(rows)
 
         return self.db.run(expire)
+
+
+def config_limit(budgets: BudgetConfig, scope: str) -> float | None:
+    """The limit config gives a scope key such as ``day:2026-11-24`` or ``workflow:triage``."""
+    kind, _, name = scope.partition(":")
+    fixed = {"day": budgets.day, "month": budgets.month, "run": budgets.run}
+    if kind in fixed:
+        return fixed[kind]
+    return {"workflow": budgets.workflow, "key": budgets.key}.get(kind, {}).get(name)
 
 
 def _n(usd: float | None) -> int | None:

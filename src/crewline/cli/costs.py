@@ -1,0 +1,121 @@
+"""``crewline costs``: model spend by day, model and workflow, from the call records; budgets and their use."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+
+from ..config import Settings
+from ..models.config import BudgetConfig, ModelsConfig
+from ..models.ledger import config_limit, from_nusd
+from ..store import Conn, Database
+from ._common import echo_json, errors_as_exit, fail, table
+
+__all__ = ["costs"]
+
+_GROUPS = {"day": "day", "model": "provider || '/' || model", "workflow": "COALESCE(workflow, '-')"}
+
+
+@click.command()
+@click.option("--days", type=click.IntRange(min=1), default=7, show_default=True, help="How many days back.")
+@click.option(
+    "--by",
+    "groups",
+    type=click.Choice(sorted(_GROUPS)),
+    multiple=True,
+    help="Group by day, model and/or workflow (repeatable; default: each of them in turn).",
+)
+@click.option("--run", "run_id", help="Only the calls of this run.")
+@click.option("--budgets", "show_budgets", is_flag=True, help="Also show budgets: limit, spent, reserved.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def costs(days: int, groups: tuple[str, ...], run_id: str | None, show_budgets: bool, as_json: bool) -> None:
+    """Model spend by day, model and workflow (calls with an unknown price are counted apart, never as $0)."""
+    with errors_as_exit():
+        settings = Settings.load()
+        budgets = ModelsConfig.parse(settings.sections.get("models")).budgets
+        database = Database(settings.database_url)
+    since = time.time() - days * 86400
+    try:
+        with errors_as_exit():
+            report = database.query(
+                lambda conn: _report(
+                    conn,
+                    groups or ("day", "model", "workflow"),
+                    since,
+                    run_id,
+                    budgets if show_budgets else None,
+                )
+            )
+    except Exception as e:  # a database without the gateway's tables
+        if "model_calls" in str(e) or "model_budgets" in str(e):
+            fail("the database has no model call records yet: run `crewline db upgrade` first")
+        raise
+    finally:
+        database.close()
+    if as_json:
+        echo_json(report)
+        return
+    _print(report, days)
+
+
+def _report(
+    conn: Conn, groups: tuple[str, ...], since: float, run_id: str | None, budgets: BudgetConfig | None
+) -> dict[str, Any]:
+    where, params = "started_at >= ?", list[Any]([since])
+    if run_id:
+        where, params = where + " AND run_id = ?", [*params, run_id]
+    out: dict[str, Any] = {}
+    for group in groups:
+        rows = conn.all(
+            f"SELECT {_GROUPS[group]} AS k, COUNT(*), SUM(cache_hit), SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END), "
+            "SUM(input_tokens), SUM(output_tokens), SUM(cost), SUM(CASE WHEN price_known = 0 THEN 1 ELSE 0 END) "
+            f"FROM model_calls WHERE {where} GROUP BY k ORDER BY k",
+            params,
+        )
+        out[group] = [
+            {group: r[0] or "-", "calls": r[1], "cache_hits": r[2] or 0, "errors": r[3] or 0,
+             "input_tokens": r[4] or 0, "output_tokens": r[5] or 0, "cost": round(float(r[6] or 0), 6),
+             "unpriced_calls": r[7] or 0}
+            for r in rows
+        ]  # fmt: skip
+    if budgets is not None:
+        out["budgets"] = [
+            {"scope": s, "limit": config_limit(budgets, s) if lim is None else from_nusd(lim),
+             "spent": from_nusd(sp), "reserved": from_nusd(res)}
+            for s, lim, sp, res in conn.all(
+                "SELECT scope, limit_nusd, spent_nusd, reserved_nusd FROM model_budgets ORDER BY scope")
+        ]  # fmt: skip
+    return out
+
+
+def _print(report: dict[str, Any], days: int) -> None:
+    for group, rows in report.items():
+        if group == "budgets":
+            click.echo("\nbudgets")
+            click.echo(table(["scope", "limit", "spent", "reserved", "used"], [_budget_row(b) for b in rows]))
+            continue
+        click.echo(f"\nspend by {group}, last {days} days")
+        if not rows:
+            click.echo("(no model calls)")
+            continue
+        cells = [_spend_row(group, r) for r in rows]
+        total = sum(r["cost"] for r in rows)
+        cells.append(("total", sum(r["calls"] for r in rows), "", "", "", "", _usd(total)))
+        headers = [group, "calls", "cache hits", "errors", "tokens in", "tokens out", "cost"]
+        click.echo(table(headers, cells))
+
+
+def _spend_row(group: str, r: dict[str, Any]) -> tuple[Any, ...]:
+    cost = _usd(r["cost"]) + (f" (+{r['unpriced_calls']} unpriced)" if r["unpriced_calls"] else "")
+    return (r[group], r["calls"], r["cache_hits"], r["errors"], r["input_tokens"], r["output_tokens"], cost)
+
+
+def _budget_row(b: dict[str, Any]) -> tuple[Any, ...]:
+    used = "-" if not b["limit"] else f"{100 * b['spent'] / b['limit']:.0f}%"
+    return (b["scope"], _usd(b["limit"]), _usd(b["spent"]), _usd(b["reserved"]), used)
+
+
+def _usd(value: float | None) -> str:
+    return "-" if value is None else f"${value:.4f}"
