@@ -34,6 +34,12 @@ def build(app: App) -> App:
         return "done"
 
     @app.workflow()
+    async def refund(ctx: Context, order: Order) -> dict[str, Any]:
+        decision = await ctx.approve("refund order", preview={"amount": order.amount}, risk="high")
+        amount = (decision.edited or {"amount": order.amount})["amount"] if decision.approved else 0
+        return {"approved": decision.approved, "amount": amount, "by": decision.decided_by}
+
+    @app.workflow()
     async def slow(ctx: Context) -> int:
         for i in range(3):
             await ctx.step(asyncio.sleep, 0.5, name=f"nap{i}")

@@ -22,7 +22,7 @@ from .callbacks import CallbackSender
 from .config import ServerConfig
 from .errors import install_handlers
 from .limits import BodyLimit
-from .routes import health, hooks, keys, runs
+from .routes import health, hooks, keys, reviews, runs
 from .state import ServerState
 
 __all__ = ["create_app"]
@@ -61,7 +61,7 @@ def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8
             for result in await asyncio.gather(*tasks, return_exceptions=True):
                 if isinstance(result, BaseException):
                     log.error("background task failed", exc_info=result)
-            app.close()
+            await app.aclose()
 
     api = FastAPI(
         title="crewline",
@@ -71,7 +71,7 @@ def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8
     )
     api.state.crewline = state
     install_handlers(api)
-    for module in (health, runs, keys, hooks):
+    for module in (health, runs, reviews, keys, hooks):
         api.include_router(module.router)
     api.add_middleware(BodyLimit, limit=config.max_body, skip=("/hooks/",))
     return api

@@ -28,6 +28,7 @@ from ..errors import (
     RunNotFound,
     UnknownWorkflow,
 )
+from ..flows.review import ReviewNotFound
 
 __all__ = ["ApiError", "BodyTooLarge", "error_body", "install_handlers"]
 
@@ -51,6 +52,7 @@ _STATUS_TYPES = {
 # crewline errors a client can cause, with the status and type they answer with.
 _CREWLINE: tuple[tuple[type[CrewlineError], int, str], ...] = (
     (RunNotFound, 404, "run_not_found"),
+    (ReviewNotFound, 404, "review_not_found"),
     (UnknownWorkflow, 422, "unknown_workflow"),
     (InvalidRunState, 409, "invalid_run_state"),
     (InvalidInput, 422, "invalid_input"),

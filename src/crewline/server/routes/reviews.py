@@ -1,0 +1,117 @@
+"""``/api/v1/reviews``: the review queue over HTTP — list, show, approve or reject, resolve unknown outcomes.
+
+A decision is recorded as made by the API key that sent it (its name and id). Sending ``seen_hash`` (the
+``content_hash`` of what the reviewer was shown) makes the decision fail if the request changed since.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, Field
+
+from ...errors import InvalidInput
+from ..auth import require
+from ..keys import ApiKey
+from ..starting import storable
+from ..state import state_of
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1", tags=["reviews"])
+
+_TEXT = r"^[^\x00-\x1f\x7f/]{1,200}$"
+ReviewId = Annotated[str, Path(pattern=_TEXT, description="The review request's id.")]
+Status = Literal["pending", "approved", "rejected", "expired", "resolved", "all"]
+
+
+class ReviewOut(BaseModel):
+    id: str
+    run_id: str
+    step_no: int
+    kind: str
+    action: str
+    risk: str
+    preview: Any
+    preview_type: str | None
+    context: dict[str, Any]
+    status: str
+    escalated: bool
+    on_timeout: str
+    expires_at: float | None
+    decided_by: str | None
+    decided_at: float | None
+    comment: str | None
+    shown_hash: str | None
+    edit: Any
+    outcome: str | None
+    created_at: float
+    content_hash: str = Field(description="Hash of action, preview and context: send it back as seen_hash.")
+
+
+class DecisionIn(BaseModel):
+    decision: Literal["approve", "reject"]
+    comment: str | None = Field(default=None, max_length=10_000, pattern=r"^[^\x00]*$")
+    edit: Any = Field(default=None, description="With approve: the corrected preview the run continues with.")
+    seen_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
+class ResolveIn(BaseModel):
+    outcome: Literal["done", "retry", "fail"]
+    output: Any = Field(default=None, description="With done: what the step returned.")
+
+
+def _by(key: ApiKey) -> str:
+    return f"{key.name} (key {key.id})" if key.name else f"key {key.id}"
+
+
+@router.get("/reviews", response_model=list[ReviewOut], summary="Review requests, escalated first")
+async def list_reviews(
+    request: Request,
+    status: Status = "pending",
+    run_id: Annotated[str | None, Query(pattern=_TEXT)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    _: ApiKey = Depends(require("reviews:read")),
+) -> list[ReviewOut]:
+    reviews = await state_of(request).app.reviews.list(
+        status=None if status == "all" else status, run_id=run_id, limit=limit
+    )
+    return [ReviewOut(**r.to_json()) for r in reviews]
+
+
+@router.get("/reviews/{review_id}", response_model=ReviewOut, summary="One review request")
+async def show_review(
+    review_id: ReviewId, request: Request, _: ApiKey = Depends(require("reviews:read"))
+) -> ReviewOut:
+    return ReviewOut(**(await state_of(request).app.reviews.get(review_id)).to_json())
+
+
+@router.post("/reviews/{review_id}/decision", response_model=ReviewOut, summary="Approve or reject")
+async def decide_review(
+    review_id: ReviewId, body: DecisionIn, request: Request, key: ApiKey = Depends(require("reviews:decide"))
+) -> ReviewOut:
+    reviews = state_of(request).app.reviews
+    if body.decision == "approve":
+        storable(body.edit, "edit")
+        decided = await reviews.approve(
+            review_id, by=_by(key), comment=body.comment, edit=body.edit, seen_hash=body.seen_hash
+        )
+    else:
+        if body.edit is not None:
+            raise InvalidInput("an edit only goes with an approval")
+        decided = await reviews.reject(review_id, by=_by(key), comment=body.comment, seen_hash=body.seen_hash)
+    return ReviewOut(**decided.to_json())
+
+
+@router.post(
+    "/reviews/{review_id}/resolve", response_model=ReviewOut, summary="Settle an 'outcome unknown' request"
+)
+async def resolve_review(
+    review_id: ReviewId, body: ResolveIn, request: Request, key: ApiKey = Depends(require("reviews:decide"))
+) -> ReviewOut:
+    storable(body.output, "output")
+    resolved = await state_of(request).app.reviews.resolve(
+        review_id, body.outcome, by=_by(key), output=body.output
+    )
+    return ReviewOut(**resolved.to_json())

@@ -1,0 +1,64 @@
+"""The review queue over HTTP: list, show, approve with an edit, reject, stale hashes, scopes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .conftest import Api
+
+
+def pending_review(api: Api, amount: int) -> tuple[str, dict[str, Any]]:
+    rid = api.http.post(
+        "/api/v1/runs", json={"workflow": "refund", "input": {"id": "r", "amount": amount}}
+    ).json()["run_id"]
+    api.wait_status(rid, "waiting")
+    reviews = api.http.get("/api/v1/reviews", params={"run_id": rid}).json()
+    assert len(reviews) == 1 and reviews[0]["status"] == "pending"
+    return rid, reviews[0]
+
+
+def test_approve_with_an_edit_and_reject(api: Api) -> None:
+    reviewer = api.as_key(api.key("reviewer", name="ada"))
+    rid, review = pending_review(api, 50)
+    assert review["preview"] == {"amount": 50} and review["action"] == "refund order"
+    shown = reviewer.get(f"/api/v1/reviews/{review['id']}").json()
+    r = reviewer.post(f"/api/v1/reviews/{review['id']}/decision",
+                      json={"decision": "approve", "edit": {"amount": 40}, "seen_hash": shown["content_hash"],
+                            "comment": "partial"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "approved" and r.json()["decided_by"].startswith("ada (key ")
+    run = api.wait_status(rid, "completed")
+    assert run["output"]["approved"] is True and run["output"]["amount"] == 40
+    again = reviewer.post(f"/api/v1/reviews/{review['id']}/decision", json={"decision": "reject"})
+    assert again.status_code == 409 and "already approved" in again.json()["error"]["message"]
+
+    rid2, review2 = pending_review(api, 7)
+    stale = reviewer.post(
+        f"/api/v1/reviews/{review2['id']}/decision", json={"decision": "approve", "seen_hash": "0" * 64}
+    )
+    assert stale.status_code == 422 and "hash mismatch" in stale.json()["error"]["message"]
+    rejected = reviewer.post(
+        f"/api/v1/reviews/{review2['id']}/decision", json={"decision": "reject", "comment": "no"}
+    )
+    assert rejected.json()["status"] == "rejected"
+    assert api.wait_status(rid2, "completed")["output"]["approved"] is False
+    done = api.http.get("/api/v1/reviews", params={"status": "all"}).json()
+    assert sorted(r["status"] for r in done) == ["approved", "rejected"]
+
+
+def test_review_errors_and_scopes(api: Api) -> None:
+    _, review = pending_review(api, 3)
+    trigger = api.as_key(api.key("trigger"))
+    r = trigger.post(f"/api/v1/reviews/{review['id']}/decision", json={"decision": "approve"})
+    assert r.status_code == 403 and "reviewer" in r.json()["error"]["message"]
+    assert trigger.get("/api/v1/reviews").status_code == 403
+    r = api.http.get("/api/v1/reviews/nope")
+    assert r.status_code == 404 and r.json()["error"]["type"] == "review_not_found"
+    r = api.http.post(f"/api/v1/reviews/{review['id']}/decision", json={"decision": "maybe"})
+    assert r.status_code == 422 and "decision" in r.json()["error"]["message"]
+    r = api.http.post(
+        f"/api/v1/reviews/{review['id']}/decision", json={"decision": "reject", "edit": {"amount": 1}}
+    )
+    assert r.status_code == 422 and "edit only goes with an approval" in r.json()["error"]["message"]
+    r = api.http.post(f"/api/v1/reviews/{review['id']}/resolve", json={"outcome": "done"})
+    assert r.status_code == 422 and "approval" in r.json()["error"]["message"]
