@@ -19,6 +19,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("serve", "serve"),
     ("keys", "keys"),
     ("costs", "costs"),
+    ("prompts", "prompts"),
 )
 
 

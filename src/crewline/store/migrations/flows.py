@@ -37,4 +37,27 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX reviews_run ON reviews (run_id)",
         ),
     ),
+    Migration(
+        2,
+        "prompt versions and labels",
+        (
+            # version: the first 12 hex digits of the sha256 of the whole file (source).
+            """CREATE TABLE prompt_versions (
+                name TEXT NOT NULL,
+                version TEXT NOT NULL,
+                body TEXT NOT NULL,
+                metadata TEXT NOT NULL,
+                source TEXT NOT NULL,
+                created_at {real} NOT NULL,
+                PRIMARY KEY (name, version)
+            )""",
+            """CREATE TABLE prompt_labels (
+                name TEXT NOT NULL,
+                label TEXT NOT NULL,
+                version TEXT NOT NULL,
+                updated_at {real} NOT NULL,
+                PRIMARY KEY (name, label)
+            )""",
+        ),
+    ),
 )
