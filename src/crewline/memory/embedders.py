@@ -10,6 +10,7 @@ The store records the embedder's name and dimension per index and refuses to mix
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import threading
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,7 +22,15 @@ from numpy.typing import NDArray
 
 from ..errors import ConfigError, InvalidInput
 
-__all__ = ["Embedder", "GatewayEmbedder", "LocalEmbedder", "Matrix", "as_matrix", "embedder_from_config"]
+__all__ = [
+    "Embedder",
+    "GatewayEmbedder",
+    "LocalEmbedder",
+    "Matrix",
+    "as_matrix",
+    "embedder_from_config",
+    "gateway_embedder",
+]
 
 Matrix = NDArray[np.float32]
 EmbedFn = Callable[[list[str]], Awaitable[Any]]
@@ -107,7 +116,9 @@ def _bundled_model_dir() -> Path:
     return Path(spec.origin).parent / "model"
 
 
+@functools.lru_cache(maxsize=4)
 def _load_model2vec(path: Path) -> Any:
+    """Loaded once per process and path (a few seconds: the tokenizer is large); the model is read-only."""
     try:
         from model2vec import StaticModel
     except ImportError as e:
@@ -151,9 +162,20 @@ class GatewayEmbedder:
         return np.concatenate(parts)
 
 
-def embedder_from_config(section: dict[str, Any], *, gateway_embed: EmbedFn | None = None) -> Embedder:
+def gateway_embedder(gateway: Any, model: str, dim: int, *, batch_size: int = 128) -> GatewayEmbedder:
+    """An embedder calling ``gateway.embed(texts, model)`` (the model gateway, or anything shaped like it)."""
+
+    async def embed(texts: list[str]) -> Any:
+        return (await gateway.embed(texts, model)).vectors
+
+    return GatewayEmbedder(embed, name=model, dim=dim, batch_size=batch_size)
+
+
+def embedder_from_config(
+    section: dict[str, Any], *, gateway_embed: EmbedFn | None = None, gateway: Any = None
+) -> Embedder:
     """The embedder named by the ``[memory]`` table: ``embedder = "local"`` (default) or
-    ``embedder = "provider/model"`` with ``dim = N``, the latter through ``gateway_embed``."""
+    ``embedder = "provider/model"`` with ``dim = N``, the latter through the gateway."""
     name = section.get("embedder", "local")
     if not isinstance(name, str) or not name:
         raise ConfigError(
@@ -164,6 +186,8 @@ def embedder_from_config(section: dict[str, Any], *, gateway_embed: EmbedFn | No
     dim = section.get("dim")
     if not isinstance(dim, int) or dim <= 0:
         raise ConfigError(f"[memory] embedder = {name!r} needs dim = <the model's vector size>")
+    if gateway_embed is None and gateway is not None:
+        return gateway_embedder(gateway, name, dim)
     if gateway_embed is None:
         raise ConfigError(
             f"[memory] embedder = {name!r} needs the model gateway, which is not available here"

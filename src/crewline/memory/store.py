@@ -87,15 +87,16 @@ class MemoryStore:
 
     @classmethod
     def from_settings(
-        cls, db: Database, section: dict[str, Any], embedder: Embedder | None = None
+        cls, db: Database, section: dict[str, Any], embedder: Embedder | None = None, *, gateway: Any = None
     ) -> MemoryStore:
-        """A store configured by the ``[memory]`` table of ``crewline.toml``."""
+        """A store configured by the ``[memory]`` table of ``crewline.toml`` (``gateway``: the model
+        gateway, used when the configured embedder is a provider's model)."""
         from .embedders import embedder_from_config
 
         try:
             return cls(
                 db,
-                embedder or embedder_from_config(section),
+                embedder or embedder_from_config(section, gateway=gateway),
                 near_duplicate=float(section.get("near_duplicate", 0.95)),
                 chunk_size=int(section.get("chunk_size", 1200)),
                 chunk_overlap=int(section.get("chunk_overlap", 150)),
