@@ -18,6 +18,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("review", "review"),
     ("serve", "serve"),
     ("keys", "keys"),
+    ("memory", "memory"),
     ("costs", "costs"),
     ("prompts", "prompts"),
 )
