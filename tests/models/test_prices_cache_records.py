@@ -140,3 +140,19 @@ async def test_every_call_is_recorded(fake: FakeProvider, make_gateway: Any, db:
     assert rows[3][7:10] == ("error", "RateLimited", 1)
     blob = db.query(lambda c: c.scalar("SELECT data FROM blobs"))
     assert "a question" in json.loads(bytes(blob))["messages"][0]["content"]
+
+
+async def test_old_call_payloads_are_pruned_and_their_blobs_collected(
+    fake: FakeProvider, make_gateway: Any, db: Database
+) -> None:
+    from crewline.models.records import prune_payloads
+    from crewline.store.retention import prune
+
+    gw = make_gateway({"payload_threshold": 16}, db=db, wait_for_records=True)
+    await gw.complete("openai/m", "a long enough question to become a blob")
+    assert db.query(lambda c: c.scalar("SELECT COUNT(*) FROM blobs")) >= 1
+    assert db.run(lambda c: prune_payloads(c, 3600)) == 0
+    assert db.run(lambda c: prune_payloads(c, 0, now=10**10)) == 1
+    prune(db, 3600)
+    assert db.query(lambda c: c.scalar("SELECT COUNT(*) FROM blobs")) == 0
+    assert db.query(lambda c: c.one("SELECT input_tokens > 0, request_blob FROM model_calls")) == (1, None)

@@ -20,27 +20,38 @@ __all__ = ["LocalLimiter", "SharedLimiter"]
 _WINDOW = 60.0
 
 
+class _Window:
+    __slots__ = ("calls", "tokens")
+
+    def __init__(self) -> None:
+        self.calls: deque[tuple[float, int]] = deque()
+        self.tokens = 0  # running sum of the tokens in ``calls``, so admission is O(1)
+
+
 class LocalLimiter:
     """Sliding-window RPM/TPM counters for the deployments of this process."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._seen: dict[str, deque[tuple[float, int]]] = {}
+        self._windows: dict[str, _Window] = {}
 
     def acquire(self, dep: Deployment, tokens: int) -> float:
         """0.0 when the call is admitted (and counted), else seconds until the window has room."""
         if dep.rpm is None and dep.tpm is None:
             return 0.0
         now = self._clock()
-        window = self._seen.setdefault(dep.name, deque())
-        while window and window[0][0] <= now - _WINDOW:
-            window.popleft()
-        used = sum(t for _, t in window)
-        over_rpm = dep.rpm is not None and len(window) >= dep.rpm
-        over_tpm = dep.tpm is not None and window and used + tokens > dep.tpm
+        w = self._windows.get(dep.name)
+        if w is None:
+            w = self._windows[dep.name] = _Window()
+        calls = w.calls
+        while calls and calls[0][0] <= now - _WINDOW:
+            w.tokens -= calls.popleft()[1]
+        over_rpm = dep.rpm is not None and len(calls) >= dep.rpm
+        over_tpm = dep.tpm is not None and bool(calls) and w.tokens + tokens > dep.tpm
         if over_rpm or over_tpm:
-            return max(0.001, window[0][0] + _WINDOW - now)
-        window.append((now, tokens))
+            return max(0.001, calls[0][0] + _WINDOW - now)
+        calls.append((now, tokens))
+        w.tokens += tokens
         return 0.0
 
 

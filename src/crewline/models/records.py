@@ -17,7 +17,7 @@ from ..store import Conn
 from ..store.payloads import dump, store_payload
 from .types import Usage
 
-__all__ = ["CallRecord", "insert_record"]
+__all__ = ["CallRecord", "insert_record", "prune_payloads"]
 
 
 @dataclass
@@ -90,4 +90,19 @@ def insert_record(conn: Conn, r: CallRecord, payload_threshold: int, keep_payloa
             resp_inline,
             resp_blob,
         ),
+    )
+
+
+def prune_payloads(conn: Conn, older_than: float, now: float | None = None) -> int:
+    """Drop the request/response payloads of calls older than ``older_than`` seconds, keeping their
+    metrics (tokens, cost, latency); returns how many rows lost payloads. Blobs nothing references any
+    more are then collected by :func:`crewline.store.retention.prune`."""
+    cutoff = (time.time() if now is None else now) - older_than
+    return int(
+        conn.execute(
+            "UPDATE model_calls SET request = NULL, request_blob = NULL, response = NULL, response_blob = NULL "
+            "WHERE started_at < ? AND (request IS NOT NULL OR request_blob IS NOT NULL "
+            "OR response IS NOT NULL OR response_blob IS NOT NULL)",
+            (cutoff,),
+        ).rowcount
     )

@@ -7,7 +7,7 @@ Ollama wire formats, with scripted replies, fault injection and fixed latency.
         client = openai.OpenAI(base_url=fake.url + "/v1", api_key="test")
 
 It runs its own event loop in a thread, so sync and async clients (and official SDKs) can use it alike.
-``python -m crewline.testing.fake_server`` serves it standalone (for benchmarks) and prints its URL.
+``python -m crewline.testing`` serves it standalone (for benchmarks) and prints its URL.
 """
 
 from __future__ import annotations

@@ -1,0 +1,140 @@
+"""What the gateway adds over a bare HTTP call, and what a cache hit costs.
+
+    .venv/bin/python bench/gateway.py [--calls 2000] [--database sqlite|postgresql://...]
+
+Starts the fake provider in its own process (so it does not share this interpreter's GIL), then times,
+one call at a time after a warm-up, the paths taking turns call by call:
+
+- bare httpx: ``AsyncClient.post`` of an OpenAI chat request to the fake, JSON decoded;
+- ``gateway.complete`` with an RPM limit, prices, budget tracking and call records on (records and
+  settlement group-committed in the background, as by default);
+- the same with a *limited* budget in scope, so every call also waits for its reservation to commit;
+- a cache hit (temperature 0, same request).
+
+Prints p50/p99 of each and the added cost over bare httpx. Numbers, never assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from crewline.models import Gateway, ModelsConfig
+from crewline.store import open_database
+
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Classify: my invoice is wrong"}],
+        "max_tokens": 50}  # fmt: skip
+
+
+def start_fake() -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-m", "crewline.testing"], stdout=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+async def interleaved(
+    paths: dict[str, Callable[[], Awaitable[Any]]], calls: int, warmup: int = 200
+) -> dict[str, list[float]]:
+    """Time each path ``calls`` times, taking turns call by call so machine noise hits all of them alike."""
+    for _ in range(warmup):
+        for fn in paths.values():
+            await fn()
+    out: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(calls):
+        for name, fn in paths.items():
+            start = time.perf_counter()
+            await fn()
+            out[name].append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def pct(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def config(url: str, limited: bool) -> ModelsConfig:
+    return ModelsConfig.parse({
+        "providers": {"fake": {"format": "openai", "base_url": url + "/v1", "api_key_env": "BENCH_KEY"}},
+        "deployments": {"main": {"provider": "fake", "model": "gpt-4o-mini", "rpm": 10_000_000}},
+        "prices": {"fake/gpt-4o-mini": {"input": 0.15, "output": 0.6}},
+        "budgets": {"workflow": {"bench": 1_000_000.0}} if limited else {},
+    })  # fmt: skip
+
+
+async def run(url: str, database: str, calls: int) -> dict[str, list[float]]:
+    db = open_database(database)
+    env = {"BENCH_KEY": "sk-bench"}
+    scope = {"workflow": "bench"}
+    client = httpx.AsyncClient()
+    plain = Gateway(config(url, False), db, environ=env)
+    limited = Gateway(config(url, True), db, environ=env)
+    await plain.complete("main", "cached question", temperature=0)
+    await plain.flush()
+
+    async def bare() -> None:
+        resp = await client.post(
+            url + "/v1/chat/completions", json=BODY, headers={"authorization": "Bearer sk-bench"}
+        )
+        resp.json()
+
+    async def complete() -> None:
+        await plain.complete("main", BODY["messages"], max_tokens=50, budget_scope=scope)
+
+    async def complete_limited() -> None:
+        await limited.complete("main", BODY["messages"], max_tokens=50, budget_scope=scope)
+
+    async def hit() -> None:
+        assert (await plain.complete("main", "cached question", temperature=0)).cached
+
+    results = await interleaved(
+        {
+            "bare httpx": bare,
+            "gateway.complete": complete,
+            "gateway.complete, limited budget": complete_limited,
+            "cache hit": hit,
+        },
+        calls,
+    )
+    for gw in (plain, limited):
+        await gw.aclose()
+    await client.aclose()
+    db.close()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--database", default=None, help="database URL (default: a temporary SQLite file)")
+    args = parser.parse_args()
+    proc, url = start_fake()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            database = args.database or f"sqlite:///{Path(tmp) / 'bench.db'}"
+            results = asyncio.run(run(url, database, args.calls))
+    finally:
+        proc.terminate()
+        proc.wait()
+    base50, base99 = pct(results["bare httpx"], 50), pct(results["bare httpx"], 99)
+    print(f"{args.calls} sequential calls each, fake upstream at {url}, database {database.split(':')[0]}")
+    print(f"{'path':<36}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}{'added p50':>11}{'added p99':>11}")
+    for name, samples in results.items():
+        p50, p99 = pct(samples, 50), pct(samples, 99)
+        added = "" if name in ("bare httpx", "cache hit") else f"{p50 - base50:>+11.3f}{p99 - base99:>+11.3f}"
+        print(f"{name:<36}{p50:>9.3f}{p99:>9.3f}{statistics.fmean(samples):>9.3f}{added}")
+
+
+if __name__ == "__main__":
+    main()
