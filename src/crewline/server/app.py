@@ -17,6 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 
 from ..app import App
+from . import proxy
 from .auth import Authenticator
 from .callbacks import CallbackSender
 from .config import ServerConfig
@@ -71,9 +72,10 @@ def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8
     )
     api.state.crewline = state
     install_handlers(api)
-    for module in (health, runs, reviews, keys, hooks):
+    for module in (health, runs, reviews, keys, hooks, proxy):
         api.include_router(module.router)
-    api.add_middleware(BodyLimit, limit=config.max_body, skip=("/hooks/",))
+    # Webhooks and the proxy enforce their own limits, answering in their own error shapes.
+    api.add_middleware(BodyLimit, limit=config.max_body, skip=("/hooks/", "/v1/"))
     return api
 
 

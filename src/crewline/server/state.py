@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from fastapi import Request
@@ -21,6 +21,8 @@ class ServerState:
     config: ServerConfig
     auth: Authenticator
     worker: asyncio.Task[None] | None = None  # the in-process worker, when this server runs one
+    # Daily key budgets whose limit this process has written to the ledger (``<key id>@<day>``).
+    budget_scopes: set[str] = field(default_factory=set)
 
 
 def state_of(request: Request) -> ServerState:

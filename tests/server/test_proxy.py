@@ -1,0 +1,216 @@
+"""The proxy through the official openai and anthropic SDKs: plain, streaming, tools, embeddings, models,
+upstream 429 and 500, a budget refusal, bad keys and bad input — each in the protocol's own shape."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from crewline.testing import FakeProvider
+from crewline.testing.fake_server import Fault
+
+from .conftest import Api
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeProvider]:
+    monkeypatch.setenv("FAKE_KEY", "sk-test")
+    with FakeProvider(api_key="sk-test") as server:
+        yield server
+
+
+@pytest.fixture
+def proxy(api_factory: Callable[..., Api], fake: FakeProvider) -> Api:
+    models = {
+        "providers": {
+            "up": {"format": "openai", "base_url": fake.url + "/v1", "api_key_env": "FAKE_KEY"},
+            "ant": {"format": "anthropic", "base_url": fake.url, "api_key_env": "FAKE_KEY"},
+        },
+        "aliases": {"fast": "up/gpt-test", "claude": "ant/claude-test", "emb": "up/embed-test"},
+        "prices": {"up/gpt-test": {"input": 1.0, "output": 1000.0}, "ant/claude-test": {"input": 1.0, "output": 1.0},
+                   "up/embed-test": {"input": 0.1, "output": 0.0}},
+        "retry": {"base_delay": "10ms", "attempts": 1},
+        "max_tokens": 10,
+    }  # fmt: skip
+    return api_factory({"models": models}, workers=0)
+
+
+def oai(api: Api, key: str | None = None) -> openai.OpenAI:
+    return openai.OpenAI(api_key=key or api.key("proxy"), base_url=f"{api.url}/v1", max_retries=0)
+
+
+def ant(api: Api, key: str | None = None) -> anthropic.Anthropic:
+    return anthropic.Anthropic(api_key=key or api.key("proxy"), base_url=api.url, max_retries=0)
+
+
+WEATHER = {"type": "function", "function": {"name": "weather", "description": "Weather in a city",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}  # fmt: skip
+
+
+def test_openai_plain_streaming_and_tools(proxy: Api, fake: FakeProvider) -> None:
+    client = oai(proxy)
+    fake.reply("hello there", input_tokens=5, output_tokens=2)
+    reply = client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content == "hello there" and reply.model == "fast"
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (5, 2)  # type: ignore[union-attr]
+
+    fake.reply("streamed words here")
+    stream = client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "hi"}], stream=True,
+                                            stream_options={"include_usage": True})  # fmt: skip
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "streamed words here"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage is not None
+
+    fake.reply(tool_calls=[("weather", {"city": "Paris"})])
+    reply = client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "weather?"}],
+                                           tools=[WEATHER])  # type: ignore[list-item]  # fmt: skip
+    call = reply.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert reply.choices[0].finish_reason == "tool_calls"
+    assert call.function.name == "weather" and call.function.arguments == '{"city": "Paris"}'  # type: ignore[union-attr]
+    fake.reply("sunny")
+    follow = client.chat.completions.create(model="fast", tools=[WEATHER], messages=[  # type: ignore[list-item]
+        {"role": "user", "content": "weather?"}, reply.choices[0].message.model_dump(exclude_none=True),  # type: ignore[list-item]
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"}])  # fmt: skip
+    assert follow.choices[0].message.content == "sunny"
+
+    fake.reply(tool_calls=[("weather", {"city": "Oslo"})])
+    stream = client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "w"}], tools=[WEATHER],  # type: ignore[list-item]
+                                            stream=True)  # fmt: skip
+    deltas = [tc for c in stream for tc in (c.choices[0].delta.tool_calls or [])]
+    assert deltas[0].function.name == "weather" and deltas[0].function.arguments == '{"city": "Oslo"}'  # type: ignore[union-attr]
+
+
+def test_openai_embeddings_and_models(proxy: Api) -> None:
+    client = oai(proxy)
+    out = client.embeddings.create(model="emb", input=["alpha", "beta"])  # base64 on the wire, floats here
+    assert len(out.data) == 2 and len(out.data[0].embedding) > 1
+    plain = client.embeddings.create(model="emb", input="alpha", encoding_format="float")
+    assert plain.data[0].embedding == pytest.approx(out.data[0].embedding, rel=1e-6)
+    assert {m.id for m in client.models.list()} >= {"fast", "claude", "emb"}
+
+
+def test_anthropic_plain_streaming_and_tools(proxy: Api, fake: FakeProvider) -> None:
+    client = ant(proxy)
+    fake.reply("bonjour", input_tokens=4, output_tokens=1)
+    msg = client.messages.create(model="claude", max_tokens=10, system="be brief",
+                                 messages=[{"role": "user", "content": "hi"}])  # fmt: skip
+    assert msg.content[0].text == "bonjour" and msg.stop_reason == "end_turn"  # type: ignore[union-attr]
+    assert (msg.usage.input_tokens, msg.usage.output_tokens) == (4, 1)
+
+    fake.reply("a streamed reply")
+    with client.messages.stream(
+        model="claude", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+    ) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert text == "a streamed reply" and final.stop_reason == "end_turn"
+
+    tool = {"name": "weather", "description": "Weather", "input_schema": WEATHER["function"]["parameters"]}  # type: ignore[index]
+    fake.reply(tool_calls=[("weather", {"city": "Rome"})])
+    msg = client.messages.create(model="claude", max_tokens=10, tools=[tool],  # type: ignore[list-item]
+                                 messages=[{"role": "user", "content": "weather?"}])  # fmt: skip
+    use = msg.content[-1]
+    assert msg.stop_reason == "tool_use" and use.type == "tool_use" and use.input == {"city": "Rome"}
+    fake.reply("warm")
+    msg = client.messages.create(model="claude", max_tokens=10, tools=[tool], messages=[  # type: ignore[list-item]
+        {"role": "user", "content": "weather?"}, {"role": "assistant", "content": [b.model_dump() for b in msg.content]},  # type: ignore[misc]
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "29C"}]}])  # fmt: skip
+    assert msg.content[0].text == "warm"  # type: ignore[union-attr]
+
+    fake.reply(tool_calls=[("weather", {"city": "Lima"})])
+    with client.messages.stream(model="claude", max_tokens=10, tools=[tool],  # type: ignore[list-item]
+                                messages=[{"role": "user", "content": "w"}]) as s:  # fmt: skip
+        final = s.get_final_message()
+    assert final.content[-1].input == {"city": "Lima"}  # type: ignore[union-attr]
+
+
+def test_upstream_429_and_500_come_back_in_each_protocol(proxy: Api, fake: FakeProvider) -> None:
+    fake.fault(Fault.rate_limit(retry_after=7, times=5))
+    with pytest.raises(openai.RateLimitError) as rate:
+        oai(proxy).chat.completions.create(model="fast", messages=[{"role": "user", "content": "hi"}])
+    assert rate.value.response.headers["retry-after"] == "7"
+    fake.reset()
+    fake.fault(Fault.http(500, times=5))
+    with pytest.raises(openai.APIStatusError) as failed:
+        oai(proxy).chat.completions.create(model="fast", messages=[{"role": "user", "content": "hi"}])
+    assert failed.value.status_code == 502 and failed.value.body["type"] == "server_error"  # type: ignore[index]
+    fake.reset()
+    fake.fault(Fault.http(500, times=5))
+    with pytest.raises(anthropic.APIStatusError) as failed_a:
+        ant(proxy).messages.create(model="claude", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+    assert failed_a.value.status_code == 502 and failed_a.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+    fake.reset()
+    fake.fault(Fault.rate_limit(retry_after=1, times=5))
+    with pytest.raises(anthropic.RateLimitError):
+        ant(proxy).messages.create(model="claude", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+
+
+def test_a_stream_cut_off_upstream_is_an_error_inside_the_stream(proxy: Api, fake: FakeProvider) -> None:
+    fake.reply("one two three four five six")
+    fake.fault(Fault.truncate(after_chunks=2))
+    with pytest.raises(openai.APIError, match=r"ended|cut|truncat|unavailable"):
+        list(
+            oai(proxy).chat.completions.create(
+                model="fast", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+        )
+    fake.reset()
+    fake.reply("one two three four five six")
+    fake.fault(Fault.truncate(after_chunks=2))
+    with (
+        pytest.raises(anthropic.APIStatusError),
+        ant(proxy).messages.stream(
+            model="claude", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        ) as s,
+    ):
+        "".join(s.text_stream)
+
+
+def test_a_key_over_its_daily_budget_is_refused(proxy: Api, fake: FakeProvider) -> None:
+    poor = proxy.key("proxy", budget_per_day=0.001)  # one call may cost 10 tokens x $1000/M = $0.01
+    with pytest.raises(openai.RateLimitError) as refused:
+        oai(proxy, poor).chat.completions.create(model="fast", messages=[{"role": "user", "content": "hi"}])
+    body: Any = refused.value.body
+    assert body["code"] == "insufficient_quota" and "budget" in body["message"]
+    assert refused.value.response.headers["x-should-retry"] == "false"
+    assert not [r for r in fake.requests if "chat" in r.path]
+
+
+def test_proxy_auth_and_bad_input_in_protocol_shapes(proxy: Api) -> None:
+    with pytest.raises(openai.AuthenticationError):
+        oai(proxy, "crl_000000000000_" + "x" * 43).chat.completions.create(
+            model="fast", messages=[{"role": "user", "content": "x"}]
+        )
+    with pytest.raises(openai.PermissionDeniedError, match="scope 'trigger'"):
+        oai(proxy, proxy.key("trigger")).models.list()
+    with pytest.raises(anthropic.AuthenticationError):
+        ant(proxy, "nope").messages.create(
+            model="claude", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+        )
+    with pytest.raises(openai.NotFoundError, match="nosuch"):
+        oai(proxy).chat.completions.create(model="nosuch/model", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(anthropic.BadRequestError, match="max_tokens"):
+        ant(proxy).messages.create(model="claude", max_tokens=0, messages=[{"role": "user", "content": "x"}])
+    headers = {"Authorization": f"Bearer {proxy.key('proxy')}", "Content-Type": "application/json"}
+    for path, body, words in [
+        ("/v1/chat/completions", b"{nope", "not valid JSON"),
+        ("/v1/chat/completions", b'{"model": "fast", "messages": "hi"}', "'messages' must be"),
+        ("/v1/chat/completions", b'{"model": "fast", "messages": [{"role": "x", "content": "y"}]}', "role 'x'"),
+        ("/v1/chat/completions", b'{"model": "fast", "messages": [{"role": "user"}], "temperature": "hot"}', "temperature"),
+        ("/v1/embeddings", b'{"model": "emb", "input": []}', "'input' must be"),
+        ("/v1/chat/completions", b"[" + b"1," * 600_000 + b"1]", "larger than the limit"),
+    ]:  # fmt: skip
+        r = httpx.post(proxy.url + path, content=body, headers=headers, timeout=30)
+        assert 400 <= r.status_code < 500 and words in r.json()["error"]["message"], r.text
+        assert r.json()["error"]["type"] in ("invalid_request_error",)
+    r = httpx.post(
+        proxy.url + "/v1/messages", content=b'{"model": "claude"}', headers={**headers, "x-api-key": "bad"}
+    )
+    assert r.status_code == 400 or r.status_code == 401
