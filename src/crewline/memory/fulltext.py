@@ -42,7 +42,7 @@ def terms(query: str, *, limit: int = 32) -> list[str]:
 class TextIndex:
     """Ranked full-text candidates, with the per-word document counts that keep queries cheap."""
 
-    def __init__(self, postings_budget: int = 4000) -> None:
+    def __init__(self, postings_budget: int = 2000) -> None:
         self.postings_budget = postings_budget
         self._df: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()

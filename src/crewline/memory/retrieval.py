@@ -85,8 +85,9 @@ def run_query(conn: Conn, index: ExactIndex | None, text: TextIndex, q: Query) -
 
 def _load(conn: Conn, fused: list[tuple[int, float, list[tuple[int, float] | None]]], q: Query) -> list[Hit]:
     hits: list[Hit] = []
-    for start in range(0, len(fused), 200):
-        part = fused[start : start + 200]
+    batch = 200 if (q.filter or q.kinds) else q.k + 5  # unfiltered, the first k (+ a few deleted) suffice
+    for start in range(0, len(fused), batch):
+        part = fused[start : start + batch]
         marks = ",".join("?" * len(part))
         rows = conn.all(
             f"SELECT {_HIT_COLUMNS} FROM memory_items i LEFT JOIN memory_documents d ON d.id = i.document_id "

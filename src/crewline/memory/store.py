@@ -9,6 +9,7 @@ transaction only ever touches the database and can be retried. Documents are ing
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import inspect
 import time
@@ -367,13 +368,14 @@ class MemoryStore:
         scopes = validate_scopes(scope)
         flt = validate_filter(filter) if filter is not None else None
         index = await self._ready()
-        qvec = (
-            as_matrix(vector, self.embedder.dim, field="vector")[0]
-            if vector is not None
-            else (await self.embed([query], field="query"))[0]
-            if vector_weight > 0
-            else None
-        )
+        # A local embedder runs inside the read below: one thread hop per search instead of two.
+        embed_sync: Any = getattr(self.embedder, "embed_sync", None)
+        inline = vector is None and vector_weight > 0 and callable(embed_sync)
+        qvec = None
+        if vector is not None:
+            qvec = as_matrix(vector, self.embedder.dim, field="vector")[0]
+        elif vector_weight > 0 and not inline:
+            qvec = (await self.embed([query], field="query"))[0]
         pool_k = max(k, rerank_pool or 3 * k) if rerank is not None else k
         q = Query(
             query,
@@ -389,8 +391,14 @@ class MemoryStore:
         )
 
         def read(conn: Conn) -> list[Hit]:
+            query_ = q
+            if inline:
+                vec = as_matrix(
+                    embed_sync([query]), self.embedder.dim, field=f"embedder {self.embedder.name} output"
+                )
+                query_ = dataclasses.replace(q, vector=vec[0])
             index.sync(conn)
-            return run_query(conn, index, self._text, q)
+            return run_query(conn, index, self._text, query_)
 
         hits = await self.db.read(read)
         if rerank is not None and hits:
