@@ -166,3 +166,17 @@ def test_search_counts_for_observability(filled: MemoryStore) -> None:
     stats = run(filled.stats())
     assert (stats.searches, stats.searches_with_hits) == (2, 1)
     assert stats.scopes == {"kb": 5, "other": 1} and stats.dim == filled.embedder.dim
+
+
+def test_change_feed_is_pruned_and_an_idle_index_reloads(filled: MemoryStore) -> None:
+    run(filled.search("router", scope="kb", k=1))
+    filled.db.run(lambda c: c.execute("UPDATE memory_changes SET at = 0"))
+    run(filled.purge_expired())
+    assert filled.db.query(lambda c: c.scalar("SELECT COUNT(*) FROM memory_changes")) == 0
+    # a write whose change record is gone is still seen by an index that was idle long enough to reload
+    gone = run(filled.search("ZX9000", scope="kb", k=1))[0].id
+    filled.db.run(lambda c: c.execute("DELETE FROM memory_items WHERE id = ?", (gone,)))
+    index = filled._index
+    assert index is not None
+    index._synced_at -= 10_000
+    assert gone not in [h.id for h in run(filled.search("ZX9000 router", scope="kb", k=10, text_weight=0))]

@@ -31,7 +31,7 @@ from .fulltext import TextIndex
 from .records import Document, Hit, IngestReport, Item, Snapshot, Stats, Version
 from .retrieval import Query, Reranker, run_query
 from .scopes import validate_scope, validate_scopes
-from .vectors import ExactIndex, to_blob
+from .vectors import CHANGES_KEPT_SECONDS, ExactIndex, to_blob
 
 __all__ = ["OPERATOR", "MemoryStore", "RollbackReport", "Written"]
 
@@ -328,13 +328,15 @@ class MemoryStore:
         )
 
     async def purge_expired(self, *, now: float | None = None) -> int:
-        """Delete items whose TTL has passed (search already ignores them); returns how many."""
+        """Maintenance: delete items whose TTL has passed (search already ignores them) and prune the
+        vector index's change feed; returns how many items expired."""
         at = time.time() if now is None else now
 
         def purge(conn: Conn) -> int:
             ids = [r[0] for r in conn.all("SELECT id FROM memory_items WHERE expires_at <= ?", (at,))]
             for item_id in ids:
                 v.delete_item(conn, item_id, author="ttl", op="expire", at=at)
+            conn.execute("DELETE FROM memory_changes WHERE at < ?", (time.time() - CHANGES_KEPT_SECONDS,))
             return len(ids)
 
         return await self.db.write(purge)

@@ -21,9 +21,13 @@ from numpy.typing import NDArray
 from ..store.database import Conn
 from .embedders import Matrix
 
-__all__ = ["ExactIndex", "from_blob", "to_blob"]
+__all__ = ["CHANGES_KEPT_SECONDS", "ExactIndex", "from_blob", "to_blob"]
 
 _GAP_SECONDS = 30.0
+# The change feed is pruned after CHANGES_KEPT_SECONDS (see MemoryStore.purge_expired); an index that has
+# not looked at it for half that long reloads from the items instead of trusting a feed it may have missed.
+CHANGES_KEPT_SECONDS = 3600.0
+_IDLE_RELOAD_SECONDS = CHANGES_KEPT_SECONDS / 2
 _BATCH = 500
 
 
@@ -52,6 +56,7 @@ class ExactIndex:
         self._scope_rows: dict[int, int] = {}  # rows per scope code, to skip the mask when all match
         self._expiring = 0  # rows with a TTL, to skip the expiry mask when there are none
         self._loaded = False
+        self._synced_at = 0.0
         self._watermark = 0  # every change with seq <= this has been applied
         self._pending: dict[int, float] = {}  # seqs above the watermark not yet seen -> first noticed
 
@@ -62,9 +67,12 @@ class ExactIndex:
 
     def sync(self, conn: Conn) -> None:
         with self._lock:
-            if not self._loaded:
+            now = time.monotonic()
+            if not self._loaded or now - self._synced_at > _IDLE_RELOAD_SECONDS:
                 self._load_all(conn)
+                self._synced_at = now
                 return
+            self._synced_at = now
             rows = conn.all(
                 "SELECT seq, rid FROM memory_changes WHERE seq > ? ORDER BY seq", (self._watermark,)
             )
