@@ -88,9 +88,21 @@ async def test_unknown_models_and_cycles() -> None:
         await gw.complete("bad", "hi")
     with pytest.raises(ConfigError, match="cycle"):
         await gw.complete("a", "hi")
-    with pytest.raises(UnknownModel, match="no model given"):
-        await gw.complete(None, "hi")
     await gw.aclose()
+    bare = Gateway(ModelsConfig(default=None), environ={})
+    with pytest.raises(UnknownModel, match="no model given"):
+        await bare.complete(None, "hi")
+    await bare.aclose()
+
+
+def test_local_is_the_default_tier_unless_tiers_are_configured() -> None:
+    plain = ModelsConfig.parse({})
+    assert plain.default == "local" and plain.tier_order == ("local",)
+    assert plain.aliases["local"].steps == (("local/smollm2",),)
+    tiered = ModelsConfig.parse(
+        {"tiers": {"order": ["cheap"], "cheap": "openai/gpt-4o-mini"}, "default": "cheap"}
+    )
+    assert tiered.tier_order == ("cheap",) and "local" in tiered.aliases
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """The ``[models]`` section of ``crewline.toml``, parsed into typed, immutable config.
 
 [models]
-default = "cheap"                       # used when a call names no model
+default = "cheap"                       # used when a call names no model (default: "local")
 strict_prices = false                   # true: refuse calls to models with no known price
 timeout = "60s"
 max_tokens = 1024                       # default completion budget (also what a reservation assumes)
@@ -12,7 +12,8 @@ fast = "openai/gpt-4o-mini"                                 # one target
 smart = ["anthropic/claude-sonnet-4-5", "openai/gpt-4o"]    # a fallback chain
 gpt4o = { balance = ["east", "west"], fallback = ["openai/gpt-4o"] }   # balanced deployments
 
-[models.tiers]                          # aliases with an order, for escalation
+[models.tiers]                          # aliases with an order, for escalation; without this section
+                                        # the one tier is "local": SmolLM2 served by llama.cpp
 order = ["local", "cheap", "strong"]
 cheap = "openai/gpt-4o-mini"
 strong = "anthropic/claude-sonnet-4-5"
@@ -97,8 +98,13 @@ BUILTIN_PROVIDERS: Mapping[str, ProviderConfig] = {
         ProviderConfig("ollama", "ollama", "http://127.0.0.1:11434", None, free=True),
         ProviderConfig("vllm", "openai", "http://127.0.0.1:8000/v1", None, free=True),
         ProviderConfig("llamacpp", "openai", "http://127.0.0.1:8080/v1", None, free=True),
+        ProviderConfig("local", "local", "http://127.0.0.1/v1", None, free=True),
     )
 }
+
+
+# The model that needs no key: SmolLM2 served by llama.cpp (the ``crewline[local]`` extra).
+LOCAL_TARGET = "local/smollm2"
 
 
 @dataclass(frozen=True)
@@ -155,9 +161,9 @@ class CacheConfig:
 class ModelsConfig:
     providers: Mapping[str, ProviderConfig] = field(default_factory=lambda: dict(BUILTIN_PROVIDERS))
     deployments: Mapping[str, DeploymentConfig] = field(default_factory=dict)
-    aliases: Mapping[str, Target] = field(default_factory=dict)
-    tier_order: tuple[str, ...] = ()
-    default: str | None = None
+    aliases: Mapping[str, Target] = field(default_factory=lambda: {"local": Target(((LOCAL_TARGET,),))})
+    tier_order: tuple[str, ...] = ("local",)
+    default: str | None = "local"
     budgets: BudgetConfig = field(default_factory=BudgetConfig)
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     strict_prices: bool = False
@@ -209,6 +215,9 @@ class ModelsConfig:
             )
         for name, value in tiers.items():
             aliases[name] = _target(f"models.tiers.{name}", value)
+        if "tiers" not in raw:
+            order = ["local"]
+        aliases.setdefault("local", Target(((LOCAL_TARGET,),)))
         for name in order:
             if name not in aliases:
                 raise ConfigError(
@@ -219,7 +228,7 @@ class ModelsConfig:
             deployments=deployments,
             aliases=aliases,
             tier_order=tuple(order),
-            default=_opt(raw, "default", str, "models"),
+            default=_opt(raw, "default", str, "models") or "local",
             budgets=_budgets(_table(raw, "budgets")),
             prices={k: _price(k, v) for k, v in _table(raw, "prices").items()},
             strict_prices=bool(_opt(raw, "strict_prices", bool, "models") or False),

@@ -141,10 +141,12 @@ class Gateway:
     def for_testing(
         cls, model: Adapter, db: Database | None = None, *, config: ModelsConfig | None = None, **kwargs: Any
     ) -> Gateway:
-        """A gateway whose every call goes to ``model`` (e.g. a ScriptedModel) as provider ``test``."""
-        base = config or ModelsConfig()
-        if base.default is None:
-            base = ModelsConfig(**{**base.__dict__, "default": "test/scripted"})
+        """A gateway whose calls go to ``model`` (e.g. a ScriptedModel) as provider ``test``.
+
+        Without ``config``, calls naming no model go to ``test/scripted``; with one, name ``test/...``
+        targets in its aliases and tiers.
+        """
+        base = config or ModelsConfig(default="test/scripted")
         return cls(base, db, adapters={"test": model}, **kwargs)
 
     # -- public API -------------------------------------------------------------------------------------

