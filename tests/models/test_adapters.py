@@ -266,3 +266,14 @@ async def _complete_with_body(adapter: Any, body: dict[str, Any]) -> Any:
     from crewline.models.types import user as u
 
     return await adapter.complete(ModelRequest("m", (u("hi"),)), "m")
+
+
+async def test_openai_gets_max_completion_tokens_other_servers_max_tokens(
+    fake: FakeProvider, make_gateway: Any
+) -> None:
+    gw = make_gateway({"providers": {"vllm": {"base_url": fake.url + "/v1", "api_key_env": "FAKE_KEY"}}})
+    await gw.complete("openai/m", "hi", max_tokens=42)
+    await gw.complete("vllm/m", "hi", max_tokens=42)
+    first, second = (r.body for r in fake.requests[-2:])
+    assert first["max_completion_tokens"] == 42 and "max_tokens" not in first
+    assert second["max_tokens"] == 42

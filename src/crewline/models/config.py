@@ -85,7 +85,14 @@ class ProviderConfig:
 BUILTIN_PROVIDERS: Mapping[str, ProviderConfig] = {
     p.name: p
     for p in (
-        ProviderConfig("openai", "openai", "https://api.openai.com/v1", "OPENAI_API_KEY"),
+        # OpenAI's reasoning models refuse max_tokens; every current OpenAI model takes the newer field.
+        ProviderConfig(
+            "openai",
+            "openai",
+            "https://api.openai.com/v1",
+            "OPENAI_API_KEY",
+            options={"max_tokens_field": "max_completion_tokens"},
+        ),
         ProviderConfig("anthropic", "anthropic", "https://api.anthropic.com", "ANTHROPIC_API_KEY"),
         ProviderConfig(
             "gemini", "gemini", "https://generativelanguage.googleapis.com/v1beta", "GEMINI_API_KEY"
@@ -316,7 +323,7 @@ def _provider(name: str, t: dict[str, Any], base: ProviderConfig | None) -> Prov
         headers={str(k): str(v) for k, v in _sub(f"{where}.headers", t.get("headers", {})).items()},
         timeout=_duration(t, "timeout", 0.0, where) or None,
         free=bool(t.get("free", base.free if base else False)),
-        options=_sub(f"{where}.options", t.get("options", {})),
+        options={**(base.options if base else {}), **_sub(f"{where}.options", t.get("options", {}))},
     )
 
 
