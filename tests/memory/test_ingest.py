@@ -88,22 +88,22 @@ def test_failed_write_leaves_nothing_half_indexed_and_can_rerun(
     store.chunk_size, store.chunk_overlap = 200, 0
     path = tmp_path / "long.md"
     path.write_text("# Long\n" + "\n\n".join(f"## Part {i}\nText of part {i}." for i in range(10)))
-    real = versions_module.put_item
+    real = versions_module._many
     calls = {"n": 0}
 
-    def flaky(*args: object, **kwargs: object) -> int:
+    def flaky(*args: object, **kwargs: object) -> None:
         calls["n"] += 1
-        if calls["n"] == 6:
+        if calls["n"] == 2:  # the chunks are in, their versions fail
             raise RuntimeError("disk full")
-        return real(*args, **kwargs)  # type: ignore[arg-type]
+        real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(versions_module, "put_item", flaky)
+    monkeypatch.setattr(versions_module, "_many", flaky)
     with pytest.raises(RuntimeError, match="disk full"):
         run(store.ingest(path, scope="kb"))
     assert chunk_count(store, "kb") == 0
     assert run(store.documents("kb")) == []
     assert store.db.query(lambda c: c.scalar("SELECT COUNT(*) FROM memory_versions")) == 0
-    monkeypatch.setattr(versions_module, "put_item", real)
+    monkeypatch.setattr(versions_module, "_many", real)
     report = run(store.ingest(path, scope="kb"))
     assert report.chunks_added == 10 and chunk_count(store, "kb") == 10
 

@@ -201,6 +201,7 @@ def _write(
         at=now,
     )
     existing = dict(current[1]) if current else {}
+    fresh: list[tuple[dict[str, Any], bytes]] = []
     added = kept = 0
     for c in chunks:
         h = v.content_hash(c.text, c.heading)
@@ -236,8 +237,9 @@ def _write(
             "updated_at": now,
             **place,
         }
-        v.put_item(conn, state, embedding=blobs[id(c)], embed_model=model, op="add", at=now)
+        fresh.append((state, blobs[id(c)]))
         added += 1
+    v.add_items(conn, fresh, embed_model=model, at=now)
     for old in existing.values():
         v.delete_item(conn, old["id"], author=author, op="delete", at=now)
     return doc_id, added, len(existing), kept

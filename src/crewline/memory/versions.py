@@ -17,6 +17,7 @@ from ..store.database import Conn
 from ..store.payloads import load_json
 
 __all__ = [
+    "add_items",
     "content_hash",
     "delete_document",
     "delete_item",
@@ -158,6 +159,45 @@ def put_item(
     )
     log_change(conn, int(rid), at)
     return int(rid)
+
+
+def add_items(
+    conn: Conn, items: list[tuple[dict[str, Any], bytes]], *, embed_model: str, at: float, op: str = "add"
+) -> None:
+    """Insert many new items (ids not in use) with their first versions: a few batched statements."""
+    if not items:
+        return
+    cols = ", ".join((*ITEM_FIELDS, "embedding", "embed_model"))
+    marks = ", ".join("?" * (len(ITEM_FIELDS) + 2))
+    meta_at = ITEM_FIELDS.index("metadata")
+    rows = []
+    for state, blob in items:
+        values = [state[f] for f in ITEM_FIELDS]
+        values[meta_at] = _dumps(state["metadata"])
+        rows.append((*values, blob, embed_model))
+    _many(conn, f"INSERT INTO memory_items ({cols}) VALUES ({marks})", rows)
+    _many(
+        conn,
+        "INSERT INTO memory_versions (entity, entity_id, scope, version, op, state, author, at) "
+        "VALUES ('item', ?, ?, ?, ?, ?, ?, ?)",
+        [(s["id"], s["scope"], s["version"], op, _dumps(s), s["author"], at) for s, _ in items],
+    )
+    ids = [s["id"] for s, _ in items]
+    for i in range(0, len(ids), 500):
+        part = ids[i : i + 500]
+        conn.execute(
+            f"INSERT INTO memory_changes (rid, at) SELECT rid, ? FROM memory_items WHERE id IN ({','.join('?' * len(part))})",
+            (at, *part),
+        )
+
+
+def _many(conn: Conn, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    # The store's Conn has no executemany; the raw driver's batches the round trips (psycopg pipelines).
+    cur = conn.raw.cursor()
+    try:
+        cur.executemany(conn.dialect.sql(sql), rows)
+    finally:
+        cur.close()
 
 
 def delete_item(conn: Conn, item_id: str, *, author: str, op: str, at: float) -> bool:
