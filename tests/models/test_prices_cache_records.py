@@ -156,3 +156,22 @@ async def test_old_call_payloads_are_pruned_and_their_blobs_collected(
     prune(db, 3600)
     assert db.query(lambda c: c.scalar("SELECT COUNT(*) FROM blobs")) == 0
     assert db.query(lambda c: c.one("SELECT input_tokens > 0, request_blob FROM model_calls")) == (1, None)
+
+
+async def test_abandoned_stream_keeps_its_worst_case_cost(
+    fake: FakeProvider, make_gateway: Any, sqlite_db: Database
+) -> None:
+    gw = make_gateway(
+        {"prices": {"openai/m": {"input": 1000, "output": 1000}}, "budgets": {"workflow": {"w": 10.0}}},
+        db=sqlite_db,
+        wait_for_records=True,
+    )
+    fake.reply("many words in this streamed reply " * 5)
+    async with gw.stream("openai/m", "go", max_tokens=100, budget_scope={"workflow": "w"}) as stream:
+        async for _chunk in stream:
+            break
+    await gw.flush()
+    row = sqlite_db.query(lambda c: c.one("SELECT status, error_class, cost, price_known FROM model_calls"))
+    assert row is not None and row[:2] == ("error", "GeneratorExit") and row[2] >= 100 * 1000 / 1e6
+    status = gw.ledger.status("workflow:w")
+    assert status["reserved"] == 0 and status["spent"] == pytest.approx(row[2])

@@ -38,7 +38,7 @@ from ..errors import (
 from ..store import Conn, Database
 from .cache import ResponseCache, request_key
 from .config import ModelsConfig
-from .ledger import BudgetAlert, Ledger, Reservation, to_nusd
+from .ledger import BudgetAlert, Ledger, Reservation, from_nusd, to_nusd
 from .limits import LocalLimiter, SharedLimiter
 from .prices import Price, PriceTable, shipped_table
 from .providers import Adapter, Endpoint, adapter_class
@@ -430,7 +430,8 @@ class Gateway:
             reply, dep, attempts = await self._run_route(route, est + max_out, attempt)
         except BaseException as e:
             record.attempts = getattr(e, "_crewline_attempts", 1)
-            self._finish(record, scopes, reservation, error=e, start=start)
+            billed = isinstance(e, asyncio.CancelledError)  # the provider may have done (and billed) the work
+            self._finish(record, scopes, reservation, error=e, start=start, maybe_billed=billed)
             raise
         reply.latency_ms = (time.perf_counter() - start) * 1000
         reply.deployment, reply.attempts, reply.provider = dep.name, attempts, dep.provider
@@ -600,6 +601,7 @@ class Gateway:
         cache_hit_key: str | None = None,
         model: tuple[str, str, str] | None = None,
         ttft_ms: float | None = None,
+        maybe_billed: bool = False,
     ) -> None:
         """Settle the budget, record the call and update the cache in one write (awaited or not)."""
         record.latency_ms = (time.perf_counter() - start) * 1000
@@ -610,6 +612,9 @@ class Gateway:
             record.provider, record.model, record.deployment = model
         if usage is not None:
             record.usage = usage
+        if maybe_billed and priced is None:
+            # Real usage unknown: keep the worst case reserved (or flag the cost unknown), never count $0.
+            priced = _Priced(from_nusd(reservation.amount), True) if reservation else _Priced(0.0, False)
         if priced is not None:
             record.cost, record.price_known = priced.cost, priced.known
         if error is not None:
@@ -739,7 +744,11 @@ def _estimate_tokens(request: ModelRequest) -> int:
 
 
 class ModelStream:
-    """An in-progress streamed completion; iterate it for :class:`StreamChunk`s, then read ``.response``."""
+    """An in-progress streamed completion; iterate it for :class:`StreamChunk`s, then read ``.response``.
+
+    Use ``async with gateway.stream(...) as stream`` to be sure a stream abandoned midway is closed and
+    recorded at once rather than when the garbage collector gets to it.
+    """
 
     def __init__(self, gateway: Gateway, route: Route, request: ModelRequest, ctx: CallContext) -> None:
         self._gw = gateway
@@ -753,6 +762,17 @@ class ModelStream:
         if self._iter is None:
             self._iter = self._run()
         return self._iter
+
+    async def __aenter__(self) -> ModelStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop early: the connection is closed and the call recorded (its worst case kept as the cost)."""
+        if self._iter is not None:
+            await self._iter.aclose()  # type: ignore[attr-defined]
 
     async def text(self) -> str:
         """Consume the stream and return the whole text."""
@@ -800,9 +820,11 @@ class ModelStream:
                     text.append(chunk.text)
                 yield chunk
                 chunk = await anext(it, None)
-        except BaseException as e:
+        except BaseException as e:  # cut off, failed or abandoned by the consumer midway: output was billed
             record.attempts = attempts
-            gw._finish(record, scopes, reservation, dep=dep, error=e, start=start, ttft_ms=ttft)
+            gw._finish(
+                record, scopes, reservation, dep=dep, error=e, start=start, ttft_ms=ttft, maybe_billed=True
+            )
             raise
         if final is None:
             error = ProviderUnavailable(f"{dep.name}: stream ended without a finish", provider=dep.provider)
