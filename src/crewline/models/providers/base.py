@@ -137,9 +137,10 @@ class Adapter:
         return self.decode(resp.content)
 
     def decode(self, content: bytes) -> Any:
-        if len(content) > MAX_BODY_BYTES:
+        limit = int(self.endpoint.options.get("max_body_bytes", MAX_BODY_BYTES))
+        if len(content) > limit:
             raise ProviderUnavailable(
-                f"{self.provider}: reply of {len(content)} bytes is over the {MAX_BODY_BYTES} byte limit",
+                f"{self.provider}: reply of {len(content)} bytes is over the {limit} byte limit",
                 provider=self.provider,
             )
         try:
