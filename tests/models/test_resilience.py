@@ -204,3 +204,14 @@ async def test_shared_limits_hold_across_gateways_on_postgres(pg_url: str) -> No
     for gw in gateways:
         await gw.aclose()
     db.close()
+
+
+def test_half_open_probe_that_never_reports_frees_its_slot() -> None:
+    now = [0.0]
+    b = CircuitBreaker(BreakerConfig(window=2, min_calls=2, error_ratio=1.0, cooldown=10), lambda: now[0])
+    b.record(False)
+    b.record(False)
+    now[0] = 10.0
+    assert b.allow() and not b.allow()  # the probe went out and was lost (e.g. cancelled)
+    now[0] = 20.0
+    assert b.allow()

@@ -66,19 +66,19 @@ class Ledger:
         self._clock = clock
         self._on_alert = on_alert
         self._stored_limits: set[str] = set()
-        self._set_here: set[str] = set()  # limits set by this process: known without a re-read
+        self._set_here: set[str] = set()
+        self._calendar: tuple[int, str, str] | None = (
+            None  # limits set by this process: known without a re-read
+        )
         self._stored_read_at = float("-inf")
 
     # -- scopes -----------------------------------------------------------------------------------------
 
     def scopes(self, scope: Mapping[str, str] | None) -> dict[str, int | None]:
         """Budget keys a call counts against, with the configured limit of each (nano-USD or ``None``)."""
-        now = datetime.fromtimestamp(self._clock(), UTC)
         b = self.budgets
-        out: dict[str, int | None] = {
-            f"day:{now:%Y-%m-%d}": _n(b.day),
-            f"month:{now:%Y-%m}": _n(b.month),
-        }
+        day, month = self._calendar_keys()
+        out: dict[str, int | None] = {day: _n(b.day), month: _n(b.month)}
         for kind, value in (scope or {}).items():
             if kind not in _SCOPE_KINDS:
                 raise InvalidInput(f"budget_scope key {kind!r} is not one of {', '.join(_SCOPE_KINDS)}")
@@ -104,6 +104,13 @@ class Ledger:
             self._stored_limits = {r[0] for r in rows}
             self._stored_read_at = now
         return any(s in self._stored_limits or s in self._set_here for s in scopes)
+
+    def _calendar_keys(self) -> tuple[str, str]:
+        minute = int(self._clock() // 60)
+        if self._calendar is None or self._calendar[0] != minute:
+            now = datetime.fromtimestamp(minute * 60, UTC)
+            self._calendar = (minute, f"day:{now:%Y-%m-%d}", f"month:{now:%Y-%m}")
+        return self._calendar[1], self._calendar[2]
 
     # -- reserve / settle -------------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ def counts_against_breaker(error: ModelError) -> bool:
 
 
 class CircuitBreaker:
-    __slots__ = ("_clock", "_outcomes", "_probing", "config", "opened_at", "state")
+    __slots__ = ("_clock", "_outcomes", "_probe_at", "_probing", "config", "opened_at", "state")
 
     def __init__(self, config: BreakerConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
@@ -43,6 +43,7 @@ class CircuitBreaker:
         self.opened_at = 0.0
         self._outcomes: deque[bool] = deque(maxlen=config.window)
         self._probing = False
+        self._probe_at = 0.0
         self._clock = clock
 
     def allow(self) -> bool:
@@ -51,8 +52,12 @@ class CircuitBreaker:
         if self.state == "open" and self._clock() - self.opened_at >= self.config.cooldown:
             self.state = "half_open"
             self._probing = False
-        if self.state == "half_open" and not self._probing:
+        # A probe whose outcome never came back (cancelled, refused by a rate limit) frees its slot in time.
+        if self.state == "half_open" and (
+            not self._probing or self._clock() - self._probe_at >= self.config.cooldown
+        ):
             self._probing = True
+            self._probe_at = self._clock()
             return True
         return False
 
