@@ -134,8 +134,13 @@ class Gateway:
 
     @classmethod
     def from_settings(cls, settings: Settings, db: Database | None = None, **kwargs: Any) -> Gateway:
-        """A gateway configured by the ``[models]`` section of ``crewline.toml``."""
-        return cls(ModelsConfig.parse(settings.sections.get("models")), db, **kwargs)
+        """A gateway configured by the ``[models]`` section of ``crewline.toml``.
+
+        Call payloads go to blobs past the store's ``blob_threshold`` unless ``[models]`` sets its own.
+        """
+        raw = dict(settings.sections.get("models") or {})
+        raw.setdefault("payload_threshold", settings.blob_threshold)
+        return cls(ModelsConfig.parse(raw), db, **kwargs)
 
     @classmethod
     def for_testing(
