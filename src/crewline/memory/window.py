@@ -11,12 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import InvalidInput
 from ..store.database import Conn, Database
 from .scopes import validate_scope
 
-__all__ = ["ConversationWindow", "Message", "approx_tokens"]
+__all__ = ["ConversationWindow", "Message", "approx_tokens", "gateway_summariser"]
 
 _ROLES = frozenset({"system", "user", "assistant", "tool", "summary"})
 
@@ -37,6 +38,33 @@ def approx_tokens(text: str) -> int:
 
 
 Summariser = Callable[[Sequence[Message]], Awaitable[str]]
+
+_SUMMARY_PROMPT = (
+    "Summarise this conversation so far for the assistant's own memory: keep names, facts, decisions, "
+    "open questions and commitments; drop pleasantries. At most {words} words."
+)
+
+
+def gateway_summariser(
+    gateway: Any, model: str | None = None, *, words: int = 150, **options: Any
+) -> Summariser:
+    """A summarise hook calling ``gateway.complete`` (the model gateway: routed, priced and budgeted);
+    ``options`` (e.g. ``budget_scope``, ``run_id``) are passed through."""
+
+    async def summarise(messages: Sequence[Message]) -> str:
+        transcript = "\n".join(f"{m.role}: {m.content}" for m in messages)
+        reply = await gateway.complete(
+            model,
+            [
+                {"role": "system", "content": _SUMMARY_PROMPT.format(words=words)},
+                {"role": "user", "content": transcript},
+            ],
+            max_tokens=words * 2,
+            **options,
+        )
+        return str(reply.text).strip()
+
+    return summarise
 
 
 class ConversationWindow:
