@@ -38,7 +38,7 @@ def make_app(db_url: str, tmp_path: Path, sections: dict[str, Any] | None = None
 def serving(app: App, config: ServerConfig | None = None, workers: int = 4) -> Iterator[str]:
     """Run the server for ``app`` on a free loopback port; yields its base URL."""
     api = create_app(app, config=config, workers=workers)
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(api, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
