@@ -17,6 +17,7 @@ from ...errors import (
     AuthError,
     BadRequest,
     BudgetExceeded,
+    ConfigError,
     ContentPolicy,
     CrewlineError,
     InvalidInput,
@@ -80,6 +81,8 @@ def classify(e: BaseException) -> Failure:
         return Failure(502, "upstream", f"the upstream provider refused crewline's credentials: {e}", {})
     if isinstance(e, ModelError):
         return Failure(502, "upstream", str(e), {})
+    if isinstance(e, ConfigError):
+        return Failure(500, "internal", f"the server's model configuration is wrong: {e}", {})
     if isinstance(e, CrewlineError):
         return Failure(503, "upstream", str(e), {})
     return Failure(500, "internal", "the proxy failed on this request; details are in the server log", {})
