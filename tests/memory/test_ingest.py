@@ -130,3 +130,14 @@ def test_ingest_text_directly(store: MemoryStore) -> None:
     )
     assert report.chunks_added == 1
     assert run(store.search("hello", scope="site", k=1))[0].source == "web:home"
+
+
+def test_delete_a_document_with_its_chunks_and_restore_it(store: MemoryStore) -> None:
+    report = run(store.ingest_text("# A\none\n\n# B\ntwo", source="ab.md", scope="kb", mime="text/markdown"))
+    (doc_id,) = report.added
+    snap = run(store.snapshot("kb"))
+    assert run(store.delete(doc_id)) is True
+    assert chunk_count(store, "kb") == 0 and run(store.documents("kb")) == []
+    assert run(store.delete(doc_id)) is False
+    run(store.rollback("kb", to=snap.id))
+    assert chunk_count(store, "kb") == 2 and [d.id for d in run(store.documents("kb"))] == [doc_id]

@@ -181,3 +181,12 @@ def test_forget_removes_everything_of_a_scope(store: MemoryStore) -> None:
             )
             == 0
         )
+
+
+async def test_concurrent_identical_writes_store_one_item(store: MemoryStore) -> None:
+    import asyncio
+
+    results = await asyncio.gather(*(store.remember("Prefers tea", scope="c:1") for _ in range(6)))
+    assert len({r.id for r in results}) == 1
+    assert sorted(r.action for r in results).count("added") == 1
+    assert len(await store.items("c:1")) == 1

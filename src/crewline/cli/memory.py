@@ -203,6 +203,17 @@ def rollback_cmd(app_ref: str | None, scope: str, to: str, author: str) -> None:
     click.echo(f"rolled back {scope}: {report.restored} restored, {report.removed} removed")
 
 
+@memory.command("delete")
+@app_option
+@click.argument("entity_id")
+@_by
+def delete_cmd(app_ref: str | None, entity_id: str, author: str) -> None:
+    """Delete one item, or one document with its chunks (recorded; a rollback can restore it)."""
+    if not _with_store(app_ref, lambda s: s.delete(entity_id, author=author)):
+        fail(f"no memory item or document {entity_id!r}")
+    click.echo(f"deleted {entity_id}")
+
+
 @memory.command("forget")
 @app_option
 @click.argument("scope")

@@ -323,9 +323,9 @@ class MemoryStore:
         return [_item(v.item_state(r)) for r in rows]
 
     async def delete(self, item_id: str, *, author: str = OPERATOR) -> bool:
-        return await self.db.write(
-            lambda c: v.delete_item(c, item_id, author=author, op="delete", at=time.time())
-        )
+        """Delete an item, or a document with all its chunks (by the document's id); versioned, so a
+        rollback can bring it back. False when there is no such id."""
+        return await self.db.write(functools.partial(_delete, entity_id=item_id, author=author))
 
     async def purge_expired(self, *, now: float | None = None) -> int:
         """Maintenance: delete items whose TTL has passed (search already ignores them) and prune the
@@ -591,6 +591,17 @@ class MemoryStore:
         self._checked = True
         self._index = None
         return done
+
+
+def _delete(conn: Conn, *, entity_id: str, author: str) -> bool:
+    now = time.time()
+    if v.delete_item(conn, entity_id, author=author, op="delete", at=now):
+        return True
+    if not v.delete_document(conn, entity_id, author=author, op="delete", at=now):
+        return False
+    for (chunk_id,) in conn.all("SELECT id FROM memory_items WHERE document_id = ?", (entity_id,)):
+        v.delete_item(conn, chunk_id, author=author, op="delete", at=now)
+    return True
 
 
 def _store_vectors(conn: Conn, *, rows: list[tuple[Any, ...]], vecs: Matrix, name: str) -> None:
