@@ -312,8 +312,11 @@ class FakeProvider:
         self, fault: Fault, wire: WireFormat, writer: asyncio.StreamWriter, payload: Any = None
     ) -> bool:
         if fault.kind == "status":
-            extra = {"retry-after": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
-            return await _send(writer, fault.status, wire.error(fault.status, fault.message), extra)
+            body, extra = wire.error(fault.status, fault.message), {}
+            if fault.retry_after is not None:
+                body, header = wire.retry_info(body, fault.retry_after)
+                extra = {"retry-after": f"{fault.retry_after:g}"} if header else {}
+            return await _send(writer, fault.status, body, extra)
         if fault.kind == "timeout":
             await asyncio.sleep(fault.seconds)
             return False

@@ -136,6 +136,10 @@ class WireFormat:
     def malformed_event(self) -> bytes:
         return b"data: {not json\n\n"
 
+    def retry_info(self, body: Any, retry_after: float) -> tuple[Any, bool]:
+        """The error body carrying ``retry_after``, and whether a ``retry-after`` header says it too."""
+        return body, True
+
     def text_of(self, reply: Reply) -> str:
         if reply.json is not None:
             return json.dumps(reply.json)
@@ -471,6 +475,12 @@ class GeminiWire(WireFormat):
             500: "INTERNAL",
         }
         return {"error": {"code": status, "message": message, "status": states.get(status, "INTERNAL")}}
+
+    def retry_info(self, body: Any, retry_after: float) -> tuple[Any, bool]:
+        # Gemini says when to come back in the error's RetryInfo detail, not in a header.
+        detail = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after:g}s"}
+        body["error"]["details"] = [detail]
+        return body, False
 
 
 class OllamaWire(WireFormat):

@@ -50,6 +50,12 @@ class GeminiAdapter(Adapter):
     def auth_headers(self) -> dict[str, str]:
         return {"x-goog-api-key": self.endpoint.api_key} if self.endpoint.api_key else {}
 
+    def error(self, status: int, content: bytes, headers: Mapping[str, str]) -> ModelError:
+        err = super().error(status, content, headers)
+        if isinstance(err, RateLimited) and err.retry_after is None:
+            err.retry_after = _retry_delay(content)
+        return err
+
     def classify(self, status: int, body: Any, text: str) -> type[ModelError] | None:
         err = body.get("error") if isinstance(body, dict) else None
         return _STATUS.get(str(err.get("status"))) if isinstance(err, dict) else None
@@ -178,6 +184,18 @@ class GeminiAdapter(Adapter):
                 provider=self.provider,
             )
         return EmbeddingResponse(vectors, model, self.provider, Usage())
+
+
+def _retry_delay(content: bytes) -> float | None:
+    """Seconds from a ``google.rpc.RetryInfo`` detail (``"retryDelay": "30s"``) of an error body."""
+    try:
+        details = json.loads(content)["error"].get("details") or []
+        for d in details:
+            if str(d.get("@type", "")).endswith("RetryInfo") and str(d.get("retryDelay", "")).endswith("s"):
+                return float(d["retryDelay"][:-1])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return None
 
 
 def _tool_choice(choice: str) -> dict[str, Any]:
