@@ -177,12 +177,23 @@ class Database:
         return await self._committer.submit(fn)
 
     async def read(self, fn: Callable[[Conn], T]) -> T:
+        """Run ``fn`` on a read connection in a thread, reconnecting with backoff through an outage."""
         if self._readers is None:
             with self._lock:
                 if self._readers is None:
                     self._readers = ThreadPoolExecutor(4, thread_name_prefix="crewline-read")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self.query, fn)
+        deadline = time.monotonic() + self.unavailable_retry_seconds
+        delay = 0.1
+        while True:
+            try:
+                return await loop.run_in_executor(self._readers, self.query, fn)
+            except DatabaseUnavailable:
+                if time.monotonic() + delay > deadline or self._closed:
+                    raise
+                log.warning("database unavailable; retrying the read in %.1fs", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def close(self) -> None:
         self._closed = True
