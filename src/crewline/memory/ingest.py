@@ -13,6 +13,7 @@ import functools
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,15 +114,7 @@ async def ingest_parsed(
             outcome, added, removed, kept = await store.db.write(
                 functools.partial(
                     _write,
-                    model=store.embedder.name,
-                    doc=doc,
-                    doc_hash=doc_hash,
-                    scope=scope,
-                    meta=meta,
-                    author=author,
-                    chunks=chunks,
-                    blobs=blobs,
-                    current=current,
+                    job=_Job(store.embedder.name, doc, doc_hash, scope, meta, author, chunks, blobs, current),
                 )
             )
         except _Conflict:
@@ -154,95 +147,91 @@ def _current(conn: Conn, scope: str, source: str) -> _Current | None:
     return state, by_hash
 
 
-def _write(
-    conn: Conn,
-    *,
-    model: str,
-    doc: ParsedDocument,
-    doc_hash: str,
-    scope: str,
-    meta: dict[str, Any],
-    author: str,
-    chunks: list[Chunk],
-    blobs: dict[int, bytes],
-    current: _Current | None,
-) -> tuple[str, int, int, int]:
-    from .store import _Conflict, _new_id
+@dataclass(frozen=True)
+class _Job:
+    """One document's write, everything computed before the transaction."""
 
-    conn.lock_key(f"memory:{scope}")
+    model: str
+    doc: ParsedDocument
+    doc_hash: str
+    scope: str
+    meta: dict[str, Any]
+    author: str
+    chunks: list[Chunk]
+    blobs: dict[int, bytes]  # id(chunk) -> embedding, for chunks not already stored
+    current: _Current | None
+
+
+def _write(conn: Conn, job: _Job) -> tuple[str, int, int, int]:
+    from .store import _Conflict
+
+    conn.lock_key(f"memory:{job.scope}")
     now = time.time()
-    old_doc = current[0] if current else None
-    live = conn.one(
-        "SELECT version FROM memory_documents WHERE scope = ? AND source = ?", (scope, doc.source)
+    old_doc = job.current[0] if job.current else None
+    live = conn.scalar(
+        "SELECT version FROM memory_documents WHERE scope = ? AND source = ?", (job.scope, job.doc.source)
     )
-    if (live is None) != (old_doc is None) or (old_doc and int(live[0]) != int(old_doc["version"])):  # type: ignore[index]
-        raise _Conflict(doc.source)
-    doc_id = old_doc["id"] if old_doc else _new_id("doc")
-    blob = _store_blob(conn, doc.text, now)
-    v.put_document(
-        conn,
-        {
-            "id": doc_id,
-            "scope": scope,
-            "source": doc.source,
-            "mime": doc.mime,
-            "title": doc.title,
-            "content_hash": doc_hash,
-            "text_blob": blob,
-            "size": len(doc.text.encode("utf-8")),
-            "chunks": len(chunks),
-            "metadata": meta,
-            "version": (int(old_doc["version"]) + 1) if old_doc else 1,
-            "author": author,
-            "created_at": old_doc["created_at"] if old_doc else now,
-            "updated_at": now,
-        },
-        op="update" if old_doc else "add",
-        at=now,
-    )
-    existing = dict(current[1]) if current else {}
+    if (live is None) != (old_doc is None) or (old_doc and int(live) != int(old_doc["version"])):
+        raise _Conflict(job.doc.source)
+    doc_id = _put_document(conn, job, old_doc, now)
+    added, removed, kept = _put_chunks(conn, job, doc_id, now)
+    return doc_id, added, removed, kept
+
+
+def _put_document(conn: Conn, job: _Job, old: dict[str, Any] | None, now: float) -> str:
+    from .store import _new_id
+
+    doc_id = str(old["id"]) if old else _new_id("doc")
+    state = {
+        "id": doc_id,
+        "scope": job.scope,
+        "source": job.doc.source,
+        "mime": job.doc.mime,
+        "title": job.doc.title,
+        "content_hash": job.doc_hash,
+        "text_blob": _store_blob(conn, job.doc.text, now),
+        "size": len(job.doc.text.encode("utf-8")),
+        "chunks": len(job.chunks),
+        "metadata": job.meta,
+        "version": (int(old["version"]) + 1) if old else 1,
+        "author": job.author,
+        "created_at": old["created_at"] if old else now,
+        "updated_at": now,
+    }
+    v.put_document(conn, state, op="update" if old else "add", at=now)
+    return doc_id
+
+
+def _put_chunks(conn: Conn, job: _Job, doc_id: str, now: float) -> tuple[int, int, int]:
+    """Keep unchanged chunks (moving them if needed), add new ones, delete the rest."""
+    from .store import _new_id
+
+    existing = dict(job.current[1]) if job.current else {}
     fresh: list[tuple[dict[str, Any], bytes]] = []
-    added = kept = 0
-    for c in chunks:
+    kept = 0
+    for c in job.chunks:
         h = v.content_hash(c.text, c.heading)
         old = existing.pop(h, None)
         place = {"position": c.position, "char_start": c.char_start, "char_end": c.char_end}
-        if old is not None:
-            kept += 1
-            if any(old[k] != place[k] for k in place) or old["metadata"] != meta:
-                state = {
-                    **old,
-                    **place,
-                    "metadata": meta,
-                    "version": old["version"] + 1,
-                    "author": author,
-                    "updated_at": now,
-                }
-                emb = conn.scalar("SELECT embedding FROM memory_items WHERE id = ?", (old["id"],))
-                v.put_item(conn, state, embedding=emb, embed_model=model, op="update", at=now)
+        if old is None:
+            state = {
+                "id": _new_id("chk"), "scope": job.scope, "kind": "chunk", "document_id": doc_id,
+                "heading": c.heading, "text": c.text, "content_hash": h, "metadata": job.meta,
+                "expires_at": None, "version": 1, "author": job.author, "created_at": now, "updated_at": now,
+                **place,
+            }  # fmt: skip
+            fresh.append((state, job.blobs[id(c)]))
             continue
-        state = {
-            "id": _new_id("chk"),
-            "scope": scope,
-            "kind": "chunk",
-            "document_id": doc_id,
-            "heading": c.heading,
-            "text": c.text,
-            "content_hash": h,
-            "metadata": meta,
-            "expires_at": None,
-            "version": 1,
-            "author": author,
-            "created_at": now,
-            "updated_at": now,
-            **place,
-        }
-        fresh.append((state, blobs[id(c)]))
-        added += 1
-    v.add_items(conn, fresh, embed_model=model, at=now)
+        kept += 1
+        if any(old[k] != place[k] for k in place) or old["metadata"] != job.meta:
+            moved = {**old, **place, "metadata": job.meta, "version": old["version"] + 1, "author": job.author,
+                     "updated_at": now}  # fmt: skip
+            emb = conn.scalar("SELECT embedding FROM memory_items WHERE id = ?", (old["id"],))
+            v.put_item(conn, moved, embedding=emb, embed_model=job.model, op="update", at=now)
+    v.add_items(conn, fresh, embed_model=job.model, at=now)
     for old in existing.values():
-        v.delete_item(conn, old["id"], author=author, op="delete", at=now)
-    return doc_id, added, len(existing), kept
+        v.delete_item(conn, old["id"], author=job.author, op="delete", at=now)
+    return len(fresh), len(existing), kept
 
 
 def _store_blob(conn: Conn, text: str, now: float) -> str:

@@ -360,13 +360,7 @@ class MemoryStore:
         min_score: float | None = None,
     ) -> list[Hit]:
         """Hybrid search over ``scope`` (one or several); hits carry scores and provenance, best first."""
-        if not isinstance(query, str) or (not query.strip() and vector is None):
-            raise InvalidInput("query must be a non-empty string")
-        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 1000:
-            raise InvalidInput(f"k must be an integer between 1 and 1000, got {k!r}")
-        for name, w in (("vector_weight", vector_weight), ("text_weight", text_weight)):
-            if not isinstance(w, int | float) or w < 0:
-                raise InvalidInput(f"{name} must be a number >= 0, got {w!r}")
+        _check_search(query, k, vector_weight, text_weight, vector is not None)
         scopes = validate_scopes(scope)
         flt = validate_filter(filter) if filter is not None else None
         index = await self._ready()
@@ -393,14 +387,12 @@ class MemoryStore:
         )
 
         def read(conn: Conn) -> list[Hit]:
-            query_ = q
             if inline:
                 vec = as_matrix(
-                    embed_sync([query]), self.embedder.dim, field=f"embedder {self.embedder.name} output"
+                    embed_sync([query]), self.embedder.dim, field=f"embedder {self.embedder.name}"
                 )
-                query_ = dataclasses.replace(q, vector=vec[0])
-            index.sync(conn)
-            return run_query(conn, index, self._text, query_)
+                return run_query(conn, index.synced(conn), self._text, dataclasses.replace(q, vector=vec[0]))
+            return run_query(conn, index.synced(conn), self._text, q)
 
         hits = await self.db.read(read)
         if rerank is not None and hits:
@@ -615,6 +607,18 @@ def _store_vectors(conn: Conn, *, rows: list[tuple[Any, ...]], vecs: Matrix, nam
 
 def _new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+def _check_search(
+    query: object, k: object, vector_weight: object, text_weight: object, has_vector: bool
+) -> None:
+    if not isinstance(query, str) or (not query.strip() and not has_vector):
+        raise InvalidInput("query must be a non-empty string")
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 1000:
+        raise InvalidInput(f"k must be an integer between 1 and 1000, got {k!r}")
+    for name, w in (("vector_weight", vector_weight), ("text_weight", text_weight)):
+        if isinstance(w, bool) or not isinstance(w, int | float) or w < 0:
+            raise InvalidInput(f"{name} must be a number >= 0, got {w!r}")
 
 
 def _check_text(text: object, field: str, *, limit: int = _MAX_TEXT) -> str:

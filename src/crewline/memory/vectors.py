@@ -81,6 +81,10 @@ class ExactIndex:
             self._refresh(conn, {int(rid) for _, rid in rows})
             self._advance([int(seq) for seq, _ in rows])
 
+    def synced(self, conn: Conn) -> ExactIndex:
+        self.sync(conn)
+        return self
+
     def reset(self) -> None:
         with self._lock:
             self._loaded = False
