@@ -286,3 +286,11 @@ async def test_huge_reply_is_refused(fake: FakeProvider, make_gateway: Any) -> N
     fake.reply("word " * 1000)
     with pytest.raises(ProviderUnavailable, match="over the 2000 byte limit"):
         await gw.complete("tiny/m", "hi")
+
+
+async def test_stream_without_usage_is_estimated_not_free(fake: FakeProvider, make_gateway: Any) -> None:
+    gw = make_gateway({"prices": {"openai/m": {"input": 1, "output": 1}}})
+    stream = gw.stream("openai/m", "count me", extra={"stream_options": {"include_usage": False}})
+    await stream.text()
+    assert fake.requests[-1].body["stream_options"] == {"include_usage": False}
+    assert stream.response.usage.output_tokens > 0 and stream.response.cost > 0

@@ -835,7 +835,12 @@ class ModelStream:
             error = ProviderUnavailable(f"{dep.name}: stream ended without a finish", provider=dep.provider)
             gw._finish(record, scopes, reservation, dep=dep, error=error, start=start, ttft_ms=ttft)
             raise error
-        usage = final.usage if final.usage is not None else Usage()
+        usage = final.usage
+        if usage is None or (usage.output_tokens == 0 and (text or calls)):
+            # Some servers send no usage in streams; an estimate beats recording the call as free.
+            usage = Usage(
+                input_tokens=est // 2, output_tokens=max(1, len("".join(text)) // 4 + 5 * len(calls))
+            )
         priced = gw._price(dep, usage)
         self.response = ModelResponse(
             text="".join(text),

@@ -106,7 +106,7 @@ class OpenAIAdapter(Adapter):
             if data == "[DONE]":
                 for call in _flush_calls(pending, self.provider):
                     yield StreamChunk(tool_call=call)
-                yield StreamChunk(finish_reason=finish or "stop", usage=usage or Usage(), response_id=rid)
+                yield StreamChunk(finish_reason=finish or "stop", usage=usage, response_id=rid)
                 return
             chunk = self.decode(data.encode())
             if isinstance(chunk, dict) and "error" in chunk:
