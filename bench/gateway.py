@@ -3,13 +3,15 @@
     .venv/bin/python bench/gateway.py [--calls 2000] [--database sqlite|postgresql://...]
 
 Starts the fake provider in its own process (so it does not share this interpreter's GIL), then times,
-one call at a time after a warm-up, the paths taking turns call by call:
+one call at a time after a warm-up, the paths taking turns in blocks:
 
 - bare httpx: ``AsyncClient.post`` of an OpenAI chat request to the fake, JSON decoded;
 - ``gateway.complete`` with an RPM limit, prices, budget tracking and call records on (records and
   settlement group-committed in the background, as by default);
 - the same with a *limited* budget in scope, so every call also waits for its reservation to commit;
-- a cache hit (temperature 0, same request).
+- a cache hit (temperature 0, same request);
+- the gateway's own cost without any network: an in-process scripted model called directly, and through
+  ``gateway.complete`` (records and budget tracking on).
 
 Prints p50/p99 of each and the added cost over bare httpx. Numbers, never assertions.
 """
@@ -29,8 +31,9 @@ from typing import Any
 
 import httpx
 
-from crewline.models import Gateway, ModelsConfig
+from crewline.models import Gateway, ModelRequest, ModelsConfig, user
 from crewline.store import open_database
+from crewline.testing import ScriptedModel
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Classify: my invoice is wrong"}],
         "max_tokens": 50}  # fmt: skip
@@ -43,19 +46,29 @@ def start_fake() -> tuple[subprocess.Popen[str], str]:
     return proc, proc.stdout.readline().strip()
 
 
-async def interleaved(
-    paths: dict[str, Callable[[], Awaitable[Any]]], calls: int, warmup: int = 200
+async def blocks(
+    paths: dict[str, Callable[[], Awaitable[Any]]],
+    calls: int,
+    settle: Callable[[], Awaitable[None]],
+    rounds: int = 10,
+    warmup: int = 200,
 ) -> dict[str, list[float]]:
-    """Time each path ``calls`` times, taking turns call by call so machine noise hits all of them alike."""
-    for _ in range(warmup):
-        for fn in paths.values():
+    """Time each path ``calls`` times, in ``rounds`` blocks taking turns, so slow drifts in machine load hit
+    every path alike; after each block the background record writes are waited for, so a path pays for
+    its own writes and not for another's."""
+    for fn in paths.values():
+        for _ in range(warmup):
             await fn()
+        await settle()
     out: dict[str, list[float]] = {name: [] for name in paths}
-    for _ in range(calls):
+    per_round = max(1, calls // rounds)
+    for _ in range(rounds):
         for name, fn in paths.items():
-            start = time.perf_counter()
-            await fn()
-            out[name].append((time.perf_counter() - start) * 1000)
+            for _ in range(per_round):
+                start = time.perf_counter()
+                await fn()
+                out[name].append((time.perf_counter() - start) * 1000)
+            await settle()
     return out
 
 
@@ -80,8 +93,11 @@ async def run(url: str, database: str, calls: int) -> dict[str, list[float]]:
     client = httpx.AsyncClient()
     plain = Gateway(config(url, False), db, environ=env)
     limited = Gateway(config(url, True), db, environ=env)
+    scripted = ScriptedModel(default="a short reply")
+    offline = Gateway(ModelsConfig(default="test/m"), db, adapters={"test": scripted})
     await plain.complete("main", "cached question", temperature=0)
     await plain.flush()
+    request = ModelRequest("test/m", (user("Classify: my invoice is wrong"),), max_tokens=50)
 
     async def bare() -> None:
         resp = await client.post(
@@ -98,16 +114,26 @@ async def run(url: str, database: str, calls: int) -> dict[str, list[float]]:
     async def hit() -> None:
         assert (await plain.complete("main", "cached question", temperature=0)).cached
 
-    results = await interleaved(
-        {
-            "bare httpx": bare,
-            "gateway.complete": complete,
-            "gateway.complete, limited budget": complete_limited,
-            "cache hit": hit,
-        },
-        calls,
-    )
-    for gw in (plain, limited):
+    async def adapter_alone() -> None:
+        await scripted.complete(request, "m")
+
+    async def gateway_offline() -> None:
+        await offline.complete("test/m", "Classify: my invoice is wrong", max_tokens=50, budget_scope=scope)
+
+    async def settle() -> None:
+        for gw in (plain, limited, offline):
+            await gw.flush()
+
+    paths = {
+        "bare httpx": bare,
+        "gateway.complete": complete,
+        "gateway.complete, limited budget": complete_limited,
+        "cache hit": hit,
+        "in-process model alone": adapter_alone,
+        "gateway over it": gateway_offline,
+    }
+    results = await blocks(paths, calls, settle)
+    for gw in (plain, limited, offline):
         await gw.aclose()
     await client.aclose()
     db.close()
@@ -127,12 +153,14 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait()
-    base50, base99 = pct(results["bare httpx"], 50), pct(results["bare httpx"], 99)
     print(f"{args.calls} sequential calls each, fake upstream at {url}, database {database.split(':')[0]}")
     print(f"{'path':<36}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}{'added p50':>11}{'added p99':>11}")
     for name, samples in results.items():
         p50, p99 = pct(samples, 50), pct(samples, 99)
-        added = "" if name in ("bare httpx", "cache hit") else f"{p50 - base50:>+11.3f}{p99 - base99:>+11.3f}"
+        base = results["in-process model alone"] if name == "gateway over it" else results["bare httpx"]
+        b50, b99 = pct(base, 50), pct(base, 99)
+        plain = name in ("bare httpx", "cache hit", "in-process model alone")
+        added = "" if plain else f"{p50 - b50:>+11.3f}{p99 - b99:>+11.3f}"
         print(f"{name:<36}{p50:>9.3f}{p99:>9.3f}{statistics.fmean(samples):>9.3f}{added}")
 
 

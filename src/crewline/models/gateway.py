@@ -92,7 +92,9 @@ class Gateway:
     """Composes routing, limits, cache, retries, pricing, budgets and call records over the adapters.
 
     ``adapters`` maps provider names to adapter instances used instead of building one from config (how
-    :class:`crewline.testing.ScriptedModel` plugs in).
+    :class:`crewline.testing.ScriptedModel` plugs in). Call records and budget settlements are written
+    in the background, batched over ``record_delay`` seconds into one transaction; ``wait_for_records``
+    makes every call wait for its own instead. ``flush()`` / ``aclose()`` write whatever is pending.
     """
 
     def __init__(
@@ -106,6 +108,7 @@ class Gateway:
         prices: PriceTable | None = None,
         on_alert: Callable[[BudgetAlert], None] | None = None,
         wait_for_records: bool = False,
+        record_delay: float = 0.05,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
@@ -130,6 +133,9 @@ class Gateway:
         self._clock = clock
         self._rand = rand
         self._pending: set[asyncio.Task[Any]] = set()
+        self._queued: list[Callable[[Conn], list[BudgetAlert]]] = []
+        self._write_handle: asyncio.TimerHandle | None = None
+        self._record_delay = record_delay
         self._unpriced: set[str] = set()
 
     @classmethod
@@ -286,7 +292,10 @@ class Gateway:
 
     async def flush(self) -> None:
         """Wait until every call record and budget settlement so far is committed."""
-        while self._pending:
+        while self._pending or self._queued:
+            if self._write_handle is not None:
+                self._write_handle.cancel()
+            self._spawn_write()
             await asyncio.gather(*list(self._pending), return_exceptions=True)
 
     async def aclose(self) -> None:
@@ -647,22 +656,41 @@ class Gateway:
                 cache.hit_in(conn, cache_hit_key)
             return alerts
 
-        task = asyncio.ensure_future(self._write(write))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._queued.append(write)
+        if self._wait_for_records:
+            self._spawn_write()
+        elif self._write_handle is None:
+            self._write_handle = asyncio.get_running_loop().call_later(self._record_delay, self._spawn_write)
+
+    def _spawn_write(self) -> None:
+        """Write every queued record in one transaction (one commit for a burst of calls)."""
+        self._write_handle = None
+        batch, self._queued = self._queued, []
+        if batch:
+            task = asyncio.ensure_future(self._write(batch))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
 
     async def _settled(self) -> None:
         """With ``wait_for_records``, return only once the call's record and settlement are committed."""
         if self._wait_for_records:
             await self.flush()
 
-    async def _write(self, fn: Callable[[Conn], list[BudgetAlert]]) -> None:
+    async def _write(self, batch: list[Callable[[Conn], list[BudgetAlert]]]) -> None:
         assert self.db is not None
+
+        def write_all(conn: Conn) -> list[BudgetAlert]:
+            return [alert for fn in batch for alert in fn(conn)]
+
         try:
-            alerts = await self.db.write(fn)
+            alerts = await self.db.write(write_all)
         except Exception:
-            log.exception("could not record a model call")
-            return
+            alerts = []  # one bad write must not take the others down: retry them one by one
+            for fn in batch:
+                try:
+                    alerts += await self.db.write(fn)
+                except Exception:
+                    log.exception("could not record a model call")
         if self.ledger is not None and alerts:
             self.ledger.emit(alerts)
 
