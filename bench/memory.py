@@ -35,7 +35,7 @@ from crewline.memory import LocalEmbedder, MemoryStore
 from crewline.memory.fulltext import TextIndex
 from crewline.memory.retrieval import fuse
 from crewline.memory.vectors import from_blob
-from crewline.store import open_database
+from crewline.store import Database, open_database
 
 SECTIONS_PER_DOC = 50
 
@@ -109,7 +109,9 @@ def recall_at(found: list[list[Any]], exact: list[list[Any]], k: int = 10) -> fl
 # -- crewline --------------------------------------------------------------------------------------------
 
 
-async def bench_crewline(url: str, texts: list[str], qs: list[str], embedder: LocalEmbedder) -> Row:
+async def bench_crewline(
+    url: str, texts: list[str], qs: list[str], embedder: LocalEmbedder, text_budgets: list[int | None]
+) -> list[Row]:
     db = open_database(url)
     store = MemoryStore(db, embedder, chunk_size=2000, chunk_overlap=0)
     start = time.perf_counter()
@@ -117,6 +119,15 @@ async def bench_crewline(url: str, texts: list[str], qs: list[str], embedder: Lo
         await store.ingest_text(body, source=source, scope="bench", mime="text/markdown")
     ingest = len(texts) / (time.perf_counter() - start)
     await store.remember("warm-up fact in another scope", scope="other")
+    rows = [await _searches(db, embedder, url, len(texts), ingest, qs, budget) for budget in text_budgets]
+    db.close()
+    return rows
+
+
+async def _searches(
+    db: Database, embedder: LocalEmbedder, url: str, n: int, ingest: float, qs: list[str], budget: int | None
+) -> Row:
+    store = MemoryStore(db, embedder, text_budget=budget)
     for q in qs[:20]:
         await store.search(q, scope="bench", k=10)
     lat = []
@@ -132,17 +143,17 @@ async def bench_crewline(url: str, texts: list[str], qs: list[str], embedder: Lo
     qv = await store.embed(qs)
     exact_vec = [[(rids[i], 0.0) for i in np.argsort(-(mat @ v))[:50]] for v in qv]
     exact = [[ids[r] for r, _ in e[:10]] for e in exact_vec]
-    # Exact hybrid: brute-force vectors fused with full-text over every matching chunk (no postings budget).
-    full_text = TextIndex(postings_budget=10**12)
+    # Exact hybrid: brute-force vectors fused with full text over every matching chunk (no postings budget).
+    full_text = TextIndex(postings_budget=None)
     now = time.time()
     exact_hybrid = []
     for q, ev in zip(qs, exact_vec, strict=True):
         tv = db.query(lambda c, q=q: full_text.search(c, q, ["bench"], 50, now))
         exact_hybrid.append([ids[r] for r, _, _ in fuse([(1.0, ev), (1.0, tv)])[:10]])
-    db.close()
     p50, p95 = percentiles(lat)
-    note = "exact vector + FTS5" if url.startswith("sqlite") else "exact vector + tsvector"
-    row = Row("crewline", url.split(":", 1)[0], len(texts), ingest, p50, p95, recall_at(found, exact), note)
+    text = "FTS5" if url.startswith("sqlite") else "tsvector"
+    note = f"exact vector + {text}, " + (f"text budget {budget}" if budget else "exact text")
+    row = Row("crewline", url.split(":", 1)[0], n, ingest, p50, p95, recall_at(found, exact), note)
     row.hybrid_recall = recall_at(hybrid, exact_hybrid)
     return row
 
@@ -216,7 +227,9 @@ def main() -> None:
     ap.add_argument("--db", default="sqlite,postgresql")
     ap.add_argument("--engines", default="crewline,lancedb")
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--text-budgets", default="2000,exact", help="crewline full-text budgets (exact = none)")
     args = ap.parse_args()
+    budgets = [None if b == "exact" else int(b) for b in args.text_budgets.split(",")]
     sizes = [int(s) for s in args.sizes.split(",")]
     dbs, engines = args.db.split(","), args.engines.split(",")
     pg = os.environ.get("CREWLINE_BENCH_PG_URL") or os.environ.get("CREWLINE_TEST_PG_URL")
@@ -229,13 +242,13 @@ def main() -> None:
         tmp = tempfile.mkdtemp(prefix="crewline-bench-memory-")
         try:
             if "crewline" in engines and "sqlite" in dbs:
-                rows.append(asyncio.run(bench_crewline(f"sqlite:///{tmp}/m.db", texts, qs, embedder)))
+                rows += asyncio.run(bench_crewline(f"sqlite:///{tmp}/m.db", texts, qs, embedder, budgets))
                 print(rows[-1], file=sys.stderr)
             if "crewline" in engines and "postgresql" in dbs:
                 if pg:
                     url, drop = pg_database(pg)
                     try:
-                        rows.append(asyncio.run(bench_crewline(url, texts, qs, embedder)))
+                        rows += asyncio.run(bench_crewline(url, texts, qs, embedder, budgets))
                     finally:
                         drop()
                     print(rows[-1], file=sys.stderr)

@@ -180,3 +180,15 @@ def test_change_feed_is_pruned_and_an_idle_index_reloads(filled: MemoryStore) ->
     assert index is not None
     index._synced_at -= 10_000
     assert gone not in [h.id for h in run(filled.search("ZX9000 router", scope="kb", k=10, text_weight=0))]
+
+
+def test_text_budget_setting(filled: MemoryStore) -> None:
+    from crewline.errors import ConfigError
+
+    exact = MemoryStore.from_settings(filled.db, {"text_budget": "exact"}, filled.embedder)
+    assert exact._text.postings_budget is None
+    assert "ZX9000" in run(exact.search("ZX9000 router premium", scope="kb", k=1))[0].text
+    small = MemoryStore.from_settings(filled.db, {"text_budget": 1}, filled.embedder)
+    assert "ZX9000" in run(small.search("ZX9000 router premium", scope="kb", k=1, vector_weight=0))[0].text
+    with pytest.raises(ConfigError, match="text_budget"):
+        MemoryStore.from_settings(filled.db, {"text_budget": "lots"}, filled.embedder)

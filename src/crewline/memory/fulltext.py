@@ -42,7 +42,11 @@ def terms(query: str, *, limit: int = 32) -> list[str]:
 class TextIndex:
     """Ranked full-text candidates, with the per-word document counts that keep queries cheap."""
 
-    def __init__(self, postings_budget: int = 2000) -> None:
+    def __init__(self, postings_budget: int | None = 2000) -> None:
+        """``postings_budget``: roughly how many documents one query may score; ``None`` scores every
+        document containing any query word (exact BM25 ranking, slower on large corpora)."""
+        if postings_budget is not None and postings_budget < 1:
+            raise ValueError(f"postings_budget must be positive or None, got {postings_budget}")
         self.postings_budget = postings_budget
         self._df: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
@@ -60,22 +64,24 @@ class TextIndex:
         return _postgres(conn, words, require_all, scopes, k, now)
 
     def _plan(self, conn: Conn, words: list[str]) -> tuple[list[str], bool]:
-        if len(words) == 1:
+        if len(words) == 1 or self.postings_budget is None:
             return words, False
+        budget = self.postings_budget
         by_df = sorted(words, key=lambda w: self._doc_count(conn, w))
         kept: list[str] = []
         total = 0
         for w in by_df:
             df = self._doc_count(conn, w)
-            if kept and total + df > self.postings_budget:
+            if kept and total + df > budget:
                 break
             kept.append(w)
             total += df
-        if total > self.postings_budget:  # even the rarest word is common: require the two rarest
+        if total > budget:  # even the rarest word is common: require the two rarest
             return by_df[:2], True
         return kept, False
 
     def _doc_count(self, conn: Conn, word: str) -> int:
+        assert self.postings_budget is not None
         """Documents containing ``word``, counted only up to just past the budget (all we need to know)."""
         now = time.monotonic()
         hit = self._df.get(word)
@@ -87,7 +93,7 @@ class TextIndex:
         else:
             sql = "SELECT COUNT(*) FROM (SELECT 1 FROM memory_items WHERE tsv @@ to_tsquery('english', ?) LIMIT ?) t"
             arg = _pg_term(word)
-        n = int(conn.scalar(sql, (arg, self.postings_budget + 1)) or 0)
+        n = int(conn.scalar(sql, (arg, (self.postings_budget or 0) + 1)) or 0)
         with self._lock:
             if len(self._df) >= _CACHE_MAX:
                 self._df.clear()

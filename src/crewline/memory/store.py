@@ -74,14 +74,17 @@ class MemoryStore:
         near_duplicate: float = 0.95,
         chunk_size: int = 1200,
         chunk_overlap: int = 150,
+        text_budget: int | None = 2000,
     ) -> None:
+        """``near_duplicate``: cosine at or above which a new fact updates an existing one (1.0: only
+        exact duplicates); ``text_budget``: documents one full-text query may score (``None``: exact)."""
         self.db = db
         self.embedder: Embedder = embedder or LocalEmbedder()
         self.near_duplicate = near_duplicate
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
         self._index: ExactIndex | None = None
-        self._text = TextIndex()
+        self._text = TextIndex(text_budget)
         self._checked = False
         self.searches = 0
         self.searches_with_hits = 0
@@ -101,6 +104,7 @@ class MemoryStore:
                 near_duplicate=float(section.get("near_duplicate", 0.95)),
                 chunk_size=int(section.get("chunk_size", 1200)),
                 chunk_overlap=int(section.get("chunk_overlap", 150)),
+                text_budget=_text_budget(section.get("text_budget", 2000)),
             )
         except (TypeError, ValueError) as e:
             raise ConfigError(f"[memory] settings are not valid: {e}") from e
@@ -607,6 +611,16 @@ def _store_vectors(conn: Conn, *, rows: list[tuple[Any, ...]], vecs: Matrix, nam
 
 def _new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+def _text_budget(value: object) -> int | None:
+    if value in (None, 0, "exact"):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(
+            f"[memory] text_budget must be a positive number of documents or 'exact', got {value!r}"
+        )
+    return value
 
 
 def _check_search(
