@@ -119,6 +119,8 @@ class Database:
                 raw.close()
 
     def _convert(self, e: Exception) -> Exception:
+        if isinstance(e, DatabaseUnavailable):
+            return e
         if self.dialect.is_unavailable(e):
             self._drop_raw()
             return DatabaseUnavailable(f"lost the database {self.dialect.safe_url()}: {_first_line(e)}")
@@ -134,12 +136,15 @@ class Database:
             raise self._convert(e) from e
         try:
             yield Conn(raw, self.dialect)
-        except BaseException:
+        except BaseException as e:
             try:
                 raw.execute("ROLLBACK")
             except Exception:
                 self._drop_raw()
-            raise
+            converted = self._convert(e) if isinstance(e, Exception) else e
+            if converted is e:
+                raise
+            raise converted from e
         try:
             raw.execute("COMMIT")
         except Exception as e:
@@ -154,7 +159,10 @@ class Database:
         try:
             yield Conn(raw, self.dialect)
         except Exception as e:
-            raise self._convert(e) from e
+            converted = self._convert(e)
+            if converted is e:
+                raise
+            raise converted from e
 
     def run(self, fn: Callable[[Conn], T]) -> T:
         """Run ``fn`` in a write transaction, synchronously."""

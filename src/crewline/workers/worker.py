@@ -82,8 +82,11 @@ class Worker:
                 try:
                     claimed = await self._claim(free)
                     backoff = 0.1
-                except DatabaseUnavailable as e:
-                    log.warning("cannot claim runs, retrying in %.1fs: %s", backoff, e)
+                except Exception as e:  # a worker must outlive any one failed claim
+                    if isinstance(e, DatabaseUnavailable):
+                        log.warning("cannot claim runs, retrying in %.1fs: %s", backoff, e)
+                    else:
+                        log.exception("claiming runs failed, retrying in %.1fs", backoff)
                     await self._pause(backoff)
                     backoff = min(backoff * 2, 10.0)
                     continue
