@@ -29,6 +29,7 @@ from .flows.records import (
     new_run_id,
     send_event,
 )
+from .memory import MemoryStore
 from .models import Gateway
 from .store import Database, open_database
 from .store.payloads import dump
@@ -115,6 +116,7 @@ class App:
                 engine.models = self._gateway
             else:
                 engine.models_factory = lambda: Gateway.from_settings(self.settings, engine.db)
+            engine.memory_factory = lambda: _memory_store(engine)
             self._engine = engine
         return self._engine
 
@@ -128,6 +130,11 @@ class App:
         gateway = self.engine.models
         assert gateway is not None
         return gateway
+
+    @property
+    def memory(self) -> MemoryStore:
+        """The memory store (``[memory]`` in crewline.toml): ``await app.memory.ingest("docs/", scope="kb")``."""
+        return self.engine.memory
 
     def close(self) -> None:
         if self._engine is not None:
@@ -267,3 +274,9 @@ def _sync_prompts(engine: Engine) -> None:
     directory = prompts_dir(engine.settings)
     if directory.is_dir():
         sync_prompts(engine.db, directory)
+
+
+def _memory_store(engine: Engine) -> MemoryStore:
+    section = dict(engine.settings.sections.get("memory") or {})
+    gateway = engine.models if engine.settings.sections.get("models") else None
+    return MemoryStore.from_settings(engine.db, section, gateway=gateway)

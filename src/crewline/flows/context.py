@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pydantic
 import pydantic_core
@@ -38,6 +38,9 @@ from .llm import build_request, call_llm, output_value
 from .records import RunRecord, StepRecord, insert_run, lock_run, take_event, write_step
 from .review import Decision, create_request
 from .tools import Tool, as_tool
+
+if TYPE_CHECKING:
+    from ..memory.workflow import RunMemory
 
 __all__ = ["Context"]
 
@@ -74,9 +77,19 @@ class Context:
         # What shaped this run so far (model calls, prompt versions, memory hits), for review requests.
         self.provenance: list[dict[str, Any]] = []
         self._budget_set = False
+        self._memory: RunMemory | None = None
 
     def provenance_summary(self) -> dict[str, Any]:
         return {"steps_so_far": self._next - 1, "used": list(self.provenance)}
+
+    @property
+    def memory(self) -> RunMemory:
+        """The memory store as durable steps: ``await ctx.memory.search(query, scope=[...], k=5)``."""
+        if self._memory is None:
+            from ..memory.workflow import RunMemory
+
+            self._memory = RunMemory(self, self._engine.memory)
+        return self._memory
 
     @property
     def step_count(self) -> int:

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from ..config import Settings
-from ..errors import UnknownWorkflow
+from ..errors import ConfigError, UnknownWorkflow
 from ..store.database import Conn, Database
 from .definitions import Queue, Workflow
 from .review import RiskPolicy
 
 if TYPE_CHECKING:
+    from ..memory import MemoryStore
     from ..models import Gateway
 
 __all__ = ["Engine", "LeaseLost", "RunSignals", "Suspend"]
@@ -73,6 +74,8 @@ class Engine:
         self.risk_policy = RiskPolicy.from_section(settings.sections.get("review"))
         self._models: Gateway | None = None
         self.models_factory: Callable[[], Gateway] | None = None
+        self._memory: MemoryStore | None = None
+        self.memory_factory: Callable[[], MemoryStore] | None = None
         # What "now" is for durable sleeps and wait deadlines; tests move it to skip time.
         self.clock: Callable[[], float] = time.time
 
@@ -104,6 +107,19 @@ class Engine:
     @models.setter
     def models(self, gateway: Gateway | None) -> None:
         self._models = gateway
+
+    @property
+    def memory(self) -> MemoryStore:
+        """The memory store, built on first use."""
+        if self._memory is None:
+            if self.memory_factory is None:
+                raise ConfigError("this engine has no memory store configured")
+            self._memory = self.memory_factory()
+        return self._memory
+
+    @memory.setter
+    def memory(self, store: MemoryStore) -> None:
+        self._memory = store
 
     def resolve(self, workflow: Workflow | str | Callable[..., object]) -> Workflow:
         """The registered workflow for a :class:`Workflow`, its name, or its function."""
