@@ -192,7 +192,11 @@ async def test_shared_limits_hold_across_gateways_on_postgres(pg_url: str) -> No
             "retry": {"max_retry_after": "1s"},
         }
     )
-    gateways = [Gateway(config, db, adapters={"test": ScriptedModel(default="ok")}) for _ in range(2)]
+    # a fixed clock keeps every call in one rate window however slow the machine
+    gateways = [
+        Gateway(config, db, adapters={"test": ScriptedModel(default="ok")}, clock=lambda: 6000.0)
+        for _ in range(2)
+    ]
     ok = refused = 0
     for i in range(6):
         try:
@@ -215,3 +219,32 @@ def test_half_open_probe_that_never_reports_frees_its_slot() -> None:
     assert b.allow() and not b.allow()  # the probe went out and was lost (e.g. cancelled)
     now[0] = 20.0
     assert b.allow()
+
+
+async def test_shared_limits_lease_slices_and_never_exceed_the_window(pg_url: str) -> None:
+    from crewline.store import open_database
+
+    db = open_database(pg_url)
+    config = ModelsConfig.parse(
+        {
+            "deployments": {"d": {"provider": "test", "model": "m", "rpm": 100}},
+            "retry": {"max_retry_after": "1s"},
+        }
+    )
+    gateways = [
+        Gateway(config, db, adapters={"test": ScriptedModel(default="ok")}, clock=lambda: 6000.0)
+        for _ in range(3)
+    ]
+    ok = 0
+    for i in range(130):
+        try:
+            await gateways[i % 3].complete("d", "hi")
+            ok += 1
+        except RateLimited:
+            pass
+    assert ok <= 100 and ok >= 100 - 2 * 5  # at most a slice per other process left unspent
+    taken = db.query(lambda c: c.scalar("SELECT requests FROM model_rate_windows WHERE deployment = 'd'"))
+    assert taken == 100
+    for gw in gateways:
+        await gw.aclose()
+    db.close()
