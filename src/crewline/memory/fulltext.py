@@ -1,4 +1,4 @@
-"""Full-text search per dialect: FTS5 with BM25 on SQLite, ``tsvector`` with ``ts_rank_cd`` on PostgreSQL.
+"""Full-text search per dialect: FTS5 with BM25 on SQLite, ``tsvector`` with ``ts_rank`` on PostgreSQL.
 
 A query is cut into words and searched as "any of these words", ranked by relevance. Scoring every
 document that contains any query word is what makes naive OR queries slow (a common word matches most of
@@ -125,7 +125,7 @@ def _postgres(
     tsquery = (" & " if require_all else " | ").join(_pg_term(w) for w in words)
     marks = ",".join("?" * len(scopes))
     rows = conn.all(
-        "SELECT rid, ts_rank_cd(tsv, q) AS s FROM memory_items, to_tsquery('english', ?) q "
+        "SELECT rid, ts_rank(tsv, q) AS s FROM memory_items, to_tsquery('english', ?) q "
         f"WHERE tsv @@ q AND scope IN ({marks}) AND (expires_at IS NULL OR expires_at > ?) "
         "ORDER BY s DESC LIMIT ?",
         (tsquery, *scopes, now, k),
