@@ -111,36 +111,28 @@ class MemoryStore:
 
     # -- the index record ------------------------------------------------------------------------------
 
-    def _bind(self, conn: Conn) -> ExactIndex:
-        """Check (once) that the index was built by this embedder; record it on first use."""
-        if not self._checked:
-            row = conn.one("SELECT embedder, dim FROM memory_indexes WHERE name = ?", (_INDEX,))
-            name, dim = self.embedder.name, self.embedder.dim
-            if row is None:
-                conn.execute(
-                    "INSERT INTO memory_indexes (name, embedder, dim, created_at, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT (name) DO NOTHING",
-                    (_INDEX, name, dim, time.time(), time.time()),
-                )
-            elif (row[0], int(row[1])) != (name, dim):
-                raise ConfigError(
-                    f"the memory index was built with embedder {row[0]} (dim {row[1]}) "
-                    f"but {name} (dim {dim}) "
-                    "is configured: run `crewline memory reembed` to re-embed everything with the new model"
-                )
-            self._checked = True
-        if self._index is None:
-            self._index = ExactIndex(self.embedder.dim)
-        return self._index
+    def _record_index(self, conn: Conn) -> None:
+        """Record this embedder for the index on first use; refuse a different one afterwards.
+        (Only touches the database: a group-commit write may run it twice.)"""
+        row = conn.one("SELECT embedder, dim FROM memory_indexes WHERE name = ?", (_INDEX,))
+        name, dim = self.embedder.name, self.embedder.dim
+        if row is None:
+            conn.execute(
+                "INSERT INTO memory_indexes (name, embedder, dim, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                (_INDEX, name, dim, time.time(), time.time()),
+            )
+        elif (row[0], int(row[1])) != (name, dim):
+            raise ConfigError(
+                f"the memory index was built with embedder {row[0]} (dim {row[1]}) but {name} (dim {dim}) "
+                "is configured: run `crewline memory reembed` to re-embed everything with the new model"
+            )
 
     async def _ready(self) -> ExactIndex:
         if not self._checked:
             await asyncio.to_thread(lambda: self.embedder.dim)  # load the model outside the write lock
-            await self.db.write(self._bind)
-        return self._bind_read()
-
-    def _bind_read(self) -> ExactIndex:
+            await self.db.write(self._record_index)
+            self._checked = True
         if self._index is None:
             self._index = ExactIndex(self.embedder.dim)
         return self._index
