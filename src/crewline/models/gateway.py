@@ -16,7 +16,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -45,13 +45,14 @@ from .providers import Adapter, Endpoint, adapter_class
 from .records import CallRecord, insert_record
 from .resilience import backoff_delay, counts_against_breaker
 from .routing import Deployment, Route, Router
+from .streaming import ModelStream
 from .structured import parse_output, prompted, reask_messages, schema_for
+from .tokens import estimate_input_tokens
 from .types import (
     EmbeddingResponse,
     Message,
     ModelRequest,
     ModelResponse,
-    StreamChunk,
     Tool,
     Usage,
     coerce_messages,
@@ -64,7 +65,6 @@ T = TypeVar("T")
 
 log = logging.getLogger("crewline.models")
 _FREE = Price(0.0, 0.0)
-_IMAGE_TOKENS = 1600
 
 
 @dataclass(frozen=True)
@@ -431,7 +431,7 @@ class Gateway:
                 )
                 await self._settled()
                 return hit
-        est = _estimate_tokens(request)
+        est = estimate_input_tokens(request)
         max_out = request.max_tokens or self.config.max_tokens
         scopes, reservation = await self._reserve(route, ctx, est, max_out)
 
@@ -761,140 +761,3 @@ def _falls_back(e: ModelError) -> bool:
     if isinstance(e, ContextTooLong):
         return True
     return not isinstance(e, BadRequest)
-
-
-def _estimate_tokens(request: ModelRequest) -> int:
-    """A deliberately high input token count (2 bytes a token) for reservations and TPM admission."""
-    size = 0
-    for m in request.messages:
-        for p in m.parts:
-            size += len(p.text.encode()) if hasattr(p, "text") else 2 * _IMAGE_TOKENS
-        size += sum(len(str(c.arguments)) + len(c.name) for c in m.tool_calls) + 8
-    size += sum(len(str(t.parameters)) + len(t.description) + len(t.name) for t in request.tools)
-    if request.response_schema is not None:
-        size += len(str(request.response_schema))
-    return size // 2 + 1
-
-
-class ModelStream:
-    """An in-progress streamed completion; iterate it for :class:`StreamChunk`s, then read ``.response``.
-
-    Use ``async with gateway.stream(...) as stream`` to be sure a stream abandoned midway is closed and
-    recorded at once rather than when the garbage collector gets to it.
-    """
-
-    def __init__(self, gateway: Gateway, route: Route, request: ModelRequest, ctx: CallContext) -> None:
-        self._gw = gateway
-        self._route = route
-        self._request = request
-        self._ctx = ctx
-        self.response: ModelResponse | None = None
-        self._iter: AsyncIterator[StreamChunk] | None = None
-
-    def __aiter__(self) -> AsyncIterator[StreamChunk]:
-        if self._iter is None:
-            self._iter = self._run()
-        return self._iter
-
-    async def __aenter__(self) -> ModelStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Stop early: the connection is closed and the call recorded (its worst case kept as the cost)."""
-        if self._iter is not None:
-            await self._iter.aclose()  # type: ignore[attr-defined]
-
-    async def text(self) -> str:
-        """Consume the stream and return the whole text."""
-        async for _ in self:
-            pass
-        assert self.response is not None
-        return self.response.text
-
-    async def _run(self) -> AsyncIterator[StreamChunk]:
-        gw, request = self._gw, self._request
-        start = time.perf_counter()
-        record = gw._record(self._ctx, "stream", request)
-        est = _estimate_tokens(request)
-        max_out = request.max_tokens or gw.config.max_tokens
-        scopes, reservation = await gw._reserve(self._route, self._ctx, est, max_out)
-        first: list[StreamChunk] = []
-
-        async def attempt(dep: Deployment) -> AsyncIterator[StreamChunk]:
-            it = gw.adapter(dep.provider).stream(request, dep.model).__aiter__()
-            first.clear()
-            first.append(await it.__anext__())  # failures before the first chunk are retried
-            return it
-
-        try:
-            it, dep, attempts = await gw._run_route(self._route, est + max_out, attempt)
-        except StopAsyncIteration:
-            error = ProviderUnavailable(f"{self._route.name}: stream ended before any chunk")
-            gw._finish(record, scopes, reservation, error=error, start=start)
-            raise error from None
-        except BaseException as e:
-            gw._finish(record, scopes, reservation, error=e, start=start)
-            raise
-        ttft = (time.perf_counter() - start) * 1000
-        text: list[str] = []
-        calls = []
-        final: StreamChunk | None = None
-        try:
-            chunk: StreamChunk | None = first[0]
-            while chunk is not None:
-                if chunk.finish_reason is not None:
-                    final = chunk
-                if chunk.tool_call is not None:
-                    calls.append(chunk.tool_call)
-                if chunk.text:
-                    text.append(chunk.text)
-                yield chunk
-                chunk = await anext(it, None)
-        except BaseException as e:  # cut off, failed or abandoned by the consumer midway: output was billed
-            record.attempts = attempts
-            gw._finish(
-                record, scopes, reservation, dep=dep, error=e, start=start, ttft_ms=ttft, maybe_billed=True
-            )
-            raise
-        if final is None:
-            error = ProviderUnavailable(f"{dep.name}: stream ended without a finish", provider=dep.provider)
-            gw._finish(record, scopes, reservation, dep=dep, error=error, start=start, ttft_ms=ttft)
-            raise error
-        usage = final.usage
-        if usage is None or (usage.output_tokens == 0 and (text or calls)):
-            # Some servers send no usage in streams; an estimate beats recording the call as free.
-            usage = Usage(
-                input_tokens=est // 2, output_tokens=max(1, len("".join(text)) // 4 + 5 * len(calls))
-            )
-        priced = gw._price(dep, usage)
-        self.response = ModelResponse(
-            text="".join(text),
-            tool_calls=tuple(calls),
-            finish_reason=final.finish_reason or "stop",
-            usage=usage,
-            model=dep.model,
-            provider=dep.provider,
-            deployment=dep.name,
-            response_id=final.response_id,
-            cost=priced.cost,
-            price_known=priced.known,
-            latency_ms=(time.perf_counter() - start) * 1000,
-            ttft_ms=ttft,
-            attempts=attempts,
-        )
-        record.attempts = attempts
-        gw._finish(
-            record,
-            scopes,
-            reservation,
-            dep=dep,
-            usage=usage,
-            priced=priced,
-            start=start,
-            response=self.response,
-            ttft_ms=ttft,
-        )
-        await gw._settled()
