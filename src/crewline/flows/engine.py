@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ..config import Settings
 from ..errors import ConfigError, UnknownWorkflow
-from ..store.database import Conn, Database
+from ..store.database import Conn, Database, Guard, GuardFailed
 from .definitions import Queue, Workflow
 from .review import RiskPolicy
 
@@ -85,17 +85,10 @@ class Engine:
 
     async def checkpoint(self, run_id: str, owner: str, fn: Callable[[Conn], T]) -> T:
         """Run ``fn`` in a group-committed transaction, only while ``owner`` holds the run's lease."""
-
-        def guarded(conn: Conn) -> T:
-            cur = conn.execute(
-                "UPDATE runs SET updated_at = updated_at WHERE id = ? AND lease_owner = ? AND status = 'running'",
-                (run_id, owner),
-            )
-            if cur.rowcount == 0:
-                raise LeaseLost(f"run {run_id} is no longer held by worker {owner}")
-            return fn(conn)
-
-        return await self.db.write(guarded)
+        try:
+            return await self.db.write(fn, guard=Guard(_held, (run_id, owner)))
+        except GuardFailed:
+            raise LeaseLost(f"run {run_id} is no longer held by worker {owner}") from None
 
     @property
     def models(self) -> Gateway | None:
@@ -147,3 +140,14 @@ class Engine:
             "lease_until = NULL, updated_at = ? WHERE id = ?",
             (status, reason, event, wake_at, time.time(), run_id),
         )
+
+
+def _held(conn: Conn, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which (run, owner) pairs still hold their run's lease; locks those rows until commit."""
+    marks = ", ".join("?" * len(keys))
+    lock = " FOR NO KEY UPDATE" if conn.dialect.name == "postgresql" else ""
+    rows = conn.all(
+        f"SELECT id, lease_owner FROM runs WHERE id IN ({marks}) AND status = 'running'{lock}",
+        [k[0] for k in keys],
+    )
+    return {(r[0], r[1]) for r in rows}

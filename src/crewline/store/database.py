@@ -18,12 +18,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import DatabaseUnavailable, StoreError
 from .dialects import Dialect, dialect_for_url
 
-__all__ = ["Conn", "Database"]
+__all__ = ["Conn", "Database", "Guard", "GuardFailed"]
 
 T = TypeVar("T")
 log = logging.getLogger("crewline.store")
@@ -176,13 +177,17 @@ class Database:
 
     # -- async -----------------------------------------------------------------------------------------
 
-    async def write(self, fn: Callable[[Conn], T]) -> T:
-        """Run ``fn`` in a write transaction shared with other concurrent writes (group commit)."""
+    async def write(self, fn: Callable[[Conn], T], *, guard: Guard | None = None) -> T:
+        """Run ``fn`` in a write transaction shared with other concurrent writes (group commit).
+
+        With ``guard``, ``fn`` runs only if the guard's check passes for its key in that same transaction
+        (else :class:`GuardFailed`); the checks of all guarded writes in a batch take one query.
+        """
         if self._committer is None:
             with self._lock:
                 if self._committer is None:
                     self._committer = _GroupCommitter(self)
-        return await self._committer.submit(fn)
+        return await self._committer.submit(fn, guard)
 
     async def read(self, fn: Callable[[Conn], T]) -> T:
         """Run ``fn`` on a read connection in a thread, reconnecting with backoff through an outage."""
@@ -223,7 +228,24 @@ def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
-_Pending = tuple[Callable[[Conn], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+class GuardFailed(StoreError):
+    """A guarded write's precondition did not hold; nothing of it was written."""
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A precondition for a write: ``check(conn, keys)`` returns the keys that pass, for a whole batch."""
+
+    check: Callable[[Conn, list[Any]], set[Any]]
+    key: Any
+
+
+@dataclass
+class _Pending:
+    fn: Callable[[Conn], Any]
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+    guard: Guard | None
 
 
 class _GroupCommitter:
@@ -237,13 +259,13 @@ class _GroupCommitter:
         self._thread = threading.Thread(target=self._loop, name="crewline-commit", daemon=True)
         self._thread.start()
 
-    def submit(self, fn: Callable[[Conn], T]) -> asyncio.Future[T]:
+    def submit(self, fn: Callable[[Conn], T], guard: Guard | None = None) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         with self._cond:
             if self._closed:
                 raise StoreError("the database is closed")
-            self._pending.append((fn, fut, loop))
+            self._pending.append(_Pending(fn, fut, loop, guard))
             self._cond.notify()
         return fut
 
@@ -264,27 +286,28 @@ class _GroupCommitter:
             self._commit(batch)
 
     def _commit(self, batch: list[_Pending]) -> None:
-        outcomes = self._attempt([fn for fn, _, _ in batch])
+        outcomes = self._attempt(batch)
         if outcomes is None:  # the shared transaction failed: give each write its own
-            outcomes = [self._single(fn) for fn, _, _ in batch]
+            outcomes = [self._single(p) for p in batch]
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-        for (_, fut, loop), (ok, value) in zip(batch, outcomes, strict=True):
-            by_loop.setdefault(loop, []).append((fut, ok, value))
+        for p, (ok, value) in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(p.loop, []).append((p.future, ok, value))
         for loop, items in by_loop.items():
             with contextlib.suppress(RuntimeError):  # loop closed: its callers are gone
                 loop.call_soon_threadsafe(_deliver, items)
 
-    def _attempt(self, fns: list[Callable[[Conn], Any]]) -> list[tuple[bool, Any]] | None:
+    def _attempt(self, batch: list[_Pending]) -> list[tuple[bool, Any]] | None:
         try:
-            return self._with_retry(lambda conn: [(True, fn(conn)) for fn in fns])
+            return self._with_retry(lambda conn: _run_batch(conn, batch))
         except Exception as e:
-            if len(fns) == 1:
+            if len(batch) == 1:
                 return [(False, e)]
             return None
 
-    def _single(self, fn: Callable[[Conn], Any]) -> tuple[bool, Any]:
+    def _single(self, p: _Pending) -> tuple[bool, Any]:
         try:
-            return True, self._with_retry(fn)
+            [outcome] = self._with_retry(lambda conn: _run_batch(conn, [p]))
+            return outcome
         except Exception as e:
             return False, e
 
@@ -302,6 +325,26 @@ class _GroupCommitter:
                 log.warning("database unavailable; retrying the commit in %.1fs", delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+
+def _run_batch(conn: Conn, batch: list[_Pending]) -> list[tuple[bool, Any]]:
+    """Check every guard of the batch (one query per kind of guard), then run the writes that pass."""
+    passed: dict[int, bool] = {}
+    by_check: dict[Callable[[Conn, list[Any]], set[Any]], list[int]] = {}
+    for i, p in enumerate(batch):
+        if p.guard is not None:
+            by_check.setdefault(p.guard.check, []).append(i)
+    for check, members in by_check.items():
+        ok = check(conn, [batch[i].guard.key for i in members])  # type: ignore[union-attr]
+        for i in members:
+            passed[i] = batch[i].guard.key in ok  # type: ignore[union-attr]
+    out: list[tuple[bool, Any]] = []
+    for i, p in enumerate(batch):
+        if passed.get(i, True):
+            out.append((True, p.fn(conn)))
+        else:
+            out.append((False, GuardFailed(f"precondition failed for {p.guard.key!r}")))  # type: ignore[union-attr]
+    return out
 
 
 def _deliver(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
