@@ -248,3 +248,22 @@ async def test_shared_limits_lease_slices_and_never_exceed_the_window(pg_url: st
     for gw in gateways:
         await gw.aclose()
     db.close()
+
+
+async def test_status_and_call_observer(fake: FakeProvider, make_gateway: Any) -> None:
+    seen: list[Any] = []
+
+    def broken(record: Any) -> None:
+        seen.append(record)
+        raise RuntimeError("observer bug")
+
+    gw = make_gateway(
+        {"retry": {"attempts": 1}, "breaker": {"window": 1, "min_calls": 1, "cooldown": "1h"}}, on_call=broken
+    )
+    fake.fault(Fault.http(503, "down"))
+    with pytest.raises(ProviderUnavailable):
+        await gw.complete("openai/m", "hi")
+    await gw.complete("anthropic/m", "hi")
+    assert [(r.status, r.error_class) for r in seen] == [("error", "ProviderUnavailable"), ("ok", None)]
+    states = {s["deployment"]: s["breaker"] for s in gw.status()}
+    assert states == {"openai/m": "open", "anthropic/m": "closed"}

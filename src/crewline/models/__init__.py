@@ -13,6 +13,7 @@ from .gateway import CallContext, Gateway, ModelStream
 from .ledger import BudgetAlert, Ledger
 from .prices import Price, PriceTable, shipped_table
 from .providers import Adapter, Endpoint, register
+from .records import CallRecord
 from .types import (
     EmbeddingResponse,
     ImagePart,
@@ -34,6 +35,7 @@ __all__ = [
     "Adapter",
     "BudgetAlert",
     "CallContext",
+    "CallRecord",
     "EmbeddingResponse",
     "Endpoint",
     "Gateway",

@@ -95,6 +95,8 @@ class Gateway:
     :class:`crewline.testing.ScriptedModel` plugs in). Call records and budget settlements are written
     in the background, batched over ``record_delay`` seconds into one transaction; ``wait_for_records``
     makes every call wait for its own instead. ``flush()`` / ``aclose()`` write whatever is pending.
+    ``on_call(record)`` sees every :class:`CallRecord` as the call ends (for metrics and traces);
+    ``on_alert(alert)`` every budget crossing 50/80/100% of its limit.
     """
 
     def __init__(
@@ -107,6 +109,7 @@ class Gateway:
         client: httpx.AsyncClient | None = None,
         prices: PriceTable | None = None,
         on_alert: Callable[[BudgetAlert], None] | None = None,
+        on_call: Callable[[CallRecord], None] | None = None,
         wait_for_records: bool = False,
         record_delay: float = 0.05,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -136,6 +139,7 @@ class Gateway:
         self._queued: list[Callable[[Conn], list[BudgetAlert]]] = []
         self._write_handle: asyncio.TimerHandle | None = None
         self._record_delay = record_delay
+        self._on_call = on_call
         self._unpriced: set[str] = set()
 
     @classmethod
@@ -289,6 +293,15 @@ class Gateway:
         self._finish(record, scopes, reservation, dep=dep, usage=reply.usage, priced=priced, start=start)
         await self._settled()
         return reply
+
+    def status(self) -> list[dict[str, Any]]:
+        """Live state of every deployment routed to so far: breaker, 429 cool-down, calls in flight."""
+        now = time.monotonic()
+        return [
+            {"deployment": d.name, "provider": d.provider, "model": d.model, "breaker": d.breaker.state,
+             "cooling_down_s": round(max(0.0, d.cooldown_until - now), 3), "in_flight": d.in_flight}
+            for d in self.router.deployments()
+        ]  # fmt: skip
 
     async def flush(self) -> None:
         """Wait until every call record and budget settlement so far is committed."""
@@ -639,6 +652,11 @@ class Gateway:
             )
         if self.config.record_payloads and response is not None:
             record.response = response
+        if self._on_call is not None:
+            try:
+                self._on_call(record)
+            except Exception:  # an observer's bug must not fail the call it observes
+                log.exception("on_call observer failed")
         if self.db is None:
             return
         ledger, cache, cfg = self.ledger, self.cache, self.config

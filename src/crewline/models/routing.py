@@ -83,6 +83,10 @@ class Router:
             route = self._routes[name] = Route(name, steps, tuple(seen.values()))
         return route
 
+    def deployments(self) -> list[Deployment]:
+        """Every deployment resolved so far, by name."""
+        return sorted(self._deployments.values(), key=lambda d: d.name)
+
     def next_tier(self, name: str | None) -> str | None:
         order = self.config.tier_order
         name = name or self.config.default
