@@ -7,6 +7,7 @@ define ``app = App()`` and its workflows at import time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -205,20 +206,36 @@ class App:
         )
 
     async def result(self, run_id: str, *, timeout: float | None = None, poll: float = 0.05) -> Any:
-        """Wait for the run to finish; its output, or :class:`RunFailed` if it failed or was cancelled."""
+        """Wait for the run to finish; its output, or :class:`RunFailed` if it failed or was cancelled.
+
+        A run finished by a worker in this process is seen at once; others by polling, starting every
+        ``poll`` seconds and backing off to one second.
+        """
+        engine = self.engine
         deadline = None if timeout is None else time.monotonic() + timeout
+        wait = poll
         while True:
-            run = await self.get_run(run_id)
-            if run.status == "completed":
-                wf = self._workflows.get(run.workflow)
-                if wf is not None and wf.output_adapter is not None:
-                    return wf.output_adapter.validate_python(run.output)
-                return run.output
-            if run.status in FINISHED:
-                raise RunFailed(run.id, run.status, run.error)
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"run {run_id} is still {run.status} after {timeout}s")
-            await asyncio.sleep(poll)
+            waiter = engine.finish_waiter(run_id)  # before reading, so an end in between is not missed
+            try:
+                run = await self.get_run(run_id)
+                if run.status in FINISHED:
+                    return self._outcome(run)
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"run {run_id} is still {run.status} after {timeout}s")
+                left = wait if deadline is None else max(0.0, min(wait, deadline - time.monotonic()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(waiter), left)
+            finally:
+                engine.drop_waiter(run_id, waiter)
+            wait = min(wait * 2, 1.0)
+
+    def _outcome(self, run: RunRecord) -> Any:
+        if run.status != "completed":
+            raise RunFailed(run.id, run.status, run.error)
+        wf = self._workflows.get(run.workflow)
+        if wf is not None and wf.output_adapter is not None:
+            return wf.output_adapter.validate_python(run.output)
+        return run.output
 
     async def send_event(self, run_id: str, event: str, payload: Any = None) -> int:
         data = dump(payload)

@@ -32,7 +32,7 @@ from ..errors import (
 from ..store.payloads import dump, load, load_json
 from .agent import AgentResult, run_agent
 from .approvals import request_approval
-from .definitions import EFFECTS, NO_RETRY, Effect, RetryPolicy, Workflow, return_adapter
+from .definitions import EFFECTS, NO_RETRY, Effect, RetryPolicy, Workflow, return_adapter, return_type
 from .engine import Engine, RunSignals, Suspend
 from .llm import build_request, call_llm, output_value
 from .records import RunRecord, StepRecord, insert_run, lock_run, take_event, write_step
@@ -146,9 +146,13 @@ class Context:
             await self._record_call(call, "intent", dump({"idempotency_key": key}), None, 0)
             self._engine.crash_point("after_intent", n)
         result, attempts = await self._attempts(call, fn, args, kwargs, policy, seconds)
-        data = dump(result if adapter is None else adapter.dump_python(result, mode="json"))
+        # A plain JSON scalar of the declared type reads back as itself: skip the validation round trip.
+        scalar = type(result) in _SCALARS and return_type(fn) in (None, type(result))
+        data = dump(result if adapter is None or scalar else adapter.dump_python(result, mode="json"))
         await self._record_call(call, "done", data, None, attempts)
         self._engine.crash_point("after_step_commit", n)
+        if scalar:
+            return result
         return load_json(data) if adapter is None else adapter.validate_json(data)
 
     async def _attempts(
@@ -482,7 +486,7 @@ async def _invoke(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], seconds: float | None
 ) -> Any:
     async def call() -> Any:
-        if inspect.iscoroutinefunction(fn):
+        if _is_async(fn):
             return await fn(*args, **kwargs)
         result = await asyncio.to_thread(fn, *args, **kwargs)
         return await result if inspect.isawaitable(result) else result
@@ -491,6 +495,14 @@ async def _invoke(
         return await call()
     async with asyncio.timeout(seconds):
         return await call()
+
+
+_SCALARS = (int, str, float, bool, type(None))
+
+
+@lru_cache(maxsize=1024)
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn)
 
 
 @lru_cache(maxsize=1024)

@@ -146,12 +146,17 @@ def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=1024)
+def return_type(fn: Callable[..., Any]) -> Any:
+    """``fn``'s return annotation, or None when it has none (or it says Any)."""
+    ret = _hints(fn).get("return")
+    return None if ret is None or ret is type(None) or ret is Any else ret
+
+
+@lru_cache(maxsize=1024)
 def return_adapter(fn: Callable[..., Any]) -> pydantic.TypeAdapter[Any] | None:
     """The adapter for ``fn``'s return annotation, or None when it has none."""
-    ret = _hints(fn).get("return")
-    if ret is None or ret is type(None) or ret is Any:
-        return None
-    return adapter_for(ret)
+    ret = return_type(fn)
+    return None if ret is None else adapter_for(ret)
 
 
 @lru_cache(maxsize=1024)

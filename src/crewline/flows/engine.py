@@ -75,6 +75,7 @@ class Engine:
         self._models: Gateway | None = None
         self.models_factory: Callable[[], Gateway] | None = None
         self._memory: MemoryStore | None = None
+        self._finish_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.memory_factory: Callable[[], MemoryStore] | None = None
         # What "now" is for durable sleeps and wait deadlines; tests move it to skip time.
         self.clock: Callable[[], float] = time.time
@@ -113,6 +114,24 @@ class Engine:
     @memory.setter
     def memory(self, store: MemoryStore) -> None:
         self._memory = store
+
+    def finish_waiter(self, run_id: str) -> asyncio.Future[None]:
+        """A future resolved when this process records the run's end (others are seen by polling)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._finish_waiters.setdefault(run_id, []).append(fut)
+        return fut
+
+    def drop_waiter(self, run_id: str, fut: asyncio.Future[None]) -> None:
+        waiters = self._finish_waiters.get(run_id, [])
+        if fut in waiters:
+            waiters.remove(fut)
+        if not waiters:
+            self._finish_waiters.pop(run_id, None)
+
+    def run_finished(self, run_id: str) -> None:
+        for fut in self._finish_waiters.pop(run_id, []):
+            if not fut.done():
+                fut.set_result(None)
 
     def resolve(self, workflow: Workflow | str | Callable[..., object]) -> Workflow:
         """The registered workflow for a :class:`Workflow`, its name, or its function."""

@@ -64,8 +64,10 @@ async def execute_run(engine: Engine, run: RunRecord, owner: str, signals: RunSi
     except (LeaseLost, DatabaseUnavailable) as e:
         log.warning("run %s: could not record its end: %s", run.id, e)
         return "lost"
-    if done and run.parent_id:
-        engine.work_available.set()
+    if done:
+        engine.run_finished(run.id)
+        if run.parent_id:
+            engine.work_available.set()
     return status
 
 

@@ -114,6 +114,13 @@ def get_run(conn: Conn, run_id: str) -> RunRecord:
     return _run_from_row(conn, row)
 
 
+def get_runs(conn: Conn, run_ids: list[str]) -> list[RunRecord]:
+    """Several runs in one query, in the order asked."""
+    rows = conn.all(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN ({', '.join('?' * len(run_ids))})", run_ids)
+    found = {r[0]: _run_from_row(conn, r) for r in rows}
+    return [found[rid] for rid in run_ids if rid in found]
+
+
 def lock_run(conn: Conn, run_id: str) -> tuple[str, str | None, str | None]:
     """Lock the run's row until commit; returns (status, wait_reason, wait_event)."""
     suffix = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
@@ -168,22 +175,23 @@ def insert_run(
     overrides: dict[str, Any] | None = None,
 ) -> tuple[str, bool]:
     """Create a pending run; returns (run id, created). An existing id or idempotency key wins."""
+    now = time.time()
+    inline, blob = store_payload(conn, input_json, blob_threshold)
+    # One statement in the common case: a conflict on the id or the idempotency key inserts nothing.
+    created = conn.scalar(
+        "INSERT INTO runs (id, workflow, version, queue, priority, status, input, input_blob, idempotency_key, "
+        "parent_id, parent_step, forked_from, fork_step, wake_at, created_at, updated_at, overrides) "
+        "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+        (run_id, workflow, version, queue, priority, inline, blob, idempotency_key, parent_id, parent_step,
+         forked_from, fork_step, now, now, now, _json(overrides)),
+    )  # fmt: skip
+    if created is not None:
+        return run_id, True
     if idempotency_key is not None:
         existing = conn.scalar("SELECT id FROM runs WHERE idempotency_key = ?", (idempotency_key,))
         if existing is not None:
             return str(existing), False
-    if conn.scalar("SELECT 1 FROM runs WHERE id = ?", (run_id,)) is not None:
-        return run_id, False
-    now = time.time()
-    inline, blob = store_payload(conn, input_json, blob_threshold)
-    conn.execute(
-        "INSERT INTO runs (id, workflow, version, queue, priority, status, input, input_blob, idempotency_key, "
-        "parent_id, parent_step, forked_from, fork_step, wake_at, created_at, updated_at, overrides) "
-        "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (run_id, workflow, version, queue, priority, inline, blob, idempotency_key, parent_id, parent_step,
-         forked_from, fork_step, now, now, now, _json(overrides)),
-    )  # fmt: skip
-    return run_id, True
+    return run_id, False
 
 
 def load_steps(conn: Conn, run_id: str) -> dict[int, StepRecord]:
@@ -284,15 +292,15 @@ def finish_run(
     inline, blob = (None, None) if output_json is None else store_payload(conn, output_json, blob_threshold)
     now = time.time()
     guard, params = ("AND lease_owner = ? AND status = 'running'", (owner,)) if owner else ("", ())
-    cur = conn.execute(
+    row = conn.one(
         "UPDATE runs SET status = ?, output = ?, output_blob = ?, error = ?, finished_at = ?, updated_at = ?, "
-        f"lease_owner = NULL, lease_until = NULL, wake_at = NULL, wait_reason = NULL WHERE id = ? {guard}",
+        f"lease_owner = NULL, lease_until = NULL, wake_at = NULL, wait_reason = NULL WHERE id = ? {guard} "
+        "RETURNING parent_id",
         (status, inline, blob, _json(error), now, now, run_id, *params),
     )
-    if cur.rowcount == 0:
+    if row is None:
         return False
-    parent = conn.scalar("SELECT parent_id FROM runs WHERE id = ?", (run_id,))
-    wake_parent(conn, run_id, parent)
+    wake_parent(conn, run_id, row[0])
     return True
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from ..flows.records import RunRecord, get_run
+from ..flows.records import RunRecord, get_runs
 from ..store.database import Conn
 
 __all__ = ["claim_runs", "extend_leases", "held_flags", "release_runs"]
@@ -65,7 +65,7 @@ def claim_runs(
         f"wait_event = NULL, updated_at = ? WHERE id IN ({_marks(len(chosen))})",
         (owner, now + lease_seconds, now, *chosen),
     )
-    return [get_run(conn, run_id) for run_id in chosen]
+    return get_runs(conn, chosen)
 
 
 def extend_leases(conn: Conn, owner: str, lease_seconds: float) -> set[str]:
