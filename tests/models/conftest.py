@@ -13,7 +13,7 @@ from crewline.models import Gateway, ModelsConfig
 from crewline.store import Database, open_database
 from crewline.testing import FakeProvider
 
-FORMATS = ("openai", "anthropic", "gemini", "ollama")
+FORMATS = ("openai", "anthropic", "gemini", "ollama", "responses")
 ENV = {"FAKE_KEY": "sk-test"}
 
 
@@ -24,6 +24,7 @@ def provider_tables(url: str) -> dict[str, Any]:
         "anthropic": {"format": "anthropic", "base_url": url, "api_key_env": "FAKE_KEY"},
         "gemini": {"format": "gemini", "base_url": url + "/v1beta", "api_key_env": "FAKE_KEY"},
         "ollama": {"format": "ollama", "base_url": url, "api_key_env": "FAKE_KEY"},
+        "responses": {"format": "openai-responses", "base_url": url + "/v1", "api_key_env": "FAKE_KEY"},
     }
 
 

@@ -38,7 +38,7 @@ async def test_complete_text_and_usage(fmt: str, fake: FakeProvider, make_gatewa
     assert reply.usage.input_tokens > 0 and reply.usage.output_tokens > 0
     assert (reply.provider, reply.deployment) == (fmt, f"{fmt}/m")
     seen = fake.requests[-1]
-    assert seen.format == fmt
+    assert seen.format == {"responses": "openai-responses"}.get(fmt, fmt)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -88,7 +88,7 @@ async def test_wire_shapes_of_tools_and_images(fake: FakeProvider, make_gateway:
     msgs = [system("sys"), user([image]), assistant("", [call]), tool_result(call, "ok")]
     for fmt in FORMATS:
         await gw.complete(f"{fmt}/m", msgs, tools=[LOOKUP], tool_choice="lookup")
-    oa, an, ge, ol = (r.body for r in fake.requests[-4:])
+    oa, an, ge, ol, rs = (r.body for r in fake.requests[-5:])
     assert oa["tools"][0]["function"]["name"] == "lookup"
     assert oa["tool_choice"] == {"type": "function", "function": {"name": "lookup"}}
     assert oa["messages"][1]["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")
@@ -101,16 +101,27 @@ async def test_wire_shapes_of_tools_and_images(fake: FakeProvider, make_gateway:
     assert ge["toolConfig"]["functionCallingConfig"] == {"mode": "ANY", "allowedFunctionNames": ["lookup"]}
     assert ol["messages"][1]["images"] and ol["stream"] is False
     assert ol["messages"][2]["tool_calls"][0]["function"]["arguments"] == {"id": 1}
+    assert rs["instructions"] == "sys" and rs["store"] is False
+    assert rs["input"][0]["content"][0]["type"] == "input_image"
+    assert rs["input"][1] == {
+        "type": "function_call",
+        "call_id": "c1",
+        "name": "lookup",
+        "arguments": '{"id": 1}',
+    }
+    assert rs["input"][2] == {"type": "function_call_output", "call_id": "c1", "output": "ok"}
+    assert rs["tool_choice"] == {"type": "function", "name": "lookup"} and rs["tools"][0]["name"] == "lookup"
 
 
 async def test_keys_travel_in_each_formats_header(fake: FakeProvider, make_gateway: Any) -> None:
     gw = make_gateway()
     for fmt in FORMATS:
         await gw.complete(f"{fmt}/m", "hi")
-    oa, an, ge, ol = (r.headers for r in fake.requests[-4:])
+    oa, an, ge, ol, rs = (r.headers for r in fake.requests[-5:])
     assert oa["authorization"] == "Bearer sk-test"
     assert an["x-api-key"] == "sk-test" and an["anthropic-version"]
-    assert ge["x-goog-api-key"] == "sk-test" and "key=" not in fake.requests[-2].query
+    assert ge["x-goog-api-key"] == "sk-test" and "key=" not in fake.requests[-3].query
+    assert rs["authorization"] == "Bearer sk-test"
     assert ol["authorization"] == "Bearer sk-test"
 
 
@@ -126,6 +137,7 @@ async def test_structured_output_uses_native_mode(fmt: str, fake: FakeProvider, 
         "anthropic": lambda b: b["tools"][-1]["input_schema"],
         "gemini": lambda b: b["generationConfig"]["responseJsonSchema"],
         "ollama": lambda b: b["format"],
+        "responses": lambda b: b["text"]["format"]["schema"],
     }[fmt]
     assert schema_at(body)["properties"]["label"]["type"] == "string"
 

@@ -194,3 +194,33 @@ def test_fixed_latency_and_request_log(fake: FakeProvider) -> None:
         assert slow.requests[0].body["messages"][0]["content"] == "logged"
     finally:
         slow.stop()
+
+
+def test_openai_responses_api(oa: openai.OpenAI, fake: FakeProvider) -> None:
+    fake.reply("hello via responses", input_tokens=7, output_tokens=3)
+    r = oa.responses.create(model="gpt-5", input="hi")
+    assert r.output_text == "hello via responses" and r.status == "completed"
+    assert (r.usage.input_tokens, r.usage.output_tokens) == (7, 3)  # type: ignore[union-attr]
+    fake.reply(tool_calls=[("lookup", {"id": 7})])
+    calls = [o for o in oa.responses.create(model="gpt-5", input="x").output if o.type == "function_call"]
+    assert [(c.name, c.arguments) for c in calls] == [("lookup", '{"id": 7}')]  # type: ignore[union-attr]
+    fake.reply("streamed via responses")
+    events = list(oa.responses.create(model="gpt-5", input="x", stream=True))
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")  # type: ignore[union-attr]
+    assert deltas == "streamed via responses" and events[-1].type == "response.completed"
+    with oa.responses.stream(model="gpt-5", input="x") as stream:
+        for _event in stream:
+            pass
+        final = stream.get_final_response()
+    assert final.output_text.startswith("echo:")
+
+
+def test_openai_responses_stream_helper_with_function_call(oa: openai.OpenAI, fake: FakeProvider) -> None:
+    fake.reply("checking", tool_calls=[("lookup", {"id": 7})])
+    with oa.responses.stream(model="gpt-5", input="x") as stream:
+        for _event in stream:
+            pass
+        final = stream.get_final_response()
+    call = next(o for o in final.output if o.type == "function_call")
+    assert (call.name, call.arguments) == ("lookup", '{"id": 7}')  # type: ignore[union-attr]
+    assert final.output_text == "checking"

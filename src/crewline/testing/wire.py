@@ -550,10 +550,108 @@ class OllamaWire(WireFormat):
         return b"{not json\n"
 
 
+class ResponsesWire(OpenAIWire):
+    """OpenAI's Responses API: ``output`` items, named stream events ending in ``response.completed``."""
+
+    name = "openai-responses"
+
+    def prompt_text(self) -> str:
+        return json.dumps(self.body.get("input", []))
+
+    def last_user_text(self) -> str:
+        items = self.body.get("input", [])
+        if isinstance(items, str):
+            return items
+        for item in reversed(items):
+            if item.get("role") == "user":
+                c = item.get("content")
+                return (
+                    c if isinstance(c, str) else " ".join(p.get("text", "") for p in c or () if "text" in p)
+                )
+        return ""
+
+    def schema(self) -> Mapping[str, Any] | None:
+        fmt = (self.body.get("text") or {}).get("format") or {}
+        return dict(fmt.get("schema", {})) if fmt.get("type") == "json_schema" else None
+
+    def _output(self, reply: Reply) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        text = self.text_of(reply)
+        if text:
+            content = [{"type": "output_text", "text": text, "annotations": []}]
+            out.append({"type": "message", "id": "msg_fake", "role": "assistant", "status": "completed",
+                        "content": content})  # fmt: skip
+        out += [
+            {"type": "function_call", "id": f"fc_{i}", "call_id": f"call_{i}", "name": n, "arguments": json.dumps(a),
+             "status": "completed"}
+            for i, (n, a) in enumerate(reply.tool_calls)
+        ]  # fmt: skip
+        return out
+
+    def _object(self, reply: Reply, status: str, output: list[dict[str, Any]]) -> dict[str, Any]:
+        pin, pout = self.usage_of(reply, self.text_of(reply))
+        incomplete = reply.finish == "length" and status != "in_progress"
+        return {
+            "id": "resp_fake", "object": "response", "created_at": time.time(), "model": self.model(),
+            "status": "incomplete" if incomplete else status, "output": output, "parallel_tool_calls": True,
+            "tool_choice": self.body.get("tool_choice", "auto"), "tools": self.body.get("tools", []),
+            "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None, "error": None,
+            "usage": None if status == "in_progress" else {
+                "input_tokens": pin, "output_tokens": pout, "total_tokens": pin + pout,
+                "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0},
+            },
+        }  # fmt: skip
+
+    def complete(self, reply: Reply) -> Any:
+        return self._object(reply, "completed", self._output(reply))
+
+    def stream(self, reply: Reply) -> Iterator[bytes]:
+        seq = iter(range(10_000))
+
+        def event(name: str, data: dict[str, Any]) -> bytes:
+            body = {"type": name, "sequence_number": next(seq), **data}
+            return f"event: {name}\ndata: {json.dumps(body)}\n\n".encode()
+
+        yield event("response.created", {"response": self._object(reply, "in_progress", [])})
+        yield event("response.in_progress", {"response": self._object(reply, "in_progress", [])})
+        output = self._output(reply)
+        for i, item in enumerate(output):
+            yield from self._item_events(event, i, item)
+        yield event("response.completed", {"response": self._object(reply, "completed", output)})
+
+    @staticmethod
+    def _item_events(event: Any, i: int, item: dict[str, Any]) -> Iterator[bytes]:
+        if item["type"] == "message":
+            yield event("response.output_item.added", {"output_index": i, "item": {**item, "status": "in_progress",
+                                                                                   "content": []}})  # fmt: skip
+            text = item["content"][0]["text"]
+            where = {"item_id": item["id"], "output_index": i, "content_index": 0}
+            yield event("response.content_part.added",
+                        {**where, "part": {"type": "output_text", "text": "", "annotations": []}})  # fmt: skip
+            for piece in _pieces(text):
+                yield event("response.output_text.delta", {**where, "delta": piece, "logprobs": []})
+            yield event("response.output_text.done", {**where, "text": text, "logprobs": []})
+            yield event("response.content_part.done", {**where, "part": item["content"][0]})
+        else:
+            yield event("response.output_item.added", {"output_index": i, "item": {**item, "arguments": "",
+                                                                                   "status": "in_progress"}})  # fmt: skip
+            for piece in _pieces(item["arguments"], 2):
+                yield event("response.function_call_arguments.delta",
+                            {"item_id": item["id"], "output_index": i, "delta": piece})  # fmt: skip
+            yield event("response.function_call_arguments.done",
+                        {"item_id": item["id"], "output_index": i, "arguments": item["arguments"]})  # fmt: skip
+        yield event("response.output_item.done", {"output_index": i, "item": item})
+
+    def malformed_event(self) -> bytes:
+        return b"event: response.output_text.delta\ndata: {not json\n\n"
+
+
 def format_for_path(path: str) -> tuple[type[WireFormat], bool] | None:
     """The wire format serving ``path`` and whether it is an embeddings endpoint."""
     if path.endswith("/chat/completions"):
         return OpenAIWire, False
+    if path.endswith("/responses"):
+        return ResponsesWire, False
     if path.endswith("/embeddings"):
         return OpenAIWire, True
     if path.endswith("/messages"):

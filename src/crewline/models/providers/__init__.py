@@ -17,6 +17,7 @@ __all__ = ["Adapter", "Endpoint", "adapter_class", "register", "registered"]
 # Formats shipped with crewline, imported on first use so an unused one costs nothing.
 _BUILTIN = {
     "openai": "openai",
+    "openai-responses": "openai_responses",
     "anthropic": "anthropic",
     "gemini": "gemini",
     "ollama": "ollama",
