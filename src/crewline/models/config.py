@@ -313,7 +313,9 @@ def _provider(name: str, t: dict[str, Any], base: ProviderConfig | None) -> Prov
     fmt = t.get("format", base.format if base else None)
     url = t.get("base_url", base.base_url if base else None)
     if not isinstance(fmt, str) or not isinstance(url, str):
-        raise ConfigError(f"[{where}] needs format (openai, anthropic, gemini, ollama) and base_url")
+        raise ConfigError(
+            f"[{where}] needs format (openai, openai-responses, anthropic, gemini, ollama, local) and base_url"
+        )
     key_env = t.get("api_key_env", base.api_key_env if base else None)
     return ProviderConfig(
         name=name,

@@ -1,8 +1,8 @@
 """Test doubles for code that calls models, shipped as public API.
 
 - :class:`ScriptedModel`: an in-process model replaying scripted replies, tool calls and failures.
-- :class:`FakeProvider`: a loopback HTTP server speaking the OpenAI, Anthropic, Gemini and Ollama wire
-  formats, with :class:`Fault` injection (429 + retry-after, 5xx, timeouts, cut-off streams, bad JSON).
+- :class:`FakeProvider`: a loopback HTTP server speaking the OpenAI (chat completions, Responses),
+  Anthropic, Gemini and Ollama wire formats, with :class:`Fault` injection (429 + retry-after, 5xx, timeouts, cut-off streams, bad JSON).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""A fake model provider: a real HTTP/1.1 server on loopback speaking the OpenAI, Anthropic, Gemini and
-Ollama wire formats, with scripted replies, fault injection and fixed latency.
+"""A fake model provider: a real HTTP/1.1 server on loopback speaking the OpenAI (chat completions and
+Responses), Anthropic, Gemini and Ollama wire formats, with scripted replies, fault injection and fixed
+latency.
 
     with FakeProvider() as fake:
         fake.reply("hello")                          # next reply, any format
