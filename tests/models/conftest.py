@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -36,25 +34,6 @@ class Sleeps:
 
     async def __call__(self, seconds: float) -> None:
         self.delays.append(seconds)
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    """Run ``async def`` tests in one event loop, closing the gateways they made in that same loop."""
-    if not inspect.iscoroutinefunction(pyfuncitem.obj):
-        return None
-    args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
-
-    async def main() -> None:
-        try:
-            await pyfuncitem.obj(**args)
-        finally:
-            maker = pyfuncitem.funcargs.get("make_gateway")
-            for gw in getattr(maker, "made", []):
-                await gw.aclose()
-
-    asyncio.run(main())
-    return True
 
 
 class GatewayMaker:
@@ -90,8 +69,12 @@ def sleeps() -> Sleeps:
 
 
 @pytest.fixture
-def make_gateway(fake: FakeProvider, sleeps: Sleeps) -> GatewayMaker:
-    return GatewayMaker(fake, sleeps)
+async def make_gateway(fake: FakeProvider, sleeps: Sleeps) -> AsyncIterator[GatewayMaker]:
+    """Gateways over the fake, closed in the test's own event loop (pytest-asyncio, auto mode)."""
+    maker = GatewayMaker(fake, sleeps)
+    yield maker
+    for gw in maker.made:
+        await gw.aclose()
 
 
 @pytest.fixture
