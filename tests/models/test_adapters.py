@@ -306,3 +306,19 @@ async def test_stream_without_usage_is_estimated_not_free(fake: FakeProvider, ma
     await stream.text()
     assert fake.requests[-1].body["stream_options"] == {"include_usage": False}
     assert stream.response.usage.output_tokens > 0 and stream.response.cost > 0
+
+
+async def test_gemini_tools_with_references_use_full_json_schema(
+    fake: FakeProvider, make_gateway: Any
+) -> None:
+    class Address(pydantic.BaseModel):
+        city: str
+
+    class Ship(pydantic.BaseModel):
+        to: Address
+
+    gw = make_gateway()
+    await gw.complete("gemini/m", "hi", tools=[Tool("ship", "Ship it", Ship.model_json_schema()), LOOKUP])
+    ship, lookup = fake.requests[-1].body["tools"][0]["functionDeclarations"]
+    assert "$defs" in ship["parametersJsonSchema"] and "parameters" not in ship
+    assert lookup["parameters"]["properties"]["id"]["type"] == "integer"

@@ -19,6 +19,7 @@ from ..types import (
     ModelResponse,
     StreamChunk,
     TextPart,
+    Tool,
     ToolCall,
     Usage,
 )
@@ -80,14 +81,7 @@ class GeminiAdapter(Adapter):
         if config:
             body["generationConfig"] = config
         if request.tools:
-            body["tools"] = [
-                {
-                    "functionDeclarations": [
-                        {"name": t.name, "description": t.description, "parameters": dict(t.parameters)}
-                        for t in request.tools
-                    ]
-                }
-            ]
+            body["tools"] = [{"functionDeclarations": [_declaration(t) for t in request.tools]}]
             if request.tool_choice:
                 body["toolConfig"] = {"functionCallingConfig": _tool_choice(request.tool_choice)}
         body.update(request.extra)
@@ -196,6 +190,14 @@ def _retry_delay(content: bytes) -> float | None:
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     return None
+
+
+def _declaration(tool: Tool) -> dict[str, Any]:
+    """A function declaration; schemas using references go as full JSON Schema, the rest in the
+    OpenAPI subset that ``parameters`` takes."""
+    schema = dict(tool.parameters)
+    key = "parametersJsonSchema" if "$ref" in json.dumps(schema) or "$defs" in schema else "parameters"
+    return {"name": tool.name, "description": tool.description, key: schema}
 
 
 def _tool_choice(choice: str) -> dict[str, Any]:
