@@ -240,7 +240,7 @@ def write_step(
         (None, None) if input_json is None else store_payload(conn, input_json, blob_threshold)
     )
     finished = time.time() if status in ("done", "failed") else None
-    conn.execute(
+    conn.defer(
         "INSERT INTO steps (run_id, step_no, name, kind, effect, status, output, output_blob, error, attempts, "
         "started_at, finished_at, input, input_blob) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (run_id, step_no) DO UPDATE SET name = excluded.name, kind = excluded.kind, "

@@ -31,16 +31,42 @@ log = logging.getLogger("crewline.store")
 
 
 class Conn:
-    """A connection inside a transaction (or in autocommit for reads), speaking portable SQL."""
+    """A connection inside a transaction (or in autocommit for reads), speaking portable SQL.
 
-    __slots__ = ("dialect", "raw")
+    :meth:`defer` queues a write whose result nobody reads; queued writes are sent together (one
+    ``executemany`` per run of identical statements, pipelined by psycopg) before the next statement
+    and before commit, so fifty checkpoints in one group commit cost one round trip, not fifty.
+    """
+
+    __slots__ = ("_deferred", "dialect", "raw")
 
     def __init__(self, raw: Any, dialect: Dialect) -> None:
         self.raw = raw
         self.dialect = dialect
+        self._deferred: list[tuple[str, Sequence[Any]]] = []
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        if self._deferred:
+            self.flush()
         return self.raw.execute(_translate(self.dialect, sql), params)
+
+    def defer(self, sql: str, params: Sequence[Any]) -> None:
+        self._deferred.append((sql, params))
+
+    def flush(self) -> None:
+        pending, self._deferred = self._deferred, []
+        i = 0
+        while i < len(pending):
+            sql = pending[i][0]
+            j = i
+            while j < len(pending) and pending[j][0] == sql:
+                j += 1
+            rows = [params for _, params in pending[i:j]]
+            if len(rows) == 1:
+                self.raw.execute(_translate(self.dialect, sql), rows[0])
+            else:
+                self.raw.cursor().executemany(_translate(self.dialect, sql), rows)
+            i = j
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         row = self.execute(sql, params).fetchone()
@@ -135,8 +161,10 @@ class Database:
             self.dialect.begin_write(raw)
         except Exception as e:
             raise self._convert(e) from e
+        conn = Conn(raw, self.dialect)
         try:
-            yield Conn(raw, self.dialect)
+            yield conn
+            conn.flush()
         except BaseException as e:
             try:
                 raw.execute("ROLLBACK")
@@ -157,8 +185,10 @@ class Database:
     def reading(self) -> Iterator[Conn]:
         """This thread's connection in autocommit, for reads."""
         raw = self._raw()
+        conn = Conn(raw, self.dialect)
         try:
-            yield Conn(raw, self.dialect)
+            yield conn
+            conn.flush()  # a deferred write in autocommit still happens
         except Exception as e:
             converted = self._convert(e)
             if converted is e:

@@ -32,7 +32,7 @@ def store_payload(conn: Conn, data: bytes, threshold: int) -> tuple[str | None, 
     if len(data) <= threshold:
         return data.decode("utf-8"), None
     digest = hashlib.sha256(data).hexdigest()
-    conn.execute(
+    conn.defer(
         "INSERT INTO blobs (hash, data, size, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING",
         (digest, data, len(data), time.time()),
     )
