@@ -116,6 +116,6 @@ def with_app(fn: Callable[[App], Coroutine[Any, Any, T]], app: App) -> T:
         try:
             return await fn(app)
         finally:
-            app.close()
+            await app.aclose()
 
     return run_async(go())

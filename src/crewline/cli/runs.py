@@ -12,6 +12,7 @@ from ..config import parse_duration
 from ..errors import ConfigError, RunFailed
 from ..flows.operations import parse_overrides
 from ..flows.records import STATES, RunRecord, StepRecord
+from ..models.records import prune_payloads
 from ..store.retention import prune as prune_db
 from ._common import (
     app_option,
@@ -223,11 +224,14 @@ def prune(older_than: str, delete_runs: bool) -> None:
     seconds = _duration(older_than)
     app = load_app(None)
     try:
+        calls = app.db.run(lambda conn: prune_payloads(conn, seconds or 0.0))
         report = prune_db(app.db, seconds or 0.0, delete_runs=delete_runs)
     finally:
         app.close()
-    click.echo(f"pruned {report.runs} runs, {report.steps} steps, {report.events} events, "
-               f"{report.blobs} blobs ({report.blob_bytes} bytes)")  # fmt: skip
+    click.echo(
+        f"pruned {report.runs} runs, {report.steps} steps, {report.events} events, {calls} model calls' "
+        f"payloads, {report.blobs} blobs ({report.blob_bytes} bytes)"
+    )
 
 
 def _duration(value: str | None) -> float | None:

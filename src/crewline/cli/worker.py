@@ -40,5 +40,5 @@ async def _serve(app: App, concurrency: int, worker_id: str | None) -> None:
     try:
         await w.run()
     finally:
-        app.close()
+        await app.aclose()
     click.echo(f"worker {w.id} stopped", err=True)

@@ -31,6 +31,9 @@ __all__ = ["Worker"]
 
 log = logging.getLogger("crewline.worker")
 T = TypeVar("T")
+MAINTENANCE_SECONDS = 60.0
+# Longer than any call can take with its retries and fallbacks: a reservation this old lost its caller.
+STALE_RESERVATION_SECONDS = 15 * 60.0
 
 
 class Worker:
@@ -44,6 +47,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._next_cron = 0.0
+        self._next_maintenance = 0.0
         self.completed = 0
 
     @property
@@ -153,6 +157,7 @@ class Worker:
                     self._drop_lost(held)
                 await self._check_cancels()
                 await self._fire_cron()
+                await self._maintain()
             except DatabaseUnavailable as e:
                 log.warning("worker %s cannot reach the database: %s", self.id, e)
             except Exception:
@@ -172,6 +177,17 @@ class Worker:
             entry = self._tasks.get(run_id)
             if entry is not None:
                 entry[1].cancel = True
+
+    async def _maintain(self) -> None:
+        """Now and then: budget reservations left by crashed processes count as spent (worst case)."""
+        now = time.monotonic()
+        gateway = self.engine._models
+        if now < self._next_maintenance or gateway is None or gateway.ledger is None:
+            return
+        self._next_maintenance = now + MAINTENANCE_SECONDS
+        expired = await asyncio.to_thread(gateway.ledger.expire_reservations, STALE_RESERVATION_SECONDS)
+        if expired:
+            log.warning("%d budget reservations outlived their callers; counted as spent", expired)
 
     async def _fire_cron(self) -> None:
         scheduled = [wf for wf in self.engine.workflows.values() if wf.schedule]
