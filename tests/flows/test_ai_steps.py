@@ -221,3 +221,20 @@ async def drive_until_parked(app: App, rid: str) -> None:
         if (await app.get_run(rid)).status == "waiting":
             return
     raise AssertionError("the run never parked")
+
+
+async def test_a_daily_budget_caps_the_workflow_across_runs(app: App, fake: FakeProvider) -> None:
+    fake.reply("ok", input_tokens=10, output_tokens=10, times=5)  # $0.02 a call
+
+    @app.workflow(daily_budget="$0.05")
+    async def digest(ctx: Context, i: int) -> str:
+        return await ctx.llm(messages=f"digest {i}", model="cheap", max_tokens=10)
+
+    outcomes = []
+    for i in range(3):
+        outcomes.append((await drive(app, await app.start(digest, i))).status)
+    assert outcomes == ["completed", "completed", "failed"]  # the third would cross $0.05 today
+    day_scope = app.models.ledger.workflow_day("digest")  # type: ignore[union-attr]
+    status = app.models.ledger.status(day_scope)  # type: ignore[union-attr]
+    assert status["limit"] == pytest.approx(0.05) and status["spent"] == pytest.approx(0.04)
+    assert len(model_calls(fake)) == 2

@@ -76,7 +76,7 @@ class Context:
         self._next = 0
         # What shaped this run so far (model calls, prompt versions, memory hits), for review requests.
         self.provenance: list[dict[str, Any]] = []
-        self._budget_set = False
+        self._budget_scopes: set[str] = set()
         self._memory: RunMemory | None = None
 
     def provenance_summary(self) -> dict[str, Any]:

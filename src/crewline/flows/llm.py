@@ -175,16 +175,20 @@ def _cheaper(gateway: Gateway, model: str | None) -> str | None:
 
 
 async def _ensure_budgets(ctx: Context) -> None:
-    """Give the run's budget scope the workflow's per-run limit, unless it has one already."""
+    """Give the run's scope the workflow's per-run limit and today's workflow scope its daily limit,
+    unless they have one already (an operator may have raised it, to let a paused run go on)."""
     wf = ctx._engine.workflows.get(ctx.workflow)
     gateway = ctx._engine.models
-    if wf is None or wf.budget is None or gateway is None or gateway.ledger is None or ctx._budget_set:
+    if wf is None or gateway is None or gateway.ledger is None:
         return
-    ledger, scope = gateway.ledger, f"run:{ctx.run_id}"
-    # Only the first time: an operator may have raised the limit since (to let a paused run go on).
-    if (await asyncio.to_thread(ledger.status, scope))["limit"] is None:
-        await asyncio.to_thread(ledger.set_limit, scope, wf.budget)
-    ctx._budget_set = True
+    ledger = gateway.ledger
+    wanted = [(f"run:{ctx.run_id}", wf.budget), (ledger.workflow_day(wf.name), wf.daily_budget)]
+    for scope, limit in wanted:
+        if limit is None or scope in ctx._budget_scopes:
+            continue
+        if (await asyncio.to_thread(ledger.status, scope))["limit"] is None:
+            await asyncio.to_thread(ledger.set_limit, scope, limit)
+        ctx._budget_scopes.add(scope)
 
 
 async def build_request(

@@ -86,7 +86,14 @@ class Ledger:
                 raise InvalidInput(f"budget_scope[{kind!r}] must be a non-empty string, got {value!r}")
             limits = {"workflow": b.workflow.get(value), "key": b.key.get(value), "run": b.run}
             out[f"{kind}:{value}"] = _n(limits[kind])
+            if kind == "workflow":  # the workflow's spend today, which a daily budget limits
+                out[self.workflow_day(value)] = None
         return out
+
+    def workflow_day(self, workflow: str) -> str:
+        """The scope key of ``workflow``'s spend on the current (UTC) day."""
+        day, _ = self._calendar_keys()
+        return f"workflow:{workflow}@{day.partition(':')[2]}"
 
     async def has_limit(self, scopes: Mapping[str, int | None]) -> bool:
         """Whether any of ``scopes`` has a limit, from config or stored (``set_limit``, any process).
