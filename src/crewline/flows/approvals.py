@@ -56,20 +56,7 @@ async def request_approval(
                 risk=level, preview=preview_json, preview_type=type_name(preview), context=shown,
                 on_timeout=on_timeout, expires_at=_real_time(engine, deadline), blob_threshold=engine.blob_threshold,
             )  # fmt: skip
-        row = conn.one(
-            "SELECT status, escalated, decided_by, decided_at, comment, edit, edit_blob FROM reviews WHERE id = ?",
-            (request_id,),
-        )
-        status, escalated = row[0], bool(row[1])
-        decision: dict[str, Any] | None
-        if status in ("approved", "rejected"):
-            decision = {"approved": status == "approved", "status": status, "decided_by": row[2],
-                        "decided_at": row[3], "comment": row[4], "edited": load(conn, row[5], row[6])}  # fmt: skip
-        elif deadline is not None and not escalated and engine.clock() >= deadline:
-            decision = _apply_timeout(conn, request_id, on_timeout)
-            escalated = decision is None
-        else:
-            decision = None
+        decision, escalated = _current_decision(conn, request_id, deadline, engine.clock(), on_timeout)
         if decision is not None:
             decision["request_id"] = request_id
             ctx._write_wait_step(conn, n, action, "approval", "done", dump(decision), None, started)
@@ -86,6 +73,25 @@ async def request_approval(
     if outcome == "done" and decided is not None:
         return _decision(decided, preview)
     raise Suspend(f"waiting for review {request_id}")
+
+
+def _current_decision(
+    conn: Any, request_id: str, deadline: float | None, now: float, on_timeout: str
+) -> tuple[dict[str, Any] | None, bool]:
+    """(the decision if there is one now, whether the request is escalated)."""
+    row = conn.one(
+        "SELECT status, escalated, decided_by, decided_at, comment, edit, edit_blob FROM reviews WHERE id = ?",
+        (request_id,),
+    )
+    status, escalated = row[0], bool(row[1])
+    if status in ("approved", "rejected"):
+        decision = {"approved": status == "approved", "status": status, "decided_by": row[2],
+                    "decided_at": row[3], "comment": row[4], "edited": load(conn, row[5], row[6])}  # fmt: skip
+        return decision, escalated
+    if deadline is not None and not escalated and now >= deadline:
+        timed_out = _apply_timeout(conn, request_id, on_timeout)
+        return timed_out, timed_out is None
+    return None, escalated
 
 
 def _apply_timeout(conn: Any, request_id: str, on_timeout: str) -> dict[str, Any] | None:
