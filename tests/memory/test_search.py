@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import numpy as np
 import pytest
@@ -192,3 +193,19 @@ def test_text_budget_setting(filled: MemoryStore) -> None:
     assert "ZX9000" in run(small.search("ZX9000 router premium", scope="kb", k=1, vector_weight=0))[0].text
     with pytest.raises(ConfigError, match="text_budget"):
         MemoryStore.from_settings(filled.db, {"text_budget": "lots"}, filled.embedder)
+
+
+def test_full_text_never_leaks_other_scopes_or_expired_items(store: MemoryStore) -> None:
+    for i in range(60):
+        run(store.remember(f"zebra zebra zebra crossing number {i}", scope="tenant:b", dedupe=False))
+    mine = run(store.remember("a zebra was seen", scope="tenant:a"))
+    run(store.remember("zebra zebra zebra expired note", scope="tenant:a", ttl="1s", dedupe=False))
+    run(store.search("warm", scope="tenant:a"))
+    index = store._index
+    assert index is not None
+    hits = run(store.search("zebra", scope="tenant:a", k=5, vector_weight=0, candidates=10))
+    assert {h.scope for h in hits} == {"tenant:a"}
+    later = store.db.query(lambda c: store._text.search(c, "zebra", ["tenant:a"], 10, time.time() + 5))
+    assert [rid for rid, _ in later] == [
+        store.db.query(lambda c: c.scalar("SELECT rid FROM memory_items WHERE id = ?", (mine.id,)))
+    ]

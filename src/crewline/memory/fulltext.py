@@ -2,9 +2,10 @@
 
 A query is cut into words and searched as "any of these words", ranked by relevance. Scoring every
 document that contains any query word is what makes naive OR queries slow (a common word matches most of
-a corpus), so :class:`TextIndex` keeps per-word document counts (cached for a minute) and searches the
-rarest words first, within a budget of postings: common words add almost nothing to BM25 and the vector
-side covers meaning anyway. If every word is common, the two rarest are required together instead.
+a corpus), so :class:`TextIndex` keeps per-word document counts (cached for a minute) and takes as
+candidates the documents containing one of the rarest words, within a budget of postings (if every word
+is common, those containing the two rarest together); candidates are still ranked on every query word.
+Only documents matching nothing but common words are missed, and those score low in BM25 anyway.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..store.database import Conn
 
@@ -27,6 +28,8 @@ will with you your
 _STOP = frozenset(_STOP_WORDS.split())
 _CACHE_SECONDS = 60.0
 _CACHE_MAX = 50_000
+# rids -> which of them are live items of the searched scopes (answered by the in-process vector index).
+Allowed = Callable[[list[int]], list[bool]]
 
 
 def terms(query: str, *, limit: int = 32) -> list[str]:
@@ -42,7 +45,7 @@ def terms(query: str, *, limit: int = 32) -> list[str]:
 class TextIndex:
     """Ranked full-text candidates, with the per-word document counts that keep queries cheap."""
 
-    def __init__(self, postings_budget: int | None = 2000) -> None:
+    def __init__(self, postings_budget: int | None = 4000) -> None:
         """``postings_budget``: roughly how many documents one query may score; ``None`` scores every
         document containing any query word (exact BM25 ranking, slower on large corpora)."""
         if postings_budget is not None and postings_budget < 1:
@@ -52,18 +55,32 @@ class TextIndex:
         self._lock = threading.Lock()
 
     def search(
-        self, conn: Conn, query: str, scopes: Sequence[str], k: int, now: float
+        self,
+        conn: Conn,
+        query: str,
+        scopes: Sequence[str],
+        k: int,
+        now: float,
+        allowed: Allowed | None = None,
     ) -> list[tuple[int, float]]:
-        """The ``k`` best (rid, relevance) for ``query`` among live items of ``scopes``, best first."""
+        """The ``k`` best (rid, relevance) for ``query`` among live items of ``scopes``, best first.
+
+        ``allowed`` (SQLite) checks scope and expiry in memory, sparing the join on most queries."""
         words = terms(query)
         if not words or k <= 0:
             return []
-        words, require_all = self._plan(conn, words)
+        gate, require_all = self._plan(conn, words)
         if conn.dialect.name == "sqlite":
-            return _sqlite(conn, words, require_all, scopes, k, now)
-        return _postgres(conn, words, require_all, scopes, k, now)
+            match = _fts5_match(words, gate, require_all)
+            if allowed is not None:
+                found = _sqlite_unjoined(conn, match, k, allowed)
+                if found is not None:
+                    return found
+            return _sqlite(conn, match, scopes, k, now)
+        return _postgres(conn, _tsquery(words, gate, require_all), scopes, k, now)
 
     def _plan(self, conn: Conn, words: list[str]) -> tuple[list[str], bool]:
+        """The words a candidate must contain (one of, or both with ``True``); all words when unpruned."""
         if len(words) == 1 or self.postings_budget is None:
             return words, False
         budget = self.postings_budget
@@ -101,10 +118,24 @@ class TextIndex:
         return n
 
 
-def _sqlite(
-    conn: Conn, words: list[str], require_all: bool, scopes: Sequence[str], k: int, now: float
-) -> list[tuple[int, float]]:
-    match = (" AND " if require_all else " OR ").join(f'"{w}"' for w in words)
+def _fts5_match(words: list[str], gate: list[str], require_all: bool) -> str:
+    every = " OR ".join(f'"{w}"' for w in words)
+    if gate == words and not require_all:
+        return every
+    need = (" AND " if require_all else " OR ").join(f'"{w}"' for w in gate)
+    return f"({need}) AND ({every})"  # candidates from the gate words, ranked on every word
+
+
+def _sqlite_unjoined(conn: Conn, match: str, k: int, allowed: Allowed) -> list[tuple[int, float]] | None:
+    """Without the join; ``None`` when filtering left too few and there may be more to find."""
+    rows = conn.all("SELECT rowid, bm25(memory_fts) FROM memory_fts WHERE memory_fts MATCH ? ORDER BY 2 LIMIT ?",
+                    (match, k))  # fmt: skip
+    keep = allowed([int(r[0]) for r in rows])
+    out = [(int(rid), -float(s)) for (rid, s), ok in zip(rows, keep, strict=True) if ok]
+    return out if len(out) == len(rows) or len(rows) < k else None
+
+
+def _sqlite(conn: Conn, match: str, scopes: Sequence[str], k: int, now: float) -> list[tuple[int, float]]:
     marks = ",".join("?" * len(scopes))
     rows = conn.all(
         "SELECT f.rowid, bm25(memory_fts) AS s FROM memory_fts f JOIN memory_items i ON i.rid = f.rowid "
@@ -119,10 +150,15 @@ def _pg_term(word: str) -> str:
     return "'" + word.replace("'", "''") + "'"
 
 
-def _postgres(
-    conn: Conn, words: list[str], require_all: bool, scopes: Sequence[str], k: int, now: float
-) -> list[tuple[int, float]]:
-    tsquery = (" & " if require_all else " | ").join(_pg_term(w) for w in words)
+def _tsquery(words: list[str], gate: list[str], require_all: bool) -> str:
+    every = " | ".join(_pg_term(w) for w in words)
+    if gate == words and not require_all:
+        return every
+    need = (" & " if require_all else " | ").join(_pg_term(w) for w in gate)
+    return f"({need}) & ({every})"
+
+
+def _postgres(conn: Conn, tsquery: str, scopes: Sequence[str], k: int, now: float) -> list[tuple[int, float]]:
     marks = ",".join("?" * len(scopes))
     rows = conn.all(
         "SELECT rid, ts_rank(tsv, q) AS s FROM memory_items, to_tsquery('english', ?) q "

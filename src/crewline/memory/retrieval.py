@@ -8,6 +8,7 @@ when too few survive; an optional reranker then reorders the best few.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -73,7 +74,8 @@ def run_query(conn: Conn, index: ExactIndex | None, text: TextIndex, q: Query) -
         vec: list[tuple[int, float]] = []
         if index is not None and q.vector is not None and q.vector_weight > 0:
             vec = index.search(q.vector, q.scopes, pool, now=q.now)
-        txt = text.search(conn, q.text, q.scopes, pool, q.now) if q.text_weight > 0 else []
+        allowed = None if index is None else functools.partial(index.allowed, scopes=q.scopes, now=q.now)
+        txt = text.search(conn, q.text, q.scopes, pool, q.now, allowed) if q.text_weight > 0 else []
         fused = fuse([(q.vector_weight, vec), (q.text_weight, txt)], q.rrf_k)
         hits = _load(conn, fused, q)
         exhausted = len(vec) < pool and len(txt) < pool

@@ -204,6 +204,16 @@ class ExactIndex:
 
     # -- search ----------------------------------------------------------------------------------------
 
+    def allowed(self, rids: Sequence[int], scopes: Sequence[str], now: float) -> list[bool]:
+        """Whether each rid is a live item of ``scopes`` (unknown rids are not)."""
+        codes = {self._scope_code[s] for s in scopes if s in self._scope_code}
+        with self._lock:
+            out = []
+            for rid in rids:
+                row = self._row.get(rid)
+                out.append(row is not None and int(self._scopes[row]) in codes and self._expires[row] > now)
+            return out
+
     def search(
         self, query: NDArray[np.float32], scopes: Sequence[str], k: int, *, now: float | None = None
     ) -> list[tuple[int, float]]:
