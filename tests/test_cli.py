@@ -36,7 +36,10 @@ def cli(sqlite_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "nosuch"], "unknown workflow 'nosuch' (known: daily_digest, lead_followup, onboard, summarize_ticket, triage_email)"),
+        (
+            ["run", "nosuch"],
+            "unknown workflow 'nosuch' (known: daily_digest, lead_followup, onboard, summarize_ticket, triage_email)",
+        ),
         (["run", "onboard", "--input", "{bad"], "--input is not valid JSON"),
         (
             ["run", "onboard", "--input", '{"id": "c1", "email": "nope"}'],

@@ -54,7 +54,9 @@ async def test_approval_with_an_edit_continues_with_the_edit(app: App) -> None:
     assert req.preview_type is not None and req.preview_type.endswith(":Draft")
     assert req.context["steps_so_far"] == 0
     edit = {"to": "ada@example.com", "body": "Refund issued today."}
-    decided = await app.reviews.approve(req.id, by="sam", comment="softer", edit=edit, seen_hash=req.content_hash)
+    decided = await app.reviews.approve(
+        req.id, by="sam", comment="softer", edit=edit, seen_hash=req.content_hash
+    )
     assert (decided.status, decided.decided_by, decided.shown_hash) == ("approved", "sam", req.content_hash)
     run = await drive(app, rid)
     assert run.output == {"status": "approved", "by": "sam", "comment": "softer"}
@@ -157,7 +159,11 @@ async def test_unknown_outcomes_land_in_the_same_queue(app: App) -> None:
     await expire_leases(app)
     await step_once(app, "w2")
     [req] = await app.reviews.list()
-    assert req.kind == "outcome_unknown" and req.risk == "high" and req.preview == {"idempotency_key": "charge-1"}
+    assert (
+        req.kind == "outcome_unknown"
+        and req.risk == "high"
+        and req.preview == {"idempotency_key": "charge-1"}
+    )
     with pytest.raises(InvalidInput, match="runs resolve"):
         await app.reviews.approve(req.id, by="me")
     resolved = await app.reviews.resolve(req.id, "done", by="me", output="charged (verified in the PSP)")
