@@ -238,3 +238,32 @@ async def test_a_daily_budget_caps_the_workflow_across_runs(app: App, fake: Fake
     status = app.models.ledger.status(day_scope)  # type: ignore[union-attr]
     assert status["limit"] == pytest.approx(0.05) and status["spent"] == pytest.approx(0.04)
     assert len(model_calls(fake)) == 2
+
+
+async def test_concurrent_runs_degrade_together_without_overspending(db_url: str, fake: FakeProvider) -> None:
+    app = App(settings=Settings().with_(database_url=db_url, poll_interval=0.02))
+    app.engine.models = Gateway(
+        ModelsConfig.parse(models_table(fake.url)), app.db, environ={"FAKE_KEY": "sk-test"}
+    )
+    fake.reply("ok", input_tokens=10, output_tokens=10, times=100)  # $0.02 a call on the paid tiers
+
+    @app.workflow(daily_budget="$0.10", on_budget="degrade")
+    async def burst(ctx: Context, i: int) -> str:
+        return await ctx.llm(messages=f"call {i}", model="cheap", max_tokens=10)
+
+    try:
+        ids = [await app.start(burst, i) for i in range(12)]
+        workers = [app.worker(concurrency=6, worker_id=f"w{i}") for i in range(2)]
+        tasks = [asyncio.create_task(w.run()) for w in workers]
+        outputs = [await app.result(rid, timeout=60) for rid in ids]
+        for w in workers:
+            w.stop()
+        await asyncio.gather(*tasks)
+        await app.models.flush()
+        assert outputs == ["ok"] * 12  # every run finished: the ones past the budget on the free tier
+        models = model_calls(fake)
+        assert models.count("mid") == 5 and models.count("small") == 7
+        spent = app.models.ledger.status(app.models.ledger.workflow_day("burst"))["spent"]  # type: ignore[union-attr]
+        assert spent <= 0.1 + 1e-9
+    finally:
+        await app.aclose()

@@ -170,3 +170,14 @@ async def test_unknown_outcomes_land_in_the_same_queue(app: App) -> None:
     assert resolved.status == "resolved" and resolved.outcome == "done"
     run = await drive(app, rid)
     assert run.output == "charged (verified in the PSP)" and calls == {}
+
+
+async def test_a_decision_on_an_expired_request_is_refused(app: App) -> None:
+    reply_workflow(app, [], timeout="1s", on_timeout="reject")
+    await app.start("reply", "ada@example.com")
+    await step_once(app, "w1")
+    [req] = await app.reviews.list()
+    await app.db.write(lambda c: c.execute("UPDATE reviews SET expires_at = 1 WHERE id = ?", (req.id,)))
+    with pytest.raises(InvalidRunState, match="expired"):
+        await app.reviews.approve(req.id, by="late")
+    assert (await app.reviews.get(req.id)).decided_by is None
