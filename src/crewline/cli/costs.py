@@ -8,14 +8,14 @@ from typing import Any
 import click
 
 from ..config import Settings
+from ..models import reports
 from ..models.config import BudgetConfig, ModelsConfig
-from ..models.ledger import config_limit, from_nusd
 from ..store import Conn, Database
 from ._common import echo_json, errors_as_exit, fail, table
 
 __all__ = ["costs"]
 
-_GROUPS = {"day": "day", "model": "provider || '/' || model", "workflow": "COALESCE(workflow, '-')"}
+_GROUPS = reports.GROUPS
 
 
 @click.command()
@@ -63,30 +63,9 @@ def costs(days: int, groups: tuple[str, ...], run_id: str | None, show_budgets: 
 def _report(
     conn: Conn, groups: tuple[str, ...], since: float, run_id: str | None, budgets: BudgetConfig | None
 ) -> dict[str, Any]:
-    where, params = "started_at >= ?", list[Any]([since])
-    if run_id:
-        where, params = where + " AND run_id = ?", [*params, run_id]
-    out: dict[str, Any] = {}
-    for group in groups:
-        rows = conn.all(
-            f"SELECT {_GROUPS[group]} AS k, COUNT(*), SUM(cache_hit), SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END), "
-            "SUM(input_tokens), SUM(output_tokens), SUM(cost), SUM(CASE WHEN price_known = 0 THEN 1 ELSE 0 END) "
-            f"FROM model_calls WHERE {where} GROUP BY k ORDER BY k",
-            params,
-        )
-        out[group] = [
-            {group: r[0] or "-", "calls": r[1], "cache_hits": r[2] or 0, "errors": r[3] or 0,
-             "input_tokens": r[4] or 0, "output_tokens": r[5] or 0, "cost": round(float(r[6] or 0), 6),
-             "unpriced_calls": r[7] or 0}
-            for r in rows
-        ]  # fmt: skip
+    out = reports.spend(conn, groups, since, run_id)
     if budgets is not None:
-        out["budgets"] = [
-            {"scope": s, "limit": config_limit(budgets, s) if lim is None else from_nusd(lim),
-             "spent": from_nusd(sp), "reserved": from_nusd(res)}
-            for s, lim, sp, res in conn.all(
-                "SELECT scope, limit_nusd, spent_nusd, reserved_nusd FROM model_budgets ORDER BY scope")
-        ]  # fmt: skip
+        out["budgets"] = reports.budgets(conn, budgets)
     return out
 
 

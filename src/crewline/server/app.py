@@ -23,7 +23,7 @@ from .callbacks import CallbackSender
 from .config import ServerConfig
 from .errors import install_handlers
 from .limits import BodyLimit
-from .routes import health, hooks, keys, reviews, runs
+from .routes import health, hooks, keys, reviews, runs, spend
 from .state import ServerState
 
 __all__ = ["create_app"]
@@ -72,7 +72,7 @@ def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8
     )
     api.state.crewline = state
     install_handlers(api)
-    for module in (health, runs, reviews, keys, hooks, proxy):
+    for module in (health, runs, reviews, spend, keys, hooks, proxy):
         api.include_router(module.router)
     # Webhooks and the proxy enforce their own limits, answering in their own error shapes.
     api.add_middleware(BodyLimit, limit=config.max_body, skip=("/hooks/", "/v1/"))
