@@ -77,7 +77,7 @@ class TextIndex:
                 if found is not None:
                     return found
             return _sqlite(conn, match, scopes, k, now)
-        return _postgres(conn, _tsquery(words, gate, require_all), scopes, k, now)
+        return _postgres(conn, words, gate, require_all, scopes, k, now)
 
     def _plan(self, conn: Conn, words: list[str]) -> tuple[list[str], bool]:
         """The words a candidate must contain (one of, or both with ``True``); all words when unpruned."""
@@ -150,20 +150,25 @@ def _pg_term(word: str) -> str:
     return "'" + word.replace("'", "''") + "'"
 
 
-def _tsquery(words: list[str], gate: list[str], require_all: bool) -> str:
+def _postgres(
+    conn: Conn,
+    words: list[str],
+    gate: list[str],
+    require_all: bool,
+    scopes: Sequence[str],
+    k: int,
+    now: float,
+) -> list[tuple[int, float]]:
+    # Candidates must match the gate; ranking uses every word (an AND inside the ranked query would
+    # change how ts_rank scores, so the two stay separate queries).
     every = " | ".join(_pg_term(w) for w in words)
-    if gate == words and not require_all:
-        return every
     need = (" & " if require_all else " | ").join(_pg_term(w) for w in gate)
-    return f"({need}) & ({every})"
-
-
-def _postgres(conn: Conn, tsquery: str, scopes: Sequence[str], k: int, now: float) -> list[tuple[int, float]]:
     marks = ",".join("?" * len(scopes))
     rows = conn.all(
-        "SELECT rid, ts_rank(tsv, q) AS s FROM memory_items, to_tsquery('english', ?) q "
-        f"WHERE tsv @@ q AND scope IN ({marks}) AND (expires_at IS NULL OR expires_at > ?) "
+        "SELECT rid, ts_rank(tsv, q) AS s FROM memory_items, to_tsquery('english', ?) q, "
+        "to_tsquery('english', ?) g "
+        f"WHERE tsv @@ g AND scope IN ({marks}) AND (expires_at IS NULL OR expires_at > ?) "
         "ORDER BY s DESC LIMIT ?",
-        (tsquery, *scopes, now, k),
+        (every, need, *scopes, now, k),
     )
     return [(int(rid), float(s)) for rid, s in rows]
