@@ -23,6 +23,7 @@ from .callbacks import CallbackSender
 from .config import ServerConfig
 from .errors import install_handlers
 from .limits import BodyLimit
+from .proxy.fastpath import ProxyFastPath
 from .routes import health, hooks, keys, reviews, runs, spend
 from .state import ServerState
 
@@ -42,6 +43,7 @@ def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8
     """The server for ``app``; ``workers`` runs executed at once in this process (0: API only)."""
     config = config or ServerConfig.from_settings(app.settings)
     _check_hooks(app, config)
+    _quiet_http_client()
     state = ServerState(app=app, config=config, auth=Authenticator(app, config.key_cache))
 
     @asynccontextmanager
@@ -76,7 +78,18 @@ def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8
         api.include_router(module.router)
     # Webhooks and the proxy enforce their own limits, answering in their own error shapes.
     api.add_middleware(BodyLimit, limit=config.max_body, skip=("/hooks/", "/v1/"))
+    # Outermost: proxy calls skip routing and the middleware above (see proxy/fastpath.py).
+    api.add_middleware(ProxyFastPath, root=api)
     return api
+
+
+def _quiet_http_client() -> None:
+    """httpx logs every request it sends at INFO: one line per proxied model call, written synchronously
+    on the event loop, repeating what the call record holds. Kept at WARNING unless configured."""
+    for name in ("httpx", "httpcore"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
 
 
 def _check_hooks(app: App, config: ServerConfig) -> None:
