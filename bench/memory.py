@@ -227,7 +227,7 @@ def main() -> None:
     ap.add_argument("--db", default="sqlite,postgresql")
     ap.add_argument("--engines", default="crewline,lancedb")
     ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--text-budgets", default="4000,exact", help="crewline full-text budgets (exact = none)")
+    ap.add_argument("--text-budgets", default="2000,exact", help="crewline full-text budgets (exact = none)")
     args = ap.parse_args()
     budgets = [None if b == "exact" else int(b) for b in args.text_budgets.split(",")]
     sizes = [int(s) for s in args.sizes.split(",")]

@@ -45,7 +45,7 @@ def terms(query: str, *, limit: int = 32) -> list[str]:
 class TextIndex:
     """Ranked full-text candidates, with the per-word document counts that keep queries cheap."""
 
-    def __init__(self, postings_budget: int | None = 4000) -> None:
+    def __init__(self, postings_budget: int | None = 2000) -> None:
         """``postings_budget``: roughly how many documents one query may score; ``None`` scores every
         document containing any query word (exact BM25 ranking, slower on large corpora)."""
         if postings_budget is not None and postings_budget < 1:

@@ -74,7 +74,7 @@ class MemoryStore:
         near_duplicate: float = 0.95,
         chunk_size: int = 1200,
         chunk_overlap: int = 150,
-        text_budget: int | None = 4000,
+        text_budget: int | None = 2000,
     ) -> None:
         """``near_duplicate``: cosine at or above which a new fact updates an existing one (1.0: only
         exact duplicates); ``text_budget``: documents one full-text query may score (``None``: exact)."""
@@ -104,7 +104,7 @@ class MemoryStore:
                 near_duplicate=float(section.get("near_duplicate", 0.95)),
                 chunk_size=int(section.get("chunk_size", 1200)),
                 chunk_overlap=int(section.get("chunk_overlap", 150)),
-                text_budget=_text_budget(section.get("text_budget", 4000)),
+                text_budget=_text_budget(section.get("text_budget", 2000)),
             )
         except (TypeError, ValueError) as e:
             raise ConfigError(f"[memory] settings are not valid: {e}") from e
