@@ -45,4 +45,6 @@ def test_spend_calls_and_budgets(api: Api) -> None:
     assert budgets["workflow:triage"]["limit"] == 1.0 and budgets["workflow:triage"]["reserved"] == 0
     bad = api.http.get("/api/v1/spend", params={"days": 0})
     assert bad.status_code == 422
+    huge = api.http.get("/api/v1/calls", params={"before_id": 2**70})  # wider than any database integer
+    assert huge.status_code == 422 and "before_id" in huge.text
     assert api.as_key(api.key("proxy")).get("/api/v1/spend").status_code == 403

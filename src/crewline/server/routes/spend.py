@@ -56,7 +56,9 @@ async def list_calls(
     run_id: Annotated[str | None, Query(pattern=_TEXT)] = None,
     workflow: Annotated[str | None, Query(pattern=_TEXT)] = None,
     status: Literal["ok", "error"] | None = None,
-    before_id: Annotated[int | None, Query(ge=1, description="Page back: calls older than this id.")] = None,
+    before_id: Annotated[
+        int | None, Query(ge=1, le=2**63 - 1, description="Page back: calls older than this id.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     _: ApiKey = Depends(require("runs:read")),
 ) -> list[dict[str, Any]]:
