@@ -124,17 +124,35 @@ class Adapter:
                 params=params,
                 timeout=self.endpoint.timeout,
             )
-        except httpx.TimeoutException as e:
-            raise ModelTimeout(
-                f"{self.provider}: no reply within {self.endpoint.timeout:g}s", provider=self.provider
-            ) from e
         except httpx.HTTPError as e:
-            raise ProviderUnavailable(
-                f"{self.provider}: {type(e).__name__}: {e}", provider=self.provider
-            ) from e
+            raise self.transport_error(e) from e
         if resp.status_code >= 400:
             raise self.error(resp.status_code, resp.content, resp.headers)
         return self.decode(resp.content)
+
+    def transport_error(self, e: httpx.HTTPError, *, midway: bool = False) -> ModelError:
+        """A transport failure as a crewline error: a timeout, or the provider being unreachable."""
+        timeout = self.endpoint.timeout
+        if isinstance(e, httpx.TimeoutException):
+            what = f"stream stalled for {timeout:g}s" if midway else f"no reply within {timeout:g}s"
+            return ModelTimeout(f"{self.provider}: {what}", provider=self.provider)
+        what = f"stream cut off midway ({type(e).__name__}: {e})" if midway else f"{type(e).__name__}: {e}"
+        return ProviderUnavailable(f"{self.provider}: {what}", provider=self.provider)
+
+    def vectors(self, texts: Sequence[str], read: Callable[[], list[list[float]]]) -> list[list[float]]:
+        """The embeddings ``read`` takes from a reply, one per text, or :class:`ProviderUnavailable`."""
+        try:
+            vectors = read()
+        except (KeyError, TypeError, ValueError) as e:
+            raise ProviderUnavailable(
+                f"{self.provider}: malformed embeddings reply: {e}", provider=self.provider
+            ) from e
+        if len(vectors) != len(texts):
+            raise ProviderUnavailable(
+                f"{self.provider}: asked for {len(texts)} embeddings, got {len(vectors)}",
+                provider=self.provider,
+            )
+        return vectors
 
     def decode(self, content: bytes) -> Any:
         limit = int(self.endpoint.options.get("max_body_bytes", MAX_BODY_BYTES))
@@ -174,27 +192,15 @@ class Adapter:
         )
         try:
             resp = await self.client.send(request, stream=True)
-        except httpx.TimeoutException as e:
-            raise ModelTimeout(
-                f"{self.provider}: no reply within {self.endpoint.timeout:g}s", provider=self.provider
-            ) from e
         except httpx.HTTPError as e:
-            raise ProviderUnavailable(
-                f"{self.provider}: {type(e).__name__}: {e}", provider=self.provider
-            ) from e
+            raise self.transport_error(e) from e
         try:
             if resp.status_code >= 400:
                 raise self.error(resp.status_code, await resp.aread(), resp.headers)
             async for line in resp.aiter_lines():
                 yield line
-        except httpx.TimeoutException as e:
-            raise ModelTimeout(
-                f"{self.provider}: stream stalled for {self.endpoint.timeout:g}s", provider=self.provider
-            ) from e
         except httpx.HTTPError as e:
-            raise ProviderUnavailable(
-                f"{self.provider}: stream cut off midway ({type(e).__name__}: {e})", provider=self.provider
-            ) from e
+            raise self.transport_error(e, midway=True) from e
         finally:
             await resp.aclose()
 

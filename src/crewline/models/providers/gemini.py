@@ -166,17 +166,7 @@ class GeminiAdapter(Adapter):
             "requests": [{"model": f"models/{model}", "content": {"parts": [{"text": t}]}} for t in texts]
         }
         data = await self.post_json(f"/models/{model}:batchEmbedContents", body)
-        try:
-            vectors = [[float(x) for x in e["values"]] for e in data["embeddings"]]
-        except (KeyError, TypeError, ValueError) as e:
-            raise ProviderUnavailable(
-                f"{self.provider}: malformed embeddings reply: {e}", provider=self.provider
-            ) from e
-        if len(vectors) != len(texts):
-            raise ProviderUnavailable(
-                f"{self.provider}: asked for {len(texts)} embeddings, got {len(vectors)}",
-                provider=self.provider,
-            )
+        vectors = self.vectors(texts, lambda: [[float(x) for x in e["values"]] for e in data["embeddings"]])
         return EmbeddingResponse(vectors, model, self.provider, Usage())
 
 

@@ -100,17 +100,7 @@ class OllamaAdapter(Adapter):
 
     async def embed(self, texts: Sequence[str], model: str) -> EmbeddingResponse:
         data = await self.post_json("/api/embed", {"model": model, "input": list(texts)})
-        try:
-            vectors = [[float(x) for x in v] for v in data["embeddings"]]
-        except (KeyError, TypeError, ValueError) as e:
-            raise ProviderUnavailable(
-                f"{self.provider}: malformed embeddings reply: {e}", provider=self.provider
-            ) from e
-        if len(vectors) != len(texts):
-            raise ProviderUnavailable(
-                f"{self.provider}: asked for {len(texts)} embeddings, got {len(vectors)}",
-                provider=self.provider,
-            )
+        vectors = self.vectors(texts, lambda: [[float(x) for x in v] for v in data["embeddings"]])
         return EmbeddingResponse(
             vectors, model, self.provider, Usage(input_tokens=int(data.get("prompt_eval_count") or 0))
         )

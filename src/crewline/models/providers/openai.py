@@ -137,19 +137,19 @@ class OpenAIAdapter(Adapter):
         data = await self.post_json(
             "/embeddings", {"model": model, "input": list(texts), "encoding_format": "float"}
         )
+        vectors = self.vectors(
+            texts,
+            lambda: [
+                [float(x) for x in r["embedding"]]
+                for r in sorted(data["data"], key=lambda r: r.get("index", 0))
+            ],
+        )
         try:
-            rows = sorted(data["data"], key=lambda r: r.get("index", 0))
-            vectors = [[float(x) for x in r["embedding"]] for r in rows]
             tokens = int((data.get("usage") or {}).get("prompt_tokens") or 0)
-        except (KeyError, TypeError, ValueError) as e:
+        except (AttributeError, TypeError, ValueError) as e:
             raise ProviderUnavailable(
-                f"{self.provider}: malformed embeddings reply: {e}", provider=self.provider
+                f"{self.provider}: malformed usage in reply: {e}", provider=self.provider
             ) from e
-        if len(vectors) != len(texts):
-            raise ProviderUnavailable(
-                f"{self.provider}: asked for {len(texts)} embeddings, got {len(vectors)}",
-                provider=self.provider,
-            )
         return EmbeddingResponse(
             vectors, str(data.get("model") or model), self.provider, Usage(input_tokens=tokens)
         )
