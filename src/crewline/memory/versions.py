@@ -122,6 +122,12 @@ def log_version(
     )
 
 
+def log_state(conn: Conn, entity: str, state: dict[str, Any], op: str, at: float) -> None:
+    """Record ``state`` (which carries its id, scope, version and author) as a version of ``entity``."""
+    log_version(conn, entity, state, entity_id=state["id"], scope=state["scope"], version=state["version"],
+                op=op, author=state["author"], at=at)  # fmt: skip
+
+
 def log_change(conn: Conn, rid: int, at: float) -> None:
     conn.execute("INSERT INTO memory_changes (rid, at) VALUES (?, ?)", (rid, at))
 
@@ -146,17 +152,7 @@ def put_item(
             f"UPDATE memory_items SET {sets}, embedding = ?, embed_model = ? WHERE rid = ?",
             (*values[1:], embedding, embed_model, rid),
         )
-    log_version(
-        conn,
-        "item",
-        state,
-        entity_id=state["id"],
-        scope=state["scope"],
-        version=state["version"],
-        op=op,
-        author=state["author"],
-        at=at,
-    )
+    log_state(conn, "item", state, op, at)
     log_change(conn, int(rid), at)
     return int(rid)
 
@@ -229,17 +225,7 @@ def put_document(conn: Conn, state: dict[str, Any], *, op: str, at: float) -> No
         f"INSERT INTO memory_documents ({', '.join(DOC_FIELDS)}) VALUES ({', '.join('?' * len(DOC_FIELDS))})",
         values,
     )
-    log_version(
-        conn,
-        "document",
-        state,
-        entity_id=state["id"],
-        scope=state["scope"],
-        version=state["version"],
-        op=op,
-        author=state["author"],
-        at=at,
-    )
+    log_state(conn, "document", state, op, at)
 
 
 def delete_document(conn: Conn, doc_id: str, *, author: str, op: str, at: float) -> bool:
