@@ -200,9 +200,10 @@ class App:
         return await self.db.read(read)
 
     async def list_runs(self, *, state: str | None = None, workflow: str | None = None, limit: int = 50,
-                        before: float | None = None) -> list[RunRecord]:  # fmt: skip
+                        after: tuple[float, str] | None = None) -> list[RunRecord]:  # fmt: skip
+        """Runs newest first; ``after`` is (created_at, id) of the previous page's last run."""
         return await self.db.read(
-            lambda conn: list_runs(conn, state=state, workflow=workflow, limit=limit, before=before)
+            lambda conn: list_runs(conn, state=state, workflow=workflow, limit=limit, after=after)
         )
 
     async def result(self, run_id: str, *, timeout: float | None = None, poll: float = 0.05) -> Any:

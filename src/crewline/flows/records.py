@@ -137,8 +137,12 @@ def list_runs(
     workflow: str | None = None,
     parent_id: str | None = None,
     limit: int = 50,
-    before: float | None = None,
+    after: tuple[float, str] | None = None,
 ) -> list[RunRecord]:
+    """Runs newest first; ``after`` = (created_at, id) of the last run of the previous page.
+
+    Keyset pagination on (created_at DESC, id) stays stable while runs are being added, unlike offsets.
+    """
     if state is not None and state not in STATES:
         raise InvalidInput(f"unknown run state {state!r}: use one of {', '.join(STATES)}")
     where: list[str] = []
@@ -147,9 +151,9 @@ def list_runs(
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
-    if before is not None:
-        where.append("created_at < ?")
-        params.append(before)
+    if after is not None:
+        where.append("(created_at < ? OR (created_at = ? AND id > ?))")
+        params.extend((after[0], after[0], after[1]))
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     rows = conn.all(
         f"SELECT {_RUN_COLUMNS} FROM runs{clause} ORDER BY created_at DESC, id LIMIT ?", (*params, limit)

@@ -9,8 +9,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from ...flows.records import STATES, RunRecord, get_run
-from ...store.database import Conn
+from ...flows import records
+from ...flows.records import STATES, RunRecord
 from ...store.payloads import dump, load_json
 from ..auth import require
 from ..errors import ApiError
@@ -217,32 +217,12 @@ async def list_runs(
 ) -> RunPage:
     after = _decode_cursor(cursor) if cursor else None
     runs = await state_of(request).app.db.read(
-        lambda conn: _page(conn, state=state, workflow=workflow, limit=limit + 1, after=after)
+        lambda conn: records.list_runs(conn, state=state, workflow=workflow, limit=limit + 1, after=after)
     )
     more = len(runs) > limit
     runs = runs[:limit]
     next_cursor = _encode_cursor(runs[-1]) if more and runs else None
     return RunPage(runs=[RunOut(**r.to_json()) for r in runs], next_cursor=next_cursor)
-
-
-def _page(
-    conn: Conn, *, state: str | None, workflow: str | None, limit: int, after: tuple[float, str] | None
-) -> list[RunRecord]:
-    # Keyset pagination on (created_at DESC, id): stable while runs are being added, unlike offsets.
-    where: list[str] = []
-    params: list[Any] = []
-    if state is not None:
-        where.append("status = ?")
-        params.append(state)
-    if workflow is not None:
-        where.append("workflow = ?")
-        params.append(workflow)
-    if after is not None:
-        where.append("(created_at < ? OR (created_at = ? AND id > ?))")
-        params.extend((after[0], after[0], after[1]))
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
-    ids = conn.all(f"SELECT id FROM runs{clause} ORDER BY created_at DESC, id LIMIT ?", (*params, limit))
-    return [get_run(conn, rid) for (rid,) in ids]
 
 
 def _encode_cursor(run: RunRecord) -> str:
