@@ -16,7 +16,7 @@ from crewline import App, Context, Settings, tool
 from crewline.models import Gateway, ModelsConfig
 from crewline.testing import FakeProvider
 
-from ._drive import CrashPlan, drive, step_once
+from ._drive import CrashPlan, drive, expire_leases, step_once
 
 PRICE = {"input": 1000.0, "output": 1000.0}  # USD per million tokens: $0.001 a token, easy to reason about
 
@@ -265,5 +265,40 @@ async def test_concurrent_runs_degrade_together_without_overspending(db_url: str
         assert models.count("mid") == 5 and models.count("small") == 7
         spent = app.models.ledger.status(app.models.ledger.workflow_day("burst"))["spent"]  # type: ignore[union-attr]
         assert spent <= 0.1 + 1e-9
+    finally:
+        await app.aclose()
+
+
+async def test_a_replayed_model_call_does_not_render_its_prompt_again(
+    db_url: str, fake: FakeProvider, tmp_path: Any
+) -> None:
+    from crewline.flows import prompts
+
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "greet.md").write_text("---\nparams: [name]\n---\nSay hello to {{ name }}.\n")
+    app = App(settings=Settings().with_(database_url=db_url, project_dir=tmp_path))
+    app.engine.models = Gateway(
+        ModelsConfig.parse(models_table(fake.url)), app.db, environ={"FAKE_KEY": "sk-test"}
+    )
+    version = prompts.resolve(app.db, "greet").version
+    prompts.set_label(app.db, "greet", "candidate", version)
+    fake.reply("Hello, Ada!")
+    fake.reply("Bye!")
+
+    @app.workflow()
+    async def greet(ctx: Context, name: str) -> list[str]:
+        hello = await ctx.llm(prompt="greet@candidate", input={"name": name}, model="cheap")
+        bye = await ctx.llm(messages="Say bye", model="cheap")
+        return [hello, bye]
+
+    try:
+        app.engine.crash_hook = CrashPlan([("after_step_commit", 1)])
+        rid = await app.start(greet, "Ada")
+        assert await step_once(app, "w1") == ["crashed"]
+        await expire_leases(app)
+        prompts.remove_label(app.db, "greet", "candidate")  # the label is gone before the replay
+        run = await drive(app, rid)
+        assert run.output == ["Hello, Ada!", "Bye!"] and len(model_calls(fake)) == 2
+        assert (await app.steps(rid))[0].output["prompt"] == f"greet@{version}"
     finally:
         await app.aclose()

@@ -34,7 +34,7 @@ from .agent import AgentResult, run_agent
 from .approvals import request_approval
 from .definitions import EFFECTS, NO_RETRY, Effect, RetryPolicy, Workflow, return_adapter, return_type
 from .engine import Engine, RunSignals, Suspend
-from .llm import build_request, call_llm, output_value
+from .llm import LlmRequest, build_request, call_llm, output_value, step_name
 from .records import RunRecord, StepRecord, insert_run, lock_run, take_event, write_step
 from .review import Decision, create_request
 from .tools import Tool, as_tool
@@ -264,10 +264,13 @@ class Context:
         usage, cost and prompt version; a replay returns it without calling the model again. Calls count
         against the run's and the workflow's budgets (see ``on_budget`` on the workflow).
         """
-        request, step_name = await build_request(
-            self, prompt, input, messages, output, model, tools, max_tokens, temperature, escalate
-        )
-        record = await call_llm(self, name or step_name, request)
+
+        async def request() -> LlmRequest:
+            return await build_request(
+                self, prompt, input, messages, output, model, tools, max_tokens, temperature, escalate
+            )
+
+        record = await call_llm(self, name or step_name(prompt), request)
         return output_value(record, output)
 
     async def agent(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -64,8 +64,14 @@ def reply_record(reply: ModelResponse, prompt: str | None) -> dict[str, Any]:
     }
 
 
-async def call_llm(ctx: Context, name: str, request: LlmRequest) -> dict[str, Any]:
-    """Run (or replay) one model call as step ``name``; returns its record."""
+async def call_llm(
+    ctx: Context, name: str, request: LlmRequest | Callable[[], Awaitable[LlmRequest]]
+) -> dict[str, Any]:
+    """Run (or replay) one model call as step ``name``; returns its record.
+
+    ``request`` may be a callable building it, so a replay (which returns the record) never resolves or
+    renders a prompt again — a prompt label moved or removed since cannot break it.
+    """
     engine = ctx._engine
     gateway = engine.models
     if gateway is None:
@@ -78,6 +84,8 @@ async def call_llm(ctx: Context, name: str, request: LlmRequest) -> dict[str, An
         raise StepError(n, name, str(err.get("type")), str(err.get("message")))
     from .context import _Call
 
+    if not isinstance(request, LlmRequest):
+        request = await request()
     call = _Call(n, name, "llm", "read", time.time(), request.input_json())
     if rec is not None and rec.status == "waiting":
         await _after_pause(ctx, call, rec.output["request"])
@@ -195,12 +203,11 @@ async def build_request(
     ctx: Context, prompt: str | None, input: Any, messages: Sequence[Any] | str | None, output: type[Any] | None,
     model: str | None, tools: Sequence[Any] | None, max_tokens: int | None, temperature: float | None,
     escalate: bool,
-) -> tuple[LlmRequest, str]:  # fmt: skip
-    """The request and step name for a ``ctx.llm`` call, with the run's fork overrides applied."""
+) -> LlmRequest:  # fmt: skip
+    """The request for a ``ctx.llm`` call, with the run's fork overrides applied."""
     overrides = ctx.run.overrides or {}
     msgs = as_messages(messages)
     version = None
-    name = "llm"
     if prompt is not None:
         spec = _prompt_spec(prompt, overrides)
         rendered, version, meta = await _render(ctx, spec, input)
@@ -210,13 +217,17 @@ async def build_request(
             _user(rendered),
         )
         model = model or meta.get("model")
-        name = f"llm:{spec.split('@')[0]}"
     elif not msgs:
         raise InvalidInput("ctx.llm needs a prompt= or messages=")
     model = overrides.get("model") or model
     request = LlmRequest(model, msgs, version, output, tuple(_model_tool(t) for t in tools or ()), max_tokens,
                          temperature, escalate)  # fmt: skip
-    return request, name
+    return request
+
+
+def step_name(prompt: str | None) -> str:
+    """``llm:<prompt name>`` (the label or version is not part of it: a fork may vary them), else ``llm``."""
+    return "llm" if prompt is None else f"llm:{prompt.split('@')[0]}"
 
 
 def _prompt_spec(prompt: str, overrides: dict[str, Any]) -> str:
