@@ -116,3 +116,13 @@ def test_db_upgrade_status_and_prune(cli) -> None:  # type: ignore[no-untyped-de
     assert "engine" in status and "pending" not in status
     assert cli("prune", "--older-than", "30d").stdout.startswith("pruned 0 runs")
     assert "cannot read duration" in cli("prune", "--older-than", "soon", check=2).stderr
+
+
+def test_a_file_that_is_not_a_database_is_an_error_not_a_traceback(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "notes.txt").write_text("meeting notes, not a database " * 20)
+    env = {**cli.env, "CREWLINE_DATABASE_URL": "sqlite:///notes.txt"}
+    proc = subprocess.run([sys.executable, "-m", "crewline", "runs", "list"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 1
+    assert "the database answered: file is not a database" in proc.stderr
+    assert "Traceback" not in proc.stderr

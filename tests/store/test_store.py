@@ -141,3 +141,40 @@ async def test_prune_drops_old_finished_payloads_and_orphan_blobs(db_url: str) -
         assert {r.id for r in await app.list_runs()} == {recent, waiting}
     finally:
         app.close()
+
+
+def _open_fresh_file(url: str, start: Any, out: Any) -> None:
+    from crewline.store.dialects import dialect_for_url
+
+    start.wait()
+    try:
+        conn = dialect_for_url(url).connect()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+        conn.execute("INSERT INTO t VALUES (1)")
+        conn.execute("COMMIT")
+        out.put(conn.execute("PRAGMA journal_mode").fetchone()[0])
+        conn.close()
+    except Exception as e:  # reported to the parent, which fails the test with it
+        out.put(f"{type(e).__name__}: {e}")
+
+
+def test_processes_opening_a_new_sqlite_file_together_all_get_wal(tmp_path: Any) -> None:
+    # A worker and `crewline run` started at the same moment both switch a brand-new file to WAL; SQLite
+    # refuses the loser with "database is locked" without consulting the busy handler (a few percent of
+    # such races before the fix), which once failed the second command with a traceback.
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    answers = []
+    for round_ in range(40):
+        start, out = ctx.Event(), ctx.Queue()
+        url = f"sqlite:///{tmp_path}/race-{round_}.db"
+        procs = [ctx.Process(target=_open_fresh_file, args=(url, start, out)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        start.set()
+        for p in procs:
+            p.join(60)
+        answers += [out.get(timeout=5) for _ in procs]
+    assert [a for a in answers if a != "wal"] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import sqlite3
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
@@ -39,6 +40,12 @@ def errors_as_exit() -> Iterator[None]:
         fail(str(e), 2)
     except CrewlineError as e:
         fail(str(e), 1)
+    except Exception as e:
+        # A driver error that escaped the store's own handling: say what the database answered, not a
+        # traceback. Anything else is a bug and keeps its traceback.
+        if isinstance(e, sqlite3.Error) or type(e).__module__.startswith("psycopg"):
+            fail(f"the database answered: {e} (check the database URL and that it is reachable)", 1)
+        raise
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

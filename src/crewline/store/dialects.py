@@ -9,6 +9,7 @@ which driver errors mean "the database is unreachable".
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
@@ -76,12 +77,39 @@ class SqliteDialect(Dialect):
     def connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0)
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        self._enable_wal(conn)
         # FULL: a commit is on disk when it returns, the durability the engine promises.
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=30000")
         return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL, tolerating other processes opening a brand-new file at the same moment.
+
+        Switching a fresh file's journal mode needs an exclusive lock, and SQLite answers "database is
+        locked" at once (the busy handler is not consulted for it) when two processes race to do it — a
+        worker and ``crewline run`` started together, say. Once the file is in WAL mode the setting sticks,
+        so the pragma is only issued when the file is not already in WAL, and retried for up to 30 s.
+        """
+        deadline = time.monotonic() + 30.0
+        delay = 0.005
+        while True:
+            try:
+                if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                    return
+                # When the switch cannot be made the pragma answers with the mode still in force.
+                if str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() == "wal":
+                    return
+                if time.monotonic() > deadline:
+                    raise ConfigError(
+                        f"could not switch {self.path} to WAL mode; is it on a network file system?"
+                    )
+            except sqlite3.OperationalError as exc:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
 
     def begin_write(self, raw: Any) -> None:
         # IMMEDIATE takes the write lock up front, so a claim never upgrades a read lock and deadlocks.
