@@ -44,7 +44,11 @@ def errors_as_exit() -> Iterator[None]:
         # A driver error that escaped the store's own handling: say what the database answered, not a
         # traceback. Anything else is a bug and keeps its traceback.
         if isinstance(e, sqlite3.Error) or type(e).__module__.startswith("psycopg"):
-            fail(f"the database answered: {e} (check the database URL and that it is reachable)", 1)
+            text = str(e)
+            if "no such table" in text or ("relation" in text and "does not exist" in text):
+                fail(f"the database has no crewline tables for this yet ({text.splitlines()[0]}): "
+                     "run `crewline db upgrade` first")  # fmt: skip
+            fail(f"the database answered: {text} (check the database URL and that it is reachable)", 1)
         raise
 
 

@@ -11,7 +11,7 @@ from ..config import Settings
 from ..models import reports
 from ..models.config import BudgetConfig, ModelsConfig
 from ..store import Conn, Database
-from ._common import echo_json, errors_as_exit, fail, table
+from ._common import echo_json, errors_as_exit, table
 
 __all__ = ["costs"]
 
@@ -48,10 +48,6 @@ def costs(days: int, groups: tuple[str, ...], run_id: str | None, show_budgets: 
                     budgets if show_budgets else None,
                 )
             )
-    except Exception as e:  # a database without the gateway's tables
-        if "model_calls" in str(e) or "model_budgets" in str(e):
-            fail("the database has no model call records yet: run `crewline db upgrade` first")
-        raise
     finally:
         database.close()
     if as_json:
