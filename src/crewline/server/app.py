@@ -23,7 +23,7 @@ from .callbacks import CallbackSender
 from .config import ServerConfig
 from .errors import install_handlers
 from .limits import BodyLimit
-from .proxy.fastpath import ProxyFastPath
+from .proxy.fastpath import FastPathAPI
 from .routes import health, hooks, keys, reviews, runs, spend
 from .state import ServerState
 
@@ -66,7 +66,8 @@ def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8
                     log.error("background task failed", exc_info=result)
             await app.aclose()
 
-    api = FastAPI(
+    # FastPathAPI: proxy calls skip routing and the whole middleware stack (see proxy/fastpath.py).
+    api = FastPathAPI(
         title="crewline",
         version=_version(),
         description="Start, follow and steer durable workflow runs; receive signed webhooks.",
@@ -78,8 +79,6 @@ def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8
         api.include_router(module.router)
     # Webhooks and the proxy enforce their own limits, answering in their own error shapes.
     api.add_middleware(BodyLimit, limit=config.max_body, skip=("/hooks/", "/v1/"))
-    # Outermost: proxy calls skip routing and the middleware above (see proxy/fastpath.py).
-    api.add_middleware(ProxyFastPath, root=api)
     return api
 
 
