@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import httpx
 import pydantic
 
 from ..config import Settings
@@ -38,6 +37,7 @@ from ..errors import (
 from ..store import Conn, Database
 from .cache import ResponseCache, request_key
 from .config import ModelsConfig
+from .http import HttpClient
 from .ledger import BudgetAlert, Ledger, Reservation, from_nusd, to_nusd
 from .limits import LocalLimiter, SharedLimiter
 from .prices import Price, PriceTable, shipped_table
@@ -106,7 +106,7 @@ class Gateway:
         *,
         environ: Mapping[str, str] | None = None,
         adapters: Mapping[str, Adapter] | None = None,
-        client: httpx.AsyncClient | None = None,
+        client: HttpClient | None = None,
         prices: PriceTable | None = None,
         on_alert: Callable[[BudgetAlert], None] | None = None,
         on_call: Callable[[CallRecord], None] | None = None,
@@ -343,10 +343,7 @@ class Gateway:
                     provider=provider,
                 )
         if self._client is None:
-            self._client = httpx.AsyncClient(
-                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-                timeout=self.config.timeout,
-            )
+            self._client = HttpClient(max_connections=256)
         endpoint = Endpoint(
             provider,
             cfg.format,

@@ -18,8 +18,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-import httpx
-
+from ..models.http import HttpClient
 from ..models.providers.base import Adapter, Endpoint
 from ..models.types import EmbeddingResponse, ModelRequest, ModelResponse, StreamChunk, ToolCall, Usage
 from .wire import example_for_schema, fake_vector
@@ -40,7 +39,7 @@ class ScriptedModel(Adapter):
     format = "scripted"
 
     def __init__(self, *items: Script, default: Script | None = None, name: str = "test") -> None:
-        super().__init__(Endpoint(name, "scripted", "scripted://"), httpx.AsyncClient())
+        super().__init__(Endpoint(name, "scripted", "scripted://"), HttpClient())
         self._items: deque[Script] = deque(items)
         self.default = default
         self.requests: list[ModelRequest] = []

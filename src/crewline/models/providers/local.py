@@ -25,9 +25,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from ...errors import ConfigError, ProviderUnavailable
+from ..http import HttpClient, HttpError
 from ..types import EmbeddingResponse, ModelRequest, ModelResponse, StreamChunk
 from .base import Adapter, Endpoint, register
 from .openai import OpenAIAdapter
@@ -57,7 +56,7 @@ def _free_port() -> int:
 
 @register("local")
 class LocalAdapter(Adapter):
-    def __init__(self, endpoint: Endpoint, client: httpx.AsyncClient) -> None:
+    def __init__(self, endpoint: Endpoint, client: HttpClient) -> None:
         super().__init__(endpoint, client)
         self._proc: subprocess.Popen[bytes] | None = None
         self._inner: OpenAIAdapter | None = None
@@ -97,8 +96,8 @@ class LocalAdapter(Adapter):
                 raise ProviderUnavailable(
                     f"{self.provider}: llama.cpp server exited: {err[-500:]}", provider=self.provider
                 )
-            with contextlib.suppress(httpx.HTTPError):
-                if (await self.client.get(base + "/models", timeout=2.0)).status_code == 200:
+            with contextlib.suppress(HttpError):
+                if (await self.client.request("GET", base + "/models", timeout=2.0)).status == 200:
                     return
             await asyncio.sleep(0.2)
         _stop(self._proc)
