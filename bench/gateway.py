@@ -6,6 +6,8 @@ Starts the fake provider in its own process (so it does not share this interpret
 one call at a time after a warm-up, the paths taking turns in blocks:
 
 - bare httpx: ``AsyncClient.post`` of an OpenAI chat request to the fake, JSON decoded;
+- bare client: the same request through crewline's own HTTP client (``crewline.models.http``, what the
+  gateway's adapters use), JSON decoded;
 - ``gateway.complete`` with an RPM limit, prices, budget tracking and call records on (records and
   settlement group-committed in the background, as by default);
 - the same with a *limited* budget in scope, so every call also waits for its reservation to commit;
@@ -13,13 +15,15 @@ one call at a time after a warm-up, the paths taking turns in blocks:
 - the gateway's own cost without any network: an in-process scripted model called directly, and through
   ``gateway.complete`` (records and budget tracking on).
 
-Prints p50/p99 of each and the added cost over bare httpx. Numbers, never assertions.
+Prints p50/p99 of each and the added cost over bare httpx (the issue's yardstick) and over the bare
+crewline client (the gateway's own layers: routing, limits, ledger, records). Numbers, never assertions.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import subprocess
 import sys
@@ -32,6 +36,7 @@ from typing import Any
 import httpx
 
 from crewline.models import Gateway, ModelRequest, ModelsConfig, user
+from crewline.models.http import HttpClient
 from crewline.store import open_database
 from crewline.testing import ScriptedModel
 
@@ -91,6 +96,9 @@ async def run(url: str, database: str, calls: int) -> dict[str, list[float]]:
     env = {"BENCH_KEY": "sk-bench"}
     scope = {"workflow": "bench"}
     client = httpx.AsyncClient()
+    own = HttpClient()
+    payload = json.dumps(BODY).encode()
+    own_headers = {"authorization": "Bearer sk-bench", "content-type": "application/json"}
     plain = Gateway(config(url, False), db, environ=env)
     limited = Gateway(config(url, True), db, environ=env)
     scripted = ScriptedModel(default="a short reply")
@@ -104,6 +112,10 @@ async def run(url: str, database: str, calls: int) -> dict[str, list[float]]:
             url + "/v1/chat/completions", json=BODY, headers={"authorization": "Bearer sk-bench"}
         )
         resp.json()
+
+    async def bare_own() -> None:
+        reply = await own.request("POST", url + "/v1/chat/completions", body=payload, headers=own_headers)
+        json.loads(reply.content)
 
     async def complete() -> None:
         await plain.complete("main", BODY["messages"], max_tokens=50, budget_scope=scope)
@@ -126,6 +138,7 @@ async def run(url: str, database: str, calls: int) -> dict[str, list[float]]:
 
     paths = {
         "bare httpx": bare,
+        "bare client": bare_own,
         "gateway.complete": complete,
         "gateway.complete, limited budget": complete_limited,
         "cache hit": hit,
@@ -136,6 +149,7 @@ async def run(url: str, database: str, calls: int) -> dict[str, list[float]]:
     for gw in (plain, limited, offline):
         await gw.aclose()
     await client.aclose()
+    await own.aclose()
     db.close()
     return results
 
@@ -154,14 +168,21 @@ def main() -> None:
         proc.terminate()
         proc.wait()
     print(f"{args.calls} sequential calls each, fake upstream at {url}, database {database.split(':')[0]}")
-    print(f"{'path':<36}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}{'added p50':>11}{'added p99':>11}")
+    print(
+        f"{'path':<36}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}"
+        f"{'+p50 httpx':>12}{'+p99 httpx':>12}{'+p50 own':>10}{'+p99 own':>10}"
+    )
     for name, samples in results.items():
         p50, p99 = pct(samples, 50), pct(samples, 99)
-        base = results["in-process model alone"] if name == "gateway over it" else results["bare httpx"]
-        b50, b99 = pct(base, 50), pct(base, 99)
-        plain = name in ("bare httpx", "cache hit", "in-process model alone")
-        added = "" if plain else f"{p50 - b50:>+11.3f}{p99 - b99:>+11.3f}"
-        print(f"{name:<36}{p50:>9.3f}{p99:>9.3f}{statistics.fmean(samples):>9.3f}{added}")
+        line = f"{name:<36}{p50:>9.3f}{p99:>9.3f}{statistics.fmean(samples):>9.3f}"
+        if name == "gateway over it":
+            base = results["in-process model alone"]
+            line += " " * 24 + f"{p50 - pct(base, 50):>+10.3f}{p99 - pct(base, 99):>+10.3f}"
+        elif name.startswith("gateway.complete"):
+            for base in (results["bare httpx"], results["bare client"]):
+                width = 12 if base is results["bare httpx"] else 10
+                line += f"{p50 - pct(base, 50):>+{width}.3f}{p99 - pct(base, 99):>+{width}.3f}"
+        print(line)
 
 
 if __name__ == "__main__":
