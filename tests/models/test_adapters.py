@@ -59,6 +59,17 @@ async def test_stream_assembles_reply_and_records_ttft(
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
+async def test_replies_and_streams_read_to_the_end_reuse_one_connection(fmt: str, make_gateway: Any) -> None:
+    # A stream left unread after its terminal event would close its connection: with TLS to a real
+    # provider that is a new handshake per call.
+    gw = make_gateway()
+    for _ in range(3):
+        await gw.complete(f"{fmt}/m", "hello")
+        assert [c async for c in gw.stream(f"{fmt}/m", "stream this please")]
+    assert gw._client is not None and gw._client.opened == 1
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("streamed", [False, True])
 async def test_tool_calls_round_trip(fmt: str, streamed: bool, fake: FakeProvider, make_gateway: Any) -> None:
     gw = make_gateway()

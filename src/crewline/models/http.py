@@ -280,6 +280,7 @@ class HttpClient:
         self._ssl: ssl.SSLContext | None = None
         self._fallback: Any = None  # httpx.AsyncClient for origins behind a proxy, made when needed
         self._closed = False
+        self.opened = 0  # connections opened so far: how well keep-alive works, for tests and metrics
 
     async def request(
         self,
@@ -424,6 +425,7 @@ class HttpClient:
             ) from None
         except OSError as e:
             raise HttpError(f"cannot connect to {origin.host}:{origin.port}: {e.strerror or e}") from e
+        self.opened += 1
         return conn
 
     def _release(self, origin: _Origin, conn: _Conn, *, reuse: bool) -> None:

@@ -19,7 +19,7 @@ from ...errors import (
     RateLimited,
 )
 from ..types import ImagePart, Message, ModelRequest, ModelResponse, StreamChunk, TextPart, ToolCall, Usage
-from .base import Adapter, register
+from .base import Adapter, drain, register
 
 __all__ = ["OUTPUT_TOOL", "AnthropicAdapter"]
 
@@ -118,7 +118,8 @@ class AnthropicAdapter(Adapter):
         usage: dict[str, Any] = {}
         finish = "stop"
         rid: str | None = None
-        async for event, data in self.sse("/v1/messages", self.body(request, model, stream=True)):
+        events = self.sse("/v1/messages", self.body(request, model, stream=True))
+        async for event, data in events:
             payload = self.decode(data.encode())
             kind = payload.get("type", event)
             if kind == "message_start":
@@ -147,6 +148,7 @@ class AnthropicAdapter(Adapter):
                 if request.response_schema is not None and finish == "tool_calls":
                     finish = "stop"
             elif kind == "message_stop":
+                await drain(events)  # the body's end, so the connection is reused rather than closed
                 yield StreamChunk(finish_reason=finish, usage=_usage(usage), response_id=rid)
                 return
             elif kind == "error":

@@ -7,6 +7,7 @@ here, at the boundary, to the :mod:`crewline.errors` model tree with ``retryable
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import re
@@ -28,7 +29,7 @@ from ...errors import (
 from ..http import HttpClient, HttpError, HttpTimeout
 from ..types import EmbeddingResponse, ModelRequest, ModelResponse, StreamChunk
 
-__all__ = ["Adapter", "Endpoint", "error_for_status", "parse_retry_after", "register", "registered"]
+__all__ = ["Adapter", "Endpoint", "drain", "error_for_status", "parse_retry_after", "register", "registered"]
 
 A = TypeVar("A", bound="type[Adapter]")
 _REGISTRY: dict[str, type[Adapter]] = {}
@@ -223,6 +224,20 @@ class Adapter:
 
     def cut_off(self, what: str) -> ProviderUnavailable:
         return ProviderUnavailable(f"{self.provider}: stream ended before {what}", provider=self.provider)
+
+
+async def drain(events: AsyncIterator[Any], within: float = 0.05) -> None:
+    """Read the body's end after its terminal event (OpenAI's ``[DONE]``, Anthropic's
+    ``message_stop``, Ollama's ``done`` line, a Responses ``response.completed``) (it normally arrives with it), so the connection goes back to
+    the pool instead of being closed unread; a provider that does not end the body is cut off soon after."""
+    try:
+        async with asyncio.timeout(within):
+            async for _ in events:
+                pass
+    except (TimeoutError, ModelError):
+        pass
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
 
 
 def _dumps(body: Mapping[str, Any]) -> bytes:

@@ -21,7 +21,7 @@ from ..types import (
     ToolCall,
     Usage,
 )
-from .base import Adapter, register
+from .base import Adapter, drain, register
 
 __all__ = ["OllamaAdapter"]
 
@@ -80,7 +80,8 @@ class OllamaAdapter(Adapter):
 
     async def stream(self, request: ModelRequest, model: str) -> AsyncIterator[StreamChunk]:
         saw_calls = False
-        async for line in self.stream_lines("/api/chat", self.body(request, model, stream=True)):
+        lines = self.stream_lines("/api/chat", self.body(request, model, stream=True))
+        async for line in lines:
             if not line.strip():
                 continue
             data = self.decode(line.encode())
@@ -93,6 +94,7 @@ class OllamaAdapter(Adapter):
                 saw_calls = True
                 yield StreamChunk(tool_call=call)
             if data.get("done"):
+                await drain(lines)
                 finish = "tool_calls" if saw_calls else _finish(data, ())
                 yield StreamChunk(finish_reason=finish, usage=_usage(data))
                 return

@@ -3,7 +3,6 @@ Ollama's ``/v1``, and any server speaking the same format at a base URL ending i
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -20,7 +19,7 @@ from ..types import (
     ToolCall,
     Usage,
 )
-from .base import Adapter, register
+from .base import Adapter, drain, register
 
 __all__ = ["OpenAIAdapter"]
 
@@ -106,7 +105,7 @@ class OpenAIAdapter(Adapter):
         events = self.sse("/chat/completions", self.body(request, model, stream=True))
         async for _, data in events:
             if data == "[DONE]":
-                await _drain(events)
+                await drain(events)
                 for call in _flush_calls(pending, self.provider):
                     yield StreamChunk(tool_call=call)
                 yield StreamChunk(finish_reason=finish or "stop", usage=usage, response_id=rid)
@@ -224,16 +223,3 @@ def _usage(u: Mapping[str, Any] | None) -> Usage:
         cache_read_tokens=int(prompt.get("cached_tokens") or 0),
         reasoning_tokens=int(completion.get("reasoning_tokens") or 0),
     )
-
-
-async def _drain(events: AsyncIterator[tuple[str, str]], within: float = 0.05) -> None:
-    """Read the body's end after ``[DONE]`` (it normally arrives with it), so the connection goes back to
-    the pool instead of being closed unread; a provider that does not end the body is cut off soon after."""
-    try:
-        async with asyncio.timeout(within):
-            async for _ in events:
-                pass
-    except (TimeoutError, ModelError):
-        pass
-    finally:
-        await events.aclose()  # type: ignore[attr-defined]

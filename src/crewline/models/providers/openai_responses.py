@@ -12,7 +12,7 @@ from typing import Any
 
 from ...errors import ContentPolicy, ProviderUnavailable
 from ..types import ImagePart, Message, ModelRequest, ModelResponse, StreamChunk, TextPart, ToolCall, Usage
-from .base import register
+from .base import drain, register
 from .openai import OpenAIAdapter
 
 __all__ = ["OpenAIResponsesAdapter"]
@@ -95,7 +95,8 @@ class OpenAIResponsesAdapter(OpenAIAdapter):
         return "tool_calls" if calls else "stop"
 
     async def stream(self, request: ModelRequest, model: str) -> AsyncIterator[StreamChunk]:
-        async for event, data in self.sse("/responses", self.body(request, model, stream=True)):
+        events = self.sse("/responses", self.body(request, model, stream=True))
+        async for event, data in events:
             payload = self.decode(data.encode())
             kind = payload.get("type", event)
             if kind == "response.output_text.delta":
@@ -107,6 +108,7 @@ class OpenAIResponsesAdapter(OpenAIAdapter):
                 yield StreamChunk(tool_call=_call(payload["item"]))
             elif kind in ("response.completed", "response.incomplete", "response.failed"):
                 final = self._response(payload["response"], model)
+                await drain(events)
                 yield StreamChunk(
                     finish_reason=final.finish_reason, usage=final.usage, response_id=final.response_id
                 )
