@@ -113,6 +113,26 @@ BUILTIN_PROVIDERS: Mapping[str, ProviderConfig] = {
 # The model that needs no key: SmolLM2 served by llama.cpp (the ``crewline[local]`` extra).
 LOCAL_TARGET = "local/smollm2"
 
+# Keys allowed directly under [models]; anything else is a typo worth an error.
+_MODELS_KEYS = {
+    "providers",
+    "deployments",
+    "aliases",
+    "tiers",
+    "default",
+    "budgets",
+    "prices",
+    "strict_prices",
+    "cache",
+    "retry",
+    "breaker",
+    "timeout",
+    "max_tokens",
+    "output_retries",
+    "record_payloads",
+    "payload_threshold",
+}
+
 
 @dataclass(frozen=True)
 class DeploymentConfig:
@@ -187,25 +207,7 @@ class ModelsConfig:
     def parse(cls, raw: Mapping[str, Any] | None) -> ModelsConfig:
         """Typed config from the raw ``[models]`` table; every mistake is a :class:`ConfigError` naming the key."""
         raw = dict(raw or {})
-        known = {
-            "providers",
-            "deployments",
-            "aliases",
-            "tiers",
-            "default",
-            "budgets",
-            "prices",
-            "strict_prices",
-            "cache",
-            "retry",
-            "breaker",
-            "timeout",
-            "max_tokens",
-            "output_retries",
-            "record_payloads",
-            "payload_threshold",
-        }
-        _no_unknown("models", raw, known)
+        _no_unknown("models", raw, _MODELS_KEYS)
         providers = dict(BUILTIN_PROVIDERS)
         for name, table in _table(raw, "providers").items():
             providers[name] = _provider(name, _sub(f"models.providers.{name}", table), providers.get(name))
@@ -214,22 +216,7 @@ class ModelsConfig:
             for n, t in _table(raw, "deployments").items()
         }
         aliases = {n: _target(f"models.aliases.{n}", v) for n, v in _table(raw, "aliases").items()}
-        tiers = dict(_table(raw, "tiers"))
-        order = tiers.pop("order", None) or list(tiers)
-        if not isinstance(order, list) or not all(isinstance(t, str) for t in order):
-            raise ConfigError(
-                '[models.tiers] order must be a list of tier names, e.g. ["local", "cheap", "strong"]'
-            )
-        for name, value in tiers.items():
-            aliases[name] = _target(f"models.tiers.{name}", value)
-        if "tiers" not in raw:
-            order = ["local"]
-        aliases.setdefault("local", Target(((LOCAL_TARGET,),)))
-        for name in order:
-            if name not in aliases:
-                raise ConfigError(
-                    f"[models.tiers] order names {name!r}, which is not defined under [models.tiers]"
-                )
+        order = _tiers(raw, aliases)
         return cls(
             providers=providers,
             deployments=deployments,
@@ -248,6 +235,27 @@ class ModelsConfig:
             record_payloads=bool(raw.get("record_payloads", True)),
             payload_threshold=_nonneg_int(raw, "payload_threshold", 4096, "models"),
         )
+
+
+def _tiers(raw: Mapping[str, Any], aliases: dict[str, Target]) -> list[str]:
+    """Add ``[models.tiers]`` to ``aliases`` and return the tier order (just ``local`` without tiers)."""
+    tiers = dict(_table(raw, "tiers"))
+    order = tiers.pop("order", None) or list(tiers)
+    if not isinstance(order, list) or not all(isinstance(t, str) for t in order):
+        raise ConfigError(
+            '[models.tiers] order must be a list of tier names, e.g. ["local", "cheap", "strong"]'
+        )
+    for name, value in tiers.items():
+        aliases[name] = _target(f"models.tiers.{name}", value)
+    if "tiers" not in raw:
+        order = ["local"]
+    aliases.setdefault("local", Target(((LOCAL_TARGET,),)))
+    for name in order:
+        if name not in aliases:
+            raise ConfigError(
+                f"[models.tiers] order names {name!r}, which is not defined under [models.tiers]"
+            )
+    return order
 
 
 def _no_unknown(where: str, table: Mapping[str, Any], known: set[str]) -> None:

@@ -628,27 +628,9 @@ class Gateway:
         maybe_billed: bool = False,
     ) -> None:
         """Settle the budget, record the call and update the cache in one write (awaited or not)."""
-        record.latency_ms = (time.perf_counter() - start) * 1000
-        record.ttft_ms = ttft_ms
-        if dep is not None:
-            record.provider, record.model, record.deployment = dep.provider, dep.model, dep.name
-        elif model is not None:
-            record.provider, record.model, record.deployment = model
-        if usage is not None:
-            record.usage = usage
-        if maybe_billed and priced is None:
-            # Real usage unknown: keep the worst case reserved (or flag the cost unknown), never count $0.
-            priced = _Priced(from_nusd(reservation.amount), True) if reservation else _Priced(0.0, False)
-        if priced is not None:
-            record.cost, record.price_known = priced.cost, priced.known
-        if error is not None:
-            record.status, record.error_class, record.error_message = (
-                "error",
-                type(error).__name__,
-                str(error),
-            )
-        if self.config.record_payloads and response is not None:
-            record.response = response
+        self._fill(
+            record, reservation, start, dep, usage, priced, error, response, model, ttft_ms, maybe_billed
+        )
         if self._on_call is not None:
             try:
                 self._on_call(record)
@@ -676,6 +658,43 @@ class Gateway:
             self._spawn_write()
         elif self._write_handle is None:
             self._write_handle = asyncio.get_running_loop().call_later(self._record_delay, self._spawn_write)
+
+    def _fill(
+        self,
+        record: CallRecord,
+        reservation: Reservation | None,
+        start: float,
+        dep: Deployment | None,
+        usage: Usage | None,
+        priced: _Priced | None,
+        error: BaseException | None,
+        response: Any,
+        model: tuple[str, str, str] | None,
+        ttft_ms: float | None,
+        maybe_billed: bool,
+    ) -> None:
+        """Complete a call's record with what the call came to."""
+        record.latency_ms = (time.perf_counter() - start) * 1000
+        record.ttft_ms = ttft_ms
+        if dep is not None:
+            record.provider, record.model, record.deployment = dep.provider, dep.model, dep.name
+        elif model is not None:
+            record.provider, record.model, record.deployment = model
+        if usage is not None:
+            record.usage = usage
+        if maybe_billed and priced is None:
+            # Real usage unknown: keep the worst case reserved (or flag the cost unknown), never count $0.
+            priced = _Priced(from_nusd(reservation.amount), True) if reservation else _Priced(0.0, False)
+        if priced is not None:
+            record.cost, record.price_known = priced.cost, priced.known
+        if error is not None:
+            record.status, record.error_class, record.error_message = (
+                "error",
+                type(error).__name__,
+                str(error),
+            )
+        if self.config.record_payloads and response is not None:
+            record.response = response
 
     def _spawn_write(self) -> None:
         """Write every queued record in one transaction (one commit for a burst of calls)."""

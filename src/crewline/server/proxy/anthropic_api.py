@@ -186,22 +186,38 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
     return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode()
 
 
+def _message_start(model: str) -> bytes:
+    message: dict[str, Any] = {
+        "id": f"msg_{uuid.uuid4().hex}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 0, "output_tokens": 0},
+    }
+    return _event("message_start", {"message": message})
+
+
+def _tool_use(index: int, call: ToolCall) -> list[bytes]:
+    """A whole tool_use block: start, its arguments as one JSON delta, stop."""
+    block = {
+        "type": "tool_use",
+        "id": call.id or f"toolu_{uuid.uuid4().hex[:20]}",
+        "name": call.name,
+        "input": {},
+    }
+    delta = {"type": "input_json_delta", "partial_json": json.dumps(call.arguments)}
+    return [
+        _event("content_block_start", {"index": index, "content_block": block}),
+        _event("content_block_delta", {"index": index, "delta": delta}),
+        _event("content_block_stop", {"index": index}),
+    ]
+
+
 async def _events(first: StreamChunk, rest: AsyncIterator[StreamChunk], model: str) -> AsyncIterator[bytes]:
-    yield _event(
-        "message_start",
-        {
-            "message": {
-                "id": f"msg_{uuid.uuid4().hex}",
-                "type": "message",
-                "role": "assistant",
-                "model": model,
-                "content": [],
-                "stop_reason": None,
-                "stop_sequence": None,
-                "usage": {"input_tokens": 0, "output_tokens": 0},
-            }
-        },
-    )
+    yield _message_start(model)
     index = -1
     text_open = False
     usage: Usage | None = None
@@ -225,22 +241,8 @@ async def _events(first: StreamChunk, rest: AsyncIterator[StreamChunk], model: s
                     yield _event("content_block_stop", {"index": index})
                     text_open = False
                 index += 1
-                call = item.tool_call
-                block = {
-                    "type": "tool_use",
-                    "id": call.id or f"toolu_{uuid.uuid4().hex[:20]}",
-                    "name": call.name,
-                    "input": {},
-                }
-                yield _event("content_block_start", {"index": index, "content_block": block})
-                yield _event(
-                    "content_block_delta",
-                    {
-                        "index": index,
-                        "delta": {"type": "input_json_delta", "partial_json": json.dumps(call.arguments)},
-                    },
-                )
-                yield _event("content_block_stop", {"index": index})
+                for event in _tool_use(index, item.tool_call):
+                    yield event
             if item.finish_reason is not None:
                 stop = _STOP.get(item.finish_reason, "end_turn")
             if item.usage is not None:
