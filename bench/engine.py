@@ -497,7 +497,7 @@ def print_report(results: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"machine: {results['machine']}")
     print(f"workflow: {STEPS} steps of x + 1; sequential = 1 run at a time; in flight = {args.inflight} clients, each "
           f"starting a run and awaiting its result; windows {args.seq_seconds:g} s / {args.conc_seconds:g} s after "
-          f"{args.warmup:g} s warm-up{passes}")  # fmt: skip
+          f"{args.warmup:g} s warm-up{passes}; event loop {args.loop} for both systems")  # fmt: skip
     print()
     head = f"{'system':<9} {'database':<11} {'mode':<12} {'runs/s':>8} {'steps/s':>8} {'p50 step ms':>12} {'p99 step ms':>12}"
     print(head)
@@ -560,7 +560,7 @@ def orchestrate(args: argparse.Namespace) -> int:
     common = ["--seq-seconds", str(args.seq_seconds), "--conc-seconds", str(args.conc_seconds),
               "--warmup", str(args.warmup), "--inflight", str(args.inflight),
               "--baseline-seconds", str(args.baseline_seconds),
-              "--paired-seconds", str(args.paired_seconds)]  # fmt: skip
+              "--paired-seconds", str(args.paired_seconds), "--loop", args.loop]  # fmt: skip
     for n in range(args.repeat):
         for database in databases:
             # Alternate who goes first, so neither system always gets the quieter moment.
@@ -598,6 +598,12 @@ def main() -> int:
     )
     parser.add_argument("--lease", type=float, default=3.0, help="lease seconds for the recovery test")
     parser.add_argument("--no-recovery", action="store_true")
+    parser.add_argument(
+        "--loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="event loop of every case, both systems alike (`crewline worker` and `serve` run on uvloop)",
+    )
     parser.add_argument("--json", help="also write the raw results here")
     parser.add_argument("--case", nargs=2, metavar=("SYSTEM", "URL"), help=argparse.SUPPRESS)
     parser.add_argument("--recovery-worker", metavar="URL", help=argparse.SUPPRESS)
@@ -607,7 +613,13 @@ def main() -> int:
         return 0
     if args.case:
         system, url = args.case
-        result = asyncio.run(run_case(system, url, args))
+        factory = None
+        if args.loop == "uvloop":
+            import uvloop
+
+            factory = uvloop.new_event_loop
+        with asyncio.Runner(loop_factory=factory) as runner:
+            result = runner.run(run_case(system, url, args))
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return 0
     return orchestrate(args)

@@ -126,3 +126,22 @@ def test_a_file_that_is_not_a_database_is_an_error_not_a_traceback(cli, tmp_path
     assert proc.returncode == 1
     assert "the database answered: file is not a database" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("flag", "loop"), [([], "uvloop"), (["--loop", "asyncio"], "asyncio")])
+def test_worker_runs_on_uvloop_unless_told_otherwise(cli, tmp_path: Path, flag: list[str], loop: str) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("uvloop")
+    worker = subprocess.Popen([sys.executable, "-m", "crewline", "worker", *flag], env=cli.env, cwd=tmp_path,
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert worker.stderr is not None
+        line = next(line for line in worker.stderr if line.startswith("worker "))
+        assert line.rstrip().endswith(f"event loop {loop}")
+        assert cli("run", "daily_digest", "--wait", "--timeout", "30s").returncode == 0
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(20) == 0
+
+
+def test_an_unknown_event_loop_is_a_usage_error(cli) -> None:  # type: ignore[no-untyped-def]
+    assert "Invalid value for '--loop'" in cli("worker", "--loop", "trio", check=2).stderr

@@ -20,7 +20,17 @@ from ..config import Settings
 from ..errors import CrewlineError, InvalidInput, InvalidRunState, RunNotFound, UnknownWorkflow
 from ..flows.review import ReviewNotFound
 
-__all__ = ["app_option", "fail", "load_app", "read_json_arg", "run_async", "table", "when"]
+__all__ = [
+    "LoopFactory",
+    "app_option",
+    "fail",
+    "load_app",
+    "loop_option",
+    "read_json_arg",
+    "run_async",
+    "table",
+    "when",
+]
 
 T = TypeVar("T")
 # Errors that mean "you asked for something wrong": exit code 2, like a usage error.
@@ -52,9 +62,43 @@ def errors_as_exit() -> Iterator[None]:
         raise
 
 
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    with errors_as_exit():
-        return asyncio.run(coro)
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def run_async(coro: Coroutine[Any, Any, T], loop_factory: LoopFactory | None = None) -> T:
+    # asyncio.run takes a loop_factory only from Python 3.12; a Runner is what it does underneath.
+    with errors_as_exit(), asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(coro)
+
+
+def _loop_factory(_: click.Context, param: click.Parameter, name: str) -> LoopFactory | None:
+    """The event loop to run on (None: asyncio's default). uvloop runs the loop and socket I/O in C
+    (libuv): each request, and each step's hand-off from the commit thread, costs less CPU than on
+    asyncio's loop, which is mostly Python."""
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if name == "uvloop":
+            raise click.BadParameter(
+                "uvloop is not installed: install it with `pip install uvloop` (it does not run on Windows), "
+                "or use --loop asyncio",
+                param=param,
+            ) from None
+        return None  # e.g. Windows, which uvloop does not support
+    return uvloop.new_event_loop
+
+
+loop_option = click.option(
+    "--loop",
+    "loop_factory",
+    type=click.Choice(["auto", "asyncio", "uvloop"]),
+    default="auto",
+    show_default=True,
+    callback=_loop_factory,
+    help="Event loop: uvloop (faster; not on Windows) or asyncio's own. auto: uvloop when installed.",
+)
 
 
 app_option = click.option(

@@ -6,34 +6,13 @@ import asyncio
 import logging
 import signal
 import socket
-from collections.abc import Callable
 from typing import Any
 
 import click
 
-from ._common import app_option, errors_as_exit, fail, load_app
+from ._common import LoopFactory, app_option, errors_as_exit, fail, load_app, loop_option
 
 __all__ = ["serve"]
-
-LoopFactory = Callable[[], asyncio.AbstractEventLoop]
-
-
-def _loop_factory(_: click.Context, param: click.Parameter, name: str) -> LoopFactory | None:
-    """The loop to serve on (None: asyncio's default). uvloop runs the loop and the socket I/O of every
-    request in C (libuv), so each request costs less CPU than on asyncio's loop, which is mostly Python."""
-    if name == "asyncio":
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        if name == "uvloop":
-            raise click.BadParameter(
-                "uvloop is not installed: install it with `pip install uvloop` (it does not run on Windows), "
-                "or use --loop asyncio",
-                param=param,
-            ) from None
-        return None  # e.g. Windows, which uvloop does not support
-    return uvloop.new_event_loop
 
 
 @click.command()
@@ -62,15 +41,7 @@ def _loop_factory(_: click.Context, param: click.Parameter, name: str) -> LoopFa
     type=click.IntRange(1, 3600),
     help="Seconds to let in-flight requests finish on shutdown.",
 )
-@click.option(
-    "--loop",
-    "loop_factory",
-    type=click.Choice(["auto", "asyncio", "uvloop"]),
-    default="auto",
-    show_default=True,
-    callback=_loop_factory,
-    help="Event loop: uvloop (faster; not on Windows) or asyncio's own. auto: uvloop when installed.",
-)
+@loop_option
 def serve(
     app_ref: str | None,
     host: str,

@@ -9,7 +9,7 @@ import signal
 import click
 
 from ..app import App
-from ._common import app_option, load_app, run_async
+from ._common import LoopFactory, app_option, load_app, loop_option, run_async
 
 __all__ = ["worker"]
 
@@ -19,7 +19,10 @@ __all__ = ["worker"]
 @click.option("--concurrency", "-c", default=8, show_default=True, type=click.IntRange(1, 10_000),
               help="Runs executed at once by this worker.")  # fmt: skip
 @click.option("--id", "worker_id", default=None, help="Worker id (default: host-pid-random).")
-def worker(app_ref: str | None, concurrency: int, worker_id: str | None) -> None:
+@loop_option
+def worker(
+    app_ref: str | None, concurrency: int, worker_id: str | None, loop_factory: LoopFactory | None
+) -> None:
     """Claim and execute runs; SIGTERM or Ctrl-C finish the current steps, release the runs and exit."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = load_app(app_ref)
@@ -27,16 +30,17 @@ def worker(app_ref: str | None, concurrency: int, worker_id: str | None) -> None
         click.echo(
             "crewline: warning: the app registers no workflows; this worker has nothing to run", err=True
         )
-    run_async(_serve(app, concurrency, worker_id))
+    loop = "asyncio" if loop_factory is None else "uvloop"
+    run_async(_serve(app, concurrency, worker_id, loop), loop_factory)
 
 
-async def _serve(app: App, concurrency: int, worker_id: str | None) -> None:
+async def _serve(app: App, concurrency: int, worker_id: str | None, loop_name: str) -> None:
     w = app.worker(concurrency=concurrency, worker_id=worker_id)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, w.stop)
     click.echo(f"worker {w.id}: {len(app.workflows)} workflows, concurrency {concurrency}, "
-               f"database {app.db.dialect.safe_url()}", err=True)  # fmt: skip
+               f"database {app.db.dialect.safe_url()}, event loop {loop_name}", err=True)  # fmt: skip
     try:
         await w.run()
     finally:
