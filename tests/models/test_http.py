@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import shutil
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -40,7 +44,7 @@ async def read_request(reader: asyncio.StreamReader, server: Server) -> bytes | 
 
 
 @asynccontextmanager
-async def serve(handler: Handler) -> AsyncIterator[Server]:
+async def serve(handler: Handler, tls: ssl.SSLContext | None = None) -> AsyncIterator[Server]:
     server = Server()
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -55,8 +59,8 @@ async def serve(handler: Handler) -> AsyncIterator[Server]:
             server.open_now -= 1
             writer.close()
 
-    listener = await asyncio.start_server(on_connect, "127.0.0.1", 0)
-    server.url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+    listener = await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=tls)
+    server.url = f"{'https' if tls else 'http'}://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
     try:
         yield server
     finally:
@@ -295,3 +299,37 @@ def test_the_client_runs_on_uvloop() -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         assert runner.run(main()) == b'{"echo":"a"}{"echo":"b"}'
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> Path:
+    """A throwaway self-signed certificate (and key) for 127.0.0.1, made with the openssl CLI."""
+    if shutil.which("openssl") is None:
+        pytest.fail("the openssl command is missing: scripts/setup installs it")
+    pem = tmp_path / "loopback.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(pem), "-out", str(pem)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return pem
+
+
+async def test_https_checks_the_certificate_and_keeps_the_connection(
+    certificate: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(certificate)
+    async with serve(echo_forever, tls) as server:
+        untrusting = HttpClient()
+        with pytest.raises(HttpError, match="certificate verify failed"):
+            await untrusting.request("POST", server.url + "/", body=b"x")
+        await untrusting.aclose()
+        # SSL_CERT_FILE is how an operator adds a private CA; the client uses the default trust store.
+        monkeypatch.setenv("SSL_CERT_FILE", str(certificate))
+        client = HttpClient()
+        for word in ("a", "b", "c"):
+            got = await client.request("POST", server.url + "/", body=word.encode())
+            assert json.loads(got.content) == {"echo": word}
+        await client.aclose()
+    assert client.opened == 1
