@@ -127,24 +127,20 @@ class Ledger:
         now = self._clock()
         for key in keys:
             conn.lock_key(f"crewline-budget:{key}")
-            conn.execute(
-                "INSERT INTO model_budgets (scope, spent_nusd, reserved_nusd, updated_at) VALUES (?, 0, 0, ?) "
-                "ON CONFLICT (scope) DO NOTHING",
-                (key, now),
-            )
         for key in keys:
+            # Hold first, check after, one statement per scope: a scope without room raises, and raising
+            # rolls the whole transaction back, holds included.
             row = conn.one(
-                "SELECT limit_nusd, spent_nusd, reserved_nusd FROM model_budgets WHERE scope = ?", (key,)
+                "INSERT INTO model_budgets (scope, spent_nusd, reserved_nusd, updated_at) VALUES (?, 0, ?, ?) "
+                "ON CONFLICT (scope) DO UPDATE SET reserved_nusd = model_budgets.reserved_nusd + ?, "
+                "updated_at = excluded.updated_at RETURNING limit_nusd, spent_nusd, reserved_nusd",
+                (key, amount, now, amount),
             )
             assert row is not None
             limit = row[0] if row[0] is not None else scopes[key]
-            if limit is not None and row[1] + row[2] + amount > limit:
-                raise BudgetExceeded(key, from_nusd(limit), from_nusd(row[1] + row[2]), from_nusd(amount))
-        for key in keys:
-            conn.execute(
-                "UPDATE model_budgets SET reserved_nusd = reserved_nusd + ?, updated_at = ? WHERE scope = ?",
-                (amount, now, key),
-            )
+            if limit is not None and row[1] + row[2] > limit:
+                before = row[1] + row[2] - amount
+                raise BudgetExceeded(key, from_nusd(limit), from_nusd(before), from_nusd(amount))
         res = Reservation(uuid.uuid4().hex, tuple(keys), amount)
         conn.execute(
             "INSERT INTO model_reservations (id, scopes, amount_nusd, created_at) VALUES (?, ?, ?, ?)",
