@@ -86,7 +86,6 @@ class _Conn(asyncio.Protocol):
         self.got_bytes = False
         self.body: deque[bytes] = deque()
         self.buffered = 0
-        self._last_header = ""
 
     # -- protocol callbacks ------------------------------------------------------------------------------
 
