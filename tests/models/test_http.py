@@ -333,3 +333,20 @@ async def test_https_checks_the_certificate_and_keeps_the_connection(
             assert json.loads(got.content) == {"echo": word}
         await client.aclose()
     assert client.opened == 1
+
+
+async def test_waiting_for_a_free_connection_times_out() -> None:
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
+        await read_request(reader, server)
+        await asyncio.sleep(5)
+
+    async with serve(hang) as server:
+        client = HttpClient(max_connections=1)
+        first = asyncio.create_task(client.request("GET", server.url + "/", timeout=5))
+        await asyncio.sleep(0.05)
+        with pytest.raises(HttpTimeout, match=r"no free connection to 127\.0\.0\.1 within 0\.2s"):
+            await client.request("GET", server.url + "/", timeout=0.2)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await client.aclose()
