@@ -8,9 +8,12 @@ never a dependency of crewline, and runs this file there; ``.venv/bin/python ben
 measures crewline alone.
 
 Starts, each in its own process: the fake provider (``python -m crewline.testing``), ``crewline serve
---no-workers`` on a scratch SQLite database with the gateway pointed at the fake (prices, a daily budget
-on the proxy key so every call reserves and settles in the budget ledger, call records on), and the
-LiteLLM proxy (one worker, no database) on the same fake.
+--no-workers`` on a scratch SQLite database with the gateway pointed at the fake (prices, budget ledger
+and call records on), and the LiteLLM proxy (one worker, no database) on the same fake. crewline is
+driven with two keys: ``crewline`` has no limit, so each call's spend is settled in the ledger (per key,
+day and month) and recorded after the reply, in the background; ``crewline$`` has a daily budget
+(``--budget``), so each call also waits for its reservation to commit before going upstream, which is
+what makes the budget impossible to overspend across processes.
 
 Open loop: requests are sent on a fixed schedule (``rate`` per second for ``seconds``), whether or not
 earlier ones have answered, by ``--clients`` processes, each a thin HTTP/1.1 client on a pool of
@@ -64,7 +67,10 @@ def start_fake() -> tuple[subprocess.Popen[str], str]:
 
 def start_crewline(
     fake_url: str, scratch: Path, budget: str | None
-) -> tuple[subprocess.Popen[str], str, str]:
+) -> tuple[subprocess.Popen[str], str, str, str | None]:
+    """The server, its URL, a proxy key without a limit and (unless ``budget`` is None) one with a daily
+    budget. Both keys' calls are settled in the budget ledger and recorded; only the limited key's calls
+    also wait for a reservation to commit before going upstream."""
     (scratch / "crewline.toml").write_text(
         f"""[models]
 max_tokens = 20
@@ -85,14 +91,18 @@ gpt-test = "up/gpt-test"
         "CREWLINE_DATABASE_URL": f"sqlite:///{scratch}/bench.db",
     }
     cli = [sys.executable, "-m", "crewline"]
-    args_budget = [] if budget is None else ["--budget", budget]
-    key = subprocess.run(
-        [*cli, "keys", "create", "--scope", "proxy", *args_budget],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+
+    def new_key(*extra: str) -> str:
+        return subprocess.run(
+            [*cli, "keys", "create", "--scope", "proxy", *extra],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    key = new_key()
+    limited = None if budget is None else new_key("--budget", budget)
     proc = subprocess.Popen(
         [*cli, "serve", "--no-workers", "--port", "0"], env=env, stderr=subprocess.PIPE, text=True
     )
@@ -101,7 +111,7 @@ gpt-test = "up/gpt-test"
         found = re.search(r"listening on (http://\S+)", line)
         if found:
             _drain(proc)
-            return proc, found.group(1), key
+            return proc, found.group(1), key, limited
     raise SystemExit("crewline serve did not start")
 
 
@@ -307,12 +317,14 @@ def main(args: argparse.Namespace) -> None:
     procs: list[subprocess.Popen[str]] = [fake]
     pool = ProcessPoolExecutor(args.clients, mp_context=multiprocessing.get_context("spawn"))
     try:
-        crew, crew_url, key = start_crewline(fake_url, scratch, args.budget)
+        crew, crew_url, key, limited = start_crewline(fake_url, scratch, args.budget)
         procs.append(crew)
         targets: dict[str, tuple[str, dict[str, str]]] = {
             "direct": (fake_url, {"authorization": "Bearer sk-bench"}),
             "crewline": (crew_url, {"authorization": f"Bearer {key}"}),
         }
+        if limited is not None:
+            targets["crewline$"] = (crew_url, {"authorization": f"Bearer {limited}"})
         if not args.no_litellm:
             started = start_litellm(fake_url, scratch)
             if started is None:
@@ -410,7 +422,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--budget",
         default="$1000000/day",
-        help="the proxy key's daily budget (a ledger reservation and settlement per call); 'none' for none",
+        help="daily budget of the second crewline key, target crewline$ (a ledger reservation committed "
+        "before each call); 'none': only the key without a limit",
     )
     parser.add_argument("--no-litellm", action="store_true", help="measure crewline only")
     ns = parser.parse_args()
