@@ -92,6 +92,28 @@ async def test_tool_calls_round_trip(fmt: str, streamed: bool, fake: FakeProvide
     assert again.text.startswith("echo:")
 
 
+async def test_sampling_settings_travel_under_each_formats_names(
+    fake: FakeProvider, make_gateway: Any
+) -> None:
+    gw = make_gateway()
+    for fmt in FORMATS:
+        await gw.complete(
+            f"{fmt}/m", "hi", max_tokens=7, temperature=0.5, top_p=0.9, stop=["END"], cache=False
+        )
+    oa, an, ge, ol, rs = (r.body for r in fake.requests[-5:])
+    # OpenAI's current name for it; `max_tokens_field = "max_tokens"` in a provider's options for older servers
+    assert (oa["max_completion_tokens"], oa["temperature"], oa["top_p"], oa["stop"]) == (7, 0.5, 0.9, ["END"])
+    assert (an["max_tokens"], an["temperature"], an["top_p"], an["stop_sequences"]) == (7, 0.5, 0.9, ["END"])
+    assert ge["generationConfig"] == {
+        "maxOutputTokens": 7,
+        "temperature": 0.5,
+        "topP": 0.9,
+        "stopSequences": ["END"],
+    }
+    assert ol["options"] == {"num_predict": 7, "temperature": 0.5, "top_p": 0.9, "stop": ["END"]}
+    assert (rs["max_output_tokens"], rs["temperature"], rs["top_p"]) == (7, 0.5, 0.9) and "stop" not in rs
+
+
 async def test_wire_shapes_of_tools_and_images(fake: FakeProvider, make_gateway: Any) -> None:
     gw = make_gateway()
     image = ImagePart.from_bytes(b"\x89PNG", "image/png")

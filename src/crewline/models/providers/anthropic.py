@@ -19,7 +19,7 @@ from ...errors import (
     RateLimited,
 )
 from ..types import ImagePart, Message, ModelRequest, ModelResponse, StreamChunk, TextPart, ToolCall, Usage
-from .base import Adapter, drain, register
+from .base import Adapter, drain, register, sampling
 
 __all__ = ["OUTPUT_TOOL", "AnthropicAdapter"]
 
@@ -68,12 +68,7 @@ class AnthropicAdapter(Adapter):
         }
         if system:
             body["system"] = system
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if request.top_p is not None:
-            body["top_p"] = request.top_p
-        if request.stop:
-            body["stop_sequences"] = list(request.stop)
+        body.update(sampling(request, max_tokens=None, stop="stop_sequences"))  # max_tokens: required, above
         tools = [
             {"name": t.name, "description": t.description, "input_schema": dict(t.parameters)}
             for t in request.tools

@@ -29,7 +29,16 @@ from ...errors import (
 from ..http import HttpClient, HttpError, HttpTimeout
 from ..types import EmbeddingResponse, ModelRequest, ModelResponse, StreamChunk
 
-__all__ = ["Adapter", "Endpoint", "drain", "error_for_status", "parse_retry_after", "register", "registered"]
+__all__ = [
+    "Adapter",
+    "Endpoint",
+    "drain",
+    "error_for_status",
+    "parse_retry_after",
+    "register",
+    "registered",
+    "sampling",
+]
 
 A = TypeVar("A", bound="type[Adapter]")
 _REGISTRY: dict[str, type[Adapter]] = {}
@@ -224,6 +233,23 @@ class Adapter:
 
     def cut_off(self, what: str) -> ProviderUnavailable:
         return ProviderUnavailable(f"{self.provider}: stream ended before {what}", provider=self.provider)
+
+
+def sampling(
+    request: ModelRequest, *, max_tokens: str | None, top_p: str = "top_p", stop: str | None
+) -> dict[str, Any]:
+    """The request's sampling settings that are set, under one wire format's field names (``None``: the
+    format takes that setting elsewhere, or not at all)."""
+    out: dict[str, Any] = {}
+    if max_tokens is not None and request.max_tokens is not None:
+        out[max_tokens] = request.max_tokens
+    if request.temperature is not None:
+        out["temperature"] = request.temperature
+    if request.top_p is not None:
+        out[top_p] = request.top_p
+    if stop is not None and request.stop:
+        out[stop] = list(request.stop)
+    return out
 
 
 async def drain(events: AsyncIterator[Any], within: float = 0.05) -> None:

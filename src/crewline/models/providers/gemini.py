@@ -23,7 +23,7 @@ from ..types import (
     ToolCall,
     Usage,
 )
-from .base import Adapter, register
+from .base import Adapter, register, sampling
 
 __all__ = ["GeminiAdapter"]
 
@@ -66,15 +66,7 @@ class GeminiAdapter(Adapter):
         system = "\n\n".join(m.text for m in request.messages if m.role == "system")
         if system:
             body["systemInstruction"] = {"parts": [{"text": system}]}
-        config: dict[str, Any] = {}
-        if request.max_tokens is not None:
-            config["maxOutputTokens"] = request.max_tokens
-        if request.temperature is not None:
-            config["temperature"] = request.temperature
-        if request.top_p is not None:
-            config["topP"] = request.top_p
-        if request.stop:
-            config["stopSequences"] = list(request.stop)
+        config = sampling(request, max_tokens="maxOutputTokens", top_p="topP", stop="stopSequences")
         if request.response_schema is not None:
             config["responseMimeType"] = "application/json"
             config["responseJsonSchema"] = dict(request.response_schema)

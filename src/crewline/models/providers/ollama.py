@@ -21,7 +21,7 @@ from ..types import (
     ToolCall,
     Usage,
 )
-from .base import Adapter, drain, register
+from .base import Adapter, drain, register, sampling
 
 __all__ = ["OllamaAdapter"]
 
@@ -34,15 +34,7 @@ class OllamaAdapter(Adapter):
             "messages": [_message(m) for m in request.messages],
             "stream": stream,
         }
-        options: dict[str, Any] = {}
-        if request.max_tokens is not None:
-            options["num_predict"] = request.max_tokens
-        if request.temperature is not None:
-            options["temperature"] = request.temperature
-        if request.top_p is not None:
-            options["top_p"] = request.top_p
-        if request.stop:
-            options["stop"] = list(request.stop)
+        options = sampling(request, max_tokens="num_predict", stop="stop")
         if options:
             body["options"] = options
         if request.tools:

@@ -19,7 +19,7 @@ from ..types import (
     ToolCall,
     Usage,
 )
-from .base import Adapter, drain, register
+from .base import Adapter, drain, register, sampling
 
 __all__ = ["OpenAIAdapter"]
 
@@ -39,14 +39,8 @@ class OpenAIAdapter(Adapter):
 
     def body(self, request: ModelRequest, model: str, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {"model": model, "messages": [_message(m) for m in request.messages]}
-        if request.max_tokens is not None:
-            body[self.endpoint.options.get("max_tokens_field", "max_tokens")] = request.max_tokens
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if request.top_p is not None:
-            body["top_p"] = request.top_p
-        if request.stop:
-            body["stop"] = list(request.stop)
+        field = str(self.endpoint.options.get("max_tokens_field", "max_tokens"))
+        body.update(sampling(request, max_tokens=field, stop="stop"))
         if request.tools:
             body["tools"] = [
                 {

@@ -12,7 +12,7 @@ from typing import Any
 
 from ...errors import ContentPolicy, ProviderUnavailable
 from ..types import ImagePart, Message, ModelRequest, ModelResponse, StreamChunk, TextPart, ToolCall, Usage
-from .base import drain, register
+from .base import drain, register, sampling
 from .openai import OpenAIAdapter
 
 __all__ = ["OpenAIResponsesAdapter"]
@@ -25,12 +25,7 @@ class OpenAIResponsesAdapter(OpenAIAdapter):
         system = "\n\n".join(m.text for m in request.messages if m.role == "system")
         if system:
             body["instructions"] = system
-        if request.max_tokens is not None:
-            body["max_output_tokens"] = request.max_tokens
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if request.top_p is not None:
-            body["top_p"] = request.top_p
+        body.update(sampling(request, max_tokens="max_output_tokens", stop=None))  # Responses has no stop
         if request.tools:
             body["tools"] = [
                 {
