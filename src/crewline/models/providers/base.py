@@ -1,8 +1,9 @@
 """The adapter base class, the format registry, and the HTTP plumbing every adapter shares.
 
-Every adapter speaks through the gateway's pooled :class:`~crewline.models.http.HttpClient` and raises only crewline errors: transport
-failures, HTTP statuses, non-JSON bodies and streams that stop before their terminal event are all mapped
-here, at the boundary, to the :mod:`crewline.errors` model tree with ``retryable`` known.
+Every adapter speaks through the gateway's pooled :class:`~crewline.models.http.HttpClient` and raises
+only crewline errors: transport failures, HTTP statuses, non-JSON bodies and streams that stop before
+their terminal event are all mapped here, at the boundary, to the :mod:`crewline.errors` model tree with
+``retryable`` known.
 """
 
 from __future__ import annotations
@@ -192,27 +193,23 @@ class Adapter:
         self, path: str, body: Mapping[str, Any], params: Mapping[str, str] | None = None
     ) -> AsyncIterator[str]:
         """POST and yield the reply's lines; transport failures midway become ``ProviderUnavailable``."""
-        stream = self.client.stream(
-            "POST",
-            self.url(path),
-            body=_dumps(body),
-            headers=self.headers(),
-            params=params,
-            timeout=self.endpoint.timeout,
-        )
+        started = False
         try:
-            resp = await stream.__aenter__()
+            async with self.client.stream(
+                "POST",
+                self.url(path),
+                body=_dumps(body),
+                headers=self.headers(),
+                params=params,
+                timeout=self.endpoint.timeout,
+            ) as resp:
+                started = True
+                if resp.status >= 400:
+                    raise self.error(resp.status, await resp.read(), resp.headers)
+                async for line in resp.iter_lines():
+                    yield line
         except HttpError as e:
-            raise self.transport_error(e) from e
-        try:
-            if resp.status >= 400:
-                raise self.error(resp.status, await resp.read(), resp.headers)
-            async for line in resp.iter_lines():
-                yield line
-        except HttpError as e:
-            raise self.transport_error(e, midway=True) from e
-        finally:
-            await stream.__aexit__(None, None, None)
+            raise self.transport_error(e, midway=started) from e
 
     async def sse(
         self, path: str, body: Mapping[str, Any], params: Mapping[str, str] | None = None
