@@ -371,29 +371,27 @@ class HttpClient:
         pool = self._pools.get(key)
         if pool is None:
             pool = self._pools[key] = _Pool(self.max_connections)
-        now = time.monotonic()
-        while pool.idle:
-            conn = pool.idle.pop()
-            if conn.alive and now - conn.idle_since < self.idle_seconds:
-                return conn, True
-            pool.active -= 1
-            conn.close()
-        while pool.active >= pool.limit:
-            waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            now = time.monotonic()
+            while pool.idle:
+                conn = pool.idle.pop()
+                if conn.alive and now - conn.idle_since < self.idle_seconds:
+                    return conn, True
+                pool.active -= 1
+                conn.close()
+            if pool.active < pool.limit:
+                break
+            waiter = loop.create_future()
             pool.waiters.append(waiter)
             try:
-                await asyncio.wait_for(waiter, timeout)
+                await asyncio.wait_for(waiter, deadline - loop.time())
             except TimeoutError:
                 raise HttpTimeout(f"no free connection to {origin.host} within {timeout:g}s") from None
             finally:
                 if waiter in pool.waiters:
                     pool.waiters.remove(waiter)
-            if pool.idle:
-                conn = pool.idle.pop()
-                if conn.alive:
-                    return conn, True
-                pool.active -= 1
-                conn.close()
         pool.active += 1
         try:
             return await self._connect(origin, timeout), False
