@@ -13,18 +13,78 @@ from typing import Any
 
 import pydantic_core
 
+from ..errors import InvalidInput
 from .database import Conn
 
-__all__ = ["dump", "load", "load_json", "store_payload"]
+__all__ = ["MAX_DEPTH", "check_depth", "dump", "load", "load_json", "parse_json", "store_payload"]
+
+MAX_DEPTH = 64
+"""How deeply JSON payloads may nest, at every entrance (API, events, webhooks, proxy, CLI) and on write.
+
+The JSON reader refuses documents nested deeper than about 200 levels; a payload the writer accepted
+but the reader refuses would strand whatever stored it. One limit, far below the reader's and far above
+any real document, checked before anything is stored, keeps the two in agreement.
+"""
 
 
-def dump(value: Any) -> bytes:
-    """JSON bytes of ``value``; Pydantic models, dataclasses, datetimes and sets are understood."""
-    return pydantic_core.to_json(value)
+def check_depth(value: Any, what: str = "payload") -> None:
+    """Raise :class:`InvalidInput` when ``value`` nests lists and dicts deeper than :data:`MAX_DEPTH`."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            raise InvalidInput(_too_deep(what))
+        stack.extend((child, depth + 1) for child in children)
+
+
+def dump(value: Any, what: str = "payload") -> bytes:
+    """JSON bytes of ``value``; Pydantic models, dataclasses, datetimes and sets are understood.
+
+    Raises :class:`InvalidInput` for a value nested deeper than :data:`MAX_DEPTH`, which could not be
+    read back.
+    """
+    try:
+        data = pydantic_core.to_json(value)
+    except pydantic_core.PydanticSerializationError as e:
+        if "depth" in str(e):
+            raise InvalidInput(_too_deep(what)) from None
+        raise
+    # Nesting deeper than the limit needs more brackets than the limit: only then read the value back
+    # as the reader will (which also covers Pydantic models and dataclasses).
+    if data.count(b"[") + data.count(b"{") > MAX_DEPTH:
+        try:
+            check_depth(pydantic_core.from_json(data), what)
+        except ValueError:
+            raise InvalidInput(_too_deep(what)) from None
+    return data
+
+
+def _too_deep(what: str) -> str:
+    return f"{what} is nested more than {MAX_DEPTH} levels deep; flatten it or send it as a string"
 
 
 def load_json(text: str | bytes) -> Any:
     return pydantic_core.from_json(text)
+
+
+def parse_json(raw: str | bytes, what: str = "request body") -> Any:
+    """Parse untrusted JSON text: :class:`InvalidInput` naming ``what`` when it is not JSON crewline
+    can store (malformed, not UTF-8, nested deeper than :data:`MAX_DEPTH`)."""
+    try:
+        value = pydantic_core.from_json(raw)
+    except ValueError as e:
+        reason = str(e)
+        if "recursion" in reason:
+            reason = f"nested more than {MAX_DEPTH} levels deep"
+        raise InvalidInput(f"{what} is not valid JSON: {reason}") from None
+    check_depth(value, what)
+    return value
 
 
 def store_payload(conn: Conn, data: bytes, threshold: int) -> tuple[str | None, str | None]:
