@@ -5,10 +5,12 @@
     ├── InvalidInput                caller gave input of the wrong shape (exit code 2 on the CLI)
     ├── StoreError
     │   ├── DatabaseUnavailable     cannot reach the database (retryable)
-    │   └── MigrationError          schema is missing, newer than this code, or a migration failed
+    │   ├── MigrationError          schema is missing, newer than this code, or a migration failed
+    │   └── GuardFailed             a guarded write's precondition did not hold; nothing of it was written
     ├── WorkflowError
     │   ├── UnknownWorkflow         no workflow of that name is registered
     │   ├── RunNotFound             no run with that id
+    │   ├── ReviewNotFound          no review request with that id
     │   ├── InvalidRunState         the operation does not fit the run's state (e.g. resolve a running run)
     │   ├── DeterminismError        replayed code called a different step than the one recorded
     │   ├── StepError               a step failed after its retries; carries the recorded error
@@ -47,6 +49,7 @@ __all__ = [
     "CrewlineError",
     "DatabaseUnavailable",
     "DeterminismError",
+    "GuardFailed",
     "InvalidInput",
     "InvalidOutput",
     "InvalidRunState",
@@ -55,6 +58,7 @@ __all__ = [
     "ModelTimeout",
     "ProviderUnavailable",
     "RateLimited",
+    "ReviewNotFound",
     "RunFailed",
     "RunNotFound",
     "StepError",
@@ -90,6 +94,10 @@ class MigrationError(StoreError):
     pass
 
 
+class GuardFailed(StoreError):
+    """A guarded write's precondition did not hold; nothing of it was written."""
+
+
 class WorkflowError(CrewlineError):
     pass
 
@@ -99,6 +107,10 @@ class UnknownWorkflow(WorkflowError):
 
 
 class RunNotFound(WorkflowError):
+    pass
+
+
+class ReviewNotFound(WorkflowError):
     pass
 
 

@@ -17,8 +17,14 @@ import click
 
 from ..app import App
 from ..config import Settings
-from ..errors import CrewlineError, InvalidInput, InvalidRunState, RunNotFound, UnknownWorkflow
-from ..flows.review import ReviewNotFound
+from ..errors import (
+    CrewlineError,
+    InvalidInput,
+    InvalidRunState,
+    ReviewNotFound,
+    RunNotFound,
+    UnknownWorkflow,
+)
 
 __all__ = [
     "LoopFactory",

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from ..config import Settings
-from ..errors import ConfigError, UnknownWorkflow
-from ..store.database import Conn, Database, Guard, GuardFailed
+from ..errors import ConfigError, GuardFailed, UnknownWorkflow
+from ..store.database import Conn, Database, Guard
 from .definitions import Queue, Workflow
 from .review import RiskPolicy
 

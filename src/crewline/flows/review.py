@@ -19,14 +19,13 @@ from typing import Any, Literal
 
 import pydantic
 
-from ..errors import ConfigError, InvalidInput, InvalidRunState, WorkflowError
+from ..errors import ConfigError, InvalidInput, InvalidRunState, ReviewNotFound
 from ..store.database import Conn
 from ..store.payloads import dump, load, store_payload
 
 __all__ = [
     "RISKS",
     "Decision",
-    "ReviewNotFound",
     "ReviewRequest",
     "RiskPolicy",
     "create_request",
@@ -39,10 +38,6 @@ __all__ = [
 Risk = Literal["low", "medium", "high"]
 RISKS: tuple[str, ...] = ("low", "medium", "high")
 ON_TIMEOUT: tuple[str, ...] = ("reject", "approve", "escalate")
-
-
-class ReviewNotFound(WorkflowError):
-    pass
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,10 @@ from ..errors import (
     InvalidInput,
     InvalidRunState,
     MigrationError,
+    ReviewNotFound,
     RunNotFound,
     UnknownWorkflow,
 )
-from ..flows.review import ReviewNotFound
 
 __all__ = ["ApiError", "BodyTooLarge", "error_body", "install_handlers"]
 

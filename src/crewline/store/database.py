@@ -21,10 +21,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..errors import DatabaseUnavailable, StoreError
+from ..errors import DatabaseUnavailable, GuardFailed, StoreError
 from .dialects import Dialect, dialect_for_url
 
-__all__ = ["Conn", "Database", "Guard", "GuardFailed"]
+__all__ = ["Conn", "Database", "Guard"]
 
 T = TypeVar("T")
 log = logging.getLogger("crewline.store")
@@ -256,10 +256,6 @@ class Database:
 
 def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
-
-
-class GuardFailed(StoreError):
-    """A guarded write's precondition did not hold; nothing of it was written."""
 
 
 @dataclass(frozen=True)
