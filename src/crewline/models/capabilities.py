@@ -6,8 +6,9 @@ an adapter that embeds, so a client can tell in advance which names ``/v1/embedd
 
 from __future__ import annotations
 
+from ..errors import ConfigError
 from .config import ModelsConfig
-from .providers.base import registered
+from .providers import adapter_class
 from .routing import Route
 
 __all__ = ["capabilities"]
@@ -21,6 +22,9 @@ def capabilities(config: ModelsConfig, route: Route) -> list[str]:
 
 def _embeds(config: ModelsConfig, provider: str) -> bool:
     cfg = config.providers.get(provider)
-    if cfg is None or cfg.format not in registered():
+    if cfg is None:
         return False
-    return registered()[cfg.format].embeds(cfg.options)
+    try:
+        return adapter_class(cfg.format).embeds(cfg.options)
+    except ConfigError:  # a format no adapter speaks: calls to it fail with that error, so no embeddings
+        return False

