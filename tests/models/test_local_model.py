@@ -58,3 +58,13 @@ async def test_embeddings_from_the_chat_model_are_refused_and_chat_goes_on() -> 
         assert {d["breaker"] for d in gw.status()} == {"closed"}
     finally:
         await gw.aclose()
+
+
+async def test_the_same_request_gets_the_same_answer_even_when_sampled() -> None:
+    gw = Gateway(ModelsConfig.parse({"cache": {"enabled": False}}), environ={})
+    try:
+        ask = {"messages": "Write a short sentence about the sea.", "max_tokens": 24, "temperature": 1.0}
+        answers = {(await gw.complete(**ask)).text for _ in range(3)}  # type: ignore[arg-type]
+        assert len(answers) == 1, answers
+    finally:
+        await gw.aclose()

