@@ -87,10 +87,10 @@ def send_email(to: str, subject: str, body: str) -> str:
 @app.workflow(budget="$0.50/run", on_budget="degrade")
 async def triage_email(ctx: Context, email: Email) -> dict[str, str]:
     """Triage with the cheap model; for what needs an answer, draft with the strong one and ask first."""
-    t = await ctx.llm(prompt="triage", input=email, output=Triage)
+    t = await ctx.llm(prompt="triage", input=email, output=Triage, temperature=0)
     if t.category == "spam" or t.urgency == "low":
         return {"category": t.category, "action": "filed"}
-    draft = await ctx.llm(prompt="reply", input={"email": email, "triage": t})
+    draft = await ctx.llm(prompt="reply", input={"email": email, "triage": t}, temperature=0)
     decision = await ctx.approve("send reply", preview=draft, risk="high", timeout="1d", on_timeout="reject")
     if not decision.approved:
         return {"category": t.category, "action": f"reply {decision.status}"}
@@ -103,7 +103,7 @@ async def triage_email(ctx: Context, email: Email) -> dict[str, str]:
 @app.workflow(budget="$0.20/run")
 async def lead_followup(ctx: Context, lead: Lead) -> dict[str, str]:
     """Draft a follow-up for a lead; the operator approves (or edits) it before it goes out."""
-    draft = await ctx.llm(prompt="followup", input={"lead": lead})
+    draft = await ctx.llm(prompt="followup", input={"lead": lead}, temperature=0)
     decision = await ctx.approve(f"send follow-up to {lead.name}", preview=draft, timeout="3d")
     if not decision.approved:
         return {"lead": lead.email, "action": decision.status}
@@ -115,8 +115,9 @@ async def lead_followup(ctx: Context, lead: Lead) -> dict[str, str]:
 @app.workflow(budget="$0.30/run", on_budget="fail")
 async def summarize_ticket(ctx: Context, ticket: Ticket) -> TicketSummary:
     """Summarise with the cheap tier; a summary that fails validation escalates to the strong tier."""
-    summary: TicketSummary = await ctx.llm(prompt="summarize", input={"ticket": ticket}, output=TicketSummary,
-                                           escalate=True)  # fmt: skip
+    summary: TicketSummary = await ctx.llm(
+        prompt="summarize", input={"ticket": ticket}, output=TicketSummary, escalate=True, temperature=0
+    )
     return summary
 
 

@@ -25,7 +25,8 @@
         ├── ModelTimeout
         ├── AuthError               missing or rejected credentials; names the variable to set
         ├── BadRequest
-        │   └── ContextTooLong
+        │   ├── ContextTooLong
+        │   └── UnsupportedOperation    the model cannot do this at all (e.g. embeddings from a chat model)
         ├── ContentPolicy
         ├── ProviderUnavailable     5xx, connection failures, open circuit breaker, cut-off streams
         └── InvalidOutput           reply failed validation after its re-asks; carries every attempt
@@ -65,6 +66,7 @@ __all__ = [
     "StoreError",
     "UnknownModel",
     "UnknownWorkflow",
+    "UnsupportedOperation",
     "WaitTimeout",
     "WorkflowError",
 ]
@@ -216,6 +218,10 @@ class BadRequest(ModelError):
 
 class ContextTooLong(BadRequest):
     pass
+
+
+class UnsupportedOperation(BadRequest):
+    """Not a fault of the deployment: asking again, or asking another call, will not change the answer."""
 
 
 class ContentPolicy(ModelError):

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from crewline import App, Context, Settings, tool
+from crewline import App, Context, RetryPolicy, Settings, tool
 from crewline.models import Gateway, ModelsConfig
-from crewline.testing import FakeProvider
+from crewline.testing import FakeProvider, Fault
 
 from ._drive import CrashPlan, drive, expire_leases, step_once
 
@@ -151,6 +151,34 @@ def budget_workflow(app: App, on_budget: str) -> None:
         for i in range(3):
             out.append(await ctx.llm(messages=f"call {i}", model="cheap", max_tokens=10))
         return out
+
+
+async def test_a_model_call_rides_out_a_provider_outage_within_its_retry_policy(
+    app: App, fake: FakeProvider
+) -> None:
+    fake.fault(Fault.http(503, "overloaded", path="/chat/completions", times=2))
+    fake.reply("back up")
+
+    @app.workflow()
+    async def patient(ctx: Context) -> str:
+        quick = RetryPolicy(max_attempts=3, initial_delay=0.01)
+        return str(await ctx.llm(messages="hi", model="cheap", retry=quick))
+
+    run = await drive(app, await app.start(patient))
+    assert run.status == "completed" and run.output == "back up"
+    assert len(model_calls(fake)) == 3
+
+
+async def test_a_bad_request_fails_the_step_at_once(app: App, fake: FakeProvider) -> None:
+    fake.fault(Fault.http(400, "unknown field", path="/chat/completions", times=3))
+
+    @app.workflow()
+    async def hasty(ctx: Context) -> str:
+        return str(await ctx.llm(messages="hi", model="cheap"))
+
+    run = await drive(app, await app.start(hasty))
+    assert run.status == "failed" and run.error is not None and run.error["type"] == "BadRequest"
+    assert len(model_calls(fake)) == 1
 
 
 async def test_budget_fail_stops_the_run_before_overspending(app: App, fake: FakeProvider) -> None:

@@ -13,6 +13,7 @@ from typing import Literal
 import pydantic
 import pytest
 
+from crewline.errors import UnsupportedOperation
 from crewline.models import Gateway, ModelsConfig
 
 pytestmark = pytest.mark.skipif(
@@ -42,5 +43,28 @@ async def test_structured_output_from_the_local_model() -> None:
         assert (
             stream.response is not None and stream.response.usage.output_tokens > 0 and isinstance(text, str)
         )
+    finally:
+        await gw.aclose()
+
+
+async def test_embeddings_from_the_chat_model_are_refused_and_chat_goes_on() -> None:
+    gw = Gateway(ModelsConfig.parse({}), environ={})
+    try:
+        for _ in range(6):  # more than the breaker's min_calls
+            with pytest.raises(UnsupportedOperation, match="embedding = true"):
+                await gw.embed("hello", "local")
+        reply = await gw.complete(messages="Say hi.", model="local", max_tokens=4, temperature=0)
+        assert reply.provider == "local"
+        assert {d["breaker"] for d in gw.status()} == {"closed"}
+    finally:
+        await gw.aclose()
+
+
+async def test_the_same_request_gets_the_same_answer_even_when_sampled() -> None:
+    gw = Gateway(ModelsConfig.parse({"cache": {"enabled": False}}), environ={})
+    try:
+        ask = {"messages": "Write a short sentence about the sea.", "max_tokens": 24, "temperature": 1.0}
+        answers = {(await gw.complete(**ask)).text for _ in range(3)}  # type: ignore[arg-type]
+        assert len(answers) == 1, answers
     finally:
         await gw.aclose()

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from crewline.errors import BadRequest, ProviderUnavailable, RateLimited
+from crewline.errors import BadRequest, ProviderUnavailable, RateLimited, UnsupportedOperation
 from crewline.models import Gateway, ModelsConfig
 from crewline.models.config import BreakerConfig, RetryConfig
 from crewline.models.resilience import CircuitBreaker, backoff_delay
@@ -267,3 +267,22 @@ async def test_status_and_call_observer(fake: FakeProvider, make_gateway: Any) -
     assert [(r.status, r.error_class) for r in seen] == [("error", "ProviderUnavailable"), ("ok", None)]
     states = {s["deployment"]: s["breaker"] for s in gw.status()}
     assert states == {"openai/m": "open", "anthropic/m": "closed"}
+
+
+LLAMA_NO_EMBEDDINGS = "Llama model must be created with embedding=True to call this method"
+
+
+@pytest.mark.parametrize(
+    ("status", "message"), [(500, LLAMA_NO_EMBEDDINGS), (501, "This server does not support embeddings")]
+)
+async def test_an_unsupported_operation_neither_retries_nor_opens_the_breaker(
+    fake: FakeProvider, make_gateway: Any, status: int, message: str
+) -> None:
+    gw = make_gateway({"breaker": {"window": 2, "min_calls": 2, "error_ratio": 0.5, "cooldown": "1h"}})
+    fake.fault(Fault.http(status, message, path="/embeddings", times=10))
+    for _ in range(3):
+        with pytest.raises(UnsupportedOperation, match="embedding"):
+            await gw.embed("hello", "openai/m")
+    assert len(fake.requests) == 3  # one request per call: asking again would not help
+    assert (await gw.complete("openai/m", "hi")).provider == "openai"
+    assert {d["breaker"] for d in gw.status()} == {"closed"}

@@ -96,6 +96,24 @@ def test_openai_embeddings_and_models(proxy: Api) -> None:
     assert {m.id for m in client.models.list()} >= {"fast", "claude", "emb"}
 
 
+def test_an_unsupported_embedding_is_a_400_and_leaves_the_model_up(proxy: Api, fake: FakeProvider) -> None:
+    client = oai(proxy)
+    llama = "Llama model must be created with embedding=True to call this method"
+    fake.fault(Fault.http(500, llama, path="/embeddings", times=10))
+    for _ in range(6):  # more than the breaker's min_calls
+        with pytest.raises(openai.BadRequestError, match="embedding=True"):
+            client.embeddings.create(model="fast", input="hello")
+    fake.reply("still here")
+    reply = client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content == "still here"
+
+
+def test_models_say_which_can_embed(proxy: Api) -> None:
+    listed = oai(proxy).models.list().model_dump()["data"]
+    caps = {m["id"]: m["capabilities"] for m in listed}
+    assert caps["emb"] == ["chat", "embeddings"] and caps["claude"] == ["chat"]
+
+
 def test_anthropic_plain_streaming_and_tools(proxy: Api, fake: FakeProvider) -> None:
     client = ant(proxy)
     fake.reply("bonjour", input_tokens=4, output_tokens=1)

@@ -12,7 +12,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,7 +32,16 @@ from ..errors import (
 from ..store.payloads import dump, load, load_json
 from .agent import AgentResult, run_agent
 from .approvals import request_approval
-from .definitions import EFFECTS, NO_RETRY, Effect, RetryPolicy, Workflow, return_adapter, return_type
+from .definitions import (
+    DEFAULT_RETRY,
+    EFFECTS,
+    NO_RETRY,
+    Effect,
+    RetryPolicy,
+    Workflow,
+    return_adapter,
+    return_type,
+)
 from .engine import Engine, RunSignals, Suspend
 from .llm import LlmRequest, build_request, call_llm, output_value, step_name
 from .records import RunRecord, StepRecord, insert_run, lock_run, take_event, write_step
@@ -45,7 +54,6 @@ if TYPE_CHECKING:
 __all__ = ["Context"]
 
 T = TypeVar("T")
-DEFAULT_RETRY = RetryPolicy()
 # A sleep shorter than this keeps the run (and its worker slot); a longer one parks the run durably.
 INLINE_SLEEP_SECONDS = 2.0
 
@@ -255,6 +263,7 @@ class Context:
         temperature: float | None = None,
         escalate: bool = False,
         name: str | None = None,
+        retry: RetryPolicy | None = None,
     ) -> Any:
         """A durable model call: the reply text, or the validated ``output`` instance.
 
@@ -262,13 +271,16 @@ class Context:
         ``input``; ``messages=`` gives the conversation directly. ``model`` is an alias, tier or
         ``provider/model`` (default: the prompt's, then the gateway's). The step records the reply, model,
         usage, cost and prompt version; a replay returns it without calling the model again. Calls count
-        against the run's and the workflow's budgets (see ``on_budget`` on the workflow).
+        against the run's and the workflow's budgets (see ``on_budget`` on the workflow). A transient
+        failure (provider unavailable, timeout, rate limit) is tried again with ``retry``'s backoff
+        (default: 3 attempts) before the step fails.
         """
 
         async def request() -> LlmRequest:
-            return await build_request(
+            built = await build_request(
                 self, prompt, input, messages, output, model, tools, max_tokens, temperature, escalate
             )
+            return built if retry is None else replace(built, retry=retry)
 
         record = await call_llm(self, name or step_name(prompt), request)
         return output_value(record, output)

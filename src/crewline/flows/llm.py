@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 import pydantic_core
 
-from ..errors import BudgetExceeded, ConfigError, CrewlineError, InvalidInput, StepError
+from ..errors import BudgetExceeded, ConfigError, CrewlineError, InvalidInput, ModelError, StepError
 from ..store.payloads import dump
+from .definitions import DEFAULT_RETRY, RetryPolicy
 from .engine import Suspend
 from .review import create_request, get_request
 
@@ -40,6 +41,7 @@ class LlmRequest:
     max_tokens: int | None = None
     temperature: float | None = None
     escalate: bool = False
+    retry: RetryPolicy = DEFAULT_RETRY  # for transient model errors the gateway's own retries did not cure
 
     def input_json(self) -> bytes:
         return dump({"model": self.model, "prompt": self.prompt, "messages": _jsonable(self.messages),
@@ -91,10 +93,16 @@ async def call_llm(
         await _after_pause(ctx, call, rec.output["request"])
     await _ensure_budgets(ctx)
     model = request.model
+    attempt = 0
     while True:
+        attempt += 1
         try:
             reply = await _complete(gateway, ctx, model, request, n)
             break
+        except ModelError as e:
+            if not (e.retryable and attempt < request.retry.max_attempts):
+                await _fail(ctx, call, e)
+            await asyncio.sleep(_retry_delay(request.retry, attempt, e))
         except BudgetExceeded as e:
             policy = _policy(ctx)
             if policy == "pause":
@@ -109,6 +117,12 @@ async def call_llm(
     await ctx._record_call(call, "done", dump(record), None, reply.attempts)
     engine.crash_point("after_step_commit", n)
     return _note(ctx, n, record)
+
+
+def _retry_delay(policy: RetryPolicy, attempt: int, e: ModelError) -> float:
+    """The policy's backoff, or longer when the provider said how long to wait (bounded by the policy)."""
+    asked = getattr(e, "retry_after", None) or 0.0
+    return max(policy.delay(attempt), min(float(asked), policy.max_delay))
 
 
 async def _complete(

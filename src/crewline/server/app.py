@@ -21,7 +21,9 @@ from . import proxy
 from .auth import Authenticator
 from .callbacks import CallbackSender
 from .config import ServerConfig
+from .docs import install_docs
 from .errors import install_handlers
+from .json_body import AssumeJson
 from .limits import BodyLimit
 from .proxy.fastpath import FastPathAPI
 from .routes import health, hooks, keys, reviews, runs, spend
@@ -72,13 +74,17 @@ def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8
         version=_version(),
         description="Start, follow and steer durable workflow runs; receive signed webhooks.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package by install_docs, not from a CDN
+        redoc_url=None,
     )
     api.state.crewline = state
     install_handlers(api)
+    install_docs(api)
     for module in (health, runs, reviews, spend, keys, hooks, proxy):
         api.include_router(module.router)
     # Webhooks and the proxy enforce their own limits, answering in their own error shapes.
     api.add_middleware(BodyLimit, limit=config.max_body, skip=("/hooks/", "/v1/"))
+    api.add_middleware(AssumeJson, prefix="/api/")
     return api
 
 

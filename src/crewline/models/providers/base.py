@@ -26,6 +26,7 @@ from ...errors import (
     ModelTimeout,
     ProviderUnavailable,
     RateLimited,
+    UnsupportedOperation,
 )
 from ..http import HttpClient, HttpError, HttpTimeout
 from ..types import EmbeddingResponse, ModelRequest, ModelResponse, StreamChunk
@@ -50,6 +51,12 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 _CONTEXT_RE = re.compile(
     r"context[_ ]length|context window|maximum context|too many tokens|prompt is too long|"
     r"input (is )?too long|exceeds the (maximum|max)|max_tokens.*exceed|token limit",
+    re.IGNORECASE,
+)
+# Servers that cannot do an operation at all say so, some with a 500 (llama-cpp-python's server raises
+# "Llama model must be created with embedding=True"): no retry or breaker should count that as an outage.
+_UNSUPPORTED_RE = re.compile(
+    r"embedding=True|does not support embeddings|(operation|method|endpoint) (is )?not (supported|implemented)",
     re.IGNORECASE,
 )
 _POLICY_RE = re.compile(r"content[_ ]?(policy|filter|management)|safety|moderation|flagged", re.IGNORECASE)
@@ -101,9 +108,14 @@ class Adapter:
         raise NotImplementedError
 
     async def embed(self, texts: Sequence[str], model: str) -> EmbeddingResponse:
-        raise BadRequest(
+        raise UnsupportedOperation(
             f"provider {self.provider!r} ({self.format} format) has no embeddings", provider=self.provider
         )
+
+    @classmethod
+    def embeds(cls, options: Mapping[str, Any]) -> bool:
+        """Whether a provider of this format with these ``options`` can answer :meth:`embed`."""
+        return cls.embed is not Adapter.embed
 
     async def aclose(self) -> None:
         """Release what the adapter owns beyond the shared client (e.g. a local server process)."""
@@ -288,7 +300,9 @@ def error_for_status(
     """The crewline error for an HTTP error status (``cls`` overrides the generic choice)."""
     text = f"{provider}: HTTP {status}: {message}"
     if cls is None:
-        if status == 429:
+        if status == 501 or (status >= 500 and _UNSUPPORTED_RE.search(message)):
+            cls = UnsupportedOperation
+        elif status == 429:
             cls = RateLimited
         elif status in (401, 403):
             cls = AuthError

