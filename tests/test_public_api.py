@@ -47,6 +47,7 @@ PUBLIC = [
     "Tool",
     "UnknownModel",
     "UnknownWorkflow",
+    "UnsupportedOperation",
     "WaitTimeout",
     "Workflow",
     "WorkflowError",

@@ -30,6 +30,7 @@ from .errors import (
     StoreError,
     UnknownModel,
     UnknownWorkflow,
+    UnsupportedOperation,
     WaitTimeout,
     WorkflowError,
 )
@@ -84,6 +85,7 @@ __all__ = [
     "Tool",
     "UnknownModel",
     "UnknownWorkflow",
+    "UnsupportedOperation",
     "WaitTimeout",
     "Workflow",
     "WorkflowError",
