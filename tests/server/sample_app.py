@@ -40,6 +40,11 @@ def build(app: App) -> App:
         return {"approved": decision.approved, "amount": amount, "by": decision.decided_by}
 
     @app.workflow()
+    async def charge(ctx: Context, order: Order) -> dict[str, Any]:
+        receipt = await ctx.step(lambda: f"rcpt-{order.id}", name="charge card", effect="irreversible")
+        return {"receipt": receipt}
+
+    @app.workflow()
     async def slow(ctx: Context) -> int:
         for i in range(3):
             await ctx.step(asyncio.sleep, 0.5, name=f"nap{i}")

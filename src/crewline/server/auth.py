@@ -20,7 +20,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from ..app import App
 from .errors import ApiError
-from .keys import PERMISSIONS, ApiKey, find_key, touch_key
+from .keys import ACTIONS, PERMISSIONS, ApiKey, find_key, touch_key
 
 __all__ = ["Authenticator", "require"]
 
@@ -42,14 +42,15 @@ class Authenticator:
         self._cache: dict[str, _Cached] = {}
         self._calls: dict[str, collections.deque[float]] = {}
 
-    async def check(self, token: str | None, permission: str) -> ApiKey:
+    async def check(self, token: str | None, action: str) -> ApiKey:
+        """The caller's key, which must be active, may do ``action`` (a name in :data:`ACTIONS`), in rate."""
         key = await self.authenticate(token)
-        if not key.allows(permission):
-            allowed = sorted(s for s, perms in PERMISSIONS.items() if permission in perms)
+        if not key.allows(action):
+            allowed = sorted(s for s, perms in PERMISSIONS.items() if ACTIONS[action] in perms)
             raise ApiError(
                 403,
                 "forbidden",
-                f"API key {key.id} has scope {key.scope!r}, which may not do this; "
+                f"API key {key.id} has scope {key.scope!r}, which may not {action}; "
                 f"it needs one of: {', '.join(allowed)}",
             )
         self._limit(key)
@@ -117,8 +118,10 @@ class Authenticator:
         calls.append(now)
 
 
-def require(permission: str) -> Callable[..., Awaitable[ApiKey]]:
-    """A route dependency: the caller's key, which must be active, allow ``permission`` and be in rate."""
+def require(action: str) -> Callable[..., Awaitable[ApiKey]]:
+    """A route dependency: the caller's key, which must be active, may do ``action`` and be in rate."""
+    if action not in ACTIONS:  # at import time, so a misspelt action never reaches a request
+        raise KeyError(f"no action {action!r} in crewline.server.keys.ACTIONS")
 
     async def dependency(
         request: Request,
@@ -127,6 +130,6 @@ def require(permission: str) -> Callable[..., Awaitable[ApiKey]]:
     ) -> ApiKey:
         token = bearer.credentials if bearer is not None else header
         auth: Authenticator = request.app.state.crewline.auth
-        return await auth.check(token, permission)
+        return await auth.check(token, action)
 
     return dependency

@@ -3,7 +3,8 @@
 A key reads ``crl_<id>_<secret>``: ``id`` (12 hex characters) is public and names the key in listings and
 logs; ``secret`` is 256 random bits. The database keeps only the SHA-256 of the whole token, which is
 enough for a high-entropy token (no slow hash needed) and useless to anyone who reads the table. Each
-key has one scope; :data:`PERMISSIONS` says what each scope may do.
+key has one scope; :data:`PERMISSIONS` says what each scope may do, and :data:`ACTIONS` which permission
+each action needs, whichever route reaches it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..errors import InvalidInput
 from ..store.database import Conn
 
 __all__ = [
+    "ACTIONS",
     "PERMISSIONS",
     "SCOPES",
     "ApiKey",
@@ -55,6 +57,24 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "proxy": frozenset({"proxy"}),
 }
 
+# The one authorisation rule per action: every route that reaches an action asks for it by name, so two
+# routes to the same action (settling an unknown outcome from the run or from its review) cannot differ.
+ACTIONS: dict[str, str] = {
+    "list workflows": "runs:read",
+    "read runs": "runs:read",
+    "start runs": "runs:start",
+    "send events": "runs:events",
+    "cancel runs": "runs:write",
+    "fork runs": "runs:write",
+    "settle unknown outcomes": "runs:write",
+    "read spend": "runs:read",
+    "read reviews": "reviews:read",
+    "decide reviews": "reviews:decide",
+    "show its own key": "runs:read",
+    "manage keys": "keys",
+    "proxy": "proxy",
+}
+
 _TOKEN = re.compile(r"^crl_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
 _COLUMNS = "id, name, scope, budget_per_day, rpm, created_at, expires_at, revoked_at, last_used_at"
 
@@ -71,8 +91,8 @@ class ApiKey:
     revoked_at: float | None
     last_used_at: float | None
 
-    def allows(self, permission: str) -> bool:
-        return permission in PERMISSIONS.get(self.scope, frozenset())
+    def allows(self, action: str) -> bool:
+        return ACTIONS[action] in PERMISSIONS.get(self.scope, frozenset())
 
     def status(self, now: float | None = None) -> str:
         if self.revoked_at is not None:

@@ -141,7 +141,9 @@ class WorkflowOut(BaseModel):
 
 
 @router.get("/workflows", response_model=list[WorkflowOut], summary="Registered workflows")
-async def list_workflows(request: Request, _: ApiKey = Depends(require("runs:read"))) -> list[WorkflowOut]:
+async def list_workflows(
+    request: Request, _: ApiKey = Depends(require("list workflows"))
+) -> list[WorkflowOut]:
     workflows = state_of(request).app.workflows.values()
     return [
         WorkflowOut(
@@ -170,7 +172,7 @@ async def start_run(
     idempotency_key: Annotated[
         str | None, Header(pattern=_ID, description="Repeating a key returns the first run.")
     ] = None,
-    _: ApiKey = Depends(require("runs:start")),
+    _: ApiKey = Depends(require("start runs")),
 ) -> Started:
     app = state_of(request).app
     prepared = prepare_run(
@@ -213,7 +215,7 @@ async def list_runs(
     cursor: Annotated[
         str | None, Query(max_length=400, description="next_cursor of the previous page.")
     ] = None,
-    _: ApiKey = Depends(require("runs:read")),
+    _: ApiKey = Depends(require("read runs")),
 ) -> RunPage:
     after = _decode_cursor(cursor) if cursor else None
     runs = await state_of(request).app.db.read(
@@ -244,7 +246,7 @@ def _decode_cursor(cursor: str) -> tuple[float, str]:
 
 
 @router.get("/runs/{run_id}", response_model=RunDetail, summary="A run with its steps")
-async def show_run(run_id: RunId, request: Request, _: ApiKey = Depends(require("runs:read"))) -> RunDetail:
+async def show_run(run_id: RunId, request: Request, _: ApiKey = Depends(require("read runs"))) -> RunDetail:
     app = state_of(request).app
     run = await app.get_run(run_id)
     steps = await app.steps(run_id)
@@ -258,7 +260,7 @@ async def show_run(run_id: RunId, request: Request, _: ApiKey = Depends(require(
     responses={409: {"description": "The run has already finished."}},
 )
 async def cancel_run(
-    run_id: RunId, request: Request, _: ApiKey = Depends(require("runs:write"))
+    run_id: RunId, request: Request, _: ApiKey = Depends(require("cancel runs"))
 ) -> Cancelled:
     result = await state_of(request).app.cancel(run_id)
     return Cancelled(run_id=run_id, result="cancelled" if result == "cancelled" else "cancel requested")
@@ -266,7 +268,7 @@ async def cancel_run(
 
 @router.post("/runs/{run_id}/fork", response_model=Forked, status_code=201, summary="Rerun from a step")
 async def fork_run(
-    run_id: RunId, body: Fork, request: Request, _: ApiKey = Depends(require("runs:write"))
+    run_id: RunId, body: Fork, request: Request, _: ApiKey = Depends(require("fork runs"))
 ) -> Forked:
     fork_id = await state_of(request).app.fork(run_id, body.from_step, new_run_id=body.run_id)
     return Forked(run_id=fork_id, forked_from=run_id, status_url=status_url(request, fork_id))
@@ -274,7 +276,7 @@ async def fork_run(
 
 @router.post("/runs/{run_id}/events", response_model=EventSent, status_code=202, summary="Send an event")
 async def send_event(
-    run_id: RunId, body: Event, request: Request, _: ApiKey = Depends(require("runs:events"))
+    run_id: RunId, body: Event, request: Request, _: ApiKey = Depends(require("send events"))
 ) -> EventSent:
     storable(body.payload, "payload")
     event_id = await state_of(request).app.send_event(run_id, body.name, body.payload)
@@ -291,7 +293,7 @@ async def resolve_step(
     step_no: Annotated[int, Path(ge=1, le=_INT32)],
     body: Resolve,
     request: Request,
-    _: ApiKey = Depends(require("runs:write")),
+    _: ApiKey = Depends(require("settle unknown outcomes")),
 ) -> Response:
     storable(body.output, "output")
     await state_of(request).app.resolve(run_id, step_no, body.outcome, body.output)
