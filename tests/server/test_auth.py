@@ -14,7 +14,9 @@ from .conftest import Api
 # One request per permission, each valid for the route so only the scope decides.
 ROUTES = [
     ("runs:read", "GET", "/api/v1/runs", None),
-    ("runs:read", "GET", "/api/v1/workflows", None),
+    ("workflows:read", "GET", "/api/v1/workflows", None),
+    ("spend:read", "GET", "/api/v1/calls", None),
+    ("key:self", "GET", "/api/v1/key", None),
     ("runs:start", "POST", "/api/v1/runs", {"workflow": "nothing"}),
     ("runs:events", "POST", "/api/v1/runs/{rid}/events", {"name": "other"}),
     ("runs:write", "POST", "/api/v1/runs/{rid}/fork", {"from_step": 1}),
@@ -24,9 +26,10 @@ ROUTES = [
 
 @pytest.mark.parametrize("scope", sorted(PERMISSIONS))
 def test_every_scope_gets_exactly_its_permissions(api: Api, scope: str) -> None:
-    rid = api.http.post("/api/v1/runs", json={"workflow": "waiter"}).json()["run_id"]
-    api.wait_status(rid, "waiting")
     client = api.as_key(api.key(scope))
+    starter = client if "runs:start" in PERMISSIONS[scope] else api.http  # a trigger steers its own runs
+    rid = starter.post("/api/v1/runs", json={"workflow": "waiter"}).json()["run_id"]
+    api.wait_status(rid, "waiting")
     for permission, method, path, body in ROUTES:
         r = client.request(method, path.format(rid=rid), json=body)
         if permission in PERMISSIONS[scope]:
@@ -98,3 +101,59 @@ def test_keys_never_reach_the_logs(api: Api, caplog: pytest.LogCaptureFixture) -
     assert operator not in text and api.admin not in text and "x" * 43 not in text
     stored = api.app.db.query(lambda conn: conn.all("SELECT * FROM api_keys"))
     assert all(operator not in str(row) and api.admin not in str(row) for row in stored)
+
+
+def test_a_trigger_sees_and_steers_only_the_runs_it_started(api: Api) -> None:
+    trigger = api.as_key(api.key("trigger"))
+    other = api.as_key(api.key("trigger"))
+    mine = trigger.post("/api/v1/runs", json={"workflow": "waiter"}).json()["run_id"]
+    theirs = api.http.post("/api/v1/runs", json={"workflow": "waiter"}).json()["run_id"]
+    api.wait_status(mine, "waiting")
+    api.wait_status(theirs, "waiting")
+    assert [r["id"] for r in trigger.get("/api/v1/runs").json()["runs"]] == [mine]
+    assert other.get("/api/v1/runs").json()["runs"] == []
+    assert trigger.get(f"/api/v1/runs/{mine}").status_code == 200
+    for r in (
+        trigger.get(f"/api/v1/runs/{theirs}"),
+        trigger.post(f"/api/v1/runs/{theirs}/events", json={"name": "go"}),
+        other.post(f"/api/v1/runs/{mine}/events", json={"name": "go"}),
+    ):
+        assert r.status_code == 404 and r.json()["error"]["type"] == "run_not_found", r.text
+    # Naming another caller's run cannot confirm what its input was.
+    r = trigger.post("/api/v1/runs", json={"workflow": "waiter", "run_id": theirs})
+    assert r.status_code == 409 and "another caller" in r.json()["error"]["message"]
+    assert trigger.post(f"/api/v1/runs/{mine}/events", json={"name": "go", "payload": 1}).status_code == 202
+    assert api.wait_status(mine, "completed")["output"] == 1
+    assert api.wait_status(theirs, "waiting")["status"] == "waiting"
+    for path in ("/api/v1/spend", "/api/v1/calls", "/api/v1/budgets", "/api/v1/reviews"):
+        assert trigger.get(path).status_code == 403, path
+
+
+def test_a_reviewer_sees_runs_only_through_their_reviews(api: Api) -> None:
+    reviewer = api.as_key(api.key("reviewer"))
+    rid = api.http.post(
+        "/api/v1/runs", json={"workflow": "refund", "input": {"id": "r", "amount": 5}}
+    ).json()["run_id"]
+    api.wait_status(rid, "waiting")
+    reviews = reviewer.get("/api/v1/reviews").json()
+    assert [r["preview"] for r in reviews] == [{"amount": 5}]
+    for path in (f"/api/v1/runs/{rid}", "/api/v1/runs", "/api/v1/spend", "/api/v1/calls", "/api/v1/budgets"):
+        r = reviewer.get(path)
+        assert r.status_code == 403 and "reviewer" in r.json()["error"]["message"], path
+
+
+def test_run_errors_show_type_and_message_without_traceback_or_paths(api: Api) -> None:
+    rid = api.http.post("/api/v1/runs", json={"workflow": "broken"}).json()["run_id"]
+    run = api.wait_status(rid, "failed")
+    assert run["error"] == {"type": "FileNotFoundError", "message": run["error"]["message"]}
+    assert "<path>" in run["error"]["message"] and "/no/such/dir" not in run["error"]["message"]
+    steps = run["steps"]
+    assert [s["error"] for s in steps] == [
+        {"type": "FileNotFoundError", "message": steps[0]["error"]["message"]}
+    ]
+    listed = api.http.get("/api/v1/runs").json()["runs"][0]
+    assert listed["error"] == run["error"]
+    text = api.http.get(f"/api/v1/runs/{rid}").text
+    assert "Traceback" not in text and ".py" not in text and "/no/such/dir" not in text
+    stored = api.app.db.query(lambda conn: conn.scalar("SELECT error FROM runs WHERE id = ?", (rid,)))
+    assert "/no/such/dir" in stored and "traceback" in stored  # the operator's own record keeps them

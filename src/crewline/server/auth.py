@@ -19,10 +19,12 @@ from fastapi import Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from ..app import App
+from ..errors import RunNotFound
+from ..flows.records import RunRecord
 from .errors import ApiError
 from .keys import ACTIONS, PERMISSIONS, ApiKey, find_key, touch_key
 
-__all__ = ["Authenticator", "require"]
+__all__ = ["Authenticator", "check_reach", "require"]
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `crewline keys create`.")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The same key, as a header.")
@@ -133,3 +135,13 @@ def require(action: str) -> Callable[..., Awaitable[ApiKey]]:
         return await auth.check(token, action)
 
     return dependency
+
+
+def check_reach(key: ApiKey, action: str, run: RunRecord) -> None:
+    """Refuse ``action`` on a run this key did not start when it may act only on its own runs.
+
+    The answer is the one for a missing run, so a key cannot learn which runs others started.
+    """
+    owner = key.own_runs_only(action)
+    if owner is not None and run.started_by != owner:
+        raise RunNotFound(f"no run with id {run.id!r} started by API key {key.id}")

@@ -35,42 +35,43 @@ __all__ = [
 Scope = Literal["admin", "operator", "reviewer", "trigger", "proxy"]
 SCOPES: tuple[Scope, ...] = ("admin", "operator", "reviewer", "trigger", "proxy")
 
-# What each scope may do. admin may do everything, including managing keys.
-PERMISSIONS: dict[str, frozenset[str]] = {
-    "admin": frozenset(
-        {
-            "runs:read",
-            "runs:start",
-            "runs:events",
-            "runs:write",
-            "reviews:read",
-            "reviews:decide",
-            "keys",
-            "proxy",
-        }
-    ),
-    "operator": frozenset(
-        {"runs:read", "runs:start", "runs:events", "runs:write", "reviews:read", "reviews:decide"}
-    ),
-    "reviewer": frozenset({"runs:read", "reviews:read", "reviews:decide"}),
-    "trigger": frozenset({"runs:read", "runs:start", "runs:events"}),
-    "proxy": frozenset({"proxy"}),
+Reach = Literal["all", "own"]
+_OPERATOR: dict[str, Reach] = dict.fromkeys(
+    ("runs:read", "runs:start", "runs:events", "runs:write", "spend:read", "workflows:read",
+     "reviews:read", "reviews:decide", "key:self"),
+    "all",
+)  # fmt: skip
+
+# What each scope may do, and on which runs: "own" is only the runs the key itself started. admin may do
+# everything; a reviewer sees runs only through their reviews; a trigger sees and steers only its runs.
+PERMISSIONS: dict[str, dict[str, Reach]] = {
+    "admin": {**_OPERATOR, "keys": "all", "proxy": "all"},
+    "operator": _OPERATOR,
+    "reviewer": {"reviews:read": "all", "reviews:decide": "all", "key:self": "all"},
+    "trigger": {
+        "runs:start": "all",
+        "runs:read": "own",
+        "runs:events": "own",
+        "workflows:read": "all",
+        "key:self": "all",
+    },
+    "proxy": {"proxy": "all", "key:self": "all"},
 }
 
 # The one authorisation rule per action: every route that reaches an action asks for it by name, so two
 # routes to the same action (settling an unknown outcome from the run or from its review) cannot differ.
 ACTIONS: dict[str, str] = {
-    "list workflows": "runs:read",
+    "list workflows": "workflows:read",
     "read runs": "runs:read",
     "start runs": "runs:start",
     "send events": "runs:events",
     "cancel runs": "runs:write",
     "fork runs": "runs:write",
     "settle unknown outcomes": "runs:write",
-    "read spend": "runs:read",
+    "read spend": "spend:read",
     "read reviews": "reviews:read",
     "decide reviews": "reviews:decide",
-    "show its own key": "runs:read",
+    "show its own key": "key:self",
     "manage keys": "keys",
     "proxy": "proxy",
 }
@@ -92,7 +93,15 @@ class ApiKey:
     last_used_at: float | None
 
     def allows(self, action: str) -> bool:
-        return ACTIONS[action] in PERMISSIONS.get(self.scope, frozenset())
+        return self.reach(action) is not None
+
+    def reach(self, action: str) -> Reach | None:
+        """On which runs this key may do ``action``: all, only its own, or none (None)."""
+        return PERMISSIONS.get(self.scope, {}).get(ACTIONS[action])
+
+    def own_runs_only(self, action: str) -> str | None:
+        """This key's id when it may do ``action`` only on runs it started (the runs' ``started_by``)."""
+        return self.id if self.reach(action) == "own" else None
 
     def status(self, now: float | None = None) -> str:
         if self.revoked_at is not None:

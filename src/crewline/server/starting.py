@@ -31,6 +31,7 @@ class PreparedRun:
     run_id: str | None = None
     idempotency_key: str | None = None
     priority: int | None = None
+    started_by: str | None = None  # the API key's id
 
     def insert(self, conn: Conn) -> tuple[str, bool]:
         """Create the run in ``conn``'s transaction; returns (run id, created)."""
@@ -45,6 +46,7 @@ class PreparedRun:
             input_json=self.input_json,
             blob_threshold=self.app.engine.blob_threshold,
             idempotency_key=self.idempotency_key,
+            started_by=self.started_by,
         )
 
     def started(self) -> None:
@@ -60,11 +62,12 @@ def prepare_run(
     run_id: str | None = None,
     idempotency_key: str | None = None,
     priority: int | None = None,
+    started_by: str | None = None,
 ) -> PreparedRun:
     """Raises :class:`UnknownWorkflow` or :class:`InvalidInput` before anything is written."""
     wf = app.engine.resolve(workflow)
     data = storable(wf.dump_input(wf.validate_input(input)), "input")
-    return PreparedRun(app, wf, data, run_id, idempotency_key, priority)
+    return PreparedRun(app, wf, data, run_id, idempotency_key, priority, started_by)
 
 
 def storable(value: Any, what: str) -> bytes:
