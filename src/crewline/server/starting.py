@@ -14,9 +14,9 @@ import pydantic_core
 from ..app import App
 from ..errors import InvalidInput
 from ..flows.definitions import Workflow
-from ..flows.records import insert_run, new_run_id
+from ..flows.records import RunRecord, insert_run, new_run_id
 from ..store.database import Conn
-from ..store.payloads import dump
+from ..store.payloads import dump, load_json
 
 __all__ = ["PreparedRun", "prepare_run", "storable"]
 
@@ -48,6 +48,10 @@ class PreparedRun:
             idempotency_key=self.idempotency_key,
             started_by=self.started_by,
         )
+
+    def same_as(self, run: RunRecord) -> bool:
+        """Whether ``run`` (found by this run's id or idempotency key) was started with this workflow and input."""
+        return run.workflow == self.workflow.name and dump(run.input) == dump(load_json(self.input_json))
 
     def started(self) -> None:
         """Tell in-process workers there is work (call after the commit)."""

@@ -11,7 +11,6 @@ from pydantic import BaseModel, Field
 
 from ...flows import records
 from ...flows.records import STATES, RunRecord
-from ...store.payloads import dump, load_json
 from ..auth import check_reach, require
 from ..errors import ApiError, public_error
 from ..keys import ApiKey
@@ -207,7 +206,7 @@ async def _check_same(request: Request, run_id: str, prepared: PreparedRun, key:
             "idempotency_conflict",
             f"this {by} is taken by a run another caller started; use a new one",
         )
-    if run.workflow != prepared.workflow.name or dump(run.input) != dump(load_json(prepared.input_json)):
+    if not prepared.same_as(run):
         raise ApiError(
             409,
             "idempotency_conflict",
