@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from crewline.server.keys import PERMISSIONS, revoke_key
 
-from .conftest import Api
+from .conftest import Api, cli_env
 
 # One request per permission, each valid for the route so only the scope decides.
 ROUTES = [
@@ -157,3 +160,17 @@ def test_run_errors_show_type_and_message_without_traceback_or_paths(api: Api) -
     assert "Traceback" not in text and ".py" not in text and "/no/such/dir" not in text
     stored = api.app.db.query(lambda conn: conn.scalar("SELECT error FROM runs WHERE id = ?", (rid,)))
     assert "/no/such/dir" in stored and "traceback" in stored  # the operator's own record keeps them
+
+
+@pytest.mark.parametrize("expires_in", ["nan", "inf", "infs", "1e308s", "0s", "0", "-5m", "11000d"])
+def test_key_lifetimes_that_never_end_or_already_ended_are_refused(api: Api, expires_in: str) -> None:
+    r = api.http.post("/api/v1/keys", json={"scope": "proxy", "expires_in": expires_in})
+    assert r.status_code == 422, r.text
+    assert "expires_in" in r.json()["error"]["message"] and "30d" in r.json()["error"]["message"]
+    assert [k["scope"] for k in api.http.get("/api/v1/keys").json()] == ["admin"]
+
+
+def test_the_cli_refuses_the_same_lifetimes(db_url: str, tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "crewline", "keys", "create", "--scope", "proxy", "--expires", "nan"]
+    done = subprocess.run(command, env=cli_env(db_url), cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 2 and "--expires: 'nan'" in done.stderr and "crl_" not in done.stdout

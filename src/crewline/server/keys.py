@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..errors import InvalidInput
+from ..config import parse_duration
+from ..errors import ConfigError, InvalidInput
 from ..store.database import Conn
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "find_key",
     "list_keys",
     "parse_budget",
+    "parse_lifetime",
     "revoke_key",
 ]
 
@@ -128,6 +131,24 @@ def parse_budget(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise InvalidInput(f"budget must be a non-negative number of dollars, got {text!r}")
     return value
+
+
+MAX_LIFETIME = 10 * 365 * 86400.0
+
+
+def parse_lifetime(text: str, what: str) -> float:
+    """Seconds a new key lives, from ``"30d"``, ``"12h"``...; ``what`` names the option in errors.
+
+    A lifetime must end (not ``inf`` or ``nan``), within ten years, and not before the key is used (``0s``).
+    """
+    hint = "give a positive duration of at most 3650d, e.g. 30d or 12h"
+    try:
+        seconds = parse_duration(text)
+    except ConfigError as e:
+        raise InvalidInput(f"{what}: {e}; {hint}") from e
+    if not math.isfinite(seconds) or not 0 < seconds <= MAX_LIFETIME:
+        raise InvalidInput(f"{what}: {text!r} is not a lifetime a key can have; {hint}")
+    return seconds
 
 
 def create_key(

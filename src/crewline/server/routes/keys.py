@@ -8,11 +8,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 
-from ...config import parse_duration
-from ...errors import ConfigError, InvalidInput
+from ...errors import InvalidInput
 from ..auth import require
 from ..errors import ApiError
-from ..keys import ApiKey, create_key, list_keys, revoke_key
+from ..keys import ApiKey, create_key, list_keys, parse_lifetime, revoke_key
 from ..state import state_of
 
 __all__ = ["router"]
@@ -64,12 +63,9 @@ async def all_keys(request: Request, _: ApiKey = Depends(require("manage keys"))
 
 @router.post("/keys", response_model=CreatedKey, status_code=201, summary="Create an API key")
 async def new_key(body: NewKey, request: Request, _: ApiKey = Depends(require("manage keys"))) -> CreatedKey:
-    expires_at = None
-    if body.expires_in is not None:
-        try:
-            expires_at = time.time() + parse_duration(body.expires_in)
-        except ConfigError as e:
-            raise InvalidInput(f"expires_in: {e}") from e
+    expires_at = (
+        None if body.expires_in is None else time.time() + parse_lifetime(body.expires_in, "expires_in")
+    )
     key, token = await state_of(request).app.db.write(
         lambda conn: create_key(
             conn,
