@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from crewline.server.auth import FREE_FAILURES, Authenticator
+from crewline.server.errors import ApiError
 from crewline.server.keys import PERMISSIONS, revoke_key
 
-from .conftest import Api, cli_env
+from .conftest import Api, cli_env, make_app
 
 # One request per permission, each valid for the route so only the scope decides.
 ROUTES = [
@@ -174,3 +176,23 @@ def test_the_cli_refuses_the_same_lifetimes(db_url: str, tmp_path: Path) -> None
     command = [sys.executable, "-m", "crewline", "keys", "create", "--scope", "proxy", "--expires", "nan"]
     done = subprocess.run(command, env=cli_env(db_url), cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 2 and "--expires: 'nan'" in done.stderr and "crl_" not in done.stdout
+
+
+def test_repeated_failed_authentication_backs_off_per_address(api_factory) -> None:  # type: ignore[no-untyped-def]
+    api = api_factory()
+    guesses = api.as_key("crl_0123456789ab_" + "x" * 43)
+    codes = [guesses.get("/api/v1/runs").status_code for _ in range(FREE_FAILURES)]
+    assert codes == [401] * FREE_FAILURES
+    for r in (guesses.get("/api/v1/runs"), guesses.get("/v1/models"), api.as_key("junk").get("/api/v1/runs")):
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1, r.text
+        assert "failed authentication" in r.text and "x" * 43 not in r.text
+
+
+async def test_malformed_tokens_are_refused_without_reading_the_database(db_url: str, tmp_path: Path) -> None:
+    app = make_app(db_url, tmp_path)
+    auth = Authenticator(app)
+    app.close()  # any lookup would now fail: a malformed token must not need one
+    for token in ("not-a-key", "crl_0123_short", "crl_0123456789ab_" + "!" * 43, "x" * 5000):
+        with pytest.raises(ApiError) as caught:
+            await auth.authenticate(token, "192.0.2.1")
+        assert caught.value.status == 401 and caught.value.type == "invalid_key"

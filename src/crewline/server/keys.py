@@ -176,6 +176,11 @@ def create_key(
     return ApiKey(key_id, name, scope, budget_per_day, rpm, now, expires_at, None, None), token
 
 
+def looks_like_key(token: str) -> bool:
+    """Whether ``token`` has the shape of a key, so a malformed one costs no database read."""
+    return _TOKEN.match(token) is not None
+
+
 def find_key(conn: Conn, token: str) -> ApiKey | None:
     """The key this token belongs to (active or not), or None if the token matches no key."""
     match = _TOKEN.match(token)
