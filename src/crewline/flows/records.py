@@ -34,7 +34,8 @@ FINISHED = ("failed", "completed", "cancelled")
 _RUN_COLUMNS = (
     "id, workflow, version, queue, priority, status, input, input_blob, output, output_blob, error, "
     "idempotency_key, parent_id, parent_step, forked_from, fork_step, wait_reason, wait_event, wake_at, "
-    "lease_owner, lease_until, cancel_requested, recoveries, created_at, updated_at, finished_at, overrides"
+    "lease_owner, lease_until, cancel_requested, recoveries, created_at, updated_at, finished_at, overrides, "
+    "started_by"
 )
 
 
@@ -69,6 +70,7 @@ class RunRecord:
     updated_at: float
     finished_at: float | None
     overrides: dict[str, Any] | None = None  # a fork's variations: {"model": ..., "prompts": [...]}
+    started_by: str | None = None  # the id of the API key that started it over HTTP
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -96,14 +98,14 @@ class StepRecord:
 
 def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
     (rid, wf, ver, queue, prio, status, inp, inp_b, out, out_b, err, ikey, parent, pstep, forked, fstep,
-     reason, event, wake, owner, until, cancel, recov, created, updated, finished, overrides) = row  # fmt: skip
+     reason, event, wake, owner, until, cancel, recov, created, updated, finished, overrides, by) = row  # fmt: skip
     return RunRecord(
         id=rid, workflow=wf, version=ver, queue=queue, priority=int(prio), status=status,
         input=load(conn, inp, inp_b), output=load(conn, out, out_b), error=json.loads(err) if err else None,
         idempotency_key=ikey, parent_id=parent, parent_step=pstep, forked_from=forked, fork_step=fstep,
         wait_reason=reason, wait_event=event, wake_at=wake, lease_owner=owner, lease_until=until,
         cancel_requested=bool(cancel), recoveries=int(recov), created_at=created, updated_at=updated,
-        finished_at=finished, overrides=json.loads(overrides) if overrides else None,
+        finished_at=finished, overrides=json.loads(overrides) if overrides else None, started_by=by,
     )  # fmt: skip
 
 
@@ -136,6 +138,7 @@ def list_runs(
     state: str | None = None,
     workflow: str | None = None,
     parent_id: str | None = None,
+    started_by: str | None = None,
     limit: int = 50,
     after: tuple[float, str] | None = None,
 ) -> list[RunRecord]:
@@ -147,7 +150,13 @@ def list_runs(
         raise InvalidInput(f"unknown run state {state!r}: use one of {', '.join(STATES)}")
     where: list[str] = []
     params: list[Any] = []
-    for column, value in (("status", state), ("workflow", workflow), ("parent_id", parent_id)):
+    filters = (
+        ("status", state),
+        ("workflow", workflow),
+        ("parent_id", parent_id),
+        ("started_by", started_by),
+    )
+    for column, value in filters:
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
@@ -177,6 +186,7 @@ def insert_run(
     forked_from: str | None = None,
     fork_step: int | None = None,
     overrides: dict[str, Any] | None = None,
+    started_by: str | None = None,
 ) -> tuple[str, bool]:
     """Create a pending run; returns (run id, created). An existing id or idempotency key wins."""
     now = time.time()
@@ -184,10 +194,10 @@ def insert_run(
     # One statement in the common case: a conflict on the id or the idempotency key inserts nothing.
     created = conn.scalar(
         "INSERT INTO runs (id, workflow, version, queue, priority, status, input, input_blob, idempotency_key, "
-        "parent_id, parent_step, forked_from, fork_step, wake_at, created_at, updated_at, overrides) "
-        "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+        "parent_id, parent_step, forked_from, fork_step, wake_at, created_at, updated_at, overrides, started_by) "
+        "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
         (run_id, workflow, version, queue, priority, inline, blob, idempotency_key, parent_id, parent_step,
-         forked_from, fork_step, now, now, now, _json(overrides)),
+         forked_from, fork_step, now, now, now, _json(overrides), started_by),
     )  # fmt: skip
     if created is not None:
         return run_id, True

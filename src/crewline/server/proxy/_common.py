@@ -27,6 +27,7 @@ from ...errors import (
     UnknownModel,
 )
 from ...models import Gateway
+from ..auth import client_address
 from ..errors import ApiError
 from ..keys import ApiKey
 from ..state import state_of
@@ -92,7 +93,7 @@ async def open_call(request: Request) -> ProxyCall:
     """Authenticate a proxy key, read the JSON body within the size limit, and find the key's budget."""
     state = state_of(request)
     token = _token(request)
-    key = await state.auth.check(token, "proxy")
+    key = await state.auth.check(token, "proxy", client_address(request))
     raw = await _read(request, state.config.max_body)
     try:
         body = json.loads(raw) if raw else None

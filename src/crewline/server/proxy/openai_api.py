@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ...errors import InvalidInput
 from ...models.capabilities import capabilities
 from ...models.types import ModelResponse, StreamChunk, ToolCall, Usage
+from ..auth import client_address
 from ..state import state_of
 from ._common import Failure, classify, guarded, open_call
 
@@ -242,7 +243,7 @@ def _b64(vector: list[float]) -> str:
 @router.get("/models")
 @guarded(_render)
 async def models(request: Request) -> Any:
-    await state_of(request).auth.check(_bearer(request), "proxy")
+    await state_of(request).auth.check(_bearer(request), "proxy", client_address(request))
     gateway = state_of(request).app.models
     config = gateway.config
     names = sorted({*config.aliases, *config.deployments, *config.tier_order})
