@@ -214,3 +214,26 @@ def test_proxy_auth_and_bad_input_in_protocol_shapes(proxy: Api) -> None:
         proxy.url + "/v1/messages", content=b'{"model": "claude"}', headers={**headers, "x-api-key": "bad"}
     )
     assert r.status_code == 400 or r.status_code == 401
+
+
+def test_a_model_without_a_price_never_passes_a_budget(
+    proxy: Api, fake: FakeProvider, api_factory: Callable[..., Api]
+) -> None:
+    key = proxy.key("proxy", budget_per_day=5.0)
+    hi: Any = [{"role": "user", "content": "hi"}]
+    with pytest.raises(openai.BadRequestError, match="no known price") as refused:
+        oai(proxy, key).chat.completions.create(model="up/unpriced-xyz", max_tokens=100_000, messages=hi)
+    assert refused.value.body["type"] == "invalid_request_error"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError, match="no known price"):
+        list(oai(proxy, key).chat.completions.create(model="up/unpriced-xyz", messages=hi, stream=True))
+    with pytest.raises(anthropic.BadRequestError, match="no known price"):
+        ant(proxy, key).messages.create(model="ant/unpriced-xyz", max_tokens=10_000, messages=hi)
+    with pytest.raises(openai.BadRequestError, match="no known price"):
+        oai(proxy, key).embeddings.create(model="up/unpriced-embedder", input="hi")
+    assert fake.requests == []
+    assert oai(proxy).chat.completions.create(model="up/unpriced-xyz", messages=hi).choices
+
+    up = {"format": "openai", "base_url": fake.url + "/v1", "api_key_env": "FAKE_KEY"}
+    strict = api_factory({"models": {"providers": {"up": up}, "strict_prices": True}}, workers=0)
+    with pytest.raises(openai.BadRequestError, match="strict_prices"):
+        oai(strict).chat.completions.create(model="up/unpriced-xyz", messages=hi)

@@ -23,6 +23,7 @@ from ...errors import (
     InvalidInput,
     ModelError,
     ModelTimeout,
+    PriceUnknown,
     RateLimited,
     UnknownModel,
 )
@@ -70,7 +71,7 @@ def classify(e: BaseException) -> Failure:
         return Failure(429, "quota", str(e), {"x-should-retry": "false"})
     if isinstance(e, UnknownModel):
         return Failure(404, "not_found", str(e), {})
-    if isinstance(e, InvalidInput | BadRequest | ContentPolicy):
+    if isinstance(e, InvalidInput | BadRequest | ContentPolicy | PriceUnknown):
         return Failure(400, "invalid_request", str(e), {})
     if isinstance(e, RateLimited):
         headers = {} if e.retry_after is None else {"retry-after": str(max(1, round(e.retry_after)))}
