@@ -237,3 +237,27 @@ def test_a_model_without_a_price_never_passes_a_budget(
     strict = api_factory({"models": {"providers": {"up": up}, "strict_prices": True}}, workers=0)
     with pytest.raises(openai.BadRequestError, match="strict_prices"):
         oai(strict).chat.completions.create(model="up/unpriced-xyz", messages=hi)
+
+
+def test_the_proxy_reaches_only_models_the_configuration_offers(
+    proxy: Api, fake: FakeProvider, api_factory: Callable[..., Api]
+) -> None:
+    hi: Any = [{"role": "user", "content": "hi"}]
+    # Undeclared providers: made up, built-in with the server's own keys, built-in local ports.
+    for model in ("fake/unpriced-xyz", "openai/gpt-4o-mini", "vllm/x", "llamacpp/x", "ollama/x"):
+        with pytest.raises(openai.NotFoundError, match="not offered") as refused:
+            oai(proxy).chat.completions.create(model=model, messages=hi)
+        assert refused.value.body["code"] == "model_not_found"  # type: ignore[index]
+        assert "127.0.0.1" not in refused.value.response.text and "fast" in refused.value.response.text
+        with pytest.raises(anthropic.NotFoundError, match="not offered"):
+            ant(proxy).messages.create(model=model, max_tokens=5, messages=hi)
+        with pytest.raises(openai.NotFoundError, match="not offered"):
+            oai(proxy).embeddings.create(model=model, input="hi")
+    assert fake.requests == []
+    fake.reply("from a declared provider")
+    reply = oai(proxy).chat.completions.create(model="up/any-model", messages=hi)
+    assert reply.choices[0].message.content == "from a declared provider"
+
+    bare = api_factory(workers=0)  # no [models] at all: the local tier is the configuration
+    assert [m.id for m in oai(bare).models.list()] == ["local"]
+    assert bare.app.models.offers("local") and not bare.app.models.offers("local/other")

@@ -295,6 +295,21 @@ class Gateway:
         await self._settled()
         return reply
 
+    def offers(self, name: str) -> bool:
+        """Whether callers from outside the app (the proxy) may name ``name``: an alias or tier, a named
+        deployment, or ``provider/model`` of a provider declared under ``[models.providers]`` (or given
+        as an adapter). A built-in provider nobody declared is not offered: reaching it on a caller's say
+        would spend the server's own environment keys or probe fixed local ports."""
+        cfg = self.config
+        if name in cfg.aliases or name in cfg.deployments:
+            return True
+        provider, sep, model = name.partition("/")
+        return bool(sep and model) and (provider in cfg.declared_providers or provider in self._overrides)
+
+    def offered(self) -> list[str]:
+        """The names :meth:`offers` can list: aliases, tiers and named deployments."""
+        return sorted({*self.config.aliases, *self.config.deployments})
+
     def status(self) -> list[dict[str, Any]]:
         """Live state of every deployment routed to so far: breaker, 429 cool-down, calls in flight."""
         now = time.monotonic()

@@ -54,6 +54,14 @@ class ProxyCall:
     gateway: Gateway
     budget_scope: dict[str, str]
 
+    def check_model(self, name: str) -> None:
+        """Refuse a model the configuration does not offer to callers from outside the app."""
+        if not self.gateway.offers(name):
+            raise UnknownModel(
+                f"model {name!r} is not offered by this server: use one of "
+                f"{', '.join(self.gateway.offered())} (GET /v1/models lists them)"
+            )
+
 
 def classify(e: BaseException) -> Failure:
     """The HTTP status and kind for an error raised while serving a proxy call."""

@@ -200,6 +200,7 @@ async def chat_completions(request: Request) -> Any:
     call = await open_call(request)
     kwargs = _chat_kwargs(call.body)
     model = kwargs["model"]
+    call.check_model(model)
     if not call.body.get("stream"):
         reply = await call.gateway.complete(**kwargs, budget_scope=call.budget_scope)
         return JSONResponse(_completion(reply, model))
@@ -221,6 +222,7 @@ async def embeddings(request: Request) -> Any:
     model, texts = call.body.get("model"), call.body.get("input")
     if not isinstance(model, str) or not model:
         raise InvalidInput("'model' is required and must be a string")
+    call.check_model(model)
     items = [texts] if isinstance(texts, str) else texts
     if not isinstance(items, list) or not items or not all(isinstance(t, str) for t in items):
         raise InvalidInput("'input' must be a string or a non-empty array of strings")
@@ -242,8 +244,7 @@ def _b64(vector: list[float]) -> str:
 @guarded(_render)
 async def models(request: Request) -> Any:
     await state_of(request).auth.check(_bearer(request), "proxy")
-    config = state_of(request).app.models.config
-    names = sorted({*config.aliases, *config.deployments, *config.tier_order})
+    names = state_of(request).app.models.offered()
     created = int(time.time())
     return JSONResponse(
         {
