@@ -94,6 +94,11 @@ def test_openai_embeddings_and_models(proxy: Api) -> None:
     plain = client.embeddings.create(model="emb", input="alpha", encoding_format="float")
     assert plain.data[0].embedding == pytest.approx(out.data[0].embedding, rel=1e-6)
     assert {m.id for m in client.models.list()} >= {"fast", "claude", "emb"}
+    key = proxy.key("proxy")
+    for header in ("api-key", "x-api-key", "authorization"):  # every header the other routes take
+        token = f"Bearer {key}" if header == "authorization" else key
+        listed = httpx.get(proxy.url + "/v1/models", headers={header: token})
+        assert listed.status_code == 200 and "fast" in listed.text, (header, listed.text)
 
 
 def test_anthropic_plain_streaming_and_tools(proxy: Api, fake: FakeProvider) -> None:

@@ -32,7 +32,7 @@ from ..errors import ApiError
 from ..keys import ApiKey
 from ..state import state_of
 
-__all__ = ["Failure", "ProxyCall", "classify", "guarded", "open_call"]
+__all__ = ["Failure", "ProxyCall", "authenticate", "classify", "guarded", "open_call"]
 
 log = logging.getLogger("crewline.server.proxy")
 
@@ -100,8 +100,7 @@ def classify(e: BaseException) -> Failure:
 async def open_call(request: Request) -> ProxyCall:
     """Authenticate a proxy key, read the JSON body within the size limit, and find the key's budget."""
     state = state_of(request)
-    token = _token(request)
-    key = await state.auth.check(token, "proxy")
+    key = await authenticate(request)
     raw = await _read(request, state.config.max_body)
     try:
         body = json.loads(raw) if raw else None
@@ -111,6 +110,11 @@ async def open_call(request: Request) -> ProxyCall:
         raise InvalidInput("request body must be a JSON object")
     gateway = state.app.models
     return ProxyCall(key, body, gateway, await _budget_scope(request, gateway, key))
+
+
+async def authenticate(request: Request) -> ApiKey:
+    """The proxy key of ``request``, from any header an OpenAI or Anthropic client sends it in."""
+    return await state_of(request).auth.check(_token(request), "proxy")
 
 
 def _token(request: Request) -> str | None:

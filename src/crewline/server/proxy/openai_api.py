@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ...errors import InvalidInput
 from ...models.types import ModelResponse, StreamChunk, ToolCall, Usage
 from ..state import state_of
-from ._common import Failure, classify, guarded, open_call
+from ._common import Failure, authenticate, classify, guarded, open_call
 
 __all__ = ["router"]
 
@@ -243,7 +243,7 @@ def _b64(vector: list[float]) -> str:
 @router.get("/models")
 @guarded(_render)
 async def models(request: Request) -> Any:
-    await state_of(request).auth.check(_bearer(request), "proxy")
+    await authenticate(request)
     names = state_of(request).app.models.offered()
     created = int(time.time())
     return JSONResponse(
@@ -252,8 +252,3 @@ async def models(request: Request) -> Any:
             "data": [{"id": n, "object": "model", "created": created, "owned_by": "crewline"} for n in names],
         }
     )
-
-
-def _bearer(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    return auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key")
