@@ -266,3 +266,30 @@ def test_the_proxy_reaches_only_models_the_configuration_offers(
     bare = api_factory(workers=0)  # no [models] at all: the local tier is the configuration
     assert [m.id for m in oai(bare).models.list()] == ["local"]
     assert bare.app.models.offers("local") and not bare.app.models.offers("local/other")
+
+
+def test_bodies_no_json_reader_handles_are_a_400_in_each_protocol(
+    proxy: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    headers = {"Authorization": f"Bearer {proxy.key('proxy')}", "Content-Type": "application/json"}
+    deep = b"[" * 100_000 + b"]" * 100_000
+    huge_int = b'{"model": "fast", "max_tokens": ' + b"9" * 5000 + b', "messages": []}'
+    for path in ("/v1/chat/completions", "/v1/messages", "/v1/embeddings"):
+        for body, words in ((deep, "nested more than"), (huge_int, "not valid JSON")):
+            r = httpx.post(proxy.url + path, content=body, headers=headers, timeout=30)
+            assert r.status_code == 400 and words in r.text, (path, r.text)
+            error = r.json()["error"]
+            if path == "/v1/messages":
+                assert r.json()["type"] == "error" and error["type"] == "invalid_request_error"
+            else:
+                assert error["type"] == "invalid_request_error" and "param" in error
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "[" * 100_000}}
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": [call]}]
+    r = httpx.post(
+        proxy.url + "/v1/chat/completions",
+        json={"model": "fast", "messages": messages},
+        headers=headers,
+        timeout=30,
+    )  # JSON inside the JSON: a tool call's arguments
+    assert r.status_code == 400 and "messages[1]" in r.json()["error"]["message"], r.text
+    assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.exc_info]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from ...errors import (
     UnknownModel,
 )
 from ...models import Gateway
+from ...store.payloads import parse_json
 from ..errors import ApiError
 from ..keys import ApiKey
 from ..state import state_of
@@ -102,10 +102,7 @@ async def open_call(request: Request) -> ProxyCall:
     state = state_of(request)
     key = await authenticate(request)
     raw = await _read(request, state.config.max_body)
-    try:
-        body = json.loads(raw) if raw else None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InvalidInput(f"request body is not valid JSON: {e}") from None
+    body = parse_json(raw, "request body") if raw else None
     if not isinstance(body, dict):
         raise InvalidInput("request body must be a JSON object")
     gateway = state.app.models
