@@ -2,6 +2,7 @@
 
     CrewlineError
     ├── ConfigError                 settings or project configuration is wrong
+    │   └── PriceUnknown            a call with no known price was refused (a budget in scope, or strict_prices)
     ├── InvalidInput                caller gave input of the wrong shape (exit code 2 on the CLI)
     ├── StoreError
     │   ├── DatabaseUnavailable     cannot reach the database (retryable)
@@ -57,6 +58,7 @@ __all__ = [
     "MigrationError",
     "ModelError",
     "ModelTimeout",
+    "PriceUnknown",
     "ProviderUnavailable",
     "RateLimited",
     "ReviewNotFound",
@@ -78,6 +80,10 @@ class CrewlineError(Exception):
 
 class ConfigError(CrewlineError):
     pass
+
+
+class PriceUnknown(ConfigError):
+    """A model has no known price, so its call cannot be held against a budget; the fix is a price."""
 
 
 class InvalidInput(CrewlineError):
