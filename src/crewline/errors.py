@@ -10,6 +10,7 @@
     │   ├── UnknownWorkflow         no workflow of that name is registered
     │   ├── RunNotFound             no run with that id
     │   ├── InvalidRunState         the operation does not fit the run's state (e.g. resolve a running run)
+    │   │   └── RunExists           a new run was given the id of one that already exists
     │   ├── DeterminismError        replayed code called a different step than the one recorded
     │   ├── StepError               a step failed after its retries; carries the recorded error
     │   ├── WaitTimeout             ``ctx.wait_for`` timed out
@@ -55,6 +56,7 @@ __all__ = [
     "ModelTimeout",
     "ProviderUnavailable",
     "RateLimited",
+    "RunExists",
     "RunFailed",
     "RunNotFound",
     "StepError",
@@ -103,6 +105,10 @@ class RunNotFound(WorkflowError):
 
 
 class InvalidRunState(WorkflowError):
+    pass
+
+
+class RunExists(InvalidRunState):
     pass
 
 

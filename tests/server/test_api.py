@@ -146,6 +146,23 @@ def test_fork_from_a_step_the_run_does_not_have(api: Api) -> None:
     assert r.status_code == 422 and r.json()["error"]["type"] == "invalid_input"
 
 
+def test_fork_onto_an_existing_run_id_is_a_conflict_that_writes_nothing(api: Api) -> None:
+    rid = api.http.post("/api/v1/runs", json={"workflow": "order", "input": {"id": "o1", "amount": 1}})
+    src = rid.json()["run_id"]
+    api.wait_status(src, "completed")
+    other = api.http.post("/api/v1/runs", json={"workflow": "waiter", "run_id": "taken"}).json()["run_id"]
+    api.wait_status(other, "waiting")
+    before = api.http.get(f"/api/v1/runs/{other}").json()
+    for step in (1, 2):
+        r = api.http.post(f"/api/v1/runs/{src}/fork", json={"from_step": step, "run_id": "taken"})
+        assert r.status_code == 409, r.text
+        assert r.json()["error"] == {
+            "type": "run_exists",
+            "message": "a run with id 'taken' already exists; leave the id out or choose a new one",
+        }
+    assert api.http.get(f"/api/v1/runs/{other}").json() == before
+
+
 def test_crewline_errors_from_deeper_down_keep_their_status(api: Api, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     async def broken(*args: object, **kwargs: object) -> None:
         raise InvalidInput("the store said no")

@@ -102,7 +102,9 @@ class Fork(BaseModel):
     from_step: int = Field(
         ge=1, le=_INT32, description="Re-execute from this step; earlier steps are reused."
     )
-    run_id: str | None = Field(default=None, pattern=_RUN_ID, description="Id for the new run.")
+    run_id: str | None = Field(
+        default=None, pattern=_RUN_ID, description="Id for the new run; 409 if a run already has it."
+    )
 
 
 class Forked(BaseModel):
@@ -264,7 +266,13 @@ async def cancel_run(
     return Cancelled(run_id=run_id, result="cancelled" if result == "cancelled" else "cancel requested")
 
 
-@router.post("/runs/{run_id}/fork", response_model=Forked, status_code=201, summary="Rerun from a step")
+@router.post(
+    "/runs/{run_id}/fork",
+    response_model=Forked,
+    status_code=201,
+    summary="Rerun from a step",
+    responses={409: {"description": "The new run's id is taken."}},
+)
 async def fork_run(
     run_id: RunId, body: Fork, request: Request, _: ApiKey = Depends(require("runs:write"))
 ) -> Forked:
