@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from crewline import App
+
 ROOT = Path(__file__).resolve().parents[1]
 # This checkout's sources first, whatever else the environment has installed.
 SOURCES = os.pathsep.join((str(ROOT / "src"), str(ROOT)))
@@ -49,6 +51,24 @@ def cli(sqlite_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
         ),
         (["run", "onboard", "--input", "@missing.json"], "cannot read --input file missing.json"),
         (["runs", "show", "nope"], "no run with id 'nope'"),
+        (
+            ["run", "onboard", "--input", "[" * 50_000 + "]" * 50_000],
+            "--input is not valid JSON: nested more than 64",
+        ),
+        (
+            [
+                "runs",
+                "resolve",
+                "nope",
+                "--step",
+                "1",
+                "--outcome",
+                "done",
+                "--output",
+                "[" * 230 + "]" * 230,
+            ],
+            "--output is not valid JSON: nested more than 64 levels deep",
+        ),
         (["runs", "resolve", "nope", "--step", "1", "--outcome", "done"], "no run with id 'nope'"),
     ],
 )
@@ -120,6 +140,20 @@ def test_fork_onto_an_existing_run_id_is_refused(cli) -> None:  # type: ignore[n
     shown = json.loads(cli("runs", "show", "second", "--json").stdout)
     assert shown["forked_from"] is None and shown["steps"] == []
     assert len(json.loads(cli("runs", "list", "--json").stdout)) == 2
+
+
+def test_a_run_whose_stored_input_cannot_be_read_is_shown(cli, sqlite_url: str) -> None:  # type: ignore[no-untyped-def]
+    rid = cli("run", "onboard", "--input", '{"id": "c1", "email": "c1@example.com"}').stdout.strip()
+    app = App(sqlite_url)
+    try:
+        app.db.run(
+            lambda c: c.execute("UPDATE runs SET input = ? WHERE id = ?", ("[" * 230 + "]" * 230, rid))
+        )
+    finally:
+        app.close()
+    shown = cli("runs", "show", rid)
+    assert 'input     {"unreadable": "the stored JSON cannot be read' in shown.stdout
+    assert "cannot be read" in json.loads(cli("runs", "show", rid, "--json").stdout)["input"]["unreadable"]
 
 
 def test_db_upgrade_status_and_prune(cli) -> None:  # type: ignore[no-untyped-def]

@@ -19,6 +19,7 @@ from ..app import App
 from ..config import Settings
 from ..errors import CrewlineError, InvalidInput, InvalidRunState, RunNotFound, UnknownWorkflow
 from ..flows.review import ReviewNotFound
+from ..store.payloads import parse_json
 
 __all__ = [
     "LoopFactory",
@@ -141,11 +142,9 @@ def read_json_arg(value: str | None, what: str) -> Any:
         except (OSError, UnicodeDecodeError) as e:
             fail(f"cannot read {what} file {path}: {e}")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        fail(
-            f"{what} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); pass JSON or @file.json"
-        )
+        return parse_json(text, what)
+    except InvalidInput as e:
+        fail(str(e))
 
 
 def when(ts: float | None) -> str:

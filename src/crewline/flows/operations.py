@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from ..errors import InvalidInput, InvalidRunState, RunExists
 from ..store.database import Conn
-from ..store.payloads import dump
+from ..store.payloads import Unreadable, check_depth, dump
 from .records import get_run, insert_run, lock_run, new_run_id
 from .review import set_status
 
@@ -30,7 +30,10 @@ def fork_run(
     Raises :class:`RunExists` when ``new_id`` names an existing run: copying checkpoints into it would
     make it replay another run's outcomes (an email recorded as sent that it never sent).
     """
+    check_depth(overrides, "fork override")
     src = get_run(conn, run_id)
+    if isinstance(src.input, Unreadable):
+        raise InvalidInput(f"cannot fork run {run_id}: its input cannot be read; start a new run instead")
     last = conn.scalar("SELECT MAX(step_no) FROM steps WHERE run_id = ?", (run_id,)) or 0
     if not 1 <= from_step <= last + 1:
         raise InvalidInput(f"cannot fork run {run_id} from step {from_step}: it has steps 1 to {last}")

@@ -13,6 +13,7 @@ from ...flows import records
 from ...flows.records import STATES, RunRecord
 from ...store.payloads import dump, load_json
 from ..auth import require
+from ..bodies import JsonBodyRoute
 from ..errors import ApiError
 from ..keys import ApiKey
 from ..starting import prepare_run, storable
@@ -20,7 +21,7 @@ from ..state import state_of, status_url
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["runs"])
+router = APIRouter(prefix="/api/v1", tags=["runs"], route_class=JsonBodyRoute)
 
 # Text that reaches the database: no control characters (PostgreSQL refuses NUL in text).
 _ID = r"^[^\x00-\x1f\x7f]{1,200}$"
