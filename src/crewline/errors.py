@@ -13,6 +13,7 @@
     │   ├── RunNotFound             no run with that id
     │   ├── ReviewNotFound          no review request with that id
     │   ├── InvalidRunState         the operation does not fit the run's state (e.g. resolve a running run)
+    │   │   └── RunExists           a new run was given the id of one that already exists
     │   ├── DeterminismError        replayed code called a different step than the one recorded
     │   ├── StepError               a step failed after its retries; carries the recorded error
     │   ├── WaitTimeout             ``ctx.wait_for`` timed out
@@ -62,6 +63,7 @@ __all__ = [
     "ProviderUnavailable",
     "RateLimited",
     "ReviewNotFound",
+    "RunExists",
     "RunFailed",
     "RunNotFound",
     "StepError",
@@ -123,6 +125,10 @@ class ReviewNotFound(WorkflowError):
 
 
 class InvalidRunState(WorkflowError):
+    pass
+
+
+class RunExists(InvalidRunState):
     pass
 
 

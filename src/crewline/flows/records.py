@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import InvalidInput, InvalidRunState, RunNotFound
 from ..store.database import Conn
-from ..store.payloads import dump, load, store_payload
+from ..store.payloads import dump, load, load_or_unreadable, store_payload
 
 __all__ = [
     "FINISHED",
@@ -101,7 +101,7 @@ def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
      reason, event, wake, owner, until, cancel, recov, created, updated, finished, overrides, by) = row  # fmt: skip
     return RunRecord(
         id=rid, workflow=wf, version=ver, queue=queue, priority=int(prio), status=status,
-        input=load(conn, inp, inp_b), output=load(conn, out, out_b), error=json.loads(err) if err else None,
+        input=load_or_unreadable(conn, inp, inp_b), output=load_or_unreadable(conn, out, out_b), error=json.loads(err) if err else None,
         idempotency_key=ikey, parent_id=parent, parent_step=pstep, forked_from=forked, fork_step=fstep,
         wait_reason=reason, wait_event=event, wake_at=wake, lease_owner=owner, lease_until=until,
         cancel_requested=bool(cancel), recoveries=int(recov), created_at=created, updated_at=updated,
@@ -221,12 +221,12 @@ def load_steps(conn: Conn, run_id: str) -> dict[int, StepRecord]:
             kind=r[2],
             effect=r[3],
             status=r[4],
-            output=load(conn, r[5], r[6]),
+            output=load_or_unreadable(conn, r[5], r[6]),
             error=json.loads(r[7]) if r[7] else None,
             attempts=r[8],
             started_at=r[9],
             finished_at=r[10],
-            input=load(conn, r[11], r[12]),
+            input=load_or_unreadable(conn, r[11], r[12]),
         )
         for r in rows
     }

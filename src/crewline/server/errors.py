@@ -27,6 +27,7 @@ from ..errors import (
     InvalidRunState,
     MigrationError,
     ReviewNotFound,
+    RunExists,
     RunNotFound,
     UnknownWorkflow,
 )
@@ -55,6 +56,7 @@ _CREWLINE: tuple[tuple[type[CrewlineError], int, str], ...] = (
     (RunNotFound, 404, "run_not_found"),
     (ReviewNotFound, 404, "review_not_found"),
     (UnknownWorkflow, 422, "unknown_workflow"),
+    (RunExists, 409, "run_exists"),
     (InvalidRunState, 409, "invalid_run_state"),
     (InvalidInput, 422, "invalid_input"),
     (BudgetExceeded, 402, "budget_exceeded"),

@@ -77,6 +77,6 @@ def prepare_run(
 def storable(value: Any, what: str) -> bytes:
     """``value`` as the JSON the store keeps; :class:`InvalidInput` if it has none (e.g. a lone surrogate)."""
     try:
-        return dump(value)
+        return dump(value, what)
     except (ValueError, pydantic_core.PydanticSerializationError) as e:
         raise InvalidInput(f"{what} cannot be stored as JSON: {e}") from None

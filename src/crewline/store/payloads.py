@@ -16,7 +16,17 @@ import pydantic_core
 from ..errors import InvalidInput
 from .database import Conn
 
-__all__ = ["MAX_DEPTH", "check_depth", "dump", "load", "load_json", "parse_json", "store_payload"]
+__all__ = [
+    "MAX_DEPTH",
+    "Unreadable",
+    "check_depth",
+    "dump",
+    "load",
+    "load_json",
+    "load_or_unreadable",
+    "parse_json",
+    "store_payload",
+]
 
 MAX_DEPTH = 64
 """How deeply JSON payloads may nest, at every entrance (API, events, webhooks, proxy, CLI) and on write.
@@ -109,3 +119,23 @@ def load(conn: Conn, inline: str | None, blob: str | None) -> Any:
     if data is None:
         return None
     return pydantic_core.from_json(bytes(data))
+
+
+class Unreadable(dict[str, str]):
+    """Stands in for a stored payload the reader refuses (written before :data:`MAX_DEPTH` was enforced).
+
+    It shows as ``{"unreadable": reason}`` wherever the payload is displayed, and the engine refuses to
+    hand it to workflow code as if it were the value.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(unreadable=reason)
+
+
+def load_or_unreadable(conn: Conn, inline: str | None, blob: str | None) -> Any:
+    """:func:`load`, but an :class:`Unreadable` instead of an error for a payload that cannot be read,
+    so one bad row never hides the run or step it belongs to."""
+    try:
+        return load(conn, inline, blob)
+    except ValueError as e:
+        return Unreadable(f"the stored JSON cannot be read ({e}); it is kept as it was")

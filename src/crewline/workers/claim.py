@@ -68,17 +68,22 @@ def claim_runs(
     return get_runs(conn, chosen)
 
 
-def extend_leases(conn: Conn, owner: str, lease_seconds: float) -> set[str]:
-    """Push out every lease ``owner`` holds; returns the runs it still holds."""
+def extend_leases(conn: Conn, owner: str, lease_seconds: float, run_ids: Sequence[str]) -> set[str]:
+    """Push out the leases ``owner`` holds on ``run_ids``; returns those it still holds.
+
+    Only runs a live task is executing: a lease kept alive for a run nobody executes would keep every
+    other worker (and a cancel) away from it for good.
+    """
     now = time.time()
-    conn.execute(
-        "UPDATE runs SET lease_until = ? WHERE lease_owner = ? AND status = 'running'",
-        (now + lease_seconds, owner),
-    )
     conn.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (now, owner))
-    return {
-        r[0] for r in conn.all("SELECT id FROM runs WHERE lease_owner = ? AND status = 'running'", (owner,))
-    }
+    if not run_ids:
+        return set()
+    rows = conn.all(
+        "UPDATE runs SET lease_until = ? WHERE lease_owner = ? AND status = 'running' "
+        f"AND id IN ({_marks(len(run_ids))}) RETURNING id",
+        (now + lease_seconds, owner, *run_ids),
+    )
+    return {r[0] for r in rows}
 
 
 def held_flags(conn: Conn, owner: str) -> tuple[set[str], set[str]]:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from ...flows import records
 from ...flows.records import STATES, RunRecord
 from ..auth import check_reach, require
+from ..bodies import JsonBodyRoute
 from ..errors import ApiError, public_error
 from ..keys import ApiKey
 from ..starting import PreparedRun, prepare_run, storable
@@ -19,7 +20,7 @@ from ..state import state_of, status_url
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["runs"])
+router = APIRouter(prefix="/api/v1", tags=["runs"], route_class=JsonBodyRoute)
 
 # Text that reaches the database: no control characters (PostgreSQL refuses NUL in text).
 _ID = r"^[^\x00-\x1f\x7f]{1,200}$"
@@ -101,7 +102,9 @@ class Fork(BaseModel):
     from_step: int = Field(
         ge=1, le=_INT32, description="Re-execute from this step; earlier steps are reused."
     )
-    run_id: str | None = Field(default=None, pattern=_RUN_ID, description="Id for the new run.")
+    run_id: str | None = Field(
+        default=None, pattern=_RUN_ID, description="Id for the new run; 409 if a run already has it."
+    )
 
 
 class Forked(BaseModel):
@@ -284,7 +287,13 @@ async def cancel_run(
     return Cancelled(run_id=run_id, result="cancelled" if result == "cancelled" else "cancel requested")
 
 
-@router.post("/runs/{run_id}/fork", response_model=Forked, status_code=201, summary="Rerun from a step")
+@router.post(
+    "/runs/{run_id}/fork",
+    response_model=Forked,
+    status_code=201,
+    summary="Rerun from a step",
+    responses={409: {"description": "The new run's id is taken."}},
+)
 async def fork_run(
     run_id: RunId, body: Fork, request: Request, _: ApiKey = Depends(require("fork runs"))
 ) -> Forked:
