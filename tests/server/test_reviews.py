@@ -62,3 +62,16 @@ def test_review_errors_and_scopes(api: Api) -> None:
     assert r.status_code == 422 and "edit only goes with an approval" in r.json()["error"]["message"]
     r = api.http.post(f"/api/v1/reviews/{review['id']}/resolve", json={"outcome": "done"})
     assert r.status_code == 422 and "approval" in r.json()["error"]["message"]
+
+
+def test_a_cancelled_runs_request_is_closed_and_a_decision_is_a_409(api: Api) -> None:
+    rid, review = pending_review(api, 9)
+    assert api.http.post(f"/api/v1/runs/{rid}/cancel").json()["result"] == "cancelled"
+    closed = api.http.get(f"/api/v1/reviews/{review['id']}").json()
+    assert (closed["status"], closed["comment"]) == ("closed", "run cancelled")
+    assert [r["id"] for r in api.http.get("/api/v1/reviews", params={"status": "closed"}).json()] == [
+        review["id"]
+    ]
+    r = api.http.post(f"/api/v1/reviews/{review['id']}/decision", json={"decision": "approve"})
+    assert r.status_code == 409 and f"run {rid} was cancelled" in r.json()["error"]["message"]
+    assert api.wait_status(rid, "cancelled")["status"] == "cancelled"

@@ -29,7 +29,7 @@ def review() -> None:
 @review.command("list")
 @app_option
 @click.option("--status", default="pending", show_default=True,
-              type=click.Choice(["pending", "approved", "rejected", "expired", "resolved", "all"]))  # fmt: skip
+              type=click.Choice(["pending", "approved", "rejected", "expired", "resolved", "closed", "all"]))  # fmt: skip
 @click.option("--run", "run_id", default=None, help="Only this run's requests.")
 @click.option("--json", "as_json", is_flag=True)
 def list_cmd(app_ref: str | None, status: str, run_id: str | None, as_json: bool) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import InvalidInput, InvalidRunState, RunNotFound
 from ..store.database import Conn
 from ..store.payloads import dump, load, store_payload
+from .review import close_open_requests
 
 __all__ = [
     "FINISHED",
@@ -304,6 +305,8 @@ def finish_run(
     )
     if row is None:
         return False
+    if status == "cancelled":
+        close_open_requests(conn, run_id, "run cancelled")
     wake_parent(conn, run_id, row[0])
     return True
 
