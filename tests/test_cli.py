@@ -17,8 +17,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def cli(sqlite_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
-    env = {**os.environ, "CREWLINE_DATABASE_URL": sqlite_url, "CREWLINE_APP": "examples.app:app",
-           "CREWLINE_POLL_INTERVAL": "0.05", "PYTHONPATH": str(ROOT)}  # fmt: skip
+    env = {
+        **os.environ,
+        "CREWLINE_DATABASE_URL": sqlite_url,
+        "CREWLINE_APP": "examples.app:app",
+        "CREWLINE_POLL_INTERVAL": "0.05",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
 
     def run(*args: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
@@ -95,7 +100,11 @@ def test_run_wait_prints_the_error_of_a_failed_run(cli, tmp_path: Path) -> None:
         "@app.workflow()\nasync def charge(ctx: Context) -> None:\n"
         "    from crewline import RetryPolicy\n    await ctx.step(boom, retry=RetryPolicy(max_attempts=1))\n"
     )
-    env = {**cli.env, "CREWLINE_APP": "failing:app", "PYTHONPATH": f"{tmp_path}:{ROOT}"}
+    env = {
+        **cli.env,
+        "CREWLINE_APP": "failing:app",
+        "PYTHONPATH": f"{tmp_path}{os.pathsep}{cli.env['PYTHONPATH']}",
+    }
     worker = subprocess.Popen([sys.executable, "-m", "crewline", "worker"], env=env, cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
