@@ -70,9 +70,12 @@ def test_keys_commands(sqlite_url: str, tmp_path: Path) -> None:
         (["create", "--scope", "proxy", "--budget", "lots"], "cannot read budget 'lots'"),
         (["create", "--scope", "proxy", "--expires", "soon"], "--expires"),
         (["revoke", "ffffffffffff"], "no API key with id ffffffffffff"),
+        (["revoke", "nope"], "no API key has that id: a key id is 12 hex digits, the id column of "),
+        (["revoke", "sk-live-0123456789"], "the id column of `crewline keys list`"),
     ]:
         proc = keys_cli(*args, env=env, cwd=tmp_path)
         assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert "sk-live" not in keys_cli("revoke", "sk-live-0123456789", env=env, cwd=tmp_path).stderr
     # Pasting the whole key instead of its id works, and never prints the secret back.
     pasted = keys_cli("revoke", token, env=env, cwd=tmp_path)
     assert pasted.returncode == 0 and key_id in pasted.stdout and token not in pasted.stdout + pasted.stderr
