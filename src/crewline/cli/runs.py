@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
 from typing import Any
 
 import click
@@ -13,6 +15,8 @@ from ..errors import ConfigError, RunFailed
 from ..flows.operations import parse_overrides
 from ..flows.records import STATES, RunRecord, StepRecord
 from ..models.records import prune_payloads
+from ..store.database import Conn
+from ..store.retention import PruneReport
 from ..store.retention import prune as prune_db
 from ._common import (
     app_option,
@@ -117,6 +121,12 @@ def show_cmd(app_ref: str | None, run_id: str, as_json: bool) -> None:
         if value:
             click.echo(f"{label:<10}{value}")
     click.echo(f"created   {when(record.created_at)}\nfinished  {when(record.finished_at)}")
+    if record.pruned_at is not None:
+        gone = f"(pruned on {when(record.pruned_at)})"
+        click.echo(f"input     {gone}\noutput    {gone}\nsteps     {gone}")
+        if record.error:
+            click.echo(f"error     {_error_text(record.error)}")
+        return
     click.echo(f"input     {echo_line(record.input)}")
     if record.status == "completed":
         click.echo(f"output    {echo_line(record.output)}")
@@ -219,19 +229,58 @@ def resolve_cmd(app_ref: str | None, run_id: str, step: int, outcome: str, outpu
 @click.command()
 @click.option("--older-than", default="30d", show_default=True, help="Age of finished runs to prune.")
 @click.option("--delete-runs", is_flag=True, help="Delete the runs themselves, not only their payloads.")
-def prune(older_than: str, delete_runs: bool) -> None:
-    """Remove finished runs' payloads (and unreferenced blobs) to keep the database bounded."""
-    seconds = _duration(older_than)
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@click.option(
+    "--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed when not on a terminal)."
+)
+def prune(older_than: str, delete_runs: bool, dry_run: bool, yes: bool) -> None:
+    """Remove finished runs' payloads (and unreferenced blobs) to keep the database bounded.
+
+    Asks for confirmation on a terminal; elsewhere pass --yes. --dry-run only says what would go.
+    """
+    seconds = _duration(older_than) or 0.0
+    now = time.time()  # one cutoff for the preview and the prune it confirms
     app = load_app(None)
     try:
-        calls = app.db.run(lambda conn: prune_payloads(conn, seconds or 0.0))
-        report = prune_db(app.db, seconds or 0.0, delete_runs=delete_runs)
+        with errors_as_exit():
+            plan = _prune(app, seconds, now, delete_runs, dry_run=True)
+            if plan.empty:
+                click.echo(f"nothing to prune: no finished run ended more than {older_than} ago")
+                return
+            if dry_run:
+                click.echo(f"would prune {_what(plan, delete_runs)}")
+                return
+            if not yes:
+                _confirm(f"prune {_what(plan, delete_runs)} for good?")
+            report = _prune(app, seconds, now, delete_runs, dry_run=False)
     finally:
         app.close()
-    click.echo(
-        f"pruned {report.runs} runs, {report.steps} steps, {report.events} events, {calls} model calls' "
-        f"payloads, {report.blobs} blobs ({report.blob_bytes} bytes)"
+    click.echo(f"pruned {_what(report, delete_runs)}")
+
+
+def _prune(app: App, seconds: float, now: float, delete_runs: bool, *, dry_run: bool) -> PruneReport:
+    def calls(conn: Conn, cutoff: float) -> int:
+        return prune_payloads(conn, 0.0, now=cutoff)
+
+    return prune_db(app.db, seconds, delete_runs=delete_runs, dry_run=dry_run, now=now, also=calls)
+
+
+def _what(report: PruneReport, delete_runs: bool) -> str:
+    runs = f"{report.runs} runs (deleted)" if delete_runs else f"{report.runs} runs' input and output"
+    return (
+        f"{runs}, {report.steps} steps, {report.events} events, {report.model_calls} model calls' payloads, "
+        f"{report.blobs} blobs ({report.blob_bytes} bytes)"
     )
+
+
+def _confirm(question: str) -> None:
+    if not sys.stdin.isatty():
+        fail(
+            "prune removes data for good and this is not a terminal to ask on: pass --yes to go ahead, "
+            "or --dry-run to see what would go"
+        )
+    if not click.confirm(question, default=False):
+        fail("nothing pruned", 1)
 
 
 def _duration(value: str | None) -> float | None:

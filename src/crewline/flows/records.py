@@ -35,7 +35,8 @@ FINISHED = ("failed", "completed", "cancelled")
 _RUN_COLUMNS = (
     "id, workflow, version, queue, priority, status, input, input_blob, output, output_blob, error, "
     "idempotency_key, parent_id, parent_step, forked_from, fork_step, wait_reason, wait_event, wake_at, "
-    "lease_owner, lease_until, cancel_requested, recoveries, created_at, updated_at, finished_at, overrides"
+    "lease_owner, lease_until, cancel_requested, recoveries, created_at, updated_at, finished_at, overrides, "
+    "pruned_at"
 )
 
 
@@ -70,6 +71,7 @@ class RunRecord:
     updated_at: float
     finished_at: float | None
     overrides: dict[str, Any] | None = None  # a fork's variations: {"model": ..., "prompts": [...]}
+    pruned_at: float | None = None  # when retention dropped its input, output and steps
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -97,14 +99,14 @@ class StepRecord:
 
 def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
     (rid, wf, ver, queue, prio, status, inp, inp_b, out, out_b, err, ikey, parent, pstep, forked, fstep,
-     reason, event, wake, owner, until, cancel, recov, created, updated, finished, overrides) = row  # fmt: skip
+     reason, event, wake, owner, until, cancel, recov, created, updated, finished, overrides, pruned) = row  # fmt: skip
     return RunRecord(
         id=rid, workflow=wf, version=ver, queue=queue, priority=int(prio), status=status,
         input=load(conn, inp, inp_b), output=load(conn, out, out_b), error=json.loads(err) if err else None,
         idempotency_key=ikey, parent_id=parent, parent_step=pstep, forked_from=forked, fork_step=fstep,
         wait_reason=reason, wait_event=event, wake_at=wake, lease_owner=owner, lease_until=until,
         cancel_requested=bool(cancel), recoveries=int(recov), created_at=created, updated_at=updated,
-        finished_at=finished, overrides=json.loads(overrides) if overrides else None,
+        finished_at=finished, overrides=json.loads(overrides) if overrides else None, pruned_at=pruned,
     )  # fmt: skip
 
 

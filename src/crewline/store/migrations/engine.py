@@ -109,4 +109,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         "fork overrides (model, prompt versions)",
         ("ALTER TABLE runs ADD COLUMN overrides TEXT",),
     ),
+    Migration(
+        5,
+        "when a run's payloads were pruned",
+        ("ALTER TABLE runs ADD COLUMN pruned_at {real}",),
+    ),
 )
