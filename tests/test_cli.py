@@ -162,7 +162,7 @@ def test_db_upgrade_status_and_prune(cli) -> None:  # type: ignore[no-untyped-de
     assert cli("db", "upgrade").stdout == "schema is up to date\n"
     status = cli("db", "status").stdout
     assert "engine" in status and "pending" not in status
-    assert cli("prune", "--older-than", "30d").stdout.startswith("pruned 0 runs")
+    assert cli("prune", "--older-than", "30d").stdout.startswith("nothing to prune")
     assert "cannot read duration" in cli("prune", "--older-than", "soon", check=2).stderr
 
 

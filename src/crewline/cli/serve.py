@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import signal
 import socket
@@ -41,6 +42,11 @@ __all__ = ["serve"]
     type=click.IntRange(1, 3600),
     help="Seconds to let in-flight requests finish on shutdown.",
 )
+@click.option(
+    "--access-log",
+    is_flag=True,
+    help="Log one line per HTTP request (client, method, path, status). Off by default.",
+)
 @loop_option
 def serve(
     app_ref: str | None,
@@ -49,12 +55,13 @@ def serve(
     no_workers: bool,
     concurrency: int,
     graceful_timeout: int,
+    access_log: bool,
     loop_factory: LoopFactory | None,
 ) -> None:
     """Serve the REST API and webhooks, and execute runs unless --no-workers.
 
     SIGTERM or Ctrl-C: stop accepting requests, finish those in flight, let running steps finish and
-    release their runs, then exit.
+    release their runs, then exit. The log has one line per run state change (logger crewline.runs).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = load_app(app_ref)
@@ -75,7 +82,7 @@ def serve(
         f"{workers}, database {app.db.dialect.safe_url()}, event loop {loop})",
         err=True,
     )
-    _run(api, sock, graceful_timeout, loop_factory)
+    _run(api, sock, graceful_timeout, access_log, loop_factory)
     click.echo("crewline serve: stopped", err=True)
 
 
@@ -90,11 +97,21 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _run(api: Any, sock: socket.socket, graceful_timeout: int, loop_factory: LoopFactory | None) -> None:
+def _run(
+    api: Any, sock: socket.socket, graceful_timeout: int, access_log: bool, loop_factory: LoopFactory | None
+) -> None:
     import uvicorn
 
+    # uvicorn writes its access log to stdout; keep the server's whole log on one stream (stderr).
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"
     config = uvicorn.Config(
-        api, lifespan="on", log_level="info", access_log=False, timeout_graceful_shutdown=graceful_timeout
+        api,
+        lifespan="on",
+        log_level="info",
+        log_config=log_config,
+        access_log=access_log,
+        timeout_graceful_shutdown=graceful_timeout,
     )
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal that stopped it once it is done; make that a clean exit, not a kill.

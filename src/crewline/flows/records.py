@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import InvalidInput, InvalidRunState, RunNotFound
 from ..store.database import Conn
 from ..store.payloads import dump, load, load_or_unreadable, store_payload
+from .review import close_open_requests
 
 __all__ = [
     "FINISHED",
@@ -35,7 +36,7 @@ _RUN_COLUMNS = (
     "id, workflow, version, queue, priority, status, input, input_blob, output, output_blob, error, "
     "idempotency_key, parent_id, parent_step, forked_from, fork_step, wait_reason, wait_event, wake_at, "
     "lease_owner, lease_until, cancel_requested, recoveries, created_at, updated_at, finished_at, overrides, "
-    "started_by"
+    "started_by, pruned_at"
 )
 
 
@@ -71,6 +72,7 @@ class RunRecord:
     finished_at: float | None
     overrides: dict[str, Any] | None = None  # a fork's variations: {"model": ..., "prompts": [...]}
     started_by: str | None = None  # the id of the API key that started it over HTTP
+    pruned_at: float | None = None  # when retention dropped its input, output and steps
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -98,7 +100,7 @@ class StepRecord:
 
 def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
     (rid, wf, ver, queue, prio, status, inp, inp_b, out, out_b, err, ikey, parent, pstep, forked, fstep,
-     reason, event, wake, owner, until, cancel, recov, created, updated, finished, overrides, by) = row  # fmt: skip
+     reason, event, wake, owner, until, cancel, recov, created, updated, finished, overrides, by, pruned) = row  # fmt: skip
     return RunRecord(
         id=rid, workflow=wf, version=ver, queue=queue, priority=int(prio), status=status,
         input=load_or_unreadable(conn, inp, inp_b), output=load_or_unreadable(conn, out, out_b), error=json.loads(err) if err else None,
@@ -106,6 +108,7 @@ def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
         wait_reason=reason, wait_event=event, wake_at=wake, lease_owner=owner, lease_until=until,
         cancel_requested=bool(cancel), recoveries=int(recov), created_at=created, updated_at=updated,
         finished_at=finished, overrides=json.loads(overrides) if overrides else None, started_by=by,
+        pruned_at=pruned,
     )  # fmt: skip
 
 
@@ -314,6 +317,8 @@ def finish_run(
     )
     if row is None:
         return False
+    if status == "cancelled":
+        close_open_requests(conn, run_id, "run cancelled")
     wake_parent(conn, run_id, row[0])
     return True
 

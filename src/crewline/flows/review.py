@@ -28,6 +28,7 @@ __all__ = [
     "Decision",
     "ReviewRequest",
     "RiskPolicy",
+    "close_open_requests",
     "create_request",
     "decide",
     "get_request",
@@ -95,7 +96,7 @@ class ReviewRequest:
     preview: Any
     preview_type: str | None
     context: dict[str, Any]
-    status: str  # pending | approved | rejected | expired | resolved
+    status: str  # pending | approved | rejected | expired | resolved | closed
     escalated: bool
     on_timeout: str
     expires_at: float | None
@@ -186,6 +187,14 @@ def set_status(conn: Conn, request_id: str, status: str, *, by: str, outcome: st
     )
 
 
+def close_open_requests(conn: Conn, run_id: str, reason: str) -> None:
+    """Close the run's pending requests (its run ended without them): nobody can decide them any more."""
+    conn.execute(
+        "UPDATE reviews SET status = 'closed', decided_at = ?, comment = ? WHERE run_id = ? AND status = 'pending'",
+        (time.time(), reason, run_id),
+    )
+
+
 def decide(
     conn: Conn, request_id: str, *, approve: bool, by: str, comment: str | None = None, edit: Any = None,
     seen_hash: str | None = None, blob_threshold: int = 4096,
@@ -199,6 +208,8 @@ def decide(
             f"request {request_id} asks for the outcome of a step, not an approval: resolve it with "
             f"`crewline runs resolve {req.run_id} --step {req.step_no} --outcome done|retry|fail`"
         )
+    if req.status == "closed":
+        raise InvalidRunState(f"request {request_id} is closed ({req.comment}); nothing to decide")
     if req.status != "pending":
         raise InvalidRunState(
             f"request {request_id} is already {req.status} (by {req.decided_by}); nothing changed"

@@ -11,7 +11,7 @@ from ..store import Conn
 from .config import BudgetConfig
 from .ledger import config_limit, from_nusd
 
-__all__ = ["GROUPS", "budgets", "calls", "spend"]
+__all__ = ["GROUPS", "budgets", "calls", "spend", "usage_by_run", "usage_by_step"]
 
 GROUPS = {"day": "day", "model": "provider || '/' || model", "workflow": "COALESCE(workflow, '-')"}
 
@@ -81,3 +81,35 @@ def calls(
         row["price_known"], row["cache_hit"] = bool(row["price_known"]), bool(row["cache_hit"])
         out.append(row)
     return out
+
+
+_USAGE = "COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost), SUM(CASE WHEN price_known = 0 THEN 1 ELSE 0 END)"
+
+
+def _usage(row: tuple[Any, ...]) -> dict[str, Any]:
+    calls_, tokens_in, tokens_out, cost, unpriced = row
+    return {
+        "calls": calls_,
+        "input_tokens": tokens_in or 0,
+        "output_tokens": tokens_out or 0,
+        "cost": round(float(cost or 0), 6),
+        "unpriced_calls": unpriced or 0,
+    }
+
+
+def usage_by_run(conn: Conn, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Model calls, tokens and cost of each run (every call it made: retries, fallbacks, failures)."""
+    if not run_ids:
+        return {}
+    rows = conn.all(
+        f"SELECT run_id, {_USAGE} FROM model_calls WHERE run_id IN ({', '.join('?' * len(run_ids))}) "
+        "GROUP BY run_id",
+        run_ids,
+    )
+    return {r[0]: _usage(r[1:]) for r in rows}
+
+
+def usage_by_step(conn: Conn, run_id: str) -> dict[int, dict[str, Any]]:
+    """Model calls, tokens and cost of each step of a run."""
+    rows = conn.all(f"SELECT step, {_USAGE} FROM model_calls WHERE run_id = ? GROUP BY step", (run_id,))
+    return {int(r[0]): _usage(r[1:]) for r in rows if r[0] is not None}

@@ -23,7 +23,7 @@ router = APIRouter(prefix="/api/v1", tags=["reviews"])
 
 _TEXT = r"^[^\x00-\x1f\x7f/]{1,200}$"
 ReviewId = Annotated[str, Path(pattern=_TEXT, description="The review request's id.")]
-Status = Literal["pending", "approved", "rejected", "expired", "resolved", "all"]
+Status = Literal["pending", "approved", "rejected", "expired", "resolved", "closed", "all"]
 
 
 class ReviewOut(BaseModel):

@@ -72,6 +72,9 @@ class RunOut(BaseModel):
     created_at: float
     updated_at: float
     finished_at: float | None
+    pruned_at: float | None = Field(
+        default=None, description="When retention dropped its payloads and steps."
+    )
 
 
 class StepOut(BaseModel):

@@ -117,4 +117,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX runs_started_by ON runs (started_by, created_at)",
         ),
     ),
+    Migration(
+        6,
+        "when a run's payloads were pruned",
+        ("ALTER TABLE runs ADD COLUMN pruned_at {real}",),
+    ),
 )
