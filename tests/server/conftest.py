@@ -119,8 +119,15 @@ def api(api_factory: Callable[..., Api]) -> Api:
 
 
 def cli_env(db_url: str, **extra: str) -> dict[str, str]:
-    return {**os.environ, "CREWLINE_DATABASE_URL": db_url, "CREWLINE_POLL_INTERVAL": "0.02",
-            "PYTHONPATH": str(ROOT), "CREWLINE_APP": "tests.server.sample_app:app", **extra}  # fmt: skip
+    """The environment of a `crewline` subprocess: this tree's sources first, ahead of any installed copy."""
+    return {
+        **os.environ,
+        "CREWLINE_DATABASE_URL": db_url,
+        "CREWLINE_POLL_INTERVAL": "0.02",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+        "CREWLINE_APP": "tests.server.sample_app:app",
+        **extra,
+    }
 
 
 def crewline(*args: str, env: dict[str, str], cwd: Path, **kwargs: Any) -> subprocess.Popen[str]:
