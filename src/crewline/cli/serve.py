@@ -6,11 +6,14 @@ import asyncio
 import logging
 import signal
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ._common import LoopFactory, app_option, errors_as_exit, fail, load_app, loop_option
+
+if TYPE_CHECKING:
+    from ..server import ServerConfig
 
 __all__ = ["serve"]
 
@@ -59,9 +62,10 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = load_app(app_ref)
     with errors_as_exit():
-        from ..server import create_app
+        from ..server import ServerConfig, create_app
 
-        api = create_app(app, workers=0 if no_workers else concurrency)
+        config = ServerConfig.from_settings(app.settings)
+        api = create_app(app, config=config, workers=0 if no_workers else concurrency)
     try:
         sock = _bind(host, port)
     except OSError as e:
@@ -75,7 +79,7 @@ def serve(
         f"{workers}, database {app.db.dialect.safe_url()}, event loop {loop})",
         err=True,
     )
-    _run(api, sock, graceful_timeout, loop_factory)
+    _run(api, config, sock, graceful_timeout, loop_factory)
     click.echo("crewline serve: stopped", err=True)
 
 
@@ -90,13 +94,26 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _run(api: Any, sock: socket.socket, graceful_timeout: int, loop_factory: LoopFactory | None) -> None:
+def _run(
+    api: Any,
+    config: ServerConfig,
+    sock: socket.socket,
+    graceful_timeout: int,
+    loop_factory: LoopFactory | None,
+) -> None:
     import uvicorn
 
-    config = uvicorn.Config(
-        api, lifespan="on", log_level="info", access_log=False, timeout_graceful_shutdown=graceful_timeout
+    from ..server.connections import uvicorn_config
+
+    options = uvicorn_config(
+        api,
+        config,
+        lifespan="on",
+        log_level="info",
+        access_log=False,
+        timeout_graceful_shutdown=graceful_timeout,
     )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(options)
     # uvicorn re-raises the signal that stopped it once it is done; make that a clean exit, not a kill.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
