@@ -62,22 +62,27 @@ def uvicorn_config(
 
 def http_protocol(config: ServerConfig, http: HttpParser = "httptools") -> type[asyncio.Protocol]:
     """uvicorn's protocol class for ``http``, enforcing ``config``'s limits; one class per server, since
-    its connections share the count per address."""
+    its connections share the count per address and the clock on late headers."""
     base = _HttpToolsGuard if http == "httptools" else _H11Guard
-    attributes = {"limits": config, "clients": _Clients(config.max_connections_per_client)}
+    attributes = {"limits": config, "shared": _Shared(config)}
     return type(base.__name__.lstrip("_"), (base,), attributes)
 
 
-class _Clients:
-    """Open connections per client address, shared by one server's connections."""
+class _Shared:
+    """What one server's connections share: how many each address holds open, and which are waiting for
+    a request head since when. One timer sweeps the late ones out, rather than a timer per request:
+    arming and cancelling one costs several times more than scanning the head it guards."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
+    def __init__(self, limits: ServerConfig) -> None:
+        self.limits = limits
         self.open: dict[str, int] = {}
+        self.waiting: dict[_Guard, float] = {}
+        self.sweep: asyncio.TimerHandle | None = None
+        self.interval = min(max(limits.header_timeout / 4, 0.01), 1.0)
 
     def admit(self, host: str) -> bool:
         count = self.open.get(host, 0)
-        if count >= self.limit:
+        if count >= self.limits.max_connections_per_client:
             return False
         self.open[host] = count + 1
         return True
@@ -87,38 +92,54 @@ class _Clients:
         if count:
             self.open[host] = count
 
+    def wait(self, guard: _Guard, loop: asyncio.AbstractEventLoop) -> None:
+        self.waiting[guard] = loop.time()
+        if self.sweep is None:
+            self.sweep = loop.call_later(self.interval, self._expire, loop)
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.sweep = None
+        deadline = loop.time() - self.limits.header_timeout
+        for guard in [guard for guard, since in self.waiting.items() if since <= deadline]:
+            guard.timed_out()
+        if self.waiting:
+            self.sweep = loop.call_later(self.interval, self._expire, loop)
+
 
 class _Guard(asyncio.Protocol):
     """The limits, in front of a uvicorn protocol; subclasses say when a request's head begins and ends."""
 
     limits: ClassVar[ServerConfig]
-    clients: ClassVar[_Clients]
+    shared: ClassVar[_Shared]
     transport: asyncio.Transport
     loop: asyncio.AbstractEventLoop
     client: tuple[str, int] | None
 
     _host: str | None = None
     _in_head = True
+    _waiting = False  # in shared.waiting: the head's clock is running
     _head_size = 0
     _head_lines = 0
     _tail = b""
-    _timer: asyncio.TimerHandle | None = None
     _lingering = -1  # bytes still to drop before closing; -1 while the connection is in use
+    _close_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         host = self.client[0] if self.client else None
-        if host is not None and not self.clients.admit(host):
+        if host is not None and not self.shared.admit(host):
             limit = self.limits.max_connections_per_client
             self._reject(429, "too_many_connections", f"this address already has {limit} connections open")
             return
         self._host = host
-        self._arm_timer()
+        self._start_clock()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timer()
+        self._stop_clock()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
         if self._host is not None:
-            self.clients.release(self._host)
+            self.shared.release(self._host)
             self._host = None
         super().connection_lost(exc)
 
@@ -127,11 +148,20 @@ class _Guard(asyncio.Protocol):
             self._linger(len(data))
             return
         if self._in_head:
-            if self._timer is None:
-                self._arm_timer()
+            if not self._waiting:
+                self._start_clock()
             if not self._scan(data):
                 return
         super().data_received(data)
+
+    def timed_out(self) -> None:
+        """The head did not arrive in time: 408 if one was started, else just close."""
+        self._stop_clock()
+        if self._head_size == 0:
+            self.transport.close()
+            return
+        seconds = f"{self.limits.header_timeout:g}"
+        self._reject(408, "request_timeout", f"the request's headers did not all arrive within {seconds}s")
 
     def _scan(self, data: bytes) -> bool:
         """Count ``data`` into the head being received; False if that broke a limit (and was answered)."""
@@ -162,42 +192,35 @@ class _Guard(asyncio.Protocol):
 
     def _end_head(self) -> None:
         self._in_head = False
-        self._cancel_timer()
+        self._stop_clock()
+
+    def _start_clock(self) -> None:
+        self._waiting = True
+        self.shared.wait(self, self.loop)
+
+    def _stop_clock(self) -> None:
+        if self._waiting:
+            self._waiting = False
+            del self.shared.waiting[self]
 
     def _answering(self) -> bool:
         """Whether a response to an earlier request on this connection is being written."""
         raise NotImplementedError
 
     def _reject(self, status: int, type_: str, message: str) -> None:
-        self._cancel_timer()
+        self._stop_clock()
         if self._answering() or not self.transport.can_write_eof():
             self.transport.close()
             return
         self.transport.write(_response(status, type_, message))
         self.transport.write_eof()
         self._lingering = _LINGER_BYTES
-        self._timer = self.loop.call_later(_LINGER_SECONDS, self.transport.close)
+        self._close_timer = self.loop.call_later(_LINGER_SECONDS, self.transport.close)
 
     def _linger(self, size: int) -> None:
         self._lingering = max(self._lingering - size, 0)
         if self._lingering == 0:
             self.transport.close()
-
-    def _arm_timer(self) -> None:
-        self._timer = self.loop.call_later(self.limits.header_timeout, self._timed_out)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _timed_out(self) -> None:
-        self._timer = None
-        if self._head_size == 0:
-            self.transport.close()
-            return
-        seconds = f"{self.limits.header_timeout:g}"
-        self._reject(408, "request_timeout", f"the request's headers did not all arrive within {seconds}s")
 
 
 class _HttpToolsGuard(_Guard, HttpToolsProtocol):
