@@ -7,11 +7,14 @@ import copy
 import logging
 import signal
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ._common import LoopFactory, app_option, errors_as_exit, fail, load_app, loop_option
+
+if TYPE_CHECKING:
+    from ..server import ServerConfig
 
 __all__ = ["serve"]
 
@@ -66,9 +69,10 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = load_app(app_ref)
     with errors_as_exit():
-        from ..server import create_app
+        from ..server import ServerConfig, create_app
 
-        api = create_app(app, workers=0 if no_workers else concurrency)
+        config = ServerConfig.from_settings(app.settings)
+        api = create_app(app, config=config, workers=0 if no_workers else concurrency)
     try:
         sock = _bind(host, port)
     except OSError as e:
@@ -82,7 +86,7 @@ def serve(
         f"{workers}, database {app.db.dialect.safe_url()}, event loop {loop})",
         err=True,
     )
-    _run(api, sock, graceful_timeout, access_log, loop_factory)
+    _run(api, config, sock, graceful_timeout, access_log, loop_factory)
     click.echo("crewline serve: stopped", err=True)
 
 
@@ -98,22 +102,30 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def _run(
-    api: Any, sock: socket.socket, graceful_timeout: int, access_log: bool, loop_factory: LoopFactory | None
+    api: Any,
+    config: ServerConfig,
+    sock: socket.socket,
+    graceful_timeout: int,
+    access_log: bool,
+    loop_factory: LoopFactory | None,
 ) -> None:
     import uvicorn
+
+    from ..server.connections import uvicorn_config
 
     # uvicorn writes its access log to stdout; keep the server's whole log on one stream (stderr).
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"
-    config = uvicorn.Config(
+    options = uvicorn_config(
         api,
+        config,
         lifespan="on",
         log_level="info",
         log_config=log_config,
         access_log=access_log,
         timeout_graceful_shutdown=graceful_timeout,
     )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(options)
     # uvicorn re-raises the signal that stopped it once it is done; make that a clean exit, not a kill.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
