@@ -11,6 +11,7 @@ from ..store.payloads import dump
 from .context import Context
 from .engine import Engine, LeaseLost, RunSignals, Suspend
 from .records import RunRecord, finish_run, load_steps
+from .states import RunStatus
 
 __all__ = ["execute_run"]
 
@@ -22,7 +23,9 @@ async def execute_run(engine: Engine, run: RunRecord, owner: str, signals: RunSi
     wf = engine.resolve(run.workflow)
     steps = await engine.db.read(lambda conn: load_steps(conn, run.id))
     ctx = Context(engine, run, steps, owner, signals)
-    status, output, error = "completed", None, None
+    status: RunStatus = "completed"
+    output: bytes | None = None
+    error: dict[str, Any] | None = None
     try:
         if signals.cancel or run.cancel_requested:
             raise Cancelled(f"run {run.id} was cancelled")
