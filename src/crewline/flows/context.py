@@ -22,10 +22,9 @@ from .llm import LlmCall, LlmRequest, ModelCalls, build_request, output_value, s
 from .records import RunRecord, StepRecord
 from .review import Decision
 from .step_call import Call, fn_name, run_call, use_tool
-from .step_child import Child
-from .step_child import child as run_child
-from .step_event import wait_for as wait_for_event
-from .step_sleep import sleep as sleep_durably
+from .step_child import Child, run_child
+from .step_event import wait_for_event
+from .step_sleep import durable_sleep
 from .tools import Tool
 
 if TYPE_CHECKING:
@@ -182,7 +181,7 @@ class Context:
 
     async def sleep(self, duration: str | float) -> None:
         """Sleep durably: a long sleep parks the run, which any worker resumes when it is due."""
-        await sleep_durably(self._journal, duration)
+        await durable_sleep(self._journal, duration)
 
     async def wait_for(self, event: str, timeout: float | str | None = None) -> Any:
         """Wait durably for ``app.send_event(run_id, event, payload)`` and return the payload.

@@ -15,7 +15,7 @@ from .journal import Entry, Journal, Outcome
 from .records import insert_run, run_result
 from .states import Park
 
-__all__ = ["Child", "child"]
+__all__ = ["Child", "run_child"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class _Start:
     input_json: bytes | None
 
 
-async def child(journal: Journal, ask: Child) -> Any:
+async def run_child(journal: Journal, ask: Child) -> Any:
     wf = journal.engine.resolve(ask.workflow)
     entry = await journal.begin(wf.name, "child")
     rec = entry.record

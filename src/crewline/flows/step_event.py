@@ -14,10 +14,10 @@ from .journal import Journal, Outcome
 from .records import lock_run, take_event
 from .states import Park
 
-__all__ = ["wait_for"]
+__all__ = ["wait_for_event"]
 
 
-async def wait_for(journal: Journal, event: str, timeout: float | str | None) -> Any:
+async def wait_for_event(journal: Journal, event: str, timeout: float | str | None) -> Any:
     entry = await journal.begin(event, "event")
     rec = entry.record
     timed_out = f"run {journal.run_id} step {entry.n}: no {event!r} event before the timeout"

@@ -9,13 +9,13 @@ from ..store.payloads import dump
 from .journal import Journal, Outcome
 from .states import Park
 
-__all__ = ["INLINE_SLEEP_SECONDS", "sleep"]
+__all__ = ["INLINE_SLEEP_SECONDS", "durable_sleep"]
 
 # A sleep shorter than this keeps the run (and its worker slot); a longer one parks the run durably.
 INLINE_SLEEP_SECONDS = 2.0
 
 
-async def sleep(journal: Journal, duration: str | float) -> None:
+async def durable_sleep(journal: Journal, duration: str | float) -> None:
     seconds = parse_duration(duration)
     entry = await journal.begin("sleep", "sleep")
     clock = journal.engine.clock
