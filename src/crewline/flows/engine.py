@@ -21,6 +21,7 @@ from ..errors import ConfigError, GuardFailed, UnknownWorkflow
 from ..store.database import Conn, Database, Guard
 from .definitions import Queue, Workflow
 from .review import RiskPolicy
+from .states import Park
 
 if TYPE_CHECKING:
     from ..memory import MemoryStore
@@ -151,13 +152,12 @@ class Engine:
     def blob_threshold(self) -> int:
         return self.settings.blob_threshold
 
-    def park(self, conn: Conn, run_id: str, *, status: str, reason: str | None, event: str | None,
-             wake_at: float | None) -> None:  # fmt: skip
+    def park(self, conn: Conn, run_id: str, park: Park) -> None:
         """Release the run: it waits (or is pending again) and no worker holds it."""
         conn.execute(
             "UPDATE runs SET status = ?, wait_reason = ?, wait_event = ?, wake_at = ?, lease_owner = NULL, "
             "lease_until = NULL, updated_at = ? WHERE id = ?",
-            (status, reason, event, wake_at, time.time(), run_id),
+            (park.status, park.reason, park.event, park.wake_at, time.time(), run_id),
         )
 
 

@@ -17,6 +17,7 @@ from ..store.payloads import Unreadable, dump
 from .context import Context
 from .engine import Engine, LeaseLost, RunSignals, Suspend
 from .records import RunRecord, StepRecord, finish_run, load_steps
+from .states import RunStatus
 
 __all__ = ["execute_run", "log_end"]
 
@@ -33,7 +34,9 @@ async def execute_run(engine: Engine, run: RunRecord, owner: str, signals: RunSi
         return await _record_end(engine, run, owner, "failed", None, blocked)
     ctx = Context(engine, run, steps, owner, signals)
     runs_log.info("run %s (%s) %s", run.id, run.workflow, "resumed" if steps else "started")
-    status, output, error = "completed", None, None
+    status: RunStatus = "completed"
+    output: bytes | None = None
+    error: dict[str, Any] | None = None
     try:
         if signals.cancel or run.cancel_requested:
             raise Cancelled(f"run {run.id} was cancelled")
@@ -68,7 +71,7 @@ async def _record_end(
     engine: Engine,
     run: RunRecord,
     owner: str,
-    status: str,
+    status: RunStatus,
     output: bytes | None,
     error: dict[str, Any] | None,
 ) -> str:
@@ -116,7 +119,7 @@ def unreadable_error(run: RunRecord, steps: dict[int, StepRecord]) -> dict[str, 
     return None
 
 
-def log_end(run: RunRecord, status: str, error: dict[str, Any] | None) -> None:
+def log_end(run: RunRecord, status: RunStatus, error: dict[str, Any] | None) -> None:
     if status == "completed":
         seconds = time.time() - run.created_at
         took = f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.1f}s"

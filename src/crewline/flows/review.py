@@ -26,11 +26,14 @@ from ..store.payloads import dump, load, store_payload
 __all__ = [
     "RISKS",
     "Decision",
+    "NewRequest",
     "ReviewRequest",
     "RiskPolicy",
     "close_open_requests",
+    "count_requests",
     "create_request",
     "decide",
+    "escalate",
     "get_request",
     "list_requests",
     "shown_hash",
@@ -132,26 +135,68 @@ _COLUMNS = (
 
 def _from_row(conn: Conn, r: tuple[Any, ...]) -> ReviewRequest:
     return ReviewRequest(
-        id=r[0], run_id=r[1], step_no=r[2], kind=r[3], action=r[4], risk=r[5], preview=load(conn, r[6], r[7]),
-        preview_type=r[8], context=json.loads(r[9]) if r[9] else {}, status=r[10], escalated=bool(r[11]),
-        on_timeout=r[12], expires_at=r[13], decided_by=r[14], decided_at=r[15], comment=r[16], shown_hash=r[17],
-        edit=load(conn, r[18], r[19]), outcome=r[20], created_at=r[21],
-    )  # fmt: skip
+        id=r[0],
+        run_id=r[1],
+        step_no=r[2],
+        kind=r[3],
+        action=r[4],
+        risk=r[5],
+        preview=load(conn, r[6], r[7]),
+        preview_type=r[8],
+        context=json.loads(r[9]) if r[9] else {},
+        status=r[10],
+        escalated=bool(r[11]),
+        on_timeout=r[12],
+        expires_at=r[13],
+        decided_by=r[14],
+        decided_at=r[15],
+        comment=r[16],
+        shown_hash=r[17],
+        edit=load(conn, r[18], r[19]),
+        outcome=r[20],
+        created_at=r[21],
+    )
 
 
-def create_request(
-    conn: Conn, *, request_id: str, run_id: str, step_no: int, kind: str, action: str, risk: str,
-    preview: Any, preview_type: str | None, context: dict[str, Any], on_timeout: str,
-    expires_at: float | None, blob_threshold: int,
-) -> None:  # fmt: skip
+@dataclass(frozen=True)
+class NewRequest:
+    """A request for a decision, as a step kind asks for it."""
+
+    request_id: str
+    run_id: str
+    step_no: int
+    kind: str  # approval | budget | outcome_unknown
+    action: str
+    risk: str
+    preview: Any
+    context: dict[str, Any]
+    on_timeout: str
+    preview_type: str | None = None
+    expires_at: float | None = None
+
+
+def create_request(conn: Conn, req: NewRequest, blob_threshold: int) -> None:
     """Create the request unless it exists (replays and retried commits create nothing twice)."""
-    inline, blob = store_payload(conn, dump(preview), blob_threshold)
+    inline, blob = store_payload(conn, dump(req.preview), blob_threshold)
     conn.execute(
         f"INSERT INTO reviews ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, NULL, NULL, "
         "NULL, NULL, NULL, NULL, NULL, ?) ON CONFLICT (id) DO NOTHING",
-        (request_id, run_id, step_no, kind, action, risk, inline, blob, preview_type,
-         json.dumps(context, default=str), on_timeout, expires_at, time.time()),
-    )  # fmt: skip
+        (
+            req.request_id,
+            req.run_id,
+            req.step_no,
+            req.kind,
+            req.action,
+            req.risk,
+            inline,
+            blob,
+            req.preview_type,
+            json.dumps(req.context, default=str),
+            req.on_timeout,
+            req.expires_at,
+            time.time(),
+        ),
+    )
 
 
 def get_request(conn: Conn, request_id: str) -> ReviewRequest:
@@ -195,10 +240,29 @@ def close_open_requests(conn: Conn, run_id: str, reason: str) -> None:
     )
 
 
+def count_requests(conn: Conn, run_id: str, step_no: int) -> int:
+    """How many requests a step of a run has made so far (a budget pause asks again each time)."""
+    return int(
+        conn.scalar("SELECT COUNT(*) FROM reviews WHERE run_id = ? AND step_no = ?", (run_id, step_no))
+    )
+
+
+def escalate(conn: Conn, request_id: str) -> None:
+    """An unanswered request past its deadline goes to the top of the queue as high risk, never expiring."""
+    conn.execute("UPDATE reviews SET escalated = 1, risk = 'high' WHERE id = ?", (request_id,))
+
+
 def decide(
-    conn: Conn, request_id: str, *, approve: bool, by: str, comment: str | None = None, edit: Any = None,
-    seen_hash: str | None = None, blob_threshold: int = 4096,
-) -> ReviewRequest:  # fmt: skip
+    conn: Conn,
+    request_id: str,
+    *,
+    approve: bool,
+    by: str,
+    comment: str | None = None,
+    edit: Any = None,
+    seen_hash: str | None = None,
+    blob_threshold: int = 4096,
+) -> ReviewRequest:
     """Record a decision on a pending approval request and make its run due."""
     suffix = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
     conn.execute(f"SELECT id FROM reviews WHERE id = ?{suffix}", (request_id,))
@@ -231,9 +295,17 @@ def decide(
     conn.execute(
         "UPDATE reviews SET status = ?, decided_by = ?, decided_at = ?, comment = ?, shown_hash = ?, edit = ?, "
         "edit_blob = ? WHERE id = ?",
-        ("approved" if approve else "rejected", by, now, comment, seen_hash or req.content_hash, inline, blob,
-         request_id),
-    )  # fmt: skip
+        (
+            "approved" if approve else "rejected",
+            by,
+            now,
+            comment,
+            seen_hash or req.content_hash,
+            inline,
+            blob,
+            request_id,
+        ),
+    )
     conn.execute(
         "UPDATE runs SET wake_at = ?, updated_at = ? WHERE id = ? AND status = 'waiting' AND wait_reason = ?",
         (now, now, req.run_id, f"approval:{request_id}"),
