@@ -7,11 +7,10 @@ from typing import Any
 
 import click
 
-from ..config import Settings
 from ..models import reports
 from ..models.config import BudgetConfig, ModelsConfig
 from ..store import Conn, Database
-from ._common import echo_json, errors_as_exit, table
+from ._common import echo_json, errors_as_exit, load_settings, note_database, table
 
 __all__ = ["costs"]
 
@@ -32,8 +31,9 @@ _GROUPS = reports.GROUPS
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def costs(days: int, groups: tuple[str, ...], run_id: str | None, show_budgets: bool, as_json: bool) -> None:
     """Model spend by day, model and workflow (calls with an unknown price are counted apart, never as $0)."""
+    settings = load_settings()
+    note_database(settings)
     with errors_as_exit():
-        settings = Settings.load()
         budgets = ModelsConfig.parse(settings.sections.get("models")).budgets
         database = Database(settings.database_url)
     since = time.time() - days * 86400

@@ -25,6 +25,7 @@ from ._common import (
     when,
     with_app,
 )
+from ._waiting import echo_err, no_worker_note, timed_out_message, wait_for_run, waiting_on_person
 
 __all__ = ["prune", "run", "runs"]
 
@@ -36,15 +37,21 @@ __all__ = ["prune", "run", "runs"]
 @click.option("--id", "run_id", default=None, help="Run id to use (starting the same id again is a no-op).")
 @click.option("--idempotency-key", default=None, help="Starting with the same key returns the existing run.")
 @click.option("--priority", type=int, default=None, help="Higher runs first within the queue.")
-@click.option("--wait", is_flag=True, help="Wait for the run to finish; print its output or its error.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Wait for the run: print its output (exit 0) or error (exit 1), or the review it waits on (exit 3).",
+)
 @click.option("--timeout", default=None, help="With --wait: give up after this long (e.g. 30s, 5m).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def run(app_ref: str | None, workflow: str, input_: str | None, run_id: str | None, idempotency_key: str | None,
         priority: int | None, wait: bool, timeout: str | None, as_json: bool) -> None:  # fmt: skip
     """Start WORKFLOW (workers execute it; see `crewline worker`)."""
+    if timeout is not None and not wait:
+        fail("--timeout bounds --wait: add --wait to wait for the run, or drop --timeout")
+    seconds = _duration(timeout)
     app = load_app(app_ref)
     payload = read_json_arg(input_, "--input")
-    seconds = _duration(timeout)
 
     async def go(app: App) -> None:
         rid = await app.start(
@@ -52,23 +59,37 @@ def run(app_ref: str | None, workflow: str, input_: str | None, run_id: str | No
         )
         if not wait:
             click.echo(echo_line({"run_id": rid}) if as_json else rid)
+            note = await no_worker_note(app)
+            if note is not None:
+                echo_err(note)
             return
-        try:
-            output = await app.result(rid, timeout=seconds)
-        except RunFailed as e:
-            if as_json:
-                echo_json({"run_id": rid, "status": e.status, "error": e.error})
-            else:
-                click.echo(f"run {rid} {e.status}: {_error_text(e.error)}", err=True)
-            raise SystemExit(1) from None
-        except TimeoutError as e:
-            fail(f"{e}; it keeps going, check it with `crewline runs show {rid}`", 1)
-        if as_json:
-            echo_json({"run_id": rid, "status": "completed", "output": _plain(output)})
-        else:
-            click.echo(echo_line(_plain(output)))
+        await _wait(app, rid, seconds, as_json)
 
     with_app(go, app)
+
+
+async def _wait(app: App, rid: str, seconds: float | None, as_json: bool) -> None:
+    try:
+        end = await wait_for_run(app, rid, seconds)
+    except RunFailed as e:
+        if as_json:
+            echo_json({"run_id": rid, "status": e.status, "error": e.error})
+        else:
+            click.echo(f"run {rid} {e.status}: {_error_text(e.error)}", err=True)
+        raise SystemExit(1) from None
+    except TimeoutError:
+        fail(await timed_out_message(app, rid, seconds), 1)
+    if end.review is not None:
+        if as_json:
+            review = {"id": end.review.id, "kind": end.review.kind, "action": end.review.action}
+            echo_json({"run_id": rid, "status": "waiting", "review": review})
+        else:
+            click.echo(waiting_on_person(rid, end.review))
+        raise SystemExit(3)
+    if as_json:
+        echo_json({"run_id": rid, "status": "completed", "output": _plain(end.output)})
+    else:
+        click.echo(echo_line(_plain(end.output)))
 
 
 @click.group()

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ._common import LoopFactory, app_option, errors_as_exit, fail, load_app, loop_option
+from ._common import LoopFactory, app_option, database_label, errors_as_exit, fail, load_app, loop_option
 
 __all__ = ["serve"]
 
@@ -72,7 +72,7 @@ def serve(
     loop = "asyncio" if loop_factory is None else "uvloop"
     click.echo(
         f"crewline serve: listening on http://{url_host}:{bound[1]} ({len(app.workflows)} workflows, "
-        f"{workers}, database {app.db.dialect.safe_url()}, event loop {loop})",
+        f"{workers}, database {database_label(app.settings.database_url)}, event loop {loop})",
         err=True,
     )
     _run(api, sock, graceful_timeout, loop_factory)

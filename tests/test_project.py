@@ -1,0 +1,105 @@
+"""Which project and database the `crewline` command uses: found upward like git, named, or said aloud."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = (
+    "from crewline import App, Context\n"
+    "app = App()\n"
+    "@app.workflow()\n"
+    "async def hello(ctx: Context) -> str:\n"
+    "    return 'hi'\n"
+)
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def crewline(tmp_path: Path) -> Cli:
+    """Runs `crewline ARGS` in a directory, with no project, app or database named by the environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CREWLINE_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(tmp_path / "repo"), str(ROOT)])
+
+    def run(*args: str, cwd: Path, code: int = 0, **extra: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "crewline", *args],
+            env={**env, **extra},
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == code, proc.stderr
+        assert "Traceback" not in proc.stderr
+        return proc
+
+    return run
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A repository whose project lives in shop/ (crewline.toml, the app module), not at its root."""
+    root = tmp_path / "repo"
+    (root / "shop" / "deep" / "er").mkdir(parents=True)
+    (root / "shop" / "__init__.py").write_text("")
+    (root / "shop" / "app.py").write_text(APP)
+    (root / "shop" / "crewline.toml").write_text('[crewline]\napp = "shop.app:app"\n')
+    return root
+
+
+def test_the_project_is_found_from_a_subdirectory(crewline: Cli, repo: Path) -> None:
+    proc = crewline("run", "hello", cwd=repo / "shop" / "deep" / "er")
+    assert (repo / "shop" / ".crewline" / "crewline.db").exists()
+    assert not (repo / "shop" / "deep" / "er" / ".crewline").exists()
+    assert "no crewline.toml" not in proc.stderr
+    listed = crewline("runs", "list", cwd=repo / "shop" / "deep")
+    assert proc.stdout.strip() in listed.stdout
+
+
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_the_project_can_be_named(crewline: Cli, repo: Path, tmp_path: Path, how: str) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    if how == "option":
+        crewline("--project", str(repo / "shop"), "run", "hello", cwd=elsewhere)
+    else:
+        crewline("run", "hello", cwd=elsewhere, CREWLINE_PROJECT=str(repo / "shop"))
+    assert (repo / "shop" / ".crewline" / "crewline.db").exists()
+    assert not (elsewhere / ".crewline").exists()
+
+
+def test_a_project_that_does_not_exist_is_a_usage_error(crewline: Cli, repo: Path) -> None:
+    proc = crewline("--project", "nowhere", "runs", "list", cwd=repo, code=2)
+    assert "nowhere" in proc.stderr and "does not exist" in proc.stderr
+
+
+def test_the_app_module_locates_its_project_from_the_repository_root(crewline: Cli, repo: Path) -> None:
+    crewline("run", "hello", "--app", "shop.app:app", cwd=repo)
+    assert (repo / "shop" / ".crewline" / "crewline.db").exists()
+    assert not (repo / ".crewline").exists()
+
+
+def test_with_no_project_the_database_it_creates_is_named(crewline: Cli, repo: Path) -> None:
+    proc = crewline("runs", "list", cwd=repo)
+    assert "no crewline.toml in this directory or above" in proc.stderr
+    assert "creating the database .crewline/crewline.db" in proc.stderr
+    assert "--project shop" in proc.stderr
+    again = crewline("runs", "list", cwd=repo)
+    assert "using the database .crewline/crewline.db" in again.stderr
+
+
+def test_a_run_nobody_will_execute_says_so(crewline: Cli, repo: Path) -> None:
+    proc = crewline("run", "hello", cwd=repo / "shop")
+    assert "no worker is running on the database .crewline/crewline.db" in proc.stderr
+    assert "crewline worker" in proc.stderr
+    waited = crewline("run", "hello", "--wait", "--timeout", "0.5s", cwd=repo / "shop", code=1)
+    assert "still pending after 0.5s; no worker has claimed it (0 running on the database" in waited.stderr
+    assert ".crewline/crewline.db" in waited.stderr
