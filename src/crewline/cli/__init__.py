@@ -23,6 +23,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("memory", "memory"),
     ("costs", "costs"),
     ("prompts", "prompts"),
+    ("config", "config"),
 )
 
 

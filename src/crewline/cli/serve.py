@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from ._common import LoopFactory, app_option, database_label, errors_as_exit, fail, load_app, loop_option
+from .config import require_valid_project
 
 __all__ = ["serve"]
 
@@ -57,6 +58,7 @@ def serve(
     release their runs, then exit.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    require_valid_project()
     app = load_app(app_ref)
     with errors_as_exit():
         from ..server import create_app

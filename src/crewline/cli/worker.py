@@ -10,6 +10,7 @@ import click
 
 from ..app import App
 from ._common import LoopFactory, app_option, database_label, load_app, loop_option, run_async
+from .config import require_valid_project
 
 __all__ = ["worker"]
 
@@ -25,6 +26,7 @@ def worker(
 ) -> None:
     """Claim and execute runs; SIGTERM or Ctrl-C finish the current steps, release the runs and exit."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    require_valid_project()
     app = load_app(app_ref)
     if not app.workflows:
         click.echo(
