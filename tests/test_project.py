@@ -103,3 +103,16 @@ def test_a_run_nobody_will_execute_says_so(crewline: Cli, repo: Path) -> None:
     waited = crewline("run", "hello", "--wait", "--timeout", "0.5s", cwd=repo / "shop", code=1)
     assert "still pending after 0.5s; no worker has claimed it (0 running on the database" in waited.stderr
     assert ".crewline/crewline.db" in waited.stderr
+
+
+def test_a_crewline_toml_that_is_not_toml_is_a_usage_error_naming_the_file(crewline: Cli, repo: Path) -> None:
+    (repo / "shop" / "crewline.toml").write_text("[models\nmax_tokens = 5\n")
+    proc = crewline("runs", "list", cwd=repo / "shop" / "deep", code=2)
+    assert proc.stderr.startswith("crewline: error: ../crewline.toml is not valid TOML: ")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_an_empty_object_is_no_input(crewline: Cli, repo: Path) -> None:
+    crewline("run", "hello", "--input", "{}", cwd=repo / "shop")
+    refused = crewline("run", "hello", "--input", '{"a": 1}', cwd=repo / "shop", code=2)
+    assert "workflow hello takes no input" in refused.stderr

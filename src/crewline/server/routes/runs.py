@@ -17,6 +17,7 @@ from ..errors import ApiError
 from ..keys import ApiKey
 from ..starting import prepare_run, storable
 from ..state import state_of, status_url
+from ._body import RequestBody
 
 __all__ = ["router"]
 
@@ -31,7 +32,7 @@ assert set(State.__args__) == set(STATES)  # type: ignore[attr-defined]
 _INT32 = 2**31 - 1
 
 
-class StartRun(BaseModel):
+class StartRun(RequestBody):
     workflow: str = Field(
         pattern=_ID, description="Name of a registered workflow (see GET /api/v1/workflows)."
     )
@@ -98,7 +99,7 @@ class RunPage(BaseModel):
     )
 
 
-class Fork(BaseModel):
+class Fork(RequestBody):
     from_step: int = Field(
         ge=1, le=_INT32, description="Re-execute from this step; earlier steps are reused."
     )
@@ -116,7 +117,7 @@ class Cancelled(BaseModel):
     result: Literal["cancelled", "cancel requested"]
 
 
-class Event(BaseModel):
+class Event(RequestBody):
     name: str = Field(pattern=_ID, description="What the run waits for with ctx.wait_for(name).")
     payload: Any = None
 
@@ -126,7 +127,7 @@ class EventSent(BaseModel):
     event_id: int
 
 
-class Resolve(BaseModel):
+class Resolve(RequestBody):
     outcome: Literal["done", "retry", "fail"]
     output: Any = Field(default=None, description="With outcome done: the step's result.")
 
