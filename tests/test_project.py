@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,6 +18,10 @@ APP = (
     "@app.workflow()\n"
     "async def hello(ctx: Context) -> str:\n"
     "    return 'hi'\n"
+    "@app.workflow()\n"
+    "async def ask(ctx: Context) -> str:\n"
+    "    decision = await ctx.approve('ship it', preview={'x': 1}, risk='high')\n"
+    "    return 'shipped' if decision.approved else 'kept'\n"
 )
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
@@ -116,3 +121,29 @@ def test_an_empty_object_is_no_input(crewline: Cli, repo: Path) -> None:
     crewline("run", "hello", "--input", "{}", cwd=repo / "shop")
     refused = crewline("run", "hello", "--input", '{"a": 1}', cwd=repo / "shop", code=2)
     assert "workflow hello takes no input" in refused.stderr
+
+
+def test_timeout_without_wait_is_refused(crewline: Cli, repo: Path) -> None:
+    proc = crewline("run", "hello", "--timeout", "5s", cwd=repo / "shop", code=2)
+    assert "--timeout bounds --wait: add --wait" in proc.stderr
+    assert "no crewline.toml" not in proc.stderr and not (repo / "shop" / ".crewline").exists()
+
+
+def test_wait_returns_when_the_run_waits_on_a_person(crewline: Cli, repo: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CREWLINE_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(repo), str(ROOT)])
+    env["CREWLINE_POLL_INTERVAL"] = "0.05"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "crewline", "worker"], env=env, cwd=repo / "shop", stderr=subprocess.DEVNULL
+    )
+    try:
+        proc = crewline("run", "ask", "--wait", "--timeout", "5m", cwd=repo / "shop", code=3)
+        review = proc.stdout.split("review ", 1)[1].split(" ", 1)[0]
+        assert f"waits for a person: review {review} (ship it, risk high)" in proc.stdout
+        assert f"`crewline review approve {review}`" in proc.stdout
+        as_json = crewline("run", "ask", "--wait", "--json", cwd=repo / "shop", code=3)
+        assert '"status": "waiting"' in as_json.stdout and '"action": "ship it"' in as_json.stdout
+        crewline("review", "approve", review, cwd=repo / "shop")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
