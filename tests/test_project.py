@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,9 @@ APP = (
     "async def ask(ctx: Context) -> str:\n"
     "    decision = await ctx.approve('ship it', preview={'x': 1}, risk='high')\n"
     "    return 'shipped' if decision.approved else 'kept'\n"
+    "@app.workflow()\n"
+    "async def activate(ctx: Context) -> object:\n"
+    "    return await ctx.wait_for('activated', timeout='1h')\n"
 )
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
@@ -129,21 +134,46 @@ def test_timeout_without_wait_is_refused(crewline: Cli, repo: Path) -> None:
     assert "no crewline.toml" not in proc.stderr and not (repo / "shop" / ".crewline").exists()
 
 
-def test_wait_returns_when_the_run_waits_on_a_person(crewline: Cli, repo: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def worker(repo: Path) -> Iterator[None]:
+    """A `crewline worker` on the shop project."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CREWLINE_")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(repo), str(ROOT)])
     env["CREWLINE_POLL_INTERVAL"] = "0.05"
-    worker = subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "crewline", "worker"], env=env, cwd=repo / "shop", stderr=subprocess.DEVNULL
     )
     try:
-        proc = crewline("run", "ask", "--wait", "--timeout", "5m", cwd=repo / "shop", code=3)
-        review = proc.stdout.split("review ", 1)[1].split(" ", 1)[0]
-        assert f"waits for a person: review {review} (ship it, risk high)" in proc.stdout
-        assert f"`crewline review approve {review}`" in proc.stdout
-        as_json = crewline("run", "ask", "--wait", "--json", cwd=repo / "shop", code=3)
-        assert '"status": "waiting"' in as_json.stdout and '"action": "ship it"' in as_json.stdout
-        crewline("review", "approve", review, cwd=repo / "shop")
+        yield
     finally:
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(30) == 0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
+@pytest.mark.usefixtures("worker")
+def test_wait_returns_when_the_run_waits_on_a_person(crewline: Cli, repo: Path) -> None:
+    proc = crewline("run", "ask", "--wait", "--timeout", "5m", cwd=repo / "shop", code=3)
+    review = proc.stdout.split("review ", 1)[1].split(" ", 1)[0]
+    assert f"waits for a person: review {review} (ship it, risk high)" in proc.stdout
+    assert f"`crewline review approve {review}`" in proc.stdout
+    as_json = crewline("run", "ask", "--wait", "--json", cwd=repo / "shop", code=3)
+    assert '"status": "waiting"' in as_json.stdout and '"action": "ship it"' in as_json.stdout
+    crewline("review", "approve", review, cwd=repo / "shop")
+
+
+@pytest.mark.usefixtures("worker")
+def test_an_event_sent_from_the_cli_resumes_the_run(crewline: Cli, repo: Path) -> None:
+    shop = repo / "shop"
+    rid = crewline("run", "activate", cwd=shop).stdout.strip()
+    deadline = time.monotonic() + 60
+    while "event:activated" not in crewline("runs", "list", cwd=shop).stdout:
+        assert time.monotonic() < deadline, "the run never waited for its event"
+        time.sleep(0.1)
+    sent = crewline("runs", "event", rid, "activated", "--payload", '{"plan": "pro"}', cwd=shop)
+    assert sent.stdout.startswith(f"event activated sent to run {rid}")
+    while json.loads(crewline("runs", "show", rid, "--json", cwd=shop).stdout)["status"] != "completed":
+        assert time.monotonic() < deadline, "the run did not resume"
+        time.sleep(0.1)
+    assert json.loads(crewline("runs", "show", rid, "--json", cwd=shop).stdout)["output"] == {"plan": "pro"}
+    bad = crewline("runs", "event", rid, "activated", "--payload", "{oops", cwd=shop, code=2)
+    assert "--payload is not valid JSON" in bad.stderr

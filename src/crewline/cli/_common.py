@@ -22,6 +22,7 @@ from ..config import CONFIG_FILE, Settings, find_project, shown_path
 from ..errors import ConfigError, CrewlineError, InvalidInput, InvalidRunState, RunNotFound, UnknownWorkflow
 from ..flows.review import ReviewNotFound
 from ..store.dialects import dialect_for_url
+from ..store.payloads import parse_json
 
 __all__ = [
     "LoopFactory",
@@ -199,11 +200,9 @@ def read_json_arg(value: str | None, what: str) -> Any:
         except (OSError, UnicodeDecodeError) as e:
             fail(f"cannot read {what} file {path}: {e}")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        fail(
-            f"{what} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); pass JSON or @file.json"
-        )
+        return parse_json(text, what)
+    except InvalidInput as e:
+        fail(f"{e}; pass JSON or @file.json")
 
 
 def when(ts: float | None) -> str:

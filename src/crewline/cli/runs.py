@@ -223,6 +223,18 @@ def _cell(value: Any) -> str:
     return text if len(text) <= 48 else text[:45] + "..."
 
 
+@runs.command("event")
+@app_option
+@click.argument("run_id")
+@click.argument("name")
+@click.option("--payload", default=None, help="The event's payload as JSON, or @file.json.")
+def event_cmd(app_ref: str | None, run_id: str, name: str, payload: str | None) -> None:
+    """Send event NAME to RUN_ID: what its `ctx.wait_for(NAME)` waits for; the run then resumes."""
+    value = read_json_arg(payload, "--payload")
+    event_id = with_app(lambda app: app.send_event(run_id, name, value), load_app(app_ref))
+    click.echo(f"event {name} sent to run {run_id} (event {event_id})")
+
+
 @runs.command("resolve")
 @app_option
 @click.argument("run_id")
