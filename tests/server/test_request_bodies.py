@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from crewline.flows.records import get_run
+
 from .conftest import Api
 
 
@@ -34,3 +36,18 @@ def test_an_empty_object_is_no_input_for_a_workflow_that_takes_none(api: Api) ->
     assert api.wait_status(r.json()["run_id"], "completed")["output"] == "done"
     refused = api.http.post("/api/v1/runs", json={"workflow": "nothing", "input": {"a": 1}})
     assert refused.status_code == 422 and "takes no input" in refused.json()["error"]["message"]
+
+
+def test_fork_over_http_takes_the_same_variations_as_the_cli(api: Api) -> None:
+    rid = api.http.post("/api/v1/runs", json={"workflow": "order", "input": {"id": "o1", "amount": 2}}).json()
+    api.wait_status(rid["run_id"], "completed")
+    path = f"/api/v1/runs/{rid['run_id']}/fork"
+    fork = api.http.post(path, json={"from_step": 1, "set": ["model=strong", "prompt=reply@candidate"]})
+    assert fork.status_code == 201, fork.text
+    record = api.app.db.run(lambda conn: get_run(conn, fork.json()["run_id"]))
+    assert record.overrides == {"model": "strong", "prompts": ["reply@candidate"]}
+    bad = api.http.post(path, json={"from_step": 1, "set": ["temperature=2"]})
+    assert (
+        bad.status_code == 422
+        and "only model= and prompt= can vary in a fork" in bad.json()["error"]["message"]
+    )

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from ...flows import records
+from ...flows.operations import parse_overrides
 from ...flows.records import STATES, RunRecord
 from ...store.payloads import dump, load_json
 from ..auth import require
@@ -104,6 +105,11 @@ class Fork(RequestBody):
         ge=1, le=_INT32, description="Re-execute from this step; earlier steps are reused."
     )
     run_id: str | None = Field(default=None, pattern=_RUN_ID, description="Id for the new run.")
+    set: list[Annotated[str, Field(max_length=500)]] = Field(
+        default_factory=list,
+        max_length=50,
+        description='Vary the rerun, as `crewline runs fork --set` does: ["model=strong", "prompt=reply@candidate"].',
+    )
 
 
 class Forked(BaseModel):
@@ -269,7 +275,10 @@ async def cancel_run(
 async def fork_run(
     run_id: RunId, body: Fork, request: Request, _: ApiKey = Depends(require("runs:write"))
 ) -> Forked:
-    fork_id = await state_of(request).app.fork(run_id, body.from_step, new_run_id=body.run_id)
+    overrides = parse_overrides(body.set) or None
+    fork_id = await state_of(request).app.fork(
+        run_id, body.from_step, new_run_id=body.run_id, overrides=overrides
+    )
     return Forked(run_id=fork_id, forked_from=run_id, status_url=status_url(request, fork_id))
 
 
