@@ -177,3 +177,31 @@ def test_an_event_sent_from_the_cli_resumes_the_run(crewline: Cli, repo: Path) -
     assert json.loads(crewline("runs", "show", rid, "--json", cwd=shop).stdout)["output"] == {"plan": "pro"}
     bad = crewline("runs", "event", rid, "activated", "--payload", "{oops", cwd=shop, code=2)
     assert "--payload is not valid JSON" in bad.stderr
+
+
+def test_serve_guide_prints_commands_that_work_from_where_it_started(crewline: Cli, repo: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CREWLINE_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(repo), str(ROOT)])
+    env["CREWLINE_PROJECT"] = str(repo / "shop")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "crewline", "serve", "--port", "0", "--guide"],
+        env=env, cwd=repo, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stderr is not None
+        lines = []
+        for line in server.stderr:
+            lines.append(line)
+            if "review approve" in line:
+                break
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+    guide = "".join(lines)
+    url = guide.split("API ", 1)[1].split("/api/v1", 1)[0]
+    assert f"interactive docs {url}/docs" in guide and "workflows: activate, ask, hello" in guide
+    assert "crewline --project shop keys create --scope operator --name me" in guide
+    assert "crewline --project shop run activate --wait" in guide
+    listed = next(line for line in lines if "runs list" in line).split("#")[0].split()
+    proc = crewline(*listed[1:], cwd=repo)
+    assert "no crewline.toml" not in proc.stderr and proc.stdout.startswith("id")

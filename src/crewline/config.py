@@ -69,11 +69,16 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
 
 
 def shown_path(path: Path) -> str:
-    """``path`` as a person at this prompt would type it: relative to the current directory."""
+    """``path`` as a person at this prompt would type it: relative to the current directory when it is
+    inside it or a few levels up (a project found upward), else absolute."""
     try:
-        return os.path.relpath(path)
+        relative = os.path.relpath(path)
     except ValueError:  # another drive, on Windows
         return str(path)
+    ups = relative.split(os.sep).count(os.pardir)
+    return (
+        relative if ups <= 2 and not relative.startswith(os.pardir * ups + os.sep + os.pardir) else str(path)
+    )
 
 
 def find_project(start: Path) -> Path | None:

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from ._common import LoopFactory, app_option, database_label, errors_as_exit, fail, load_app, loop_option
+from ._guide import guide as next_steps
 from .config import require_valid_project
 
 __all__ = ["serve"]
@@ -42,6 +43,9 @@ __all__ = ["serve"]
     type=click.IntRange(1, 3600),
     help="Seconds to let in-flight requests finish on shutdown.",
 )
+@click.option(
+    "--guide", is_flag=True, help="Once listening, print what to do next: URLs, a key, runs, reviews."
+)
 @loop_option
 def serve(
     app_ref: str | None,
@@ -50,6 +54,7 @@ def serve(
     no_workers: bool,
     concurrency: int,
     graceful_timeout: int,
+    guide: bool,
     loop_factory: LoopFactory | None,
 ) -> None:
     """Serve the REST API and webhooks, and execute runs unless --no-workers.
@@ -77,6 +82,8 @@ def serve(
         f"{workers}, database {database_label(app.settings.database_url)}, event loop {loop})",
         err=True,
     )
+    if guide:
+        click.echo(next_steps(app, f"http://{url_host}:{bound[1]}"), err=True)
     _run(api, sock, graceful_timeout, loop_factory)
     click.echo("crewline serve: stopped", err=True)
 
