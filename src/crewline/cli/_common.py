@@ -168,9 +168,7 @@ def note_database(settings: Settings) -> None:
         return
     here = Path.cwd()
     nearby = sorted(p.parent.name for p in here.glob(f"*/{CONFIG_FILE}"))
-    hint = f" (here: --project {nearby[0]})" if len(nearby) == 1 else ""
-    if nearby[1:]:
-        hint = f" (here: one of {', '.join(nearby)})"
+    hint = f" (here: --project {' or '.join(nearby)})" if nearby else ""
     path = Path(settings.database_url.removeprefix("sqlite:///"))
     state = "using" if path.exists() else "creating"
     click.echo(
