@@ -22,7 +22,7 @@ SOURCES = os.pathsep.join((str(ROOT / "src"), str(ROOT)))
 @pytest.fixture
 def cli(sqlite_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     env = {**os.environ, "CREWLINE_DATABASE_URL": sqlite_url, "CREWLINE_APP": "examples.app:app",
-           "CREWLINE_POLL_INTERVAL": "0.05", "PYTHONPATH": SOURCES}  # fmt: skip
+           "CREWLINE_POLL_INTERVAL": "0.05", "PYTHONPATH": SOURCES, "CREWLINE_PROJECT": str(tmp_path)}  # fmt: skip
 
     def run(*args: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(

@@ -42,6 +42,7 @@ from ._runview import (
     tokens,
     usage_line,
 )
+from ._waiting import echo_err, no_worker_note, timed_out_message, wait_for_run, waiting_on_person
 
 __all__ = ["prune", "run", "runs"]
 
@@ -53,15 +54,21 @@ __all__ = ["prune", "run", "runs"]
 @click.option("--id", "run_id", default=None, help="Run id to use (starting the same id again is a no-op).")
 @click.option("--idempotency-key", default=None, help="Starting with the same key returns the existing run.")
 @click.option("--priority", type=int, default=None, help="Higher runs first within the queue.")
-@click.option("--wait", is_flag=True, help="Wait for the run to finish; print its output or its error.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Wait for the run: print its output (exit 0) or error (exit 1), or the review it waits on (exit 3).",
+)
 @click.option("--timeout", default=None, help="With --wait: give up after this long (e.g. 30s, 5m).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def run(app_ref: str | None, workflow: str, input_: str | None, run_id: str | None, idempotency_key: str | None,
         priority: int | None, wait: bool, timeout: str | None, as_json: bool) -> None:  # fmt: skip
     """Start WORKFLOW (workers execute it; see `crewline worker`)."""
+    if timeout is not None and not wait:
+        fail("--timeout bounds --wait: add --wait to wait for the run, or drop --timeout")
+    seconds = _duration(timeout)
     app = load_app(app_ref)
     payload = read_json_arg(input_, "--input")
-    seconds = _duration(timeout)
 
     async def go(app: App) -> None:
         rid = await app.start(
@@ -69,23 +76,37 @@ def run(app_ref: str | None, workflow: str, input_: str | None, run_id: str | No
         )
         if not wait:
             click.echo(echo_line({"run_id": rid}) if as_json else rid)
+            note = await no_worker_note(app)
+            if note is not None:
+                echo_err(note)
             return
-        try:
-            output = await app.result(rid, timeout=seconds)
-        except RunFailed as e:
-            if as_json:
-                echo_json({"run_id": rid, "status": e.status, "error": e.error})
-            else:
-                click.echo(f"run {rid} {e.status}: {error_text(e.error)}", err=True)
-            raise SystemExit(1) from None
-        except TimeoutError as e:
-            fail(f"{e}; it keeps going, check it with `crewline runs show {rid}`", 1)
-        if as_json:
-            echo_json({"run_id": rid, "status": "completed", "output": _plain(output)})
-        else:
-            click.echo(echo_line(_plain(output)))
+        await _wait(app, rid, seconds, as_json)
 
     with_app(go, app)
+
+
+async def _wait(app: App, rid: str, seconds: float | None, as_json: bool) -> None:
+    try:
+        end = await wait_for_run(app, rid, seconds)
+    except RunFailed as e:
+        if as_json:
+            echo_json({"run_id": rid, "status": e.status, "error": e.error})
+        else:
+            click.echo(f"run {rid} {e.status}: {error_text(e.error)}", err=True)
+        raise SystemExit(1) from None
+    except TimeoutError:
+        fail(await timed_out_message(app, rid, seconds), 1)
+    if end.review is not None:
+        if as_json:
+            review = {"id": end.review.id, "kind": end.review.kind, "action": end.review.action}
+            echo_json({"run_id": rid, "status": "waiting", "review": review})
+        else:
+            click.echo(waiting_on_person(rid, end.review))
+        raise SystemExit(3)
+    if as_json:
+        echo_json({"run_id": rid, "status": "completed", "output": _plain(end.output)})
+    else:
+        click.echo(echo_line(_plain(end.output)))
 
 
 @click.group()
@@ -299,6 +320,18 @@ def diff_cmd(app_ref: str | None, run_a: str, run_b: str, as_json: bool) -> None
     verdicts = [(r["step"], r["name"], r["kind"], diff_verdict(r)) for r in rows]
     click.echo(table(["#", "step", "kind", "outcome"], verdicts))
     click.echo("\n".join(diff_blocks(rows, "A", "B")))
+
+
+@runs.command("event")
+@app_option
+@click.argument("run_id")
+@click.argument("name")
+@click.option("--payload", default=None, help="The event's payload as JSON, or @file.json.")
+def event_cmd(app_ref: str | None, run_id: str, name: str, payload: str | None) -> None:
+    """Send event NAME to RUN_ID: what its `ctx.wait_for(NAME)` waits for; the run then resumes."""
+    value = read_json_arg(payload, "--payload")
+    event_id = with_app(lambda app: app.send_event(run_id, name, value), load_app(app_ref))
+    click.echo(f"event {name} sent to run {run_id} (event {event_id})")
 
 
 @runs.command("resolve")

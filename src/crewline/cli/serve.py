@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ._common import LoopFactory, app_option, errors_as_exit, fail, load_app, loop_option
+from ._common import LoopFactory, app_option, database_label, errors_as_exit, fail, load_app, loop_option
+from ._guide import guide as next_steps
+from .config import require_valid_project
 
 if TYPE_CHECKING:
     from ..server import ServerConfig
@@ -50,6 +52,9 @@ __all__ = ["serve"]
     is_flag=True,
     help="Log one line per HTTP request (client, method, path, status). Off by default.",
 )
+@click.option(
+    "--guide", is_flag=True, help="Once listening, print what to do next: URLs, a key, runs, reviews."
+)
 @loop_option
 def serve(
     app_ref: str | None,
@@ -59,6 +64,7 @@ def serve(
     concurrency: int,
     graceful_timeout: int,
     access_log: bool,
+    guide: bool,
     loop_factory: LoopFactory | None,
 ) -> None:
     """Serve the REST API and webhooks, and execute runs unless --no-workers.
@@ -67,6 +73,7 @@ def serve(
     release their runs, then exit. The log has one line per run state change (logger crewline.runs).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    require_valid_project()
     app = load_app(app_ref)
     with errors_as_exit():
         from ..server import ServerConfig, create_app
@@ -83,9 +90,11 @@ def serve(
     loop = "asyncio" if loop_factory is None else "uvloop"
     click.echo(
         f"crewline serve: listening on http://{url_host}:{bound[1]} ({len(app.workflows)} workflows, "
-        f"{workers}, database {app.db.dialect.safe_url()}, event loop {loop})",
+        f"{workers}, database {database_label(app.settings.database_url)}, event loop {loop})",
         err=True,
     )
+    if guide:
+        click.echo(next_steps(app, f"http://{url_host}:{bound[1]}"), err=True)
     _run(api, config, sock, graceful_timeout, access_log, loop_factory)
     click.echo("crewline serve: stopped", err=True)
 

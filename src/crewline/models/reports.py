@@ -1,4 +1,4 @@
-"""Reading the call records and budgets back: spend by day, model and workflow; recent calls; budgets.
+"""Reading the call records and budgets back: spend by day, model, workflow and key; recent calls; budgets.
 
 The CLI (``crewline costs``) and the HTTP API (``/api/v1/spend``, ``/calls``, ``/budgets``) both read here.
 """
@@ -13,7 +13,12 @@ from .ledger import config_limit, from_nusd
 
 __all__ = ["GROUPS", "budgets", "calls", "spend", "usage_by_run", "usage_by_step"]
 
-GROUPS = {"day": "day", "model": "provider || '/' || model", "workflow": "COALESCE(workflow, '-')"}
+GROUPS = {
+    "day": "day",
+    "model": "provider || '/' || model",
+    "workflow": "COALESCE(workflow, '-')",
+    "key": "COALESCE(virtual_key, '-')",
+}
 
 _CALL_COLUMNS = (
     "id, started_at, run_id, step, workflow, virtual_key, requested, kind, provider, model, deployment, status, "
@@ -41,7 +46,24 @@ def spend(conn: Conn, groups: tuple[str, ...], since: float, run_id: str | None 
              "unpriced_calls": r[7] or 0}
             for r in rows
         ]  # fmt: skip
+    if "key" in out:
+        out["key"] = _by_key_id(out["key"])
     return out
+
+
+def _by_key_id(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per key: a key with a daily budget is recorded under its day's ledger scope, ``<id>@<day>``."""
+    merged: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        key_id = str(row["key"]).partition("@")[0]
+        into = merged.setdefault(key_id, {**row, "key": key_id, **dict.fromkeys(_SUMMED, 0)})
+        for name in _SUMMED:
+            into[name] += row[name]
+        into["cost"] = round(into["cost"], 6)
+    return [merged[k] for k in sorted(merged)]
+
+
+_SUMMED = ("calls", "cache_hits", "errors", "input_tokens", "output_tokens", "cost", "unpriced_calls")
 
 
 def budgets(conn: Conn, config: BudgetConfig) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from ..flows.records import RunRecord, get_runs
 from ..store.database import Conn
 
-__all__ = ["claim_runs", "extend_leases", "held_flags", "release_runs"]
+__all__ = ["claim_runs", "extend_leases", "held_flags", "live_workers", "release_runs"]
 
 
 def _marks(n: int) -> str:
@@ -103,3 +103,12 @@ def release_runs(conn: Conn, owner: str) -> int:
         (now, now, owner),
     )
     return int(cur.rowcount)
+
+
+def live_workers(conn: Conn, lease_seconds: float) -> int:
+    """How many workers are running: not stopped, and their heartbeat (every third of a lease) is recent."""
+    row = conn.one(
+        "SELECT COUNT(*) FROM workers WHERE stopped_at IS NULL AND heartbeat_at > ?",
+        (time.time() - 2 * lease_seconds,),
+    )
+    return int(row[0]) if row else 0
