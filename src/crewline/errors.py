@@ -21,6 +21,7 @@
     │   ├── ActionRejected          a reviewer rejected the action (a tool call, say)
     │   └── Cancelled               the run was cancelled (raised at a step boundary)
     ├── BudgetExceeded              a budget would be exceeded; names the budget, its limit and the spend
+    ├── ChannelError                an alert notice could not be delivered (names no URL, no password)
     └── ModelError                  anything from a model provider; ``retryable`` says if trying again helps
         ├── UnknownModel            name is neither a configured alias, tier nor ``provider/model``
         ├── RateLimited             429; ``retry_after`` seconds when the provider said
@@ -46,6 +47,7 @@ __all__ = [
     "BadRequest",
     "BudgetExceeded",
     "Cancelled",
+    "ChannelError",
     "ConfigError",
     "ContentPolicy",
     "ContextTooLong",
@@ -186,6 +188,10 @@ class BudgetExceeded(CrewlineError):
         self.limit = limit
         self.spent = spent
         self.requested = requested
+
+
+class ChannelError(CrewlineError):
+    """An alert channel refused or could not take a notice; the message is safe to log and store."""
 
 
 class ModelError(CrewlineError):
