@@ -187,7 +187,7 @@ async def test_a_channel_down_then_up_delivers_the_notice_once(
 
 
 async def test_alerts_test_sends_a_sample_through_a_signed_webhook(sqlite_url: str) -> None:
-    from crewline.server.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+    from crewline.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
     with http_receiver() as hook:
         table = {"channels": {"hook": {"type": "webhook", "url_env": "U", "secret_env": "S"}}}

@@ -3,7 +3,7 @@
 A channel type is one small async sender in :data:`SENDERS`. A sender raises :class:`ChannelError` with
 a message fit for the log and the database: it names what failed (an HTTP status, the SMTP error class)
 but never the URL or a password, since a Slack webhook URL is itself a secret. Signed webhooks are signed
-exactly like crewline's webhook completion callbacks (:mod:`crewline.server.signing`).
+exactly like crewline's webhook completion callbacks (:mod:`crewline.signing`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from email.message import EmailMessage
 import httpx
 
 from ..errors import ChannelError
-from ..server.signing import signed_headers
+from ..signing import signed_headers
 from ..store.payloads import dump
 from .alert_config import ChannelConfig
 
