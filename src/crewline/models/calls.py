@@ -100,6 +100,7 @@ class CompleteKeywords(StreamKeywords, total=False):
     confidence: Callable[[ModelResponse], bool] | None
 
 
+_NO_OPTIONS = CallOptions()
 _REQUEST_FIELDS = frozenset(f.name for f in fields(CompletionRequest))
 _OPTION_FIELDS = frozenset(f.name for f in fields(CallOptions))
 SCOPE_FIELDS = frozenset(ScopeKeywords.__annotations__)
@@ -122,13 +123,11 @@ def call_arguments(
             raise TypeError(f"got multiple values for argument {name!r}")
     model = keywords.pop("model", first)
     messages = keywords.pop("messages", () if second is None else second)
-    unknown = sorted(set(keywords) - accepted)
-    if unknown:
-        raise TypeError(f"got an unexpected keyword argument {unknown[0]!r}")
-    request = CompletionRequest(
-        model, messages, **{k: v for k, v in keywords.items() if k in _REQUEST_FIELDS}
-    )
-    return request, CallOptions(**{k: v for k, v in keywords.items() if k in _OPTION_FIELDS})
+    if not accepted.issuperset(keywords):
+        raise TypeError(f"got an unexpected keyword argument {min(keywords.keys() - accepted)!r}")
+    options = {name: keywords.pop(name) for name in keywords.keys() & _OPTION_FIELDS}
+    request = CompletionRequest(model, messages, **keywords)  # what is left are request fields
+    return request, CallOptions(**options) if options else _NO_OPTIONS
 
 
 def _objects(
@@ -145,7 +144,7 @@ def _objects(
         raise TypeError(f"request must be a CompletionRequest or ModelRequest, got {type(request).__name__}")
     if options is not None and not isinstance(options, CallOptions):
         raise TypeError(f"options must be CallOptions, got {type(options).__name__}")
-    return request, options or CallOptions()
+    return request, options or _NO_OPTIONS
 
 
 def refuse_behaviour(options: CallOptions, what: str) -> None:

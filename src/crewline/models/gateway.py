@@ -64,7 +64,7 @@ _FREE = Price(0.0, 0.0)
 _Structured = tuple[pydantic.TypeAdapter[Any], dict[str, Any], str]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Call:
     """One completion as the gateway makes it: the canonical request and how to account for it."""
 

@@ -44,7 +44,7 @@ class CallContext:
     step: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Priced:
     """What a call cost in USD; ``known`` is False when no price was known (never read as $0)."""
 
@@ -67,7 +67,7 @@ class MeterSettings:
     record_delay: float = 0.05
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _End:
     """How a call ended, as its record, the ledger and the cache need it."""
 
@@ -172,6 +172,8 @@ class CallMeter:
 
 class MeteredCall:
     """One call on the books: its record, its reservation, and the one way it ended."""
+
+    __slots__ = ("_ctx", "_dep", "_meter", "_reservation", "_scopes", "_settings", "record", "start")
 
     def __init__(self, meter: CallMeter, ctx: CallContext, kind: str, request: Any) -> None:
         self._meter = meter
