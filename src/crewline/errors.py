@@ -22,7 +22,8 @@
     │   └── Cancelled               the run was cancelled (raised at a step boundary)
     ├── BudgetExceeded              a budget would be exceeded; names the budget, its limit and the spend
     ├── ChannelError                an alert notice could not be delivered (names no URL, no password)
-    └── ModelError                  anything from a model provider; ``retryable`` says if trying again helps
+    └── ModelError                  anything from a model provider; ``retryable`` says if trying again helps,
+                                    ``tries`` how many attempts the call made
         ├── UnknownModel            name is neither a configured alias, tier nor ``provider/model``
         ├── RateLimited             429; ``retry_after`` seconds when the provider said
         ├── ModelTimeout
@@ -195,7 +196,11 @@ class ChannelError(CrewlineError):
 
 
 class ModelError(CrewlineError):
+    """``tries``: how many attempts the call made before it gave up (set where its route gives up; an
+    error raised outside a route counts as one)."""
+
     retryable: bool = False
+    tries: int = 1
 
     def __init__(self, message: str, *, provider: str | None = None, status: int | None = None) -> None:
         super().__init__(message)
