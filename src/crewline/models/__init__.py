@@ -9,6 +9,7 @@ reply.output, reply.usage, reply.cost, reply.model, reply.latency_ms
 from __future__ import annotations
 
 from .call_log import CallRecord
+from .calls import CallOptions, CompletionRequest
 from .config import ModelsConfig
 from .gateway import CallContext, Gateway, ModelStream
 from .ledger import BudgetAlert, Ledger
@@ -35,7 +36,9 @@ __all__ = [
     "Adapter",
     "BudgetAlert",
     "CallContext",
+    "CallOptions",
     "CallRecord",
+    "CompletionRequest",
     "EmbeddingResponse",
     "Endpoint",
     "Gateway",
