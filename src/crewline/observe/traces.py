@@ -10,16 +10,18 @@ model calls and memory searches made inside a step hang under it.
 Spans: ``invoke_workflow {workflow}`` per run (when it ends), ``execute_tool {name}`` per tool step,
 ``step {name}`` per other step, ``chat {model}`` / ``embeddings {model}`` per model call and ``retrieval``
 per memory search. Prompts and replies are attached only with ``[observe] capture_content = true``.
-Export goes through a batch processor on its own thread, so a slow or absent collector never holds up
-a run.
+Observing an event only queues it: spans are built on the tracer's thread and exported by a batch
+processor on its own, so neither building nor a slow or absent collector holds up a run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-from collections import OrderedDict
+import threading
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,6 +40,8 @@ __all__ = ["Tracer"]
 _SCOPE = InstrumentationScope("crewline")
 _ENDED = frozenset({"completed", "failed", "cancelled"})
 _RUNS_KEPT = 10_000  # runs executing in this process whose trace context is at hand
+_BUILD_EVERY_S = 0.5
+log = logging.getLogger("crewline.observe")
 AttrValue = str | bool | int | float | list[str]
 
 
@@ -56,6 +60,14 @@ class Tracer:
         self._resource = Resource.create({"service.name": service_name})
         # run id -> (trace id, run span id), learnt from the run's events while it executes here.
         self._runs: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        # Spans are built off the caller's path: observe() only queues the event (a run's step or a model
+        # call pays a deque append), and this thread turns the queue into spans, in order.
+        self._events: deque[Event] = deque()
+        self._building = threading.Lock()
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._build_loop, name="crewline-traces", daemon=True)
+        self._thread.start()
 
     @classmethod
     def exporting(cls, settings: TraceSettings) -> Tracer:
@@ -68,13 +80,35 @@ class Tracer:
         )
 
     def flush(self, timeout_s: float = 5.0) -> bool:
+        self._build_pending()
         return self.processor.force_flush(int(timeout_s * 1000))
 
     def shutdown(self) -> None:
-        """Export what is pending and stop the export thread."""
+        """Export what is pending and stop the threads."""
+        self._stopped = True
+        self._wake.set()
+        self._thread.join()
+        self._build_pending()
         self.processor.shutdown()
 
     def observe(self, event: Event) -> None:
+        self._events.append(event)
+
+    def _build_loop(self) -> None:
+        while not self._stopped:
+            self._wake.wait(_BUILD_EVERY_S)
+            self._wake.clear()
+            self._build_pending()
+
+    def _build_pending(self) -> None:
+        with self._building:
+            while self._events:
+                try:
+                    self._build(self._events.popleft())
+                except Exception:  # one odd event must not stop the spans of every later one
+                    log.exception("could not build a span")
+
+    def _build(self, event: Event) -> None:
         if isinstance(event, ModelCallEvent):
             self._model_call(event)
         elif isinstance(event, StepEvent):
