@@ -22,6 +22,7 @@ from ..flows.prompts import prompts_dir
 from ..flows.review import RiskPolicy
 from ..models.config import models_problems
 from ..observe.alert_config import AlertsConfig
+from ..observe.trace_config import trace_problems
 from ..server.config import HookConfig, ServerConfig
 from ._common import fail
 
@@ -61,6 +62,7 @@ def check_project(environ: Mapping[str, str] | None = None) -> ProjectReport:
         "prompts": lambda _: _prompts(settings),
         "memory": _memory,
         "alerts": lambda table: _one(partial(AlertsConfig.parse, table, env)),
+        "observe": lambda table: trace_problems(table, env),
     }
     for name, table in settings.sections.items():
         if name not in checks:
