@@ -60,9 +60,10 @@ class RunMemory:
     ) -> list[Hit]:
         """Hybrid search as a recorded step (options as for :meth:`MemoryStore.search`)."""
         scopes = [scope] if isinstance(scope, str) else list(scope)
+        run = (self._ctx.run_id, self._ctx.step_count + 1)
 
         async def search() -> dict[str, Any]:
-            hits = await self.store.search(query, scope=scopes, k=k, **options)
+            hits = await self.store.search(query, scope=scopes, k=k, run=run, **options)
             return {"query": query, "scopes": scopes, "k": k, "hits": [asdict(h) for h in hits]}
 
         record = await self._ctx.step(search, name=name, effect="read")
