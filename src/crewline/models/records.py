@@ -39,9 +39,10 @@ CALL_GROUPS = {
     "model": "COALESCE(provider || '/' || model, requested)",
     "workflow": "COALESCE(workflow, '-')",
     "key": _KEY_ID,
-    "day": "day",
-    "hour": "",  # the dialect's time bucket, see _group
+    "day": "",  # the dialect's time buckets, see _group
+    "hour": "",
 }
+_BUCKETS = {"day": 86400, "hour": 3600}
 
 
 @dataclass
@@ -133,7 +134,8 @@ def prune_payloads(conn: Conn, older_than: float, now: float | None = None) -> i
 
 
 def _group(conn: Conn, by: str) -> str:
-    return conn.dialect.time_bucket("started_at", 3600) if by == "hour" else CALL_GROUPS[by]
+    # Days as time buckets too, not the ``day`` column: its index would make the report read row by row.
+    return conn.dialect.time_bucket("started_at", _BUCKETS[by]) if by in _BUCKETS else CALL_GROUPS[by]
 
 
 def call_totals(conn: Conn, by: str, since: float) -> list[tuple[Any, ...]]:

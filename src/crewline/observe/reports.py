@@ -146,7 +146,7 @@ def _retrieval(conn: Conn, start: float, bucket: int) -> dict[str, Any]:
 def _label(by: str, group: Any) -> Any:
     if by == "hour":
         return datetime.fromtimestamp(int(group), UTC).strftime("%Y-%m-%d %H:00")
-    if by == "day" and isinstance(group, int | float):
+    if by == "day":
         return datetime.fromtimestamp(int(group), UTC).strftime("%Y-%m-%d")
     return group
 

@@ -71,9 +71,9 @@ class Dialect:
         picks = ", ".join(_interpolated(f) for f in q.fractions)
         return (
             f"SELECT g, {picks} FROM (SELECT {q.group} AS g, {q.value} AS v, "
-            f"ROW_NUMBER() OVER (PARTITION BY {q.group} ORDER BY {q.value}) AS rn, "
-            f"COUNT(*) OVER (PARTITION BY {q.group}) AS n "
-            f"FROM {q.table} WHERE ({q.where}) AND {q.value} IS NOT NULL) ranked GROUP BY g"
+            "ROW_NUMBER() OVER w AS rn, COUNT(*) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) "
+            f"AS n FROM {q.table} WHERE ({q.where}) AND {q.value} IS NOT NULL "
+            f"WINDOW w AS (PARTITION BY {q.group} ORDER BY {q.value})) ranked GROUP BY g"
         )
 
     def time_bucket(self, column: str, seconds: int) -> str:
