@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -33,6 +34,10 @@ from .flows.records import (
 )
 from .memory import MemoryStore
 from .models import Gateway
+from .models.ledger import BudgetAlert
+from .observe.alert_config import AlertsConfig
+from .observe.alerts import Alerting
+from .observe.events import Observers
 from .store import Database, open_database
 from .store.payloads import dump
 from .workers import Worker
@@ -40,6 +45,7 @@ from .workers import Worker
 __all__ = ["App"]
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+log = logging.getLogger("crewline.app")
 
 
 class App:
@@ -58,6 +64,9 @@ class App:
         self._queues: dict[str, Queue] = {"default": Queue("default")}
         self._engine: Engine | None = None
         self._gateway = models
+        self._alerting: Alerting | None = None
+        # Components emit their events here; metrics, traces and alerts add themselves as observers.
+        self.observers = Observers()
 
     # -- definition ------------------------------------------------------------------------------------
 
@@ -117,7 +126,9 @@ class App:
             if self._gateway is not None:
                 engine.models = self._gateway
             else:
-                engine.models_factory = lambda: Gateway.from_settings(self.settings, engine.db)
+                engine.models_factory = lambda: Gateway.from_settings(
+                    self.settings, engine.db, on_alert=self._budget_crossed
+                )
             engine.memory_factory = lambda: _memory_store(engine)
             self._engine = engine
         return self._engine
@@ -152,12 +163,35 @@ class App:
         self.close()
 
     @property
+    def alerting(self) -> Alerting:
+        """Alert rules and channels (``[alerts]`` in crewline.toml), evaluated by this app's workers."""
+        if self._alerting is None:
+            from .server.config import ServerConfig
+
+            only_server = Settings(sections={"server": self.settings.sections.get("server") or {}})
+            server = ServerConfig.from_settings(only_server)
+            self._alerting = Alerting(
+                self.db,
+                AlertsConfig.from_settings(self.settings),
+                public_url=server.public_url,
+                observers=self.observers,
+            )
+        return self._alerting
+
+    def _budget_crossed(self, alert: BudgetAlert) -> None:
+        try:
+            self.alerting.on_budget(alert)
+        except Exception:  # a broken [alerts] section must not fail the model call that crossed it
+            log.exception("budget crossing %s at %d%% not recorded as an alert", alert.scope, alert.level)
+
+    @property
     def reviews(self) -> ReviewQueue:
         """The review queue: approval requests and unknown outcomes waiting for a person."""
         return ReviewQueue(self.engine)
 
     def worker(self, *, concurrency: int = 8, worker_id: str | None = None) -> Worker:
-        return Worker(self.engine, concurrency=concurrency, worker_id=worker_id)
+        chores = [self.alerting.run]
+        return Worker(self.engine, concurrency=concurrency, worker_id=worker_id, chores=chores)
 
     # -- runs ------------------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("stats", "stats"),
     ("prompts", "prompts"),
     ("config", "config"),
+    ("alerts", "alerts"),
 )
 
 

@@ -8,12 +8,12 @@ reply.output, reply.usage, reply.cost, reply.model, reply.latency_ms
 
 from __future__ import annotations
 
+from .call_log import CallRecord
 from .config import ModelsConfig
 from .gateway import CallContext, Gateway, ModelStream
 from .ledger import BudgetAlert, Ledger
 from .prices import Price, PriceTable, shipped_table
 from .providers import Adapter, Endpoint, register
-from .records import CallRecord
 from .types import (
     EmbeddingResponse,
     ImagePart,
