@@ -8,7 +8,7 @@ import math
 from crewline.flows.records import finish_run, insert_run
 from crewline.flows.review import NewRequest, create_request, set_status
 from crewline.memory.retrieval import SearchLog, log_search
-from crewline.models.records import CallRecord, insert_record
+from crewline.models.call_log import CallRecord, insert_record
 from crewline.models.types import Usage
 from crewline.store import Conn, Database
 

@@ -1,10 +1,10 @@
 """The record of every model call: who asked, what answered, what it cost, how long it took.
 
 One ``model_calls`` row per logical call (a cache hit, a completion after its retries and fallbacks, a
-failure), written in the same transaction that settles the call's budget. The reports over them (totals,
-latency percentiles, error classes per model, workflow, key, day or hour) are computed here, in SQL. Request and response payloads go
-through :func:`crewline.store.payloads.store_payload`: small ones inline, large ones as content-addressed
-blobs that retention can drop.
+failure), written in the same transaction that settles the call's budget. Request and response payloads
+go through :func:`crewline.store.payloads.store_payload`: small ones inline, large ones as
+content-addressed blobs that retention can drop. The reports over the calls (totals, latency
+percentiles, error classes per model, workflow, key, day or hour) are computed here, in SQL.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 the report behind ``crewline stats`` and ``GET /api/v1/stats``.
 
 Everything is computed in SQL, on SQLite and PostgreSQL alike, by the owners of the tables read
-(:mod:`crewline.models.records` for model calls, :mod:`crewline.flows.records` for runs,
+(:mod:`crewline.models.call_log` for model calls, :mod:`crewline.flows.records` for runs,
 :mod:`crewline.flows.review` for reviews, :mod:`crewline.memory.retrieval` for the search log), so the
 numbers are those of every process sharing the database, not of one process's counters. This module only
 validates the query and shapes the rows.
@@ -20,7 +20,7 @@ from ..errors import ConfigError, InvalidInput
 from ..flows.records import run_counts
 from ..flows.review import review_times
 from ..memory.retrieval import search_totals
-from ..models.records import call_error_classes, call_percentiles, call_totals
+from ..models.call_log import call_error_classes, call_percentiles, call_totals
 from ..store import Conn
 
 __all__ = ["BY", "DEFAULT_SINCE", "StatsQuery", "parse_query", "stats"]
