@@ -23,6 +23,7 @@ from .states import FINISHED, RUN_STATES, RunStatus, StepKind, StepStatus
 __all__ = [
     "FINISHED",
     "STATES",
+    "RunCounts",
     "RunRecord",
     "RunResult",
     "StepRecord",
@@ -33,6 +34,7 @@ __all__ = [
     "lock_run",
     "new_run_id",
     "new_trace_parent",
+    "run_counts",
     "run_result",
 ]
 
@@ -480,3 +482,25 @@ def take_event(conn: Conn, run_id: str, name: str, step_no: int) -> tuple[bool, 
 
 def _json(value: dict[str, Any] | None) -> str | None:
     return None if value is None else json.dumps(value, default=str)
+
+
+@dataclass(frozen=True)
+class RunCounts:
+    """Runs created since a time by their state now; runs completed since then; runs due per queue now."""
+
+    by_state: dict[str, int]
+    completed: int
+    queue_depth: dict[str, int]
+
+
+def run_counts(conn: Conn, since: float) -> RunCounts:
+    states = conn.all("SELECT status, COUNT(*) FROM runs WHERE created_at >= ? GROUP BY status", (since,))
+    completed = conn.scalar(
+        "SELECT COUNT(*) FROM runs WHERE status = 'completed' AND finished_at >= ?", (since,)
+    )
+    queues = conn.all(
+        "SELECT queue, COUNT(*) FROM runs WHERE status = 'pending' GROUP BY queue ORDER BY queue"
+    )
+    return RunCounts(
+        {str(s): int(n) for s, n in states}, int(completed or 0), {str(q): int(n) for q, n in queues}
+    )

@@ -30,7 +30,7 @@ from .embedders import Embedder, LocalEmbedder, Matrix, as_matrix
 from .filters import validate_filter
 from .fulltext import TextIndex
 from .records import Document, Hit, IngestReport, Item, Snapshot, Stats, Version
-from .retrieval import Query, Reranker, run_query
+from .retrieval import Query, Reranker, SearchLog, log_search, run_query
 from .scopes import validate_scope, validate_scopes
 from .vectors import CHANGES_KEPT_SECONDS, ExactIndex, to_blob
 
@@ -357,8 +357,12 @@ class MemoryStore:
         rerank_pool: int | None = None,
         vector: Sequence[float] | None = None,
         min_score: float | None = None,
+        run: tuple[str, int] | None = None,
     ) -> list[Hit]:
-        """Hybrid search over ``scope`` (one or several); hits carry scores and provenance, best first."""
+        """Hybrid search over ``scope`` (one or several); hits carry scores and provenance, best first.
+
+        Each search is logged (``run``: the run id and step searching, when a workflow does)."""
+        started = time.time()
         _check_search(query, k, vector_weight, text_weight, vector is not None)
         scopes = validate_scopes(scope)
         flt = validate_filter(filter) if filter is not None else None
@@ -400,6 +404,10 @@ class MemoryStore:
         hits = hits[:k]
         self.searches += 1
         self.searches_with_hits += bool(hits)
+        run_id, step = run or (None, None)
+        top = hits[0].score if hits else None
+        entry = SearchLog(started, tuple(scopes), k, len(hits), top, run_id, step)
+        await self.db.write(lambda conn: log_search(conn, entry))
         return hits
 
     # -- versions --------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from .errors import install_handlers
 from .json_body import AssumeJson
 from .limits import BodyLimit
 from .proxy.fastpath import FastPathAPI
-from .routes import health, hooks, keys, reviews, runs, spend
+from .routes import health, hooks, keys, reviews, runs, spend, stats
 from .state import ServerState
 
 __all__ = ["create_app"]
@@ -80,7 +80,7 @@ def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8
     api.state.crewline = state
     install_handlers(api)
     install_docs(api)
-    for module in (health, runs, reviews, spend, keys, hooks, proxy):
+    for module in (health, runs, reviews, spend, stats, keys, hooks, proxy):
         api.include_router(module.router)
     # Webhooks and the proxy enforce their own limits, answering in their own error shapes.
     api.add_middleware(BodyLimit, limit=config.max_body, skip=("/hooks/", "/v1/"))
