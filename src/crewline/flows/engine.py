@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ..config import Settings
 from ..errors import ConfigError, GuardFailed, UnknownWorkflow
+from ..observe.events import Observers
 from ..store.database import Conn, Database, Guard
 from .definitions import Queue, Workflow
 from .review import RiskPolicy
@@ -65,9 +66,11 @@ def kill_at(spec: str) -> CrashHook:
 
 
 class Engine:
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, observers: Observers | None = None) -> None:
         self.db = db
         self.settings = settings
+        # Steps, runs and reviews are reported here (see crewline.observe.events).
+        self.observers = Observers() if observers is None else observers
         self.workflows: dict[str, Workflow] = {}
         self.queues: dict[str, Queue] = {}
         self.crash_hook: CrashHook | None = kill_at(settings.crash_point) if settings.crash_point else None

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any, NoReturn, TypeVar
 
 from ..errors import Cancelled, DeterminismError, StepError
+from ..observe.events import Event, ReviewEvent, StepEvent
 from ..store.database import Conn
 from ..store.payloads import dump
 from .definitions import Effect
@@ -82,6 +83,7 @@ class Journal:
         self._owner = owner
         self._signals = signals
         self._next = 0
+        self._committed: list[Event] = []  # emitted once the transaction writing them commits
 
     @property
     def step_count(self) -> int:
@@ -142,7 +144,7 @@ class Journal:
         )
 
         def park_on_review(conn: Conn) -> None:
-            create_request(conn, ask, self.engine.blob_threshold)
+            self.new_request(conn, ask)
             self.park(conn, park)
 
         await self.transact(park_on_review)
@@ -163,8 +165,22 @@ class Journal:
     # -- record and park -------------------------------------------------------------------------------
 
     async def transact(self, fn: Callable[[Conn], T]) -> T:
-        """Run ``fn`` in one checkpoint transaction, only while this worker holds the run's lease."""
-        return await self.engine.checkpoint(self.run_id, self._owner, fn)
+        """Run ``fn`` in one checkpoint transaction, only while this worker holds the run's lease; what it
+        recorded is reported to the engine's observers once it has committed."""
+
+        def body(conn: Conn) -> T:
+            self._committed.clear()  # a group commit may run ``fn`` again: only its last pass counts
+            return fn(conn)
+
+        try:
+            result = await self.engine.checkpoint(self.run_id, self._owner, body)
+        except BaseException:
+            self._committed.clear()
+            raise
+        events, self._committed = self._committed, []
+        for event in events:
+            self.engine.observers.emit(event)
+        return result
 
     async def record(self, entry: Entry, outcome: Outcome) -> None:
         """Record the step's outcome in its own checkpoint transaction."""
@@ -187,6 +203,33 @@ class Journal:
             blob_threshold=self.engine.blob_threshold,
             input_json=entry.input_json,
         )
+        if self.engine.observers:
+            self._committed.append(self._step_event(entry, outcome))
+
+    def _step_event(self, entry: Entry, outcome: Outcome) -> StepEvent:
+        now = time.time()
+        error_type = None if outcome.error is None else str(outcome.error.get("type"))
+        return StepEvent(
+            run_id=self.run_id,
+            workflow=self.workflow,
+            step=entry.n,
+            name=entry.name,
+            kind=entry.kind,
+            effect=entry.effect,
+            status=outcome.status,
+            started_at=entry.started,
+            duration_s=max(0.0, now - entry.started),
+            attempts=outcome.attempts,
+            error_type=error_type,
+        )
+
+    def new_request(self, conn: Conn, ask: NewRequest) -> None:
+        """Put a request in the review queue inside the caller's transaction (see :meth:`transact`)."""
+        create_request(conn, ask, self.engine.blob_threshold)
+        if self.engine.observers:
+            self._committed.append(
+                ReviewEvent(ask.request_id, self.run_id, ask.kind, "pending", ask.risk, time.time())
+            )
 
     def park(self, conn: Conn, park: Park) -> None:
         """Release the run inside the caller's transaction; the step kind then raises :class:`Suspend`."""

@@ -18,13 +18,14 @@ import pydantic
 import pydantic_core
 
 from ..errors import BudgetExceeded, ConfigError, CrewlineError, InvalidInput, ModelError, StepError
+from ..observe.model_calls import prompt_for_calls
 from ..store.database import Conn
 from ..store.payloads import dump
 from . import prompts
 from .definitions import DEFAULT_RETRY, RetryPolicy
 from .engine import Suspend
 from .journal import Entry, Journal, Outcome
-from .review import NewRequest, count_requests, create_request, get_request
+from .review import NewRequest, count_requests, get_request
 from .states import Park
 from .tools import as_tool
 
@@ -173,18 +174,19 @@ def _retry_delay(policy: RetryPolicy, attempt: int, e: ModelError) -> float:
 async def _complete(
     gateway: Gateway, journal: Journal, model: str | None, request: LlmRequest, n: int
 ) -> ModelResponse:
-    return await gateway.complete(
-        model,
-        list(request.messages),
-        tools=list(request.tools) or None,
-        output=request.output,
-        max_tokens=request.max_tokens,
-        temperature=request.temperature,
-        escalate=request.escalate,
-        budget_scope={"run": journal.run_id, "workflow": journal.workflow},
-        run_id=journal.run_id,
-        step=n,
-    )
+    with prompt_for_calls(request.prompt):
+        return await gateway.complete(
+            model,
+            list(request.messages),
+            tools=list(request.tools) or None,
+            output=request.output,
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            escalate=request.escalate,
+            budget_scope={"run": journal.run_id, "workflow": journal.workflow},
+            run_id=journal.run_id,
+            step=n,
+        )
 
 
 async def _fail(journal: Journal, call: Entry, e: CrewlineError) -> NoReturn:
@@ -213,7 +215,7 @@ async def _pause(journal: Journal, call: Entry, e: BudgetExceeded) -> NoReturn:
             context=journal.provenance_summary(),
             on_timeout="escalate",
         )
-        create_request(conn, ask, journal.engine.blob_threshold)
+        journal.new_request(conn, ask)
         journal.write(conn, waiting, Outcome("waiting", dump({"request": request_id})))
         journal.park(conn, Park.on_review(request_id))
 

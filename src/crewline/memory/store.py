@@ -22,6 +22,7 @@ from typing import Any
 
 from ..config import parse_duration
 from ..errors import ConfigError, CrewlineError, InvalidInput
+from ..observe.events import Observers, RetrievalEvent
 from ..store.database import Conn, Database
 from ..store.payloads import load_json
 from . import versions as v
@@ -75,10 +76,13 @@ class MemoryStore:
         chunk_size: int = 1200,
         chunk_overlap: int = 150,
         text_budget: int | None = 2000,
+        observers: Observers | None = None,
     ) -> None:
         """``near_duplicate``: cosine at or above which a new fact updates an existing one (1.0: only
-        exact duplicates); ``text_budget``: documents one full-text query may score (``None``: exact)."""
+        exact duplicates); ``text_budget``: documents one full-text query may score (``None``: exact);
+        ``observers``: where each search is reported."""
         self.db = db
+        self.observers = Observers() if observers is None else observers
         self.embedder: Embedder = embedder or LocalEmbedder()
         self.near_duplicate = near_duplicate
         self.chunk_size = chunk_size
@@ -91,7 +95,13 @@ class MemoryStore:
 
     @classmethod
     def from_settings(
-        cls, db: Database, section: dict[str, Any], embedder: Embedder | None = None, *, gateway: Any = None
+        cls,
+        db: Database,
+        section: dict[str, Any],
+        embedder: Embedder | None = None,
+        *,
+        gateway: Any = None,
+        observers: Observers | None = None,
     ) -> MemoryStore:
         """A store configured by the ``[memory]`` table of ``crewline.toml`` (``gateway``: the model
         gateway, used when the configured embedder is a provider's model)."""
@@ -105,6 +115,7 @@ class MemoryStore:
                 chunk_size=int(section.get("chunk_size", 1200)),
                 chunk_overlap=int(section.get("chunk_overlap", 150)),
                 text_budget=_text_budget(section.get("text_budget", 2000)),
+                observers=observers,
             )
         except (TypeError, ValueError) as e:
             raise ConfigError(f"[memory] settings are not valid: {e}") from e
@@ -357,6 +368,7 @@ class MemoryStore:
     ) -> list[Hit]:
         """Hybrid search over ``scope`` (one or several); hits carry scores and provenance, best first."""
         _check_search(query, k, vector_weight, text_weight, vector is not None)
+        started = time.time()
         scopes = validate_scopes(scope)
         flt = validate_filter(filter) if filter is not None else None
         index = await self._ready()
@@ -397,6 +409,8 @@ class MemoryStore:
         hits = hits[:k]
         self.searches += 1
         self.searches_with_hits += bool(hits)
+        if self.observers:
+            self.observers.emit(_retrieval_event(scopes, k, hits, started))
         return hits
 
     # -- versions --------------------------------------------------------------------------------------
@@ -579,6 +593,17 @@ class MemoryStore:
         self._checked = True
         self._index = None
         return done
+
+
+def _retrieval_event(scopes: Sequence[str], k: int, hits: list[Hit], started: float) -> RetrievalEvent:
+    return RetrievalEvent(
+        scopes=tuple(scopes),
+        k=k,
+        hits=len(hits),
+        top_score=hits[0].score if hits else None,
+        started_at=started,
+        duration_s=time.time() - started,
+    )
 
 
 def _delete(conn: Conn, *, entity_id: str, author: str) -> bool:
