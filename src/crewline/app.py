@@ -33,6 +33,10 @@ from .flows.records import (
 )
 from .memory import MemoryStore
 from .models import Gateway
+from .models.config import ModelsConfig
+from .observe.events import Observers
+from .observe.metrics import Metrics
+from .observe.model_calls import call_observer
 from .store import Database, open_database
 from .store.payloads import dump
 from .workers import Worker
@@ -49,7 +53,11 @@ class App:
         *,
         settings: Settings | None = None,
         models: Gateway | None = None,
+        observers: Observers | None = None,
     ) -> None:
+        """``observers``: the hub every component reports to (default: a new one, ``app.observers``); a
+        gateway passed as ``models`` reports its calls to it when built with
+        ``on_call=call_observer(hub)`` (:mod:`crewline.observe.model_calls`)."""
         settings = settings or Settings.load()
         if database_url is not None:
             settings = settings.with_(database_url=database_url)
@@ -58,6 +66,8 @@ class App:
         self._queues: dict[str, Queue] = {"default": Queue("default")}
         self._engine: Engine | None = None
         self._gateway = models
+        self.observers = Observers() if observers is None else observers
+        self._metrics: Metrics | None = None
 
     # -- definition ------------------------------------------------------------------------------------
 
@@ -110,14 +120,16 @@ class App:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            engine = Engine(open_database(self.settings.database_url), self.settings)
+            engine = Engine(open_database(self.settings.database_url), self.settings, self.observers)
             _sync_prompts(engine)
             engine.workflows = self._workflows
             engine.queues = self._queues
             if self._gateway is not None:
                 engine.models = self._gateway
             else:
-                engine.models_factory = lambda: Gateway.from_settings(self.settings, engine.db)
+                engine.models_factory = lambda: Gateway.from_settings(
+                    self.settings, engine.db, on_call=call_observer(self.observers)
+                )
             engine.memory_factory = lambda: _memory_store(engine)
             self._engine = engine
         return self._engine
@@ -150,6 +162,16 @@ class App:
             if self._gateway is None:
                 self._engine.models = None
         self.close()
+
+    @property
+    def metrics(self) -> Metrics:
+        """The app's Prometheus metrics, observing its events from first use (``crewline serve`` exposes
+        them at ``/metrics``, ``crewline worker --metrics-port``)."""
+        if self._metrics is None:
+            budgets = ModelsConfig.parse(self.settings.sections.get("models")).budgets
+            self._metrics = Metrics(lambda: self.db, budgets=budgets)
+            self.observers.add(self._metrics)
+        return self._metrics
 
     @property
     def reviews(self) -> ReviewQueue:
@@ -252,7 +274,7 @@ class App:
         """Cancel a run (and its children). A running run stops at its next step boundary."""
         result = await self.db.write(lambda conn: cancel_run(conn, run_id))
         if result == "cancelled":  # else its worker logs the end when it stops
-            log_end(await self.get_run(run_id), "cancelled", None)
+            log_end(self.engine, await self.get_run(run_id), "cancelled", None)
         return result
 
     async def fork(
@@ -301,4 +323,4 @@ def _sync_prompts(engine: Engine) -> None:
 def _memory_store(engine: Engine) -> MemoryStore:
     section = dict(engine.settings.sections.get("memory") or {})
     gateway = engine.models if engine.settings.sections.get("models") else None
-    return MemoryStore.from_settings(engine.db, section, gateway=gateway)
+    return MemoryStore.from_settings(engine.db, section, gateway=gateway, observers=engine.observers)

@@ -21,6 +21,7 @@ from ..errors import ConfigError
 from ..flows.prompts import prompts_dir
 from ..flows.review import RiskPolicy
 from ..models.config import models_problems
+from ..observe.metrics import metrics_token
 from ..server.config import HookConfig, ServerConfig
 from ._common import fail
 
@@ -59,6 +60,7 @@ def check_project(environ: Mapping[str, str] | None = None) -> ProjectReport:
         "webhooks": lambda table: _webhooks(table, env),
         "prompts": lambda _: _prompts(settings),
         "memory": _memory,
+        "observe": lambda table: _one(lambda: metrics_token(table, env)),
     }
     for name, table in settings.sections.items():
         if name not in checks:
