@@ -76,6 +76,8 @@ class Metrics:
         self._instruments()
         if db is not None:
             self.registry.register(_StateCollector(db, budgets or BudgetConfig(), alerts_firing))
+        self._call_series: dict[tuple[str | None, ...], tuple[Any, ...]] = {}
+        self._step_series: dict[tuple[str, str, str], Any] = {}
         self._handlers: dict[type[Any], Callable[[Any], None]] = {
             ModelCallEvent: self._model_call,
             StepEvent: self._step,
@@ -166,26 +168,47 @@ class Metrics:
         return generate_latest(self.registry)
 
     def _model_call(self, e: ModelCallEvent) -> None:
-        requested = e.requested if e.provider is not None else "unresolved"
-        provider = e.provider or ""
-        error = e.error_type or ""
-        self.call_duration.labels(e.operation, requested, provider, error).observe(e.duration_s)
+        # an unresolved name is the caller's free text: it must not grow this cache (nor the series)
+        requested = e.requested if e.provider is not None else None
+        key = (e.operation, requested, e.provider, e.model, e.workflow, e.key, e.error_type)
+        series = self._call_series.get(key)
+        if series is None:
+            series = self._call_series[key] = self._bind_call(e)
+        duration, tokens_in, tokens_out, first_chunk, calls, cost = series
+        duration.observe(e.duration_s)
         if e.input_tokens or e.output_tokens:
-            usage = self.token_usage
-            usage.labels(e.operation, requested, provider, "input").observe(e.input_tokens)
-            usage.labels(e.operation, requested, provider, "output").observe(e.output_tokens)
+            tokens_in.observe(e.input_tokens)
+            tokens_out.observe(e.output_tokens)
         if e.streamed and e.ttft_s is not None:
-            self.first_chunk.labels(e.operation, requested, provider, error).observe(e.ttft_s)
-        model = f"{provider}/{e.model}" if e.model else requested
-        workflow, key = e.workflow or "", e.key or ""
-        self.calls.labels(model, workflow, key, "error" if e.error_type else "ok").inc()
+            first_chunk.observe(e.ttft_s)
+        calls.inc()
         if e.cost:
-            self.cost.labels(model, workflow, key).inc(e.cost)
+            cost.inc(e.cost)
         if e.attempts > 1:
             self.retries.labels("model").inc(e.attempts - 1)
 
+    def _bind_call(self, e: ModelCallEvent) -> tuple[Any, ...]:
+        """The series a call with these labels feeds (bound once: ``labels()`` costs more than a sample)."""
+        requested = e.requested if e.provider is not None else "unresolved"
+        provider = e.provider or ""
+        error = e.error_type or ""
+        model = f"{provider}/{e.model}" if e.model else requested
+        workflow, key = e.workflow or "", e.key or ""
+        return (
+            self.call_duration.labels(e.operation, requested, provider, error),
+            self.token_usage.labels(e.operation, requested, provider, "input"),
+            self.token_usage.labels(e.operation, requested, provider, "output"),
+            self.first_chunk.labels(e.operation, requested, provider, error),
+            self.calls.labels(model, workflow, key, "error" if e.error_type else "ok"),
+            self.cost.labels(model, workflow, key),
+        )
+
     def _step(self, e: StepEvent) -> None:
-        self.steps.labels(e.workflow, e.kind, e.status).observe(e.duration_s)
+        key = (e.workflow, e.kind, e.status)
+        series = self._step_series.get(key)
+        if series is None:
+            series = self._step_series[key] = self.steps.labels(*key)
+        series.observe(e.duration_s)
         if e.attempts > 1 and e.kind != "llm":  # an llm step's attempts are its model call's, counted there
             self.retries.labels("step").inc(e.attempts - 1)
 
