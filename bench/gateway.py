@@ -39,10 +39,10 @@ from typing import Any
 import httpx
 
 from crewline.models import Gateway, ModelRequest, ModelsConfig, user
+from crewline.models.call_log import CallRecord, model_call_event
 from crewline.models.http import HttpClient
 from crewline.observe import Observers
 from crewline.observe.metrics import Metrics
-from crewline.observe.model_calls import call_observer
 from crewline.store import open_database
 from crewline.testing import ScriptedModel
 
@@ -110,6 +110,10 @@ async def run(url: str, database: str, calls: int, observe: bool = False) -> dic
     scripted = ScriptedModel(default="a short reply")
     offline = Gateway(ModelsConfig(default="test/m"), db, adapters={"test": scripted})
     hub = Observers([Metrics()])
+
+    def call_observer(_: Observers) -> Callable[[CallRecord], None]:
+        return lambda record: hub.emit(model_call_event(record))  # what App.observe_call does
+
     watched = Gateway(config(url, False), db, environ=env, on_call=call_observer(hub))
     watched_offline = Gateway(
         ModelsConfig(default="test/m"), db, adapters={"test": scripted}, on_call=call_observer(hub)

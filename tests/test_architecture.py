@@ -152,3 +152,37 @@ def test_no_module_touches_another_objects_private_members() -> None:
 
 def _private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
+
+
+MODELS = "crewline.models"
+# Private by name only: the standard library's documented way to leave a forked child at once.
+STDLIB_PRIVATE = {"os._exit"}
+
+
+def test_models_import_graph_is_acyclic() -> None:
+    """Inside ``crewline.models`` imports run one way (gateway -> streaming -> meter -> ledger, ...)."""
+    inside = {
+        name: {target for target in targets if target.startswith(MODELS)}
+        for name, targets in graph().items()
+        if name.startswith(MODELS)
+    }
+    assert "crewline.models.types" in inside["crewline.models.gateway"]
+    assert cycles(inside) == [], f"import cycles in {MODELS}: {cycles(inside)}"
+
+
+def test_no_models_module_touches_another_objects_private_members() -> None:
+    """``self._gateway._finish`` from the stream, ``error._attempts``: a module uses others' public names."""
+    offences = []
+    for name, module in modules().items():
+        if not name.startswith(MODELS):
+            continue
+        for node in ast.walk(module.tree()):
+            if isinstance(node, ast.Attribute) and _private(node.attr):
+                owner = node.value
+                mine = isinstance(owner, ast.Name) and owner.id in ("self", "cls")
+                if not mine and ast.unparse(node) not in STDLIB_PRIVATE:
+                    offences.append(f"{name}:{node.lineno}: {ast.unparse(node)}")
+            elif isinstance(node, ast.ImportFrom):
+                names = [a.name for a in node.names if _private(a.name)]
+                offences.extend(f"{name}:{node.lineno}: imports {n}" for n in names)
+    assert offences == []

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .config import Settings
 from .errors import InvalidInput, RunFailed
@@ -33,17 +36,26 @@ from .flows.records import (
 )
 from .memory import MemoryStore
 from .models import Gateway
+from .models.call_log import CallRecord, model_call_event
 from .models.config import ModelsConfig
+from .models.ledger import BudgetAlert
+from .observe.alert_config import AlertsConfig
+from .observe.alerts import Alerting
 from .observe.events import Observers
-from .observe.metrics import Metrics
-from .observe.model_calls import call_observer
+from .observe.metrics import Metrics, firing_alerts
+from .observe.model_calls import call_prompt
+from .observe.trace_config import TraceSettings
 from .store import Database, open_database
 from .store.payloads import dump
 from .workers import Worker
 
+if TYPE_CHECKING:
+    from .observe.traces import Tracer
+
 __all__ = ["App"]
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+log = logging.getLogger("crewline.app")
 
 
 class App:
@@ -53,11 +65,7 @@ class App:
         *,
         settings: Settings | None = None,
         models: Gateway | None = None,
-        observers: Observers | None = None,
     ) -> None:
-        """``observers``: the hub every component reports to (default: a new one, ``app.observers``); a
-        gateway passed as ``models`` reports its calls to it when built with
-        ``on_call=call_observer(hub)`` (:mod:`crewline.observe.model_calls`)."""
         settings = settings or Settings.load()
         if database_url is not None:
             settings = settings.with_(database_url=database_url)
@@ -66,7 +74,10 @@ class App:
         self._queues: dict[str, Queue] = {"default": Queue("default")}
         self._engine: Engine | None = None
         self._gateway = models
-        self.observers = Observers() if observers is None else observers
+        self._alerting: Alerting | None = None
+        # Every component reports to this hub; metrics, traces and alerts observe it.
+        self.observers = Observers()
+        self._tracer: Tracer | None = None
         self._metrics: Metrics | None = None
 
     # -- definition ------------------------------------------------------------------------------------
@@ -120,17 +131,19 @@ class App:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            engine = Engine(open_database(self.settings.database_url), self.settings, self.observers)
+            engine = Engine(open_database(self.settings.database_url), self.settings)
             _sync_prompts(engine)
             engine.workflows = self._workflows
             engine.queues = self._queues
+            engine.observers = self.observers
             if self._gateway is not None:
                 engine.models = self._gateway
             else:
                 engine.models_factory = lambda: Gateway.from_settings(
-                    self.settings, engine.db, on_call=call_observer(self.observers)
+                    self.settings, engine.db, on_alert=self._budget_crossed, on_call=self.observe_call
                 )
             engine.memory_factory = lambda: _memory_store(engine)
+            self._start_tracing()
             self._engine = engine
         return self._engine
 
@@ -150,10 +163,31 @@ class App:
         """The memory store (``[memory]`` in crewline.toml): ``await app.memory.ingest("docs/", scope="kb")``."""
         return self.engine.memory
 
+    def observe_call(self, record: CallRecord) -> None:
+        """Tell the app's observers about a model call: the ``on_call`` of a gateway built by hand."""
+        if self.observers:
+            event = model_call_event(record, content=self.observers.wants_content)
+            prompt = call_prompt()  # named by the llm step making the call, in this task
+            self.observers.emit(event if prompt is None else replace(event, prompt=prompt))
+
+    def _start_tracing(self) -> None:
+        """Spans over OTLP/HTTP when ``[observe] otlp_endpoint`` is set (a ConfigError names what is wrong)."""
+        settings = TraceSettings.from_section(self.settings.sections.get("observe"), os.environ)
+        if settings.enabled and self._tracer is None:
+            from .observe.traces import Tracer  # needs the `observe` extra, checked by from_section
+
+            self._tracer = Tracer.exporting(settings)
+            self.observers.add(self._tracer)
+            self.observers.wants_content = self.observers.wants_content or settings.capture_content
+
     def close(self) -> None:
         if self._engine is not None:
             self._engine.db.close()
             self._engine = None
+        if self._tracer is not None:
+            self.observers.remove(self._tracer)
+            self._tracer.shutdown()
+            self._tracer = None
 
     async def aclose(self) -> None:
         """Close the gateway (waiting for its call records) and the database."""
@@ -164,12 +198,34 @@ class App:
         self.close()
 
     @property
+    def alerting(self) -> Alerting:
+        """Alert rules and channels (``[alerts]`` in crewline.toml), evaluated by this app's workers."""
+        if self._alerting is None:
+            from .server.config import ServerConfig
+
+            only_server = Settings(sections={"server": self.settings.sections.get("server") or {}})
+            server = ServerConfig.from_settings(only_server)
+            self._alerting = Alerting(
+                self.db,
+                AlertsConfig.from_settings(self.settings),
+                public_url=server.public_url,
+                observers=self.observers,
+            )
+        return self._alerting
+
+    def _budget_crossed(self, alert: BudgetAlert) -> None:
+        try:
+            self.alerting.on_budget(alert)
+        except Exception:  # a broken [alerts] section must not fail the model call that crossed it
+            log.exception("budget crossing %s at %d%% not recorded as an alert", alert.scope, alert.level)
+
+    @property
     def metrics(self) -> Metrics:
         """The app's Prometheus metrics, observing its events from first use (``crewline serve`` exposes
         them at ``/metrics``, ``crewline worker --metrics-port``)."""
         if self._metrics is None:
             budgets = ModelsConfig.parse(self.settings.sections.get("models")).budgets
-            self._metrics = Metrics(lambda: self.db, budgets=budgets)
+            self._metrics = Metrics(lambda: self.db, budgets=budgets, alerts_firing=firing_alerts)
             self.observers.add(self._metrics)
         return self._metrics
 
@@ -179,7 +235,8 @@ class App:
         return ReviewQueue(self.engine)
 
     def worker(self, *, concurrency: int = 8, worker_id: str | None = None) -> Worker:
-        return Worker(self.engine, concurrency=concurrency, worker_id=worker_id)
+        chores = [self.alerting.run]
+        return Worker(self.engine, concurrency=concurrency, worker_id=worker_id, chores=chores)
 
     # -- runs ------------------------------------------------------------------------------------------
 
@@ -274,7 +331,7 @@ class App:
         """Cancel a run (and its children). A running run stops at its next step boundary."""
         result = await self.db.write(lambda conn: cancel_run(conn, run_id))
         if result == "cancelled":  # else its worker logs the end when it stops
-            log_end(self.engine, await self.get_run(run_id), "cancelled", None)
+            log_end(await self.get_run(run_id), "cancelled", None)
         return result
 
     async def fork(
@@ -323,4 +380,6 @@ def _sync_prompts(engine: Engine) -> None:
 def _memory_store(engine: Engine) -> MemoryStore:
     section = dict(engine.settings.sections.get("memory") or {})
     gateway = engine.models if engine.settings.sections.get("models") else None
-    return MemoryStore.from_settings(engine.db, section, gateway=gateway, observers=engine.observers)
+    store = MemoryStore.from_settings(engine.db, section, gateway=gateway)
+    store.observers = engine.observers
+    return store

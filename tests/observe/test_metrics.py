@@ -15,13 +15,11 @@ from crewline.models import Gateway
 from crewline.observe import (
     Event,
     ModelCallEvent,
-    Observers,
     RetrievalEvent,
     ReviewEvent,
     RunEvent,
     StepEvent,
 )
-from crewline.observe.model_calls import call_observer
 from crewline.testing import FakeProvider, ScriptedModel
 
 from ..flows._drive import drive, step_once
@@ -179,14 +177,13 @@ async def test_gauges_show_due_runs_pending_reviews_and_budget_use(db_url: str) 
         await app.aclose()
 
 
-async def test_a_scripted_gateway_reports_through_the_hub_it_is_given(db_url: str) -> None:
-    hub = Observers()
+async def test_a_gateway_built_by_hand_reports_through_the_app(db_url: str) -> None:
+    app = App(db_url)
     seen = Recorder()
-    hub.add(seen)
-    gateway = Gateway.for_testing(ScriptedModel("one"), on_call=call_observer(hub))
-    app = App(db_url, models=gateway, observers=hub)
+    app.observers.add(seen)
+    app.engine.models = Gateway.for_testing(ScriptedModel("one"), app.db, on_call=app.observe_call)
+    metrics = app.metrics
     try:
-        assert app.observers is hub
         reply = await app.models.complete(messages="hi")
         assert reply.text == "one"
         (event,) = seen.of(ModelCallEvent)
@@ -195,6 +192,10 @@ async def test_a_scripted_gateway_reports_through_the_hub_it_is_given(db_url: st
             "test/scripted",
             None,
             False,
+        )
+        found = samples(metrics.render().decode())
+        assert (
+            value(found, "crewline_model_calls_total", model="test/scripted", workflow="", status="ok") == 1
         )
     finally:
         await app.aclose()

@@ -21,7 +21,9 @@ from ..errors import ConfigError
 from ..flows.prompts import prompts_dir
 from ..flows.review import RiskPolicy
 from ..models.config import models_problems
-from ..observe.metrics import metrics_token
+from ..observe.alert_config import AlertsConfig
+from ..observe.metrics import METRICS_KEYS, metrics_token
+from ..observe.trace_config import trace_problems
 from ..server.config import HookConfig, ServerConfig
 from ._common import fail
 
@@ -60,7 +62,8 @@ def check_project(environ: Mapping[str, str] | None = None) -> ProjectReport:
         "webhooks": lambda table: _webhooks(table, env),
         "prompts": lambda _: _prompts(settings),
         "memory": _memory,
-        "observe": lambda table: _one(lambda: metrics_token(table, env)),
+        "alerts": lambda table: _one(partial(AlertsConfig.parse, table, env)),
+        "observe": lambda table: _observe(table, env),
     }
     for name, table in settings.sections.items():
         if name not in checks:
@@ -131,6 +134,14 @@ def _webhooks(table: Any, env: Mapping[str, str]) -> list[str]:
 
 def _prompts(settings: Settings) -> list[str]:
     return _one(lambda: prompts_dir(settings))
+
+
+def _observe(table: Any, env: Mapping[str, str]) -> list[str]:
+    """``[observe]`` holds the tracing keys and the metrics keys; each part checks its own."""
+    if not isinstance(table, Mapping):
+        return trace_problems(table, env)
+    traced = {k: v for k, v in table.items() if k not in METRICS_KEYS}
+    return trace_problems(traced, env) + _one(lambda: metrics_token(table, env))
 
 
 def _memory(table: Any) -> list[str]:

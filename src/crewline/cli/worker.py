@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 
@@ -13,6 +12,7 @@ from ..app import App
 from ._common import (
     LoopFactory,
     app_option,
+    configure_logging,
     database_label,
     errors_as_exit,
     fail,
@@ -49,7 +49,7 @@ def worker(
     loop_factory: LoopFactory | None,
 ) -> None:
     """Claim and execute runs; SIGTERM or Ctrl-C finish the current steps, release the runs and exit."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     require_valid_project()
     app = load_app(app_ref)
     if not app.workflows:

@@ -66,11 +66,9 @@ def kill_at(spec: str) -> CrashHook:
 
 
 class Engine:
-    def __init__(self, db: Database, settings: Settings, observers: Observers | None = None) -> None:
+    def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
-        # Steps, runs and reviews are reported here (see crewline.observe.events).
-        self.observers = Observers() if observers is None else observers
         self.workflows: dict[str, Workflow] = {}
         self.queues: dict[str, Queue] = {}
         self.crash_hook: CrashHook | None = kill_at(settings.crash_point) if settings.crash_point else None
@@ -83,6 +81,8 @@ class Engine:
         self.memory_factory: Callable[[], MemoryStore] | None = None
         # What "now" is for durable sleeps and wait deadlines; tests move it to skip time.
         self.clock: Callable[[], float] = time.time
+        # Where runs and steps report what happened (the app's hub; empty unless something observes).
+        self.observers = Observers()
 
     def crash_point(self, where: str, step_no: int) -> None:
         if self.crash_hook is not None:

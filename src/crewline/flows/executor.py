@@ -2,8 +2,7 @@
 
 Each change of a run's state is one INFO line on the ``crewline.runs`` logger (started, resumed, waiting
 and for what, completed, failed with the error, cancelled): what an operator reads in the server's log.
-Ids, workflow names and error messages only; never the run's input or output. The same changes go to the
-engine's observers as :class:`~crewline.observe.events.RunEvent`.
+Ids, workflow names and error messages only; never the run's input or output.
 """
 
 from __future__ import annotations
@@ -21,10 +20,7 @@ from .engine import Engine, LeaseLost, RunSignals, Suspend
 from .records import RunRecord, StepRecord, finish_run, load_steps
 from .states import RunStatus
 
-__all__ = ["execute_run", "log_end", "report_run"]
-
-RunChange = Literal["started", "resumed", "parked", "completed", "failed", "cancelled"]
-_ENDS: dict[str, RunChange] = {"completed": "completed", "failed": "failed", "cancelled": "cancelled"}
+__all__ = ["execute_run", "log_end"]
 
 log = logging.getLogger("crewline.flows")
 runs_log = logging.getLogger("crewline.runs")
@@ -38,9 +34,8 @@ async def execute_run(engine: Engine, run: RunRecord, owner: str, signals: RunSi
     if blocked is not None:
         return await _record_end(engine, run, owner, "failed", None, blocked)
     ctx = Context(engine, run, steps, owner, signals)
-    begun: Literal["started", "resumed"] = "resumed" if steps else "started"
-    runs_log.info("run %s (%s) %s", run.id, run.workflow, begun)
-    report_run(engine, run, begun)
+    runs_log.info("run %s (%s) %s", run.id, run.workflow, "resumed" if steps else "started")
+    _emit_run(engine, run, "resumed" if steps else "started")
     status: RunStatus = "completed"
     output: bytes | None = None
     error: dict[str, Any] | None = None
@@ -59,7 +54,7 @@ async def execute_run(engine: Engine, run: RunRecord, owner: str, signals: RunSi
     except Suspend as e:
         why = str(e) if str(e) != "pending" else "released to another worker (shutting down)"
         runs_log.info("run %s (%s) %s", run.id, run.workflow, why)
-        report_run(engine, run, "parked", reason=str(e))
+        _emit_run(engine, run, "parked", reason=str(e))
         return "parked"
     except LeaseLost as e:
         log.warning("%s", e)
@@ -101,11 +96,36 @@ async def _record_end(
         log.warning("run %s: could not record its end: %s", run.id, e)
         return "lost"
     if done:
-        log_end(engine, run, status, error)
+        log_end(run, status, error)
+        if status in ("completed", "failed", "cancelled"):
+            _emit_run(engine, run, status, error_type=None if error is None else str(error.get("type")))
         engine.run_finished(run.id)
         if run.parent_id:
             engine.work_available.set()
     return status
+
+
+def _emit_run(
+    engine: Engine,
+    run: RunRecord,
+    status: Literal["started", "resumed", "parked", "completed", "failed", "cancelled"],
+    *,
+    error_type: str | None = None,
+    reason: str | None = None,
+) -> None:
+    if engine.observers:  # building the event costs nothing when nobody listens
+        event = RunEvent(
+            run_id=run.id,
+            workflow=run.workflow,
+            status=status,
+            at=time.time(),
+            created_at=run.created_at,
+            queue=run.queue,
+            trace_parent=run.trace_parent,
+            error_type=error_type,
+            reason=reason,
+        )
+        engine.observers.emit(event)
 
 
 def unreadable_error(run: RunRecord, steps: dict[int, StepRecord]) -> dict[str, Any] | None:
@@ -127,34 +147,7 @@ def unreadable_error(run: RunRecord, steps: dict[int, StepRecord]) -> dict[str, 
     return None
 
 
-def report_run(
-    engine: Engine,
-    run: RunRecord,
-    status: RunChange,
-    *,
-    error_type: str | None = None,
-    reason: str | None = None,
-) -> None:
-    """Tell the engine's observers that ``run`` changed state."""
-    if engine.observers:
-        event = RunEvent(
-            run_id=run.id,
-            workflow=run.workflow,
-            status=status,
-            at=time.time(),
-            created_at=run.created_at,
-            queue=run.queue,
-            error_type=error_type,
-            reason=reason,
-        )
-        engine.observers.emit(event)
-
-
-def log_end(engine: Engine, run: RunRecord, status: RunStatus, error: dict[str, Any] | None) -> None:
-    """Log and report the end of ``run``."""
-    end = _ENDS.get(status)
-    if end is not None:
-        report_run(engine, run, end, error_type=None if error is None else str(error.get("type")))
+def log_end(run: RunRecord, status: RunStatus, error: dict[str, Any] | None) -> None:
     if status == "completed":
         seconds = time.time() - run.created_at
         took = f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.1f}s"

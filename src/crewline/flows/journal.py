@@ -83,7 +83,8 @@ class Journal:
         self._owner = owner
         self._signals = signals
         self._next = 0
-        self._committed: list[Event] = []  # emitted once the transaction writing them commits
+        # Step outcomes written in the open transaction, told to observers once it commits.
+        self._unreported: list[Event] = []
 
     @property
     def step_count(self) -> int:
@@ -165,21 +166,12 @@ class Journal:
     # -- record and park -------------------------------------------------------------------------------
 
     async def transact(self, fn: Callable[[Conn], T]) -> T:
-        """Run ``fn`` in one checkpoint transaction, only while this worker holds the run's lease; what it
-        recorded is reported to the engine's observers once it has committed."""
-
-        def body(conn: Conn) -> T:
-            self._committed.clear()  # a group commit may run ``fn`` again: only its last pass counts
-            return fn(conn)
-
-        try:
-            result = await self.engine.checkpoint(self.run_id, self._owner, body)
-        except BaseException:
-            self._committed.clear()
-            raise
-        events, self._committed = self._committed, []
-        for event in events:
+        """Run ``fn`` in one checkpoint transaction, only while this worker holds the run's lease."""
+        self._unreported.clear()
+        result = await self.engine.checkpoint(self.run_id, self._owner, fn)
+        for event in self._unreported:
             self.engine.observers.emit(event)
+        self._unreported.clear()
         return result
 
     async def record(self, entry: Entry, outcome: Outcome) -> None:
@@ -204,10 +196,17 @@ class Journal:
             input_json=entry.input_json,
         )
         if self.engine.observers:
-            self._committed.append(self._step_event(entry, outcome))
+            self._unreported.append(self._step_event(entry, outcome))
+
+    def new_request(self, conn: Conn, ask: NewRequest) -> None:
+        """Put a request in the review queue inside the caller's transaction (see :meth:`transact`)."""
+        create_request(conn, ask, self.engine.blob_threshold)
+        if self.engine.observers:
+            self._unreported.append(
+                ReviewEvent(ask.request_id, self.run_id, ask.kind, "pending", ask.risk, time.time())
+            )
 
     def _step_event(self, entry: Entry, outcome: Outcome) -> StepEvent:
-        now = time.time()
         error_type = None if outcome.error is None else str(outcome.error.get("type"))
         return StepEvent(
             run_id=self.run_id,
@@ -218,18 +217,10 @@ class Journal:
             effect=entry.effect,
             status=outcome.status,
             started_at=entry.started,
-            duration_s=max(0.0, now - entry.started),
+            duration_s=max(0.0, time.time() - entry.started),
             attempts=outcome.attempts,
             error_type=error_type,
         )
-
-    def new_request(self, conn: Conn, ask: NewRequest) -> None:
-        """Put a request in the review queue inside the caller's transaction (see :meth:`transact`)."""
-        create_request(conn, ask, self.engine.blob_threshold)
-        if self.engine.observers:
-            self._committed.append(
-                ReviewEvent(ask.request_id, self.run_id, ask.kind, "pending", ask.risk, time.time())
-            )
 
     def park(self, conn: Conn, park: Park) -> None:
         """Release the run inside the caller's transaction; the step kind then raises :class:`Suspend`."""

@@ -7,6 +7,7 @@ Each function here runs inside a transaction the caller opened (usually a group-
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ __all__ = [
     "load_steps",
     "lock_run",
     "new_run_id",
+    "new_trace_parent",
     "run_result",
 ]
 
@@ -42,12 +44,22 @@ _RUN_COLUMNS = (
     "id, workflow, version, queue, priority, status, input, input_blob, output, output_blob, error, "
     "idempotency_key, parent_id, parent_step, forked_from, fork_step, wait_reason, wait_event, wake_at, "
     "lease_owner, lease_until, cancel_requested, recoveries, created_at, updated_at, finished_at, overrides, "
-    "started_by, pruned_at"
+    "started_by, pruned_at, trace_parent"
 )
 
 
 def new_run_id() -> str:
     return uuid.uuid4().hex
+
+
+def new_trace_parent() -> str:
+    """A W3C ``traceparent`` for a new run: a fresh trace id and the span id its run span will have.
+
+    Decided once, when the run is created, and stored with it, so the spans of every process that
+    executes the run (before and after it parks) join one trace under one run span.
+    """
+    ids = os.urandom(24).hex()
+    return f"00-{ids[:32]}-{ids[32:]}-01"
 
 
 @dataclass
@@ -79,6 +91,8 @@ class RunRecord:
     overrides: dict[str, Any] | None = None  # a fork's variations: {"model": ..., "prompts": [...]}
     started_by: str | None = None  # the id of the API key that started it over HTTP
     pruned_at: float | None = None  # when retention dropped its input, output and steps
+    # W3C traceparent decided when the run was created: its trace and the span id of the run's span.
+    trace_parent: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -135,6 +149,7 @@ def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
         overrides,
         by,
         pruned,
+        trace_parent,
     ) = row
     return RunRecord(
         id=rid,
@@ -164,6 +179,7 @@ def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
         overrides=json.loads(overrides) if overrides else None,
         started_by=by,
         pruned_at=pruned,
+        trace_parent=trace_parent,
     )
 
 
@@ -267,8 +283,9 @@ def insert_run(
     # One statement in the common case: a conflict on the id or the idempotency key inserts nothing.
     created = conn.scalar(
         "INSERT INTO runs (id, workflow, version, queue, priority, status, input, input_blob, idempotency_key, "
-        "parent_id, parent_step, forked_from, fork_step, wake_at, created_at, updated_at, overrides, started_by) "
-        "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+        "parent_id, parent_step, forked_from, fork_step, wake_at, created_at, updated_at, overrides, started_by, "
+        "trace_parent) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT DO NOTHING RETURNING id",
         (
             run_id,
             workflow,
@@ -287,6 +304,7 @@ def insert_run(
             now,
             _json(overrides),
             started_by,
+            new_trace_parent(),
         ),
     )
     if created is not None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..config import parse_duration
 from ..errors import ConfigError, CrewlineError, InvalidInput
-from ..observe.events import Observers, RetrievalEvent
+from ..observe.events import Observers
 from ..store.database import Conn, Database
 from ..store.payloads import load_json
 from . import versions as v
@@ -76,13 +76,10 @@ class MemoryStore:
         chunk_size: int = 1200,
         chunk_overlap: int = 150,
         text_budget: int | None = 2000,
-        observers: Observers | None = None,
     ) -> None:
         """``near_duplicate``: cosine at or above which a new fact updates an existing one (1.0: only
-        exact duplicates); ``text_budget``: documents one full-text query may score (``None``: exact);
-        ``observers``: where each search is reported."""
+        exact duplicates); ``text_budget``: documents one full-text query may score (``None``: exact)."""
         self.db = db
-        self.observers = Observers() if observers is None else observers
         self.embedder: Embedder = embedder or LocalEmbedder()
         self.near_duplicate = near_duplicate
         self.chunk_size = chunk_size
@@ -92,16 +89,12 @@ class MemoryStore:
         self._checked = False
         self.searches = 0
         self.searches_with_hits = 0
+        # Told about searches made by workflow steps (``ctx.memory.search``); the app's hub.
+        self.observers = Observers()
 
     @classmethod
     def from_settings(
-        cls,
-        db: Database,
-        section: dict[str, Any],
-        embedder: Embedder | None = None,
-        *,
-        gateway: Any = None,
-        observers: Observers | None = None,
+        cls, db: Database, section: dict[str, Any], embedder: Embedder | None = None, *, gateway: Any = None
     ) -> MemoryStore:
         """A store configured by the ``[memory]`` table of ``crewline.toml`` (``gateway``: the model
         gateway, used when the configured embedder is a provider's model)."""
@@ -115,7 +108,6 @@ class MemoryStore:
                 chunk_size=int(section.get("chunk_size", 1200)),
                 chunk_overlap=int(section.get("chunk_overlap", 150)),
                 text_budget=_text_budget(section.get("text_budget", 2000)),
-                observers=observers,
             )
         except (TypeError, ValueError) as e:
             raise ConfigError(f"[memory] settings are not valid: {e}") from e
@@ -368,7 +360,6 @@ class MemoryStore:
     ) -> list[Hit]:
         """Hybrid search over ``scope`` (one or several); hits carry scores and provenance, best first."""
         _check_search(query, k, vector_weight, text_weight, vector is not None)
-        started = time.time()
         scopes = validate_scopes(scope)
         flt = validate_filter(filter) if filter is not None else None
         index = await self._ready()
@@ -409,8 +400,6 @@ class MemoryStore:
         hits = hits[:k]
         self.searches += 1
         self.searches_with_hits += bool(hits)
-        if self.observers:
-            self.observers.emit(_retrieval_event(scopes, k, hits, started))
         return hits
 
     # -- versions --------------------------------------------------------------------------------------
@@ -593,17 +582,6 @@ class MemoryStore:
         self._checked = True
         self._index = None
         return done
-
-
-def _retrieval_event(scopes: Sequence[str], k: int, hits: list[Hit], started: float) -> RetrievalEvent:
-    return RetrievalEvent(
-        scopes=tuple(scopes),
-        k=k,
-        hits=len(hits),
-        top_score=hits[0].score if hits else None,
-        started_at=started,
-        duration_s=time.time() - started,
-    )
 
 
 def _delete(conn: Conn, *, entity_id: str, author: str) -> bool:

@@ -41,11 +41,18 @@ def spend(conn: Conn, groups: tuple[str, ...], since: float, run_id: str | None 
             params,
         )
         out[group] = [
-            {group: r[0] or "-", "calls": r[1], "cache_hits": r[2] or 0, "errors": r[3] or 0,
-             "input_tokens": r[4] or 0, "output_tokens": r[5] or 0, "cost": round(float(r[6] or 0), 6),
-             "unpriced_calls": r[7] or 0}
+            {
+                group: r[0] or "-",
+                "calls": r[1],
+                "cache_hits": r[2] or 0,
+                "errors": r[3] or 0,
+                "input_tokens": r[4] or 0,
+                "output_tokens": r[5] or 0,
+                "cost": round(float(r[6] or 0), 6),
+                "unpriced_calls": r[7] or 0,
+            }
             for r in rows
-        ]  # fmt: skip
+        ]
     if "key" in out:
         out["key"] = _by_key_id(out["key"])
     return out
@@ -70,10 +77,14 @@ def budgets(conn: Conn, config: BudgetConfig) -> list[dict[str, Any]]:
     """Every budget scope seen: its limit (stored, else configured), what is spent and reserved."""
     rows = conn.all("SELECT scope, limit_nusd, spent_nusd, reserved_nusd FROM model_budgets ORDER BY scope")
     return [
-        {"scope": s, "limit": config_limit(config, s) if lim is None else from_nusd(lim), "spent": from_nusd(sp),
-         "reserved": from_nusd(res)}
+        {
+            "scope": s,
+            "limit": config_limit(config, s) if lim is None else from_nusd(lim),
+            "spent": from_nusd(sp),
+            "reserved": from_nusd(res),
+        }
         for s, lim, sp, res in rows
-    ]  # fmt: skip
+    ]
 
 
 def calls(

@@ -36,6 +36,7 @@ from ..flows.review import pending_requests
 from ..models import reports
 from ..models.config import BudgetConfig
 from ..store.database import Conn, Database
+from .alerts import rule_states
 from .events import (
     Event,
     ModelCallEvent,
@@ -46,7 +47,15 @@ from .events import (
     TriggerEvent,
 )
 
-__all__ = ["CONTENT_TYPE", "AlertsFiring", "Metrics", "metrics_token", "serve_metrics"]
+__all__ = [
+    "CONTENT_TYPE",
+    "METRICS_KEYS",
+    "AlertsFiring",
+    "Metrics",
+    "firing_alerts",
+    "metrics_token",
+    "serve_metrics",
+]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # The bucket boundaries the gen_ai semantic conventions ask for.
@@ -55,8 +64,10 @@ _TOKEN_BUCKETS = tuple(float(4**i) for i in range(14))
 _STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 _GEN_AI = ("gen_ai_operation_name", "gen_ai_request_model", "gen_ai_provider_name", "error_type")
 
-# Reads the firing alerts per rule; the alert rules' module provides it (None: no alerts configured).
+# Reads the firing alerts per rule (:func:`firing_alerts`; None: no gauge).
 AlertsFiring = Callable[[Conn], Mapping[str, int]]
+# The keys of ``[observe]`` read here (the tracing keys are read by observe/trace_config.py).
+METRICS_KEYS = frozenset({"metrics_token_env"})
 
 
 class Metrics:
@@ -284,6 +295,11 @@ class _StateCollector(Collector):
         for rule, n in sorted(self._alerts(conn).items()):
             firing.add_metric([rule], n)
         return [firing]
+
+
+def firing_alerts(conn: Conn) -> dict[str, int]:
+    """1 for each evaluated alert rule firing now, 0 for the others."""
+    return {rule: int(firing) for rule, (firing, _, _) in rule_states(conn).items()}
 
 
 def metrics_token(section: Any, environ: Mapping[str, str]) -> str | None:

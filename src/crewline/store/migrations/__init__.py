@@ -31,9 +31,10 @@ class Migration:
 
 
 def components() -> dict[str, tuple[Migration, ...]]:
-    from . import engine, flows, gateway, memory, server
+    from . import alerts, engine, flows, gateway, memory, server
 
     return {
+        "alerts": alerts.MIGRATIONS,
         "engine": engine.MIGRATIONS,
         "flows": flows.MIGRATIONS,
         "gateway": gateway.MIGRATIONS,

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ..observe.events import ModelCallEvent
 from ..store import Conn
 from ..store.payloads import dump, store_payload
 from .types import Usage
 
-__all__ = ["CallRecord", "insert_record", "prune_payloads"]
+__all__ = ["CallRecord", "insert_record", "model_call_event", "prune_payloads"]
 
 
 @dataclass
@@ -105,4 +106,35 @@ def prune_payloads(conn: Conn, older_than: float, now: float | None = None) -> i
             "OR response IS NOT NULL OR response_blob IS NOT NULL)",
             (cutoff,),
         ).rowcount
+    )
+
+
+def model_call_event(record: CallRecord, *, content: bool = False) -> ModelCallEvent:
+    """What observers are told about a finished call; its request and reply only with ``content``."""
+    u = record.usage
+    return ModelCallEvent(
+        operation="embeddings" if record.kind == "embed" else "chat",
+        requested=record.requested,
+        started_at=record.started_at,
+        duration_s=(record.latency_ms or 0.0) / 1000,
+        provider=record.provider,
+        model=record.model,
+        run_id=record.run_id,
+        workflow=record.workflow,
+        step=record.step,
+        key=record.virtual_key,
+        streamed=record.kind == "stream",
+        input_tokens=u.input_tokens,
+        output_tokens=u.output_tokens,
+        cache_read_tokens=u.cache_read_tokens,
+        cache_write_tokens=u.cache_write_tokens,
+        reasoning_tokens=u.reasoning_tokens,
+        cost=record.cost,
+        price_known=record.price_known,
+        ttft_s=None if record.ttft_ms is None else record.ttft_ms / 1000,
+        attempts=record.attempts,
+        cache_hit=record.cache_hit,
+        error_type=record.error_class,
+        request=record.request if content else None,
+        response=record.response if content else None,
     )

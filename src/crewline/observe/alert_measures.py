@@ -1,0 +1,185 @@
+"""What each kind of alert rule measures, read from crewline's own tables in one small query each.
+
+A measure says whether the rule is breached now, with the number it looked at, a sentence for the
+person who will be told, and the API path to look at. These are read-only aggregates over tables other
+modules own (``model_calls``, ``runs``, ``reviews``); they never write to them. ``budget`` rules are not
+measured here: the budget ledger reports its crossings itself (see :mod:`crewline.observe.alerts`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from ..store import Conn
+from .alert_config import Rule
+
+__all__ = ["MEASURES", "Measure", "measure"]
+
+
+@dataclass(frozen=True)
+class Measure:
+    breached: bool
+    value: float
+    summary: str
+    path: str  # the API path to look at
+
+
+def _ago(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _calls_filter(rule: Rule) -> tuple[str, list[object]]:
+    sql, params = "", list[object]()
+    if rule.model is not None:
+        sql += " AND (model = ? OR requested = ? OR deployment = ?)"
+        params += [rule.model] * 3
+    if rule.workflow is not None:
+        sql += " AND workflow = ?"
+        params.append(rule.workflow)
+    return sql, params
+
+
+def _about(rule: Rule) -> str:
+    parts = [
+        f"model {rule.model}" if rule.model else "",
+        f"workflow {rule.workflow}" if rule.workflow else "",
+    ]
+    return " and ".join(p for p in parts if p) or "all models"
+
+
+def _calls_path(rule: Rule, status: str | None) -> str:
+    query = {"workflow": rule.workflow, "status": status}
+    return "/api/v1/calls?" + urlencode({k: v for k, v in query.items() if v})
+
+
+def _rate(conn: Conn, rule: Rule, now: float, column: str, noun: str) -> Measure:
+    where, params = _calls_filter(rule)
+    row = conn.one(
+        f"SELECT COUNT(*), COALESCE(SUM(CASE WHEN {column} THEN 1 ELSE 0 END), 0) FROM model_calls "
+        f"WHERE started_at >= ?{where}",
+        (now - rule.window, *params),
+    )
+    calls, hits = (int(row[0]), int(row[1])) if row else (0, 0)
+    rate = hits / calls if calls else 0.0
+    summary = (
+        f"{hits} of {calls} model calls for {_about(rule)} {noun} in the last {_ago(rule.window)} "
+        f"({rate:.0%}; threshold {rule.threshold:.0%}, at least {rule.min_calls} calls)"
+    )
+    breached = calls >= rule.min_calls and rate >= rule.threshold
+    return Measure(breached, rate, summary, _calls_path(rule, "error" if noun == "failed" else None))
+
+
+def _error_rate(conn: Conn, rule: Rule, now: float) -> Measure:
+    return _rate(conn, rule, now, "status = 'error'", "failed")
+
+
+def _retry_rate(conn: Conn, rule: Rule, now: float) -> Measure:
+    return _rate(conn, rule, now, "attempts > 1", "needed retries")
+
+
+def _cost_spike(conn: Conn, rule: Rule, now: float) -> Measure:
+    where, params = _calls_filter(rule)
+    start = now - rule.window
+    row = conn.one(
+        "SELECT COALESCE(SUM(CASE WHEN started_at >= ? THEN cost ELSE 0 END), 0), "
+        "COALESCE(SUM(CASE WHEN started_at < ? THEN cost ELSE 0 END), 0) "
+        f"FROM model_calls WHERE started_at >= ?{where}",
+        (start, start, start - rule.window * rule.baseline, *params),
+    )
+    current, earlier = (float(row[0]), float(row[1])) if row else (0.0, 0.0)
+    baseline = earlier / rule.baseline
+    ratio = current / baseline if baseline > 0 else 0.0
+    summary = (
+        f"spend for {_about(rule)} was ${current:.4f} in the last {_ago(rule.window)}, "
+        f"{ratio:.1f}x the mean ${baseline:.4f} of the {rule.baseline} windows before (threshold "
+        f"{rule.threshold:g}x)"
+    )
+    path = "/api/v1/spend?" + urlencode({"days": 1, "by": "model"})
+    return Measure(baseline > 0 and ratio >= rule.threshold, ratio, summary, path)
+
+
+def _review_wait(conn: Conn, rule: Rule, now: float) -> Measure:
+    row = conn.one(
+        "SELECT id, created_at, (SELECT COUNT(*) FROM reviews WHERE status = 'pending') FROM reviews "
+        "WHERE status = 'pending' ORDER BY created_at, id LIMIT 1"
+    )
+    if row is None:
+        return Measure(False, 0.0, "no review is waiting", "/api/v1/reviews")
+    waited = max(0.0, now - float(row[1]))
+    summary = (
+        f"review {row[0]} has waited {_ago(waited)} (limit {_ago(rule.threshold)}); "
+        f"{row[2]} review(s) pending"
+    )
+    return Measure(waited >= rule.threshold, waited, summary, f"/api/v1/reviews/{row[0]}")
+
+
+def _stuck_runs(conn: Conn, rule: Rule, now: float) -> Measure:
+    late = now - rule.window
+    sql = (
+        "FROM runs WHERE ((status = 'running' AND lease_until < ?) "
+        "OR (status IN ('pending', 'waiting') AND wake_at < ?))"
+    )
+    params: list[object] = [late, late]
+    if rule.workflow is not None:
+        sql += " AND workflow = ?"
+        params.append(rule.workflow)
+    count = int(conn.scalar(f"SELECT COUNT(*) {sql}", params) or 0)
+    oldest = conn.one(f"SELECT id, status {sql} ORDER BY updated_at LIMIT 1", params)
+    summary = (
+        f"{count} run(s) stuck: running with a lease expired, or pending/waiting past their due time, "
+        f"by more than {_ago(rule.window)} (threshold {rule.threshold:g})"
+        + (f"; oldest {oldest[0]} ({oldest[1]})" if oldest else "")
+    )
+    path = f"/api/v1/runs/{oldest[0]}" if oldest else "/api/v1/runs?state=running"
+    return Measure(count >= max(rule.threshold, 1), float(count), summary, path)
+
+
+def _queue_backlog(conn: Conn, rule: Rule, now: float) -> Measure:
+    sql, params = "FROM runs WHERE status = 'pending' AND wake_at <= ?", list[object]([now])
+    if rule.queue is not None:
+        sql += " AND queue = ?"
+        params.append(rule.queue)
+    row = conn.one(f"SELECT COUNT(*), MIN(wake_at) {sql}", params)
+    depth = int(row[0]) if row else 0
+    age = now - float(row[1]) if row and row[1] is not None else 0.0
+    breached = depth >= max(rule.threshold, 1) or (
+        rule.max_age is not None and depth > 0 and age >= rule.max_age
+    )
+    summary = (
+        f"{depth} run(s) due and waiting for a worker on queue {rule.queue or 'any'}, the oldest for "
+        f"{_ago(age)} (threshold {rule.threshold:g}"
+        + (f", max age {_ago(rule.max_age)})" if rule.max_age is not None else ")")
+    )
+    return Measure(breached, float(depth), summary, "/api/v1/runs?state=pending")
+
+
+def _trigger_silent(conn: Conn, rule: Rule, now: float) -> Measure:
+    last = conn.scalar("SELECT MAX(created_at) FROM runs WHERE workflow = ?", (rule.workflow,))
+    if last is None:
+        return Measure(False, 0.0, f"workflow {rule.workflow} has not started a run yet", "/api/v1/runs")
+    silent = max(0.0, now - float(last))
+    summary = f"workflow {rule.workflow} last started a run {_ago(silent)} ago (limit {_ago(rule.threshold)})"
+    path = "/api/v1/runs?" + urlencode({"workflow": rule.workflow})
+    return Measure(silent >= rule.threshold, silent, summary, path)
+
+
+MEASURES: dict[str, Callable[[Conn, Rule, float], Measure]] = {
+    "cost_spike": _cost_spike,
+    "error_rate": _error_rate,
+    "retry_rate": _retry_rate,
+    "review_wait": _review_wait,
+    "stuck_runs": _stuck_runs,
+    "queue_backlog": _queue_backlog,
+    "trigger_silent": _trigger_silent,
+}
+
+
+def measure(conn: Conn, rule: Rule, now: float) -> Measure | None:
+    """The rule's measure now, or None for rules that are told rather than measured (``budget``)."""
+    fn = MEASURES.get(rule.what)
+    return None if fn is None else fn(conn, rule, now)
