@@ -45,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
 STEPS = 10
 SYSTEMS = ("crewline", "dbos")
+OBSERVED = "crewline+metrics"  # crewline with the Prometheus metrics observing every event (--observe)
 DATABASES = ("sqlite", "postgresql")
 RESULT_PREFIX = "BENCH-RESULT "
 
@@ -130,8 +131,10 @@ class Driver(Protocol):
 class CrewlineDriver:
     """One App and one worker in this process; a client starts a run and waits for its result."""
 
-    def __init__(self, url: str, concurrency: int) -> None:
+    def __init__(self, url: str, concurrency: int, observe: bool = False) -> None:
         self.app = App(settings=Settings().with_(database_url=url))
+        if observe:
+            _ = self.app.metrics  # from here on every step and run event feeds the metrics
         self._finished: dict[str, asyncio.Future[None]] = {}
         self.workflow = self.app.workflow(name="bench_ten")(self._ten)
         self.worker = self.app.worker(concurrency=concurrency)
@@ -239,7 +242,11 @@ class DbosDriver:
 async def run_case(system: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
     """One system on one database: a bare-commit baseline either side of the sequential window (the disk's
     speed drifts on a shared machine), then the sequential and the in-flight windows."""
-    driver: Driver = CrewlineDriver(url, args.inflight) if system == "crewline" else DbosDriver(url)
+    driver: Driver = (
+        CrewlineDriver(url, args.inflight, observe=system == OBSERVED)
+        if system.startswith("crewline")
+        else DbosDriver(url)
+    )
     try:
         before = await asyncio.to_thread(baseline, url, args.baseline_seconds)
         seq = await measure(driver.run_once, 1, args.warmup, args.seq_seconds)
@@ -499,7 +506,7 @@ def print_report(results: dict[str, Any], args: argparse.Namespace) -> None:
           f"starting a run and awaiting its result; windows {args.seq_seconds:g} s / {args.conc_seconds:g} s after "
           f"{args.warmup:g} s warm-up{passes}; event loop {args.loop} for both systems")  # fmt: skip
     print()
-    head = f"{'system':<9} {'database':<11} {'mode':<12} {'runs/s':>8} {'steps/s':>8} {'p50 step ms':>12} {'p99 step ms':>12}"
+    head = f"{'system':<16} {'database':<11} {'mode':<12} {'runs/s':>8} {'steps/s':>8} {'p50 step ms':>12} {'p99 step ms':>12}"
     print(head)
     print("-" * len(head))
     for key, case in cases.items():
@@ -507,7 +514,7 @@ def print_report(results: dict[str, Any], args: argparse.Namespace) -> None:
         for mode, label in (("sequential", "sequential"), ("inflight", f"{args.inflight} in flight")):
             m = case[mode]
             print(
-                f"{system:<9} {database:<11} {label:<12} {m['runs_per_s']:>8.1f} {m['steps_per_s']:>8.1f} "
+                f"{system:<16} {database:<11} {label:<12} {m['runs_per_s']:>8.1f} {m['steps_per_s']:>8.1f} "
                 f"{m['p50_ms']:>12.2f} {m['p99_ms']:>12.2f}"
             )
     print()
@@ -540,6 +547,14 @@ def print_report(results: dict[str, Any], args: argparse.Namespace) -> None:
             pair = theirs["paired"]
             print(f"     {database}: DBOS sequential p50 step {pair['step_p50_ms']:.2f} ms = {pair['ratio']:.2f}x "
                   f"the p50 bare commit ({pair['commit_p50_ms']:.2f} ms), sampled the same way")  # fmt: skip
+    for database in DATABASES:
+        off, on = cases.get(f"crewline:{database}"), cases.get(f"{OBSERVED}:{database}")
+        if off and on:
+            for mode in ("sequential", "inflight"):
+                a, b = on[mode]["steps_per_s"], off[mode]["steps_per_s"]
+                print(
+                    f"metrics on vs off {database} {mode}: {a:.1f} vs {b:.1f} steps/s ({(a / b - 1) * 100:+.1f}%)"
+                )
     for database, rec in results["recovery"].items():
         verdict = "met" if rec["resume_s"] <= rec["lease_s"] + 1 else "MISSED"
         print(
@@ -556,6 +571,8 @@ def orchestrate(args: argparse.Namespace) -> int:
         print("no --pg-url: skipping PostgreSQL", file=sys.stderr)
         databases.remove("postgresql")
     systems = [s for s in SYSTEMS if args.only in (None, s)]
+    if args.observe and "crewline" in systems:
+        systems.insert(systems.index("crewline") + 1, OBSERVED)
     results: dict[str, Any] = {"machine": machine(), "cases": {}, "recovery": {}}
     common = ["--seq-seconds", str(args.seq_seconds), "--conc-seconds", str(args.conc_seconds),
               "--warmup", str(args.warmup), "--inflight", str(args.inflight),
@@ -598,6 +615,9 @@ def main() -> int:
     )
     parser.add_argument("--lease", type=float, default=3.0, help="lease seconds for the recovery test")
     parser.add_argument("--no-recovery", action="store_true")
+    parser.add_argument(
+        "--observe", action="store_true", help=f"also run crewline with its metrics on (system {OBSERVED})"
+    )
     parser.add_argument(
         "--loop",
         choices=["uvloop", "asyncio"],

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .config import Settings
@@ -36,10 +37,13 @@ from .flows.records import (
 from .memory import MemoryStore
 from .models import Gateway
 from .models.call_log import CallRecord, model_call_event
+from .models.config import ModelsConfig
 from .models.ledger import BudgetAlert
 from .observe.alert_config import AlertsConfig
 from .observe.alerts import Alerting
 from .observe.events import Observers
+from .observe.metrics import Metrics, firing_alerts
+from .observe.model_calls import call_prompt
 from .observe.trace_config import TraceSettings
 from .store import Database, open_database
 from .store.payloads import dump
@@ -74,6 +78,7 @@ class App:
         # Every component reports to this hub; metrics, traces and alerts observe it.
         self.observers = Observers()
         self._tracer: Tracer | None = None
+        self._metrics: Metrics | None = None
 
     # -- definition ------------------------------------------------------------------------------------
 
@@ -161,7 +166,9 @@ class App:
     def observe_call(self, record: CallRecord) -> None:
         """Tell the app's observers about a model call: the ``on_call`` of a gateway built by hand."""
         if self.observers:
-            self.observers.emit(model_call_event(record, content=self.observers.wants_content))
+            event = model_call_event(record, content=self.observers.wants_content)
+            prompt = call_prompt()  # named by the llm step making the call, in this task
+            self.observers.emit(event if prompt is None else replace(event, prompt=prompt))
 
     def _start_tracing(self) -> None:
         """Spans over OTLP/HTTP when ``[observe] otlp_endpoint`` is set (a ConfigError names what is wrong)."""
@@ -211,6 +218,16 @@ class App:
             self.alerting.on_budget(alert)
         except Exception:  # a broken [alerts] section must not fail the model call that crossed it
             log.exception("budget crossing %s at %d%% not recorded as an alert", alert.scope, alert.level)
+
+    @property
+    def metrics(self) -> Metrics:
+        """The app's Prometheus metrics, observing its events from first use (``crewline serve`` exposes
+        them at ``/metrics``, ``crewline worker --metrics-port``)."""
+        if self._metrics is None:
+            budgets = ModelsConfig.parse(self.settings.sections.get("models")).budgets
+            self._metrics = Metrics(lambda: self.db, budgets=budgets, alerts_firing=firing_alerts)
+            self.observers.add(self._metrics)
+        return self._metrics
 
     @property
     def reviews(self) -> ReviewQueue:
