@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from .config import Settings
 from .errors import InvalidInput, RunFailed
 from .flows.definitions import Queue, Workflow
-from .flows.engine import Engine
+from .flows.engine import Engine, Wiring
 from .flows.executor import log_end
 from .flows.operations import Outcome, fork_run, resolve_step
 from .flows.queue import ReviewQueue
@@ -33,7 +33,7 @@ from .flows.records import (
 )
 from .memory import MemoryStore
 from .models import Gateway
-from .store import Database, open_database
+from .store import Conn, Database, open_database
 from .store.payloads import dump
 from .workers import Worker
 
@@ -110,16 +110,16 @@ class App:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            engine = Engine(open_database(self.settings.database_url), self.settings)
-            _sync_prompts(engine)
-            engine.workflows = self._workflows
-            engine.queues = self._queues
-            if self._gateway is not None:
-                engine.models = self._gateway
-            else:
-                engine.models_factory = lambda: Gateway.from_settings(self.settings, engine.db)
-            engine.memory_factory = lambda: _memory_store(engine)
-            self._engine = engine
+            wiring = Wiring(
+                workflows=self._workflows,
+                queues=self._queues,
+                models=self._gateway,
+                build_models=_gateway,
+                build_memory=_memory_store,
+            )
+            db = open_database(self.settings.database_url)
+            _sync_prompts(db, self.settings)
+            self._engine = Engine(db, self.settings, wiring)
         return self._engine
 
     @property
@@ -145,8 +145,9 @@ class App:
 
     async def aclose(self) -> None:
         """Close the gateway (waiting for its call records) and the database."""
-        if self._engine is not None and self._engine._models is not None:
-            await self._engine._models.aclose()
+        gateway = None if self._engine is None else self._engine.built_models
+        if self._engine is not None and gateway is not None:
+            await gateway.aclose()
             if self._gateway is None:
                 self._engine.models = None
         self.close()
@@ -194,7 +195,7 @@ class App:
         return await self.db.read(lambda conn: get_run(conn, run_id))
 
     async def steps(self, run_id: str) -> list[StepRecord]:
-        def read(conn: Any) -> list[StepRecord]:
+        def read(conn: Conn) -> list[StepRecord]:
             get_run(conn, run_id)
             return list(load_steps(conn, run_id).values())
 
@@ -289,13 +290,17 @@ class App:
         self.engine.work_available.set()
 
 
-def _sync_prompts(engine: Engine) -> None:
+def _sync_prompts(db: Database, settings: Settings) -> None:
     """Bring the project's prompt files into the store (a new file content is a new version)."""
     from .flows.prompts import prompts_dir, sync_prompts
 
-    directory = prompts_dir(engine.settings)
+    directory = prompts_dir(settings)
     if directory.is_dir():
-        sync_prompts(engine.db, directory)
+        sync_prompts(db, directory)
+
+
+def _gateway(engine: Engine) -> Gateway:
+    return Gateway.from_settings(engine.settings, engine.db)
 
 
 def _memory_store(engine: Engine) -> MemoryStore:
