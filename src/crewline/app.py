@@ -82,9 +82,16 @@ class App:
 
         def register(fn: F) -> Workflow:
             wf = Workflow.define(
-                fn, name=name, queue=queue, version=version, schedule=schedule, priority=priority,
-                budget=budget, daily_budget=daily_budget, on_budget=on_budget,
-            )  # fmt: skip
+                fn,
+                name=name,
+                queue=queue,
+                version=version,
+                schedule=schedule,
+                priority=priority,
+                budget=budget,
+                daily_budget=daily_budget,
+                on_budget=on_budget,
+            )
             if wf.name in self._workflows and self._workflows[wf.name].fn is not fn:
                 raise InvalidInput(f"two workflows are named {wf.name!r}; give one a name= of its own")
             self._workflows[wf.name] = wf
@@ -201,8 +208,14 @@ class App:
 
         return await self.db.read(read)
 
-    async def list_runs(self, *, state: str | None = None, workflow: str | None = None, limit: int = 50,
-                        after: tuple[float, str] | None = None) -> list[RunRecord]:  # fmt: skip
+    async def list_runs(
+        self,
+        *,
+        state: str | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        after: tuple[float, str] | None = None,
+    ) -> list[RunRecord]:
         """Runs newest first; ``after`` is (created_at, id) of the previous page's last run."""
         return await self.db.read(
             lambda conn: list_runs(conn, state=state, workflow=workflow, limit=limit, after=after)
