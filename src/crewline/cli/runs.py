@@ -84,7 +84,7 @@ def run(
             workflow, payload, run_id=run_id, idempotency_key=idempotency_key, priority=priority
         )
         if not wait:
-            click.echo(echo_line({"run_id": rid}) if as_json else rid)
+            click.echo(_echo_line({"run_id": rid}) if as_json else rid)
             note = await no_worker_note(app)
             if note is not None:
                 echo_err(note)
@@ -115,7 +115,7 @@ async def _wait(app: App, rid: str, seconds: float | None, as_json: bool) -> Non
     if as_json:
         echo_json({"run_id": rid, "status": "completed", "output": _plain(end.output)})
     else:
-        click.echo(echo_line(_plain(end.output)))
+        click.echo(_echo_line(_plain(end.output)))
 
 
 @click.group()
@@ -235,9 +235,9 @@ def _run_lines(record: RunRecord, total: dict[str, Any] | None) -> list[str]:
         gone = f"(pruned on {when(record.pruned_at)})"
         lines += [f"input     {gone}", f"output    {gone}", f"steps     {gone}"]
     else:
-        lines.append(f"input     {echo_line(record.input)}")
+        lines.append(f"input     {_echo_line(record.input)}")
         if record.status == "completed":
-            lines.append(f"output    {echo_line(record.output)}")
+            lines.append(f"output    {_echo_line(record.output)}")
     if record.error:
         lines.append(f"error     {error_text(record.error)}")
     return lines
@@ -440,7 +440,7 @@ def _plain(value: Any) -> Any:
     return dump(mode="json") if callable(dump) else value
 
 
-def echo_line(value: Any) -> str:
+def _echo_line(value: Any) -> str:
     return json.dumps(_plain(value), default=str)
 
 
@@ -449,7 +449,7 @@ def _ms(step: StepRecord) -> str:
 
 
 def _brief(step: StepRecord) -> str:
-    text = error_text(step.error) if step.error else echo_line(step.output)
+    text = error_text(step.error) if step.error else _echo_line(step.output)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
