@@ -502,10 +502,21 @@ def print_report(results: dict[str, Any], args: argparse.Namespace) -> None:
     passes = f", median of {args.repeat} passes" if args.repeat > 1 else ""
     print()
     print(f"machine: {results['machine']}")
-    print(f"workflow: {STEPS} steps of x + 1; sequential = 1 run at a time; in flight = {args.inflight} clients, each "
-          f"starting a run and awaiting its result; windows {args.seq_seconds:g} s / {args.conc_seconds:g} s after "
-          f"{args.warmup:g} s warm-up{passes}; event loop {args.loop} for both systems")  # fmt: skip
+    print(
+        f"workflow: {STEPS} steps of x + 1; sequential = 1 run at a time; in flight = {args.inflight} clients, each "
+        f"starting a run and awaiting its result; windows {args.seq_seconds:g} s / {args.conc_seconds:g} s after "
+        f"{args.warmup:g} s warm-up{passes}; event loop {args.loop} for both systems"
+    )
     print()
+    _print_table(cases, args)
+    print()
+    _print_baselines(cases)
+    _print_goals(cases, args)
+    _print_observed(cases)
+    _print_recovery(results["recovery"])
+
+
+def _print_table(cases: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
     head = f"{'system':<16} {'database':<11} {'mode':<12} {'runs/s':>8} {'steps/s':>8} {'p50 step ms':>12} {'p99 step ms':>12}"
     print(head)
     print("-" * len(head))
@@ -517,7 +528,9 @@ def print_report(results: dict[str, Any], args: argparse.Namespace) -> None:
                 f"{system:<16} {database:<11} {label:<12} {m['runs_per_s']:>8.1f} {m['steps_per_s']:>8.1f} "
                 f"{m['p50_ms']:>12.2f} {m['p99_ms']:>12.2f}"
             )
-    print()
+
+
+def _print_baselines(cases: dict[str, dict[str, Any]]) -> None:
     for key, case in cases.items():
         print(f"durability {key}: {case['durability']}")
     for database in DATABASES:
@@ -526,27 +539,42 @@ def print_report(results: dict[str, Any], args: argparse.Namespace) -> None:
         ]
         if rates:
             mid = statistics.median(rates)
-            print(f"baseline {database}: {mid:.0f} fsync'd commits/s = {1000 / mid:.2f} ms per commit, one bare "
-                  f"transaction at a time (median of {len(rates)} measurements taken inside the cases, "
-                  f"range {min(rates):.0f}-{max(rates):.0f}/s)")  # fmt: skip
+            print(
+                f"baseline {database}: {mid:.0f} fsync'd commits/s = {1000 / mid:.2f} ms per commit, one bare "
+                f"transaction at a time (median of {len(rates)} measurements taken inside the cases, "
+                f"range {min(rates):.0f}-{max(rates):.0f}/s)"
+            )
+
+
+def _print_goals(cases: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
     print()
     for database in DATABASES:
         ours, theirs = cases.get(f"crewline:{database}"), cases.get(f"dbos:{database}")
         if ours and theirs:
             ratio = ours["inflight"]["steps_per_s"] / theirs["inflight"]["steps_per_s"]
             verdict = "met" if ratio >= 10 else "MISSED"
-            print(f"goal {database}: crewline/DBOS steps/s with {args.inflight} in flight = {ratio:.1f}x "
-                  f"(goal >= 10x): {verdict}")  # fmt: skip
+            print(
+                f"goal {database}: crewline/DBOS steps/s with {args.inflight} in flight = {ratio:.1f}x "
+                f"(goal >= 10x): {verdict}"
+            )
         if ours:
             pair = ours["paired"]
             verdict = "met" if pair["ratio"] <= 1.5 else "MISSED"
-            print(f"goal {database}: crewline sequential p50 step {pair['step_p50_ms']:.2f} ms = "
-                  f"{pair['ratio']:.2f}x the p50 bare commit ({pair['commit_p50_ms']:.2f} ms), sampled alternately "
-                  f"over {args.paired_seconds:g} s (goal <= 1.5x): {verdict}")  # fmt: skip
+            print(
+                f"goal {database}: crewline sequential p50 step {pair['step_p50_ms']:.2f} ms = "
+                f"{pair['ratio']:.2f}x the p50 bare commit ({pair['commit_p50_ms']:.2f} ms), sampled alternately "
+                f"over {args.paired_seconds:g} s (goal <= 1.5x): {verdict}"
+            )
         if theirs:
             pair = theirs["paired"]
-            print(f"     {database}: DBOS sequential p50 step {pair['step_p50_ms']:.2f} ms = {pair['ratio']:.2f}x "
-                  f"the p50 bare commit ({pair['commit_p50_ms']:.2f} ms), sampled the same way")  # fmt: skip
+            print(
+                f"     {database}: DBOS sequential p50 step {pair['step_p50_ms']:.2f} ms = {pair['ratio']:.2f}x "
+                f"the p50 bare commit ({pair['commit_p50_ms']:.2f} ms), sampled the same way"
+            )
+
+
+def _print_observed(cases: dict[str, dict[str, Any]]) -> None:
+    """Metrics on beside off, when --observe ran both."""
     for database in DATABASES:
         off, on = cases.get(f"crewline:{database}"), cases.get(f"{OBSERVED}:{database}")
         if off and on:
@@ -555,7 +583,10 @@ def print_report(results: dict[str, Any], args: argparse.Namespace) -> None:
                 print(
                     f"metrics on vs off {database} {mode}: {a:.1f} vs {b:.1f} steps/s ({(a / b - 1) * 100:+.1f}%)"
                 )
-    for database, rec in results["recovery"].items():
+
+
+def _print_recovery(recovery: dict[str, dict[str, Any]]) -> None:
+    for database, rec in recovery.items():
         verdict = "met" if rec["resume_s"] <= rec["lease_s"] + 1 else "MISSED"
         print(
             f"recovery {database}: SIGKILLed worker's run resumed {rec['resume_s']:.2f} s after the kill by a "
@@ -574,10 +605,22 @@ def orchestrate(args: argparse.Namespace) -> int:
     if args.observe and "crewline" in systems:
         systems.insert(systems.index("crewline") + 1, OBSERVED)
     results: dict[str, Any] = {"machine": machine(), "cases": {}, "recovery": {}}
-    common = ["--seq-seconds", str(args.seq_seconds), "--conc-seconds", str(args.conc_seconds),
-              "--warmup", str(args.warmup), "--inflight", str(args.inflight),
-              "--baseline-seconds", str(args.baseline_seconds),
-              "--paired-seconds", str(args.paired_seconds), "--loop", args.loop]  # fmt: skip
+    common = [
+        "--seq-seconds",
+        str(args.seq_seconds),
+        "--conc-seconds",
+        str(args.conc_seconds),
+        "--warmup",
+        str(args.warmup),
+        "--inflight",
+        str(args.inflight),
+        "--baseline-seconds",
+        str(args.baseline_seconds),
+        "--paired-seconds",
+        str(args.paired_seconds),
+        "--loop",
+        args.loop,
+    ]
     for n in range(args.repeat):
         for database in databases:
             # Alternate who goes first, so neither system always gets the quieter moment.

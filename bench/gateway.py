@@ -46,13 +46,15 @@ from crewline.observe.metrics import Metrics
 from crewline.store import open_database
 from crewline.testing import ScriptedModel
 
-BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Classify: my invoice is wrong"}],
-        "max_tokens": 50}  # fmt: skip
+BODY = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "user", "content": "Classify: my invoice is wrong"}],
+    "max_tokens": 50,
+}
 
 
 def start_fake() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "crewline.testing"], stdout=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "crewline.testing"], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     return proc, proc.stdout.readline().strip()
 
@@ -89,12 +91,14 @@ def pct(samples: list[float], p: float) -> float:
 
 
 def config(url: str, limited: bool) -> ModelsConfig:
-    return ModelsConfig.parse({
-        "providers": {"fake": {"format": "openai", "base_url": url + "/v1", "api_key_env": "BENCH_KEY"}},
-        "deployments": {"main": {"provider": "fake", "model": "gpt-4o-mini", "rpm": 10_000_000}},
-        "prices": {"fake/gpt-4o-mini": {"input": 0.15, "output": 0.6}},
-        "budgets": {"workflow": {"bench": 1_000_000.0}} if limited else {},
-    })  # fmt: skip
+    return ModelsConfig.parse(
+        {
+            "providers": {"fake": {"format": "openai", "base_url": url + "/v1", "api_key_env": "BENCH_KEY"}},
+            "deployments": {"main": {"provider": "fake", "model": "gpt-4o-mini", "rpm": 10_000_000}},
+            "prices": {"fake/gpt-4o-mini": {"input": 0.15, "output": 0.6}},
+            "budgets": {"workflow": {"bench": 1_000_000.0}} if limited else {},
+        }
+    )
 
 
 async def run(url: str, database: str, calls: int, observe: bool = False) -> dict[str, list[float]]:

@@ -134,8 +134,13 @@ def send_welcome(email: str, plan: str, idempotency_key: str) -> str:
 @app.workflow(queue="outbox")
 async def onboard(ctx: Context, customer: Customer) -> Summary:
     profile = await ctx.step(fetch_profile, customer.id, effect="read")
-    await ctx.step(send_welcome, customer.email, profile["plan"], effect="irreversible",
-                   idempotency_key=f"welcome-{customer.id}")  # fmt: skip
+    await ctx.step(
+        send_welcome,
+        customer.email,
+        profile["plan"],
+        effect="irreversible",
+        idempotency_key=f"welcome-{customer.id}",
+    )
     activated = True
     try:
         await ctx.wait_for("activated", timeout="2d")

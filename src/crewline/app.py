@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .config import Settings
 from .errors import InvalidInput, RunFailed
 from .flows.definitions import Queue, Workflow
-from .flows.engine import Engine
+from .flows.engine import Engine, Wiring
 from .flows.executor import log_end
 from .flows.operations import Outcome, fork_run, resolve_step
 from .flows.queue import ReviewQueue
@@ -45,7 +45,7 @@ from .observe.events import Observers
 from .observe.metrics import Metrics, firing_alerts
 from .observe.model_calls import call_prompt
 from .observe.trace_config import TraceSettings
-from .store import Database, open_database
+from .store import Conn, Database, open_database
 from .store.payloads import dump
 from .workers import Worker
 
@@ -103,9 +103,16 @@ class App:
 
         def register(fn: F) -> Workflow:
             wf = Workflow.define(
-                fn, name=name, queue=queue, version=version, schedule=schedule, priority=priority,
-                budget=budget, daily_budget=daily_budget, on_budget=on_budget,
-            )  # fmt: skip
+                fn,
+                name=name,
+                queue=queue,
+                version=version,
+                schedule=schedule,
+                priority=priority,
+                budget=budget,
+                daily_budget=daily_budget,
+                on_budget=on_budget,
+            )
             if wf.name in self._workflows and self._workflows[wf.name].fn is not fn:
                 raise InvalidInput(f"two workflows are named {wf.name!r}; give one a name= of its own")
             self._workflows[wf.name] = wf
@@ -128,23 +135,27 @@ class App:
 
     # -- plumbing --------------------------------------------------------------------------------------
 
+    def _build_gateway(self, engine: Engine) -> Gateway:
+        """The gateway of ``[models]``, reporting its calls to the hub and its budget crossings to alerts."""
+        return Gateway.from_settings(
+            engine.settings, engine.db, on_alert=self._budget_crossed, on_call=self.observe_call
+        )
+
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            engine = Engine(open_database(self.settings.database_url), self.settings)
-            _sync_prompts(engine)
-            engine.workflows = self._workflows
-            engine.queues = self._queues
-            engine.observers = self.observers
-            if self._gateway is not None:
-                engine.models = self._gateway
-            else:
-                engine.models_factory = lambda: Gateway.from_settings(
-                    self.settings, engine.db, on_alert=self._budget_crossed, on_call=self.observe_call
-                )
-            engine.memory_factory = lambda: _memory_store(engine)
+            wiring = Wiring(
+                workflows=self._workflows,
+                queues=self._queues,
+                models=self._gateway,
+                build_models=self._build_gateway,
+                build_memory=_memory_store,
+                observers=self.observers,
+            )
+            db = open_database(self.settings.database_url)
+            _sync_prompts(db, self.settings)
+            self._engine = Engine(db, self.settings, wiring)
             self._start_tracing()
-            self._engine = engine
         return self._engine
 
     @property
@@ -191,8 +202,9 @@ class App:
 
     async def aclose(self) -> None:
         """Close the gateway (waiting for its call records) and the database."""
-        if self._engine is not None and self._engine._models is not None:
-            await self._engine._models.aclose()
+        gateway = None if self._engine is None else self._engine.built_models
+        if self._engine is not None and gateway is not None:
+            await gateway.aclose()
             if self._gateway is None:
                 self._engine.models = None
         self.close()
@@ -273,14 +285,20 @@ class App:
         return await self.db.read(lambda conn: get_run(conn, run_id))
 
     async def steps(self, run_id: str) -> list[StepRecord]:
-        def read(conn: Any) -> list[StepRecord]:
+        def read(conn: Conn) -> list[StepRecord]:
             get_run(conn, run_id)
             return list(load_steps(conn, run_id).values())
 
         return await self.db.read(read)
 
-    async def list_runs(self, *, state: str | None = None, workflow: str | None = None, limit: int = 50,
-                        after: tuple[float, str] | None = None) -> list[RunRecord]:  # fmt: skip
+    async def list_runs(
+        self,
+        *,
+        state: str | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        after: tuple[float, str] | None = None,
+    ) -> list[RunRecord]:
         """Runs newest first; ``after`` is (created_at, id) of the previous page's last run."""
         return await self.db.read(
             lambda conn: list_runs(conn, state=state, workflow=workflow, limit=limit, after=after)
@@ -368,13 +386,13 @@ class App:
         self.engine.work_available.set()
 
 
-def _sync_prompts(engine: Engine) -> None:
+def _sync_prompts(db: Database, settings: Settings) -> None:
     """Bring the project's prompt files into the store (a new file content is a new version)."""
     from .flows.prompts import prompts_dir, sync_prompts
 
-    directory = prompts_dir(engine.settings)
+    directory = prompts_dir(settings)
     if directory.is_dir():
-        sync_prompts(engine.db, directory)
+        sync_prompts(db, directory)
 
 
 def _memory_store(engine: Engine) -> MemoryStore:

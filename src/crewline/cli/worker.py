@@ -27,8 +27,14 @@ __all__ = ["worker"]
 
 @click.command()
 @app_option
-@click.option("--concurrency", "-c", default=8, show_default=True, type=click.IntRange(1, 10_000),
-              help="Runs executed at once by this worker.")  # fmt: skip
+@click.option(
+    "--concurrency",
+    "-c",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Runs executed at once by this worker.",
+)
 @click.option("--id", "worker_id", default=None, help="Worker id (default: host-pid-random).")
 @click.option(
     "--metrics-port",
@@ -67,8 +73,11 @@ async def _serve(app: App, concurrency: int, worker_id: str | None, loop_name: s
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, w.stop)
-    click.echo(f"worker {w.id}: {len(app.workflows)} workflows, concurrency {concurrency}, "
-               f"database {database_label(app.settings.database_url)}, event loop {loop_name}", err=True)  # fmt: skip
+    click.echo(
+        f"worker {w.id}: {len(app.workflows)} workflows, concurrency {concurrency}, "
+        f"database {database_label(app.settings.database_url)}, event loop {loop_name}",
+        err=True,
+    )
     try:
         await w.run()
     finally:

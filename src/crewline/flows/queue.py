@@ -35,9 +35,14 @@ class ReviewQueue:
         return await self._engine.db.read(lambda conn: get_request(conn, request_id))
 
     async def approve(
-        self, request_id: str, *, by: str, comment: str | None = None, edit: Any = None,
+        self,
+        request_id: str,
+        *,
+        by: str,
+        comment: str | None = None,
+        edit: Any = None,
         seen_hash: str | None = None,
-    ) -> ReviewRequest:  # fmt: skip
+    ) -> ReviewRequest:
         return await self._decide(request_id, True, by, comment, edit, seen_hash)
 
     async def reject(

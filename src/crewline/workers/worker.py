@@ -218,7 +218,7 @@ class Worker:
     async def _maintain(self) -> None:
         """Now and then: budget reservations left by crashed processes count as spent (worst case)."""
         now = time.monotonic()
-        gateway = self.engine._models
+        gateway = self.engine.built_models
         if now < self._next_maintenance or gateway is None or gateway.ledger is None:
             return
         self._next_maintenance = now + MAINTENANCE_SECONDS
