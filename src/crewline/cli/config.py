@@ -27,7 +27,7 @@ from ..observe.trace_config import trace_problems
 from ..server.config import HookConfig, ServerConfig
 from ._common import fail
 
-__all__ = ["ProjectReport", "config", "require_valid_project"]
+__all__ = ["ProjectReport", "check_project", "config", "require_valid_project"]
 
 _MEMORY_KEYS = frozenset(
     {"embedder", "model_dir", "dim", "near_duplicate", "chunk_size", "chunk_overlap", "text_budget"}
@@ -48,7 +48,7 @@ class ProjectReport:
         ]
 
 
-def _check_project(environ: Mapping[str, str] | None = None) -> ProjectReport:
+def check_project(environ: Mapping[str, str] | None = None) -> ProjectReport:
     env = os.environ if environ is None else environ
     try:
         settings = Settings.load(environ=env)
@@ -79,7 +79,7 @@ def _check_project(environ: Mapping[str, str] | None = None) -> ProjectReport:
 
 def require_valid_project() -> None:
     """At the start of a long-running process: refuse a broken configuration, say what looks unintended."""
-    report = _check_project()
+    report = check_project()
     for line in report.lines():
         click.echo(f"crewline: {line}", err=True)
     if report.errors:
@@ -177,7 +177,7 @@ def check_cmd() -> None:
     """Read every section of crewline.toml as serve and worker would; list every problem.
 
     Exit 0 when there are no errors (warnings are printed), 2 when there are."""
-    report = _check_project()
+    report = check_project()
     for line in report.lines():
         click.echo(line)
     if report.errors:

@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
-from ..errors import CrewlineError
 from ..store.database import Database
 from .embedders import Embedder, Matrix
 from .vectors import ExactIndex
@@ -16,8 +15,10 @@ from .vectors import ExactIndex
 __all__ = ["ScopeChanged", "Writable", "new_id"]
 
 
-class ScopeChanged(CrewlineError):
-    """The scope changed between planning a write and committing it; the caller plans again."""
+class ScopeChanged(Exception):
+    """The scope changed between planning a write and committing it; the caller plans again.
+
+    A signal inside memory/, caught by every write path: never raised to a user, so not in the error tree."""
 
 
 class Writable(Protocol):
