@@ -74,7 +74,7 @@ def _deliver(kind: str, to: str, body: str, key: str) -> str:
     OUTBOX.mkdir(parents=True, exist_ok=True)
     path = OUTBOX / f"{key}.json"
     path.write_text(json.dumps({"kind": kind, "to": to, "body": body}))
-    return str(path)
+    return f"{kind}:{key}"  # a message id, as an email API returns (no server path in run records)
 
 
 @tool(effect="irreversible")

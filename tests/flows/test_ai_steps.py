@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from crewline import App, Context, RetryPolicy, Settings, tool
+from crewline import App, ConfigError, Context, RetryPolicy, Settings, tool
 from crewline.models import Gateway, ModelsConfig
 from crewline.testing import FakeProvider, Fault
 
@@ -348,3 +348,13 @@ async def test_a_replayed_model_call_does_not_render_its_prompt_again(
         assert (await app.steps(rid))[0].output["prompt"] == f"greet@{version}"
     finally:
         await app.aclose()
+
+
+@pytest.mark.parametrize("budget", ["nan", float("nan"), "inf", "$-1/run", "lots"])
+def test_a_workflow_budget_must_be_a_finite_amount(budget: object) -> None:
+    app = App("sqlite:///:memory:")
+    with pytest.raises(ConfigError, match="budget"):
+
+        @app.workflow(budget=budget)  # type: ignore[arg-type]
+        async def spend(ctx: Context) -> None:
+            pass
