@@ -53,6 +53,7 @@ PUBLIC = [
     "UnsupportedOperation",
     "WaitTimeout",
     "Workflow",
+    "WorkflowDisabled",
     "WorkflowError",
     "tool",
 ]

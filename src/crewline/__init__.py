@@ -35,6 +35,7 @@ from .errors import (
     UnknownWorkflow,
     UnsupportedOperation,
     WaitTimeout,
+    WorkflowDisabled,
     WorkflowError,
 )
 from .flows import (
@@ -94,6 +95,7 @@ __all__ = [
     "UnsupportedOperation",
     "WaitTimeout",
     "Workflow",
+    "WorkflowDisabled",
     "WorkflowError",
     "tool",
 ]

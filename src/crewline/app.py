@@ -34,6 +34,8 @@ from .flows.records import (
     new_run_id,
     send_event,
 )
+from .flows.steering import Steering
+from .flows.switches import check_startable
 from .memory import MemoryStore
 from .models import Gateway
 from .models.call_log import CallRecord, model_call_event
@@ -246,6 +248,11 @@ class App:
         """The review queue: approval requests and unknown outcomes waiting for a person."""
         return ReviewQueue(self.engine)
 
+    @property
+    def steering(self) -> Steering:
+        """Pause and resume runs, workflows and queues; disable and enable workflows; set flags."""
+        return Steering(self.engine)
+
     def worker(self, *, concurrency: int = 8, worker_id: str | None = None) -> Worker:
         chores = [self.alerting.run]
         return Worker(self.engine, concurrency=concurrency, worker_id=worker_id, chores=chores)
@@ -265,8 +272,10 @@ class App:
         engine = self.engine
         wf = engine.resolve(workflow)
         data = dump(wf.dump_input(wf.validate_input(input)), "input")
-        rid, _ = await engine.db.write(
-            lambda conn: insert_run(
+
+        def insert(conn: Conn) -> tuple[str, bool]:
+            check_startable(conn, wf.name)
+            return insert_run(
                 conn,
                 run_id=run_id or new_run_id(),
                 workflow=wf.name,
@@ -277,7 +286,8 @@ class App:
                 blob_threshold=engine.blob_threshold,
                 idempotency_key=idempotency_key,
             )
-        )
+
+        rid, _ = await engine.db.write(insert)
         engine.work_available.set()
         return rid
 

@@ -114,7 +114,7 @@ class Settings:
     poll_interval: float = 0.2
     blob_threshold: int = 4096
     # Fault injection for durability tests and chaos drills: "<point>" or "<point>:<step>", where point is
-    # after_intent | after_step_commit | before_run_completion. The process SIGKILLs itself there.
+    # after_intent | after_step_commit | before_run_completion | before_pause. The process SIGKILLs itself there.
     crash_point: str | None = None
     sections: Mapping[str, Any] = field(default_factory=dict)
     # The crewline.toml read, or None when the project has none (every setting is then a default).

@@ -10,6 +10,7 @@
     │   └── GuardFailed             a guarded write's precondition did not hold; nothing of it was written
     ├── WorkflowError
     │   ├── UnknownWorkflow         no workflow of that name is registered
+    │   ├── WorkflowDisabled        an operator disabled the workflow: it starts no runs until enabled
     │   ├── RunNotFound             no run with that id
     │   ├── ReviewNotFound          no review request with that id
     │   ├── InvalidRunState         the operation does not fit the run's state (e.g. resolve a running run)
@@ -75,6 +76,7 @@ __all__ = [
     "UnknownWorkflow",
     "UnsupportedOperation",
     "WaitTimeout",
+    "WorkflowDisabled",
     "WorkflowError",
 ]
 
@@ -117,6 +119,10 @@ class WorkflowError(CrewlineError):
 
 class UnknownWorkflow(WorkflowError):
     pass
+
+
+class WorkflowDisabled(WorkflowError):
+    """An operator disabled the workflow (``crewline workflows disable``): no run of it starts."""
 
 
 class RunNotFound(WorkflowError):

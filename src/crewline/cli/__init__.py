@@ -10,7 +10,8 @@ import click
 
 __all__ = ["main"]
 
-# Modules of this package that each define a click command or group named by the second item.
+# Modules of this package that each define a click command or group named by the second item (steer also
+# adds `runs pause` and `runs resume` to the runs group).
 _COMMANDS: tuple[tuple[str, str], ...] = (
     ("db", "db"),
     ("runs", "run"),
@@ -26,6 +27,9 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("prompts", "prompts"),
     ("config", "config"),
     ("alerts", "alerts"),
+    ("steer", "workflows"),
+    ("steer", "queues"),
+    ("steer", "flags"),
 )
 
 

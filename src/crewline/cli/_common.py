@@ -28,6 +28,7 @@ from ..errors import (
     ReviewNotFound,
     RunNotFound,
     UnknownWorkflow,
+    WorkflowDisabled,
 )
 from ..store.dialects import dialect_for_url
 from ..store.payloads import parse_json
@@ -47,7 +48,15 @@ __all__ = [
 
 T = TypeVar("T")
 # Errors that mean "you asked for something wrong": exit code 2, like a usage error.
-_USER_ERRORS = (ConfigError, InvalidInput, UnknownWorkflow, RunNotFound, InvalidRunState, ReviewNotFound)
+_USER_ERRORS = (
+    ConfigError,
+    InvalidInput,
+    UnknownWorkflow,
+    WorkflowDisabled,
+    RunNotFound,
+    InvalidRunState,
+    ReviewNotFound,
+)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -25,6 +25,7 @@ from .review import Decision
 from .step_call import Call, fn_name, run_call, use_tool
 from .step_child import Child, run_child
 from .step_event import wait_for_event
+from .step_flag import read_flag
 from .step_sleep import durable_sleep
 from .tools import Tool
 
@@ -195,6 +196,15 @@ class Context:
         ``timeout``; the run is parked (holding no worker) while it waits.
         """
         return await wait_for_event(self._journal, event, timeout)
+
+    # -- operator flags --------------------------------------------------------------------------------
+
+    async def flag(self, name: str, default: Any = None) -> Any:
+        """The value of the operator's flag ``name`` (``crewline flags set``), or ``default`` if unset.
+
+        Read as a step: a replay returns the value this run saw, even after the flag changed.
+        """
+        return await read_flag(self._journal, name, default)
 
     # -- child workflows -------------------------------------------------------------------------------
 

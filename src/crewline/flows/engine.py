@@ -32,7 +32,7 @@ __all__ = ["Engine", "LeaseLost", "RunSignals", "Suspend", "Wiring"]
 
 T = TypeVar("T")
 CrashHook = Callable[[str, int], None]
-CRASH_POINTS = ("after_intent", "after_step_commit", "before_run_completion")
+CRASH_POINTS = ("after_intent", "after_step_commit", "before_run_completion", "before_pause")
 
 
 class Suspend(BaseException):
@@ -48,6 +48,7 @@ class RunSignals:
     """What a worker tells a run it is executing."""
 
     cancel: bool = False
+    pause: bool = False  # an operator asked the run to pause at its next step boundary
     drain: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -180,9 +181,12 @@ class Engine:
 
     def park(self, conn: Conn, run_id: str, park: Park) -> None:
         """Release the run: it waits (or is pending again) and no worker holds it."""
+        # A pause asked for while the run was executing wins over the state it parks in (a sleep, say):
+        # it waits for the same thing, paused, and takes it up again once resumed.
         conn.execute(
-            "UPDATE runs SET status = ?, wait_reason = ?, wait_event = ?, wake_at = ?, lease_owner = NULL, "
-            "lease_until = NULL, updated_at = ? WHERE id = ?",
+            "UPDATE runs SET status = CASE WHEN pause_requested = 1 THEN 'paused' ELSE ? END, wait_reason = ?, "
+            "wait_event = ?, wake_at = ?, lease_owner = NULL, lease_until = NULL, pause_requested = 0, "
+            "updated_at = ? WHERE id = ?",
             (park.status, park.reason, park.event, park.wake_at, time.time(), run_id),
         )
 

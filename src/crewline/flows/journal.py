@@ -114,9 +114,13 @@ class Journal:
         return Entry(n, name, kind, effect, rec, started, input_json)
 
     async def _boundary(self) -> None:
-        """Cancellation and graceful shutdown take effect here, between steps."""
+        """Cancellation, pausing and graceful shutdown take effect here, between steps."""
         if self._signals.cancel:
             raise Cancelled(f"run {self.run_id} was cancelled")
+        if self._signals.pause:
+            self.crash_point("before_pause", self._next)
+            await self.transact(lambda conn: self.park(conn, Park.paused(time.time())))
+            raise Suspend("paused by an operator")
         if self._signals.drain.is_set():
             await self.suspend(Park.released(time.time()))
 

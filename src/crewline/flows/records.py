@@ -11,7 +11,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import InvalidInput, InvalidRunState, RunNotFound
 from ..store.database import Conn
@@ -46,7 +46,7 @@ _RUN_COLUMNS = (
     "id, workflow, version, queue, priority, status, input, input_blob, output, output_blob, error, "
     "idempotency_key, parent_id, parent_step, forked_from, fork_step, wait_reason, wait_event, wake_at, "
     "lease_owner, lease_until, cancel_requested, recoveries, created_at, updated_at, finished_at, overrides, "
-    "started_by, pruned_at, trace_parent"
+    "started_by, pruned_at, trace_parent, pause_requested, pause_scope"
 )
 
 
@@ -95,10 +95,13 @@ class RunRecord:
     pruned_at: float | None = None  # when retention dropped its input, output and steps
     # W3C traceparent decided when the run was created: its trace and the span id of the run's span.
     trace_parent: str | None = None
+    pause_requested: bool = False  # asked to pause at its next step boundary
+    pause_scope: str | None = None  # who paused it: "run", "workflow" or "queue"
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
         data["cancel_requested"] = bool(self.cancel_requested)
+        data["pause_requested"] = bool(self.pause_requested)
         return data
 
 
@@ -152,6 +155,8 @@ def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
         by,
         pruned,
         trace_parent,
+        pause_requested,
+        pause_scope,
     ) = row
     return RunRecord(
         id=rid,
@@ -182,6 +187,8 @@ def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
         started_by=by,
         pruned_at=pruned,
         trace_parent=trace_parent,
+        pause_requested=bool(pause_requested),
+        pause_scope=pause_scope,
     )
 
 
@@ -414,7 +421,7 @@ def wake_parent(conn: Conn, child_id: str, parent_id: str | None) -> None:
     if parent_id is None:
         return
     status, reason, _ = lock_run(conn, parent_id)
-    if status == "waiting" and reason == f"child:{child_id}":
+    if status in ("waiting", "paused") and reason == f"child:{child_id}":
         conn.execute(
             "UPDATE runs SET wake_at = ?, updated_at = ? WHERE id = ?", (time.time(), time.time(), parent_id)
         )
@@ -469,6 +476,86 @@ def cancel_run(conn: Conn, run_id: str) -> str:
     return "cancelled"
 
 
+PauseScope = Literal["run", "workflow", "queue"]
+PauseResult = Literal["paused", "pause requested", "already paused", "resumed", "pause withdrawn"]
+
+
+def pause_run(conn: Conn, run_id: str, scope: PauseScope = "run") -> PauseResult:
+    """Pause now if the run is not executing, else ask its worker to pause it at the next step boundary.
+
+    A paused run keeps what it was waiting for (an approval, an event, a time): a wake-up that arrives
+    while it is paused is kept, and takes effect when it resumes.
+    """
+    status, _, _ = lock_run(conn, run_id)
+    if status in FINISHED:
+        raise InvalidRunState(f"run {run_id} is already {status}; only an unfinished run can be paused")
+    now = time.time()
+    if status == "paused":
+        return "already paused"
+    if status == "running":
+        conn.execute(
+            "UPDATE runs SET pause_requested = 1, pause_scope = ?, updated_at = ? WHERE id = ?",
+            (scope, now, run_id),
+        )
+        return "pause requested"
+    conn.execute(
+        "UPDATE runs SET status = 'paused', pause_scope = ?, updated_at = ? WHERE id = ?",
+        (scope, now, run_id),
+    )
+    return "paused"
+
+
+def resume_run(conn: Conn, run_id: str) -> PauseResult:
+    """A paused run waits again for what it waited for before, or is due at once if it waited for nothing."""
+    status, _, _ = lock_run(conn, run_id)
+    if status == "running" and conn.scalar("SELECT pause_requested FROM runs WHERE id = ?", (run_id,)):
+        conn.execute("UPDATE runs SET pause_requested = 0, pause_scope = NULL WHERE id = ?", (run_id,))
+        return "pause withdrawn"
+    if status != "paused":
+        raise InvalidRunState(f"run {run_id} is {status}, not paused; only a paused run can be resumed")
+    _resume(conn, "id = ?", (run_id,))
+    return "resumed"
+
+
+def pause_runs_of(conn: Conn, scope: Literal["workflow", "queue"], name: str) -> int:
+    """Pause every unfinished run of a workflow or queue; returns how many were paused or asked to."""
+    column = "workflow" if scope == "workflow" else "queue"
+    now = time.time()
+    asked = conn.execute(
+        f"UPDATE runs SET pause_requested = 1, pause_scope = ?, updated_at = ? WHERE {column} = ? "
+        "AND status = 'running' AND pause_requested = 0",
+        (scope, now, name),
+    )
+    paused = conn.execute(
+        f"UPDATE runs SET status = 'paused', pause_scope = ?, updated_at = ? WHERE {column} = ? "
+        "AND status IN ('pending', 'waiting')",
+        (scope, now, name),
+    )
+    return int(asked.rowcount) + int(paused.rowcount)
+
+
+def resume_runs_of(conn: Conn, scope: Literal["workflow", "queue"], name: str) -> int:
+    """Resume the runs a workflow or queue pause paused (not those an operator paused one by one)."""
+    column = "workflow" if scope == "workflow" else "queue"
+    conn.execute(
+        f"UPDATE runs SET pause_requested = 0, pause_scope = NULL WHERE {column} = ? AND status = 'running' "
+        "AND pause_scope = ?",
+        (name, scope),
+    )
+    return _resume(conn, f"{column} = ? AND pause_scope = ?", (name, scope))
+
+
+def _resume(conn: Conn, where: str, params: tuple[Any, ...]) -> int:
+    now = time.time()
+    cur = conn.execute(
+        "UPDATE runs SET status = CASE WHEN wait_reason IS NULL THEN 'pending' ELSE 'waiting' END, "
+        "wake_at = CASE WHEN wait_reason IS NULL THEN COALESCE(wake_at, ?) ELSE wake_at END, "
+        f"pause_scope = NULL, updated_at = ? WHERE status = 'paused' AND {where}",
+        (now, now, *params),
+    )
+    return int(cur.rowcount)
+
+
 def send_event(conn: Conn, run_id: str, name: str, payload_json: bytes, blob_threshold: int) -> int:
     status, _, waiting_for = lock_run(conn, run_id)
     if status in FINISHED:
@@ -479,7 +566,7 @@ def send_event(conn: Conn, run_id: str, name: str, payload_json: bytes, blob_thr
         "INSERT INTO events (run_id, name, payload, payload_blob, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
         (run_id, name, inline, blob, now),
     )
-    if status == "waiting" and waiting_for == name:
+    if status in ("waiting", "paused") and waiting_for == name:
         conn.execute("UPDATE runs SET wake_at = ?, updated_at = ? WHERE id = ?", (now, now, run_id))
     return int(event_id)
 

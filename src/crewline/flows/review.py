@@ -349,7 +349,8 @@ def decide(
         ),
     )
     conn.execute(
-        "UPDATE runs SET wake_at = ?, updated_at = ? WHERE id = ? AND status = 'waiting' AND wait_reason = ?",
+        "UPDATE runs SET wake_at = ?, updated_at = ? WHERE id = ? AND status IN ('waiting', 'paused') "
+        "AND wait_reason = ?",
         (now, now, req.run_id, f"approval:{request_id}"),
     )
     return get_request(conn, request_id)

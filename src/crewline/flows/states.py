@@ -24,7 +24,7 @@ __all__ = [
 RunStatus = Literal["pending", "running", "waiting", "paused", "failed", "completed", "cancelled"]
 # intent: an irreversible call was about to happen; waiting: the run is parked on this step.
 StepStatus = Literal["intent", "waiting", "done", "failed"]
-StepKind = Literal["step", "tool", "llm", "sleep", "event", "child", "approval"]
+StepKind = Literal["step", "tool", "llm", "sleep", "event", "child", "approval", "flag"]
 
 RUN_STATES: tuple[RunStatus, ...] = get_args(RunStatus)
 STEP_STATES: tuple[StepStatus, ...] = get_args(StepStatus)
@@ -47,6 +47,12 @@ class Park:
     @classmethod
     def released(cls, wake_at: float) -> Park:
         """Pending again (a graceful shutdown): any worker picks it up at ``wake_at``."""
+        return cls("pending", None, None, wake_at)
+
+    @classmethod
+    def paused(cls, wake_at: float) -> Park:
+        """Stopped at a step boundary because an operator asked for a pause: the park itself turns it
+        ``paused`` while that request stands (a pause withdrawn meanwhile leaves it pending, due at once)."""
         return cls("pending", None, None, wake_at)
 
     @classmethod

@@ -30,6 +30,7 @@ from ..errors import (
     RunExists,
     RunNotFound,
     UnknownWorkflow,
+    WorkflowDisabled,
 )
 
 __all__ = ["ApiError", "BodyTooLarge", "error_body", "install_handlers", "public_error"]
@@ -56,6 +57,7 @@ _CREWLINE: tuple[tuple[type[CrewlineError], int, str], ...] = (
     (RunNotFound, 404, "run_not_found"),
     (ReviewNotFound, 404, "review_not_found"),
     (UnknownWorkflow, 422, "unknown_workflow"),
+    (WorkflowDisabled, 409, "workflow_disabled"),
     (RunExists, 409, "run_exists"),
     (InvalidRunState, 409, "invalid_run_state"),
     (InvalidInput, 422, "invalid_input"),

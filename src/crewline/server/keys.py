@@ -41,7 +41,7 @@ SCOPES: tuple[Scope, ...] = ("admin", "operator", "reviewer", "trigger", "proxy"
 Reach = Literal["all", "own"]
 _OPERATOR: dict[str, Reach] = dict.fromkeys(
     ("runs:read", "runs:start", "runs:events", "runs:write", "spend:read", "workflows:read",
-     "reviews:read", "reviews:decide", "key:self"),
+     "workflows:write", "flags:read", "flags:write", "reviews:read", "reviews:decide", "key:self"),
     "all",
 )  # fmt: skip
 
@@ -69,6 +69,10 @@ ACTIONS: dict[str, str] = {
     "start runs": "runs:start",
     "send events": "runs:events",
     "cancel runs": "runs:write",
+    "pause runs": "runs:write",
+    "switch workflows and queues": "workflows:write",
+    "read flags": "flags:read",
+    "set flags": "flags:write",
     "fork runs": "runs:write",
     "settle unknown outcomes": "runs:write",
     "read spend": "spend:read",

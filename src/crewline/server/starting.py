@@ -15,6 +15,7 @@ from ..app import App
 from ..errors import InvalidInput
 from ..flows.definitions import Workflow
 from ..flows.records import RunRecord, insert_run, new_run_id
+from ..flows.switches import check_startable
 from ..store.database import Conn
 from ..store.payloads import dump, load_json
 
@@ -36,6 +37,7 @@ class PreparedRun:
     def insert(self, conn: Conn) -> tuple[str, bool]:
         """Create the run in ``conn``'s transaction; returns (run id, created)."""
         wf = self.workflow
+        check_startable(conn, wf.name)
         return insert_run(
             conn,
             run_id=self.run_id or new_run_id(),

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ..flows.records import RunRecord, get_runs
+from ..flows.switches import paused_names
 from ..store.database import Conn
 
-__all__ = ["claim_runs", "extend_leases", "held_flags", "live_workers", "release_runs"]
+__all__ = ["Held", "claim_runs", "extend_leases", "held_flags", "live_workers", "release_runs"]
 
 
 def _marks(n: int) -> str:
@@ -39,7 +41,11 @@ def claim_runs(
             )
         )
         room = {q: limit - int(running.get(q, 0)) for q, limit in limits.items()}
-    full = [q for q, r in room.items() if r <= 0]
+    paused_workflows, paused_queues = paused_names(conn)
+    workflows = [w for w in workflows if w not in paused_workflows]
+    if not workflows:
+        return []
+    full = [q for q, r in room.items() if r <= 0] + paused_queues
     where_full = f" AND queue NOT IN ({_marks(len(full))})" if full else ""
     rows = conn.all(
         "SELECT id, queue FROM runs WHERE ((status IN ('pending', 'waiting') AND wake_at <= ?) "
@@ -86,19 +92,29 @@ def extend_leases(conn: Conn, owner: str, lease_seconds: float, run_ids: Sequenc
     return {r[0] for r in rows}
 
 
-def held_flags(conn: Conn, owner: str) -> tuple[set[str], set[str]]:
-    """(runs ``owner`` holds, those of them an operator asked to cancel)."""
+@dataclass(frozen=True)
+class Held:
+    """The runs a worker holds, and those of them an operator asked to cancel or to pause."""
+
+    runs: set[str]
+    cancel: set[str]
+    pause: set[str]
+
+
+def held_flags(conn: Conn, owner: str) -> Held:
     rows = conn.all(
-        "SELECT id, cancel_requested FROM runs WHERE lease_owner = ? AND status = 'running'", (owner,)
+        "SELECT id, cancel_requested, pause_requested FROM runs WHERE lease_owner = ? AND status = 'running'",
+        (owner,),
     )
-    return {r[0] for r in rows}, {r[0] for r in rows if r[1]}
+    return Held({r[0] for r in rows}, {r[0] for r in rows if r[1]}, {r[0] for r in rows if r[2]})
 
 
 def release_runs(conn: Conn, owner: str) -> int:
     """Give back whatever ``owner`` still holds, due now, for another worker to take."""
     now = time.time()
     cur = conn.execute(
-        "UPDATE runs SET status = 'pending', lease_owner = NULL, lease_until = NULL, wake_at = ?, updated_at = ? "
+        "UPDATE runs SET status = CASE WHEN pause_requested = 1 THEN 'paused' ELSE 'pending' END, "
+        "pause_requested = 0, lease_owner = NULL, lease_until = NULL, wake_at = ?, updated_at = ? "
         "WHERE lease_owner = ? AND status = 'running'",
         (now, now, owner),
     )

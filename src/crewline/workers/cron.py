@@ -16,6 +16,7 @@ from croniter import croniter
 
 from ..flows.definitions import Workflow
 from ..flows.records import insert_run
+from ..flows.switches import disabled_workflows
 from ..store.database import Conn
 from ..store.payloads import dump
 
@@ -37,8 +38,11 @@ def fire_due(
     now = time.time() if now is None else now
     started: list[str] = []
     lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
+    disabled = disabled_workflows(conn)
     for wf in workflows:
         assert wf.schedule is not None
+        if wf.name in disabled:
+            continue  # its ticks are not made up for once it is enabled: the schedule moves on
         tick = latest_tick(wf.schedule, now)
         row = conn.one(f"SELECT cron, last_tick FROM schedules WHERE workflow = ?{lock}", (wf.name,))
         if row is None or row[0] != wf.schedule:

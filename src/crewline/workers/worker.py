@@ -126,7 +126,7 @@ class Worker:
         )
 
     def _start(self, run: RunRecord) -> None:
-        signals = RunSignals(cancel=run.cancel_requested)
+        signals = RunSignals(cancel=run.cancel_requested, pause=run.pause_requested)
         task = asyncio.create_task(
             execute_run(self.engine, run, self.id, signals), name=f"crewline-run-{run.id}"
         )
@@ -209,11 +209,10 @@ class Worker:
     async def _check_cancels(self) -> None:
         if not self._tasks:
             return
-        _, cancelled = await self.engine.db.read(lambda c: held_flags(c, self.id))
-        for run_id in cancelled:
-            entry = self._tasks.get(run_id)
-            if entry is not None:
-                entry[1].cancel = True
+        held = await self.engine.db.read(lambda c: held_flags(c, self.id))
+        for run_id, (_, signals) in self._tasks.items():
+            signals.cancel = signals.cancel or run_id in held.cancel
+            signals.pause = run_id in held.pause
 
     async def _maintain(self) -> None:
         """Now and then: budget reservations left by crashed processes count as spent (worst case)."""

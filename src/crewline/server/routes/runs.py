@@ -70,6 +70,9 @@ class RunOut(BaseModel):
     wait_event: str | None
     wake_at: float | None
     cancel_requested: bool
+    pause_requested: bool = Field(
+        default=False, description="An operator asked it to pause at its next step boundary."
+    )
     recoveries: int
     created_at: float
     updated_at: float

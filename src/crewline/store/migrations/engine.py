@@ -1,4 +1,4 @@
-"""Engine tables: runs, their steps and events, payload blobs, workers and cron ticks."""
+"""Engine tables: runs, their steps and events, payload blobs, workers, cron ticks, switches and flags."""
 
 from __future__ import annotations
 
@@ -126,5 +126,29 @@ MIGRATIONS: tuple[Migration, ...] = (
         7,
         "the W3C trace context of a run, so every process that executes it continues one trace",
         ("ALTER TABLE runs ADD COLUMN trace_parent TEXT",),
+    ),
+    Migration(
+        8,
+        "pausing runs; workflow and queue switches; flags",
+        (
+            # pause_requested: an operator asked a running run to pause at its next step boundary.
+            # pause_scope: who paused it ('run', 'workflow' or 'queue'), so resuming a workflow or queue
+            # leaves the runs an operator paused one by one paused.
+            "ALTER TABLE runs ADD COLUMN pause_requested INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE runs ADD COLUMN pause_scope TEXT",
+            """CREATE TABLE switches (
+                scope TEXT NOT NULL,
+                name TEXT NOT NULL,
+                paused INTEGER NOT NULL DEFAULT 0,
+                disabled INTEGER NOT NULL DEFAULT 0,
+                updated_at {real} NOT NULL,
+                PRIMARY KEY (scope, name)
+            )""",
+            """CREATE TABLE flags (
+                name TEXT PRIMARY KEY,
+                value TEXT NOT NULL,
+                updated_at {real} NOT NULL
+            )""",
+        ),
     ),
 )
