@@ -29,7 +29,8 @@ def start_worker(
         "CREWLINE_DATABASE_URL": db_url,
         "CREWLINE_LEASE_SECONDS": str(lease),
         "CREWLINE_POLL_INTERVAL": "0.05",
-        "PYTHONPATH": str(ROOT),
+        # The tests' package, and whatever the suite runs with first (the sources under test).
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
     }
     env.pop("CREWLINE_CRASH_POINT", None)
     if crash_point:
@@ -161,5 +162,47 @@ async def test_two_workers_never_run_a_step_at_the_same_time(pg_url: str, tmp_pa
             if len(starts) > 1:
                 assert workers[0].pid in pids, f"{key} ran twice without its worker dying"
                 assert starts[1] > max(ts for phase, pid, ts in marks if pid == workers[0].pid), key
+    finally:
+        app.close()
+
+
+async def test_sigkill_while_pausing_and_while_paused_keeps_the_run_paused(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A worker dies as it pauses a run, the next pauses it, that one dies too: it stays paused, and once
+    resumed every step runs exactly once."""
+    log = tmp_path / "effects.log"
+    app = crash_app.register(App(db_url))
+    try:
+        rid = await app.start("chain", {"log": str(log), "steps": 3, "pause": 1.0})
+        first = start_worker(db_url, crash_point="before_pause", cwd=tmp_path)
+        while not effects(log):
+            assert first.poll() is None, first.stderr.read().decode() if first.stderr else ""
+            await asyncio.sleep(0.02)
+        assert await app.steering.pause(rid) == "pause requested"
+        assert first.wait(60) == -signal.SIGKILL  # died at the step boundary where it was to pause
+        run = await app.get_run(rid)
+        assert run.status == "running" and run.pause_requested
+        second = start_worker(db_url, cwd=tmp_path)
+        try:
+            run = await wait_status(app, rid, ("paused",))
+        finally:
+            second.kill()  # SIGKILL while the run is paused
+            second.wait()
+        assert run.lease_owner is None and run.recoveries == 1
+        third = start_worker(db_url, cwd=tmp_path)
+        try:
+            for _ in range(20):  # a live worker polls many times and never takes it
+                await asyncio.sleep(0.1)
+                assert (await app.get_run(rid)).status == "paused"
+            assert await app.steering.resume(rid) == "resumed"
+            run = await wait_status(app, rid, ("completed", "failed"))
+        finally:
+            stop(third)
+        assert run.output == [1, 2, 3]
+        ends = Counter(step for _, step, phase, _, _ in effects(log) if phase == "end")
+        assert ends == Counter({1: 1, 2: 1, 3: 1})
+        steps = await app.steps(rid)
+        assert [s.step_no for s in steps] == [1, 2, 3]
     finally:
         app.close()
