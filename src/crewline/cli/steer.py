@@ -139,7 +139,8 @@ def flag_value(text: str) -> Any:
         return parse_json(text, "flag value")
     except InvalidInput as e:
         if text[:1] in '[{"' or "too deep" in str(e):
-            raise  # meant as JSON, and it is not valid: say so rather than store the text
+            # Meant as JSON, and it is not valid: say so rather than store the text.
+            raise InvalidInput(f'{e}; pass JSON (false, 3, "text", {{...}}) or plain text') from None
         return text
 
 

@@ -9,7 +9,7 @@ until it is resumed; resuming it resumes what it paused, not runs an operator pa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import InvalidInput
 from ..store.database import Conn
@@ -42,10 +42,11 @@ class SwitchResult:
     action: str
     changed: bool
     runs: int
+    runs_were: Literal["paused", "resumed"]
 
     def message(self) -> str:
         state = self.action if self.changed else f"already {self.action}"
-        return f"{self.scope} {self.name} {state}; {self.runs} run(s) {self.action}"
+        return f"{self.scope} {self.name} {state}; {self.runs} run(s) {self.runs_were}"
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -71,7 +72,7 @@ class Steering:
 
         def write(conn: Conn) -> SwitchResult:
             changed = set_switch(conn, scope, name, "paused", True)
-            return SwitchResult(scope, name, "paused", changed, pause_runs_of(conn, scope, name))
+            return SwitchResult(scope, name, "paused", changed, pause_runs_of(conn, scope, name), "paused")
 
         return await self._engine.db.write(write)
 
@@ -80,7 +81,7 @@ class Steering:
 
         def write(conn: Conn) -> SwitchResult:
             changed = set_switch(conn, scope, name, "paused", False)
-            return SwitchResult(scope, name, "resumed", changed, resume_runs_of(conn, scope, name))
+            return SwitchResult(scope, name, "resumed", changed, resume_runs_of(conn, scope, name), "resumed")
 
         result = await self._engine.db.write(write)
         self._engine.work_available.set()
@@ -97,7 +98,7 @@ class Steering:
             if pause_running:
                 set_switch(conn, "workflow", workflow, "paused", True)
                 paused = pause_runs_of(conn, "workflow", workflow)
-            return SwitchResult("workflow", workflow, "disabled", changed, paused)
+            return SwitchResult("workflow", workflow, "disabled", changed, paused, "paused")
 
         return await self._engine.db.write(write)
 
@@ -108,9 +109,8 @@ class Steering:
         def write(conn: Conn) -> SwitchResult:
             changed = set_switch(conn, "workflow", workflow, "disabled", False)
             set_switch(conn, "workflow", workflow, "paused", False)
-            return SwitchResult(
-                "workflow", workflow, "enabled", changed, resume_runs_of(conn, "workflow", workflow)
-            )
+            resumed = resume_runs_of(conn, "workflow", workflow)
+            return SwitchResult("workflow", workflow, "enabled", changed, resumed, "resumed")
 
         result = await self._engine.db.write(write)
         self._engine.work_available.set()

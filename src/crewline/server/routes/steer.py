@@ -45,7 +45,8 @@ class Switched(BaseModel):
     name: str
     action: str
     changed: bool = Field(description="False when it was already so.")
-    runs: int = Field(description="How many runs this paused, asked to pause, or resumed.")
+    runs: int = Field(description="How many runs this paused (or asked to pause) or resumed.")
+    runs_were: Literal["paused", "resumed"]
 
     @classmethod
     def of(cls, result: SwitchResult) -> Switched:
