@@ -352,6 +352,20 @@ class Gateway:
             return _FREE  # a test double costs nothing, knowingly
         return self.prices.lookup(dep.provider, dep.model)
 
+    def context_window(self, name: str | None) -> int | None:
+        """The context window a request to ``name`` must fit: the smallest known among the deployments it
+        may reach (a fallback can land on any of them); ``None`` when none is known."""
+        known = [
+            window
+            for dep in self.router.resolve(name).deployments
+            if (window := self.prices.context(dep.provider, dep.model)) is not None
+        ]
+        return min(known, default=None)
+
+    def cheapest_tier(self) -> str | None:
+        """The first tier of ``[models.tiers]`` (the default model without tiers): where summaries go."""
+        return self.config.tier_order[0] if self.config.tier_order else self.config.default
+
     # -- one structured completion ----------------------------------------------------------------------
 
     async def _structured(self, call: _Call, structured: _Structured | None, retries: int) -> ModelResponse:
