@@ -155,11 +155,12 @@ async def test_summarize_puts_a_recorded_summary_in_place_of_the_cut(app: App, m
         reply: str = await ctx.llm(messages=thread)
         return reply
 
-    app.engine.crash_hook = CrashPlan([("after_step_commit", 2)])
+    # crash between the summary and the call, then after the call
+    app.engine.crash_hook = CrashPlan([("after_step_commit", 1), ("after_step_commit", 2)])
     rid = await app.start(triage)
     run = await drive(app, rid)
     assert run.status == "completed" and run.output == "Noted.", run.error
-    assert len(runs) == 2  # crashed once after the main call, then replayed
+    assert len(runs) == 3
     assert len(model.requests) == 2  # the replay summarised nothing and called nothing again
     assert model.models == ["small", "big"]
     assert sent_tokens(model, 0) <= room(SMALL_WINDOW, 512)  # the summariser's input fits its own window
