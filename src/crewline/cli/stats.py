@@ -63,9 +63,7 @@ def _print(report: dict[str, Any], since: str) -> None:
     rows += [(g[by], *_call_cells(g)) for g in report.get("groups", [])]
     click.echo(table([by or "", *_CALL_HEADERS], rows))
     if report["percentiles"] == "histogram":
-        click.echo(
-            "(percentiles from hourly histograms, within 1%; runs per group estimated, within about 2%)"
-        )
+        click.echo("(percentiles from hourly histograms, within 1%; runs estimated, standard error 1.6%)")
     errors = report["calls"]["errors_by_class"]
     if errors:
         click.echo("\nerrors by class")

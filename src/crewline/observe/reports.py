@@ -1,8 +1,9 @@
 """What the AI did over a window of time, what it cost, what failed and why, and how long people took:
 the report behind ``crewline stats`` and ``GET /api/v1/stats``.
 
-Everything is computed in SQL, on SQLite and PostgreSQL alike, by the owners of the tables read
-(:mod:`crewline.models.call_log` for model calls, :mod:`crewline.flows.records` for runs,
+Everything is computed from the database, on SQLite and PostgreSQL alike, by the owners of the tables
+read (:mod:`crewline.models.call_log` for model calls, from its hourly rollups and the raw calls around
+them: :func:`prepare` rolls up what the window still lacks; :mod:`crewline.flows.records` for runs,
 :mod:`crewline.flows.review` for reviews, :mod:`crewline.memory.retrieval` for the search log), so the
 numbers are those of every process sharing the database, not of one process's counters. This module only
 validates the query and shapes the rows.
