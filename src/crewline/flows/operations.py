@@ -48,10 +48,18 @@ def fork_run(
             f"({unfinished[1]}); fork from step {unfinished[0]} or earlier"
         )
     fork_id, created = insert_run(
-        conn, run_id=new_id or new_run_id(), workflow=src.workflow, version=src.version, queue=src.queue,
-        priority=src.priority, input_json=dump(src.input), blob_threshold=blob_threshold,
-        forked_from=run_id, fork_step=from_step, overrides=overrides,
-    )  # fmt: skip
+        conn,
+        run_id=new_id or new_run_id(),
+        workflow=src.workflow,
+        version=src.version,
+        queue=src.queue,
+        priority=src.priority,
+        input_json=dump(src.input),
+        blob_threshold=blob_threshold,
+        forked_from=run_id,
+        fork_step=from_step,
+        overrides=overrides,
+    )
     if not created:
         raise RunExists(f"a run with id {fork_id!r} already exists; leave the id out or choose a new one")
     conn.execute(
@@ -122,9 +130,13 @@ def resolve_step(
     elif outcome == "fail":
         conn.execute(
             "UPDATE steps SET status = 'failed', error = ?, finished_at = ? WHERE run_id = ? AND step_no = ?",
-            ('{"type": "OutcomeFailed", "message": "an operator marked the outcome as failed"}', now, run_id,
-             step_no),
-        )  # fmt: skip
+            (
+                '{"type": "OutcomeFailed", "message": "an operator marked the outcome as failed"}',
+                now,
+                run_id,
+                step_no,
+            ),
+        )
     else:
         raise InvalidInput(f"outcome must be done, retry or fail, got {outcome!r}")
     set_status(conn, f"{run_id}:{step_no}", "resolved", by=resolved_by, outcome=outcome)

@@ -27,6 +27,8 @@ __all__ = [
     "RunRecord",
     "RunResult",
     "StepRecord",
+    "count_runs",
+    "due_runs",
     "get_run",
     "insert_run",
     "list_runs",
@@ -242,6 +244,21 @@ def list_runs(
         f"SELECT {_RUN_COLUMNS} FROM runs{clause} ORDER BY created_at DESC, id LIMIT ?", (*params, limit)
     )
     return [_run_from_row(conn, r) for r in rows]
+
+
+def count_runs(conn: Conn) -> dict[str, int]:
+    """How many runs are in each state."""
+    return {str(r[0]): int(r[1]) for r in conn.all("SELECT status, COUNT(*) FROM runs GROUP BY status")}
+
+
+def due_runs(conn: Conn, now: float) -> dict[str, tuple[int, float]]:
+    """Per queue: how many runs are due for a worker now, and since when the longest-waiting one is."""
+    rows = conn.all(
+        "SELECT queue, COUNT(*), MIN(wake_at) FROM runs WHERE status IN ('pending', 'waiting') AND wake_at <= ? "
+        "GROUP BY queue",
+        (now,),
+    )
+    return {str(q): (int(n), float(since)) for q, n, since in rows}
 
 
 def insert_run(

@@ -38,6 +38,7 @@ __all__ = [
     "escalate",
     "get_request",
     "list_requests",
+    "pending_requests",
     "review_times",
     "shown_hash",
 ]
@@ -241,6 +242,13 @@ def close_open_requests(conn: Conn, run_id: str, reason: str) -> None:
         "UPDATE reviews SET status = 'closed', decided_at = ?, comment = ? WHERE run_id = ? AND status = 'pending'",
         (time.time(), reason, run_id),
     )
+
+
+def pending_requests(conn: Conn) -> tuple[int, float | None]:
+    """How many requests wait for a decision, and when the oldest of them was made."""
+    row = conn.one("SELECT COUNT(*), MIN(created_at) FROM reviews WHERE status = 'pending'")
+    count, oldest = (0, None) if row is None else row
+    return int(count), None if oldest is None else float(oldest)
 
 
 def count_requests(conn: Conn, run_id: str, step_no: int) -> int:

@@ -13,7 +13,6 @@ import dataclasses
 import functools
 import inspect
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import parse_duration
-from ..errors import ConfigError, CrewlineError, InvalidInput
+from ..errors import ConfigError, InvalidInput
 from ..observe.events import Observers
 from ..store.database import Conn, Database
 from ..store.payloads import load_json
@@ -29,10 +28,12 @@ from . import versions as v
 from .embedders import Embedder, LocalEmbedder, Matrix, as_matrix
 from .filters import validate_filter
 from .fulltext import TextIndex
-from .records import Document, Hit, IngestReport, Item, Snapshot, Stats, Version
+from .gateway import EmbeddingGateway
+from .records import Document, Hit, IngestReport, Item, RollbackReport, Snapshot, Stats, Version
 from .retrieval import Query, Reranker, SearchLog, log_search, run_query
 from .scopes import validate_scope, validate_scopes
 from .vectors import CHANGES_KEPT_SECONDS, ExactIndex, to_blob
+from .writing import ScopeChanged, new_id
 
 __all__ = ["OPERATOR", "MemoryStore", "RollbackReport", "Written"]
 
@@ -50,18 +51,6 @@ class Written:
     action: str
     version: int
     duplicate_score: float | None = None
-
-
-@dataclass(frozen=True)
-class RollbackReport:
-    scope: str
-    to_seq: int
-    restored: int
-    removed: int
-
-
-class _Conflict(CrewlineError):
-    """The scope changed between planning a write and committing it; the caller plans again."""
 
 
 class MemoryStore:
@@ -94,7 +83,12 @@ class MemoryStore:
 
     @classmethod
     def from_settings(
-        cls, db: Database, section: dict[str, Any], embedder: Embedder | None = None, *, gateway: Any = None
+        cls,
+        db: Database,
+        section: dict[str, Any],
+        embedder: Embedder | None = None,
+        *,
+        gateway: EmbeddingGateway | None = None,
     ) -> MemoryStore:
         """A store configured by the ``[memory]`` table of ``crewline.toml`` (``gateway``: the model
         gateway, used when the configured embedder is a provider's model)."""
@@ -131,7 +125,8 @@ class MemoryStore:
                 "is configured: run `crewline memory reembed` to re-embed everything with the new model"
             )
 
-    async def _ready(self) -> ExactIndex:
+    async def ready(self) -> ExactIndex:
+        """The vector index, once the configured embedder was checked against the one it was built with."""
         if not self._checked:
             await asyncio.to_thread(lambda: self.embedder.dim)  # load the model outside the write lock
             await self.db.write(self._record_index)
@@ -171,7 +166,7 @@ class MemoryStore:
                 "kind must be a non-empty name such as 'fact' or 'note' ('chunk' is for documents)"
             )
         expires = _expiry(ttl)
-        index = await self._ready()
+        index = await self.ready()
         vec = (
             as_matrix(embedding, self.embedder.dim, field="embedding")
             if embedding is not None
@@ -195,7 +190,7 @@ class MemoryStore:
             )
             try:
                 return await self.db.write(write)
-            except _Conflict:
+            except ScopeChanged:
                 target, score = None, None
         raise InvalidInput(f"scope {scope!r} kept changing while remembering; try again")
 
@@ -238,12 +233,12 @@ class MemoryStore:
             target, text = str(exact), ""
         current = v.get_item_state(conn, target) if target else None
         if target and current is None and score is not None:
-            raise _Conflict(target)  # the near duplicate went away meanwhile
+            raise ScopeChanged(target)  # the near duplicate went away meanwhile
         if current is not None and current["scope"] != scope:
             raise InvalidInput(f"item {current['id']} belongs to scope {current['scope']!r}, not {scope!r}")
         if current is None:
             return self._add_item(
-                conn, target or _new_id("mem"), text, chash, scope, kind, meta, expires, author, vec
+                conn, target or new_id("mem"), text, chash, scope, kind, meta, expires, author, vec
             )
         text = text or str(current["text"])
         merged = {**current["metadata"], **meta}
@@ -366,7 +361,7 @@ class MemoryStore:
         _check_search(query, k, vector_weight, text_weight, vector is not None)
         scopes = validate_scopes(scope)
         flt = validate_filter(filter) if filter is not None else None
-        index = await self._ready()
+        index = await self.ready()
         # A local embedder runs inside the read below: one thread hop per search instead of two.
         embed_sync: Any = getattr(self.embedder, "embed_sync", None)
         inline = vector is None and vector_weight > 0 and callable(embed_sync)
@@ -443,7 +438,7 @@ class MemoryStore:
         validate_scope(scope)
 
         def take(conn: Conn) -> Snapshot:
-            snap = Snapshot(_new_id("snap"), scope, v.latest_seq(conn), label, author, time.time())
+            snap = Snapshot(new_id("snap"), scope, v.latest_seq(conn), label, author, time.time())
             conn.execute(
                 "INSERT INTO memory_snapshots (id, scope, seq, label, author, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -610,10 +605,6 @@ def _store_vectors(conn: Conn, *, rows: list[tuple[Any, ...]], vecs: Matrix, nam
             "UPDATE memory_items SET embedding = ?, embed_model = ? WHERE rid = ?", (to_blob(vec), name, rid)
         )
         v.log_change(conn, int(rid), now)
-
-
-def _new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:20]}"
 
 
 def _text_budget(value: object) -> int | None:

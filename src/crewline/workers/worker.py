@@ -23,8 +23,9 @@ from ..errors import DatabaseUnavailable
 from ..flows.engine import Engine, RunSignals
 from ..flows.executor import execute_run
 from ..flows.records import RunRecord, finish_run
+from ..observe.events import TriggerEvent
 from ..store.database import Conn
-from .claim import claim_runs, extend_leases, held_flags, release_runs
+from .claim import claim_runs, extend_leases, held_flags, lost_runs, release_runs
 from .cron import fire_due, next_tick
 
 __all__ = ["Chore", "Worker"]
@@ -184,9 +185,8 @@ class Worker:
             await asyncio.sleep(interval)
             try:
                 if time.monotonic() - last_beat >= self.lease_seconds / 3:
-                    held = await self._heartbeat()
+                    await self._heartbeat()
                     last_beat = time.monotonic()
-                    self._drop_lost(held)
                 await self._check_cancels()
                 await self._fire_cron()
                 await self._maintain()
@@ -195,15 +195,23 @@ class Worker:
             except Exception:
                 log.exception("worker %s control loop error", self.id)
 
-    async def _heartbeat(self) -> set[str]:
+    async def _heartbeat(self) -> None:
         live = list(self._tasks)
-        return await self._write(lambda c: extend_leases(c, self.id, self.lease_seconds, live))
+        held = await self._write(lambda c: extend_leases(c, self.id, self.lease_seconds, live))
+        missed = [run_id for run_id in live if run_id not in held]
+        if missed:
+            # Not renewed: lost to a lapsed lease, or ended / parked by its own task meanwhile. Only the
+            # lost ones are stopped; cancelling a task that just recorded its run's end would swallow the
+            # notice its waiters get. A run claimed during this write was not in ``live`` at all.
+            lost = await self.engine.db.read(lambda c: lost_runs(c, self.id, missed))
+            self._drop_lost(lost)
 
-    def _drop_lost(self, held: set[str]) -> None:
-        for run_id, (task, _) in list(self._tasks.items()):
-            if run_id not in held and not task.done():
+    def _drop_lost(self, lost: set[str]) -> None:
+        for run_id in lost:
+            entry = self._tasks.get(run_id)
+            if entry is not None and not entry[0].done():
                 log.warning("lost the lease on run %s; stopping it here", run_id)
-                task.cancel()
+                entry[0].cancel()
 
     async def _check_cancels(self) -> None:
         if not self._tasks:
@@ -217,7 +225,7 @@ class Worker:
     async def _maintain(self) -> None:
         """Now and then: budget reservations left by crashed processes count as spent (worst case)."""
         now = time.monotonic()
-        gateway = self.engine._models
+        gateway = self.engine.built_models
         if now < self._next_maintenance or gateway is None or gateway.ledger is None:
             return
         self._next_maintenance = now + MAINTENANCE_SECONDS
@@ -230,11 +238,23 @@ class Worker:
         now = time.time()
         if not scheduled or now < self._next_cron:
             return
-        started = await self._write(lambda c: fire_due(c, scheduled, self.engine.blob_threshold, now))
+        try:
+            started = await self._write(lambda c: fire_due(c, scheduled, self.engine.blob_threshold, now))
+        except Exception as e:
+            self._report_ticks([wf.name for wf in scheduled], now, type(e).__name__)
+            raise
+        self._report_ticks([run_id.removeprefix("cron:").rpartition(":")[0] for run_id in started], now)
         if started:
             log.info("cron started %s", ", ".join(started))
             self.engine.work_available.set()
         self._next_cron = min(next_tick(wf.schedule or "", now) for wf in scheduled)
+
+    def _report_ticks(self, workflows: list[str], began: float, error_type: str | None = None) -> None:
+        observers = self.engine.observers
+        if observers:
+            now = time.time()
+            for name in workflows:
+                observers.emit(TriggerEvent(f"cron:{name}", error_type is None, now, now - began, error_type))
 
     # -- registration ----------------------------------------------------------------------------------
 
