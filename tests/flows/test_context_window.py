@@ -72,7 +72,11 @@ def sent_tokens(model: ScriptedModel, i: int) -> int:
 
 def test_the_gateway_knows_context_windows_beside_the_prices() -> None:
     gateway = Gateway(ModelsConfig())
-    assert gateway.context_window("local") == 8192
+    # SmolLM2 could take 8192 tokens, but the bundled llama.cpp server is started with n_ctx 2048.
+    assert gateway.prices.context("local", "smollm2") == 8192
+    assert gateway.context_window("local") == 2048
+    larger = ModelsConfig.parse({"providers": {"local": {"format": "local", "options": {"n_ctx": 8192}}}})
+    assert Gateway(larger).context_window("local") == 8192
     assert gateway.prices.context("openai", "gpt-4o-mini-2024-07-18") == 128000
     assert gateway.context_window("anthropic/claude-sonnet-4-5") == 200000
     assert gateway.context_window("vllm/whatever") is None

@@ -358,9 +358,20 @@ class Gateway:
         known = [
             window
             for dep in self.router.resolve(name).deployments
-            if (window := self.prices.context(dep.provider, dep.model)) is not None
+            for window in (self.prices.context(dep.provider, dep.model), self._served_context(dep.provider))
+            if window is not None
         ]
         return min(known, default=None)
+
+    def _served_context(self, provider: str) -> int | None:
+        """The window the provider itself serves (a local server's context size), if it sets one."""
+        cfg = self.config.providers.get(provider)
+        if cfg is None:
+            return None
+        try:
+            return adapter_class(cfg.format).served_context(cfg.options)
+        except ConfigError:  # a format no adapter speaks: its calls fail with that error anyway
+            return None
 
     def cheapest_tier(self) -> str | None:
         """The first tier of ``[models.tiers]`` (the default model without tiers): where summaries go."""
