@@ -2,9 +2,9 @@
 
 A step kind asks the journal to :meth:`~Journal.begin` a numbered step. The journal checks that a record
 already there names the same step (else :class:`DeterminismError`) and, unless the step is finished,
-lets cancellation and graceful shutdown take effect first. A finished step is replayed from its record
-(:meth:`~Journal.replay`); an irreversible step found with only its intent is never guessed at
-(:meth:`~Journal.ask_outcome`). Otherwise the step runs live: :meth:`~Journal.go_live` is the one place an
+lets cancellation, an operator's pause and graceful shutdown take effect first. A finished step is
+replayed from its record (:meth:`~Journal.replay`); an irreversible step found with only its intent is
+never guessed at (:meth:`~Journal.ask_outcome`). Otherwise the step runs live: :meth:`~Journal.go_live` is the one place an
 effect is let through (an irreversible call's intent is committed before it), and the outcome is recorded
 under the run's lease, in the transaction that marks the step done, failed, intent or waiting
 (:meth:`~Journal.record`, or :meth:`~Journal.write` inside :meth:`~Journal.transact`). A step that must

@@ -187,7 +187,7 @@ class Worker:
                 if time.monotonic() - last_beat >= self.lease_seconds / 3:
                     await self._heartbeat()
                     last_beat = time.monotonic()
-                await self._check_cancels()
+                await self._check_requests()
                 await self._fire_cron()
                 await self._maintain()
             except DatabaseUnavailable as e:
@@ -213,7 +213,8 @@ class Worker:
                 log.warning("lost the lease on run %s; stopping it here", run_id)
                 entry[0].cancel()
 
-    async def _check_cancels(self) -> None:
+    async def _check_requests(self) -> None:
+        """Tell the runs this worker executes whether an operator asked them to cancel or to pause."""
         if not self._tasks:
             return
         held = await self.engine.db.read(lambda c: held_flags(c, self.id))
