@@ -64,8 +64,8 @@ def fork_run(
         raise RunExists(f"a run with id {fork_id!r} already exists; leave the id out or choose a new one")
     conn.execute(
         "INSERT INTO steps (run_id, step_no, name, kind, effect, status, output, output_blob, error, attempts, "
-        "started_at, finished_at, input, input_blob) SELECT ?, step_no, name, kind, effect, status, output, "
-        "output_blob, error, attempts, started_at, finished_at, input, input_blob FROM steps "
+        "started_at, finished_at, input, input_blob, compensation) SELECT ?, step_no, name, kind, effect, status, "
+        "output, output_blob, error, attempts, started_at, finished_at, input, input_blob, compensation FROM steps "
         "WHERE run_id = ? AND step_no < ?",
         (fork_id, run_id, from_step),
     )

@@ -12,6 +12,7 @@ from ..store.database import Conn
 from ..store.payloads import dump
 from .operations import Outcome, resolve_step
 from .records import FINISHED, lock_run
+from .recovery import Settlement, settle
 from .review import ReviewRequest, decide, get_request, list_requests
 
 if TYPE_CHECKING:
@@ -65,6 +66,14 @@ class ReviewQueue:
         resolved = await self.get(request_id)
         self._report(resolved)
         return resolved
+
+    async def settle(self, request_id: str, answer: Settlement) -> ReviewRequest:
+        """Settle a failure review (retry, skip, abandon) or a compensation review (retry, skip, done)."""
+        engine = self._engine
+        settled = await engine.db.write(lambda conn: settle(conn, request_id, answer, engine.blob_threshold))
+        engine.work_available.set()
+        self._report(settled)
+        return settled
 
     async def _decide(
         self, request_id: str, approve: bool, by: str, comment: str | None, edit: Any, seen_hash: str | None

@@ -23,10 +23,13 @@ from .states import FINISHED, RUN_STATES, RunStatus, StepKind, StepStatus
 __all__ = [
     "FINISHED",
     "STATES",
+    "CompensationPlan",
     "RunCounts",
     "RunRecord",
     "RunResult",
     "StepRecord",
+    "compensable_steps",
+    "compensation_plan",
     "count_runs",
     "due_runs",
     "get_run",
@@ -36,8 +39,13 @@ __all__ = [
     "lock_run",
     "new_run_id",
     "new_trace_parent",
+    "plan_compensation",
+    "retry_step",
     "run_counts",
     "run_result",
+    "settle_step",
+    "step_state",
+    "wake_run",
 ]
 
 STATES = RUN_STATES
@@ -115,6 +123,7 @@ class StepRecord:
     started_at: float
     finished_at: float | None
     input: Any = None  # recorded for tools and model calls
+    compensation: str | None = None  # the name of the compensation the step registered when it finished
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -321,7 +330,7 @@ def insert_run(
 def load_steps(conn: Conn, run_id: str) -> dict[int, StepRecord]:
     rows = conn.all(
         "SELECT step_no, name, kind, effect, status, output, output_blob, error, attempts, started_at, "
-        "finished_at, input, input_blob FROM steps WHERE run_id = ? ORDER BY step_no",
+        "finished_at, input, input_blob, compensation FROM steps WHERE run_id = ? ORDER BY step_no",
         (run_id,),
     )
     return {
@@ -337,6 +346,7 @@ def load_steps(conn: Conn, run_id: str) -> dict[int, StepRecord]:
             started_at=r[9],
             finished_at=r[10],
             input=load_or_unreadable(conn, r[11], r[12]),
+            compensation=r[13],
         )
         for r in rows
     }
@@ -357,6 +367,7 @@ def write_step(
     started_at: float,
     blob_threshold: int,
     input_json: bytes | None = None,
+    compensation: str | None = None,
 ) -> None:
     """Insert or overwrite a step's record (an upsert, so a retried commit is harmless)."""
     inline, blob = (None, None) if output_json is None else store_payload(conn, output_json, blob_threshold)
@@ -366,12 +377,12 @@ def write_step(
     finished = time.time() if status in ("done", "failed") else None
     conn.defer(
         "INSERT INTO steps (run_id, step_no, name, kind, effect, status, output, output_blob, error, attempts, "
-        "started_at, finished_at, input, input_blob) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (run_id, step_no) DO UPDATE SET name = excluded.name, kind = excluded.kind, "
+        "started_at, finished_at, input, input_blob, compensation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+        "?) ON CONFLICT (run_id, step_no) DO UPDATE SET name = excluded.name, kind = excluded.kind, "
         "effect = excluded.effect, status = excluded.status, output = excluded.output, "
         "output_blob = excluded.output_blob, error = excluded.error, attempts = excluded.attempts, "
         "finished_at = excluded.finished_at, input = COALESCE(excluded.input, steps.input), "
-        "input_blob = COALESCE(excluded.input_blob, steps.input_blob)",
+        "input_blob = COALESCE(excluded.input_blob, steps.input_blob), compensation = excluded.compensation",
         (
             run_id,
             step_no,
@@ -387,6 +398,7 @@ def write_step(
             finished,
             in_inline,
             in_blob,
+            compensation,
         ),
     )
 
@@ -436,7 +448,8 @@ def finish_run(
     guard, params = ("AND lease_owner = ? AND status = 'running'", (owner,)) if owner else ("", ())
     row = conn.one(
         "UPDATE runs SET status = ?, output = ?, output_blob = ?, error = ?, finished_at = ?, updated_at = ?, "
-        f"lease_owner = NULL, lease_until = NULL, wake_at = NULL, wait_reason = NULL WHERE id = ? {guard} "
+        "lease_owner = NULL, lease_until = NULL, wake_at = NULL, wait_reason = NULL, compensate = NULL "
+        f"WHERE id = ? {guard} "
         "RETURNING parent_id",
         (status, inline, blob, _json(error), now, now, run_id, *params),
     )
@@ -467,6 +480,97 @@ def cancel_run(conn: Conn, run_id: str) -> str:
         conn, run_id, status="cancelled", error={"type": "Cancelled", "message": "cancelled by request"}
     )
     return "cancelled"
+
+
+@dataclass(frozen=True)
+class CompensationPlan:
+    """An operator's request to run a run's compensations: why (cancel, undo, abandon) and which steps
+    (None: every step that registered one), kept on the run until it ends."""
+
+    why: str
+    steps: tuple[int, ...] | None = None
+    by: str = "operator"
+
+    def to_json(self) -> str:
+        return json.dumps({"why": self.why, "steps": self.steps, "by": self.by})
+
+
+def compensation_plan(conn: Conn, run_id: str) -> CompensationPlan | None:
+    raw = conn.scalar("SELECT compensate FROM runs WHERE id = ?", (run_id,))
+    if not raw:
+        return None
+    data = json.loads(raw)
+    steps = data.get("steps")
+    return CompensationPlan(str(data["why"]), None if steps is None else tuple(steps), str(data.get("by")))
+
+
+def compensable_steps(conn: Conn, run_id: str) -> dict[int, tuple[str, str]]:
+    """The run's finished steps that registered a compensation: (the step's name, the compensation's)."""
+    rows = conn.all(
+        "SELECT step_no, name, compensation FROM steps WHERE run_id = ? AND status = 'done' "
+        "AND compensation IS NOT NULL ORDER BY step_no",
+        (run_id,),
+    )
+    return {int(r[0]): (str(r[1]), str(r[2])) for r in rows}
+
+
+def plan_compensation(conn: Conn, run_id: str, plan: CompensationPlan) -> str:
+    """Make the run's worker replay it up to where it stands and run its compensations: at once if it is
+    running (it stops at its next step boundary), else by making it due again; its error and output stay."""
+    status, _, _ = lock_run(conn, run_id)
+    now = time.time()
+    conn.execute(
+        "UPDATE runs SET compensate = ?, cancel_requested = 1, updated_at = ? WHERE id = ?",
+        (plan.to_json(), now, run_id),
+    )
+    if status == "running":
+        return "compensation requested"
+    close_open_requests(conn, run_id, f"run {plan.why}: compensating")
+    conn.execute(
+        "UPDATE runs SET status = 'pending', wait_reason = NULL, wait_event = NULL, wake_at = ?, "
+        "finished_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
+        (now, now, run_id),
+    )
+    return "compensating"
+
+
+def wake_run(conn: Conn, run_id: str, overrides: dict[str, Any] | None = None) -> None:
+    """A waiting run is due now (an operator settled what it waited for); ``overrides`` vary what follows."""
+    now = time.time()
+    if overrides is not None:
+        conn.execute("UPDATE runs SET overrides = ? WHERE id = ?", (_json(overrides), run_id))
+    conn.execute(
+        "UPDATE runs SET status = 'pending', wait_reason = NULL, wake_at = ?, updated_at = ? WHERE id = ?",
+        (now, now, run_id),
+    )
+
+
+def step_state(conn: Conn, run_id: str, step_no: int) -> tuple[StepStatus, StepKind] | None:
+    """A step's status and kind, or None if the run has no such step."""
+    row = conn.one("SELECT status, kind FROM steps WHERE run_id = ? AND step_no = ?", (run_id, step_no))
+    return None if row is None else (row[0], row[1])
+
+
+def retry_step(conn: Conn, run_id: str, step_no: int, input_json: bytes | None, blob_threshold: int) -> None:
+    """Let the replay execute a failed step again: forgotten, or marked ``retry`` with edited arguments."""
+    if input_json is None:
+        conn.execute("DELETE FROM steps WHERE run_id = ? AND step_no = ?", (run_id, step_no))
+        return
+    inline, blob = store_payload(conn, input_json, blob_threshold)
+    conn.execute(
+        "UPDATE steps SET status = 'retry', input = ?, input_blob = ?, error = NULL WHERE run_id = ? AND step_no = ?",
+        (inline, blob, run_id, step_no),
+    )
+
+
+def settle_step(conn: Conn, run_id: str, step_no: int, output_json: bytes, blob_threshold: int) -> None:
+    """Record a step as done with ``output_json``, given by an operator instead of its failure."""
+    inline, blob = store_payload(conn, output_json, blob_threshold)
+    conn.execute(
+        "UPDATE steps SET status = 'done', output = ?, output_blob = ?, error = NULL, finished_at = ? "
+        "WHERE run_id = ? AND step_no = ?",
+        (inline, blob, time.time(), run_id, step_no),
+    )
 
 
 def send_event(conn: Conn, run_id: str, name: str, payload_json: bytes, blob_threshold: int) -> int:

@@ -1,7 +1,8 @@
 """The review queue: requests for a human decision, and the decisions, with what the reviewer saw.
 
-A request is created by ``ctx.approve`` (kind ``approval``) or by an irreversible step whose outcome is
-unknown after a crash (kind ``outcome_unknown``). It holds the intended action, the preview, and the
+A request is created by ``ctx.approve`` (kind ``approval``), by an irreversible step whose outcome is
+unknown after a crash (kind ``outcome_unknown``), by a failed run of an ``on_failure="review"`` workflow
+(kind ``failure``) or by a compensation that failed (kind ``compensation``). It holds the intended action, the preview, and the
 provenance of the run so far (models, prompt versions, memory used, cost). A decision records who, when,
 the hash of what they were shown, a comment and an optional edit, then makes the parked run due.
 """
@@ -38,8 +39,11 @@ __all__ = [
     "escalate",
     "get_request",
     "list_requests",
+    "lock_request",
+    "open_request_id",
     "pending_requests",
     "review_times",
+    "settle_request",
     "shown_hash",
 ]
 
@@ -203,6 +207,18 @@ def create_request(conn: Conn, req: NewRequest, blob_threshold: int) -> None:
     )
 
 
+def open_request_id(conn: Conn, run_id: str, step_no: int, kind: str) -> str:
+    """The id of the step's pending request of ``kind``, else a new one: a step may fail, be retried by
+    an operator and fail again, each time asking anew, while a replay finds the request it already made."""
+    prefix = f"{run_id}:{kind}:{step_no}:"
+    rows = conn.all(
+        "SELECT id, status FROM reviews WHERE run_id = ? AND step_no = ? AND kind = ?",
+        (run_id, step_no, kind),
+    )
+    pending = [str(r[0]) for r in rows if r[1] == "pending"]
+    return pending[0] if pending else f"{prefix}{len(rows) + 1}"
+
+
 def get_request(conn: Conn, request_id: str) -> ReviewRequest:
     row = conn.one(f"SELECT {_COLUMNS} FROM reviews WHERE id = ?", (request_id,))
     if row is None:
@@ -234,6 +250,25 @@ def set_status(conn: Conn, request_id: str, status: str, *, by: str, outcome: st
         "UPDATE reviews SET status = ?, decided_by = ?, decided_at = ?, outcome = ? WHERE id = ?",
         (status, by, time.time(), outcome, request_id),
     )
+
+
+def settle_request(
+    conn: Conn, request_id: str, outcome: str, *, by: str, comment: str | None, edit: bytes | None, blobs: int
+) -> None:
+    """Record how an operator settled a failure or compensation request, with what they supplied."""
+    inline, blob = (None, None) if edit is None else store_payload(conn, edit, blobs)
+    conn.execute(
+        "UPDATE reviews SET status = 'resolved', decided_by = ?, decided_at = ?, outcome = ?, comment = ?, "
+        "edit = ?, edit_blob = ? WHERE id = ?",
+        (by, time.time(), outcome, comment, inline, blob, request_id),
+    )
+
+
+def lock_request(conn: Conn, request_id: str) -> ReviewRequest:
+    """The request, its row locked until commit (so two decisions on it are ordered)."""
+    suffix = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
+    conn.execute(f"SELECT id FROM reviews WHERE id = ?{suffix}", (request_id,))
+    return get_request(conn, request_id)
 
 
 def close_open_requests(conn: Conn, run_id: str, reason: str) -> None:
@@ -309,6 +344,11 @@ def decide(
     suffix = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
     conn.execute(f"SELECT id FROM reviews WHERE id = ?{suffix}", (request_id,))
     req = get_request(conn, request_id)
+    if req.kind in ("failure", "compensation"):
+        raise InvalidInput(
+            f"request {request_id} is a {req.kind} review: settle it with `crewline review retry|skip|"
+            f"{'abandon' if req.kind == 'failure' else 'done'} {request_id}`"
+        )
     if req.kind not in ("approval", "budget"):
         raise InvalidInput(
             f"request {request_id} asks for the outcome of a step, not an approval: resolve it with "

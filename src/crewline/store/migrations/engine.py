@@ -127,4 +127,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "the W3C trace context of a run, so every process that executes it continues one trace",
         ("ALTER TABLE runs ADD COLUMN trace_parent TEXT",),
     ),
+    Migration(
+        8,
+        "compensations: what a finished step registered, and a compensation asked for a run",
+        (
+            "ALTER TABLE steps ADD COLUMN compensation TEXT",
+            "ALTER TABLE runs ADD COLUMN compensate TEXT",
+        ),
+    ),
 )
