@@ -71,6 +71,8 @@ ACTIONS: dict[str, str] = {
     "cancel runs": "runs:write",
     "fork runs": "runs:write",
     "settle unknown outcomes": "runs:write",
+    "undo runs": "runs:write",
+    "settle failed runs": "runs:write",
     "read spend": "spend:read",
     "read reviews": "reviews:read",
     "decide reviews": "reviews:decide",
@@ -94,6 +96,11 @@ class ApiKey:
     expires_at: float | None
     revoked_at: float | None
     last_used_at: float | None
+
+    @property
+    def who(self) -> str:
+        """How a decision made with this key is recorded: its name and id."""
+        return f"{self.name} (key {self.id})" if self.name else f"key {self.id}"
 
     def allows(self, action: str) -> bool:
         return self.reach(action) is not None
