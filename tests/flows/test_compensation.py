@@ -187,3 +187,24 @@ async def _until_waiting(app: App, rid: str) -> None:
             return
         await make_due(app)
     raise AssertionError("the run never waited")
+
+
+async def test_an_undo_asked_while_the_run_executes_is_not_lost(app: App) -> None:
+    undone: list[int] = []
+
+    def reserve(n: int) -> int:
+        return n
+
+    async def ask_undo(run_id: str) -> str:
+        return await app.undo(run_id, by="ada")  # the run is executing right now
+
+    @app.workflow()
+    async def busy(ctx: Context) -> int:
+        await ctx.step(reserve, 1, compensate=undone.append)
+        return int(await ctx.step(ask_undo, ctx.run_id) == "compensation requested")
+
+    rid = await app.start("busy")
+    assert await step_once(app, "w1") == ["parked"]  # released for its compensations, not completed
+    run = await drive(app, rid)
+    assert run.status == "cancelled" and run.error is not None and run.error["type"] == "Undone"
+    assert undone == [1] and run.output == 1

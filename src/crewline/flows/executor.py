@@ -14,13 +14,14 @@ from typing import Any, Literal
 
 from ..errors import Cancelled, DatabaseUnavailable, RunFailed, StepError
 from ..observe.events import RunEvent
+from ..store.database import Conn
 from ..store.payloads import Unreadable, dump
 from .compensation import End, settle_end
 from .context import Context
 from .definitions import Workflow
 from .engine import Engine, LeaseLost, RunSignals, Suspend
 from .records import CompensationPlan, RunRecord, StepRecord, compensation_plan, finish_run, load_steps
-from .states import RunStatus
+from .states import Park, RunStatus
 
 __all__ = ["execute_run", "log_end"]
 
@@ -57,7 +58,7 @@ async def execute_run(engine: Engine, run: RunRecord, owner: str, signals: RunSi
         # Nothing can be recorded now; the lease lapses and a worker resumes the run from its records.
         log.error("run %s abandoned, the database is unreachable: %s", run.id, e)
         return "lost"
-    return await _record_end(engine, run, owner, end)
+    return await _record_end(engine, run, owner, end, planned=plan is not None)
 
 
 async def _execute(engine: Engine, wf: Workflow, ctx: Context, plan: CompensationPlan | None) -> End:
@@ -86,25 +87,33 @@ async def _execute(engine: Engine, wf: Workflow, ctx: Context, plan: Compensatio
         return End("failed", None, error_info(e, ctx.step_count))
 
 
-async def _record_end(engine: Engine, run: RunRecord, owner: str, end: End) -> str:
+async def _record_end(engine: Engine, run: RunRecord, owner: str, end: End, *, planned: bool = True) -> str:
+    """Record the run's end; unless ``planned``, an undo asked for while it ran releases it instead, so
+    that the next execution runs its compensations."""
     status, output, error = end.status, end.output, end.error
-    try:
-        done = await engine.checkpoint(
+
+    def write(conn: Conn) -> bool | None:
+        if not planned and compensation_plan(conn, run.id) is not None:
+            engine.park(conn, run.id, Park.released(time.time()))
+            return None
+        return finish_run(
+            conn,
             run.id,
-            owner,
-            lambda conn: finish_run(
-                conn,
-                run.id,
-                status=status,
-                output_json=output,
-                error=error,
-                owner=owner,
-                blob_threshold=engine.blob_threshold,
-            ),
+            status=status,
+            output_json=output,
+            error=error,
+            owner=owner,
+            blob_threshold=engine.blob_threshold,
         )
+
+    try:
+        done = await engine.checkpoint(run.id, owner, write)
     except (LeaseLost, DatabaseUnavailable) as e:
         log.warning("run %s: could not record its end: %s", run.id, e)
         return "lost"
+    if done is None:
+        runs_log.info("run %s (%s) released to run its compensations", run.id, run.workflow)
+        return "parked"
     if done:
         log_end(run, status, error)
         if status in ("completed", "failed", "cancelled"):
