@@ -8,8 +8,11 @@ from typing import Any
 import pytest
 
 from crewline import App, Context, InvalidInput, InvalidRunState
+from crewline.errors import BadRequest
 from crewline.flows.recovery import Settlement
 from crewline.flows.tools import tool
+from crewline.models import Gateway
+from crewline.testing.scripted import ScriptedModel
 
 from ._drive import drive, make_due, step_once
 
@@ -122,3 +125,22 @@ async def test_retry_with_another_model_sets_the_runs_overrides(app: App) -> Non
     rid, req = await failed_in_review(app)
     await app.reviews.settle(req.id, Settlement("retry", "ada", overrides={"model": "strong"}))
     assert (await app.get_run(rid)).overrides == {"model": "strong"}
+
+
+async def test_a_failed_model_call_is_retried_not_skipped(app: App) -> None:
+    model = ScriptedModel(BadRequest("the prompt is malformed"), "fixed")
+    app.engine.models = Gateway.for_testing(model)
+
+    @app.workflow(on_failure="review")
+    async def summarise(ctx: Context) -> str:
+        return str(await ctx.llm(messages="summarise this"))
+
+    rid = await app.start("summarise")
+    await step_once(app, "w1")
+    [req] = await app.reviews.list(run_id=rid)
+    assert req.kind == "failure" and req.preview["error"]["type"] == "BadRequest"
+    with pytest.raises(InvalidInput, match="step 1 is of kind llm: only a step or a tool call is skipped"):
+        await app.reviews.settle(req.id, Settlement("skip", "ada", output="made up"))
+    await app.reviews.settle(req.id, Settlement("retry", "ada"))
+    run = await drive(app, rid)
+    assert run.status == "completed" and run.output == "fixed" and model.remaining == 0

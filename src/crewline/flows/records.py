@@ -525,7 +525,8 @@ def plan_compensation(conn: Conn, run_id: str, plan: CompensationPlan) -> str:
     )
     if status == "running":
         return "compensation requested"
-    close_open_requests(conn, run_id, f"run {plan.why}: compensating")
+    verb = {"cancel": "cancelled", "undo": "undone", "abandon": "abandoned"}.get(plan.why, plan.why)
+    close_open_requests(conn, run_id, f"run {verb}: compensating")
     conn.execute(
         "UPDATE runs SET status = 'pending', wait_reason = NULL, wait_event = NULL, wake_at = ?, "
         "finished_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",

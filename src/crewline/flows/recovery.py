@@ -86,6 +86,11 @@ def settle(conn: Conn, request_id: str, answer: Settlement, blob_threshold: int)
         raise InvalidRunState(
             f"run {req.run_id} did not fail in a step ({req.action}): retry or abandon it instead"
         )
+    if answer.choice == "skip" and state is not None and state[1] not in ("step", "tool", "compensation"):
+        raise InvalidInput(
+            f"step {step} is of kind {state[1]}: only a step or a tool call is skipped with an output; retry "
+            "it (a model call perhaps with --set model=...) or abandon the run"
+        )
     edit: Any = None
     if answer.choice == "abandon":
         plan_compensation(conn, req.run_id, CompensationPlan("abandon", None, answer.by))
