@@ -40,7 +40,7 @@ from .flows.recovery import request_compensation
 from .memory import MemoryStore
 from .models import Gateway
 from .models.call_log import CallRecord, keep_rolled_up, model_call_event
-from .models.config import ModelsConfig
+from .models.config import ModelsConfig, Overflow
 from .models.ledger import BudgetAlert
 from .observe.alert_config import AlertsConfig
 from .observe.alerts import Alerting
@@ -98,6 +98,7 @@ class App:
         daily_budget: str | float | None = None,
         on_budget: str = "fail",
         on_failure: str = "fail",
+        overflow: Overflow | None = None,
     ) -> Callable[[F], Workflow]:
         """Register an ``async def wf(ctx[, input])`` as a workflow.
 
@@ -106,6 +107,8 @@ class App:
         one does: ``fail``, ``degrade`` (next cheaper tier) or ``pause`` (wait in the review queue).
         ``on_failure="review"`` sends a failed run to the review queue, where an operator retries the failed
         step, skips it with an output, or abandons the run (running its compensations).
+        ``overflow`` is what its model calls do with a request over the model's context window:
+        ``truncate``, ``summarize`` or ``fail`` (default: ``[models] overflow``, itself ``truncate``).
         """
 
         def register(fn: F) -> Workflow:
@@ -120,6 +123,7 @@ class App:
                 daily_budget=daily_budget,
                 on_budget=on_budget,
                 on_failure=on_failure,
+                overflow=overflow,
             )
             if wf.name in self._workflows and self._workflows[wf.name].fn is not fn:
                 raise InvalidInput(f"two workflows are named {wf.name!r}; give one a name= of its own")
