@@ -8,7 +8,18 @@ from typing import Any, Literal
 from ..errors import InvalidInput, InvalidRunState
 from ..store.database import Conn
 from ..store.payloads import dump
-from .records import get_run, insert_run, lock_run, new_run_id
+from .records import (
+    copy_steps,
+    first_unsettled_step,
+    get_run,
+    insert_run,
+    last_step,
+    lock_run,
+    new_run_id,
+    resume_run,
+    settle_step,
+    step_status,
+)
 from .review import set_status
 
 __all__ = ["Outcome", "fork_run", "resolve_step"]
@@ -27,14 +38,10 @@ def fork_run(
 ) -> str:
     """A new run of the same workflow and input that reuses every checkpoint before ``from_step``."""
     src = get_run(conn, run_id)
-    last = conn.scalar("SELECT MAX(step_no) FROM steps WHERE run_id = ?", (run_id,)) or 0
+    last = last_step(conn, run_id)
     if not 1 <= from_step <= last + 1:
         raise InvalidInput(f"cannot fork run {run_id} from step {from_step}: it has steps 1 to {last}")
-    unfinished = conn.one(
-        "SELECT step_no, status FROM steps WHERE run_id = ? AND step_no < ? AND status NOT IN ('done', 'failed') "
-        "ORDER BY step_no LIMIT 1",
-        (run_id, from_step),
-    )
+    unfinished = first_unsettled_step(conn, run_id, from_step)
     if unfinished is not None:
         raise InvalidRunState(
             f"cannot fork run {run_id} from step {from_step}: step {unfinished[0]} has no recorded outcome "
@@ -45,13 +52,7 @@ def fork_run(
         priority=src.priority, input_json=dump(src.input), blob_threshold=blob_threshold,
         forked_from=run_id, fork_step=from_step, overrides=overrides,
     )  # fmt: skip
-    conn.execute(
-        "INSERT INTO steps (run_id, step_no, name, kind, effect, status, output, output_blob, error, attempts, "
-        "started_at, finished_at, input, input_blob) SELECT ?, step_no, name, kind, effect, status, output, "
-        "output_blob, error, attempts, started_at, finished_at, input, input_blob FROM steps "
-        "WHERE run_id = ? AND step_no < ?",
-        (fork_id, run_id, from_step),
-    )
+    copy_steps(conn, run_id, fork_id, from_step)
     return fork_id
 
 
@@ -96,30 +97,13 @@ def resolve_step(
         raise InvalidRunState(
             f"run {run_id} is not waiting for an outcome (it is {status}); nothing to resolve"
         )
-    row = conn.one("SELECT status FROM steps WHERE run_id = ? AND step_no = ?", (run_id, step_no))
-    if row is None or row[0] != "intent":
+    if step_status(conn, run_id, step_no) != "intent":
         raise InvalidRunState(
             f"step {step_no} of run {run_id} has no unknown outcome ({reason}); pass the step number shown there"
         )
-    now = time.time()
-    if outcome == "done":
-        conn.execute(
-            "UPDATE steps SET status = 'done', output = ?, output_blob = NULL, finished_at = ? "
-            "WHERE run_id = ? AND step_no = ?",
-            ((output_json or b"null").decode(), now, run_id, step_no),
-        )
-    elif outcome == "retry":
-        conn.execute("DELETE FROM steps WHERE run_id = ? AND step_no = ?", (run_id, step_no))
-    elif outcome == "fail":
-        conn.execute(
-            "UPDATE steps SET status = 'failed', error = ?, finished_at = ? WHERE run_id = ? AND step_no = ?",
-            ('{"type": "OutcomeFailed", "message": "an operator marked the outcome as failed"}', now, run_id,
-             step_no),
-        )  # fmt: skip
-    else:
+    if outcome not in ("done", "retry", "fail"):
         raise InvalidInput(f"outcome must be done, retry or fail, got {outcome!r}")
+    now = time.time()
+    settle_step(conn, run_id, step_no, outcome, output_json, now)
     set_status(conn, f"{run_id}:{step_no}", "resolved", by=resolved_by, outcome=outcome)
-    conn.execute(
-        "UPDATE runs SET status = 'pending', wait_reason = NULL, wake_at = ?, updated_at = ? WHERE id = ?",
-        (now, now, run_id),
-    )
+    resume_run(conn, run_id, now)

@@ -1,5 +1,8 @@
 """Runs, steps and events as rows: the engine's reads and writes, as functions over a connection.
 
+This module alone issues SQL on ``runs``, ``steps`` and ``events``; workers, the engine, operator actions,
+the server and retention call these functions.
+
 Each function here runs inside a transaction the caller opened (usually a group-committed
 :meth:`Database.write`), so the engine composes them into exactly one commit per checkpoint.
 """
@@ -9,11 +12,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidInput, InvalidRunState, RunNotFound
 from ..store.database import Conn
+from ..store.dialects import CLAIM, FOR_UPDATE, RowLock
 from ..store.payloads import dump, load, store_payload
 
 __all__ = [
@@ -123,7 +128,7 @@ def get_runs(conn: Conn, run_ids: list[str]) -> list[RunRecord]:
 
 def lock_run(conn: Conn, run_id: str) -> tuple[str, str | None, str | None]:
     """Lock the run's row until commit; returns (status, wait_reason, wait_event)."""
-    suffix = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
+    suffix = conn.dialect.lock_rows_suffix(FOR_UPDATE)
     row = conn.one(f"SELECT status, wait_reason, wait_event FROM runs WHERE id = ?{suffix}", (run_id,))
     if row is None:
         raise RunNotFound(f"no run with id {run_id!r}: list runs with `crewline runs list`")
@@ -359,3 +364,179 @@ def take_event(conn: Conn, run_id: str, name: str, step_no: int) -> tuple[bool, 
 
 def _json(value: dict[str, Any] | None) -> str | None:
     return None if value is None else json.dumps(value, default=str)
+
+
+# -- claims, leases and parking (for workers/claim.py and the engine) ------------------------------------
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def running_per_queue(conn: Conn, queues: Sequence[str], now: float) -> dict[str, int]:
+    """Runs executing under a live lease, per queue of ``queues``."""
+    rows = conn.all(
+        f"SELECT queue, COUNT(*) FROM runs WHERE status = 'running' AND lease_until >= ? "
+        f"AND queue IN ({_marks(len(queues))}) GROUP BY queue",
+        (now, *queues),
+    )
+    return {str(q): int(n) for q, n in rows}
+
+
+def claimable(
+    conn: Conn, workflows: Sequence[str], skip_queues: Sequence[str], now: float, limit: int
+) -> list[tuple[str, str]]:
+    """(id, queue) of due runs of ``workflows``, highest priority then longest due first, locked against
+    other claimers (who skip them)."""
+    where_full = f" AND queue NOT IN ({_marks(len(skip_queues))})" if skip_queues else ""
+    return [
+        (str(r[0]), str(r[1]))
+        for r in conn.all(
+            "SELECT id, queue FROM runs WHERE ((status IN ('pending', 'waiting') AND wake_at <= ?) "
+            "OR (status = 'running' AND lease_until < ?)) "
+            f"AND workflow IN ({_marks(len(workflows))}){where_full} "
+            "ORDER BY priority DESC, wake_at LIMIT ?" + conn.dialect.lock_rows_suffix(CLAIM),
+            (now, now, *workflows, *skip_queues, limit),
+        )
+    ]
+
+
+def take_runs(conn: Conn, run_ids: Sequence[str], owner: str, lease_until: float, now: float) -> None:
+    """Lease the runs to ``owner``; a run taken over from a dead worker counts a recovery."""
+    conn.execute(
+        "UPDATE runs SET recoveries = recoveries + (CASE WHEN status = 'running' THEN 1 ELSE 0 END), "
+        "status = 'running', lease_owner = ?, lease_until = ?, wake_at = NULL, wait_reason = NULL, "
+        f"wait_event = NULL, updated_at = ? WHERE id IN ({_marks(len(run_ids))})",
+        (owner, lease_until, now, *run_ids),
+    )
+
+
+def extend_leases(conn: Conn, owner: str, lease_until: float) -> set[str]:
+    """Push out every lease ``owner`` holds; returns the runs it still holds."""
+    conn.execute(
+        "UPDATE runs SET lease_until = ? WHERE lease_owner = ? AND status = 'running'", (lease_until, owner)
+    )
+    return {
+        r[0] for r in conn.all("SELECT id FROM runs WHERE lease_owner = ? AND status = 'running'", (owner,))
+    }
+
+
+def held_flags(conn: Conn, owner: str) -> tuple[set[str], set[str]]:
+    """(runs ``owner`` holds, those of them an operator asked to cancel)."""
+    rows = conn.all(
+        "SELECT id, cancel_requested FROM runs WHERE lease_owner = ? AND status = 'running'", (owner,)
+    )
+    return {r[0] for r in rows}, {r[0] for r in rows if r[1]}
+
+
+def release_runs(conn: Conn, owner: str, now: float) -> int:
+    """Give back whatever ``owner`` still holds, due ``now``, for another worker to take."""
+    cur = conn.execute(
+        "UPDATE runs SET status = 'pending', lease_owner = NULL, lease_until = NULL, wake_at = ?, updated_at = ? "
+        "WHERE lease_owner = ? AND status = 'running'",
+        (now, now, owner),
+    )
+    return int(cur.rowcount)
+
+
+def held_leases(conn: Conn, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which (run, owner) pairs still hold their run's lease; locks those rows until commit."""
+    rows = conn.all(
+        f"SELECT id, lease_owner FROM runs WHERE id IN ({_marks(len(keys))}) AND status = 'running'"
+        + conn.dialect.lock_rows_suffix(RowLock(no_key=True)),
+        [k[0] for k in keys],
+    )
+    return {(r[0], r[1]) for r in rows}
+
+
+def park_run(
+    conn: Conn, run_id: str, *, status: str, reason: str | None, event: str | None, wake_at: float | None
+) -> None:
+    """Release the run: it waits (or is pending again) and no worker holds it."""
+    conn.execute(
+        "UPDATE runs SET status = ?, wait_reason = ?, wait_event = ?, wake_at = ?, lease_owner = NULL, "
+        "lease_until = NULL, updated_at = ? WHERE id = ?",
+        (status, reason, event, wake_at, time.time(), run_id),
+    )
+
+
+def wake_if_waiting(conn: Conn, run_id: str, reason: str, now: float) -> None:
+    """Make the run due if it is still waiting for ``reason``."""
+    conn.execute(
+        "UPDATE runs SET wake_at = ?, updated_at = ? WHERE id = ? AND status = 'waiting' AND wait_reason = ?",
+        (now, now, run_id, reason),
+    )
+
+
+def resume_run(conn: Conn, run_id: str, now: float) -> None:
+    """A waiting run becomes pending and due ``now``."""
+    conn.execute(
+        "UPDATE runs SET status = 'pending', wait_reason = NULL, wake_at = ?, updated_at = ? WHERE id = ?",
+        (now, now, run_id),
+    )
+
+
+def finished_among(conn: Conn, run_ids: Sequence[str]) -> set[str]:
+    """Which of ``run_ids`` have finished."""
+    if not run_ids:
+        return set()
+    rows = conn.all(
+        f"SELECT id FROM runs WHERE id IN ({_marks(len(run_ids))}) AND status IN ({_marks(len(FINISHED))})",
+        (*run_ids, *FINISHED),
+    )
+    return {str(r[0]) for r in rows}
+
+
+# -- steps an operator changes (forks, unknown outcomes) ------------------------------------------------
+
+
+def last_step(conn: Conn, run_id: str) -> int:
+    return int(conn.scalar("SELECT MAX(step_no) FROM steps WHERE run_id = ?", (run_id,)) or 0)
+
+
+def first_unsettled_step(conn: Conn, run_id: str, before: int) -> tuple[int, str] | None:
+    """(step_no, status) of the first step before ``before`` without a recorded outcome."""
+    row = conn.one(
+        "SELECT step_no, status FROM steps WHERE run_id = ? AND step_no < ? AND status NOT IN ('done', 'failed') "
+        "ORDER BY step_no LIMIT 1",
+        (run_id, before),
+    )
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
+def copy_steps(conn: Conn, source: str, target: str, before: int) -> None:
+    """Give ``target`` the records of ``source``'s steps before ``before`` (a fork's reused checkpoints)."""
+    conn.execute(
+        "INSERT INTO steps (run_id, step_no, name, kind, effect, status, output, output_blob, error, attempts, "
+        "started_at, finished_at, input, input_blob) SELECT ?, step_no, name, kind, effect, status, output, "
+        "output_blob, error, attempts, started_at, finished_at, input, input_blob FROM steps "
+        "WHERE run_id = ? AND step_no < ?",
+        (target, source, before),
+    )
+
+
+def step_status(conn: Conn, run_id: str, step_no: int) -> str | None:
+    row = conn.one("SELECT status FROM steps WHERE run_id = ? AND step_no = ?", (run_id, step_no))
+    return None if row is None else str(row[0])
+
+
+def settle_step(
+    conn: Conn, run_id: str, step_no: int, outcome: str, output_json: bytes | None, now: float
+) -> None:
+    """Settle an intent: ``done`` with its output, ``retry`` (forget it), or ``fail``."""
+    if outcome == "done":
+        conn.execute(
+            "UPDATE steps SET status = 'done', output = ?, output_blob = NULL, finished_at = ? "
+            "WHERE run_id = ? AND step_no = ?",
+            ((output_json or b"null").decode(), now, run_id, step_no),
+        )
+    elif outcome == "retry":
+        conn.execute("DELETE FROM steps WHERE run_id = ? AND step_no = ?", (run_id, step_no))
+    else:
+        conn.execute(
+            "UPDATE steps SET status = 'failed', error = ?, finished_at = ? WHERE run_id = ? AND step_no = ?",
+            (_OUTCOME_FAILED, now, run_id, step_no),
+        )
+
+
+_OUTCOME_FAILED = '{"type": "OutcomeFailed", "message": "an operator marked the outcome as failed"}'

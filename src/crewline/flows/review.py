@@ -4,6 +4,7 @@ A request is created by ``ctx.approve`` (kind ``approval``) or by an irreversibl
 unknown after a crash (kind ``outcome_unknown``). It holds the intended action, the preview, and the
 provenance of the run so far (models, prompt versions, memory used, cost). A decision records who, when,
 the hash of what they were shown, a comment and an optional edit, then makes the parked run due.
+This module alone issues SQL on ``reviews``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import pydantic
 
 from ..errors import ConfigError, InvalidInput, InvalidRunState, ReviewNotFound
 from ..store.database import Conn
+from ..store.dialects import FOR_UPDATE
 from ..store.payloads import dump, load, store_payload
+from .records import wake_if_waiting
 
 __all__ = [
     "RISKS",
@@ -191,8 +194,9 @@ def decide(
     seen_hash: str | None = None, blob_threshold: int = 4096,
 ) -> ReviewRequest:  # fmt: skip
     """Record a decision on a pending approval request and make its run due."""
-    suffix = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
-    conn.execute(f"SELECT id FROM reviews WHERE id = ?{suffix}", (request_id,))
+    conn.execute(
+        f"SELECT id FROM reviews WHERE id = ?{conn.dialect.lock_rows_suffix(FOR_UPDATE)}", (request_id,)
+    )
     req = get_request(conn, request_id)
     if req.kind not in ("approval", "budget"):
         raise InvalidInput(
@@ -223,10 +227,7 @@ def decide(
         ("approved" if approve else "rejected", by, now, comment, seen_hash or req.content_hash, inline, blob,
          request_id),
     )  # fmt: skip
-    conn.execute(
-        "UPDATE runs SET wake_at = ?, updated_at = ? WHERE id = ? AND status = 'waiting' AND wait_reason = ?",
-        (now, now, req.run_id, f"approval:{request_id}"),
-    )
+    wake_if_waiting(conn, req.run_id, f"approval:{request_id}", now)
     return get_request(conn, request_id)
 
 

@@ -3,7 +3,7 @@
 One ``model_calls`` row per logical call (a cache hit, a completion after its retries and fallbacks, a
 failure), written in the same transaction that settles the call's budget. Request and response payloads go
 through :func:`crewline.store.payloads.store_payload`: small ones inline, large ones as content-addressed
-blobs that retention can drop.
+blobs that retention can drop. This module alone issues SQL on ``model_calls``.
 """
 
 from __future__ import annotations
@@ -106,3 +106,51 @@ def prune_payloads(conn: Conn, older_than: float, now: float | None = None) -> i
             (cutoff,),
         ).rowcount
     )
+
+
+# What spend can be grouped by, as SQL over model_calls.
+GROUPS = {"day": "day", "model": "provider || '/' || model", "workflow": "COALESCE(workflow, '-')"}
+
+_CALL_COLUMNS = (
+    "id, started_at, run_id, step, workflow, virtual_key, requested, kind, provider, model, deployment, status, "
+    "error_class, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost, "
+    "price_known, latency_ms, ttft_ms, cache_hit, attempts"
+)
+
+
+def spend_rows(conn: Conn, group: str, since: float, run_id: str | None) -> list[tuple[Any, ...]]:
+    """Per value of ``group`` (a key of :data:`GROUPS`) since ``since``: calls, cache hits, errors, input
+    and output tokens, cost, unpriced calls."""
+    where, params = "started_at >= ?", list[Any]([since])
+    if run_id:
+        where, params = where + " AND run_id = ?", [*params, run_id]
+    return conn.all(
+        f"SELECT {GROUPS[group]} AS k, COUNT(*), SUM(cache_hit), SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END), "
+        "SUM(input_tokens), SUM(output_tokens), SUM(cost), SUM(CASE WHEN price_known = 0 THEN 1 ELSE 0 END) "
+        f"FROM model_calls WHERE {where} GROUP BY k ORDER BY k",
+        params,
+    )
+
+
+def call_rows(
+    conn: Conn,
+    *,
+    run_id: str | None = None,
+    workflow: str | None = None,
+    status: str | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Call records newest first, as column -> value (payloads left out)."""
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (("run_id", run_id), ("workflow", workflow), ("status", status), ("id", before_id)):
+        if value is not None:
+            where.append(f"{column} {'<' if column == 'id' else '='} ?")
+            params.append(value)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    rows = conn.all(
+        f"SELECT {_CALL_COLUMNS} FROM model_calls{clause} ORDER BY id DESC LIMIT ?", (*params, limit)
+    )
+    names = [c.strip() for c in _CALL_COLUMNS.split(",")]
+    return [dict(zip(names, r, strict=True)) for r in rows]

@@ -2,26 +2,49 @@
 
 SQL elsewhere is written once, with ``?`` placeholders and the common subset both engines accept
 (``ON CONFLICT``, ``RETURNING``, ``DOUBLE PRECISION``); a dialect supplies what cannot be shared:
-connecting, the placeholder style, how a write transaction begins, row locks, column types in DDL, and
-which driver errors mean "the database is unreachable".
+connecting, the placeholder style, how a write transaction begins, row locks (:class:`RowLock`), full-text
+search (:attr:`Dialect.fulltext`, see :mod:`crewline.store.fulltext`), column types in DDL, and which
+driver errors mean "the database is unreachable". Code outside ``store/`` asks these hooks and never
+checks which dialect it is talking to.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError
+from .fulltext import Fts5, FullText, TsVector
 
-__all__ = ["Dialect", "PostgresDialect", "SqliteDialect", "dialect_for_url"]
+__all__ = ["CLAIM", "FOR_UPDATE", "Dialect", "PostgresDialect", "RowLock", "SqliteDialect", "dialect_for_url"]
+
+
+@dataclass(frozen=True)
+class RowLock:
+    """How a SELECT locks the rows it returns until commit (SQLite's single writer needs no row locks).
+
+    ``skip_locked``: pass over rows another transaction holds instead of waiting (claimers);
+    ``no_key``: a FOR NO KEY UPDATE lock, which does not block inserts of rows that reference these;
+    ``of``: in a join, lock only the rows of this table alias.
+    """
+
+    skip_locked: bool = False
+    no_key: bool = False
+    of: str | None = None
+
+
+FOR_UPDATE = RowLock()
+CLAIM = RowLock(skip_locked=True)
 
 
 class Dialect:
     name: ClassVar[str]
     ddl_types: ClassVar[dict[str, str]]
+    fulltext: ClassVar[FullText]
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -41,8 +64,8 @@ class Dialect:
     def begin_write(self, raw: Any) -> None:
         raw.execute("BEGIN")
 
-    def lock_rows_suffix(self) -> str:
-        """Appended to a SELECT that must lock the rows it returns against concurrent claimers."""
+    def lock_rows_suffix(self, lock: RowLock) -> str:
+        """Appended to a SELECT that must lock the rows it returns as ``lock`` says."""
         return ""
 
     def lock_key(self, raw: Any, key: str) -> None:
@@ -63,6 +86,7 @@ class Dialect:
 class SqliteDialect(Dialect):
     name = "sqlite"
     ddl_types = {"blob": "BLOB", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "real": "DOUBLE PRECISION"}
+    fulltext = Fts5()
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
@@ -124,6 +148,7 @@ class SqliteDialect(Dialect):
 class PostgresDialect(Dialect):
     name = "postgresql"
     ddl_types = {"blob": "BYTEA", "serial": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION"}
+    fulltext = TsVector()
 
     def connect(self) -> Any:
         try:
@@ -136,8 +161,11 @@ class PostgresDialect(Dialect):
     def sql(self, text: str) -> str:
         return self._ddl(text).replace("?", "%s")
 
-    def lock_rows_suffix(self) -> str:
-        return " FOR UPDATE SKIP LOCKED"
+    def lock_rows_suffix(self, lock: RowLock) -> str:
+        suffix = " FOR NO KEY UPDATE" if lock.no_key else " FOR UPDATE"
+        if lock.of is not None:
+            suffix += f" OF {lock.of}"
+        return suffix + (" SKIP LOCKED" if lock.skip_locked else "")
 
     def lock_key(self, raw: Any, key: str) -> None:
         raw.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
