@@ -51,7 +51,6 @@ MOVING = {
     ("runs", "flows/context.py"),
     ("reviews", "flows/llm.py"),
     ("reviews", "flows/approvals.py"),
-    *((table, "store/retention.py") for table in ("runs", "steps", "events", "blobs")),
 }
 # The model gateway picks shared rate windows by dialect; the call-meter change is rewriting it.
 DIALECT_MOVING = {"models/gateway.py"}

@@ -229,7 +229,7 @@ def prune(older_than: str, delete_runs: bool) -> None:
     finally:
         app.close()
     click.echo(
-        f"pruned {report.runs} runs, {report.steps} steps, {report.events} events, {calls} model calls' "
+        f"pruned {', '.join(f'{n} {table}' for table, n in report.tables.items())}, {calls} model calls' "
         f"payloads, {report.blobs} blobs ({report.blob_bytes} bytes)"
     )
 

@@ -5,11 +5,25 @@
 (:mod:`crewline.workers.cron`); they were created together, so their history stays one list.
 ``flows``: review requests (:mod:`crewline.flows.review`), prompt versions and labels
 (:mod:`crewline.flows.prompts`). A released migration is never edited; new ones are appended.
+``PAYLOAD_TABLES`` tells retention which of these rows carry a run's payloads.
 """
 
 from __future__ import annotations
 
 from ..store.migrations import Migration
+from ..store.retention import PayloadTable
+
+# What retention (`crewline prune`) empties or deletes once a run finished long enough ago.
+PAYLOAD_TABLES: tuple[PayloadTable, ...] = (
+    PayloadTable(
+        "runs",
+        ("input", "input_blob", "output", "output_blob"),
+        "id",
+        finished="status IN ('completed', 'failed', 'cancelled') AND finished_at < ?",
+    ),
+    PayloadTable("steps", ("input", "input_blob", "output", "output_blob", "error"), "run_id"),
+    PayloadTable("events", ("payload", "payload_blob"), "run_id"),
+)
 
 ENGINE: tuple[Migration, ...] = (
     Migration(
