@@ -12,13 +12,17 @@ from pathlib import Path
 
 import pytest
 
+from crewline import App
+
 ROOT = Path(__file__).resolve().parents[1]
+# This checkout's sources first, whatever else the environment has installed.
+SOURCES = os.pathsep.join((str(ROOT / "src"), str(ROOT)))
 
 
 @pytest.fixture
 def cli(sqlite_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     env = {**os.environ, "CREWLINE_DATABASE_URL": sqlite_url, "CREWLINE_APP": "examples.app:app",
-           "CREWLINE_POLL_INTERVAL": "0.05", "PYTHONPATH": str(ROOT)}  # fmt: skip
+           "CREWLINE_POLL_INTERVAL": "0.05", "PYTHONPATH": SOURCES}  # fmt: skip
 
     def run(*args: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
@@ -47,6 +51,24 @@ def cli(sqlite_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
         ),
         (["run", "onboard", "--input", "@missing.json"], "cannot read --input file missing.json"),
         (["runs", "show", "nope"], "no run with id 'nope'"),
+        (
+            ["run", "onboard", "--input", "[" * 50_000 + "]" * 50_000],
+            "--input is not valid JSON: nested more than 64",
+        ),
+        (
+            [
+                "runs",
+                "resolve",
+                "nope",
+                "--step",
+                "1",
+                "--outcome",
+                "done",
+                "--output",
+                "[" * 230 + "]" * 230,
+            ],
+            "--output is not valid JSON: nested more than 64 levels deep",
+        ),
         (["runs", "resolve", "nope", "--step", "1", "--outcome", "done"], "no run with id 'nope'"),
     ],
 )
@@ -95,7 +117,7 @@ def test_run_wait_prints_the_error_of_a_failed_run(cli, tmp_path: Path) -> None:
         "@app.workflow()\nasync def charge(ctx: Context) -> None:\n"
         "    from crewline import RetryPolicy\n    await ctx.step(boom, retry=RetryPolicy(max_attempts=1))\n"
     )
-    env = {**cli.env, "CREWLINE_APP": "failing:app", "PYTHONPATH": f"{tmp_path}:{ROOT}"}
+    env = {**cli.env, "CREWLINE_APP": "failing:app", "PYTHONPATH": os.pathsep.join((str(tmp_path), SOURCES))}
     worker = subprocess.Popen([sys.executable, "-m", "crewline", "worker"], env=env, cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
@@ -106,6 +128,32 @@ def test_run_wait_prints_the_error_of_a_failed_run(cli, tmp_path: Path) -> None:
         worker.wait(20)
     assert proc.returncode == 1
     assert "failed: RuntimeError: card declined (step 1)" in proc.stderr
+
+
+def test_fork_onto_an_existing_run_id_is_refused(cli) -> None:  # type: ignore[no-untyped-def]
+    for rid, who in (("first", "c1"), ("second", "c2")):
+        cli("run", "onboard", "--id", rid, "--input", json.dumps({"id": who, "email": f"{who}@example.com"}))
+    proc = cli("runs", "fork", "first", "--from", "1", "--id", "second", check=2)
+    assert proc.stderr == (
+        "crewline: error: a run with id 'second' already exists; leave the id out or choose a new one\n"
+    )
+    shown = json.loads(cli("runs", "show", "second", "--json").stdout)
+    assert shown["forked_from"] is None and shown["steps"] == []
+    assert len(json.loads(cli("runs", "list", "--json").stdout)) == 2
+
+
+def test_a_run_whose_stored_input_cannot_be_read_is_shown(cli, sqlite_url: str) -> None:  # type: ignore[no-untyped-def]
+    rid = cli("run", "onboard", "--input", '{"id": "c1", "email": "c1@example.com"}').stdout.strip()
+    app = App(sqlite_url)
+    try:
+        app.db.run(
+            lambda c: c.execute("UPDATE runs SET input = ? WHERE id = ?", ("[" * 230 + "]" * 230, rid))
+        )
+    finally:
+        app.close()
+    shown = cli("runs", "show", rid)
+    assert 'input     {"unreadable": "the stored JSON cannot be read' in shown.stdout
+    assert "cannot be read" in json.loads(cli("runs", "show", rid, "--json").stdout)["input"]["unreadable"]
 
 
 def test_db_upgrade_status_and_prune(cli) -> None:  # type: ignore[no-untyped-def]

@@ -172,7 +172,7 @@ class App:
         """Create a run and return its id. The same ``run_id`` or ``idempotency_key`` returns the same run."""
         engine = self.engine
         wf = engine.resolve(workflow)
-        data = dump(wf.dump_input(wf.validate_input(input)))
+        data = dump(wf.dump_input(wf.validate_input(input)), "input")
         rid, _ = await engine.db.write(
             lambda conn: insert_run(
                 conn,
@@ -239,7 +239,7 @@ class App:
         return run.output
 
     async def send_event(self, run_id: str, event: str, payload: Any = None) -> int:
-        data = dump(payload)
+        data = dump(payload, "event payload")
         engine = self.engine
         event_id = await engine.db.write(
             lambda conn: send_event(conn, run_id, event, data, engine.blob_threshold)
@@ -280,7 +280,7 @@ class App:
 
     async def resolve(self, run_id: str, step: int, outcome: Outcome, output: Any = None) -> None:
         """Settle a step whose outcome is unknown (see :func:`crewline.flows.operations.resolve_step`)."""
-        data = dump(output) if outcome == "done" else None
+        data = dump(output, "output") if outcome == "done" else None
         await self.db.write(lambda conn: resolve_step(conn, run_id, step, outcome, data))
         self.engine.work_available.set()
 

@@ -2,6 +2,7 @@
 
     CrewlineError
     ├── ConfigError                 settings or project configuration is wrong
+    │   └── PriceUnknown            a call with no known price was refused (a budget in scope, or strict_prices)
     ├── InvalidInput                caller gave input of the wrong shape (exit code 2 on the CLI)
     ├── StoreError
     │   ├── DatabaseUnavailable     cannot reach the database (retryable)
@@ -12,6 +13,7 @@
     │   ├── RunNotFound             no run with that id
     │   ├── ReviewNotFound          no review request with that id
     │   ├── InvalidRunState         the operation does not fit the run's state (e.g. resolve a running run)
+    │   │   └── RunExists           a new run was given the id of one that already exists
     │   ├── DeterminismError        replayed code called a different step than the one recorded
     │   ├── StepError               a step failed after its retries; carries the recorded error
     │   ├── WaitTimeout             ``ctx.wait_for`` timed out
@@ -57,9 +59,11 @@ __all__ = [
     "MigrationError",
     "ModelError",
     "ModelTimeout",
+    "PriceUnknown",
     "ProviderUnavailable",
     "RateLimited",
     "ReviewNotFound",
+    "RunExists",
     "RunFailed",
     "RunNotFound",
     "StepError",
@@ -78,6 +82,10 @@ class CrewlineError(Exception):
 
 class ConfigError(CrewlineError):
     pass
+
+
+class PriceUnknown(ConfigError):
+    """A model has no known price, so its call cannot be held against a budget; the fix is a price."""
 
 
 class InvalidInput(CrewlineError):
@@ -117,6 +125,10 @@ class ReviewNotFound(WorkflowError):
 
 
 class InvalidRunState(WorkflowError):
+    pass
+
+
+class RunExists(InvalidRunState):
     pass
 
 

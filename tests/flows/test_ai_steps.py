@@ -212,6 +212,17 @@ async def test_budget_pause_waits_in_the_review_queue(app: App, fake: FakeProvid
     assert run.status == "completed" and len(model_calls(fake)) == 3
 
 
+async def test_a_model_without_a_price_never_passes_a_workflow_budget(app: App, fake: FakeProvider) -> None:
+    @app.workflow(budget="$0.05/run", on_budget="pause")
+    async def unpriced(ctx: Context) -> str:
+        return str(await ctx.llm(messages="hi", model="fake/no-price-listed", max_tokens=100_000))
+
+    run = await drive(app, await app.start("unpriced"))
+    assert run.status == "failed" and run.error is not None and run.error["type"] == "PriceUnknown"
+    assert 'models.prices."fake/no-price-listed"' in run.error["message"]
+    assert model_calls(fake) == [] and await app.reviews.list() == []  # refused, not parked for a raise
+
+
 async def test_concurrent_runs_never_overspend_the_workflow_budget(db_url: str, fake: FakeProvider) -> None:
     table = models_table(fake.url)
     table["budgets"] = {"workflow": {"burst": 0.1}}

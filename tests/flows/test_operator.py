@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from crewline import App, Context, InvalidInput, InvalidRunState
+from crewline.errors import RunExists
 
 from ._drive import CrashPlan, drive, expire_leases, step_once
 
@@ -112,3 +113,21 @@ async def test_fork_refuses_steps_out_of_range(app: App) -> None:
     await drive(app, rid)
     with pytest.raises(InvalidInput, match="steps 1 to 3"):
         await app.fork(rid, 9)
+
+
+@pytest.mark.parametrize("from_step", [1, 3])
+async def test_fork_refuses_the_id_of_an_existing_run_and_writes_nothing(app: App, from_step: int) -> None:
+    sent = invoice_workflow(app)
+    rid = await app.start("bill", "c1")
+    await drive(app, rid)
+    pending = await app.start("bill", "c2", run_id="taken")
+    with pytest.raises(RunExists, match="a run with id 'taken' already exists"):
+        await app.fork(rid, from_step, new_run_id="taken")
+    assert await app.steps(pending) == []
+    assert (await app.get_run(pending)).forked_from is None
+    await drive(app, pending)  # runs its own course: nothing of the other run was replayed
+    assert sent["invoice-c2"] == 1
+    finished = await app.steps(pending)
+    with pytest.raises(RunExists):
+        await app.fork(rid, from_step, new_run_id="taken")
+    assert await app.steps(pending) == finished

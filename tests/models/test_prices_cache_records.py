@@ -61,6 +61,28 @@ async def test_strict_prices_refuse_before_sending(fake: FakeProvider, make_gate
     assert (await gw.complete("ollama/llama3", "hi")).price_known  # self-hosted: a known $0
 
 
+async def test_a_call_that_cannot_be_priced_never_passes_a_limited_budget(
+    fake: FakeProvider, make_gateway: Any, db: Database
+) -> None:
+    gw = make_gateway({"budgets": {"day": 1.0}}, db=db, wait_for_records=True)  # the global day budget
+    with pytest.raises(ConfigError, match=r'no known price.*models\.prices\."openai/brand-new-model"'):
+        await gw.complete("openai/brand-new-model", "hi", max_tokens=100_000)
+    with pytest.raises(ConfigError, match="no known price"):
+        await gw.stream("openai/brand-new-model", "hi").text()
+    with pytest.raises(ConfigError, match="no known price"):
+        await gw.embed("hi", "openai/brand-new-embedder")
+    assert fake.requests == []
+    assert (await gw.complete("ollama/llama3", "hi")).price_known  # self-hosted: a known $0, allowed
+
+    keyed = make_gateway(db=db, wait_for_records=True)  # no global budget; a stored limit on one key
+    keyed.ledger.set_limit("key:alice", 5.0)
+    with pytest.raises(ConfigError, match="no known price"):
+        await keyed.complete("openai/brand-new-model", "hi", budget_scope={"key": "alice"})
+    assert fake.requests[1:] == []
+    unlimited = await keyed.complete("openai/brand-new-model", "hi", budget_scope={"key": "bob"})
+    assert unlimited.price_known is False  # no limit in scope: allowed, flagged as unpriced
+
+
 async def test_cache_hits_cost_nothing_and_are_recorded(
     fake: FakeProvider, make_gateway: Any, db: Database
 ) -> None:

@@ -120,7 +120,7 @@ def api(api_factory: Callable[..., Api]) -> Api:
 
 def cli_env(db_url: str, **extra: str) -> dict[str, str]:
     return {**os.environ, "CREWLINE_DATABASE_URL": db_url, "CREWLINE_POLL_INTERVAL": "0.02",
-            "PYTHONPATH": str(ROOT), "CREWLINE_APP": "tests.server.sample_app:app", **extra}  # fmt: skip
+            "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "CREWLINE_APP": "tests.server.sample_app:app", **extra}  # fmt: skip
 
 
 def crewline(*args: str, env: dict[str, str], cwd: Path, **kwargs: Any) -> subprocess.Popen[str]:

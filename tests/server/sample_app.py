@@ -15,6 +15,11 @@ class Order(BaseModel):
     amount: int = Field(ge=0)
 
 
+def read_config(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
 def build(app: App) -> App:
     @app.workflow()
     async def echo(ctx: Context, data: dict[str, Any]) -> dict[str, Any]:
@@ -38,6 +43,18 @@ def build(app: App) -> App:
         decision = await ctx.approve("refund order", preview={"amount": order.amount}, risk="high")
         amount = (decision.edited or {"amount": order.amount})["amount"] if decision.approved else 0
         return {"approved": decision.approved, "amount": amount, "by": decision.decided_by}
+
+    @app.workflow()
+    async def charge(ctx: Context, order: Order) -> dict[str, Any]:
+        receipt = await ctx.step(lambda: f"rcpt-{order.id}", name="charge card", effect="irreversible")
+        return {"receipt": receipt}
+
+    @app.workflow()
+    async def broken(ctx: Context) -> str:
+        try:
+            return await ctx.step(read_config, "/no/such/dir/settings.toml", name="read settings")
+        except Exception:
+            return read_config("/no/such/dir/fallback.toml")  # fails in workflow code: a traceback
 
     @app.workflow()
     async def slow(ctx: Context) -> int:

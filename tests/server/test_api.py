@@ -101,7 +101,7 @@ def test_send_an_event_cancel_and_fork(api: Api) -> None:
 
 def test_workflows_are_listed_with_their_input_schema(api: Api) -> None:
     flows = {w["name"]: w for w in api.http.get("/api/v1/workflows").json()}
-    assert sorted(flows) == ["echo", "nothing", "order", "refund", "slow", "waiter"]
+    assert sorted(flows) == ["broken", "charge", "echo", "nothing", "order", "refund", "slow", "waiter"]
     assert flows["order"]["input_schema"]["required"] == ["id", "amount"]
     assert flows["nothing"]["input_schema"] is None
 
@@ -144,6 +144,65 @@ def test_fork_from_a_step_the_run_does_not_have(api: Api) -> None:
     api.wait_status(rid, "completed")
     r = api.http.post(f"/api/v1/runs/{rid}/fork", json={"from_step": 9})
     assert r.status_code == 422 and r.json()["error"]["type"] == "invalid_input"
+
+
+def test_fork_onto_an_existing_run_id_is_a_conflict_that_writes_nothing(api: Api) -> None:
+    rid = api.http.post("/api/v1/runs", json={"workflow": "order", "input": {"id": "o1", "amount": 1}})
+    src = rid.json()["run_id"]
+    api.wait_status(src, "completed")
+    other = api.http.post("/api/v1/runs", json={"workflow": "waiter", "run_id": "taken"}).json()["run_id"]
+    api.wait_status(other, "waiting")
+    before = api.http.get(f"/api/v1/runs/{other}").json()
+    for step in (1, 2):
+        r = api.http.post(f"/api/v1/runs/{src}/fork", json={"from_step": step, "run_id": "taken"})
+        assert r.status_code == 409, r.text
+        assert r.json()["error"] == {
+            "type": "run_exists",
+            "message": "a run with id 'taken' already exists; leave the id out or choose a new one",
+        }
+    assert api.http.get(f"/api/v1/runs/{other}").json() == before
+
+
+def test_payloads_nested_too_deep_are_refused_at_every_entrance(api: Api) -> None:
+    deep = "[" * 230 + "]" * 230
+    very_deep = "[" * 100_000 + "]" * 100_000
+    rid = api.http.post("/api/v1/runs", json={"workflow": "waiter"}).json()["run_id"]
+    api.wait_status(rid, "waiting")
+    limit = "nested more than 64 levels deep"
+    for path, body, words in [
+        ("/api/v1/runs", f'{{"workflow": "echo", "input": {{"a": {deep}}}}}', f"input is {limit}"),
+        (
+            "/api/v1/runs",
+            f'{{"workflow": "echo", "input": {very_deep}}}',
+            f"request body is not valid JSON: {limit}",
+        ),
+        (f"/api/v1/runs/{rid}/events", f'{{"name": "go", "payload": {deep}}}', f"payload is {limit}"),
+        (
+            f"/api/v1/runs/{rid}/steps/1/resolve",
+            f'{{"outcome": "done", "output": {deep}}}',
+            f"output is {limit}",
+        ),
+    ]:
+        r = api.http.post(path, content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 422, (path, r.text)
+        assert words in r.json()["error"]["message"]
+    assert api.http.get(f"/api/v1/runs/{rid}").json()["status"] == "waiting"
+    assert len(api.http.get("/api/v1/runs").json()["runs"]) == 1
+
+
+def test_a_run_whose_stored_payload_cannot_be_read_is_still_shown(api: Api) -> None:
+    rid = api.http.post("/api/v1/runs", json={"workflow": "order", "input": {"id": "o1", "amount": 1}})
+    run_id = rid.json()["run_id"]
+    api.wait_status(run_id, "completed")
+    deep = "[" * 230 + "]" * 230
+    api.app.db.run(lambda c: c.execute("UPDATE runs SET input = ? WHERE id = ?", (deep, run_id)))
+    api.app.db.run(lambda c: c.execute("UPDATE steps SET output = ? WHERE run_id = ?", (deep, run_id)))
+    r = api.http.get(f"/api/v1/runs/{run_id}")
+    assert r.status_code == 200, r.text
+    run = r.json()
+    assert "cannot be read" in run["input"]["unreadable"] and run["output"] == {"id": "o1", "total": 2}
+    assert "cannot be read" in run["steps"][0]["output"]["unreadable"]
+    assert [x["id"] for x in api.http.get("/api/v1/runs").json()["runs"]] == [run_id]
 
 
 def test_crewline_errors_from_deeper_down_keep_their_status(api: Api, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -94,6 +94,11 @@ def test_openai_embeddings_and_models(proxy: Api) -> None:
     plain = client.embeddings.create(model="emb", input="alpha", encoding_format="float")
     assert plain.data[0].embedding == pytest.approx(out.data[0].embedding, rel=1e-6)
     assert {m.id for m in client.models.list()} >= {"fast", "claude", "emb"}
+    key = proxy.key("proxy")
+    for header in ("api-key", "x-api-key", "authorization"):  # every header the other routes take
+        token = f"Bearer {key}" if header == "authorization" else key
+        listed = httpx.get(proxy.url + "/v1/models", headers={header: token})
+        assert listed.status_code == 200 and "fast" in listed.text, (header, listed.text)
 
 
 def test_an_unsupported_embedding_is_a_400_and_leaves_the_model_up(proxy: Api, fake: FakeProvider) -> None:
@@ -232,3 +237,77 @@ def test_proxy_auth_and_bad_input_in_protocol_shapes(proxy: Api) -> None:
         proxy.url + "/v1/messages", content=b'{"model": "claude"}', headers={**headers, "x-api-key": "bad"}
     )
     assert r.status_code == 400 or r.status_code == 401
+
+
+def test_a_model_without_a_price_never_passes_a_budget(
+    proxy: Api, fake: FakeProvider, api_factory: Callable[..., Api]
+) -> None:
+    key = proxy.key("proxy", budget_per_day=5.0)
+    hi: Any = [{"role": "user", "content": "hi"}]
+    with pytest.raises(openai.BadRequestError, match="no known price") as refused:
+        oai(proxy, key).chat.completions.create(model="up/unpriced-xyz", max_tokens=100_000, messages=hi)
+    assert refused.value.body["type"] == "invalid_request_error"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError, match="no known price"):
+        list(oai(proxy, key).chat.completions.create(model="up/unpriced-xyz", messages=hi, stream=True))
+    with pytest.raises(anthropic.BadRequestError, match="no known price"):
+        ant(proxy, key).messages.create(model="ant/unpriced-xyz", max_tokens=10_000, messages=hi)
+    with pytest.raises(openai.BadRequestError, match="no known price"):
+        oai(proxy, key).embeddings.create(model="up/unpriced-embedder", input="hi")
+    assert fake.requests == []
+    assert oai(proxy).chat.completions.create(model="up/unpriced-xyz", messages=hi).choices
+
+    up = {"format": "openai", "base_url": fake.url + "/v1", "api_key_env": "FAKE_KEY"}
+    strict = api_factory({"models": {"providers": {"up": up}, "strict_prices": True}}, workers=0)
+    with pytest.raises(openai.BadRequestError, match="strict_prices"):
+        oai(strict).chat.completions.create(model="up/unpriced-xyz", messages=hi)
+
+
+def test_the_proxy_reaches_only_models_the_configuration_offers(
+    proxy: Api, fake: FakeProvider, api_factory: Callable[..., Api]
+) -> None:
+    hi: Any = [{"role": "user", "content": "hi"}]
+    # Undeclared providers: made up, built-in with the server's own keys, built-in local ports.
+    for model in ("fake/unpriced-xyz", "openai/gpt-4o-mini", "vllm/x", "llamacpp/x", "ollama/x"):
+        with pytest.raises(openai.NotFoundError, match="not offered") as refused:
+            oai(proxy).chat.completions.create(model=model, messages=hi)
+        assert refused.value.body["code"] == "model_not_found"  # type: ignore[index]
+        assert "127.0.0.1" not in refused.value.response.text and "fast" in refused.value.response.text
+        with pytest.raises(anthropic.NotFoundError, match="not offered"):
+            ant(proxy).messages.create(model=model, max_tokens=5, messages=hi)
+        with pytest.raises(openai.NotFoundError, match="not offered"):
+            oai(proxy).embeddings.create(model=model, input="hi")
+    assert fake.requests == []
+    fake.reply("from a declared provider")
+    reply = oai(proxy).chat.completions.create(model="up/any-model", messages=hi)
+    assert reply.choices[0].message.content == "from a declared provider"
+
+    bare = api_factory(workers=0)  # no [models] at all: the local tier is the configuration
+    assert [m.id for m in oai(bare).models.list()] == ["local"]
+    assert bare.app.models.offers("local") and not bare.app.models.offers("local/other")
+
+
+def test_bodies_no_json_reader_handles_are_a_400_in_each_protocol(
+    proxy: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    headers = {"Authorization": f"Bearer {proxy.key('proxy')}", "Content-Type": "application/json"}
+    deep = b"[" * 100_000 + b"]" * 100_000
+    huge_int = b'{"model": "fast", "max_tokens": ' + b"9" * 5000 + b', "messages": []}'
+    for path in ("/v1/chat/completions", "/v1/messages", "/v1/embeddings"):
+        for body, words in ((deep, "nested more than"), (huge_int, "not valid JSON")):
+            r = httpx.post(proxy.url + path, content=body, headers=headers, timeout=30)
+            assert r.status_code == 400 and words in r.text, (path, r.text)
+            error = r.json()["error"]
+            if path == "/v1/messages":
+                assert r.json()["type"] == "error" and error["type"] == "invalid_request_error"
+            else:
+                assert error["type"] == "invalid_request_error" and "param" in error
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "[" * 100_000}}
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": [call]}]
+    r = httpx.post(
+        proxy.url + "/v1/chat/completions",
+        json={"model": "fast", "messages": messages},
+        headers=headers,
+        timeout=30,
+    )  # JSON inside the JSON: a tool call's arguments
+    assert r.status_code == 400 and "messages[1]" in r.json()["error"]["message"], r.text
+    assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.exc_info]

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from .conftest import Api
+import pytest
+
+from crewline.flows.records import write_step
+from crewline.server.starting import prepare_run
+from crewline.store.database import Conn
+
+from .conftest import Api, make_app
 
 
 def pending_review(api: Api, amount: int) -> tuple[str, dict[str, Any]]:
@@ -62,3 +71,40 @@ def test_review_errors_and_scopes(api: Api) -> None:
     assert r.status_code == 422 and "edit only goes with an approval" in r.json()["error"]["message"]
     r = api.http.post(f"/api/v1/reviews/{review['id']}/resolve", json={"outcome": "done"})
     assert r.status_code == 422 and "approval" in r.json()["error"]["message"]
+
+
+def unknown_outcome(api_factory: Callable[..., Api], db_url: str, tmp_path: Path) -> tuple[Api, str]:
+    """A server whose run of ``charge`` waits on step 1: its intent was committed, its result never was."""
+    seed = make_app(db_url, tmp_path)
+    prepared = prepare_run(seed, "charge", {"id": "c1", "amount": 5})
+
+    def crashed_after_intent(conn: Conn) -> str:
+        rid, _ = prepared.insert(conn)
+        write_step(conn, rid, 1, name="charge card", kind="step", effect="irreversible", status="intent",
+                   output_json=None, error=None, attempts=1, started_at=time.time(), blob_threshold=4096)  # fmt: skip
+        return rid
+
+    rid = seed.db.run(crashed_after_intent)
+    seed.close()
+    api = api_factory()
+    run = api.wait_status(rid, "waiting")
+    assert run["wait_reason"].startswith("outcome unknown"), run
+    return api, rid
+
+
+@pytest.mark.parametrize("outcome", ["retry", "done", "fail"])
+def test_settling_an_unknown_outcome_needs_the_same_scope_on_every_route(
+    api_factory: Callable[..., Api], db_url: str, tmp_path: Path, outcome: str
+) -> None:
+    api, rid = unknown_outcome(api_factory, db_url, tmp_path)
+    reviewer = api.as_key(api.key("reviewer"))
+    body = {"outcome": outcome, "output": "rcpt-forged"}
+    for path in (f"/api/v1/reviews/{rid}:1/resolve", f"/api/v1/runs/{rid}/steps/1/resolve"):
+        r = reviewer.post(path, json=body)
+        assert r.status_code == 403, (path, r.text)
+        assert "operator" in r.json()["error"]["message"]
+    assert api.http.get(f"/api/v1/runs/{rid}").json()["status"] == "waiting"
+    assert api.http.get(f"/api/v1/reviews/{rid}:1").json()["status"] == "pending"
+    operator = api.as_key(api.key("operator"))
+    r = operator.post(f"/api/v1/reviews/{rid}:1/resolve", json=body)
+    assert r.status_code == 200 and r.json()["outcome"] == outcome, r.text

@@ -91,6 +91,33 @@ def test_a_retried_delivery_returns_its_first_run(api_factory) -> None:  # type:
     assert retry.json()["run_id"] == first.json()["run_id"] and retry.json()["created"] is False
 
 
+def test_a_reused_delivery_id_with_another_body_is_a_conflict(api_factory) -> None:  # type: ignore[no-untyped-def]
+    api = api_factory(hook_sections())
+    first = post_hook(api.url, b'{"id": "o4", "amount": 1}', headers={"X-Crewline-Delivery": "evt_2"})
+    assert first.status_code == 202
+    retry = {"X-Crewline-Delivery": "evt_2"}
+    other = post_hook(api.url, b'{"id": "o4", "amount": 9}', now=time.time() + 1, headers=retry)
+    assert other.status_code == 409, other.text
+    error = other.json()["error"]
+    assert error["type"] == "idempotency_conflict" and "evt_2" in error["message"]
+    assert first.json()["run_id"] in error["message"]
+    assert len(api.http.get("/api/v1/runs").json()["runs"]) == 1
+
+
+def test_bodies_no_json_reader_handles_are_refused(api_factory) -> None:  # type: ignore[no-untyped-def]
+    api = api_factory(hook_sections())
+    for body, words in (
+        (b"[" * 100_000 + b"]" * 100_000, "nested more than"),
+        (b'{"id": "o5", "amount": ' + b"9" * 5000 + b"}", "not valid JSON"),
+        (b'{"id": "o5", "amount": 1, "x": ' + b"[" * 70 + b"]" * 70 + b"}", "nested more than"),
+        (b"\xff\xfe", "not valid JSON"),
+    ):
+        r = post_hook(api.url, body)
+        assert r.status_code == 400, (words, r.text)
+        assert r.json()["error"]["type"] == "malformed_json" and words in r.json()["error"]["message"]
+    assert api.http.get("/api/v1/runs").json()["runs"] == []
+
+
 def test_body_limits_bad_json_bad_input_and_unknown_hooks(api_factory) -> None:  # type: ignore[no-untyped-def]
     api = api_factory(hook_sections(max_body="1KB"))
     big = json.dumps({"id": "x" * 2000, "amount": 1}).encode()

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from crewline import App, Context, Settings
+from crewline import App, Context, InvalidRunState, RunFailed, Settings
+from crewline.workers.claim import claim_runs, extend_leases
 from crewline.workers.cron import fire_due
 
 
@@ -184,3 +185,49 @@ async def test_a_worker_resumes_a_run_whose_lease_expired(db_url: str) -> None:
         assert run.output == 7 and run.recoveries == 1 and calls["step"] == 1
     finally:
         app.close()
+
+
+class ExecutorBug(BaseException):
+    """Something no executor handles, escaping the run's task."""
+
+
+async def test_a_run_that_crashes_its_executor_is_failed_not_held_forever(app: App) -> None:
+    @app.workflow()
+    async def explode(ctx: Context) -> None:
+        raise ExecutorBug("the executor broke")
+
+    @app.workflow()
+    async def fine(ctx: Context) -> str:
+        return "ok"
+
+    crashed = await app.start(explode)
+    ok = await app.start(fine)
+    worker = app.worker(concurrency=2)
+    task = asyncio.create_task(worker.run())
+    try:
+        assert await app.result(ok, timeout=20, poll=0.02) == "ok"
+        with pytest.raises(RunFailed, match="ExecutorCrashed: the worker could not execute this run"):
+            await app.result(crashed, timeout=20, poll=0.02)
+    finally:
+        worker.stop()
+        await task
+    run = await app.get_run(crashed)
+    assert run.lease_owner is None and run.error is not None and "ExecutorBug" in run.error["message"]
+    with pytest.raises(InvalidRunState, match="already failed"):
+        await app.cancel(crashed)
+
+
+async def test_heartbeats_renew_only_the_runs_a_task_is_executing(app: App) -> None:
+    @app.workflow()
+    async def idle(ctx: Context) -> None:
+        return None
+
+    live, orphan = await app.start(idle), await app.start(idle)
+    await app.db.write(
+        lambda c: claim_runs(c, owner="w1", workflows=["idle"], limits={}, n=2, lease_seconds=1)
+    )
+    before = {r.id: r.lease_until for r in await app.list_runs()}
+    held = await app.db.write(lambda c: extend_leases(c, "w1", 60, [live]))
+    after = {r.id: r.lease_until for r in await app.list_runs()}
+    assert held == {live}
+    assert after[orphan] == before[orphan] and (after[live] or 0) > (before[live] or 0) + 30

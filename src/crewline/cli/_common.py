@@ -25,6 +25,7 @@ from ..errors import (
     RunNotFound,
     UnknownWorkflow,
 )
+from ..store.payloads import parse_json
 
 __all__ = [
     "LoopFactory",
@@ -147,11 +148,9 @@ def read_json_arg(value: str | None, what: str) -> Any:
         except (OSError, UnicodeDecodeError) as e:
             fail(f"cannot read {what} file {path}: {e}")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        fail(
-            f"{what} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); pass JSON or @file.json"
-        )
+        return parse_json(text, what)
+    except InvalidInput as e:
+        fail(str(e))
 
 
 def when(ts: float | None) -> str:

@@ -6,8 +6,6 @@ import time
 
 import click
 
-from ..config import parse_duration
-from ..errors import ConfigError, InvalidInput
 from ._common import app_option, echo_json, errors_as_exit, load_app, table, when
 
 __all__ = ["keys"]
@@ -44,11 +42,11 @@ def create(
     as_json: bool,
 ) -> None:
     """Create a key and print it once."""
-    from ..server.keys import create_key, parse_budget
+    from ..server.keys import create_key, parse_budget, parse_lifetime
 
     with errors_as_exit():
         per_day = None if budget is None else parse_budget(budget)
-        expires_at = None if expires is None else time.time() + _lifetime(expires)
+        expires_at = None if expires is None else time.time() + parse_lifetime(expires, "--expires")
     app = load_app(app_ref)
     try:
         with errors_as_exit():
@@ -68,16 +66,6 @@ def create(
         f"Send it as `Authorization: Bearer <key>`.",
         err=True,
     )
-
-
-def _lifetime(text: str) -> float:
-    try:
-        seconds = parse_duration(text)
-    except ConfigError as e:
-        raise InvalidInput(f"--expires: {e}") from e
-    if seconds <= 0:
-        raise InvalidInput("--expires must be a positive duration, e.g. 30d")
-    return seconds
 
 
 @keys.command("list")

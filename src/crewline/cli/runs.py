@@ -141,7 +141,7 @@ def cancel_cmd(app_ref: str | None, run_id: str) -> None:
 @click.option(
     "--from", "from_step", type=click.IntRange(1), required=True, help="First step to execute again."
 )
-@click.option("--id", "new_id", default=None, help="Id for the new run.")
+@click.option("--id", "new_id", default=None, help="Id for the new run (refused if a run has it).")
 @click.option("--set", "variations", multiple=True, metavar="KEY=VALUE",
               help="Vary the rerun: model=strong, prompt=reply@candidate (repeatable).")  # fmt: skip
 def fork_cmd(

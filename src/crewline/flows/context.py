@@ -25,6 +25,7 @@ from ..errors import (
     Cancelled,
     ConfigError,
     DeterminismError,
+    InvalidInput,
     RunFailed,
     StepError,
     WaitTimeout,
@@ -156,7 +157,13 @@ class Context:
         result, attempts = await self._attempts(call, fn, args, kwargs, policy, seconds)
         # A plain JSON scalar of the declared type reads back as itself: skip the validation round trip.
         scalar = type(result) in _SCALARS and return_type(fn) in (None, type(result))
-        data = dump(result if adapter is None or scalar else adapter.dump_python(result, mode="json"))
+        try:
+            data = dump(
+                result if adapter is None or scalar else adapter.dump_python(result, mode="json"),
+                f"the output of step {n} ({name})",
+            )
+        except InvalidInput as e:  # what cannot be read back must not be recorded as the outcome
+            raise await self._fail_call(call, e, attempts) from None
         await self._record_call(call, "done", data, None, attempts)
         self._engine.crash_point("after_step_commit", n)
         if scalar:
@@ -176,10 +183,14 @@ class Context:
                 if attempt < policy.max_attempts and policy.retryable(e):
                     await asyncio.sleep(policy.delay(attempt))
                     continue
-                kind, message = type(e).__name__, str(e)[:4000]
-                error = {"type": kind, "message": message, "attempts": attempt}
-                await self._record_call(call, "failed", None, error, attempt)
-                raise StepError(call.n, call.name, kind, message) from e
+                raise await self._fail_call(call, e, attempt) from e
+
+    async def _fail_call(self, call: _Call, exc: Exception, attempts: int) -> StepError:
+        """Record the step as failed with ``exc``; returns the error the workflow sees."""
+        kind, message = type(exc).__name__, str(exc)[:4000]
+        error = {"type": kind, "message": message, "attempts": attempts}
+        await self._record_call(call, "failed", None, error, attempts)
+        return StepError(call.n, call.name, kind, message)
 
     async def _record_call(
         self, call: _Call, status: str, data: bytes | None, error: dict[str, Any] | None, attempts: int

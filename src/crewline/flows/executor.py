@@ -7,10 +7,10 @@ import traceback
 from typing import Any
 
 from ..errors import Cancelled, DatabaseUnavailable, RunFailed, StepError
-from ..store.payloads import dump
+from ..store.payloads import Unreadable, dump
 from .context import Context
 from .engine import Engine, LeaseLost, RunSignals, Suspend
-from .records import RunRecord, finish_run, load_steps
+from .records import RunRecord, StepRecord, finish_run, load_steps
 
 __all__ = ["execute_run"]
 
@@ -21,6 +21,9 @@ async def execute_run(engine: Engine, run: RunRecord, owner: str, signals: RunSi
     """Run ``run`` (already claimed by ``owner``); returns its status afterwards, or "parked" / "lost"."""
     wf = engine.resolve(run.workflow)
     steps = await engine.db.read(lambda conn: load_steps(conn, run.id))
+    blocked = unreadable_error(run, steps)
+    if blocked is not None:
+        return await _record_end(engine, run, owner, "failed", None, blocked)
     ctx = Context(engine, run, steps, owner, signals)
     status, output, error = "completed", None, None
     try:
@@ -31,7 +34,8 @@ async def execute_run(engine: Engine, run: RunRecord, owner: str, signals: RunSi
         else:
             result = await wf.fn(ctx)
         output = dump(
-            result if wf.output_adapter is None else wf.output_adapter.dump_python(result, mode="json")
+            result if wf.output_adapter is None else wf.output_adapter.dump_python(result, mode="json"),
+            "the run's output",
         )
         engine.crash_point("before_run_completion", ctx.step_count)
     except Suspend:
@@ -47,6 +51,17 @@ async def execute_run(engine: Engine, run: RunRecord, owner: str, signals: RunSi
         status, error = "cancelled", {"type": "Cancelled", "message": str(e), "step": ctx.step_count}
     except Exception as e:
         status, error = "failed", error_info(e, ctx.step_count)
+    return await _record_end(engine, run, owner, status, output, error)
+
+
+async def _record_end(
+    engine: Engine,
+    run: RunRecord,
+    owner: str,
+    status: str,
+    output: bytes | None,
+    error: dict[str, Any] | None,
+) -> str:
     try:
         done = await engine.checkpoint(
             run.id,
@@ -69,6 +84,25 @@ async def execute_run(engine: Engine, run: RunRecord, owner: str, signals: RunSi
         if run.parent_id:
             engine.work_available.set()
     return status
+
+
+def unreadable_error(run: RunRecord, steps: dict[int, StepRecord]) -> dict[str, Any] | None:
+    """The error to fail ``run`` with when a payload it needs cannot be read back, else None.
+
+    Replaying would hand workflow code a stand-in instead of the recorded value, so the run stops here,
+    saying what to do.
+    """
+    if isinstance(run.input, Unreadable):
+        message = f"run {run.id} cannot be executed: its input cannot be read; start a new run instead"
+        return {"type": "UnreadablePayload", "message": message, "step": None}
+    for n, step in sorted(steps.items()):
+        if isinstance(step.output, Unreadable):
+            message = (
+                f"run {run.id} cannot be replayed: the recorded output of step {n} ({step.name}) cannot be "
+                f"read; fork it from step {n} to execute that step again"
+            )
+            return {"type": "UnreadablePayload", "message": message, "step": n, "step_name": step.name}
+    return None
 
 
 def error_info(exc: BaseException, step_count: int) -> dict[str, Any]:

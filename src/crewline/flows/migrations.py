@@ -130,6 +130,14 @@ ENGINE: tuple[Migration, ...] = (
         "fork overrides (model, prompt versions)",
         ("ALTER TABLE runs ADD COLUMN overrides TEXT",),
     ),
+    Migration(
+        5,
+        "the API key that started a run",
+        (
+            "ALTER TABLE runs ADD COLUMN started_by TEXT",
+            "CREATE INDEX runs_started_by ON runs (started_by, created_at)",
+        ),
+    ),
 )
 
 FLOWS: tuple[Migration, ...] = (

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from ..errors import InvalidInput, InvalidRunState
+from ..errors import InvalidInput, InvalidRunState, RunExists
 from ..store.database import Conn
-from ..store.payloads import dump
+from ..store.payloads import Unreadable, check_depth, dump
 from .records import (
     copy_steps,
     first_unsettled_step,
@@ -36,8 +36,15 @@ def fork_run(
     new_id: str | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> str:
-    """A new run of the same workflow and input that reuses every checkpoint before ``from_step``."""
+    """A new run of the same workflow and input that reuses every checkpoint before ``from_step``.
+
+    Raises :class:`RunExists` when ``new_id`` names an existing run: copying checkpoints into it would
+    make it replay another run's outcomes (an email recorded as sent that it never sent).
+    """
+    check_depth(overrides, "fork override")
     src = get_run(conn, run_id)
+    if isinstance(src.input, Unreadable):
+        raise InvalidInput(f"cannot fork run {run_id}: its input cannot be read; start a new run instead")
     last = last_step(conn, run_id)
     if not 1 <= from_step <= last + 1:
         raise InvalidInput(f"cannot fork run {run_id} from step {from_step}: it has steps 1 to {last}")
@@ -47,11 +54,13 @@ def fork_run(
             f"cannot fork run {run_id} from step {from_step}: step {unfinished[0]} has no recorded outcome "
             f"({unfinished[1]}); fork from step {unfinished[0]} or earlier"
         )
-    fork_id, _ = insert_run(
+    fork_id, created = insert_run(
         conn, run_id=new_id or new_run_id(), workflow=src.workflow, version=src.version, queue=src.queue,
         priority=src.priority, input_json=dump(src.input), blob_threshold=blob_threshold,
         forked_from=run_id, fork_step=from_step, overrides=overrides,
     )  # fmt: skip
+    if not created:
+        raise RunExists(f"a run with id {fork_id!r} already exists; leave the id out or choose a new one")
     copy_steps(conn, run_id, fork_id, from_step)
     return fork_id
 

@@ -47,7 +47,7 @@ class ReviewQueue:
         req = await self.get(request_id)
         if req.kind != "outcome_unknown":
             raise InvalidInput(f"request {request_id} is an approval: approve or reject it")
-        data = dump(output) if outcome == "done" else None
+        data = dump(output, "output") if outcome == "done" else None
         await self._engine.db.write(
             lambda conn: resolve_step(conn, req.run_id, req.step_no, outcome, data, resolved_by=by)
         )

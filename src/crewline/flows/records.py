@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import InvalidInput, InvalidRunState, RunNotFound
 from ..store.database import Conn
 from ..store.dialects import CLAIM, FOR_UPDATE, RowLock
-from ..store.payloads import dump, load, store_payload
+from ..store.payloads import dump, load, load_or_unreadable, store_payload
 
 __all__ = [
     "FINISHED",
@@ -39,7 +39,8 @@ FINISHED = ("failed", "completed", "cancelled")
 _RUN_COLUMNS = (
     "id, workflow, version, queue, priority, status, input, input_blob, output, output_blob, error, "
     "idempotency_key, parent_id, parent_step, forked_from, fork_step, wait_reason, wait_event, wake_at, "
-    "lease_owner, lease_until, cancel_requested, recoveries, created_at, updated_at, finished_at, overrides"
+    "lease_owner, lease_until, cancel_requested, recoveries, created_at, updated_at, finished_at, overrides, "
+    "started_by"
 )
 
 
@@ -74,6 +75,7 @@ class RunRecord:
     updated_at: float
     finished_at: float | None
     overrides: dict[str, Any] | None = None  # a fork's variations: {"model": ..., "prompts": [...]}
+    started_by: str | None = None  # the id of the API key that started it over HTTP
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -101,14 +103,14 @@ class StepRecord:
 
 def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
     (rid, wf, ver, queue, prio, status, inp, inp_b, out, out_b, err, ikey, parent, pstep, forked, fstep,
-     reason, event, wake, owner, until, cancel, recov, created, updated, finished, overrides) = row  # fmt: skip
+     reason, event, wake, owner, until, cancel, recov, created, updated, finished, overrides, by) = row  # fmt: skip
     return RunRecord(
         id=rid, workflow=wf, version=ver, queue=queue, priority=int(prio), status=status,
-        input=load(conn, inp, inp_b), output=load(conn, out, out_b), error=json.loads(err) if err else None,
+        input=load_or_unreadable(conn, inp, inp_b), output=load_or_unreadable(conn, out, out_b), error=json.loads(err) if err else None,
         idempotency_key=ikey, parent_id=parent, parent_step=pstep, forked_from=forked, fork_step=fstep,
         wait_reason=reason, wait_event=event, wake_at=wake, lease_owner=owner, lease_until=until,
         cancel_requested=bool(cancel), recoveries=int(recov), created_at=created, updated_at=updated,
-        finished_at=finished, overrides=json.loads(overrides) if overrides else None,
+        finished_at=finished, overrides=json.loads(overrides) if overrides else None, started_by=by,
     )  # fmt: skip
 
 
@@ -141,6 +143,7 @@ def list_runs(
     state: str | None = None,
     workflow: str | None = None,
     parent_id: str | None = None,
+    started_by: str | None = None,
     limit: int = 50,
     after: tuple[float, str] | None = None,
 ) -> list[RunRecord]:
@@ -152,7 +155,13 @@ def list_runs(
         raise InvalidInput(f"unknown run state {state!r}: use one of {', '.join(STATES)}")
     where: list[str] = []
     params: list[Any] = []
-    for column, value in (("status", state), ("workflow", workflow), ("parent_id", parent_id)):
+    filters = (
+        ("status", state),
+        ("workflow", workflow),
+        ("parent_id", parent_id),
+        ("started_by", started_by),
+    )
+    for column, value in filters:
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
@@ -182,6 +191,7 @@ def insert_run(
     forked_from: str | None = None,
     fork_step: int | None = None,
     overrides: dict[str, Any] | None = None,
+    started_by: str | None = None,
 ) -> tuple[str, bool]:
     """Create a pending run; returns (run id, created). An existing id or idempotency key wins."""
     now = time.time()
@@ -189,10 +199,10 @@ def insert_run(
     # One statement in the common case: a conflict on the id or the idempotency key inserts nothing.
     created = conn.scalar(
         "INSERT INTO runs (id, workflow, version, queue, priority, status, input, input_blob, idempotency_key, "
-        "parent_id, parent_step, forked_from, fork_step, wake_at, created_at, updated_at, overrides) "
-        "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+        "parent_id, parent_step, forked_from, fork_step, wake_at, created_at, updated_at, overrides, started_by) "
+        "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
         (run_id, workflow, version, queue, priority, inline, blob, idempotency_key, parent_id, parent_step,
-         forked_from, fork_step, now, now, now, _json(overrides)),
+         forked_from, fork_step, now, now, now, _json(overrides), started_by),
     )  # fmt: skip
     if created is not None:
         return run_id, True
@@ -216,12 +226,12 @@ def load_steps(conn: Conn, run_id: str) -> dict[int, StepRecord]:
             kind=r[2],
             effect=r[3],
             status=r[4],
-            output=load(conn, r[5], r[6]),
+            output=load_or_unreadable(conn, r[5], r[6]),
             error=json.loads(r[7]) if r[7] else None,
             attempts=r[8],
             started_at=r[9],
             finished_at=r[10],
-            input=load(conn, r[11], r[12]),
+            input=load_or_unreadable(conn, r[11], r[12]),
         )
         for r in rows
     }
@@ -411,14 +421,16 @@ def take_runs(conn: Conn, run_ids: Sequence[str], owner: str, lease_until: float
     )
 
 
-def extend_leases(conn: Conn, owner: str, lease_until: float) -> set[str]:
-    """Push out every lease ``owner`` holds; returns the runs it still holds."""
-    conn.execute(
-        "UPDATE runs SET lease_until = ? WHERE lease_owner = ? AND status = 'running'", (lease_until, owner)
+def extend_leases(conn: Conn, owner: str, lease_until: float, run_ids: Sequence[str]) -> set[str]:
+    """Push out the leases ``owner`` holds on ``run_ids``; returns those it still holds."""
+    if not run_ids:
+        return set()
+    rows = conn.all(
+        "UPDATE runs SET lease_until = ? WHERE lease_owner = ? AND status = 'running' "
+        f"AND id IN ({_marks(len(run_ids))}) RETURNING id",
+        (lease_until, owner, *run_ids),
     )
-    return {
-        r[0] for r in conn.all("SELECT id FROM runs WHERE lease_owner = ? AND status = 'running'", (owner,))
-    }
+    return {r[0] for r in rows}
 
 
 def held_flags(conn: Conn, owner: str) -> tuple[set[str], set[str]]:

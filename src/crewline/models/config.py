@@ -187,6 +187,9 @@ class CacheConfig:
 @dataclass(frozen=True)
 class ModelsConfig:
     providers: Mapping[str, ProviderConfig] = field(default_factory=lambda: dict(BUILTIN_PROVIDERS))
+    # The providers named under [models.providers]: only these are offered as provider/model to callers
+    # from outside the app (the proxy); the built-in ones stay available to the app's own code.
+    declared_providers: frozenset[str] = frozenset()
     deployments: Mapping[str, DeploymentConfig] = field(default_factory=dict)
     aliases: Mapping[str, Target] = field(default_factory=lambda: {"local": Target(((LOCAL_TARGET,),))})
     tier_order: tuple[str, ...] = ("local",)
@@ -209,7 +212,8 @@ class ModelsConfig:
         raw = dict(raw or {})
         _no_unknown("models", raw, _MODELS_KEYS)
         providers = dict(BUILTIN_PROVIDERS)
-        for name, table in _table(raw, "providers").items():
+        declared = _table(raw, "providers")
+        for name, table in declared.items():
             providers[name] = _provider(name, _sub(f"models.providers.{name}", table), providers.get(name))
         deployments = {
             n: _deployment(n, _sub(f"models.deployments.{n}", t))
@@ -219,6 +223,7 @@ class ModelsConfig:
         order = _tiers(raw, aliases)
         return cls(
             providers=providers,
+            declared_providers=frozenset(declared),
             deployments=deployments,
             aliases=aliases,
             tier_order=tuple(order),

@@ -31,6 +31,7 @@ from ..errors import (
     InvalidInput,
     InvalidOutput,
     ModelError,
+    PriceUnknown,
     ProviderUnavailable,
     RateLimited,
 )
@@ -294,6 +295,21 @@ class Gateway:
         await self._settled()
         return reply
 
+    def offers(self, name: str) -> bool:
+        """Whether callers from outside the app (the proxy) may name ``name``: an alias or tier, a named
+        deployment, or ``provider/model`` of a provider declared under ``[models.providers]`` (or given
+        as an adapter). A built-in provider nobody declared is not offered: reaching it on a caller's say
+        would spend the server's own environment keys or probe fixed local ports."""
+        cfg = self.config
+        if name in cfg.aliases or name in cfg.deployments:
+            return True
+        provider, sep, model = name.partition("/")
+        return bool(sep and model) and (provider in cfg.declared_providers or provider in self._overrides)
+
+    def offered(self) -> list[str]:
+        """The names :meth:`offers` can list: aliases, tiers and named deployments."""
+        return sorted({*self.config.aliases, *self.config.deployments})
+
     def status(self) -> list[dict[str, Any]]:
         """Live state of every deployment routed to so far: breaker, 429 cool-down, calls in flight."""
         now = time.monotonic()
@@ -494,7 +510,6 @@ class Gateway:
                         "(circuit open or cooling down after 429)"
                     )
                     break
-                self._check_price(dep)
                 tries += 1
                 dep.in_flight += 1
                 try:
@@ -562,29 +577,42 @@ class Gateway:
             dep.breaker.record(False)
         log.info("%s failed: %s: %s", dep.name, type(e).__name__, e)
 
-    def _check_price(self, dep: Deployment) -> None:
-        if self.config.strict_prices and self.price_of(dep) is None:
-            raise ConfigError(
-                f'no price known for {dep.key} and strict_prices is on: add [models.prices."{dep.key}"] '
-                "with input and output (USD per million tokens)"
-            )
-
     # -- budgets ----------------------------------------------------------------------------------------
 
     async def _reserve(
         self, route: Route, ctx: CallContext, tokens_in: int, tokens_out: int
     ) -> tuple[Mapping[str, int | None], Reservation | None]:
+        """Hold the call's worst case against every budget in scope that has a limit.
+
+        Every deployment of the route must have a price then: a call that cannot be priced is refused
+        rather than reserved at some guessed ceiling, because its real cost stays unknown after the call
+        too, so a guess would either block honest calls or let the budget be overspent unseen. The fix is
+        the operator's: a price under [models.prices].
+        """
+        if self.config.strict_prices:
+            self._priced(route, "strict_prices is on")
         if self.ledger is None:
             return {}, None
         scopes = self.ledger.scopes(ctx.scope)
         if not await self.ledger.has_limit(scopes):
             return scopes, None
-        worst = 0.0
+        prices = self._priced(route, "the call counts against a budget with a limit")
+        worst = max(price.worst_case(tokens_in, tokens_out) for price in prices)
+        return scopes, await self.ledger.reserve(scopes, to_nusd(worst))
+
+    def _priced(self, route: Route, why: str) -> list[Price]:
+        """The price of each deployment ``route`` may use; :class:`PriceUnknown` if one has none."""
+        prices: list[Price] = []
         for dep in route.deployments:
             price = self.price_of(dep)
-            if price is not None:
-                worst = max(worst, price.worst_case(tokens_in, tokens_out))
-        return scopes, await self.ledger.reserve(scopes, to_nusd(worst))
+            if price is None:
+                raise PriceUnknown(
+                    f"{route.name}: no known price for {dep.key} and {why}, so the call was refused: "
+                    f'use a model with a price, or add [models.prices."{dep.key}"] with input and output '
+                    "(USD per million tokens)"
+                )
+            prices.append(price)
+        return prices
 
     def _price(self, dep: Deployment, usage: Usage) -> _Priced:
         price = self.price_of(dep)

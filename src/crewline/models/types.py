@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from ..errors import InvalidInput
+from ..store.payloads import parse_json
 
 __all__ = [
     "EmbeddingResponse",
@@ -276,8 +277,10 @@ def _coerce_call(i: int, c: Any) -> ToolCall:
         fn = c.get("function", c)
         args = fn.get("arguments", {})
         if isinstance(args, str):
-            args = json.loads(args or "{}")
+            args = parse_json(args or "{}", f"messages[{i}]: the tool call's arguments")
         return ToolCall(str(c.get("id", "")), str(fn["name"]), dict(args))
+    except InvalidInput:
+        raise
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise InvalidInput(f"messages[{i}]: malformed tool call {c!r:.80}: {e}") from None
 

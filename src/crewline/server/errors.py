@@ -9,6 +9,7 @@ repeat a key or a secret.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,11 +27,12 @@ from ..errors import (
     InvalidRunState,
     MigrationError,
     ReviewNotFound,
+    RunExists,
     RunNotFound,
     UnknownWorkflow,
 )
 
-__all__ = ["ApiError", "BodyTooLarge", "error_body", "install_handlers"]
+__all__ = ["ApiError", "BodyTooLarge", "error_body", "install_handlers", "public_error"]
 
 log = logging.getLogger("crewline.server")
 
@@ -54,6 +56,7 @@ _CREWLINE: tuple[tuple[type[CrewlineError], int, str], ...] = (
     (RunNotFound, 404, "run_not_found"),
     (ReviewNotFound, 404, "review_not_found"),
     (UnknownWorkflow, 422, "unknown_workflow"),
+    (RunExists, 409, "run_exists"),
     (InvalidRunState, 409, "invalid_run_state"),
     (InvalidInput, 422, "invalid_input"),
     (BudgetExceeded, 402, "budget_exceeded"),
@@ -81,6 +84,20 @@ class BodyTooLarge(HTTPException):
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"request body is larger than the limit of {limit} bytes")
         self.limit = limit
+
+
+# An absolute file path (POSIX, or Windows with a drive letter) with at least two parts; a URL's path
+# follows "host", not a space or quote, so it is left alone.
+_PATH = re.compile(r"""(?<![\w:/.~-])(?:[A-Za-z]:[\\/]|/)(?:[^\s'"/\\:]+[\\/])+[^\s'":,)]*""")
+
+
+def public_error(error: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A run's or step's recorded error as an API answer shows it: type and message, with no traceback
+    and no file paths of the server (operators read those in the log or with `crewline runs show`)."""
+    if error is None:
+        return None
+    message = _PATH.sub("<path>", str(error.get("message", "")))
+    return {"type": str(error.get("type", "Error")), "message": message}
 
 
 def error_body(type_: str, message: str, details: Sequence[Any] | None = None) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 A key reads ``crl_<id>_<secret>``: ``id`` (12 hex characters) is public and names the key in listings and
 logs; ``secret`` is 256 random bits. The database keeps only the SHA-256 of the whole token, which is
 enough for a high-entropy token (no slow hash needed) and useless to anyone who reads the table. Each
-key has one scope; :data:`PERMISSIONS` says what each scope may do. This module alone issues SQL on
+key has one scope; :data:`PERMISSIONS` says what each scope may do, and :data:`ACTIONS` which permission
+each action needs, whichever route reaches it. This module alone issues SQL on
 ``api_keys``.
 """
 
@@ -11,16 +12,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..errors import InvalidInput
+from ..config import parse_duration
+from ..errors import ConfigError, InvalidInput
 from ..store.database import Conn
 
 __all__ = [
+    "ACTIONS",
     "PERMISSIONS",
     "SCOPES",
     "ApiKey",
@@ -28,32 +32,52 @@ __all__ = [
     "find_key",
     "list_keys",
     "parse_budget",
+    "parse_lifetime",
     "revoke_key",
 ]
 
 Scope = Literal["admin", "operator", "reviewer", "trigger", "proxy"]
 SCOPES: tuple[Scope, ...] = ("admin", "operator", "reviewer", "trigger", "proxy")
 
-# What each scope may do. admin may do everything, including managing keys.
-PERMISSIONS: dict[str, frozenset[str]] = {
-    "admin": frozenset(
-        {
-            "runs:read",
-            "runs:start",
-            "runs:events",
-            "runs:write",
-            "reviews:read",
-            "reviews:decide",
-            "keys",
-            "proxy",
-        }
-    ),
-    "operator": frozenset(
-        {"runs:read", "runs:start", "runs:events", "runs:write", "reviews:read", "reviews:decide"}
-    ),
-    "reviewer": frozenset({"runs:read", "reviews:read", "reviews:decide"}),
-    "trigger": frozenset({"runs:read", "runs:start", "runs:events"}),
-    "proxy": frozenset({"proxy"}),
+Reach = Literal["all", "own"]
+_OPERATOR: dict[str, Reach] = dict.fromkeys(
+    ("runs:read", "runs:start", "runs:events", "runs:write", "spend:read", "workflows:read",
+     "reviews:read", "reviews:decide", "key:self"),
+    "all",
+)  # fmt: skip
+
+# What each scope may do, and on which runs: "own" is only the runs the key itself started. admin may do
+# everything; a reviewer sees runs only through their reviews; a trigger sees and steers only its runs.
+PERMISSIONS: dict[str, dict[str, Reach]] = {
+    "admin": {**_OPERATOR, "keys": "all", "proxy": "all"},
+    "operator": _OPERATOR,
+    "reviewer": {"reviews:read": "all", "reviews:decide": "all", "key:self": "all"},
+    "trigger": {
+        "runs:start": "all",
+        "runs:read": "own",
+        "runs:events": "own",
+        "workflows:read": "all",
+        "key:self": "all",
+    },
+    "proxy": {"proxy": "all", "key:self": "all"},
+}
+
+# The one authorisation rule per action: every route that reaches an action asks for it by name, so two
+# routes to the same action (settling an unknown outcome from the run or from its review) cannot differ.
+ACTIONS: dict[str, str] = {
+    "list workflows": "workflows:read",
+    "read runs": "runs:read",
+    "start runs": "runs:start",
+    "send events": "runs:events",
+    "cancel runs": "runs:write",
+    "fork runs": "runs:write",
+    "settle unknown outcomes": "runs:write",
+    "read spend": "spend:read",
+    "read reviews": "reviews:read",
+    "decide reviews": "reviews:decide",
+    "show its own key": "key:self",
+    "manage keys": "keys",
+    "proxy": "proxy",
 }
 
 _TOKEN = re.compile(r"^crl_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
@@ -72,8 +96,16 @@ class ApiKey:
     revoked_at: float | None
     last_used_at: float | None
 
-    def allows(self, permission: str) -> bool:
-        return permission in PERMISSIONS.get(self.scope, frozenset())
+    def allows(self, action: str) -> bool:
+        return self.reach(action) is not None
+
+    def reach(self, action: str) -> Reach | None:
+        """On which runs this key may do ``action``: all, only its own, or none (None)."""
+        return PERMISSIONS.get(self.scope, {}).get(ACTIONS[action])
+
+    def own_runs_only(self, action: str) -> str | None:
+        """This key's id when it may do ``action`` only on runs it started (the runs' ``started_by``)."""
+        return self.id if self.reach(action) == "own" else None
 
     def status(self, now: float | None = None) -> str:
         if self.revoked_at is not None:
@@ -102,6 +134,24 @@ def parse_budget(text: str) -> float:
     return value
 
 
+MAX_LIFETIME = 10 * 365 * 86400.0
+
+
+def parse_lifetime(text: str, what: str) -> float:
+    """Seconds a new key lives, from ``"30d"``, ``"12h"``...; ``what`` names the option in errors.
+
+    A lifetime must end (not ``inf`` or ``nan``), within ten years, and not before the key is used (``0s``).
+    """
+    hint = "give a positive duration of at most 3650d, e.g. 30d or 12h"
+    try:
+        seconds = parse_duration(text)
+    except ConfigError as e:
+        raise InvalidInput(f"{what}: {e}; {hint}") from e
+    if not math.isfinite(seconds) or not 0 < seconds <= MAX_LIFETIME:
+        raise InvalidInput(f"{what}: {text!r} is not a lifetime a key can have; {hint}")
+    return seconds
+
+
 def create_key(
     conn: Conn,
     *,
@@ -125,6 +175,11 @@ def create_key(
         (key_id, name, scope, _hash(token), budget_per_day, rpm, now, expires_at),
     )
     return ApiKey(key_id, name, scope, budget_per_day, rpm, now, expires_at, None, None), token
+
+
+def looks_like_key(token: str) -> bool:
+    """Whether ``token`` has the shape of a key, so a malformed one costs no database read."""
+    return _TOKEN.match(token) is not None
 
 
 def find_key(conn: Conn, token: str) -> ApiKey | None:

@@ -14,9 +14,9 @@ import pydantic_core
 from ..app import App
 from ..errors import InvalidInput
 from ..flows.definitions import Workflow
-from ..flows.records import insert_run, new_run_id
+from ..flows.records import RunRecord, insert_run, new_run_id
 from ..store.database import Conn
-from ..store.payloads import dump
+from ..store.payloads import dump, load_json
 
 __all__ = ["PreparedRun", "prepare_run", "storable"]
 
@@ -31,6 +31,7 @@ class PreparedRun:
     run_id: str | None = None
     idempotency_key: str | None = None
     priority: int | None = None
+    started_by: str | None = None  # the API key's id
 
     def insert(self, conn: Conn) -> tuple[str, bool]:
         """Create the run in ``conn``'s transaction; returns (run id, created)."""
@@ -45,7 +46,12 @@ class PreparedRun:
             input_json=self.input_json,
             blob_threshold=self.app.engine.blob_threshold,
             idempotency_key=self.idempotency_key,
+            started_by=self.started_by,
         )
+
+    def same_as(self, run: RunRecord) -> bool:
+        """Whether ``run`` (found by this run's id or idempotency key) was started with this workflow and input."""
+        return run.workflow == self.workflow.name and dump(run.input) == dump(load_json(self.input_json))
 
     def started(self) -> None:
         """Tell in-process workers there is work (call after the commit)."""
@@ -60,16 +66,17 @@ def prepare_run(
     run_id: str | None = None,
     idempotency_key: str | None = None,
     priority: int | None = None,
+    started_by: str | None = None,
 ) -> PreparedRun:
     """Raises :class:`UnknownWorkflow` or :class:`InvalidInput` before anything is written."""
     wf = app.engine.resolve(workflow)
     data = storable(wf.dump_input(wf.validate_input(input)), "input")
-    return PreparedRun(app, wf, data, run_id, idempotency_key, priority)
+    return PreparedRun(app, wf, data, run_id, idempotency_key, priority, started_by)
 
 
 def storable(value: Any, what: str) -> bytes:
     """``value`` as the JSON the store keeps; :class:`InvalidInput` if it has none (e.g. a lone surrogate)."""
     try:
-        return dump(value)
+        return dump(value, what)
     except (ValueError, pydantic_core.PydanticSerializationError) as e:
         raise InvalidInput(f"{what} cannot be stored as JSON: {e}") from None

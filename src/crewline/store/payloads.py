@@ -18,12 +18,14 @@ from .database import Conn
 
 __all__ = [
     "MAX_DEPTH",
+    "Unreadable",
     "check_depth",
     "delete_blob",
     "drop_unreferenced",
     "dump",
     "load",
     "load_json",
+    "load_or_unreadable",
     "parse_json",
     "put_blob",
     "store_payload",
@@ -141,3 +143,23 @@ def load(conn: Conn, inline: str | None, blob: str | None) -> Any:
     if data is None:
         return None
     return pydantic_core.from_json(bytes(data))
+
+
+class Unreadable(dict[str, str]):
+    """Stands in for a stored payload the reader refuses (written before :data:`MAX_DEPTH` was enforced).
+
+    It shows as ``{"unreadable": reason}`` wherever the payload is displayed, and the engine refuses to
+    hand it to workflow code as if it were the value.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(unreadable=reason)
+
+
+def load_or_unreadable(conn: Conn, inline: str | None, blob: str | None) -> Any:
+    """:func:`load`, but an :class:`Unreadable` instead of an error for a payload that cannot be read,
+    so one bad row never hides the run or step it belongs to."""
+    try:
+        return load(conn, inline, blob)
+    except ValueError as e:
+        return Unreadable(f"the stored JSON cannot be read ({e}); it is kept as it was")

@@ -52,12 +52,15 @@ def claim_runs(
     return records.get_runs(conn, chosen)
 
 
-def extend_leases(conn: Conn, owner: str, lease_seconds: float) -> set[str]:
-    """Push out every lease ``owner`` holds and beat its heart; returns the runs it still holds."""
+def extend_leases(conn: Conn, owner: str, lease_seconds: float, run_ids: Sequence[str]) -> set[str]:
+    """Beat ``owner``'s heart and push out the leases it holds on ``run_ids``; returns those it still holds.
+
+    Only runs a live task is executing: a lease kept alive for a run nobody executes would keep every
+    other worker (and a cancel) away from it for good.
+    """
     now = time.time()
-    held = records.extend_leases(conn, owner, now + lease_seconds)
     conn.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (now, owner))
-    return held
+    return records.extend_leases(conn, owner, now + lease_seconds, run_ids)
 
 
 def held_flags(conn: Conn, owner: str) -> tuple[set[str], set[str]]:

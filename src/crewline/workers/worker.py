@@ -22,7 +22,7 @@ from typing import TypeVar
 from ..errors import DatabaseUnavailable
 from ..flows.engine import Engine, RunSignals
 from ..flows.executor import execute_run
-from ..flows.records import RunRecord
+from ..flows.records import RunRecord, finish_run
 from ..store.database import Conn
 from .claim import claim_runs, extend_leases, held_flags, register_worker, release_runs, stop_worker
 from .cron import fire_due, next_tick
@@ -44,6 +44,7 @@ class Worker:
         self.concurrency = concurrency
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._tasks: dict[str, tuple[asyncio.Task[str], RunSignals]] = {}
+        self._cleanups: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._next_cron = 0.0
@@ -68,6 +69,8 @@ class Worker:
                 signals.drain.set()
             if self._tasks:
                 await asyncio.gather(*(t for t, _ in self._tasks.values()), return_exceptions=True)
+            if self._cleanups:
+                await asyncio.gather(*self._cleanups, return_exceptions=True)
             control.cancel()
             await asyncio.gather(control, return_exceptions=True)
             try:
@@ -123,8 +126,26 @@ class Worker:
         self._slot_freed.set()
         if not task.cancelled() and task.exception() is None and task.result() in ("completed", "failed"):
             self.completed += 1
-        elif not task.cancelled() and task.exception() is not None:
-            log.error("run %s crashed the executor", run_id, exc_info=task.exception())
+        elif not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("run %s crashed the executor", run_id, exc_info=exc)
+            failing = asyncio.create_task(self._fail_crashed(run_id, exc))
+            self._cleanups.add(failing)
+            failing.add_done_callback(self._cleanups.discard)
+
+    async def _fail_crashed(self, run_id: str, exc: BaseException) -> None:
+        """Fail a run whose executor crashed, rather than hold it (and its cancel) forever."""
+        reason = f"{type(exc).__name__}: {str(exc)[:2000]}"
+        message = f"the worker could not execute this run ({reason}); fork it to try again"
+        error = {"type": "ExecutorCrashed", "message": message}
+        try:
+            done = await self._write(
+                lambda c: finish_run(c, run_id, status="failed", error=error, owner=self.id)
+            )
+        except Exception as e:  # its lease, renewed no more, lapses and another worker takes it
+            log.warning("run %s: could not record the crash: %s", run_id, e)
+            return
+        if done:
+            self.engine.run_finished(run_id)
 
     async def _idle(self) -> None:
         waits = [self._stopping.wait(), self.engine.work_available.wait()]
@@ -152,7 +173,7 @@ class Worker:
             await asyncio.sleep(interval)
             try:
                 if time.monotonic() - last_beat >= self.lease_seconds / 3:
-                    held = await self._write(lambda c: extend_leases(c, self.id, self.lease_seconds))
+                    held = await self._heartbeat()
                     last_beat = time.monotonic()
                     self._drop_lost(held)
                 await self._check_cancels()
@@ -162,6 +183,10 @@ class Worker:
                 log.warning("worker %s cannot reach the database: %s", self.id, e)
             except Exception:
                 log.exception("worker %s control loop error", self.id)
+
+    async def _heartbeat(self) -> set[str]:
+        live = list(self._tasks)
+        return await self._write(lambda c: extend_leases(c, self.id, self.lease_seconds, live))
 
     def _drop_lost(self, held: set[str]) -> None:
         for run_id, (task, _) in list(self._tasks.items()):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,15 +22,18 @@ from ...errors import (
     InvalidInput,
     ModelError,
     ModelTimeout,
+    PriceUnknown,
     RateLimited,
     UnknownModel,
 )
 from ...models import Gateway
+from ...store.payloads import parse_json
+from ..auth import client_address
 from ..errors import ApiError
 from ..keys import ApiKey
 from ..state import state_of
 
-__all__ = ["Failure", "ProxyCall", "classify", "guarded", "open_call"]
+__all__ = ["Failure", "ProxyCall", "authenticate", "classify", "guarded", "open_call"]
 
 log = logging.getLogger("crewline.server.proxy")
 
@@ -53,6 +55,14 @@ class ProxyCall:
     gateway: Gateway
     budget_scope: dict[str, str]
 
+    def check_model(self, name: str) -> None:
+        """Refuse a model the configuration does not offer to callers from outside the app."""
+        if not self.gateway.offers(name):
+            raise UnknownModel(
+                f"model {name!r} is not offered by this server: use one of "
+                f"{', '.join(self.gateway.offered())} (GET /v1/models lists them)"
+            )
+
 
 def classify(e: BaseException) -> Failure:
     """The HTTP status and kind for an error raised while serving a proxy call."""
@@ -70,7 +80,7 @@ def classify(e: BaseException) -> Failure:
         return Failure(429, "quota", str(e), {"x-should-retry": "false"})
     if isinstance(e, UnknownModel):
         return Failure(404, "not_found", str(e), {})
-    if isinstance(e, InvalidInput | BadRequest | ContentPolicy):
+    if isinstance(e, InvalidInput | BadRequest | ContentPolicy | PriceUnknown):
         return Failure(400, "invalid_request", str(e), {})
     if isinstance(e, RateLimited):
         headers = {} if e.retry_after is None else {"retry-after": str(max(1, round(e.retry_after)))}
@@ -91,17 +101,18 @@ def classify(e: BaseException) -> Failure:
 async def open_call(request: Request) -> ProxyCall:
     """Authenticate a proxy key, read the JSON body within the size limit, and find the key's budget."""
     state = state_of(request)
-    token = _token(request)
-    key = await state.auth.check(token, "proxy")
+    key = await authenticate(request)
     raw = await _read(request, state.config.max_body)
-    try:
-        body = json.loads(raw) if raw else None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InvalidInput(f"request body is not valid JSON: {e}") from None
+    body = parse_json(raw, "request body") if raw else None
     if not isinstance(body, dict):
         raise InvalidInput("request body must be a JSON object")
     gateway = state.app.models
     return ProxyCall(key, body, gateway, await _budget_scope(request, gateway, key))
+
+
+async def authenticate(request: Request) -> ApiKey:
+    """The proxy key of ``request``, from any header an OpenAI or Anthropic client sends it in."""
+    return await state_of(request).auth.check(_token(request), "proxy", client_address(request))
 
 
 def _token(request: Request) -> str | None:

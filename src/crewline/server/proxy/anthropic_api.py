@@ -269,6 +269,7 @@ async def messages(request: Request) -> Any:
     call = await open_call(request)
     kwargs = _messages_kwargs(call.body)
     model = kwargs["model"]
+    call.check_model(model)
     if not call.body.get("stream"):
         reply = await call.gateway.complete(**kwargs, budget_scope=call.budget_scope)
         return JSONResponse(_message(reply, model))

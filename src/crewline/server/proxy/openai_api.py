@@ -18,7 +18,7 @@ from ...errors import InvalidInput
 from ...models.capabilities import capabilities
 from ...models.types import ModelResponse, StreamChunk, ToolCall, Usage
 from ..state import state_of
-from ._common import Failure, classify, guarded, open_call
+from ._common import Failure, authenticate, classify, guarded, open_call
 
 __all__ = ["router"]
 
@@ -201,6 +201,7 @@ async def chat_completions(request: Request) -> Any:
     call = await open_call(request)
     kwargs = _chat_kwargs(call.body)
     model = kwargs["model"]
+    call.check_model(model)
     if not call.body.get("stream"):
         reply = await call.gateway.complete(**kwargs, budget_scope=call.budget_scope)
         return JSONResponse(_completion(reply, model))
@@ -222,6 +223,7 @@ async def embeddings(request: Request) -> Any:
     model, texts = call.body.get("model"), call.body.get("input")
     if not isinstance(model, str) or not model:
         raise InvalidInput("'model' is required and must be a string")
+    call.check_model(model)
     items = [texts] if isinstance(texts, str) else texts
     if not isinstance(items, list) or not items or not all(isinstance(t, str) for t in items):
         raise InvalidInput("'input' must be a string or a non-empty array of strings")
@@ -242,10 +244,10 @@ def _b64(vector: list[float]) -> str:
 @router.get("/models")
 @guarded(_render)
 async def models(request: Request) -> Any:
-    await state_of(request).auth.check(_bearer(request), "proxy")
+    await authenticate(request)
     gateway = state_of(request).app.models
     config = gateway.config
-    names = sorted({*config.aliases, *config.deployments, *config.tier_order})
+    names = gateway.offered()
     created = int(time.time())
     data = [
         {
@@ -258,8 +260,3 @@ async def models(request: Request) -> Any:
         for n in names
     ]
     return JSONResponse({"object": "list", "data": data})
-
-
-def _bearer(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    return auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key")

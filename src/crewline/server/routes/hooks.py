@@ -3,18 +3,21 @@
 The body is read up to the hook's size limit, its signature checked against the hook's secret and
 timestamp tolerance, and then, in one transaction, the signature is remembered (a second arrival is a
 replay: 409) and the run created. ``X-Crewline-Delivery``, when sent, makes a sender's retry of the same
-delivery (freshly signed) return the first run instead of starting another.
+delivery (freshly signed) return the first run instead of starting another; the same id with another
+body is a conflict (409), never silently the first run.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Request
 from pydantic import BaseModel, Field
 
+from ...errors import InvalidInput
+from ...flows.records import get_run
 from ...store.database import Conn
+from ...store.payloads import parse_json
 from ..config import HookConfig
 from ..deliveries import is_replay, record_delivery
 from ..errors import ApiError, BodyTooLarge
@@ -41,7 +44,10 @@ class Accepted(BaseModel):
     responses={
         401: {"description": "Missing, malformed, stale or wrong signature."},
         404: {"description": "No hook of that name is configured."},
-        409: {"description": "This signed delivery was already received (a replay)."},
+        409: {
+            "description": "This signed delivery was already received (a replay), or its delivery id "
+            "started a run with another body."
+        },
         413: {"description": "The body is over the hook's max_body."},
     },
 )
@@ -69,6 +75,13 @@ async def receive_hook(
         started = await state.app.db.write(lambda conn: _record(conn, hook, signature, prepared))
     except _Replay:
         started = None
+    except _Conflict as e:
+        raise ApiError(
+            409,
+            "idempotency_conflict",
+            f"delivery {x_crewline_delivery!r} to hook {name!r} already started run {e.run_id} with another "
+            "body; send a different event with a new X-Crewline-Delivery id",
+        ) from None
     if started is None:
         raise ApiError(409, "replayed", f"this signed delivery to hook {name!r} was already received")
     run_id, created = started
@@ -82,6 +95,8 @@ def _record(conn: Conn, hook: HookConfig, signature: str, prepared: PreparedRun)
     if is_replay(conn, hook.name, signature):
         return None
     run_id, created = prepared.insert(conn)
+    if not created and not prepared.same_as(get_run(conn, run_id)):
+        raise _Conflict(run_id)  # the delivery id names another body: record nothing
     if not record_delivery(
         conn,
         hook=hook.name,
@@ -96,6 +111,12 @@ def _record(conn: Conn, hook: HookConfig, signature: str, prepared: PreparedRun)
 
 class _Replay(Exception):
     pass
+
+
+class _Conflict(Exception):
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        self.run_id = run_id
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -113,9 +134,15 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def _parse(body: bytes) -> Any:
+    """The body as JSON; 400 for anything crewline cannot read or store as JSON.
+
+    A body nested past the depth limit is refused with 400 like malformed JSON rather than 422: it is
+    refused at reading, before the workflow's input model sees it, and a sender must fix its encoding,
+    not the values (422 stays for bodies that read fine but do not fit the workflow's input).
+    """
     if not body.strip():
         return None
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ApiError(400, "malformed_json", f"webhook body is not valid JSON: {e}") from None
+        return parse_json(body, "webhook body")
+    except InvalidInput as e:
+        raise ApiError(400, "malformed_json", str(e)) from None

@@ -8,11 +8,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 
-from ...config import parse_duration
-from ...errors import ConfigError, InvalidInput
+from ...errors import InvalidInput
 from ..auth import require
 from ..errors import ApiError
-from ..keys import ApiKey, create_key, list_keys, revoke_key
+from ..keys import ApiKey, create_key, list_keys, parse_lifetime, revoke_key
 from ..state import state_of
 
 __all__ = ["router"]
@@ -52,24 +51,21 @@ def _out(key: ApiKey) -> KeyOut:
 
 
 @router.get("/key", response_model=KeyOut, summary="The key making this request")
-async def whoami(key: ApiKey = Depends(require("runs:read"))) -> KeyOut:
+async def whoami(key: ApiKey = Depends(require("show its own key"))) -> KeyOut:
     return _out(key)
 
 
 @router.get("/keys", response_model=list[KeyOut], summary="All API keys (never their secrets)")
-async def all_keys(request: Request, _: ApiKey = Depends(require("keys"))) -> list[KeyOut]:
+async def all_keys(request: Request, _: ApiKey = Depends(require("manage keys"))) -> list[KeyOut]:
     keys = await state_of(request).app.db.read(lambda conn: list_keys(conn))
     return [_out(k) for k in keys]
 
 
 @router.post("/keys", response_model=CreatedKey, status_code=201, summary="Create an API key")
-async def new_key(body: NewKey, request: Request, _: ApiKey = Depends(require("keys"))) -> CreatedKey:
-    expires_at = None
-    if body.expires_in is not None:
-        try:
-            expires_at = time.time() + parse_duration(body.expires_in)
-        except ConfigError as e:
-            raise InvalidInput(f"expires_in: {e}") from e
+async def new_key(body: NewKey, request: Request, _: ApiKey = Depends(require("manage keys"))) -> CreatedKey:
+    expires_at = (
+        None if body.expires_in is None else time.time() + parse_lifetime(body.expires_in, "expires_in")
+    )
     key, token = await state_of(request).app.db.write(
         lambda conn: create_key(
             conn,
@@ -87,7 +83,7 @@ async def new_key(body: NewKey, request: Request, _: ApiKey = Depends(require("k
 async def revoke(
     key_id: Annotated[str, Path(pattern=r"^[0-9a-f]{12}$")],
     request: Request,
-    _: ApiKey = Depends(require("keys")),
+    _: ApiKey = Depends(require("manage keys")),
 ) -> KeyOut:
     state = state_of(request)
     try:

@@ -72,7 +72,7 @@ async def list_reviews(
     status: Status = "pending",
     run_id: Annotated[str | None, Query(pattern=_TEXT)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    _: ApiKey = Depends(require("reviews:read")),
+    _: ApiKey = Depends(require("read reviews")),
 ) -> list[ReviewOut]:
     reviews = await state_of(request).app.reviews.list(
         status=None if status == "all" else status, run_id=run_id, limit=limit
@@ -82,14 +82,14 @@ async def list_reviews(
 
 @router.get("/reviews/{review_id}", response_model=ReviewOut, summary="One review request")
 async def show_review(
-    review_id: ReviewId, request: Request, _: ApiKey = Depends(require("reviews:read"))
+    review_id: ReviewId, request: Request, _: ApiKey = Depends(require("read reviews"))
 ) -> ReviewOut:
     return ReviewOut(**(await state_of(request).app.reviews.get(review_id)).to_json())
 
 
 @router.post("/reviews/{review_id}/decision", response_model=ReviewOut, summary="Approve or reject")
 async def decide_review(
-    review_id: ReviewId, body: DecisionIn, request: Request, key: ApiKey = Depends(require("reviews:decide"))
+    review_id: ReviewId, body: DecisionIn, request: Request, key: ApiKey = Depends(require("decide reviews"))
 ) -> ReviewOut:
     reviews = state_of(request).app.reviews
     if body.decision == "approve":
@@ -108,7 +108,10 @@ async def decide_review(
     "/reviews/{review_id}/resolve", response_model=ReviewOut, summary="Settle an 'outcome unknown' request"
 )
 async def resolve_review(
-    review_id: ReviewId, body: ResolveIn, request: Request, key: ApiKey = Depends(require("reviews:decide"))
+    review_id: ReviewId,
+    body: ResolveIn,
+    request: Request,
+    key: ApiKey = Depends(require("settle unknown outcomes")),
 ) -> ReviewOut:
     storable(body.output, "output")
     resolved = await state_of(request).app.reviews.resolve(

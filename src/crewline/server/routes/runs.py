@@ -11,16 +11,16 @@ from pydantic import BaseModel, Field
 
 from ...flows import records
 from ...flows.records import STATES, RunRecord
-from ...store.payloads import dump, load_json
-from ..auth import require
-from ..errors import ApiError
+from ..auth import check_reach, require
+from ..bodies import JsonBodyRoute
+from ..errors import ApiError, public_error
 from ..keys import ApiKey
-from ..starting import prepare_run, storable
+from ..starting import PreparedRun, prepare_run, storable
 from ..state import state_of, status_url
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["runs"])
+router = APIRouter(prefix="/api/v1", tags=["runs"], route_class=JsonBodyRoute)
 
 # Text that reaches the database: no control characters (PostgreSQL refuses NUL in text).
 _ID = r"^[^\x00-\x1f\x7f]{1,200}$"
@@ -102,7 +102,9 @@ class Fork(BaseModel):
     from_step: int = Field(
         ge=1, le=_INT32, description="Re-execute from this step; earlier steps are reused."
     )
-    run_id: str | None = Field(default=None, pattern=_RUN_ID, description="Id for the new run.")
+    run_id: str | None = Field(
+        default=None, pattern=_RUN_ID, description="Id for the new run; 409 if a run already has it."
+    )
 
 
 class Forked(BaseModel):
@@ -141,7 +143,9 @@ class WorkflowOut(BaseModel):
 
 
 @router.get("/workflows", response_model=list[WorkflowOut], summary="Registered workflows")
-async def list_workflows(request: Request, _: ApiKey = Depends(require("runs:read"))) -> list[WorkflowOut]:
+async def list_workflows(
+    request: Request, _: ApiKey = Depends(require("list workflows"))
+) -> list[WorkflowOut]:
     workflows = state_of(request).app.workflows.values()
     return [
         WorkflowOut(
@@ -170,7 +174,7 @@ async def start_run(
     idempotency_key: Annotated[
         str | None, Header(pattern=_ID, description="Repeating a key returns the first run.")
     ] = None,
-    _: ApiKey = Depends(require("runs:start")),
+    key: ApiKey = Depends(require("start runs")),
 ) -> Started:
     app = state_of(request).app
     prepared = prepare_run(
@@ -180,22 +184,32 @@ async def start_run(
         run_id=body.run_id,
         idempotency_key=idempotency_key,
         priority=body.priority,
+        started_by=key.id,
     )
     rid, created = await app.db.write(prepared.insert)
     if created:
         prepared.started()
     else:
-        await _check_same(request, rid, prepared.workflow.name, prepared.input_json, idempotency_key)
+        await _check_same(request, rid, prepared, key)
         response.status_code = 200
     return Started(run_id=rid, created=created, status_url=status_url(request, rid))
 
 
-async def _check_same(
-    request: Request, run_id: str, workflow: str, input_json: bytes, key: str | None
-) -> None:
+async def _check_same(request: Request, run_id: str, prepared: PreparedRun, key: ApiKey) -> None:
     run = await state_of(request).app.get_run(run_id)
-    if run.workflow != workflow or dump(run.input) != dump(load_json(input_json)):
-        by = "Idempotency-Key" if key is not None and run.idempotency_key == key else "run_id"
+    idempotency_key = prepared.idempotency_key
+    by = (
+        "Idempotency-Key"
+        if idempotency_key is not None and run.idempotency_key == idempotency_key
+        else "run_id"
+    )
+    if key.own_runs_only("read runs") not in (None, run.started_by):
+        raise ApiError(
+            409,
+            "idempotency_conflict",
+            f"this {by} is taken by a run another caller started; use a new one",
+        )
+    if not prepared.same_as(run):
         raise ApiError(
             409,
             "idempotency_conflict",
@@ -213,16 +227,19 @@ async def list_runs(
     cursor: Annotated[
         str | None, Query(max_length=400, description="next_cursor of the previous page.")
     ] = None,
-    _: ApiKey = Depends(require("runs:read")),
+    key: ApiKey = Depends(require("read runs")),
 ) -> RunPage:
     after = _decode_cursor(cursor) if cursor else None
+    mine = key.own_runs_only("read runs")
     runs = await state_of(request).app.db.read(
-        lambda conn: records.list_runs(conn, state=state, workflow=workflow, limit=limit + 1, after=after)
+        lambda conn: records.list_runs(
+            conn, state=state, workflow=workflow, started_by=mine, limit=limit + 1, after=after
+        )
     )
     more = len(runs) > limit
     runs = runs[:limit]
     next_cursor = _encode_cursor(runs[-1]) if more and runs else None
-    return RunPage(runs=[RunOut(**r.to_json()) for r in runs], next_cursor=next_cursor)
+    return RunPage(runs=[_run_out(r) for r in runs], next_cursor=next_cursor)
 
 
 def _encode_cursor(run: RunRecord) -> str:
@@ -244,11 +261,17 @@ def _decode_cursor(cursor: str) -> tuple[float, str]:
 
 
 @router.get("/runs/{run_id}", response_model=RunDetail, summary="A run with its steps")
-async def show_run(run_id: RunId, request: Request, _: ApiKey = Depends(require("runs:read"))) -> RunDetail:
+async def show_run(run_id: RunId, request: Request, key: ApiKey = Depends(require("read runs"))) -> RunDetail:
     app = state_of(request).app
     run = await app.get_run(run_id)
+    check_reach(key, "read runs", run)
     steps = await app.steps(run_id)
-    return RunDetail(**run.to_json(), steps=[StepOut(**s.to_json()) for s in steps])
+    shown = [StepOut(**{**s.to_json(), "error": public_error(s.error)}) for s in steps]
+    return RunDetail(**_run_out(run).model_dump(), steps=shown)
+
+
+def _run_out(run: RunRecord) -> RunOut:
+    return RunOut(**{**run.to_json(), "error": public_error(run.error)})
 
 
 @router.post(
@@ -258,15 +281,21 @@ async def show_run(run_id: RunId, request: Request, _: ApiKey = Depends(require(
     responses={409: {"description": "The run has already finished."}},
 )
 async def cancel_run(
-    run_id: RunId, request: Request, _: ApiKey = Depends(require("runs:write"))
+    run_id: RunId, request: Request, _: ApiKey = Depends(require("cancel runs"))
 ) -> Cancelled:
     result = await state_of(request).app.cancel(run_id)
     return Cancelled(run_id=run_id, result="cancelled" if result == "cancelled" else "cancel requested")
 
 
-@router.post("/runs/{run_id}/fork", response_model=Forked, status_code=201, summary="Rerun from a step")
+@router.post(
+    "/runs/{run_id}/fork",
+    response_model=Forked,
+    status_code=201,
+    summary="Rerun from a step",
+    responses={409: {"description": "The new run's id is taken."}},
+)
 async def fork_run(
-    run_id: RunId, body: Fork, request: Request, _: ApiKey = Depends(require("runs:write"))
+    run_id: RunId, body: Fork, request: Request, _: ApiKey = Depends(require("fork runs"))
 ) -> Forked:
     fork_id = await state_of(request).app.fork(run_id, body.from_step, new_run_id=body.run_id)
     return Forked(run_id=fork_id, forked_from=run_id, status_url=status_url(request, fork_id))
@@ -274,10 +303,12 @@ async def fork_run(
 
 @router.post("/runs/{run_id}/events", response_model=EventSent, status_code=202, summary="Send an event")
 async def send_event(
-    run_id: RunId, body: Event, request: Request, _: ApiKey = Depends(require("runs:events"))
+    run_id: RunId, body: Event, request: Request, key: ApiKey = Depends(require("send events"))
 ) -> EventSent:
     storable(body.payload, "payload")
-    event_id = await state_of(request).app.send_event(run_id, body.name, body.payload)
+    app = state_of(request).app
+    check_reach(key, "send events", await app.get_run(run_id))
+    event_id = await app.send_event(run_id, body.name, body.payload)
     return EventSent(run_id=run_id, event_id=event_id)
 
 
@@ -291,7 +322,7 @@ async def resolve_step(
     step_no: Annotated[int, Path(ge=1, le=_INT32)],
     body: Resolve,
     request: Request,
-    _: ApiKey = Depends(require("runs:write")),
+    _: ApiKey = Depends(require("settle unknown outcomes")),
 ) -> Response:
     storable(body.output, "output")
     await state_of(request).app.resolve(run_id, step_no, body.outcome, body.output)

@@ -42,7 +42,7 @@ async def get_spend(
     days: Annotated[int, Query(ge=1, le=366)] = 7,
     by: Annotated[list[Group] | None, Query()] = None,
     run_id: Annotated[str | None, Query(pattern=_TEXT)] = None,
-    _: ApiKey = Depends(require("runs:read")),
+    _: ApiKey = Depends(require("read spend")),
 ) -> Spend:
     since = time.time() - days * 86400
     groups = tuple(dict.fromkeys(by or ["day", "model", "workflow"]))
@@ -60,7 +60,7 @@ async def list_calls(
         int | None, Query(ge=1, le=2**63 - 1, description="Page back: calls older than this id.")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    _: ApiKey = Depends(require("runs:read")),
+    _: ApiKey = Depends(require("read spend")),
 ) -> list[dict[str, Any]]:
     return await state_of(request).app.db.read(
         lambda conn: reports.calls(
@@ -70,7 +70,7 @@ async def list_calls(
 
 
 @router.get("/budgets", response_model=list[Budget], summary="Budgets: limit, spent and reserved")
-async def list_budgets(request: Request, _: ApiKey = Depends(require("runs:read"))) -> list[Budget]:
+async def list_budgets(request: Request, _: ApiKey = Depends(require("read spend"))) -> list[Budget]:
     app = state_of(request).app
     config = ModelsConfig.parse(app.settings.sections.get("models")).budgets
     rows = await app.db.read(lambda conn: reports.budgets(conn, config))
