@@ -71,8 +71,12 @@ def start_crewline(
     """The server, its URL, a proxy key without a limit and (unless ``budget`` is None) one with a daily
     budget. Both keys' calls are settled in the budget ledger and recorded; only the limited key's calls
     also wait for a reservation to commit before going upstream."""
+    # The load generator is one address opening a connection per request in flight, which past the
+    # server's capacity outgrows the per-address cap meant for abusive clients (LiteLLM has none).
     (scratch / "crewline.toml").write_text(
-        f"""[models]
+        f"""[server]
+max_connections_per_client = 100000
+[models]
 max_tokens = 20
 [models.providers.up]
 format = "openai"

@@ -1,5 +1,9 @@
-"""The shape of the package, read from its source: who issues SQL on which table, and where the dialect
-is looked at.
+"""The shape of the package, read from its source: which modules import which, who touches whose private
+members (read with ``ast``), who issues SQL on which table, and where the dialect is looked at.
+
+Every import counts: module-level, function-level (deferred) and ``TYPE_CHECKING`` ones, since a cycle
+that only a deferred import closes is still a cycle in the design. To hold another package to the same
+rules, add it to ``CHECKED``.
 
 Every table has one owning module (see :mod:`crewline.store`'s docstring); only it, and the migrations
 of its component, name the table in SQL (``FROM`` / ``INTO`` / ``UPDATE`` / ``JOIN``). Code outside
@@ -8,13 +12,154 @@ of its component, name the table in SQL (``FROM`` / ``INTO`` / ``UPDATE`` / ``JO
 
 from __future__ import annotations
 
+import ast
 import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import crewline
 
 ROOT = Path(crewline.__file__).parent
+CHECKED = ("crewline.flows",)
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str
+    path: Path
+    is_package: bool
+
+    @property
+    def package(self) -> str:
+        return self.name if self.is_package else self.name.rpartition(".")[0]
+
+    def tree(self) -> ast.Module:
+        return ast.parse(self.path.read_text(encoding="utf-8"), str(self.path))
+
+
+@cache
+def modules() -> dict[str, Module]:
+    found = {}
+    for path in ROOT.rglob("*.py"):
+        parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+        is_package = parts[-1] == "__init__"
+        name = ".".join(parts[:-1] if is_package else parts)
+        found[name] = Module(name, path, is_package)
+    return found
+
+
+def imported(module: Module) -> set[str]:
+    """The package's modules that ``module`` imports anywhere in its source."""
+    known = modules()
+    out: set[str] = set()
+    for node in ast.walk(module.tree()):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names if alias.name in known)
+        elif isinstance(node, ast.ImportFrom):
+            base = _absolute(module, node)
+            for alias in node.names:
+                # ``from . import prompts`` imports the module; ``from .engine import Suspend`` a name in one.
+                sub = f"{base}.{alias.name}"
+                out.add(sub if sub in known else base)
+    out.discard(module.name)
+    return {name for name in out if name in known}
+
+
+def _absolute(module: Module, node: ast.ImportFrom) -> str:
+    if node.level == 0:
+        return node.module or ""
+    parts = module.package.split(".")
+    parts = parts[: len(parts) - (node.level - 1)]
+    return ".".join([*parts, *([node.module] if node.module else [])])
+
+
+@cache
+def graph() -> dict[str, frozenset[str]]:
+    return {name: frozenset(imported(m)) for name, m in modules().items()}
+
+
+def cycles(edges: Mapping[str, Iterable[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(edges[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def checked(name: str) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in CHECKED)
+
+
+def test_the_import_graph_is_read_from_every_kind_of_import() -> None:
+    """The graph sees module-level, TYPE_CHECKING and deferred imports, relative and absolute."""
+    edges = graph()
+    assert "crewline.flows.journal" in edges["crewline.flows.context"]  # module level
+    assert "crewline.memory.workflow" in edges["crewline.flows.context"]  # TYPE_CHECKING and deferred
+    assert "crewline.flows.prompts" in edges["crewline.flows.llm"]  # ``from . import prompts``
+    assert "crewline.models" in edges["crewline.flows.llm"]  # deferred ``from ..models import user``
+
+
+def test_no_import_cycle_goes_through_a_checked_package() -> None:
+    through = [c for c in cycles(graph()) if any(checked(name) for name in c)]
+    assert through == [], f"import cycles: {through}"
+
+
+def test_the_cycle_finder_finds_cycles() -> None:
+    edges = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"d"}, "f": {"g"}, "g": {"f"}}
+    assert sorted(cycles(edges)) == [["a", "b", "c"], ["f", "g"]]
+
+
+def test_no_module_touches_another_objects_private_members() -> None:
+    """``ctx._engine``, ``engine._models``, ``from .context import _Call``: private means one module's."""
+    offences = []
+    for name, module in modules().items():
+        if not checked(name):
+            continue
+        for node in ast.walk(module.tree()):
+            if isinstance(node, ast.Attribute) and _private(node.attr):
+                owner = node.value
+                if not (isinstance(owner, ast.Name) and owner.id in ("self", "cls")):
+                    offences.append(f"{name}:{node.lineno}: {ast.unparse(node)}")
+            elif isinstance(node, ast.ImportFrom):
+                names = [a.name for a in node.names if _private(a.name)]
+                offences.extend(f"{name}:{node.lineno}: imports {n}" for n in names)
+    assert offences == []
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+# -- table owners and dialect hooks --------------------------------------------------------------------
 
 # table -> the module that alone issues its SQL (paths under src/crewline).
 OWNERS = {
@@ -44,14 +189,6 @@ OWNERS = {
     "schema_versions": "store/migrate.py",
 }
 
-# SQL still issued outside its owner by modules another change is rewriting (the step journal moves
-# Context.child's read into flows/records.py and the approval and model steps' reads into
-# flows/review.py); remove an entry once that lands.
-MOVING = {
-    ("runs", "flows/context.py"),
-    ("reviews", "flows/llm.py"),
-    ("reviews", "flows/approvals.py"),
-}
 # The model gateway picks shared rate windows by dialect; the call-meter change is rewriting it.
 DIALECT_MOVING = {"models/gateway.py"}
 
@@ -60,7 +197,7 @@ _DIALECT_CHECK = re.compile(r"""dialect\.name\b|\.name\s*==\s*["'](?:sqlite|post
 
 
 @cache
-def sources() -> dict[str, str]:
+def _sources() -> dict[str, str]:
     return {str(p.relative_to(ROOT)): p.read_text(encoding="utf-8") for p in sorted(ROOT.rglob("*.py"))}
 
 
@@ -70,7 +207,7 @@ def tables_named(text: str) -> set[str]:
 
 def _created_tables() -> set[str]:
     pattern = re.compile(r"CREATE (?:VIRTUAL )?TABLE (?:IF NOT EXISTS )?(\w+)")
-    return {m.group(1) for text in sources().values() for m in pattern.finditer(text)}
+    return {m.group(1) for text in _sources().values() for m in pattern.finditer(text)}
 
 
 def test_every_table_has_an_owner() -> None:
@@ -79,11 +216,11 @@ def test_every_table_has_an_owner() -> None:
 
 def test_only_the_owner_issues_a_tables_sql() -> None:
     strays = []
-    for path, text in sources().items():
+    for path, text in _sources().items():
         for table in tables_named(text) & set(OWNERS):
             owner = OWNERS[table]
             beside = f"{owner.split('/')[0]}/migrations.py"
-            if path not in (owner, beside) and (table, path) not in MOVING:
+            if path not in (owner, beside):
                 strays.append(f"{path} issues SQL on {table} (owner: {owner})")
     assert strays == []
 
@@ -98,7 +235,7 @@ def test_the_owner_map_is_written_down_in_the_store() -> None:
 def test_no_dialect_checks_outside_the_store() -> None:
     found = [
         path
-        for path, text in sources().items()
+        for path, text in _sources().items()
         if not path.startswith("store/") and path not in DIALECT_MOVING and _DIALECT_CHECK.search(text)
     ]
     assert found == []
@@ -106,5 +243,5 @@ def test_no_dialect_checks_outside_the_store() -> None:
 
 def test_no_hand_written_row_locks_outside_the_store() -> None:
     lock = re.compile(r"FOR (?:NO KEY )?UPDATE|SKIP LOCKED")
-    found = [path for path, text in sources().items() if not path.startswith("store/") and lock.search(text)]
+    found = [path for path, text in _sources().items() if not path.startswith("store/") and lock.search(text)]
     assert found == []

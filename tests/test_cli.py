@@ -22,7 +22,7 @@ SOURCES = os.pathsep.join((str(ROOT / "src"), str(ROOT)))
 @pytest.fixture
 def cli(sqlite_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     env = {**os.environ, "CREWLINE_DATABASE_URL": sqlite_url, "CREWLINE_APP": "examples.app:app",
-           "CREWLINE_POLL_INTERVAL": "0.05", "PYTHONPATH": SOURCES}  # fmt: skip
+           "CREWLINE_POLL_INTERVAL": "0.05", "PYTHONPATH": SOURCES, "CREWLINE_PROJECT": str(tmp_path)}  # fmt: skip
 
     def run(*args: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
@@ -162,7 +162,7 @@ def test_db_upgrade_status_and_prune(cli) -> None:  # type: ignore[no-untyped-de
     assert cli("db", "upgrade").stdout == "schema is up to date\n"
     status = cli("db", "status").stdout
     assert "engine" in status and "pending" not in status
-    assert cli("prune", "--older-than", "30d").stdout.startswith("pruned 0 runs")
+    assert cli("prune", "--older-than", "30d").stdout.startswith("nothing to prune")
     assert "cannot read duration" in cli("prune", "--older-than", "soon", check=2).stderr
 
 

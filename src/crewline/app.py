@@ -16,6 +16,7 @@ from .config import Settings
 from .errors import InvalidInput, RunFailed
 from .flows.definitions import Queue, Workflow
 from .flows.engine import Engine
+from .flows.executor import log_end
 from .flows.operations import Outcome, fork_run, resolve_step
 from .flows.queue import ReviewQueue
 from .flows.records import (
@@ -249,7 +250,10 @@ class App:
 
     async def cancel(self, run_id: str) -> str:
         """Cancel a run (and its children). A running run stops at its next step boundary."""
-        return await self.db.write(lambda conn: cancel_run(conn, run_id))
+        result = await self.db.write(lambda conn: cancel_run(conn, run_id))
+        if result == "cancelled":  # else its worker logs the end when it stops
+            log_end(await self.get_run(run_id), "cancelled", None)
+        return result
 
     async def fork(
         self,

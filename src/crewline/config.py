@@ -1,23 +1,36 @@
 """Settings, in one place.
 
 Read from the environment (``CREWLINE_*``) over an optional ``crewline.toml`` in the project directory
-over defaults. Settings are an immutable object passed to what needs them; nothing reads the environment
+over defaults. The project directory is the one named (``CREWLINE_PROJECT``), or the nearest directory
+from the current one upward that holds a ``crewline.toml``, the way git finds ``.git``. Settings are an immutable object passed to what needs them; nothing reads the environment
 behind its back. Sections of ``crewline.toml`` that belong to one room (``[models]``, ``[memory]``, ...)
 are kept whole in ``Settings.sections`` for that room to parse.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "parse_duration"]
+__all__ = [
+    "CONFIG_FILE",
+    "CORE_KEYS",
+    "Settings",
+    "did_you_mean",
+    "find_project",
+    "parse_duration",
+    "read_toml",
+    "shown_path",
+]
+
+CONFIG_FILE = "crewline.toml"
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
@@ -49,6 +62,46 @@ def parse_duration(value: str | float | int) -> float:
         ) from None
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` when ``name`` looks like a misspelling of one of ``known``, else ``""``."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def shown_path(path: Path) -> str:
+    """``path`` as a person at this prompt would type it: relative to the current directory when it is
+    inside it or a few levels up (a project found upward), else absolute."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive, on Windows
+        return str(path)
+    ups = relative.split(os.sep).count(os.pardir)
+    return (
+        relative if ups <= 2 and not relative.startswith(os.pardir * ups + os.sep + os.pardir) else str(path)
+    )
+
+
+def find_project(start: Path) -> Path | None:
+    """The nearest directory from ``start`` upward holding a ``crewline.toml``, or None."""
+    start = start.resolve()
+    for directory in (start, *start.parents):
+        if (directory / CONFIG_FILE).is_file():
+            return directory
+    return None
+
+
+# The keys of [crewline] (each also CREWLINE_<KEY> in the environment) and how each is read.
+_CORE: dict[str, Callable[[Any], Any]] = {
+    "database_url": str,
+    "app": str,
+    "lease_seconds": parse_duration,
+    "poll_interval": parse_duration,
+    "blob_threshold": int,
+    "crash_point": str,
+}
+CORE_KEYS = frozenset(_CORE)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Process-wide settings. Build with :meth:`load`; derive variants with :meth:`with_`."""
@@ -64,36 +117,33 @@ class Settings:
     # after_intent | after_step_commit | before_run_completion. The process SIGKILLs itself there.
     crash_point: str | None = None
     sections: Mapping[str, Any] = field(default_factory=dict)
+    # The crewline.toml read, or None when the project has none (every setting is then a default).
+    config_file: Path | None = None
 
     @classmethod
     def load(cls, project_dir: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        root = Path(project_dir or env.get("CREWLINE_PROJECT_DIR") or Path.cwd())
-        data: dict[str, Any] = {}
-        toml_path = root / "crewline.toml"
-        if toml_path.exists():
-            try:
-                data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
-            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-                raise ConfigError(f"{toml_path.name} is not valid TOML: {e}") from e
+        named = project_dir or env.get("CREWLINE_PROJECT") or env.get("CREWLINE_PROJECT_DIR")
+        root = Path(named) if named else find_project(Path.cwd()) or Path.cwd()
+        toml_path = root / CONFIG_FILE
+        data = read_toml(toml_path) if toml_path.is_file() else {}
         core = data.get("crewline", {}) if isinstance(data.get("crewline"), dict) else {}
-        settings = cls(project_dir=root, sections={k: v for k, v in data.items() if k != "crewline"})
+        settings = cls(
+            project_dir=root,
+            sections={k: v for k, v in data.items() if k != "crewline"},
+            config_file=toml_path if toml_path.is_file() else None,
+        )
         values: dict[str, Any] = {}
-        for name, conv in (
-            ("database_url", str),
-            ("app", str),
-            ("lease_seconds", parse_duration),
-            ("poll_interval", parse_duration),
-            ("blob_threshold", int),
-            ("crash_point", str),
-        ):
-            raw = env.get(f"CREWLINE_{name.upper()}", core.get(name))
+        for name, conv in _CORE.items():
+            var = f"CREWLINE_{name.upper()}"
+            raw = env.get(var, core.get(name))
             if raw is None:
                 continue
             try:
                 values[name] = conv(raw)
-            except (ValueError, TypeError) as e:
-                raise ConfigError(f"setting {name} = {raw!r} is not valid: {e}") from e
+            except (ValueError, TypeError, ConfigError) as e:
+                where = var if var in env else f"{shown_path(toml_path)}: [crewline] {name}"
+                raise ConfigError(f"{where} = {raw!r} is not valid: {e}") from e
         settings = replace(settings, **values)
         if (
             settings.database_url.startswith("sqlite:///")
@@ -104,3 +154,12 @@ class Settings:
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{shown_path(path)} is not valid TOML: {e}; fix the file and try again") from e
+    except OSError as e:
+        raise ConfigError(f"cannot read {shown_path(path)}: {e.strerror or e}") from e

@@ -181,3 +181,30 @@ async def test_a_decision_on_an_expired_request_is_refused(app: App) -> None:
     with pytest.raises(InvalidRunState, match="expired"):
         await app.reviews.approve(req.id, by="late")
     assert (await app.reviews.get(req.id)).decided_by is None
+
+
+async def test_cancelling_a_run_closes_its_review_and_a_late_decision_is_refused(app: App) -> None:
+    sent: list[Any] = []
+    reply_workflow(app, sent)
+    rid = await app.start("reply", "ada@example.com")
+    await step_once(app, "w1")
+    [req] = await app.reviews.list()
+    assert await app.cancel(rid) == "cancelled"
+    closed = await app.reviews.get(req.id)
+    assert (closed.status, closed.comment) == ("closed", "run cancelled")
+    assert await app.reviews.list() == []
+    with pytest.raises(InvalidRunState, match=f"run {rid} was cancelled"):
+        await app.reviews.approve(req.id, by="late")
+    assert (await app.get_run(rid)).status == "cancelled" and sent == []
+
+
+async def test_a_decision_on_a_finished_run_is_refused_even_if_its_request_is_open(app: App) -> None:
+    reply_workflow(app, [])
+    rid = await app.start("reply", "ada@example.com")
+    await step_once(app, "w1")
+    [req] = await app.reviews.list()
+    # A request left open by an older version, whose run ended without closing it.
+    await app.db.write(lambda c: c.execute("UPDATE runs SET status = 'failed' WHERE id = ?", (rid,)))
+    with pytest.raises(InvalidRunState, match=f"run {rid} has failed"):
+        await app.reviews.reject(req.id, by="late")
+    assert (await app.reviews.get(req.id)).status == "pending"

@@ -77,3 +77,21 @@ def test_reembed_reports_count(cli: CliRunner, tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("hello world")
     ok(cli, "ingest", str(tmp_path / "a.txt"), "--scope", "kb")
     assert "re-embedded 0 items" in ok(cli, "reembed").output  # same model: nothing to redo
+
+
+def test_remember_then_search_and_bad_options(cli: CliRunner) -> None:
+    out = ok(cli, "remember", "Ada prefers email over calls", "--scope", "customer:ada", "--ttl", "365d",
+             "--meta", '{"source": "call notes"}').output  # fmt: skip
+    assert out.startswith("added mem") or out.startswith("added ")
+    assert "scope customer:ada" in out
+    again = json.loads(
+        ok(cli, "remember", "Ada prefers email over calls", "--scope", "customer:ada", "--json").output
+    )
+    assert again["action"] in ("updated", "unchanged")
+    found = json.loads(ok(cli, "search", "how to contact Ada", "--scope", "customer:ada", "--json").output)
+    assert found[0]["text"] == "Ada prefers email over calls"
+    assert (
+        "--meta is not valid JSON"
+        in ok(cli, "remember", "x", "--scope", "s", "--meta", "{bad", code=2).output
+    )
+    assert "ttl" in ok(cli, "remember", "x", "--scope", "s", "--ttl", "soon", code=2).output

@@ -20,6 +20,7 @@ import uvicorn
 
 from crewline import App, Settings
 from crewline.server import ServerConfig, create_app
+from crewline.server.connections import HttpParser, uvicorn_config
 from crewline.server.keys import create_key
 
 from .sample_app import build
@@ -35,12 +36,19 @@ def make_app(db_url: str, tmp_path: Path, sections: dict[str, Any] | None = None
 
 
 @contextmanager
-def serving(app: App, config: ServerConfig | None = None, workers: int = 4) -> Iterator[str]:
-    """Run the server for ``app`` on a free loopback port; yields its base URL."""
+def serving(
+    app: App,
+    config: ServerConfig | None = None,
+    workers: int = 4,
+    http: HttpParser = "httptools",
+    loop: str = "auto",
+) -> Iterator[str]:
+    """Run the server for ``app`` on a free loopback port, as `crewline serve` runs it; yields its base URL."""
+    config = config or ServerConfig.from_settings(app.settings)
     api = create_app(app, config=config, workers=workers)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(api, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn_config(api, config, http, log_level="warning", lifespan="on", loop=loop))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -119,8 +127,15 @@ def api(api_factory: Callable[..., Api]) -> Api:
 
 
 def cli_env(db_url: str, **extra: str) -> dict[str, str]:
-    return {**os.environ, "CREWLINE_DATABASE_URL": db_url, "CREWLINE_POLL_INTERVAL": "0.02",
-            "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "CREWLINE_APP": "tests.server.sample_app:app", **extra}  # fmt: skip
+    """The environment of a `crewline` subprocess: this tree's sources first, ahead of any installed copy."""
+    return {
+        **os.environ,
+        "CREWLINE_DATABASE_URL": db_url,
+        "CREWLINE_POLL_INTERVAL": "0.02",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+        "CREWLINE_APP": "tests.server.sample_app:app",
+        **extra,
+    }
 
 
 def crewline(*args: str, env: dict[str, str], cwd: Path, **kwargs: Any) -> subprocess.Popen[str]:

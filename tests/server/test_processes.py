@@ -70,9 +70,12 @@ def test_keys_commands(sqlite_url: str, tmp_path: Path) -> None:
         (["create", "--scope", "proxy", "--budget", "lots"], "cannot read budget 'lots'"),
         (["create", "--scope", "proxy", "--expires", "soon"], "--expires"),
         (["revoke", "ffffffffffff"], "no API key with id ffffffffffff"),
+        (["revoke", "nope"], "no API key has that id: a key id is 12 hex digits, the id column of "),
+        (["revoke", "sk-live-0123456789"], "the id column of `crewline keys list`"),
     ]:
         proc = keys_cli(*args, env=env, cwd=tmp_path)
         assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert "sk-live" not in keys_cli("revoke", "sk-live-0123456789", env=env, cwd=tmp_path).stderr
     # Pasting the whole key instead of its id works, and never prints the secret back.
     pasted = keys_cli("revoke", token, env=env, cwd=tmp_path)
     assert pasted.returncode == 0 and key_id in pasted.stdout and token not in pasted.stdout + pasted.stderr
@@ -148,3 +151,28 @@ def test_serve_reports_a_bad_configuration_in_one_line(sqlite_url: str, tmp_path
     _, err = proc.communicate(timeout=60)
     assert proc.returncode in (1, 2)
     assert "NOT_SET_ANYWHERE is not set" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("access_log", [True, False])
+def test_the_server_log_tells_what_runs_do_and_requests_only_when_asked(
+    sqlite_url: str, tmp_path: Path, access_log: bool
+) -> None:
+    env = cli_env(sqlite_url)
+    admin = keys_cli("create", "--scope", "admin", env=env, cwd=tmp_path).stdout.strip()
+    proc, url = start_server(*(["--access-log"] if access_log else []), env=env, cwd=tmp_path)
+    try:
+        client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin}"}, timeout=30)
+        rid = client.post(
+            "/api/v1/runs", json={"workflow": "order", "input": {"id": "o-secret-77", "amount": 5}}
+        )
+        run_id = rid.json()["run_id"]
+        deadline = time.monotonic() + 60
+        while client.get(f"/api/v1/runs/{run_id}").json()["status"] != "completed":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        code, log = stop(proc)
+    assert code == 0, log
+    assert f"run {run_id} (order) started" in log and f"run {run_id} (order) completed in " in log
+    assert ('"POST /api/v1/runs HTTP/1.1" 201' in log) is access_log
+    assert admin not in log and admin.split("_", 2)[2] not in log and "o-secret-77" not in log

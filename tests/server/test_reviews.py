@@ -108,3 +108,16 @@ def test_settling_an_unknown_outcome_needs_the_same_scope_on_every_route(
     operator = api.as_key(api.key("operator"))
     r = operator.post(f"/api/v1/reviews/{rid}:1/resolve", json=body)
     assert r.status_code == 200 and r.json()["outcome"] == outcome, r.text
+
+
+def test_a_cancelled_runs_request_is_closed_and_a_decision_is_a_409(api: Api) -> None:
+    rid, review = pending_review(api, 9)
+    assert api.http.post(f"/api/v1/runs/{rid}/cancel").json()["result"] == "cancelled"
+    closed = api.http.get(f"/api/v1/reviews/{review['id']}").json()
+    assert (closed["status"], closed["comment"]) == ("closed", "run cancelled")
+    assert [r["id"] for r in api.http.get("/api/v1/reviews", params={"status": "closed"}).json()] == [
+        review["id"]
+    ]
+    r = api.http.post(f"/api/v1/reviews/{review['id']}/decision", json={"decision": "approve"})
+    assert r.status_code == 409 and f"run {rid} was cancelled" in r.json()["error"]["message"]
+    assert api.wait_status(rid, "cancelled")["status"] == "cancelled"

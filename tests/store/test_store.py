@@ -130,11 +130,14 @@ async def test_prune_drops_old_finished_payloads_and_orphan_blobs(db_url: str) -
                 "UPDATE runs SET finished_at = ? WHERE id = ?", (time.time() - 40 * 86400, old)
             )
         )
+        planned = prune(app.db, 30 * 86400, dry_run=True)
+        assert (await app.get_run(old)).input == 1 and len(await app.steps(old)) == 1  # nothing removed
         report = prune(app.db, 30 * 86400)
-        assert (report.runs, report.steps, report.blobs) == (1, 1, 1)
+        assert report == planned and (report.runs, report.steps, report.blobs) == (1, 1, 1)
         assert report.blob_bytes > 20_000
         pruned = await app.get_run(old)
         assert pruned.status == "completed" and pruned.input is None and await app.steps(old) == []
+        assert pruned.pruned_at is not None and (await app.get_run(recent)).pruned_at is None
         assert (await app.get_run(recent)).output == 20_001 and len(await app.steps(recent)) == 1
         assert (await app.get_run(waiting)).status == "waiting"
         assert prune(app.db, 30 * 86400, delete_runs=True).runs == 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+from pathlib import Path
 
 import click
 
@@ -21,13 +23,25 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("memory", "memory"),
     ("costs", "costs"),
     ("prompts", "prompts"),
+    ("config", "config"),
 )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="crewline")
-def main() -> None:
+@click.option(
+    "--project",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    envvar="CREWLINE_PROJECT",
+    help="The project directory (its crewline.toml, prompts/, .crewline/ database). "
+    "Default: the nearest directory from here upward holding a crewline.toml.",
+)
+def main(project: Path | None) -> None:
     """crewline: durable, budgeted, observable AI work for small teams."""
+    if project is not None:
+        # The environment, not an argument: the operator's module builds its App() at import time and
+        # must find the same project, as must any process started from here.
+        os.environ["CREWLINE_PROJECT"] = str(project.resolve())
 
 
 for _module, _name in _COMMANDS:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
 import json
+import os
 import sqlite3
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -16,8 +18,9 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from ..app import App
-from ..config import Settings
+from ..config import CONFIG_FILE, Settings, find_project, shown_path
 from ..errors import (
+    ConfigError,
     CrewlineError,
     InvalidInput,
     InvalidRunState,
@@ -25,11 +28,13 @@ from ..errors import (
     RunNotFound,
     UnknownWorkflow,
 )
+from ..store.dialects import dialect_for_url
 from ..store.payloads import parse_json
 
 __all__ = [
     "LoopFactory",
     "app_option",
+    "database_label",
     "fail",
     "load_app",
     "loop_option",
@@ -41,7 +46,7 @@ __all__ = [
 
 T = TypeVar("T")
 # Errors that mean "you asked for something wrong": exit code 2, like a usage error.
-_USER_ERRORS = (InvalidInput, UnknownWorkflow, RunNotFound, InvalidRunState, ReviewNotFound)
+_USER_ERRORS = (ConfigError, InvalidInput, UnknownWorkflow, RunNotFound, InvalidRunState, ReviewNotFound)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -118,9 +123,11 @@ app_option = click.option(
 
 def load_app(app_ref: str | None) -> App:
     """Import the operator's app, or a bare App over the configured database when none is named."""
-    with errors_as_exit():
-        settings = Settings.load()
+    settings = load_settings()
     ref = app_ref or settings.app
+    if ref and settings.config_file is None and not _project_named():
+        settings = _project_of_module(ref.partition(":")[0], settings)
+    note_database(settings)
     if not ref:
         return App(settings=settings)
     module_name, _, attr = ref.partition(":")
@@ -134,6 +141,56 @@ def load_app(app_ref: str | None) -> App:
     if not isinstance(app, App):
         fail(f"{ref} is not a crewline App (expected package.module:attribute naming an App)")
     return app
+
+
+def load_settings() -> Settings:
+    with errors_as_exit():
+        return Settings.load()
+
+
+def _project_named() -> bool:
+    return bool(os.environ.get("CREWLINE_PROJECT") or os.environ.get("CREWLINE_PROJECT_DIR"))
+
+
+def _project_of_module(module_name: str, settings: Settings) -> Settings:
+    """With no crewline.toml here or above, the project is the one the app's module lives in."""
+    if str(settings.project_dir) not in sys.path:
+        sys.path.insert(0, str(settings.project_dir))
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        return settings  # importing it says what is wrong
+    if spec is None or spec.origin is None or not os.path.isfile(spec.origin):
+        return settings
+    project = find_project(Path(spec.origin).parent)
+    if project is None:
+        return settings
+    os.environ["CREWLINE_PROJECT"] = str(project)  # for the App the module builds when imported
+    return load_settings()
+
+
+def note_database(settings: Settings) -> None:
+    """Say so when no project was found and the default database is about to be used (or created)."""
+    if settings.config_file is not None or os.environ.get("CREWLINE_DATABASE_URL"):
+        return
+    here = Path.cwd()
+    nearby = sorted(p.parent.name for p in here.glob(f"*/{CONFIG_FILE}"))
+    hint = f" (here: --project {' or '.join(nearby)})" if nearby else ""
+    path = Path(settings.database_url.removeprefix("sqlite:///"))
+    state = "using" if path.exists() else "creating"
+    click.echo(
+        f"crewline: no {CONFIG_FILE} in this directory or above: {state} the database "
+        f"{database_label(settings.database_url)}; to use a project, run from its directory or pass "
+        f"--project DIR{hint}",
+        err=True,
+    )
+
+
+def database_label(url: str) -> str:
+    """The database for a message: a SQLite file as a path from here, any other URL without password."""
+    if url.startswith("sqlite:///"):
+        return shown_path(Path(url.removeprefix("sqlite:///")))
+    return dialect_for_url(url).safe_url()
 
 
 def read_json_arg(value: str | None, what: str) -> Any:
@@ -150,7 +207,7 @@ def read_json_arg(value: str | None, what: str) -> Any:
     try:
         return parse_json(text, what)
     except InvalidInput as e:
-        fail(str(e))
+        fail(f"{e}; pass JSON or @file.json")
 
 
 def when(ts: float | None) -> str:

@@ -7,11 +7,11 @@ from typing import Any
 
 import click
 
-from ..config import Settings
 from ..models import reports
 from ..models.config import BudgetConfig, ModelsConfig
+from ..server.keys import list_keys
 from ..store import Conn, Database
-from ._common import echo_json, errors_as_exit, table
+from ._common import echo_json, errors_as_exit, load_settings, note_database, table
 
 __all__ = ["costs"]
 
@@ -25,15 +25,17 @@ _GROUPS = reports.GROUPS
     "groups",
     type=click.Choice(sorted(_GROUPS)),
     multiple=True,
-    help="Group by day, model and/or workflow (repeatable; default: each of them in turn).",
+    help="Group by day, model, workflow and/or key (the API key of proxy calls, with its name; repeatable; "
+    "default: day, model and workflow in turn).",
 )
 @click.option("--run", "run_id", help="Only the calls of this run.")
 @click.option("--budgets", "show_budgets", is_flag=True, help="Also show budgets: limit, spent, reserved.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def costs(days: int, groups: tuple[str, ...], run_id: str | None, show_budgets: bool, as_json: bool) -> None:
-    """Model spend by day, model and workflow (calls with an unknown price are counted apart, never as $0)."""
+    """Model spend by day, model, workflow or API key (calls with an unknown price are counted apart, never as $0)."""
+    settings = load_settings()
+    note_database(settings)
     with errors_as_exit():
-        settings = Settings.load()
         budgets = ModelsConfig.parse(settings.sections.get("models")).budgets
         database = Database(settings.database_url)
     since = time.time() - days * 86400
@@ -60,6 +62,9 @@ def _report(
     conn: Conn, groups: tuple[str, ...], since: float, run_id: str | None, budgets: BudgetConfig | None
 ) -> dict[str, Any]:
     out = reports.spend(conn, groups, since, run_id)
+    if "key" in out:
+        names = {k.id: k.name for k in list_keys(conn)}
+        out["key"] = [{**row, "name": names.get(row["key"]) or None} for row in out["key"]]
     if budgets is not None:
         out["budgets"] = reports.budgets(conn, budgets)
     return out
@@ -84,7 +89,8 @@ def _print(report: dict[str, Any], days: int) -> None:
 
 def _spend_row(group: str, r: dict[str, Any]) -> tuple[Any, ...]:
     cost = _usd(r["cost"]) + (f" (+{r['unpriced_calls']} unpriced)" if r["unpriced_calls"] else "")
-    return (r[group], r["calls"], r["cache_hits"], r["errors"], r["input_tokens"], r["output_tokens"], cost)
+    label = f"{r['name']} ({r['key']})" if group == "key" and r.get("name") else r[group]
+    return (label, r["calls"], r["cache_hits"], r["errors"], r["input_tokens"], r["output_tokens"], cost)
 
 
 def _budget_row(b: dict[str, Any]) -> tuple[Any, ...]:

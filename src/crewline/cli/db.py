@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ..config import Settings
 from ..store import Database
 from ..store.migrate import pending, upgrade, versions
-from ._common import errors_as_exit, table
+from ._common import database_label, errors_as_exit, load_settings, note_database, table
 
 __all__ = ["db"]
 
@@ -20,8 +19,10 @@ def db() -> None:
 @db.command("upgrade")
 def upgrade_cmd() -> None:
     """Apply every missing migration."""
+    settings = load_settings()
+    note_database(settings)
     with errors_as_exit():
-        database = Database(Settings.load().database_url)
+        database = Database(settings.database_url)
         try:
             applied = upgrade(database)
         finally:
@@ -34,13 +35,15 @@ def upgrade_cmd() -> None:
 @db.command("status")
 def status_cmd() -> None:
     """Show applied and pending migrations per component."""
+    settings = load_settings()
+    note_database(settings)
     with errors_as_exit():
-        database = Database(Settings.load().database_url)
+        database = Database(settings.database_url)
         try:
             have, todo = versions(database), pending(database)
         finally:
             database.close()
-    click.echo(f"database: {database.dialect.safe_url()}")
+    click.echo(f"database: {database_label(settings.database_url)}")
     click.echo(table(["component", "version"], sorted(have.items())))
     for component, m in todo:
         click.echo(f"pending: {component} {m.version}: {m.name}")

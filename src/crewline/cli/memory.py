@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -80,6 +81,31 @@ def ingest_cmd(
         click.echo(f"failed: {path}: {error}", err=True)
     if report.failed:
         raise SystemExit(1)
+
+
+@memory.command("remember")
+@app_option
+@click.argument("text")
+@click.option("--scope", required=True, help="Scope to remember it in, e.g. customer:42.")
+@click.option("--ttl", default=None, help="Forget it after this long, e.g. 365d or 12h (default: never).")
+@click.option("--meta", "metadata", default=None, help="JSON object of metadata (or @file.json).")
+@click.option("--kind", default="fact", show_default=True, help="What it is: fact, note, preference, ...")
+@_by
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def remember_cmd(app_ref: str | None, text: str, scope: str, ttl: str | None, metadata: str | None, kind: str,
+                 author: str, as_json: bool) -> None:  # fmt: skip
+    """Store TEXT (- reads standard input) in a scope; a near duplicate there is updated instead."""
+    if text == "-":
+        text = sys.stdin.read()
+    meta = read_json_arg(metadata, "--meta")
+    written = _with_store(
+        app_ref,
+        lambda store: store.remember(text, scope=scope, kind=kind, metadata=meta, ttl=ttl, author=author),
+    )
+    if as_json:
+        echo_json(dataclasses.asdict(written))
+        return
+    click.echo(f"{written.action} {written.id} in scope {written.scope} (version {written.version})")
 
 
 @memory.command("search")

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import getpass
-import json
+from pathlib import Path
 from typing import Any
 
 import click
 
 from ..app import App
+from ..errors import InvalidInput, RunNotFound
 from ..flows.review import ReviewRequest
+from ..store.payloads import parse_json
 from ._common import app_option, echo_json, load_app, read_json_arg, table, when, with_app
+from ._render import render
 
 __all__ = ["review"]
 
@@ -28,8 +31,12 @@ def review() -> None:
 
 @review.command("list")
 @app_option
-@click.option("--status", default="pending", show_default=True,
-              type=click.Choice(["pending", "approved", "rejected", "expired", "resolved", "all"]))  # fmt: skip
+@click.option(
+    "--status",
+    default="pending",
+    show_default=True,
+    type=click.Choice(["pending", "approved", "rejected", "expired", "resolved", "closed", "all"]),
+)
 @click.option("--run", "run_id", default=None, help="Only this run's requests.")
 @click.option("--json", "as_json", is_flag=True)
 def list_cmd(app_ref: str | None, status: str, run_id: str | None, as_json: bool) -> None:
@@ -49,12 +56,20 @@ def list_cmd(app_ref: str | None, status: str, run_id: str | None, as_json: bool
 @click.argument("request_id")
 @click.option("--json", "as_json", is_flag=True)
 def show_cmd(app_ref: str | None, request_id: str, as_json: bool) -> None:
-    """Everything a reviewer needs: the action, the preview, what produced it, its cost so far."""
-    req = with_app(lambda app: app.reviews.get(request_id), load_app(app_ref))
+    """Everything a reviewer needs: the run's input, the action, the preview, what produced it, its cost."""
+
+    async def go(app: App) -> tuple[ReviewRequest, Any]:
+        req = await app.reviews.get(request_id)
+        try:
+            return req, (await app.get_run(req.run_id)).input
+        except RunNotFound:  # deleted by `crewline prune --delete-runs`
+            return req, None
+
+    req, run_input = with_app(go, load_app(app_ref))
     if as_json:
         echo_json(req.to_json())
         return
-    click.echo(_describe(req))
+    click.echo(_describe(req, run_input))
 
 
 @review.command("approve")
@@ -63,17 +78,30 @@ def show_cmd(app_ref: str | None, request_id: str, as_json: bool) -> None:
 @_by
 @_comment
 @_hash
-@click.option("--edit", default=None, help="Approve with this instead of the preview (JSON or @file).")
-def approve_cmd(app_ref: str | None, request_id: str, by: str | None, comment: str | None,
-                seen_hash: str | None, edit: str | None) -> None:  # fmt: skip
+@click.option(
+    "--edit",
+    default=None,
+    metavar="TEXT|JSON|@FILE",
+    help="Approve with this instead of the preview: plain text where the preview is text, "
+    "else JSON; inline or @file.",
+)
+def approve_cmd(
+    app_ref: str | None,
+    request_id: str,
+    by: str | None,
+    comment: str | None,
+    seen_hash: str | None,
+    edit: str | None,
+) -> None:
     """Approve; with --edit the run continues with the edited value."""
-    value = _read_edit(edit)
-    req = with_app(
-        lambda app: app.reviews.approve(
+
+    async def go(app: App) -> ReviewRequest:
+        value = None if edit is None else _edit_value(edit, await app.reviews.get(request_id))
+        return await app.reviews.approve(
             request_id, by=by or _user(), comment=comment, edit=value, seen_hash=seen_hash
-        ),
-        load_app(app_ref),
-    )
+        )
+
+    req = with_app(go, load_app(app_ref))
     click.echo(f"{req.id} approved by {req.decided_by}; run {req.run_id} resumes")
 
 
@@ -112,21 +140,23 @@ def resolve_cmd(
     click.echo(f"{req.id} resolved as {outcome}; run {req.run_id} resumes")
 
 
-def _read_edit(edit: str | None) -> Any:
-    """An edit is JSON; a file that is not JSON is taken as text (a reply draft, say)."""
-    if edit is None:
-        return None
+def _edit_value(edit: str, req: ReviewRequest) -> Any:
+    """The edit as the preview has it: text stays text (a reply draft), anything else is JSON."""
+    text = edit
     if edit.startswith("@"):
-        from pathlib import Path
-
-        text = Path(edit[1:]).read_text(encoding="utf-8") if Path(edit[1:]).exists() else None
-        if text is None:
-            return read_json_arg(edit, "--edit")
         try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            return text
-    return read_json_arg(edit, "--edit")
+            text = Path(edit[1:]).read_text(encoding="utf-8").removesuffix("\n")
+        except (OSError, UnicodeDecodeError) as e:
+            raise InvalidInput(
+                f"cannot read --edit file {edit[1:]}: {getattr(e, 'strerror', None) or e}"
+            ) from None
+    if isinstance(req.preview, str) and req.preview_type is None:
+        return text
+    try:
+        return parse_json(text, "--edit")
+    except InvalidInput as e:
+        shape = "a JSON object" if isinstance(req.preview, dict) else "JSON"
+        raise InvalidInput(f"{e}; the preview is {shape}: pass JSON inline or @file.json") from None
 
 
 def _user() -> str:
@@ -136,7 +166,7 @@ def _user() -> str:
         return "operator"
 
 
-def _describe(req: ReviewRequest) -> str:
+def _describe(req: ReviewRequest, run_input: Any) -> str:
     lines = [
         f"request   {req.id} ({req.kind}, risk {req.risk}{', escalated' if req.escalated else ''})",
         f"run       {req.run_id} step {req.step_no}",
@@ -145,13 +175,15 @@ def _describe(req: ReviewRequest) -> str:
         + (f" by {req.decided_by} at {when(req.decided_at)}" if req.decided_by else ""),
         f"expires   {when(req.expires_at)} (then: {req.on_timeout})",
         f"hash      {req.content_hash}",
+        "input:",
+        *render(run_input),
         "preview:",
-        json.dumps(req.preview, indent=2, default=str),
+        *render(req.preview),
         "context:",
-        json.dumps(req.context, indent=2, default=str),
+        *render(req.context),
     ]
     if req.comment:
         lines.append(f"comment   {req.comment}")
     if req.edit is not None:
-        lines += ["edit:", json.dumps(req.edit, indent=2, default=str)]
+        lines += ["edit:", *render(req.edit)]
     return "\n".join(lines)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
 from typing import Any
 
 import click
@@ -13,6 +15,9 @@ from ..errors import ConfigError, RunFailed
 from ..flows.operations import parse_overrides
 from ..flows.records import STATES, RunRecord, StepRecord
 from ..models.records import prune_payloads
+from ..models.reports import calls, usage_by_run, usage_by_step
+from ..store.database import Conn
+from ..store.retention import PruneReport
 from ..store.retention import prune as prune_db
 from ._common import (
     app_option,
@@ -25,6 +30,19 @@ from ._common import (
     when,
     with_app,
 )
+from ._runview import (
+    diff_blocks,
+    diff_verdict,
+    error_text,
+    money,
+    run_seconds,
+    span,
+    step_detail,
+    step_diff,
+    tokens,
+    usage_line,
+)
+from ._waiting import echo_err, no_worker_note, timed_out_message, wait_for_run, waiting_on_person
 
 __all__ = ["prune", "run", "runs"]
 
@@ -36,15 +54,21 @@ __all__ = ["prune", "run", "runs"]
 @click.option("--id", "run_id", default=None, help="Run id to use (starting the same id again is a no-op).")
 @click.option("--idempotency-key", default=None, help="Starting with the same key returns the existing run.")
 @click.option("--priority", type=int, default=None, help="Higher runs first within the queue.")
-@click.option("--wait", is_flag=True, help="Wait for the run to finish; print its output or its error.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Wait for the run: print its output (exit 0) or error (exit 1), or the review it waits on (exit 3).",
+)
 @click.option("--timeout", default=None, help="With --wait: give up after this long (e.g. 30s, 5m).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def run(app_ref: str | None, workflow: str, input_: str | None, run_id: str | None, idempotency_key: str | None,
         priority: int | None, wait: bool, timeout: str | None, as_json: bool) -> None:  # fmt: skip
     """Start WORKFLOW (workers execute it; see `crewline worker`)."""
+    if timeout is not None and not wait:
+        fail("--timeout bounds --wait: add --wait to wait for the run, or drop --timeout")
+    seconds = _duration(timeout)
     app = load_app(app_ref)
     payload = read_json_arg(input_, "--input")
-    seconds = _duration(timeout)
 
     async def go(app: App) -> None:
         rid = await app.start(
@@ -52,23 +76,37 @@ def run(app_ref: str | None, workflow: str, input_: str | None, run_id: str | No
         )
         if not wait:
             click.echo(echo_line({"run_id": rid}) if as_json else rid)
+            note = await no_worker_note(app)
+            if note is not None:
+                echo_err(note)
             return
-        try:
-            output = await app.result(rid, timeout=seconds)
-        except RunFailed as e:
-            if as_json:
-                echo_json({"run_id": rid, "status": e.status, "error": e.error})
-            else:
-                click.echo(f"run {rid} {e.status}: {_error_text(e.error)}", err=True)
-            raise SystemExit(1) from None
-        except TimeoutError as e:
-            fail(f"{e}; it keeps going, check it with `crewline runs show {rid}`", 1)
-        if as_json:
-            echo_json({"run_id": rid, "status": "completed", "output": _plain(output)})
-        else:
-            click.echo(echo_line(_plain(output)))
+        await _wait(app, rid, seconds, as_json)
 
     with_app(go, app)
+
+
+async def _wait(app: App, rid: str, seconds: float | None, as_json: bool) -> None:
+    try:
+        end = await wait_for_run(app, rid, seconds)
+    except RunFailed as e:
+        if as_json:
+            echo_json({"run_id": rid, "status": e.status, "error": e.error})
+        else:
+            click.echo(f"run {rid} {e.status}: {error_text(e.error)}", err=True)
+        raise SystemExit(1) from None
+    except TimeoutError:
+        fail(await timed_out_message(app, rid, seconds), 1)
+    if end.review is not None:
+        if as_json:
+            review = {"id": end.review.id, "kind": end.review.kind, "action": end.review.action}
+            echo_json({"run_id": rid, "status": "waiting", "review": review})
+        else:
+            click.echo(waiting_on_person(rid, end.review))
+        raise SystemExit(3)
+    if as_json:
+        echo_json({"run_id": rid, "status": "completed", "output": _plain(end.output)})
+    else:
+        click.echo(echo_line(_plain(end.output)))
 
 
 @click.group()
@@ -83,48 +121,154 @@ def runs() -> None:
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def list_cmd(app_ref: str | None, state: str | None, workflow: str | None, limit: int, as_json: bool) -> None:
-    """Runs, newest first."""
-    records = with_app(
-        lambda app: app.list_runs(state=state, workflow=workflow, limit=limit), load_app(app_ref)
-    )
+    """Runs, newest first, with their duration, model tokens and cost."""
+
+    async def go(app: App) -> tuple[list[RunRecord], dict[str, dict[str, Any]]]:
+        records = await app.list_runs(state=state, workflow=workflow, limit=limit)
+        ids = [r.id for r in records]
+        return records, await app.db.read(lambda conn: usage_by_run(conn, ids))
+
+    records, usage = with_app(go, load_app(app_ref))
     if as_json:
-        echo_json([_run_summary(r) for r in records])
+        echo_json([_run_summary(r, usage.get(r.id)) for r in records])
         return
-    rows = [(r.id, r.workflow, r.status, r.wait_reason or "", when(r.created_at), when(r.finished_at))
-            for r in records]  # fmt: skip
-    click.echo(table(["id", "workflow", "status", "waiting for", "created", "finished"], rows))
+    headers = ["id", "workflow", "status", "waiting for", "created", "duration", "tokens", "cost"]
+    rows = [
+        (
+            r.id,
+            r.workflow,
+            r.status,
+            r.wait_reason or "",
+            when(r.created_at),
+            span(run_seconds(r)),
+            tokens(usage.get(r.id)),
+            money(usage.get(r.id)),
+        )
+        for r in records
+    ]
+    click.echo(table(headers, rows))
 
 
 @runs.command("show")
 @app_option
 @click.argument("run_id")
+@click.option(
+    "--step",
+    "step_no",
+    type=click.IntRange(1),
+    default=None,
+    help="Show this step in full: input, output, error, model, prompt, tokens, cost, timings.",
+)
 @click.option("--json", "as_json", is_flag=True)
-def show_cmd(app_ref: str | None, run_id: str, as_json: bool) -> None:
-    """A run and its steps."""
+def show_cmd(app_ref: str | None, run_id: str, step_no: int | None, as_json: bool) -> None:
+    """A run and its steps (one line each), or one step in full with --step."""
 
-    async def go(app: App) -> tuple[RunRecord, list[StepRecord]]:
-        return await app.get_run(run_id), await app.steps(run_id)
+    async def go(
+        app: App,
+    ) -> tuple[RunRecord, list[StepRecord], dict[int, dict[str, Any]], list[dict[str, Any]]]:
+        record, steps = await app.get_run(run_id), await app.steps(run_id)
+        usage = await app.db.read(lambda conn: usage_by_step(conn, run_id))
+        found = (
+            [] if step_no is None else await app.db.read(lambda conn: calls(conn, run_id=run_id, limit=1000))
+        )
+        return record, steps, usage, [c for c in reversed(found) if c["step"] == step_no]
 
-    record, steps = with_app(go, load_app(app_ref))
-    if as_json:
-        echo_json({**record.to_json(), "steps": [s.to_json() for s in steps]})
+    record, steps, usage, step_calls = with_app(go, load_app(app_ref))
+    if step_no is not None:
+        _show_step(record, steps, step_no, usage.get(step_no), step_calls, as_json)
         return
-    click.echo(f"run       {record.id}\nworkflow  {record.workflow} (version {record.version or '-'}, queue "
-               f"{record.queue})\nstatus    {record.status}" + (f" ({record.wait_reason})" if record.wait_reason
-               else ""))  # fmt: skip
-    for label, value in (("forked", record.forked_from and f"{record.forked_from} from step {record.fork_step}"),
-                         ("parent", record.parent_id), ("recovered", record.recoveries or None)):  # fmt: skip
+    total = _total(usage)
+    if as_json:
+        echo_json({**record.to_json(), **_figures(record, total), "steps": [s.to_json() for s in steps]})
+        return
+    click.echo("\n".join(_run_lines(record, total)))
+    if record.pruned_at is not None:
+        return
+    headers = ["#", "kind", "name", "effect", "status", "tries", "ms", "tokens", "cost", "output / error"]
+    rows = [
+        (
+            s.step_no,
+            s.kind,
+            s.name,
+            s.effect,
+            s.status,
+            s.attempts,
+            _ms(s),
+            tokens(usage.get(s.step_no)),
+            money(usage.get(s.step_no)),
+            _brief(s),
+        )
+        for s in steps
+    ]
+    click.echo("\n" + table(headers, rows))
+    if steps:
+        click.echo(f"\nOne step in full: crewline runs show {record.id} --step N")
+
+
+def _run_lines(record: RunRecord, total: dict[str, Any] | None) -> list[str]:
+    wait = f" ({record.wait_reason})" if record.wait_reason else ""
+    lines = [
+        f"run       {record.id}",
+        f"workflow  {record.workflow} (version {record.version or '-'}, queue {record.queue})",
+        f"status    {record.status}{wait}",
+    ]
+    forked = record.forked_from and f"{record.forked_from} from step {record.fork_step}"
+    for label, value in (("forked", forked), ("parent", record.parent_id), ("recovered", record.recoveries)):
         if value:
-            click.echo(f"{label:<10}{value}")
-    click.echo(f"created   {when(record.created_at)}\nfinished  {when(record.finished_at)}")
-    click.echo(f"input     {echo_line(record.input)}")
-    if record.status == "completed":
-        click.echo(f"output    {echo_line(record.output)}")
+            lines.append(f"{label:<10}{value}")
+    lines += [
+        f"created   {when(record.created_at)}",
+        f"finished  {when(record.finished_at)}",
+        f"duration  {span(run_seconds(record))}",
+        f"cost      {usage_line(total)}",
+    ]
+    if record.pruned_at is not None:
+        gone = f"(pruned on {when(record.pruned_at)})"
+        lines += [f"input     {gone}", f"output    {gone}", f"steps     {gone}"]
+    else:
+        lines.append(f"input     {echo_line(record.input)}")
+        if record.status == "completed":
+            lines.append(f"output    {echo_line(record.output)}")
     if record.error:
-        click.echo(f"error     {_error_text(record.error)}")
-    rows = [(s.step_no, s.kind, s.name, s.effect, s.status, s.attempts, _ms(s), _brief(s))
-            for s in steps]  # fmt: skip
-    click.echo("\n" + table(["#", "kind", "name", "effect", "status", "tries", "ms", "output / error"], rows))
+        lines.append(f"error     {error_text(record.error)}")
+    return lines
+
+
+def _show_step(
+    record: RunRecord,
+    steps: list[StepRecord],
+    step_no: int,
+    usage: dict[str, Any] | None,
+    step_calls: list[dict[str, Any]],
+    as_json: bool,
+) -> None:
+    step = next((s for s in steps if s.step_no == step_no), None)
+    if step is None:
+        have = f"it has steps 1 to {len(steps)}" if steps else "it has no steps recorded"
+        if record.pruned_at is not None:
+            have = f"its steps were pruned on {when(record.pruned_at)}"
+        fail(f"run {record.id} has no step {step_no} ({have})")
+    if as_json:
+        echo_json({**step.to_json(), "run_id": record.id, "usage": usage, "calls": step_calls})
+        return
+    click.echo("\n".join(step_detail(record.id, step, usage, step_calls)))
+
+
+def _total(usage: dict[int, dict[str, Any]]) -> dict[str, Any] | None:
+    if not usage:
+        return None
+    keys = ("calls", "input_tokens", "output_tokens", "cost", "unpriced_calls")
+    return {k: sum(u[k] for u in usage.values()) for k in keys}
+
+
+def _figures(record: RunRecord, usage: dict[str, Any] | None) -> dict[str, Any]:
+    """Duration, tokens and cost of a run, as --json prints them."""
+    return {
+        "duration_s": run_seconds(record),
+        "tokens": 0 if not usage else usage["input_tokens"] + usage["output_tokens"],
+        "cost": 0.0 if not usage else usage["cost"],
+        "usage": usage,
+    }
 
 
 @runs.command("cancel")
@@ -160,9 +304,11 @@ def fork_cmd(
 @click.argument("run_b")
 @click.option("--json", "as_json", is_flag=True)
 def diff_cmd(app_ref: str | None, run_a: str, run_b: str, as_json: bool) -> None:
-    """Two runs' steps side by side (a fork against its original, say)."""
+    """Two runs' steps compared (a fork against its original, say): which differ, and the lines that do."""
 
     async def go(app: App) -> tuple[list[StepRecord], list[StepRecord]]:
+        await app.get_run(run_a)
+        await app.get_run(run_b)
         return await app.steps(run_a), await app.steps(run_b)
 
     steps_a, steps_b = with_app(go, load_app(app_ref))
@@ -170,36 +316,22 @@ def diff_cmd(app_ref: str | None, run_a: str, run_b: str, as_json: bool) -> None
     if as_json:
         echo_json(rows)
         return
-    click.echo(table(["#", "step", "same", run_a[:12], run_b[:12]],
-                     [(r["step"], r["name"], "=" if r["same"] else "*", _cell(r["a"]), _cell(r["b"])) for r in rows]))  # fmt: skip
+    click.echo(f"A = {run_a}\nB = {run_b}\n")
+    verdicts = [(r["step"], r["name"], r["kind"], diff_verdict(r)) for r in rows]
+    click.echo(table(["#", "step", "kind", "outcome"], verdicts))
+    click.echo("\n".join(diff_blocks(rows, "A", "B")))
 
 
-def step_diff(a: list[StepRecord], b: list[StepRecord]) -> list[dict[str, Any]]:
-    by_a, by_b = {s.step_no: s for s in a}, {s.step_no: s for s in b}
-    out = []
-    for n in sorted(set(by_a) | set(by_b)):
-        sa, sb = by_a.get(n), by_b.get(n)
-        va, vb = _outcome(sa), _outcome(sb)
-        name = sa.name if sa is not None else sb.name if sb is not None else ""
-        out.append({"step": n, "name": name, "same": va == vb, "a": va, "b": vb})
-    return out
-
-
-def _outcome(step: StepRecord | None) -> Any:
-    if step is None:
-        return None
-    if step.error:
-        return {"error": _error_text(step.error)}
-    out = step.output
-    if step.kind == "llm" and isinstance(out, dict):  # the answer and who gave it, not the bookkeeping
-        return {"model": out.get("model"), "prompt": out.get("prompt"), "text": out.get("text"),
-                "output": out.get("output")}  # fmt: skip
-    return out
-
-
-def _cell(value: Any) -> str:
-    text = "-" if value is None else echo_line(value)
-    return text if len(text) <= 48 else text[:45] + "..."
+@runs.command("event")
+@app_option
+@click.argument("run_id")
+@click.argument("name")
+@click.option("--payload", default=None, help="The event's payload as JSON, or @file.json.")
+def event_cmd(app_ref: str | None, run_id: str, name: str, payload: str | None) -> None:
+    """Send event NAME to RUN_ID: what its `ctx.wait_for(NAME)` waits for; the run then resumes."""
+    value = read_json_arg(payload, "--payload")
+    event_id = with_app(lambda app: app.send_event(run_id, name, value), load_app(app_ref))
+    click.echo(f"event {name} sent to run {run_id} (event {event_id})")
 
 
 @runs.command("resolve")
@@ -219,19 +351,58 @@ def resolve_cmd(app_ref: str | None, run_id: str, step: int, outcome: str, outpu
 @click.command()
 @click.option("--older-than", default="30d", show_default=True, help="Age of finished runs to prune.")
 @click.option("--delete-runs", is_flag=True, help="Delete the runs themselves, not only their payloads.")
-def prune(older_than: str, delete_runs: bool) -> None:
-    """Remove finished runs' payloads (and unreferenced blobs) to keep the database bounded."""
-    seconds = _duration(older_than)
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@click.option(
+    "--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed when not on a terminal)."
+)
+def prune(older_than: str, delete_runs: bool, dry_run: bool, yes: bool) -> None:
+    """Remove finished runs' payloads (and unreferenced blobs) to keep the database bounded.
+
+    Asks for confirmation on a terminal; elsewhere pass --yes. --dry-run only says what would go.
+    """
+    seconds = _duration(older_than) or 0.0
+    now = time.time()  # one cutoff for the preview and the prune it confirms
     app = load_app(None)
     try:
-        calls = app.db.run(lambda conn: prune_payloads(conn, seconds or 0.0))
-        report = prune_db(app.db, seconds or 0.0, delete_runs=delete_runs)
+        with errors_as_exit():
+            plan = _prune(app, seconds, now, delete_runs, dry_run=True)
+            if plan.empty:
+                click.echo(f"nothing to prune: no finished run ended more than {older_than} ago")
+                return
+            if dry_run:
+                click.echo(f"would prune {_what(plan, delete_runs)}")
+                return
+            if not yes:
+                _confirm(f"prune {_what(plan, delete_runs)} for good?")
+            report = _prune(app, seconds, now, delete_runs, dry_run=False)
     finally:
         app.close()
-    click.echo(
-        f"pruned {', '.join(f'{n} {table}' for table, n in report.tables.items())}, {calls} model calls' "
-        f"payloads, {report.blobs} blobs ({report.blob_bytes} bytes)"
+    click.echo(f"pruned {_what(report, delete_runs)}")
+
+
+def _prune(app: App, seconds: float, now: float, delete_runs: bool, *, dry_run: bool) -> PruneReport:
+    def calls(conn: Conn, cutoff: float) -> int:
+        return prune_payloads(conn, 0.0, now=cutoff)
+
+    return prune_db(app.db, seconds, delete_runs=delete_runs, dry_run=dry_run, now=now, also=calls)
+
+
+def _what(report: PruneReport, delete_runs: bool) -> str:
+    runs = f"{report.runs} runs (deleted)" if delete_runs else f"{report.runs} runs' input and output"
+    return (
+        f"{runs}, {report.steps} steps, {report.events} events, {report.model_calls} model calls' payloads, "
+        f"{report.blobs} blobs ({report.blob_bytes} bytes)"
     )
+
+
+def _confirm(question: str) -> None:
+    if not sys.stdin.isatty():
+        fail(
+            "prune removes data for good and this is not a terminal to ask on: pass --yes to go ahead, "
+            "or --dry-run to see what would go"
+        )
+    if not click.confirm(question, default=False):
+        fail("nothing pruned", 1)
 
 
 def _duration(value: str | None) -> float | None:
@@ -252,23 +423,28 @@ def echo_line(value: Any) -> str:
     return json.dumps(_plain(value), default=str)
 
 
-def _error_text(error: dict[str, Any] | None) -> str:
-    if not error:
-        return "-"
-    where = f" (step {error['step']})" if error.get("step") is not None else ""
-    return f"{error.get('type')}: {error.get('message')}{where}"
-
-
 def _ms(step: StepRecord) -> str:
     return "-" if step.finished_at is None else f"{(step.finished_at - step.started_at) * 1000:.1f}"
 
 
 def _brief(step: StepRecord) -> str:
-    text = _error_text(step.error) if step.error else echo_line(step.output)
+    text = error_text(step.error) if step.error else echo_line(step.output)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _run_summary(r: RunRecord) -> dict[str, Any]:
-    keys = ("id", "workflow", "status", "wait_reason", "queue", "priority", "created_at", "finished_at", "error",
-            "forked_from", "parent_id")  # fmt: skip
-    return {k: getattr(r, k) for k in keys}
+def _run_summary(r: RunRecord, usage: dict[str, Any] | None) -> dict[str, Any]:
+    keys = (
+        "id",
+        "workflow",
+        "status",
+        "wait_reason",
+        "queue",
+        "priority",
+        "created_at",
+        "finished_at",
+        "error",
+        "forked_from",
+        "parent_id",
+        "pruned_at",
+    )
+    return {**{k: getattr(r, k) for k in keys}, **_figures(r, usage)}

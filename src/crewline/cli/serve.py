@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import signal
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ._common import LoopFactory, app_option, errors_as_exit, fail, load_app, loop_option
+from ._common import LoopFactory, app_option, database_label, errors_as_exit, fail, load_app, loop_option
+from ._guide import guide as next_steps
+from .config import require_valid_project
+
+if TYPE_CHECKING:
+    from ..server import ServerConfig
 
 __all__ = ["serve"]
 
@@ -41,6 +47,14 @@ __all__ = ["serve"]
     type=click.IntRange(1, 3600),
     help="Seconds to let in-flight requests finish on shutdown.",
 )
+@click.option(
+    "--access-log",
+    is_flag=True,
+    help="Log one line per HTTP request (client, method, path, status). Off by default.",
+)
+@click.option(
+    "--guide", is_flag=True, help="Once listening, print what to do next: URLs, a key, runs, reviews."
+)
 @loop_option
 def serve(
     app_ref: str | None,
@@ -49,19 +63,23 @@ def serve(
     no_workers: bool,
     concurrency: int,
     graceful_timeout: int,
+    access_log: bool,
+    guide: bool,
     loop_factory: LoopFactory | None,
 ) -> None:
     """Serve the REST API and webhooks, and execute runs unless --no-workers.
 
     SIGTERM or Ctrl-C: stop accepting requests, finish those in flight, let running steps finish and
-    release their runs, then exit.
+    release their runs, then exit. The log has one line per run state change (logger crewline.runs).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    require_valid_project()
     app = load_app(app_ref)
     with errors_as_exit():
-        from ..server import create_app
+        from ..server import ServerConfig, create_app
 
-        api = create_app(app, workers=0 if no_workers else concurrency)
+        config = ServerConfig.from_settings(app.settings)
+        api = create_app(app, config=config, workers=0 if no_workers else concurrency)
     try:
         sock = _bind(host, port)
     except OSError as e:
@@ -72,10 +90,12 @@ def serve(
     loop = "asyncio" if loop_factory is None else "uvloop"
     click.echo(
         f"crewline serve: listening on http://{url_host}:{bound[1]} ({len(app.workflows)} workflows, "
-        f"{workers}, database {app.db.dialect.safe_url()}, event loop {loop})",
+        f"{workers}, database {database_label(app.settings.database_url)}, event loop {loop})",
         err=True,
     )
-    _run(api, sock, graceful_timeout, loop_factory)
+    if guide:
+        click.echo(next_steps(app, f"http://{url_host}:{bound[1]}"), err=True)
+    _run(api, config, sock, graceful_timeout, access_log, loop_factory)
     click.echo("crewline serve: stopped", err=True)
 
 
@@ -90,13 +110,31 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _run(api: Any, sock: socket.socket, graceful_timeout: int, loop_factory: LoopFactory | None) -> None:
+def _run(
+    api: Any,
+    config: ServerConfig,
+    sock: socket.socket,
+    graceful_timeout: int,
+    access_log: bool,
+    loop_factory: LoopFactory | None,
+) -> None:
     import uvicorn
 
-    config = uvicorn.Config(
-        api, lifespan="on", log_level="info", access_log=False, timeout_graceful_shutdown=graceful_timeout
+    from ..server.connections import uvicorn_config
+
+    # uvicorn writes its access log to stdout; keep the server's whole log on one stream (stderr).
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"
+    options = uvicorn_config(
+        api,
+        config,
+        lifespan="on",
+        log_level="info",
+        log_config=log_config,
+        access_log=access_log,
+        timeout_graceful_shutdown=graceful_timeout,
     )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(options)
     # uvicorn re-raises the signal that stopped it once it is done; make that a clean exit, not a kill.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)

@@ -9,7 +9,8 @@ import signal
 import click
 
 from ..app import App
-from ._common import LoopFactory, app_option, load_app, loop_option, run_async
+from ._common import LoopFactory, app_option, database_label, load_app, loop_option, run_async
+from .config import require_valid_project
 
 __all__ = ["worker"]
 
@@ -25,6 +26,7 @@ def worker(
 ) -> None:
     """Claim and execute runs; SIGTERM or Ctrl-C finish the current steps, release the runs and exit."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    require_valid_project()
     app = load_app(app_ref)
     if not app.workflows:
         click.echo(
@@ -40,7 +42,7 @@ async def _serve(app: App, concurrency: int, worker_id: str | None, loop_name: s
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, w.stop)
     click.echo(f"worker {w.id}: {len(app.workflows)} workflows, concurrency {concurrency}, "
-               f"database {app.db.dialect.safe_url()}, event loop {loop_name}", err=True)  # fmt: skip
+               f"database {database_label(app.settings.database_url)}, event loop {loop_name}", err=True)  # fmt: skip
     try:
         await w.run()
     finally:

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import ActionRejected, InvalidInput, StepError
-from .llm import LlmRequest, call_llm
+from .journal import Journal
+from .llm import LlmRequest, ModelCalls
+from .step_call import use_tool
 from .tools import Tool, as_tool
 
-if TYPE_CHECKING:
-    from .context import Context
-
-__all__ = ["AgentResult", "run_agent"]
+__all__ = ["AgentResult", "AgentTask", "run_agent"]
 
 DEFAULT_INSTRUCTIONS = (
     "You are a careful assistant working for a small business. Use the tools when they help; when you "
@@ -40,26 +39,37 @@ class AgentResult:
         return self.status == "completed"
 
 
-async def run_agent(
-    ctx: Context, goal: str, *, tools: Sequence[Tool | Any], model: str | None, max_steps: int,
-    budget: float | None, instructions: str | None, name: str,
-) -> AgentResult:  # fmt: skip
+@dataclass(frozen=True)
+class AgentTask:
+    """What ``ctx.agent`` was asked (see its docstring)."""
+
+    goal: str
+    tools: Sequence[Tool | Any] = ()
+    model: str | None = None
+    max_steps: int = 10
+    budget: float | None = None
+    instructions: str | None = None
+    name: str = "agent"
+
+
+async def run_agent(models: ModelCalls, task: AgentTask) -> AgentResult:
     from ..models import Tool as ModelTool
     from ..models import assistant, system, tool_result, user
     from ..models.types import ToolCall
 
+    max_steps, budget = task.max_steps, task.budget
     if max_steps < 1:
         raise InvalidInput(f"max_steps must be at least 1, got {max_steps}")
-    table = {t.name: t for t in map(as_tool, tools)}
+    table = {t.name: t for t in map(as_tool, task.tools)}
     specs = tuple(ModelTool(t.name, t.description, t.json_schema()) for t in table.values())
-    messages: list[Any] = [system(instructions or DEFAULT_INSTRUCTIONS), user(goal)]
+    messages: list[Any] = [system(task.instructions or DEFAULT_INSTRUCTIONS), user(task.goal)]
     cost, calls, text = 0.0, 0, ""
     for turn in range(1, max_steps + 1):
         if budget is not None and cost >= budget:
             return AgentResult("budget", text, turn - 1, calls, cost)
         try:
-            record = await call_llm(
-                ctx, f"{name}:turn", LlmRequest(model, tuple(messages), None, tools=specs)
+            record = await models.call(
+                f"{task.name}:turn", LlmRequest(task.model, tuple(messages), None, tools=specs)
             )
         except StepError as e:
             if e.error_type == "BudgetExceeded":
@@ -74,17 +84,17 @@ async def run_agent(
         messages.append(assistant(text, requested))
         for call in requested:
             calls += 1
-            messages.append(tool_result(call, await _use(ctx, table, call.name, call.arguments)))
+            messages.append(tool_result(call, await _use(models.journal, table, call.name, call.arguments)))
     return AgentResult("max_steps", text, max_steps, calls, cost)
 
 
-async def _use(ctx: Context, table: dict[str, Tool], name: str, arguments: dict[str, Any]) -> Any:
+async def _use(journal: Journal, table: dict[str, Tool], name: str, arguments: dict[str, Any]) -> Any:
     """Run one requested tool; a mistake becomes a message the model can correct, not a crash."""
     tool = table.get(name)
     if tool is None:
         return {"error": f"there is no tool named {name!r}; available: {', '.join(sorted(table))}"}
     try:
-        return await ctx.tool(tool, **arguments)
+        return await use_tool(journal, tool, arguments)
     except InvalidInput as e:
         return {"error": str(e)}
     except ActionRejected as e:

@@ -3,110 +3,151 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import pydantic
 
 from ..config import parse_duration
 from ..errors import InvalidInput
-from ..store.payloads import dump, load
+from ..store.database import Conn
+from ..store.payloads import dump
 from .engine import Suspend
-from .review import ON_TIMEOUT, Decision, create_request, set_status, type_name
+from .journal import Entry, Journal, Outcome
+from .review import (
+    ON_TIMEOUT,
+    Decision,
+    NewRequest,
+    create_request,
+    escalate,
+    get_request,
+    set_status,
+    type_name,
+)
+from .states import Park
 
-if TYPE_CHECKING:
-    from .context import Context
-
-__all__ = ["request_approval"]
+__all__ = ["Approval", "request_approval"]
 
 
-async def request_approval(
-    ctx: Context, action: str, *, preview: Any, risk: str | None, timeout: float | str | None,
-    on_timeout: str, context: dict[str, Any] | None,
-) -> Decision:  # fmt: skip
-    if on_timeout not in ON_TIMEOUT:
-        raise InvalidInput(f"on_timeout must be reject, approve or escalate, got {on_timeout!r}")
-    engine = ctx._engine
-    level = engine.risk_policy.risk_for(action, risk)
-    n, rec = await ctx._begin(action, "approval")
+@dataclass(frozen=True)
+class Approval:
+    """What ``ctx.approve`` was asked (see its docstring)."""
+
+    action: str
+    preview: Any = None
+    risk: str | None = None
+    timeout: float | str | None = None
+    on_timeout: str = "reject"
+    context: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A live approval step: its request and when (on the engine's clock) it times out."""
+
+    entry: Entry
+    request_id: str
+    deadline: float | None
+    on_timeout: str
+
+
+async def request_approval(journal: Journal, ask: Approval) -> Decision:
+    if ask.on_timeout not in ON_TIMEOUT:
+        raise InvalidInput(f"on_timeout must be reject, approve or escalate, got {ask.on_timeout!r}")
+    engine = journal.engine
+    level = engine.risk_policy.risk_for(ask.action, ask.risk)
+    entry = await journal.begin(ask.action, "approval")
+    rec = entry.record
     if rec is not None and rec.status == "done":
-        return _decision(rec.output, preview)
-    started = rec.started_at if rec is not None else time.time()
+        return _decision(rec.output, ask.preview)
     if level == "low":
         auto = {"approved": True, "status": "auto", "decided_by": "policy", "decided_at": time.time()}
-        from .context import _Call  # the context module imports this one
-
-        await ctx._record_call(
-            _Call(n, action, "approval", "read", started, None), "done", dump(auto), None, 1
-        )
-        return _decision(auto, preview)
-    if level == "high" and on_timeout == "approve":
-        on_timeout = "escalate"  # high risk is never approved by a clock
-    request_id = f"{ctx.run_id}:{n}"
+        await journal.record(entry, Outcome("done", dump(auto)))
+        return _decision(auto, ask.preview)
+    # high risk is never approved by a clock
+    on_timeout = "escalate" if level == "high" and ask.on_timeout == "approve" else ask.on_timeout
     if rec is not None:
         deadline = rec.output.get("expires_at")
     else:
-        deadline = None if timeout is None else engine.clock() + parse_duration(timeout)
-    shown = {**ctx.provenance_summary(), **(context or {})}
-    preview_json = _plain(preview)
-
-    def attempt(conn: Any) -> tuple[str, dict[str, Any] | None]:
-        if rec is None:
-            create_request(
-                conn, request_id=request_id, run_id=ctx.run_id, step_no=n, kind="approval", action=action,
-                risk=level, preview=preview_json, preview_type=type_name(preview), context=shown,
-                on_timeout=on_timeout, expires_at=_real_time(engine, deadline), blob_threshold=engine.blob_threshold,
-            )  # fmt: skip
-        decision, escalated = _current_decision(conn, request_id, deadline, engine.clock(), on_timeout)
-        if decision is not None:
-            decision["request_id"] = request_id
-            ctx._write_wait_step(conn, n, action, "approval", "done", dump(decision), None, started)
-            return "done", decision
-        waiting = {"request": request_id, "expires_at": deadline}
-        ctx._write_wait_step(conn, n, action, "approval", "waiting", dump(waiting), None, started)
-        wake = None if escalated else _real_time(engine, deadline)
-        engine.park(
-            conn, ctx.run_id, status="waiting", reason=f"approval:{request_id}", event=None, wake_at=wake
+        deadline = None if ask.timeout is None else engine.clock() + parse_duration(ask.timeout)
+    pending = _Pending(entry, f"{journal.run_id}:{entry.n}", deadline, on_timeout)
+    new = None
+    if rec is None:
+        new = NewRequest(
+            request_id=pending.request_id,
+            run_id=journal.run_id,
+            step_no=entry.n,
+            kind="approval",
+            action=ask.action,
+            risk=level,
+            preview=_plain(ask.preview),
+            context={**journal.provenance_summary(), **(ask.context or {})},
+            on_timeout=on_timeout,
+            preview_type=type_name(ask.preview),
+            expires_at=_real_time(journal, deadline),
         )
-        return "parked", None
 
-    outcome, decided = await engine.checkpoint(ctx.run_id, ctx._owner, attempt)
-    if outcome == "done" and decided is not None:
-        return _decision(decided, preview)
-    raise Suspend(f"waiting for review {request_id}")
+    def attempt(conn: Conn) -> dict[str, Any] | None:
+        if new is not None:
+            create_request(conn, new, engine.blob_threshold)
+        return _settle(journal, conn, pending)
+
+    decided = await journal.transact(attempt)
+    if decided is not None:
+        return _decision(decided, ask.preview)
+    raise Suspend(f"waiting for review {pending.request_id}")
 
 
-def _current_decision(
-    conn: Any, request_id: str, deadline: float | None, now: float, on_timeout: str
-) -> tuple[dict[str, Any] | None, bool]:
+def _settle(journal: Journal, conn: Conn, pending: _Pending) -> dict[str, Any] | None:
+    """Record the decision if there is one now; else record the wait and park the run on the request."""
+    decision, escalated = _current_decision(conn, pending, journal.engine.clock())
+    if decision is not None:
+        decision["request_id"] = pending.request_id
+        journal.write(conn, pending.entry, Outcome("done", dump(decision)))
+        return decision
+    waiting = {"request": pending.request_id, "expires_at": pending.deadline}
+    journal.write(conn, pending.entry, Outcome("waiting", dump(waiting)))
+    wake = None if escalated else _real_time(journal, pending.deadline)
+    journal.park(conn, Park.on_review(pending.request_id, wake))
+    return None
+
+
+def _current_decision(conn: Conn, pending: _Pending, now: float) -> tuple[dict[str, Any] | None, bool]:
     """(the decision if there is one now, whether the request is escalated)."""
-    row = conn.one(
-        "SELECT status, escalated, decided_by, decided_at, comment, edit, edit_blob FROM reviews WHERE id = ?",
-        (request_id,),
-    )
-    status, escalated = row[0], bool(row[1])
-    if status in ("approved", "rejected"):
-        decision = {"approved": status == "approved", "status": status, "decided_by": row[2],
-                    "decided_at": row[3], "comment": row[4], "edited": load(conn, row[5], row[6])}  # fmt: skip
-        return decision, escalated
-    if deadline is not None and not escalated and now >= deadline:
-        timed_out = _apply_timeout(conn, request_id, on_timeout)
+    req = get_request(conn, pending.request_id)
+    if req.status in ("approved", "rejected"):
+        decision = {
+            "approved": req.status == "approved",
+            "status": req.status,
+            "decided_by": req.decided_by,
+            "decided_at": req.decided_at,
+            "comment": req.comment,
+            "edited": req.edit,
+        }
+        return decision, req.escalated
+    if pending.deadline is not None and not req.escalated and now >= pending.deadline:
+        timed_out = _apply_timeout(conn, pending.request_id, pending.on_timeout)
         return timed_out, timed_out is None
-    return None, escalated
+    return None, req.escalated
 
 
-def _apply_timeout(conn: Any, request_id: str, on_timeout: str) -> dict[str, Any] | None:
+def _apply_timeout(conn: Conn, request_id: str, on_timeout: str) -> dict[str, Any] | None:
     if on_timeout == "escalate":
-        conn.execute("UPDATE reviews SET escalated = 1, risk = 'high' WHERE id = ?", (request_id,))
+        escalate(conn, request_id)
         return None
-    approved = on_timeout == "approve"
-    set_status(conn, request_id, "approved" if approved else "expired", by="timeout")
-    return {"approved": approved, "status": "approved" if approved else "expired", "decided_by": "timeout",
-            "decided_at": time.time()}  # fmt: skip
+    status = "approved" if on_timeout == "approve" else "expired"
+    set_status(conn, request_id, status, by="timeout")
+    return {
+        "approved": status == "approved",
+        "status": status,
+        "decided_by": "timeout",
+        "decided_at": time.time(),
+    }
 
 
-def _real_time(engine: Any, deadline: float | None) -> float | None:
+def _real_time(journal: Journal, deadline: float | None) -> float | None:
     """The wall-clock moment matching ``deadline`` on the engine's clock."""
-    return None if deadline is None else time.time() + (deadline - engine.clock())
+    return None if deadline is None else time.time() + (deadline - journal.engine.clock())
 
 
 def _plain(value: Any) -> Any:
@@ -120,6 +161,11 @@ def _decision(data: dict[str, Any], preview: Any) -> Decision:
     if edited is not None and isinstance(preview, pydantic.BaseModel):
         edited = type(preview).model_validate(edited)
     return Decision(
-        approved=bool(data["approved"]), status=str(data["status"]), edited=edited, comment=data.get("comment"),
-        decided_by=data.get("decided_by"), decided_at=data.get("decided_at"), request_id=data.get("request_id"),
-    )  # fmt: skip
+        approved=bool(data["approved"]),
+        status=str(data["status"]),
+        edited=edited,
+        comment=data.get("comment"),
+        decided_by=data.get("decided_by"),
+        decided_at=data.get("decided_at"),
+        request_id=data.get("request_id"),
+    )

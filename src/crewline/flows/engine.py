@@ -22,6 +22,7 @@ from ..store.database import Conn, Database, Guard
 from .definitions import Queue, Workflow
 from .records import held_leases, park_run
 from .review import RiskPolicy
+from .states import Park
 
 if TYPE_CHECKING:
     from ..memory import MemoryStore
@@ -152,7 +153,6 @@ class Engine:
     def blob_threshold(self) -> int:
         return self.settings.blob_threshold
 
-    def park(self, conn: Conn, run_id: str, *, status: str, reason: str | None, event: str | None,
-             wake_at: float | None) -> None:  # fmt: skip
+    def park(self, conn: Conn, run_id: str, park: Park) -> None:
         """Release the run: it waits (or is pending again) and no worker holds it."""
-        park_run(conn, run_id, status=status, reason=reason, event=event, wake_at=wake_at)
+        park_run(conn, run_id, park)

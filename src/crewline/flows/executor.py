@@ -1,8 +1,14 @@
-"""Executing one claimed run: replay its records, run it to its next park or its end, record the end."""
+"""Executing one claimed run: replay its records, run it to its next park or its end, record the end.
+
+Each change of a run's state is one INFO line on the ``crewline.runs`` logger (started, resumed, waiting
+and for what, completed, failed with the error, cancelled): what an operator reads in the server's log.
+Ids, workflow names and error messages only; never the run's input or output.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from typing import Any
 
@@ -11,10 +17,12 @@ from ..store.payloads import Unreadable, dump
 from .context import Context
 from .engine import Engine, LeaseLost, RunSignals, Suspend
 from .records import RunRecord, StepRecord, finish_run, load_steps
+from .states import RunStatus
 
-__all__ = ["execute_run"]
+__all__ = ["execute_run", "log_end"]
 
 log = logging.getLogger("crewline.flows")
+runs_log = logging.getLogger("crewline.runs")
 
 
 async def execute_run(engine: Engine, run: RunRecord, owner: str, signals: RunSignals) -> str:
@@ -25,7 +33,10 @@ async def execute_run(engine: Engine, run: RunRecord, owner: str, signals: RunSi
     if blocked is not None:
         return await _record_end(engine, run, owner, "failed", None, blocked)
     ctx = Context(engine, run, steps, owner, signals)
-    status, output, error = "completed", None, None
+    runs_log.info("run %s (%s) %s", run.id, run.workflow, "resumed" if steps else "started")
+    status: RunStatus = "completed"
+    output: bytes | None = None
+    error: dict[str, Any] | None = None
     try:
         if signals.cancel or run.cancel_requested:
             raise Cancelled(f"run {run.id} was cancelled")
@@ -38,7 +49,9 @@ async def execute_run(engine: Engine, run: RunRecord, owner: str, signals: RunSi
             "the run's output",
         )
         engine.crash_point("before_run_completion", ctx.step_count)
-    except Suspend:
+    except Suspend as e:
+        why = str(e) if str(e) != "pending" else "released to another worker (shutting down)"
+        runs_log.info("run %s (%s) %s", run.id, run.workflow, why)
         return "parked"
     except LeaseLost as e:
         log.warning("%s", e)
@@ -58,7 +71,7 @@ async def _record_end(
     engine: Engine,
     run: RunRecord,
     owner: str,
-    status: str,
+    status: RunStatus,
     output: bytes | None,
     error: dict[str, Any] | None,
 ) -> str:
@@ -80,6 +93,7 @@ async def _record_end(
         log.warning("run %s: could not record its end: %s", run.id, e)
         return "lost"
     if done:
+        log_end(run, status, error)
         engine.run_finished(run.id)
         if run.parent_id:
             engine.work_available.set()
@@ -103,6 +117,25 @@ def unreadable_error(run: RunRecord, steps: dict[int, StepRecord]) -> dict[str, 
             )
             return {"type": "UnreadablePayload", "message": message, "step": n, "step_name": step.name}
     return None
+
+
+def log_end(run: RunRecord, status: RunStatus, error: dict[str, Any] | None) -> None:
+    if status == "completed":
+        seconds = time.time() - run.created_at
+        took = f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.1f}s"
+        runs_log.info("run %s (%s) completed in %s", run.id, run.workflow, took)
+    elif status == "failed" and error is not None:
+        message = str(error.get("message") or "").strip().splitlines()
+        runs_log.info(
+            "run %s (%s) failed at step %s: %s: %s",
+            run.id,
+            run.workflow,
+            error.get("step"),
+            error.get("type"),
+            message[0][:300] if message else "",
+        )
+    else:
+        runs_log.info("run %s (%s) %s", run.id, run.workflow, status)
 
 
 def error_info(exc: BaseException, step_count: int) -> dict[str, Any]:

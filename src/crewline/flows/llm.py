@@ -10,25 +10,28 @@ are charged to the run's and the workflow's budgets; when a budget is exhausted 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pydantic
 import pydantic_core
 
 from ..errors import BudgetExceeded, ConfigError, CrewlineError, InvalidInput, ModelError, StepError
+from ..store.database import Conn
 from ..store.payloads import dump
+from . import prompts
 from .definitions import DEFAULT_RETRY, RetryPolicy
 from .engine import Suspend
-from .review import create_request, get_request
+from .journal import Entry, Journal, Outcome
+from .review import NewRequest, count_requests, create_request, get_request
+from .states import Park
+from .tools import as_tool
 
 if TYPE_CHECKING:
     from ..models import Gateway, ModelResponse
-    from .context import Context
 
-__all__ = ["LlmRequest", "call_llm", "reply_record"]
+__all__ = ["LlmCall", "LlmRequest", "ModelCalls", "reply_record"]
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,24 @@ class LlmRequest:
     retry: RetryPolicy = DEFAULT_RETRY  # for transient model errors the gateway's own retries did not cure
 
     def input_json(self) -> bytes:
-        return dump({"model": self.model, "prompt": self.prompt, "messages": _jsonable(self.messages),
-                     "tools": [getattr(t, "name", None) for t in self.tools]})  # fmt: skip
+        tools = [getattr(t, "name", None) for t in self.tools]
+        messages = _jsonable(self.messages)
+        return dump({"model": self.model, "prompt": self.prompt, "messages": messages, "tools": tools})
+
+
+@dataclass(frozen=True)
+class LlmCall:
+    """What ``ctx.llm`` was asked (see its docstring); :func:`build_request` turns it into a request."""
+
+    prompt: str | None = None
+    input: Any = None
+    messages: Sequence[Any] | str | None = None
+    output: type[Any] | None = None
+    model: str | None = None
+    tools: Sequence[Any] | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    escalate: bool = False
 
 
 def reply_record(reply: ModelResponse, prompt: str | None) -> dict[str, Any]:
@@ -66,57 +85,83 @@ def reply_record(reply: ModelResponse, prompt: str | None) -> dict[str, Any]:
     }
 
 
-async def call_llm(
-    ctx: Context, name: str, request: LlmRequest | Callable[[], Awaitable[LlmRequest]]
-) -> dict[str, Any]:
-    """Run (or replay) one model call as step ``name``; returns its record.
+class ModelCalls:
+    """A run's model calls as durable steps; remembers which budget scopes already have their limits."""
 
-    ``request`` may be a callable building it, so a replay (which returns the record) never resolves or
-    renders a prompt again — a prompt label moved or removed since cannot break it.
-    """
-    engine = ctx._engine
-    gateway = engine.models
-    if gateway is None:
-        raise ConfigError("this app has no model gateway: configure [models] in crewline.toml")
-    n, rec = await ctx._begin(name, "llm")
-    if rec is not None and rec.status == "done":
-        return _note(ctx, n, rec.output)
-    if rec is not None and rec.status == "failed":
-        err = rec.error or {}
-        raise StepError(n, name, str(err.get("type")), str(err.get("message")))
-    from .context import _Call
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self._budget_scopes: set[str] = set()
 
-    if not isinstance(request, LlmRequest):
-        request = await request()
-    call = _Call(n, name, "llm", "read", time.time(), request.input_json())
-    if rec is not None and rec.status == "waiting":
-        await _after_pause(ctx, call, rec.output["request"])
-    await _ensure_budgets(ctx)
+    async def call(
+        self, name: str, request: LlmRequest | Callable[[], Awaitable[LlmRequest]]
+    ) -> dict[str, Any]:
+        """Run (or replay) one model call as step ``name``; returns its record.
+
+        ``request`` may be a callable building it, so a replay (which returns the record) never resolves or
+        renders a prompt again — a prompt label moved or removed since cannot break it.
+        """
+        journal = self.journal
+        gateway = journal.engine.models
+        if gateway is None:
+            raise ConfigError("this app has no model gateway: configure [models] in crewline.toml")
+        entry = await journal.begin(name, "llm")
+        rec = entry.record
+        if rec is not None and entry.finished:
+            return _note(journal, entry.n, journal.replay(entry))
+        if not isinstance(request, LlmRequest):
+            request = await request()
+        call = entry.with_input(request.input_json())
+        if rec is not None and rec.status == "waiting":
+            await _after_pause(journal, call, rec.output["request"])
+        await self._ensure_budgets()
+        reply = await _complete_within_budget(journal, gateway, call, request)
+        record = reply_record(reply, request.prompt)
+        await journal.record(call, Outcome("done", dump(record), None, reply.attempts))
+        journal.crash_point("after_step_commit", entry.n)
+        return _note(journal, entry.n, record)
+
+    async def _ensure_budgets(self) -> None:
+        """Give the run's scope the workflow's per-run limit and today's workflow scope its daily limit,
+        unless they have one already (an operator may have raised it, to let a paused run go on)."""
+        engine = self.journal.engine
+        wf = engine.workflows.get(self.journal.workflow)
+        gateway = engine.models
+        if wf is None or gateway is None or gateway.ledger is None:
+            return
+        ledger = gateway.ledger
+        wanted = [(f"run:{self.journal.run_id}", wf.budget), (ledger.workflow_day(wf.name), wf.daily_budget)]
+        for scope, limit in wanted:
+            if limit is None or scope in self._budget_scopes:
+                continue
+            if (await asyncio.to_thread(ledger.status, scope))["limit"] is None:
+                await asyncio.to_thread(ledger.set_limit, scope, limit)
+            self._budget_scopes.add(scope)
+
+
+async def _complete_within_budget(
+    journal: Journal, gateway: Gateway, call: Entry, request: LlmRequest
+) -> ModelResponse:
+    """The reply, applying the workflow's ``on_budget`` when a budget is exhausted."""
     model = request.model
     attempt = 0
     while True:
         attempt += 1
         try:
-            reply = await _complete(gateway, ctx, model, request, n)
-            break
+            return await _complete(gateway, journal, model, request, call.n)
         except ModelError as e:
             if not (e.retryable and attempt < request.retry.max_attempts):
-                await _fail(ctx, call, e)
+                await _fail(journal, call, e)
             await asyncio.sleep(_retry_delay(request.retry, attempt, e))
         except BudgetExceeded as e:
-            policy = _policy(ctx)
+            policy = _policy(journal)
             if policy == "pause":
-                await _pause(ctx, call, e)
+                await _pause(journal, call, e)
             cheaper = _cheaper(gateway, model) if policy == "degrade" else None
             if cheaper is None:
-                await _fail(ctx, call, e)
+                await _fail(journal, call, e)
             model = cheaper
         except CrewlineError as e:
-            await _fail(ctx, call, e)
-    record = reply_record(reply, request.prompt)
-    await ctx._record_call(call, "done", dump(record), None, reply.attempts)
-    engine.crash_point("after_step_commit", n)
-    return _note(ctx, n, record)
+            await _fail(journal, call, e)
 
 
 def _retry_delay(policy: RetryPolicy, attempt: int, e: ModelError) -> float:
@@ -126,65 +171,79 @@ def _retry_delay(policy: RetryPolicy, attempt: int, e: ModelError) -> float:
 
 
 async def _complete(
-    gateway: Gateway, ctx: Context, model: str | None, request: LlmRequest, n: int
+    gateway: Gateway, journal: Journal, model: str | None, request: LlmRequest, n: int
 ) -> ModelResponse:
     return await gateway.complete(
-        model, list(request.messages), tools=list(request.tools) or None, output=request.output,
-        max_tokens=request.max_tokens, temperature=request.temperature, escalate=request.escalate,
-        budget_scope={"run": ctx.run_id, "workflow": ctx.workflow}, run_id=ctx.run_id, step=n,
-    )  # fmt: skip
+        model,
+        list(request.messages),
+        tools=list(request.tools) or None,
+        output=request.output,
+        max_tokens=request.max_tokens,
+        temperature=request.temperature,
+        escalate=request.escalate,
+        budget_scope={"run": journal.run_id, "workflow": journal.workflow},
+        run_id=journal.run_id,
+        step=n,
+    )
 
 
-async def _fail(ctx: Context, call: Any, e: CrewlineError) -> None:
+async def _fail(journal: Journal, call: Entry, e: CrewlineError) -> NoReturn:
     kind, message = type(e).__name__, str(e)
-    await ctx._record_call(call, "failed", None, {"type": kind, "message": message}, 1)
+    await journal.record(call, Outcome("failed", None, {"type": kind, "message": message}))
     raise StepError(call.n, call.name, kind, message) from e
 
 
-async def _pause(ctx: Context, call: Any, e: BudgetExceeded) -> None:
+async def _pause(journal: Journal, call: Entry, e: BudgetExceeded) -> NoReturn:
     """Park the run on a review request until someone raises the budget and approves (or rejects)."""
-    engine = ctx._engine
+    preview = {"budget": e.budget, "limit": e.limit, "spent": e.spent, "requested": e.requested}
+    # The waiting record keeps no input: it is written with the reply, once the call is made.
+    waiting = call.with_input(None)
 
-    def park(conn: Any) -> None:
-        k = conn.scalar("SELECT COUNT(*) FROM reviews WHERE run_id = ? AND step_no = ?", (ctx.run_id, call.n))
-        request_id = f"{ctx.run_id}:{call.n}:budget{k}"
-        preview = {"budget": e.budget, "limit": e.limit, "spent": e.spent, "requested": e.requested}
-        create_request(
-            conn, request_id=request_id, run_id=ctx.run_id, step_no=call.n, kind="budget",
-            action=f"continue {call.name} over budget: {e}", risk="high", preview=preview, preview_type=None,
-            context=ctx.provenance_summary(), on_timeout="escalate", expires_at=None,
-            blob_threshold=engine.blob_threshold,
-        )  # fmt: skip
-        ctx._write_wait_step(conn, call.n, call.name, "llm", "waiting", dump({"request": request_id}), None,
-                             call.started)  # fmt: skip
-        engine.park(
-            conn, ctx.run_id, status="waiting", reason=f"approval:{request_id}", event=None, wake_at=None
+    def park(conn: Conn) -> None:
+        k = count_requests(conn, journal.run_id, call.n)
+        request_id = f"{journal.run_id}:{call.n}:budget{k}"
+        ask = NewRequest(
+            request_id=request_id,
+            run_id=journal.run_id,
+            step_no=call.n,
+            kind="budget",
+            action=f"continue {call.name} over budget: {e}",
+            risk="high",
+            preview=preview,
+            context=journal.provenance_summary(),
+            on_timeout="escalate",
         )
+        create_request(conn, ask, journal.engine.blob_threshold)
+        journal.write(conn, waiting, Outcome("waiting", dump({"request": request_id})))
+        journal.park(conn, Park.on_review(request_id))
 
-    await engine.checkpoint(ctx.run_id, ctx._owner, park)
+    await journal.transact(park)
     raise Suspend(f"paused: {e}")
 
 
-async def _after_pause(ctx: Context, call: Any, request_id: str) -> None:
+async def _after_pause(journal: Journal, call: Entry, request_id: str) -> None:
     """Resuming a paused call: go on if approved, fail if rejected, keep waiting otherwise."""
-    req = await ctx._engine.db.read(lambda conn: get_request(conn, request_id))
+    req = await journal.engine.db.read(lambda conn: get_request(conn, request_id))
     if req.status == "approved":
         return
     if req.status == "rejected":
-        await _fail(ctx, call, BudgetExceeded(str(req.preview["budget"]), float(req.preview["limit"]),
-                                              float(req.preview["spent"]), float(req.preview["requested"])))  # fmt: skip
-    await ctx._park("waiting", f"approval:{request_id}", None, None)
+        p = req.preview
+        exceeded = BudgetExceeded(
+            str(p["budget"]), float(p["limit"]), float(p["spent"]), float(p["requested"])
+        )
+        await _fail(journal, call, exceeded)
+    await journal.suspend(Park.on_review(request_id))
 
 
-def _note(ctx: Context, n: int, record: dict[str, Any]) -> dict[str, Any]:
+def _note(journal: Journal, n: int, record: dict[str, Any]) -> dict[str, Any]:
     """Add the call to the run's provenance (live and on replay alike)."""
-    ctx.provenance.append({"kind": "llm", "step": n, "model": record.get("model"), "prompt": record.get("prompt"),
-                           "cost": record.get("cost")})  # fmt: skip
+    used = {"kind": "llm", "step": n, "model": record.get("model"), "prompt": record.get("prompt")}
+    journal.provenance.append({**used, "cost": record.get("cost")})
     return record
 
 
-def _policy(ctx: Context) -> str:
-    wf = ctx._engine.workflows.get(ctx.workflow)
+def _policy(journal: Journal) -> str:
+    wf = journal.engine.workflows.get(journal.workflow)
     return wf.on_budget if wf is not None else "fail"
 
 
@@ -196,35 +255,15 @@ def _cheaper(gateway: Gateway, model: str | None) -> str | None:
     return None
 
 
-async def _ensure_budgets(ctx: Context) -> None:
-    """Give the run's scope the workflow's per-run limit and today's workflow scope its daily limit,
-    unless they have one already (an operator may have raised it, to let a paused run go on)."""
-    wf = ctx._engine.workflows.get(ctx.workflow)
-    gateway = ctx._engine.models
-    if wf is None or gateway is None or gateway.ledger is None:
-        return
-    ledger = gateway.ledger
-    wanted = [(f"run:{ctx.run_id}", wf.budget), (ledger.workflow_day(wf.name), wf.daily_budget)]
-    for scope, limit in wanted:
-        if limit is None or scope in ctx._budget_scopes:
-            continue
-        if (await asyncio.to_thread(ledger.status, scope))["limit"] is None:
-            await asyncio.to_thread(ledger.set_limit, scope, limit)
-        ctx._budget_scopes.add(scope)
-
-
-async def build_request(
-    ctx: Context, prompt: str | None, input: Any, messages: Sequence[Any] | str | None, output: type[Any] | None,
-    model: str | None, tools: Sequence[Any] | None, max_tokens: int | None, temperature: float | None,
-    escalate: bool,
-) -> LlmRequest:  # fmt: skip
+async def build_request(journal: Journal, ask: LlmCall) -> LlmRequest:
     """The request for a ``ctx.llm`` call, with the run's fork overrides applied."""
-    overrides = ctx.run.overrides or {}
-    msgs = as_messages(messages)
+    overrides = journal.run.overrides or {}
+    msgs = as_messages(ask.messages)
     version = None
-    if prompt is not None:
-        spec = _prompt_spec(prompt, overrides)
-        rendered, version, meta = await _render(ctx, spec, input)
+    model = ask.model
+    if ask.prompt is not None:
+        spec = _prompt_spec(ask.prompt, overrides)
+        rendered, version, meta = await _render(journal, spec, ask.input)
         msgs = (
             *(() if meta.get("system") is None else (_system(str(meta["system"])),)),
             *msgs,
@@ -234,9 +273,8 @@ async def build_request(
     elif not msgs:
         raise InvalidInput("ctx.llm needs a prompt= or messages=")
     model = overrides.get("model") or model
-    request = LlmRequest(model, msgs, version, output, tuple(_model_tool(t) for t in tools or ()), max_tokens,
-                         temperature, escalate)  # fmt: skip
-    return request
+    tools = tuple(_model_tool(t) for t in ask.tools or ())
+    return LlmRequest(model, msgs, version, ask.output, tools, ask.max_tokens, ask.temperature, ask.escalate)
 
 
 def step_name(prompt: str | None) -> str:
@@ -252,10 +290,8 @@ def _prompt_spec(prompt: str, overrides: dict[str, Any]) -> str:
     return prompt
 
 
-async def _render(ctx: Context, spec: str, input: Any) -> tuple[str, str, dict[str, Any]]:
-    from . import prompts
-
-    db = ctx._engine.db
+async def _render(journal: Journal, spec: str, input: Any) -> tuple[str, str, dict[str, Any]]:
+    db = journal.engine.db
     pv = await asyncio.to_thread(prompts.resolve, db, spec)
     params = _params(input)
     return prompts.render(pv, params), f"{pv.name}@{pv.version}", dict(pv.meta)
@@ -273,7 +309,6 @@ def _params(input: Any) -> dict[str, Any]:
 
 def _model_tool(tool: Any) -> Any:
     from ..models import Tool as ModelTool
-    from .tools import as_tool
 
     if isinstance(tool, ModelTool):
         return tool

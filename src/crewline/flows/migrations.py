@@ -20,6 +20,7 @@ PAYLOAD_TABLES: tuple[PayloadTable, ...] = (
         ("input", "input_blob", "output", "output_blob"),
         "id",
         finished="status IN ('completed', 'failed', 'cancelled') AND finished_at < ?",
+        pruned_at="pruned_at",
     ),
     PayloadTable("steps", ("input", "input_blob", "output", "output_blob", "error"), "run_id"),
     PayloadTable("events", ("payload", "payload_blob"), "run_id"),
@@ -137,6 +138,11 @@ ENGINE: tuple[Migration, ...] = (
             "ALTER TABLE runs ADD COLUMN started_by TEXT",
             "CREATE INDEX runs_started_by ON runs (started_by, created_at)",
         ),
+    ),
+    Migration(
+        6,
+        "when a run's payloads were pruned",
+        ("ALTER TABLE runs ADD COLUMN pruned_at {real}",),
     ),
 )
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, InvalidRunState
+from ..store.database import Conn
 from ..store.payloads import dump
 from .operations import Outcome, resolve_step
+from .records import FINISHED, lock_run, wake_if_waiting
 from .review import ReviewRequest, decide, get_request, list_requests
 
 if TYPE_CHECKING:
@@ -58,8 +61,10 @@ class ReviewQueue:
         self, request_id: str, approve: bool, by: str, comment: str | None, edit: Any, seen_hash: str | None
     ) -> ReviewRequest:
         engine = self._engine
-        req = await engine.db.write(
-            lambda conn: decide(
+
+        def write(conn: Conn) -> ReviewRequest:
+            _refuse_if_run_finished(conn, request_id)
+            req = decide(
                 conn,
                 request_id,
                 approve=approve,
@@ -69,6 +74,26 @@ class ReviewQueue:
                 seen_hash=seen_hash,
                 blob_threshold=engine.blob_threshold,
             )
-        )
+            wake_if_waiting(conn, req.run_id, f"approval:{request_id}", req.decided_at or time.time())
+            return req
+
+        req = await engine.db.write(write)
         engine.work_available.set()
         return req
+
+
+_ENDED = {"cancelled": "was cancelled", "failed": "has failed", "completed": "has completed"}
+
+
+def _refuse_if_run_finished(conn: Conn, request_id: str) -> None:
+    """A decision on a run that ended would resume nothing. The run's row is locked first, as a cancel
+    does, so a decision and a cancel of the same run are ordered, never both accepted."""
+    req = get_request(conn, request_id)
+    if req.status not in ("pending", "closed"):
+        return  # already decided: that is the answer to give
+    run_id = req.run_id
+    status, _, _ = lock_run(conn, run_id)
+    if status in FINISHED:
+        raise InvalidRunState(
+            f"run {run_id} {_ENDED.get(status, status)}: request {request_id} can no longer be decided"
+        )

@@ -19,11 +19,16 @@ from typing import Any
 from ..errors import InvalidInput, InvalidRunState, RunNotFound
 from ..store.database import Conn
 from ..store.dialects import CLAIM, FOR_UPDATE, RowLock
-from ..store.payloads import dump, load, load_or_unreadable, store_payload
+from ..store.payloads import dump, load, load_json, load_or_unreadable, store_payload
+from .definitions import Effect
+from .review import close_open_requests
+from .states import FINISHED, RUN_STATES, Park, RunStatus, StepKind, StepStatus
 
 __all__ = [
     "FINISHED",
+    "STATES",
     "RunRecord",
+    "RunResult",
     "StepRecord",
     "get_run",
     "insert_run",
@@ -31,16 +36,16 @@ __all__ = [
     "load_steps",
     "lock_run",
     "new_run_id",
+    "run_result",
 ]
 
-STATES = ("pending", "running", "waiting", "paused", "failed", "completed", "cancelled")
-FINISHED = ("failed", "completed", "cancelled")
+STATES = RUN_STATES
 
 _RUN_COLUMNS = (
     "id, workflow, version, queue, priority, status, input, input_blob, output, output_blob, error, "
     "idempotency_key, parent_id, parent_step, forked_from, fork_step, wait_reason, wait_event, wake_at, "
     "lease_owner, lease_until, cancel_requested, recoveries, created_at, updated_at, finished_at, overrides, "
-    "started_by"
+    "started_by, pruned_at"
 )
 
 
@@ -55,7 +60,7 @@ class RunRecord:
     version: str | None
     queue: str
     priority: int
-    status: str
+    status: RunStatus
     input: Any
     output: Any
     error: dict[str, Any] | None
@@ -76,6 +81,7 @@ class RunRecord:
     finished_at: float | None
     overrides: dict[str, Any] | None = None  # a fork's variations: {"model": ..., "prompts": [...]}
     started_by: str | None = None  # the id of the API key that started it over HTTP
+    pruned_at: float | None = None  # when retention dropped its input, output and steps
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -87,9 +93,9 @@ class RunRecord:
 class StepRecord:
     step_no: int
     name: str
-    kind: str
-    effect: str
-    status: str  # intent | waiting | done | failed
+    kind: StepKind
+    effect: Effect
+    status: StepStatus
     output: Any
     error: dict[str, Any] | None
     attempts: int
@@ -102,16 +108,66 @@ class StepRecord:
 
 
 def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
-    (rid, wf, ver, queue, prio, status, inp, inp_b, out, out_b, err, ikey, parent, pstep, forked, fstep,
-     reason, event, wake, owner, until, cancel, recov, created, updated, finished, overrides, by) = row  # fmt: skip
+    (
+        rid,
+        wf,
+        ver,
+        queue,
+        prio,
+        status,
+        inp,
+        inp_b,
+        out,
+        out_b,
+        err,
+        ikey,
+        parent,
+        pstep,
+        forked,
+        fstep,
+        reason,
+        event,
+        wake,
+        owner,
+        until,
+        cancel,
+        recov,
+        created,
+        updated,
+        finished,
+        overrides,
+        by,
+        pruned,
+    ) = row
     return RunRecord(
-        id=rid, workflow=wf, version=ver, queue=queue, priority=int(prio), status=status,
-        input=load_or_unreadable(conn, inp, inp_b), output=load_or_unreadable(conn, out, out_b), error=json.loads(err) if err else None,
-        idempotency_key=ikey, parent_id=parent, parent_step=pstep, forked_from=forked, fork_step=fstep,
-        wait_reason=reason, wait_event=event, wake_at=wake, lease_owner=owner, lease_until=until,
-        cancel_requested=bool(cancel), recoveries=int(recov), created_at=created, updated_at=updated,
-        finished_at=finished, overrides=json.loads(overrides) if overrides else None, started_by=by,
-    )  # fmt: skip
+        id=rid,
+        workflow=wf,
+        version=ver,
+        queue=queue,
+        priority=int(prio),
+        status=status,
+        input=load_or_unreadable(conn, inp, inp_b),
+        output=load_or_unreadable(conn, out, out_b),
+        error=json.loads(err) if err else None,
+        idempotency_key=ikey,
+        parent_id=parent,
+        parent_step=pstep,
+        forked_from=forked,
+        fork_step=fstep,
+        wait_reason=reason,
+        wait_event=event,
+        wake_at=wake,
+        lease_owner=owner,
+        lease_until=until,
+        cancel_requested=bool(cancel),
+        recoveries=int(recov),
+        created_at=created,
+        updated_at=updated,
+        finished_at=finished,
+        overrides=json.loads(overrides) if overrides else None,
+        started_by=by,
+        pruned_at=pruned,
+    )
 
 
 def get_run(conn: Conn, run_id: str) -> RunRecord:
@@ -128,7 +184,7 @@ def get_runs(conn: Conn, run_ids: list[str]) -> list[RunRecord]:
     return [found[rid] for rid in run_ids if rid in found]
 
 
-def lock_run(conn: Conn, run_id: str) -> tuple[str, str | None, str | None]:
+def lock_run(conn: Conn, run_id: str) -> tuple[RunStatus, str | None, str | None]:
     """Lock the run's row until commit; returns (status, wait_reason, wait_event)."""
     suffix = conn.dialect.lock_rows_suffix(FOR_UPDATE)
     row = conn.one(f"SELECT status, wait_reason, wait_event FROM runs WHERE id = ?{suffix}", (run_id,))
@@ -201,9 +257,26 @@ def insert_run(
         "INSERT INTO runs (id, workflow, version, queue, priority, status, input, input_blob, idempotency_key, "
         "parent_id, parent_step, forked_from, fork_step, wake_at, created_at, updated_at, overrides, started_by) "
         "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
-        (run_id, workflow, version, queue, priority, inline, blob, idempotency_key, parent_id, parent_step,
-         forked_from, fork_step, now, now, now, _json(overrides), started_by),
-    )  # fmt: skip
+        (
+            run_id,
+            workflow,
+            version,
+            queue,
+            priority,
+            inline,
+            blob,
+            idempotency_key,
+            parent_id,
+            parent_step,
+            forked_from,
+            fork_step,
+            now,
+            now,
+            now,
+            _json(overrides),
+            started_by,
+        ),
+    )
     if created is not None:
         return run_id, True
     if idempotency_key is not None:
@@ -243,9 +316,9 @@ def write_step(
     step_no: int,
     *,
     name: str,
-    kind: str,
-    effect: str,
-    status: str,
+    kind: StepKind,
+    effect: Effect,
+    status: StepStatus,
     output_json: bytes | None,
     error: dict[str, Any] | None,
     attempts: int,
@@ -286,6 +359,24 @@ def write_step(
     )
 
 
+@dataclass(frozen=True)
+class RunResult:
+    """How a run stands, with its output once completed and its error once failed or cancelled."""
+
+    status: RunStatus
+    output: Any
+    error: dict[str, Any] | None
+
+
+def run_result(conn: Conn, run_id: str) -> RunResult:
+    """The run's status, output and error (a parent reading its child)."""
+    row = conn.one("SELECT status, output, output_blob, error FROM runs WHERE id = ?", (run_id,))
+    if row is None:
+        raise RunNotFound(f"no run with id {run_id!r}: list runs with `crewline runs list`")
+    output = load(conn, row[1], row[2]) if row[0] == "completed" else None
+    return RunResult(row[0], output, load_json(row[3]) if row[3] else None)
+
+
 def wake_parent(conn: Conn, child_id: str, parent_id: str | None) -> None:
     """A child finished: make its parent claimable if it is waiting for this child."""
     if parent_id is None:
@@ -301,7 +392,7 @@ def finish_run(
     conn: Conn,
     run_id: str,
     *,
-    status: str,
+    status: RunStatus,
     output_json: bytes | None = None,
     error: dict[str, Any] | None = None,
     owner: str | None = None,
@@ -319,6 +410,8 @@ def finish_run(
     )
     if row is None:
         return False
+    if status == "cancelled":
+        close_open_requests(conn, run_id, "run cancelled")
     wake_parent(conn, run_id, row[0])
     return True
 
@@ -461,14 +554,12 @@ def held_leases(conn: Conn, keys: list[tuple[str, str]]) -> set[tuple[str, str]]
     return {(r[0], r[1]) for r in rows}
 
 
-def park_run(
-    conn: Conn, run_id: str, *, status: str, reason: str | None, event: str | None, wake_at: float | None
-) -> None:
+def park_run(conn: Conn, run_id: str, park: Park) -> None:
     """Release the run: it waits (or is pending again) and no worker holds it."""
     conn.execute(
         "UPDATE runs SET status = ?, wait_reason = ?, wait_event = ?, wake_at = ?, lease_owner = NULL, "
         "lease_until = NULL, updated_at = ? WHERE id = ?",
-        (status, reason, event, wake_at, time.time(), run_id),
+        (park.status, park.reason, park.event, park.wake_at, time.time(), run_id),
     )
 
 

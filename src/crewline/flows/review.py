@@ -24,15 +24,18 @@ from ..errors import ConfigError, InvalidInput, InvalidRunState, ReviewNotFound
 from ..store.database import Conn
 from ..store.dialects import FOR_UPDATE
 from ..store.payloads import dump, load, store_payload
-from .records import wake_if_waiting
 
 __all__ = [
     "RISKS",
     "Decision",
+    "NewRequest",
     "ReviewRequest",
     "RiskPolicy",
+    "close_open_requests",
+    "count_requests",
     "create_request",
     "decide",
+    "escalate",
     "get_request",
     "list_requests",
     "shown_hash",
@@ -98,7 +101,7 @@ class ReviewRequest:
     preview: Any
     preview_type: str | None
     context: dict[str, Any]
-    status: str  # pending | approved | rejected | expired | resolved
+    status: str  # pending | approved | rejected | expired | resolved | closed
     escalated: bool
     on_timeout: str
     expires_at: float | None
@@ -134,26 +137,68 @@ _COLUMNS = (
 
 def _from_row(conn: Conn, r: tuple[Any, ...]) -> ReviewRequest:
     return ReviewRequest(
-        id=r[0], run_id=r[1], step_no=r[2], kind=r[3], action=r[4], risk=r[5], preview=load(conn, r[6], r[7]),
-        preview_type=r[8], context=json.loads(r[9]) if r[9] else {}, status=r[10], escalated=bool(r[11]),
-        on_timeout=r[12], expires_at=r[13], decided_by=r[14], decided_at=r[15], comment=r[16], shown_hash=r[17],
-        edit=load(conn, r[18], r[19]), outcome=r[20], created_at=r[21],
-    )  # fmt: skip
+        id=r[0],
+        run_id=r[1],
+        step_no=r[2],
+        kind=r[3],
+        action=r[4],
+        risk=r[5],
+        preview=load(conn, r[6], r[7]),
+        preview_type=r[8],
+        context=json.loads(r[9]) if r[9] else {},
+        status=r[10],
+        escalated=bool(r[11]),
+        on_timeout=r[12],
+        expires_at=r[13],
+        decided_by=r[14],
+        decided_at=r[15],
+        comment=r[16],
+        shown_hash=r[17],
+        edit=load(conn, r[18], r[19]),
+        outcome=r[20],
+        created_at=r[21],
+    )
 
 
-def create_request(
-    conn: Conn, *, request_id: str, run_id: str, step_no: int, kind: str, action: str, risk: str,
-    preview: Any, preview_type: str | None, context: dict[str, Any], on_timeout: str,
-    expires_at: float | None, blob_threshold: int,
-) -> None:  # fmt: skip
+@dataclass(frozen=True)
+class NewRequest:
+    """A request for a decision, as a step kind asks for it."""
+
+    request_id: str
+    run_id: str
+    step_no: int
+    kind: str  # approval | budget | outcome_unknown
+    action: str
+    risk: str
+    preview: Any
+    context: dict[str, Any]
+    on_timeout: str
+    preview_type: str | None = None
+    expires_at: float | None = None
+
+
+def create_request(conn: Conn, req: NewRequest, blob_threshold: int) -> None:
     """Create the request unless it exists (replays and retried commits create nothing twice)."""
-    inline, blob = store_payload(conn, dump(preview), blob_threshold)
+    inline, blob = store_payload(conn, dump(req.preview), blob_threshold)
     conn.execute(
         f"INSERT INTO reviews ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, NULL, NULL, "
         "NULL, NULL, NULL, NULL, NULL, ?) ON CONFLICT (id) DO NOTHING",
-        (request_id, run_id, step_no, kind, action, risk, inline, blob, preview_type,
-         json.dumps(context, default=str), on_timeout, expires_at, time.time()),
-    )  # fmt: skip
+        (
+            req.request_id,
+            req.run_id,
+            req.step_no,
+            req.kind,
+            req.action,
+            req.risk,
+            inline,
+            blob,
+            req.preview_type,
+            json.dumps(req.context, default=str),
+            req.on_timeout,
+            req.expires_at,
+            time.time(),
+        ),
+    )
 
 
 def get_request(conn: Conn, request_id: str) -> ReviewRequest:
@@ -189,11 +234,39 @@ def set_status(conn: Conn, request_id: str, status: str, *, by: str, outcome: st
     )
 
 
+def close_open_requests(conn: Conn, run_id: str, reason: str) -> None:
+    """Close the run's pending requests (its run ended without them): nobody can decide them any more."""
+    conn.execute(
+        "UPDATE reviews SET status = 'closed', decided_at = ?, comment = ? WHERE run_id = ? AND status = 'pending'",
+        (time.time(), reason, run_id),
+    )
+
+
+def count_requests(conn: Conn, run_id: str, step_no: int) -> int:
+    """How many requests a step of a run has made so far (a budget pause asks again each time)."""
+    return int(
+        conn.scalar("SELECT COUNT(*) FROM reviews WHERE run_id = ? AND step_no = ?", (run_id, step_no))
+    )
+
+
+def escalate(conn: Conn, request_id: str) -> None:
+    """An unanswered request past its deadline goes to the top of the queue as high risk, never expiring."""
+    conn.execute("UPDATE reviews SET escalated = 1, risk = 'high' WHERE id = ?", (request_id,))
+
+
 def decide(
-    conn: Conn, request_id: str, *, approve: bool, by: str, comment: str | None = None, edit: Any = None,
-    seen_hash: str | None = None, blob_threshold: int = 4096,
-) -> ReviewRequest:  # fmt: skip
-    """Record a decision on a pending approval request and make its run due."""
+    conn: Conn,
+    request_id: str,
+    *,
+    approve: bool,
+    by: str,
+    comment: str | None = None,
+    edit: Any = None,
+    seen_hash: str | None = None,
+    blob_threshold: int = 4096,
+) -> ReviewRequest:
+    """Record a decision on a pending approval request (the caller makes its run due, in the same
+    transaction: see :func:`crewline.flows.records.wake_if_waiting`)."""
     conn.execute(
         f"SELECT id FROM reviews WHERE id = ?{conn.dialect.lock_rows_suffix(FOR_UPDATE)}", (request_id,)
     )
@@ -203,6 +276,8 @@ def decide(
             f"request {request_id} asks for the outcome of a step, not an approval: resolve it with "
             f"`crewline runs resolve {req.run_id} --step {req.step_no} --outcome done|retry|fail`"
         )
+    if req.status == "closed":
+        raise InvalidRunState(f"request {request_id} is closed ({req.comment}); nothing to decide")
     if req.status != "pending":
         raise InvalidRunState(
             f"request {request_id} is already {req.status} (by {req.decided_by}); nothing changed"
@@ -224,10 +299,17 @@ def decide(
     conn.execute(
         "UPDATE reviews SET status = ?, decided_by = ?, decided_at = ?, comment = ?, shown_hash = ?, edit = ?, "
         "edit_blob = ? WHERE id = ?",
-        ("approved" if approve else "rejected", by, now, comment, seen_hash or req.content_hash, inline, blob,
-         request_id),
-    )  # fmt: skip
-    wake_if_waiting(conn, req.run_id, f"approval:{request_id}", now)
+        (
+            "approved" if approve else "rejected",
+            by,
+            now,
+            comment,
+            seen_hash or req.content_hash,
+            inline,
+            blob,
+            request_id,
+        ),
+    )
     return get_request(conn, request_id)
 
 

@@ -8,22 +8,41 @@ which memories shaped an output; the hits are also added to the run's provenance
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from .records import Hit
 from .store import MemoryStore
 
-__all__ = ["RunMemory", "hits_from_record"]
+__all__ = ["RunMemory", "StepRunner", "hits_from_record"]
+
+
+class StepRunner(Protocol):
+    """What memory needs of a workflow context (``crewline.Context`` is one): durable steps, the run and
+    step it is at, and the run's provenance, where searches note the memories they found."""
+
+    run_id: str
+    provenance: list[dict[str, Any]]
+
+    @property
+    def step_count(self) -> int: ...
+
+    async def step(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        name: str | None = None,
+        effect: Literal["read", "idempotent", "irreversible"] = "read",
+        **kwargs: Any,
+    ) -> Any: ...
 
 
 class RunMemory:
-    """Attached to a workflow context as ``ctx.memory``; ``ctx`` needs ``step``, ``step_count``,
-    ``run_id`` and (optionally) a ``provenance`` list."""
+    """Attached to a workflow context as ``ctx.memory``."""
 
-    def __init__(self, ctx: Any, store: MemoryStore) -> None:
+    def __init__(self, ctx: StepRunner, store: MemoryStore) -> None:
         self._ctx = ctx
         self.store = store
 
@@ -48,17 +67,15 @@ class RunMemory:
 
         record = await self._ctx.step(search, name=name, effect="read")
         hits = hits_from_record(record)
-        provenance = getattr(self._ctx, "provenance", None)
-        if isinstance(provenance, list):
-            provenance.append(
-                {
-                    "kind": "memory",
-                    "step": self._ctx.step_count,
-                    "query": query[:200],
-                    "scopes": scopes,
-                    "hits": [h.to_record() for h in hits],
-                }
-            )
+        self._ctx.provenance.append(
+            {
+                "kind": "memory",
+                "step": self._ctx.step_count,
+                "query": query[:200],
+                "scopes": scopes,
+                "hits": [h.to_record() for h in hits],
+            }
+        )
         return hits
 
     async def remember(self, text: str, *, scope: str, name: str = "memory.remember", **options: Any) -> str:

@@ -52,7 +52,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import parse_duration
+from ..config import did_you_mean, parse_duration
 from ..errors import ConfigError
 
 __all__ = [
@@ -65,6 +65,7 @@ __all__ = [
     "ProviderConfig",
     "RetryConfig",
     "Target",
+    "models_problems",
 ]
 
 
@@ -242,6 +243,70 @@ class ModelsConfig:
         )
 
 
+def models_problems(raw: Any) -> list[str]:
+    """Every problem of a raw ``[models]`` table, not just the first: each key is parsed on its own, then
+    each name an alias, tier, deployment or the default points to must lead to a configured provider."""
+    if raw is None:
+        return []
+    if not isinstance(raw, Mapping):
+        return ["[models] must be a table"]
+    problems: list[str] = []
+    parsed: dict[str, Any] = {}
+    for key, value in raw.items():
+        # tiers may name aliases, so they are read with the aliases (when those are sound)
+        part = {
+            key: value,
+            **({"aliases": parsed["aliases"]} if key == "tiers" and "aliases" in parsed else {}),
+        }
+        try:
+            ModelsConfig.parse(part)
+        except ConfigError as e:
+            problems.append(str(e))
+        else:
+            parsed[key] = value
+    config = ModelsConfig.parse(parsed)  # what names point to, among the keys that are sound
+    return [*problems, *_dangling(config), *_unreachable_default(config)]
+
+
+def _dangling(config: ModelsConfig) -> list[str]:
+    problems = [
+        f"[models.deployments.{d.name}] provider {d.provider!r} is not a configured provider"
+        f"{did_you_mean(d.provider, config.providers)}; known: {', '.join(sorted(config.providers))}"
+        for d in config.deployments.values()
+        if d.provider not in config.providers
+    ]
+    for alias, target in config.aliases.items():
+        for ref in (r for pool in target.steps for r in pool):
+            if ref in config.aliases or ref in config.deployments:
+                continue
+            provider, sep, model = ref.partition("/")
+            if not sep or not model:
+                problems.append(
+                    f"[models] {alias} = {ref!r}: not an alias, tier or deployment; "
+                    f'use "provider/model" (e.g. "openai/gpt-4o-mini") or a name defined under [models]'
+                )
+            elif provider not in config.providers:
+                problems.append(
+                    f"[models] {alias} = {ref!r}: provider {provider!r} is not configured"
+                    f"{did_you_mean(provider, config.providers)}; known: {', '.join(sorted(config.providers))}, "
+                    f"or add [models.providers.{provider}]"
+                )
+    return problems
+
+
+def _unreachable_default(config: ModelsConfig) -> list[str]:
+    default = config.default or "local"
+    if default in config.aliases or default in config.deployments:
+        return []
+    provider, sep, _ = default.partition("/")
+    if sep and provider in config.providers:
+        return []
+    return [
+        f"[models] default = {default!r} is not an alias, tier, deployment or provider/model"
+        f"{did_you_mean(default, [*config.aliases, *config.deployments])}"
+    ]
+
+
 def _tiers(raw: Mapping[str, Any], aliases: dict[str, Target]) -> list[str]:
     """Add ``[models.tiers]`` to ``aliases`` and return the tier order (just ``local`` without tiers)."""
     tiers = dict(_table(raw, "tiers"))
@@ -266,8 +331,9 @@ def _tiers(raw: Mapping[str, Any], aliases: dict[str, Target]) -> list[str]:
 def _no_unknown(where: str, table: Mapping[str, Any], known: set[str]) -> None:
     extra = sorted(set(table) - known)
     if extra:
+        hints = "".join(did_you_mean(k, known) for k in extra)
         raise ConfigError(
-            f"[{where}] has unknown key(s) {', '.join(extra)}; known: {', '.join(sorted(known))}"
+            f"[{where}] has unknown key(s) {', '.join(extra)}{hints}; known: {', '.join(sorted(known))}"
         )
 
 
@@ -316,7 +382,7 @@ def _nonneg_int(raw: Mapping[str, Any], key: str, default: int, where: str) -> i
 
 def _money(where: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f"[{where}] must be an amount in USD >= 0, got {value!r}")
+        raise ConfigError(f"{where} must be an amount in USD >= 0 (a number, e.g. 5 or 0.5), got {value!r}")
     return float(value)
 
 
@@ -382,11 +448,11 @@ def _budgets(t: dict[str, Any]) -> BudgetConfig:
     _no_unknown("models.budgets", t, {"day", "month", "run", "workflow", "key"})
 
     def one(key: str) -> float | None:
-        return None if t.get(key) is None else _money(f"models.budgets] {key}", t[key])
+        return None if t.get(key) is None else _money(f"[models.budgets] {key}", t[key])
 
     def many(key: str) -> dict[str, float]:
         return {
-            n: _money(f"models.budgets.{key}] {n}", v)
+            n: _money(f"[models.budgets.{key}] {n}", v)
             for n, v in _sub(f"models.budgets.{key}", t.get(key, {})).items()
         }
 
@@ -402,7 +468,7 @@ def _price(name: str, value: Any) -> dict[str, float]:
     _no_unknown(where, t, _PRICE_KEYS)
     if "input" not in t or "output" not in t:
         raise ConfigError(f"[{where}] needs input and output (USD per million tokens)")
-    return {k: _money(f"{where}] {k}", v) for k, v in t.items()}
+    return {k: _money(f"[{where}] {k}", v) for k, v in t.items()}
 
 
 def _cache(t: dict[str, Any]) -> CacheConfig:

@@ -109,7 +109,12 @@ def prune_payloads(conn: Conn, older_than: float, now: float | None = None) -> i
 
 
 # What spend can be grouped by, as SQL over model_calls.
-GROUPS = {"day": "day", "model": "provider || '/' || model", "workflow": "COALESCE(workflow, '-')"}
+GROUPS = {
+    "day": "day",
+    "model": "provider || '/' || model",
+    "workflow": "COALESCE(workflow, '-')",
+    "key": "COALESCE(virtual_key, '-')",
+}
 
 _CALL_COLUMNS = (
     "id, started_at, run_id, step, workflow, virtual_key, requested, kind, provider, model, deployment, status, "
@@ -154,3 +159,22 @@ def call_rows(
     )
     names = [c.strip() for c in _CALL_COLUMNS.split(",")]
     return [dict(zip(names, r, strict=True)) for r in rows]
+
+
+_USAGE = "COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost), SUM(CASE WHEN price_known = 0 THEN 1 ELSE 0 END)"
+
+
+def usage_rows(
+    conn: Conn, *, run_ids: list[str] | None = None, run_id: str | None = None
+) -> list[tuple[Any, ...]]:
+    """(run_id, calls, input tokens, output tokens, cost, unpriced calls) per run of ``run_ids``, or the
+    same per step (step first) of ``run_id``."""
+    if run_id is not None:
+        return conn.all(f"SELECT step, {_USAGE} FROM model_calls WHERE run_id = ? GROUP BY step", (run_id,))
+    if not run_ids:
+        return []
+    return conn.all(
+        f"SELECT run_id, {_USAGE} FROM model_calls WHERE run_id IN ({', '.join('?' * len(run_ids))}) "
+        "GROUP BY run_id",
+        run_ids,
+    )

@@ -1,4 +1,4 @@
-"""Reading the call records and budgets back: spend by day, model and workflow; recent calls; budgets.
+"""Reading the call records and budgets back: spend by day, model, workflow and key; recent calls; budgets.
 
 The CLI (``crewline costs``) and the HTTP API (``/api/v1/spend``, ``/calls``, ``/budgets``) both read here;
 the SQL is that of the tables' owners (:mod:`.records`, :mod:`.ledger`).
@@ -11,9 +11,9 @@ from typing import Any
 from ..store import Conn
 from .config import BudgetConfig
 from .ledger import budget_rows, config_limit, from_nusd
-from .records import GROUPS, call_rows, spend_rows
+from .records import GROUPS, call_rows, spend_rows, usage_rows
 
-__all__ = ["GROUPS", "budgets", "calls", "spend"]
+__all__ = ["GROUPS", "budgets", "calls", "spend", "usage_by_run", "usage_by_step"]
 
 
 def spend(conn: Conn, groups: tuple[str, ...], since: float, run_id: str | None = None) -> dict[str, Any]:
@@ -27,7 +27,24 @@ def spend(conn: Conn, groups: tuple[str, ...], since: float, run_id: str | None 
              "unpriced_calls": r[7] or 0}
             for r in rows
         ]  # fmt: skip
+    if "key" in out:
+        out["key"] = _by_key_id(out["key"])
     return out
+
+
+def _by_key_id(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per key: a key with a daily budget is recorded under its day's ledger scope, ``<id>@<day>``."""
+    merged: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        key_id = str(row["key"]).partition("@")[0]
+        into = merged.setdefault(key_id, {**row, "key": key_id, **dict.fromkeys(_SUMMED, 0)})
+        for name in _SUMMED:
+            into[name] += row[name]
+        into["cost"] = round(into["cost"], 6)
+    return [merged[k] for k in sorted(merged)]
+
+
+_SUMMED = ("calls", "cache_hits", "errors", "input_tokens", "output_tokens", "cost", "unpriced_calls")
 
 
 def budgets(conn: Conn, config: BudgetConfig) -> list[dict[str, Any]]:
@@ -54,3 +71,24 @@ def calls(
     for row in out:
         row["price_known"], row["cache_hit"] = bool(row["price_known"]), bool(row["cache_hit"])
     return out
+
+
+def _usage(row: tuple[Any, ...]) -> dict[str, Any]:
+    calls_, tokens_in, tokens_out, cost, unpriced = row
+    return {
+        "calls": calls_,
+        "input_tokens": tokens_in or 0,
+        "output_tokens": tokens_out or 0,
+        "cost": round(float(cost or 0), 6),
+        "unpriced_calls": unpriced or 0,
+    }
+
+
+def usage_by_run(conn: Conn, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Model calls, tokens and cost of each run (every call it made: retries, fallbacks, failures)."""
+    return {r[0]: _usage(r[1:]) for r in usage_rows(conn, run_ids=run_ids)}
+
+
+def usage_by_step(conn: Conn, run_id: str) -> dict[int, dict[str, Any]]:
+    """Model calls, tokens and cost of each step of a run."""
+    return {int(r[0]): _usage(r[1:]) for r in usage_rows(conn, run_id=run_id) if r[0] is not None}

@@ -9,6 +9,10 @@ secret (``secret_env``), read once when the server starts.
     max_body = "1MB"           # any request body larger than this gets 413
     public_url = "https://ops.example.com"   # base of status URLs (default: the request's own)
     key_cache = "5s"           # how long a verified API key is trusted before it is looked up again
+    max_header_size = "64KB"   # a request's header block larger than this gets 431
+    max_headers = 100          # and so does one with more header fields than this
+    header_timeout = "10s"     # a connection that has not sent a whole header block by then is closed
+    max_connections_per_client = 256   # further connections from one address get 429
 
     [webhooks.signup]
     workflow = "onboard"
@@ -103,6 +107,10 @@ class ServerConfig:
     max_body: int = 1024 * 1024
     public_url: str | None = None
     key_cache: float = 5.0
+    max_header_size: int = 64 * 1024
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    max_connections_per_client: int = 256
     hooks: Mapping[str, HookConfig] = field(default_factory=dict)
 
     @classmethod
@@ -111,7 +119,7 @@ class ServerConfig:
         server = settings.sections.get("server", {})
         if not isinstance(server, dict):
             raise ConfigError("[server] in crewline.toml must be a table")
-        unknown = set(server) - {"max_body", "public_url", "key_cache"}
+        unknown = set(server) - {"max_body", "public_url", "key_cache", *_CONNECTION_SETTINGS}
         if unknown:
             raise ConfigError(f"[server]: unknown setting(s) {', '.join(sorted(unknown))}")
         hooks_table = settings.sections.get("webhooks", {})
@@ -125,7 +133,33 @@ class ServerConfig:
             public_url=public_url.rstrip("/") if public_url else None,
             key_cache=_duration(server.get("key_cache", 5.0), "[server] key_cache"),
             hooks={name: HookConfig.parse(name, t, env) for name, t in hooks_table.items()},
+            **_connection_limits(server),
         )
+
+
+_CONNECTION_SETTINGS = ("max_header_size", "max_headers", "header_timeout", "max_connections_per_client")
+
+
+def _connection_limits(server: dict[str, Any]) -> dict[str, Any]:
+    """The limits enforced on connections before a request reaches the application (see connections.py)."""
+    given = {name: server.get(name, getattr(ServerConfig, name)) for name in _CONNECTION_SETTINGS}
+    timeout = _duration(given["header_timeout"], "[server] header_timeout")
+    if timeout <= 0:
+        raise ConfigError("[server] header_timeout must be more than 0 seconds, e.g. '10s'")
+    return {
+        "max_header_size": parse_size(given["max_header_size"], "[server] max_header_size"),
+        "max_headers": _count(given["max_headers"], "[server] max_headers"),
+        "header_timeout": timeout,
+        "max_connections_per_client": _count(
+            given["max_connections_per_client"], "[server] max_connections_per_client"
+        ),
+    }
+
+
+def _count(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{what} must be a whole number from 1 up, got {value!r}")
+    return value
 
 
 def _required_str(table: dict[str, Any], key: str, where: str) -> str:

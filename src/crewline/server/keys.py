@@ -214,8 +214,12 @@ def revoke_key(conn: Conn, key_id: str) -> ApiKey:
     if match is not None:  # someone pasted the whole token: use its id, never echo it back
         key_id = match.group(1)
     if get_key(conn, key_id) is None:
-        shown = key_id if re.fullmatch(r"[0-9a-f]{1,12}", key_id) else "(not a key id)"
-        raise InvalidInput(f"no API key with id {shown}: see `crewline keys list`")
+        if re.fullmatch(r"[0-9a-f]{1,12}", key_id):
+            raise InvalidInput(f"no API key with id {key_id}: see `crewline keys list`")
+        # Not echoed: what was typed may be some other secret pasted by mistake.
+        raise InvalidInput(
+            "no API key has that id: a key id is 12 hex digits, the id column of `crewline keys list`"
+        )
     conn.execute(
         "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (time.time(), key_id)
     )

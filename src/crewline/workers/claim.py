@@ -16,7 +16,15 @@ from ..flows import records
 from ..flows.records import RunRecord
 from ..store.database import Conn
 
-__all__ = ["claim_runs", "extend_leases", "held_flags", "register_worker", "release_runs", "stop_worker"]
+__all__ = [
+    "claim_runs",
+    "extend_leases",
+    "held_flags",
+    "live_workers",
+    "register_worker",
+    "release_runs",
+    "stop_worker",
+]
 
 
 def _marks(n: int) -> str:
@@ -83,3 +91,12 @@ def register_worker(conn: Conn, worker_id: str, hostname: str, pid: int, concurr
 
 def stop_worker(conn: Conn, worker_id: str) -> None:
     conn.execute("UPDATE workers SET stopped_at = ? WHERE id = ?", (time.time(), worker_id))
+
+
+def live_workers(conn: Conn, lease_seconds: float) -> int:
+    """How many workers are running: not stopped, and their heartbeat (every third of a lease) is recent."""
+    row = conn.one(
+        "SELECT COUNT(*) FROM workers WHERE stopped_at IS NULL AND heartbeat_at > ?",
+        (time.time() - 2 * lease_seconds,),
+    )
+    return int(row[0]) if row else 0

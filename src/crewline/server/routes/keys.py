@@ -13,6 +13,7 @@ from ..auth import require
 from ..errors import ApiError
 from ..keys import ApiKey, create_key, list_keys, parse_lifetime, revoke_key
 from ..state import state_of
+from ._body import RequestBody
 
 __all__ = ["router"]
 
@@ -36,7 +37,7 @@ class CreatedKey(KeyOut):
     key: str = Field(description="The key itself. It is shown only this once: store it now.")
 
 
-class NewKey(BaseModel):
+class NewKey(RequestBody):
     scope: Literal["admin", "operator", "reviewer", "trigger", "proxy"]
     name: str = Field(default="", max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")
     budget_per_day: float | None = Field(

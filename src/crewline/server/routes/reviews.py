@@ -16,6 +16,7 @@ from ..auth import require
 from ..keys import ApiKey
 from ..starting import storable
 from ..state import state_of
+from ._body import RequestBody
 
 __all__ = ["router"]
 
@@ -23,7 +24,7 @@ router = APIRouter(prefix="/api/v1", tags=["reviews"])
 
 _TEXT = r"^[^\x00-\x1f\x7f/]{1,200}$"
 ReviewId = Annotated[str, Path(pattern=_TEXT, description="The review request's id.")]
-Status = Literal["pending", "approved", "rejected", "expired", "resolved", "all"]
+Status = Literal["pending", "approved", "rejected", "expired", "resolved", "closed", "all"]
 
 
 class ReviewOut(BaseModel):
@@ -50,14 +51,14 @@ class ReviewOut(BaseModel):
     content_hash: str = Field(description="Hash of action, preview and context: send it back as seen_hash.")
 
 
-class DecisionIn(BaseModel):
+class DecisionIn(RequestBody):
     decision: Literal["approve", "reject"]
     comment: str | None = Field(default=None, max_length=10_000, pattern=r"^[^\x00]*$")
     edit: Any = Field(default=None, description="With approve: the corrected preview the run continues with.")
     seen_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
-class ResolveIn(BaseModel):
+class ResolveIn(RequestBody):
     outcome: Literal["done", "retry", "fail"]
     output: Any = Field(default=None, description="With done: what the step returned.")
 

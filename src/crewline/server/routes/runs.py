@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from ...flows import records
+from ...flows.operations import parse_overrides
 from ...flows.records import STATES, RunRecord
 from ..auth import check_reach, require
 from ..bodies import JsonBodyRoute
@@ -17,6 +18,7 @@ from ..errors import ApiError, public_error
 from ..keys import ApiKey
 from ..starting import PreparedRun, prepare_run, storable
 from ..state import state_of, status_url
+from ._body import RequestBody
 
 __all__ = ["router"]
 
@@ -31,7 +33,7 @@ assert set(State.__args__) == set(STATES)  # type: ignore[attr-defined]
 _INT32 = 2**31 - 1
 
 
-class StartRun(BaseModel):
+class StartRun(RequestBody):
     workflow: str = Field(
         pattern=_ID, description="Name of a registered workflow (see GET /api/v1/workflows)."
     )
@@ -72,6 +74,9 @@ class RunOut(BaseModel):
     created_at: float
     updated_at: float
     finished_at: float | None
+    pruned_at: float | None = Field(
+        default=None, description="When retention dropped its payloads and steps."
+    )
 
 
 class StepOut(BaseModel):
@@ -98,12 +103,17 @@ class RunPage(BaseModel):
     )
 
 
-class Fork(BaseModel):
+class Fork(RequestBody):
     from_step: int = Field(
         ge=1, le=_INT32, description="Re-execute from this step; earlier steps are reused."
     )
     run_id: str | None = Field(
         default=None, pattern=_RUN_ID, description="Id for the new run; 409 if a run already has it."
+    )
+    set: list[Annotated[str, Field(max_length=500)]] = Field(
+        default_factory=list,
+        max_length=50,
+        description='Vary the rerun, as `crewline runs fork --set` does: ["model=strong", "prompt=reply@candidate"].',
     )
 
 
@@ -118,7 +128,7 @@ class Cancelled(BaseModel):
     result: Literal["cancelled", "cancel requested"]
 
 
-class Event(BaseModel):
+class Event(RequestBody):
     name: str = Field(pattern=_ID, description="What the run waits for with ctx.wait_for(name).")
     payload: Any = None
 
@@ -128,7 +138,7 @@ class EventSent(BaseModel):
     event_id: int
 
 
-class Resolve(BaseModel):
+class Resolve(RequestBody):
     outcome: Literal["done", "retry", "fail"]
     output: Any = Field(default=None, description="With outcome done: the step's result.")
 
@@ -297,7 +307,10 @@ async def cancel_run(
 async def fork_run(
     run_id: RunId, body: Fork, request: Request, _: ApiKey = Depends(require("fork runs"))
 ) -> Forked:
-    fork_id = await state_of(request).app.fork(run_id, body.from_step, new_run_id=body.run_id)
+    overrides = parse_overrides(body.set) or None
+    fork_id = await state_of(request).app.fork(
+        run_id, body.from_step, new_run_id=body.run_id, overrides=overrides
+    )
     return Forked(run_id=fork_id, forked_from=run_id, status_url=status_url(request, fork_id))
 
 

@@ -1,0 +1,206 @@
+"""The step journal: the durable-step protocol, written once for every step kind.
+
+A step kind asks the journal to :meth:`~Journal.begin` a numbered step. The journal checks that a record
+already there names the same step (else :class:`DeterminismError`) and, unless the step is finished,
+lets cancellation and graceful shutdown take effect first. A finished step is replayed from its record
+(:meth:`~Journal.replay`); an irreversible step found with only its intent is never guessed at
+(:meth:`~Journal.ask_outcome`). Otherwise the step runs live: :meth:`~Journal.go_live` is the one place an
+effect is let through (an irreversible call's intent is committed before it), and the outcome is recorded
+under the run's lease, in the transaction that marks the step done, failed, intent or waiting
+(:meth:`~Journal.record`, or :meth:`~Journal.write` inside :meth:`~Journal.transact`). A step that must
+wait parks the run (:meth:`~Journal.park`, :meth:`~Journal.suspend`) on a time, an event, a review or a
+child. What every step kind shares (a shadow run that records "would have done X" instead of an
+irreversible call, compensations registered when a step finishes) belongs here, not in the step kinds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, NoReturn, TypeVar
+
+from ..errors import Cancelled, DeterminismError, StepError
+from ..store.database import Conn
+from ..store.payloads import dump
+from .definitions import Effect
+from .engine import Engine, RunSignals, Suspend
+from .records import RunRecord, StepRecord, write_step
+from .review import NewRequest, create_request
+from .states import Park, StepKind, StepStatus
+
+__all__ = ["Entry", "Journal", "Outcome"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A step the journal has begun: its number and identity, and its record if it has one."""
+
+    n: int
+    name: str
+    kind: StepKind
+    effect: Effect
+    record: StepRecord | None
+    started: float
+    input_json: bytes | None = None  # what to record as the step's input (tools, model calls)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the record holds a final outcome to replay."""
+        return self.record is not None and self.record.status in ("done", "failed")
+
+    def with_input(self, input_json: bytes | None) -> Entry:
+        return replace(self, input_json=input_json)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a step's record says now."""
+
+    status: StepStatus
+    output_json: bytes | None = None
+    error: dict[str, Any] | None = None
+    attempts: int = 1
+
+
+class Journal:
+    """One run's steps as they are replayed and recorded; shared by every step kind of the run."""
+
+    def __init__(
+        self, engine: Engine, run: RunRecord, steps: dict[int, StepRecord], owner: str, signals: RunSignals
+    ) -> None:
+        self.engine = engine
+        self.run = run
+        self.run_id = run.id
+        self.workflow = run.workflow
+        # What shaped this run so far (model calls, prompt versions, memory hits), for review requests.
+        self.provenance: list[dict[str, Any]] = []
+        self._steps = steps
+        self._owner = owner
+        self._signals = signals
+        self._next = 0
+
+    @property
+    def step_count(self) -> int:
+        """How many steps the workflow has reached so far."""
+        return self._next
+
+    def provenance_summary(self) -> dict[str, Any]:
+        return {"steps_so_far": self._next - 1, "used": list(self.provenance)}
+
+    # -- begin and replay ------------------------------------------------------------------------------
+
+    async def begin(
+        self, name: str, kind: StepKind, effect: Effect = "read", input_json: bytes | None = None
+    ) -> Entry:
+        """Number the next step, check it against its record, and stop here if the run must stop."""
+        self._next += 1
+        n = self._next
+        rec = self._steps.get(n)
+        if rec is not None and (rec.name != name or rec.kind != kind):
+            raise DeterminismError(
+                f"run {self.run_id} step {n}: the record says {rec.kind} {rec.name!r} but the code now calls "
+                f"{kind} {name!r}. The workflow changed under a running run: cancel it, or fork it from step {n}"
+            )
+        if rec is None or rec.status not in ("done", "failed"):
+            await self._boundary()
+        started = rec.started_at if rec is not None else time.time()
+        return Entry(n, name, kind, effect, rec, started, input_json)
+
+    async def _boundary(self) -> None:
+        """Cancellation and graceful shutdown take effect here, between steps."""
+        if self._signals.cancel:
+            raise Cancelled(f"run {self.run_id} was cancelled")
+        if self._signals.drain.is_set():
+            await self.suspend(Park.released(time.time()))
+
+    def replay(self, entry: Entry) -> Any:
+        """A finished step's recorded output, or its recorded failure raised again as a StepError."""
+        rec = entry.record
+        assert rec is not None and entry.finished, "replay() is for finished steps"
+        if rec.status == "failed":
+            err = rec.error or {}
+            raise StepError(entry.n, rec.name, str(err.get("type")), str(err.get("message")))
+        return rec.output
+
+    async def ask_outcome(self, entry: Entry) -> NoReturn:
+        """An intent with no result: the call may or may not have happened. Never guess; ask."""
+        park = Park.outcome_unknown(entry.n, entry.name)
+        ask = NewRequest(
+            request_id=f"{self.run_id}:{entry.n}",
+            run_id=self.run_id,
+            step_no=entry.n,
+            kind="outcome_unknown",
+            action=f"confirm whether step {entry.n} ({entry.name}) happened",
+            risk="high",
+            preview=None if entry.record is None else entry.record.output,
+            context=self.provenance_summary(),
+            on_timeout="escalate",
+        )
+
+        def park_on_review(conn: Conn) -> None:
+            create_request(conn, ask, self.engine.blob_threshold)
+            self.park(conn, park)
+
+        await self.transact(park_on_review)
+        raise Suspend(park.reason)
+
+    # -- live ------------------------------------------------------------------------------------------
+
+    async def go_live(self, entry: Entry, idempotency_key: str) -> None:
+        """Let the step's effect happen: an irreversible call's intent is committed before it, so a crash
+        between the two leaves "outcome unknown" for an operator instead of a second call."""
+        if entry.effect == "irreversible":
+            await self.record(entry, Outcome("intent", dump({"idempotency_key": idempotency_key}), None, 0))
+            self.crash_point("after_intent", entry.n)
+
+    def crash_point(self, where: str, step_no: int) -> None:
+        self.engine.crash_point(where, step_no)
+
+    # -- record and park -------------------------------------------------------------------------------
+
+    async def transact(self, fn: Callable[[Conn], T]) -> T:
+        """Run ``fn`` in one checkpoint transaction, only while this worker holds the run's lease."""
+        return await self.engine.checkpoint(self.run_id, self._owner, fn)
+
+    async def record(self, entry: Entry, outcome: Outcome) -> None:
+        """Record the step's outcome in its own checkpoint transaction."""
+        await self.transact(lambda conn: self.write(conn, entry, outcome))
+
+    def write(self, conn: Conn, entry: Entry, outcome: Outcome) -> None:
+        """Record the step's outcome inside the caller's transaction (see :meth:`transact`)."""
+        write_step(
+            conn,
+            self.run_id,
+            entry.n,
+            name=entry.name,
+            kind=entry.kind,
+            effect=entry.effect,
+            status=outcome.status,
+            output_json=outcome.output_json,
+            error=outcome.error,
+            attempts=outcome.attempts,
+            started_at=entry.started,
+            blob_threshold=self.engine.blob_threshold,
+            input_json=entry.input_json,
+        )
+
+    def park(self, conn: Conn, park: Park) -> None:
+        """Release the run inside the caller's transaction; the step kind then raises :class:`Suspend`."""
+        self.engine.park(conn, self.run_id, park)
+
+    async def suspend(self, park: Park) -> NoReturn:
+        """Park the run in its own transaction and leave the workflow function."""
+        await self.transact(lambda conn: self.park(conn, park))
+        raise Suspend(park.reason or park.status)
+
+    async def hold(self, seconds: float) -> None:
+        """Wait ``seconds`` keeping the run and its worker slot; a graceful shutdown parks it instead."""
+        try:
+            await asyncio.wait_for(self._signals.drain.wait(), seconds)
+        except TimeoutError:
+            return
+        await self.suspend(Park.released(time.time() + seconds))

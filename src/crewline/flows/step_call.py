@@ -1,0 +1,167 @@
+"""``ctx.step`` and ``ctx.tool``: a Python call run once, durably, with retries and a timeout.
+
+The recorded result is the call's return value as JSON; a replay validates it back into the declared
+return type. Tools are steps whose arguments are validated and recorded, and which a person approves
+first when their risk asks for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, cast
+
+import pydantic_core
+
+from ..config import parse_duration
+from ..errors import ActionRejected, ConfigError, InvalidInput, StepError
+from ..store.payloads import dump, load_json
+from .approvals import Approval, request_approval
+from .definitions import (
+    DEFAULT_RETRY,
+    EFFECTS,
+    NO_RETRY,
+    Effect,
+    RetryPolicy,
+    return_adapter,
+    return_type,
+)
+from .journal import Entry, Journal, Outcome
+from .states import StepKind
+from .tools import Tool, as_tool
+
+__all__ = ["Call", "fn_name", "run_call", "use_tool"]
+
+_SCALARS = (int, str, float, bool, type(None))
+
+
+@dataclass(frozen=True)
+class Call:
+    """One durable call of ``fn``: ``kind`` "step" or "tool", ``input_json`` what to record as its input."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    name: str
+    kind: StepKind = "step"
+    effect: str = "read"
+    retry: RetryPolicy | None = None
+    timeout: float | str | None = None
+    idempotency_key: str | None = None
+    input_json: bytes | None = None
+
+
+@dataclass(frozen=True)
+class _Live:
+    """A call about to run: its final arguments, retry policy and timeout."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    policy: RetryPolicy = DEFAULT_RETRY
+    seconds: float | None = None
+
+
+async def run_call(journal: Journal, call: Call) -> Any:
+    """Run (or replay) ``call`` as the run's next step and return its (recorded) result."""
+    if call.effect not in EFFECTS:
+        raise ConfigError(f"effect must be one of {', '.join(EFFECTS)}, got {call.effect!r}")
+    entry = await journal.begin(call.name, call.kind, cast(Effect, call.effect), call.input_json)
+    adapter = return_adapter(call.fn)
+    if entry.record is not None:
+        if not entry.finished:
+            await journal.ask_outcome(entry)
+        value = journal.replay(entry)
+        return value if adapter is None else adapter.validate_python(value)
+    key = call.idempotency_key or f"{journal.run_id}:{entry.n}"
+    kwargs = call.kwargs
+    if _accepts_key(call.fn) and "idempotency_key" not in kwargs:
+        kwargs = {**kwargs, "idempotency_key": key}
+    irreversible = call.effect == "irreversible"
+    policy = call.retry or (NO_RETRY if irreversible else DEFAULT_RETRY)
+    seconds = None if call.timeout is None else parse_duration(call.timeout)
+    await journal.go_live(entry, key)
+    result, attempts = await _attempts(journal, entry, _Live(call.fn, call.args, kwargs, policy, seconds))
+    # A plain JSON scalar of the declared type reads back as itself: skip the validation round trip.
+    scalar = type(result) in _SCALARS and return_type(call.fn) in (None, type(result))
+    try:
+        data = dump(
+            result if adapter is None or scalar else adapter.dump_python(result, mode="json"),
+            f"the output of step {entry.n} ({entry.name})",
+        )
+    except InvalidInput as e:  # what cannot be read back must not be recorded as the outcome
+        raise await _fail(journal, entry, e, attempts) from None
+    await journal.record(entry, Outcome("done", data, None, attempts))
+    journal.crash_point("after_step_commit", entry.n)
+    if scalar:
+        return result
+    return load_json(data) if adapter is None else adapter.validate_json(data)
+
+
+async def _attempts(journal: Journal, entry: Entry, live: _Live) -> tuple[Any, int]:
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await _invoke(live), attempt
+        except Exception as e:
+            if attempt < live.policy.max_attempts and live.policy.retryable(e):
+                await asyncio.sleep(live.policy.delay(attempt))
+                continue
+            raise await _fail(journal, entry, e, attempt) from e
+
+
+async def _fail(journal: Journal, entry: Entry, exc: Exception, attempts: int) -> StepError:
+    """Record the step as failed with ``exc``; returns the error the workflow sees."""
+    kind, message = type(exc).__name__, str(exc)[:4000]
+    error = {"type": kind, "message": message, "attempts": attempts}
+    await journal.record(entry, Outcome("failed", None, error, attempts))
+    return StepError(entry.n, entry.name, kind, message)
+
+
+async def _invoke(live: _Live) -> Any:
+    async def call() -> Any:
+        if _is_async(live.fn):
+            return await live.fn(*live.args, **live.kwargs)
+        result = await asyncio.to_thread(live.fn, *live.args, **live.kwargs)
+        return await result if inspect.isawaitable(result) else result
+
+    if live.seconds is None:
+        return await call()
+    async with asyncio.timeout(live.seconds):
+        return await call()
+
+
+async def use_tool(journal: Journal, tool: Tool | Callable[..., Any], arguments: dict[str, Any]) -> Any:
+    """Validate the arguments, ask a person first when the tool's risk says so, then run it as a step."""
+    t = as_tool(tool)
+    kwargs = t.validate(arguments)
+    if journal.engine.risk_policy.risk_for(t.name, t.default_risk) != "low":
+        preview = {"tool": t.name, "arguments": pydantic_core.to_jsonable_python(kwargs)}
+        decision = await request_approval(journal, Approval(f"tool {t.name}", preview, t.default_risk))
+        if not decision.approved:
+            raise ActionRejected(f"tool {t.name}", decision.decided_by, decision.comment)
+        if isinstance(decision.edited, dict):
+            kwargs = t.validate(decision.edited.get("arguments", decision.edited))
+    call = Call(t.fn, (), kwargs, t.name, "tool", t.effect, input_json=dump(kwargs))
+    return await run_call(journal, call)
+
+
+@lru_cache(maxsize=1024)
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn)
+
+
+@lru_cache(maxsize=1024)
+def _accepts_key(fn: Callable[..., Any]) -> bool:
+    try:
+        return "idempotency_key" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def fn_name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
