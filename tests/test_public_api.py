@@ -16,6 +16,7 @@ PUBLIC = [
     "BadRequest",
     "BudgetExceeded",
     "Cancelled",
+    "ChannelError",
     "ConfigError",
     "ContentPolicy",
     "Context",

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .config import Settings
 from .errors import InvalidInput, RunFailed
@@ -33,13 +35,23 @@ from .flows.records import (
 )
 from .memory import MemoryStore
 from .models import Gateway
+from .models.call_log import CallRecord, model_call_event
+from .models.ledger import BudgetAlert
+from .observe.alert_config import AlertsConfig
+from .observe.alerts import Alerting
+from .observe.events import Observers
+from .observe.trace_config import TraceSettings
 from .store import Database, open_database
 from .store.payloads import dump
 from .workers import Worker
 
+if TYPE_CHECKING:
+    from .observe.traces import Tracer
+
 __all__ = ["App"]
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+log = logging.getLogger("crewline.app")
 
 
 class App:
@@ -58,6 +70,10 @@ class App:
         self._queues: dict[str, Queue] = {"default": Queue("default")}
         self._engine: Engine | None = None
         self._gateway = models
+        self._alerting: Alerting | None = None
+        # Every component reports to this hub; metrics, traces and alerts observe it.
+        self.observers = Observers()
+        self._tracer: Tracer | None = None
 
     # -- definition ------------------------------------------------------------------------------------
 
@@ -114,11 +130,15 @@ class App:
             _sync_prompts(engine)
             engine.workflows = self._workflows
             engine.queues = self._queues
+            engine.observers = self.observers
             if self._gateway is not None:
                 engine.models = self._gateway
             else:
-                engine.models_factory = lambda: Gateway.from_settings(self.settings, engine.db)
+                engine.models_factory = lambda: Gateway.from_settings(
+                    self.settings, engine.db, on_alert=self._budget_crossed, on_call=self.observe_call
+                )
             engine.memory_factory = lambda: _memory_store(engine)
+            self._start_tracing()
             self._engine = engine
         return self._engine
 
@@ -138,10 +158,29 @@ class App:
         """The memory store (``[memory]`` in crewline.toml): ``await app.memory.ingest("docs/", scope="kb")``."""
         return self.engine.memory
 
+    def observe_call(self, record: CallRecord) -> None:
+        """Tell the app's observers about a model call: the ``on_call`` of a gateway built by hand."""
+        if self.observers:
+            self.observers.emit(model_call_event(record, content=self.observers.wants_content))
+
+    def _start_tracing(self) -> None:
+        """Spans over OTLP/HTTP when ``[observe] otlp_endpoint`` is set (a ConfigError names what is wrong)."""
+        settings = TraceSettings.from_section(self.settings.sections.get("observe"), os.environ)
+        if settings.enabled and self._tracer is None:
+            from .observe.traces import Tracer  # needs the `observe` extra, checked by from_section
+
+            self._tracer = Tracer.exporting(settings)
+            self.observers.add(self._tracer)
+            self.observers.wants_content = self.observers.wants_content or settings.capture_content
+
     def close(self) -> None:
         if self._engine is not None:
             self._engine.db.close()
             self._engine = None
+        if self._tracer is not None:
+            self.observers.remove(self._tracer)
+            self._tracer.shutdown()
+            self._tracer = None
 
     async def aclose(self) -> None:
         """Close the gateway (waiting for its call records) and the database."""
@@ -152,12 +191,35 @@ class App:
         self.close()
 
     @property
+    def alerting(self) -> Alerting:
+        """Alert rules and channels (``[alerts]`` in crewline.toml), evaluated by this app's workers."""
+        if self._alerting is None:
+            from .server.config import ServerConfig
+
+            only_server = Settings(sections={"server": self.settings.sections.get("server") or {}})
+            server = ServerConfig.from_settings(only_server)
+            self._alerting = Alerting(
+                self.db,
+                AlertsConfig.from_settings(self.settings),
+                public_url=server.public_url,
+                observers=self.observers,
+            )
+        return self._alerting
+
+    def _budget_crossed(self, alert: BudgetAlert) -> None:
+        try:
+            self.alerting.on_budget(alert)
+        except Exception:  # a broken [alerts] section must not fail the model call that crossed it
+            log.exception("budget crossing %s at %d%% not recorded as an alert", alert.scope, alert.level)
+
+    @property
     def reviews(self) -> ReviewQueue:
         """The review queue: approval requests and unknown outcomes waiting for a person."""
         return ReviewQueue(self.engine)
 
     def worker(self, *, concurrency: int = 8, worker_id: str | None = None) -> Worker:
-        return Worker(self.engine, concurrency=concurrency, worker_id=worker_id)
+        chores = [self.alerting.run]
+        return Worker(self.engine, concurrency=concurrency, worker_id=worker_id, chores=chores)
 
     # -- runs ------------------------------------------------------------------------------------------
 
@@ -301,4 +363,6 @@ def _sync_prompts(engine: Engine) -> None:
 def _memory_store(engine: Engine) -> MemoryStore:
     section = dict(engine.settings.sections.get("memory") or {})
     gateway = engine.models if engine.settings.sections.get("models") else None
-    return MemoryStore.from_settings(engine.db, section, gateway=gateway)
+    store = MemoryStore.from_settings(engine.db, section, gateway=gateway)
+    store.observers = engine.observers
+    return store

@@ -21,7 +21,9 @@
     │   ├── ActionRejected          a reviewer rejected the action (a tool call, say)
     │   └── Cancelled               the run was cancelled (raised at a step boundary)
     ├── BudgetExceeded              a budget would be exceeded; names the budget, its limit and the spend
-    └── ModelError                  anything from a model provider; ``retryable`` says if trying again helps
+    ├── ChannelError                an alert notice could not be delivered (names no URL, no password)
+    └── ModelError                  anything from a model provider; ``retryable`` says if trying again helps,
+                                    ``tries`` how many attempts the call made
         ├── UnknownModel            name is neither a configured alias, tier nor ``provider/model``
         ├── RateLimited             429; ``retry_after`` seconds when the provider said
         ├── ModelTimeout
@@ -46,6 +48,7 @@ __all__ = [
     "BadRequest",
     "BudgetExceeded",
     "Cancelled",
+    "ChannelError",
     "ConfigError",
     "ContentPolicy",
     "ContextTooLong",
@@ -188,8 +191,16 @@ class BudgetExceeded(CrewlineError):
         self.requested = requested
 
 
+class ChannelError(CrewlineError):
+    """An alert channel refused or could not take a notice; the message is safe to log and store."""
+
+
 class ModelError(CrewlineError):
+    """``tries``: how many attempts the call made before it gave up (set where its route gives up; an
+    error raised outside a route counts as one)."""
+
     retryable: bool = False
+    tries: int = 1
 
     def __init__(self, message: str, *, provider: str | None = None, status: int | None = None) -> None:
         super().__init__(message)

@@ -167,7 +167,7 @@ async def test_every_call_is_recorded(fake: FakeProvider, make_gateway: Any, db:
 async def test_old_call_payloads_are_pruned_and_their_blobs_collected(
     fake: FakeProvider, make_gateway: Any, db: Database
 ) -> None:
-    from crewline.models.records import prune_payloads
+    from crewline.models.call_log import prune_payloads
     from crewline.store.retention import prune
 
     gw = make_gateway({"payload_threshold": 16}, db=db, wait_for_records=True)

@@ -6,7 +6,7 @@ import crewline.models
 import crewline.testing
 
 MODELS = [
-    "Adapter", "BudgetAlert", "CallContext", "CallRecord", "EmbeddingResponse", "Endpoint", "Gateway", "ImagePart", "Ledger",
+    "Adapter", "BudgetAlert", "CallContext", "CallOptions", "CallRecord", "CompletionRequest", "EmbeddingResponse", "Endpoint", "Gateway", "ImagePart", "Ledger",
     "Message", "ModelRequest", "ModelResponse", "ModelStream", "ModelsConfig", "Price", "PriceTable",
     "StreamChunk", "TextPart", "Tool", "ToolCall", "Usage", "assistant", "register", "shipped_table", "system",
     "tool_result", "user",

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from crewline.errors import ConfigError
-from crewline.server.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, signed_headers, verify
+from crewline.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, signed_headers, verify
 
 from .conftest import HOOK_SECRET, hook_sections
 

@@ -24,6 +24,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("costs", "costs"),
     ("prompts", "prompts"),
     ("config", "config"),
+    ("alerts", "alerts"),
 )
 
 

@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import importlib.util
 import json
+import logging
 import os
 import sqlite3
 import sys
@@ -75,6 +76,13 @@ def errors_as_exit() -> Iterator[None]:
 
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def configure_logging() -> None:
+    """The log of long-running commands: one line per record on stderr."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request's URL at INFO, and some URLs are secrets (a Slack webhook URL is one).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def run_async(coro: Coroutine[Any, Any, T], loop_factory: LoopFactory | None = None) -> T:

@@ -21,6 +21,8 @@ from ..errors import ConfigError
 from ..flows.prompts import prompts_dir
 from ..flows.review import RiskPolicy
 from ..models.config import models_problems
+from ..observe.alert_config import AlertsConfig
+from ..observe.trace_config import trace_problems
 from ..server.config import HookConfig, ServerConfig
 from ._common import fail
 
@@ -59,6 +61,8 @@ def check_project(environ: Mapping[str, str] | None = None) -> ProjectReport:
         "webhooks": lambda table: _webhooks(table, env),
         "prompts": lambda _: _prompts(settings),
         "memory": _memory,
+        "alerts": lambda table: _one(partial(AlertsConfig.parse, table, env)),
+        "observe": lambda table: trace_problems(table, env),
     }
     for name, table in settings.sections.items():
         if name not in checks:

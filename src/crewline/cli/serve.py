@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import logging
 import signal
 import socket
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from ._common import LoopFactory, app_option, database_label, errors_as_exit, fail, load_app, loop_option
+from ._common import (
+    LoopFactory,
+    app_option,
+    configure_logging,
+    database_label,
+    errors_as_exit,
+    fail,
+    load_app,
+    loop_option,
+)
 from ._guide import guide as next_steps
 from .config import require_valid_project
 
@@ -72,7 +80,7 @@ def serve(
     SIGTERM or Ctrl-C: stop accepting requests, finish those in flight, let running steps finish and
     release their runs, then exit. The log has one line per run state change (logger crewline.runs).
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     require_valid_project()
     app = load_app(app_ref)
     with errors_as_exit():

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 
 import click
 
 from ..app import App
-from ._common import LoopFactory, app_option, database_label, load_app, loop_option, run_async
+from ._common import (
+    LoopFactory,
+    app_option,
+    configure_logging,
+    database_label,
+    load_app,
+    loop_option,
+    run_async,
+)
 from .config import require_valid_project
 
 __all__ = ["worker"]
@@ -25,7 +32,7 @@ def worker(
     app_ref: str | None, concurrency: int, worker_id: str | None, loop_factory: LoopFactory | None
 ) -> None:
     """Claim and execute runs; SIGTERM or Ctrl-C finish the current steps, release the runs and exit."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     require_valid_project()
     app = load_app(app_ref)
     if not app.workflows:

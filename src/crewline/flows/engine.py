@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ..config import Settings
 from ..errors import ConfigError, GuardFailed, UnknownWorkflow
+from ..observe.events import Observers
 from ..store.database import Conn, Database, Guard
 from .definitions import Queue, Workflow
 from .records import held_leases, park_run
@@ -81,6 +82,8 @@ class Engine:
         self.memory_factory: Callable[[], MemoryStore] | None = None
         # What "now" is for durable sleeps and wait deadlines; tests move it to skip time.
         self.clock: Callable[[], float] = time.time
+        # Where runs and steps report what happened (the app's hub; empty unless something observes).
+        self.observers = Observers()
 
     def crash_point(self, where: str, step_no: int) -> None:
         if self.crash_hook is not None:

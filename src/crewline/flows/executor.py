@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import Cancelled, DatabaseUnavailable, RunFailed, StepError
+from ..observe.events import RunEvent
 from ..store.payloads import Unreadable, dump
 from .context import Context
 from .engine import Engine, LeaseLost, RunSignals, Suspend
@@ -34,6 +35,7 @@ async def execute_run(engine: Engine, run: RunRecord, owner: str, signals: RunSi
         return await _record_end(engine, run, owner, "failed", None, blocked)
     ctx = Context(engine, run, steps, owner, signals)
     runs_log.info("run %s (%s) %s", run.id, run.workflow, "resumed" if steps else "started")
+    _emit_run(engine, run, "resumed" if steps else "started")
     status: RunStatus = "completed"
     output: bytes | None = None
     error: dict[str, Any] | None = None
@@ -52,6 +54,7 @@ async def execute_run(engine: Engine, run: RunRecord, owner: str, signals: RunSi
     except Suspend as e:
         why = str(e) if str(e) != "pending" else "released to another worker (shutting down)"
         runs_log.info("run %s (%s) %s", run.id, run.workflow, why)
+        _emit_run(engine, run, "parked", reason=str(e))
         return "parked"
     except LeaseLost as e:
         log.warning("%s", e)
@@ -94,10 +97,35 @@ async def _record_end(
         return "lost"
     if done:
         log_end(run, status, error)
+        if status in ("completed", "failed", "cancelled"):
+            _emit_run(engine, run, status, error_type=None if error is None else str(error.get("type")))
         engine.run_finished(run.id)
         if run.parent_id:
             engine.work_available.set()
     return status
+
+
+def _emit_run(
+    engine: Engine,
+    run: RunRecord,
+    status: Literal["started", "resumed", "parked", "completed", "failed", "cancelled"],
+    *,
+    error_type: str | None = None,
+    reason: str | None = None,
+) -> None:
+    if engine.observers:  # building the event costs nothing when nobody listens
+        event = RunEvent(
+            run_id=run.id,
+            workflow=run.workflow,
+            status=status,
+            at=time.time(),
+            created_at=run.created_at,
+            queue=run.queue,
+            trace_parent=run.trace_parent,
+            error_type=error_type,
+            reason=reason,
+        )
+        engine.observers.emit(event)
 
 
 def unreadable_error(run: RunRecord, steps: dict[int, StepRecord]) -> dict[str, Any] | None:

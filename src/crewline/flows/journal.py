@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any, NoReturn, TypeVar
 
 from ..errors import Cancelled, DeterminismError, StepError
+from ..observe.events import StepEvent
 from ..store.database import Conn
 from ..store.payloads import dump
 from .definitions import Effect
@@ -82,6 +83,8 @@ class Journal:
         self._owner = owner
         self._signals = signals
         self._next = 0
+        # Step outcomes written in the open transaction, told to observers once it commits.
+        self._unreported: list[StepEvent] = []
 
     @property
     def step_count(self) -> int:
@@ -164,7 +167,12 @@ class Journal:
 
     async def transact(self, fn: Callable[[Conn], T]) -> T:
         """Run ``fn`` in one checkpoint transaction, only while this worker holds the run's lease."""
-        return await self.engine.checkpoint(self.run_id, self._owner, fn)
+        self._unreported.clear()
+        result = await self.engine.checkpoint(self.run_id, self._owner, fn)
+        for event in self._unreported:
+            self.engine.observers.emit(event)
+        self._unreported.clear()
+        return result
 
     async def record(self, entry: Entry, outcome: Outcome) -> None:
         """Record the step's outcome in its own checkpoint transaction."""
@@ -186,6 +194,24 @@ class Journal:
             started_at=entry.started,
             blob_threshold=self.engine.blob_threshold,
             input_json=entry.input_json,
+        )
+        if self.engine.observers:
+            self._unreported.append(self._step_event(entry, outcome))
+
+    def _step_event(self, entry: Entry, outcome: Outcome) -> StepEvent:
+        error_type = None if outcome.error is None else str(outcome.error.get("type"))
+        return StepEvent(
+            run_id=self.run_id,
+            workflow=self.workflow,
+            step=entry.n,
+            name=entry.name,
+            kind=entry.kind,
+            effect=entry.effect,
+            status=outcome.status,
+            started_at=entry.started,
+            duration_s=max(0.0, time.time() - entry.started),
+            attempts=outcome.attempts,
+            error_type=error_type,
         )
 
     def park(self, conn: Conn, park: Park) -> None:

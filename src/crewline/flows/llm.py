@@ -18,6 +18,7 @@ import pydantic
 import pydantic_core
 
 from ..errors import BudgetExceeded, ConfigError, CrewlineError, InvalidInput, ModelError, StepError
+from ..models.calls import CallOptions, CompletionRequest
 from ..store.database import Conn
 from ..store.payloads import dump
 from . import prompts
@@ -173,18 +174,17 @@ def _retry_delay(policy: RetryPolicy, attempt: int, e: ModelError) -> float:
 async def _complete(
     gateway: Gateway, journal: Journal, model: str | None, request: LlmRequest, n: int
 ) -> ModelResponse:
-    return await gateway.complete(
-        model,
-        list(request.messages),
+    asked = CompletionRequest(
+        model=model,
+        messages=list(request.messages),
         tools=list(request.tools) or None,
         output=request.output,
         max_tokens=request.max_tokens,
         temperature=request.temperature,
-        escalate=request.escalate,
-        budget_scope={"run": journal.run_id, "workflow": journal.workflow},
-        run_id=journal.run_id,
-        step=n,
     )
+    scope = {"run": journal.run_id, "workflow": journal.workflow}
+    options = CallOptions(budget_scope=scope, run_id=journal.run_id, step=n, escalate=request.escalate)
+    return await gateway.complete(asked, options)
 
 
 async def _fail(journal: Journal, call: Entry, e: CrewlineError) -> NoReturn:

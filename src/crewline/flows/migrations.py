@@ -144,6 +144,11 @@ ENGINE: tuple[Migration, ...] = (
         "when a run's payloads were pruned",
         ("ALTER TABLE runs ADD COLUMN pruned_at {real}",),
     ),
+    Migration(
+        7,
+        "the W3C trace context of a run, so every process that executes it continues one trace",
+        ("ALTER TABLE runs ADD COLUMN trace_parent TEXT",),
+    ),
 )
 
 FLOWS: tuple[Migration, ...] = (

@@ -10,6 +10,7 @@ Each function here runs inside a transaction the caller opened (usually a group-
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ __all__ = [
     "load_steps",
     "lock_run",
     "new_run_id",
+    "new_trace_parent",
     "run_result",
 ]
 
@@ -45,12 +47,22 @@ _RUN_COLUMNS = (
     "id, workflow, version, queue, priority, status, input, input_blob, output, output_blob, error, "
     "idempotency_key, parent_id, parent_step, forked_from, fork_step, wait_reason, wait_event, wake_at, "
     "lease_owner, lease_until, cancel_requested, recoveries, created_at, updated_at, finished_at, overrides, "
-    "started_by, pruned_at"
+    "started_by, pruned_at, trace_parent"
 )
 
 
 def new_run_id() -> str:
     return uuid.uuid4().hex
+
+
+def new_trace_parent() -> str:
+    """A W3C ``traceparent`` for a new run: a fresh trace id and the span id its run span will have.
+
+    Decided once, when the run is created, and stored with it, so the spans of every process that
+    executes the run (before and after it parks) join one trace under one run span.
+    """
+    ids = os.urandom(24).hex()
+    return f"00-{ids[:32]}-{ids[32:]}-01"
 
 
 @dataclass
@@ -82,6 +94,8 @@ class RunRecord:
     overrides: dict[str, Any] | None = None  # a fork's variations: {"model": ..., "prompts": [...]}
     started_by: str | None = None  # the id of the API key that started it over HTTP
     pruned_at: float | None = None  # when retention dropped its input, output and steps
+    # W3C traceparent decided when the run was created: its trace and the span id of the run's span.
+    trace_parent: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -138,6 +152,7 @@ def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
         overrides,
         by,
         pruned,
+        trace_parent,
     ) = row
     return RunRecord(
         id=rid,
@@ -167,6 +182,7 @@ def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
         overrides=json.loads(overrides) if overrides else None,
         started_by=by,
         pruned_at=pruned,
+        trace_parent=trace_parent,
     )
 
 
@@ -255,8 +271,9 @@ def insert_run(
     # One statement in the common case: a conflict on the id or the idempotency key inserts nothing.
     created = conn.scalar(
         "INSERT INTO runs (id, workflow, version, queue, priority, status, input, input_blob, idempotency_key, "
-        "parent_id, parent_step, forked_from, fork_step, wake_at, created_at, updated_at, overrides, started_by) "
-        "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+        "parent_id, parent_step, forked_from, fork_step, wake_at, created_at, updated_at, overrides, started_by, "
+        "trace_parent) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT DO NOTHING RETURNING id",
         (
             run_id,
             workflow,
@@ -275,6 +292,7 @@ def insert_run(
             now,
             _json(overrides),
             started_by,
+            new_trace_parent(),
         ),
     )
     if created is not None:
@@ -643,3 +661,40 @@ def settle_step(
 
 
 _OUTCOME_FAILED = '{"type": "OutcomeFailed", "message": "an operator marked the outcome as failed"}'
+
+
+# -- health, for alert rules ---------------------------------------------------------------------------
+
+
+def stuck_runs(conn: Conn, late: float, workflow: str | None) -> tuple[int, tuple[str, str] | None]:
+    """How many runs are running under a lease expired before ``late``, or pending/waiting and due
+    before it; and (id, status) of the least recently updated of them."""
+    sql = (
+        "FROM runs WHERE ((status = 'running' AND lease_until < ?) "
+        "OR (status IN ('pending', 'waiting') AND wake_at < ?))"
+    )
+    params: list[object] = [late, late]
+    if workflow is not None:
+        sql += " AND workflow = ?"
+        params.append(workflow)
+    count = int(conn.scalar(f"SELECT COUNT(*) {sql}", params) or 0)
+    oldest = conn.one(f"SELECT id, status {sql} ORDER BY updated_at LIMIT 1", params)
+    return count, None if oldest is None else (str(oldest[0]), str(oldest[1]))
+
+
+def due_backlog(conn: Conn, now: float, queue: str | None) -> tuple[int, float | None]:
+    """How many pending runs are due (on ``queue`` when given), and the earliest due time among them."""
+    sql, params = "FROM runs WHERE status = 'pending' AND wake_at <= ?", list[object]([now])
+    if queue is not None:
+        sql += " AND queue = ?"
+        params.append(queue)
+    row = conn.one(f"SELECT COUNT(*), MIN(wake_at) {sql}", params)
+    if row is None:
+        return 0, None
+    return int(row[0]), None if row[1] is None else float(row[1])
+
+
+def last_started(conn: Conn, workflow: str) -> float | None:
+    """When the workflow's latest run was created."""
+    last = conn.scalar("SELECT MAX(created_at) FROM runs WHERE workflow = ?", (workflow,))
+    return None if last is None else float(last)

@@ -357,3 +357,12 @@ def type_name(value: Any) -> str | None:
     if isinstance(value, pydantic.BaseModel) and "<locals>" not in type(value).__qualname__:
         return f"{type(value).__module__}:{type(value).__qualname__}"
     return None
+
+
+def oldest_pending(conn: Conn) -> tuple[str, float, int] | None:
+    """(id, created_at) of the request waiting longest, and how many are pending."""
+    row = conn.one(
+        "SELECT id, created_at, (SELECT COUNT(*) FROM reviews WHERE status = 'pending') FROM reviews "
+        "WHERE status = 'pending' ORDER BY created_at, id LIMIT 1"
+    )
+    return None if row is None else (str(row[0]), float(row[1]), int(row[2]))

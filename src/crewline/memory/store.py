@@ -24,6 +24,7 @@ from typing import Any
 
 from ..config import parse_duration
 from ..errors import ConfigError, CrewlineError, InvalidInput
+from ..observe.events import Observers
 from ..store.database import Conn, Database
 from ..store.payloads import load_json
 from . import versions as v
@@ -90,6 +91,8 @@ class MemoryStore:
         self._checked = False
         self.searches = 0
         self.searches_with_hits = 0
+        # Told about searches made by workflow steps (``ctx.memory.search``); the app's hub.
+        self.observers = Observers()
 
     @classmethod
     def from_settings(

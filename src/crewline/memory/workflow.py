@@ -8,11 +8,13 @@ which memories shaped an output; the hits are also added to the run's provenance
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from ..observe.events import RetrievalEvent
 from .records import Hit
 from .store import MemoryStore
 
@@ -24,6 +26,7 @@ class StepRunner(Protocol):
     step it is at, and the run's provenance, where searches note the memories they found."""
 
     run_id: str
+    workflow: str
     provenance: list[dict[str, Any]]
 
     @property
@@ -62,7 +65,10 @@ class RunMemory:
         scopes = [scope] if isinstance(scope, str) else list(scope)
 
         async def search() -> dict[str, Any]:
+            started = time.time()
             hits = await self.store.search(query, scope=scopes, k=k, **options)
+            if self.store.observers:
+                self._report(scopes, k, hits, started)
             return {"query": query, "scopes": scopes, "k": k, "hits": [asdict(h) for h in hits]}
 
         record = await self._ctx.step(search, name=name, effect="read")
@@ -77,6 +83,20 @@ class RunMemory:
             }
         )
         return hits
+
+    def _report(self, scopes: list[str], k: int, hits: list[Hit], started: float) -> None:
+        event = RetrievalEvent(
+            scopes=tuple(scopes),
+            k=k,
+            hits=len(hits),
+            top_score=hits[0].score if hits else None,
+            started_at=started,
+            duration_s=time.time() - started,
+            run_id=self._ctx.run_id,
+            workflow=self._ctx.workflow,
+            step=self._ctx.step_count,  # the search step itself, begun before this runs
+        )
+        self.store.observers.emit(event)
 
     async def remember(self, text: str, *, scope: str, name: str = "memory.remember", **options: Any) -> str:
         """Store a fact as a recorded step; returns the item id (an existing one when deduplicated)."""

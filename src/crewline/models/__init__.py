@@ -8,12 +8,13 @@ reply.output, reply.usage, reply.cost, reply.model, reply.latency_ms
 
 from __future__ import annotations
 
+from .call_log import CallRecord
+from .calls import CallOptions, CompletionRequest
 from .config import ModelsConfig
 from .gateway import CallContext, Gateway, ModelStream
 from .ledger import BudgetAlert, Ledger
 from .prices import Price, PriceTable, shipped_table
 from .providers import Adapter, Endpoint, register
-from .records import CallRecord
 from .types import (
     EmbeddingResponse,
     ImagePart,
@@ -35,7 +36,9 @@ __all__ = [
     "Adapter",
     "BudgetAlert",
     "CallContext",
+    "CallOptions",
     "CallRecord",
+    "CompletionRequest",
     "EmbeddingResponse",
     "Endpoint",
     "Gateway",

@@ -5,8 +5,10 @@ A call flows: validate the input (before anything is sent) → resolve the name 
 cache → reserve the worst case against every budget in scope (only when one has a limit) → try the route's
 deployments with rate limits, breakers, retries honouring ``retry-after`` and fallbacks → price the reply →
 settle the budget and record the call in one group-committed write → validate structured output, re-asking
-or escalating to the next tier. The record write is not awaited by default (``await gateway.flush()`` or
-``aclose()`` waits for it): the reservation, held until it lands, keeps budgets safe meanwhile.
+or escalating to the next tier. The books (record, reservation, price, settlement) are kept by the call
+meter (:mod:`.meter`), the deployments tried by the dispatcher (:mod:`.dispatch`). The record write is not
+awaited by default (``await gateway.flush()`` or ``aclose()`` waits for it): the reservation, held until it
+lands, keeps budgets safe meanwhile.
 """
 
 from __future__ import annotations
@@ -17,71 +19,58 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass, replace
+from typing import Any, Unpack, overload
 
 import pydantic
 
 from ..config import Settings
-from ..errors import (
-    AuthError,
-    BadRequest,
-    ConfigError,
-    ContextTooLong,
-    InvalidInput,
-    InvalidOutput,
-    ModelError,
-    PriceUnknown,
-    ProviderUnavailable,
-    RateLimited,
-)
-from ..store import Conn, Database
+from ..errors import AuthError, ConfigError, InvalidInput, InvalidOutput
+from ..store import Database
 from .cache import ResponseCache, request_key
+from .call_log import CallRecord
+from .calls import (
+    COMPLETE_FIELDS,
+    SCOPE_FIELDS,
+    STREAM_FIELDS,
+    CallOptions,
+    CompleteKeywords,
+    CompletionRequest,
+    Messages,
+    ScopeKeywords,
+    StreamKeywords,
+    call_arguments,
+    canonical,
+    refuse_behaviour,
+)
 from .config import ModelsConfig
+from .dispatch import Dispatcher
 from .http import HttpClient
-from .ledger import BudgetAlert, Ledger, Reservation, from_nusd, to_nusd
-from .limits import LocalLimiter, SharedLimiter
+from .ledger import BudgetAlert, Ledger
+from .limits import SharedLimiter
+from .meter import CallContext, CallMeter, MeterSettings
 from .prices import Price, PriceTable, shipped_table
 from .providers import Adapter, Endpoint, adapter_class
-from .records import CallRecord, insert_record
-from .resilience import backoff_delay, counts_against_breaker
-from .routing import Deployment, Route, Router
-from .streaming import ModelStream
+from .routing import Deployment, Router
+from .streaming import ModelStream, StreamCall
 from .structured import parse_output, prompted, reask_messages, schema_for
 from .tokens import estimate_input_tokens
-from .types import (
-    EmbeddingResponse,
-    Message,
-    ModelRequest,
-    ModelResponse,
-    Tool,
-    Usage,
-    coerce_messages,
-    coerce_tools,
-)
+from .types import EmbeddingResponse, ModelRequest, ModelResponse, Usage
 
-__all__ = ["CallContext", "Gateway", "ModelStream"]
-
-T = TypeVar("T")
+__all__ = ["CallContext", "CallOptions", "CompletionRequest", "Gateway", "ModelStream"]
 
 log = logging.getLogger("crewline.models")
 _FREE = Price(0.0, 0.0)
+_Structured = tuple[pydantic.TypeAdapter[Any], dict[str, Any], str]
 
 
-@dataclass(frozen=True)
-class CallContext:
-    """Who is asking: budget scope and the run/step that made the call (for the record)."""
+@dataclass(slots=True)
+class _Call:
+    """One completion as the gateway makes it: the canonical request and how to account for it."""
 
-    requested: str
-    scope: Mapping[str, str] = field(default_factory=dict)
-    run_id: str | None = None
-    step: int | None = None
-
-
-@dataclass
-class _Priced:
-    cost: float
-    known: bool
+    request: ModelRequest
+    ctx: CallContext
+    cache: bool | None
 
 
 class _LowConfidence(Exception):
@@ -130,18 +119,21 @@ class Gateway:
         self.cache = (
             ResponseCache(db, config.cache.ttl, clock) if db is not None and config.cache.enabled else None
         )
-        self._local_limits = LocalLimiter()
-        self._shared_limits = SharedLimiter(db, clock) if db is not None and db.name == "postgresql" else None
-        self._wait_for_records = wait_for_records
-        self._sleep = sleep
-        self._clock = clock
-        self._rand = rand
-        self._pending: set[asyncio.Task[Any]] = set()
-        self._queued: list[Callable[[Conn], list[BudgetAlert]]] = []
-        self._write_handle: asyncio.TimerHandle | None = None
-        self._record_delay = record_delay
-        self._on_call = on_call
-        self._unpriced: set[str] = set()
+        shared = SharedLimiter(db, clock) if db is not None and db.name == "postgresql" else None
+        self.dispatcher = Dispatcher(self.router, config.retry, shared, sleep, rand)
+        self.meter = CallMeter(
+            MeterSettings(
+                config=config,
+                price_of=self.price_of,
+                db=db,
+                ledger=self.ledger,
+                cache=self.cache,
+                clock=clock,
+                on_call=on_call,
+                wait_for_records=wait_for_records,
+                record_delay=record_delay,
+            )
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, db: Database | None = None, **kwargs: Any) -> Gateway:
@@ -167,28 +159,20 @@ class Gateway:
 
     # -- public API -------------------------------------------------------------------------------------
 
+    @overload
     async def complete(
-        self,
-        model: str | None = None,
-        messages: Sequence[Message | Mapping[str, Any]] | str = (),
-        *,
-        tools: Sequence[Tool | Mapping[str, Any]] | None = None,
-        tool_choice: str | None = None,
-        output: type[Any] | None = None,
-        output_retries: int | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        stop: Sequence[str] | None = None,
-        budget_scope: Mapping[str, str] | None = None,
-        run_id: str | None = None,
-        step: int | None = None,
-        cache: bool | None = None,
-        escalate: bool = False,
-        confidence: Callable[[ModelResponse], bool] | None = None,
-        extra: Mapping[str, Any] | None = None,
-    ) -> ModelResponse:
-        """Complete a conversation. ``model`` is an alias, tier, deployment or ``provider/model``.
+        self, request: CompletionRequest | ModelRequest, options: CallOptions | None = None
+    ) -> ModelResponse: ...
+
+    @overload
+    async def complete(
+        self, model: str | None = None, messages: Messages = (), **keywords: Unpack[CompleteKeywords]
+    ) -> ModelResponse: ...
+
+    async def complete(self, *args: Any, **keywords: Any) -> ModelResponse:
+        """Complete a conversation: ``complete(CompletionRequest(...), CallOptions(...))``, or in the
+        keyword form ``complete(model, messages, max_tokens=..., budget_scope=..., ...)`` taking the fields
+        of both. ``model`` is an alias, tier, deployment or ``provider/model``.
 
         ``output=Model`` returns ``reply.output``, a validated instance; a reply that fails validation is
         re-asked with the error up to ``output_retries`` times (retries *after* the first attempt; default
@@ -197,102 +181,98 @@ class Gateway:
         too (at the last tier the reply is returned as is). ``cache=True`` opts a non-deterministic request
         into the cache, ``cache=False`` keeps any request out of it.
         """
-        request = self._request(
-            model, messages, tools, tool_choice, max_tokens, temperature, top_p, stop, extra
-        )
+        asked, opts = call_arguments(args, keywords, COMPLETE_FIELDS)
+        canon = canonical(asked, self.config.max_tokens)
+        output = asked.output if isinstance(asked, CompletionRequest) else None
         structured = schema_for(output) if output is not None else None
-        retries = self.config.output_retries if output_retries is None else output_retries
+        retries = self.config.output_retries if opts.output_retries is None else opts.output_retries
         if retries < 0:
             raise InvalidInput(f"output_retries must be >= 0, got {retries}")
-        name = model or self.config.default or ""
-        ctx = CallContext(name, dict(budget_scope or {}), run_id, step)
-        self.router.resolve(name)  # unknown names fail here, before anything is sent
-        if self.ledger is not None:
-            self.ledger.scopes(ctx.scope)  # and so do malformed budget scopes
+        name = self._name(canon)
+        call = _Call(canon.with_(model=name), self._context(name, opts), opts.cache)
         while True:
             try:
-                reply = await self._structured(
-                    name, request.with_(model=name), structured, retries, ctx, cache
-                )
-                if confidence is not None and not confidence(reply):
+                reply = await self._structured(call, structured, retries)
+                if opts.confidence is not None and not opts.confidence(reply):
                     raise _LowConfidence(reply)
                 return reply
             except (InvalidOutput, _LowConfidence) as e:
-                following = self.router.next_tier(name) if escalate or confidence is not None else None
+                name = call.request.model
+                following = (
+                    self.router.next_tier(name) if opts.escalate or opts.confidence is not None else None
+                )
                 if following is None:
                     if isinstance(e, _LowConfidence):
                         return e.response
                     raise
                 log.info("escalating from %s to %s: %s", name, following, type(e).__name__)
-                name = following
-                ctx = CallContext(name, ctx.scope, ctx.run_id, ctx.step)
+                ctx = replace(call.ctx, requested=following)
+                call = replace(call, request=call.request.with_(model=following), ctx=ctx)
 
+    @overload
     def stream(
-        self,
-        model: str | None = None,
-        messages: Sequence[Message | Mapping[str, Any]] | str = (),
-        *,
-        tools: Sequence[Tool | Mapping[str, Any]] | None = None,
-        tool_choice: str | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        stop: Sequence[str] | None = None,
-        budget_scope: Mapping[str, str] | None = None,
-        run_id: str | None = None,
-        step: int | None = None,
-        extra: Mapping[str, Any] | None = None,
-    ) -> ModelStream:
+        self, request: CompletionRequest | ModelRequest, options: CallOptions | None = None
+    ) -> ModelStream: ...
+
+    @overload
+    def stream(
+        self, model: str | None = None, messages: Messages = (), **keywords: Unpack[StreamKeywords]
+    ) -> ModelStream: ...
+
+    def stream(self, *args: Any, **keywords: Any) -> ModelStream:
         """Stream a completion: ``async for chunk in gateway.stream(...)``; then ``.response`` is the whole.
 
-        Retries and fallbacks apply until the first chunk arrives; a stream cut off after that raises
-        :class:`ProviderUnavailable`. Time to first token is recorded.
+        Takes what :meth:`complete` takes but ``output`` and the options that change a completion's
+        behaviour (cache, escalation, confidence, output retries). Retries and fallbacks apply until the
+        first chunk arrives; a stream cut off after that raises :class:`ProviderUnavailable`. Time to first
+        token is recorded.
         """
-        request = self._request(
-            model, messages, tools, tool_choice, max_tokens, temperature, top_p, stop, extra
+        asked, opts = call_arguments(args, keywords, STREAM_FIELDS)
+        canon = canonical(asked, self.config.max_tokens)
+        if isinstance(asked, CompletionRequest) and asked.output is not None:
+            raise InvalidInput("a stream cannot validate output: use gateway.complete(..., output=...)")
+        refuse_behaviour(opts, "a stream")
+        name = self._name(canon)
+        ctx = self._context(name, opts)
+        stream = StreamCall(
+            self.router.resolve(name), canon.with_(model=name), ctx, self.meter, self.dispatcher, self.adapter
         )
-        name = model or self.config.default or ""
-        route = self.router.resolve(name)
-        ctx = CallContext(name, dict(budget_scope or {}), run_id, step)
-        if self.ledger is not None:
-            self.ledger.scopes(ctx.scope)
-        return ModelStream(self, route, request.with_(model=name), ctx)
+        return ModelStream(stream)
 
     async def embed(
         self,
         texts: Sequence[str] | str,
         model: str | None = None,
-        *,
-        budget_scope: Mapping[str, str] | None = None,
-        run_id: str | None = None,
-        step: int | None = None,
+        options: CallOptions | None = None,
+        **keywords: Unpack[ScopeKeywords],
     ) -> EmbeddingResponse:
-        """Embed ``texts`` (one vector per text, in order) with retries and fallbacks like a completion."""
+        """Embed ``texts`` (one vector per text, in order) with retries and fallbacks like a completion;
+        ``options`` (or the keywords ``budget_scope``, ``run_id``, ``step``) say whose budget it counts against."""
         items = [texts] if isinstance(texts, str) else list(texts)
         if not items or not all(isinstance(t, str) for t in items):
             raise InvalidInput("texts must be a string or a non-empty list of strings")
+        opts = _embed_options(options, dict(keywords))
         name = model or self.config.default or ""
         route = self.router.resolve(name)
-        ctx = CallContext(name, dict(budget_scope or {}), run_id, step)
-        record = self._record(ctx, "embed", {"model": name, "input": items})
+        ctx = CallContext(name, dict(opts.budget_scope or {}), opts.run_id, opts.step)
+        metered = self.meter.open(ctx, "embed", {"model": name, "input": items})
         est = sum(len(t.encode()) for t in items) // 2 + 1
-        scopes, reservation = await self._reserve(route, ctx, est, 0)
-        start = time.perf_counter()
+        await metered.reserve(route, est, 0)
 
         async def attempt(dep: Deployment) -> EmbeddingResponse:
             return await self.adapter(dep.provider).embed(items, dep.model)
 
         try:
-            reply, dep, attempts = await self._run_route(route, est, attempt)
+            reply, dep, attempts = await self.dispatcher.run(route, est, attempt)
         except BaseException as e:
-            self._finish(record, scopes, reservation, error=e, start=start)
+            metered.failed(e)
             raise
-        reply.latency_ms = (time.perf_counter() - start) * 1000
-        priced = self._price(dep, reply.usage)
+        metered.routed(dep, attempts)
+        reply.latency_ms = metered.elapsed_ms()
+        priced = metered.price(reply.usage)
         reply.cost, reply.price_known = priced.cost, priced.known
-        record.attempts = attempts
-        self._finish(record, scopes, reservation, dep=dep, usage=reply.usage, priced=priced, start=start)
-        await self._settled()
+        metered.succeeded(reply.usage, priced)
+        await metered.settled()
         return reply
 
     def offers(self, name: str) -> bool:
@@ -313,19 +293,11 @@ class Gateway:
     def status(self) -> list[dict[str, Any]]:
         """Live state of every deployment routed to so far: breaker, 429 cool-down, calls in flight."""
         now = time.monotonic()
-        return [
-            {"deployment": d.name, "provider": d.provider, "model": d.model, "breaker": d.breaker.state,
-             "cooling_down_s": round(max(0.0, d.cooldown_until - now), 3), "in_flight": d.in_flight}
-            for d in self.router.deployments()
-        ]  # fmt: skip
+        return [_deployment_status(d, now) for d in self.router.deployments()]
 
     async def flush(self) -> None:
         """Wait until every call record and budget settlement so far is committed."""
-        while self._pending or self._queued:
-            if self._write_handle is not None:
-                self._write_handle.cancel()
-            self._spawn_write()
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
+        await self.meter.flush()
 
     async def aclose(self) -> None:
         await self.flush()
@@ -382,25 +354,18 @@ class Gateway:
 
     # -- one structured completion ----------------------------------------------------------------------
 
-    async def _structured(
-        self,
-        name: str,
-        request: ModelRequest,
-        structured: tuple[pydantic.TypeAdapter[Any], dict[str, Any], str] | None,
-        retries: int,
-        ctx: CallContext,
-        cache: bool | None,
-    ) -> ModelResponse:
+    async def _structured(self, call: _Call, structured: _Structured | None, retries: int) -> ModelResponse:
         if structured is None:
-            return await self._once(name, request, ctx, cache, validated=True)
+            return await self._once(call, validated=True)
         adapter, schema, schema_name = structured
-        request = request.with_(response_schema=schema, schema_name=schema_name)
+        call = replace(call, request=call.request.with_(response_schema=schema, schema_name=schema_name))
         attempts: list[dict[str, Any]] = []
         total, cost, known, tries = Usage(), 0.0, True, 0
-        messages = request.messages
+        messages = call.request.messages
         error: Exception | None = None
         for _ in range(retries + 1):
-            reply = await self._once(name, request.with_(messages=messages), ctx, cache, validated=False)
+            asked = replace(call, request=call.request.with_(messages=messages))
+            reply = await self._once(asked, validated=False)
             total, cost, known, tries = (
                 total + reply.usage,
                 cost + reply.cost,
@@ -411,55 +376,35 @@ class Gateway:
                 reply.output = parse_output(adapter, reply.text)
             except (ValueError, pydantic.ValidationError) as e:
                 error = e
-                attempts.append(
-                    {
-                        "text": reply.text,
-                        "error": str(e),
-                        "usage": reply.usage,
-                        "cost": reply.cost,
-                        "model": reply.model,
-                        "provider": reply.provider,
-                    }
-                )
+                attempts.append(_failed_attempt(reply, e))
                 messages = (*messages, *reask_messages(reply.text, e))
                 continue
             reply.usage, reply.cost, reply.price_known, reply.attempts = total, cost, known, tries
             if not reply.cached:
-                await self._cache_put(request, reply, cache)
+                await self._cache_put(call.request, reply, call.cache)
             return reply
         raise InvalidOutput(
-            f"{name}: reply did not validate as {schema_name} after {retries + 1} attempt(s): {error}",
+            f"{call.request.model}: reply did not validate as {schema_name} after {retries + 1} attempt(s): "
+            f"{error}",
             attempts=attempts,
         )
 
-    async def _once(
-        self, name: str, request: ModelRequest, ctx: CallContext, cache: bool | None, validated: bool
-    ) -> ModelResponse:
+    async def _once(self, call: _Call, validated: bool) -> ModelResponse:
         """One logical call: cache, reserve, route with retries, price, settle and record."""
-        start = time.perf_counter()
-        route = self.router.resolve(name)
-        record = self._record(ctx, "complete", request)
-        key = self._cache_key(request, cache)
+        request = call.request
+        metered = self.meter.open(call.ctx, "complete", request)
+        route = self.router.resolve(request.model)
+        key = self._cache_key(request, call.cache)
         if key is not None and self.cache is not None:
             hit = await self.cache.get(key)
             if hit is not None:
-                hit.latency_ms = (time.perf_counter() - start) * 1000
-                record.cache_hit, record.attempts = True, 0
-                self._finish(
-                    record,
-                    (),
-                    None,
-                    usage=hit.usage,
-                    start=start,
-                    response=hit,
-                    cache_hit_key=key,
-                    model=(hit.provider, hit.model, hit.deployment),
-                )
-                await self._settled()
+                hit.latency_ms = metered.elapsed_ms()
+                metered.cache_hit(hit, key)
+                await metered.settled()
                 return hit
         est = estimate_input_tokens(request)
         max_out = request.max_tokens or self.config.max_tokens
-        scopes, reservation = await self._reserve(route, ctx, est, max_out)
+        await metered.reserve(route, est, max_out)
 
         async def attempt(dep: Deployment) -> ModelResponse:
             adapter = self.adapter(dep.provider)
@@ -467,294 +412,22 @@ class Gateway:
             return await adapter.complete(req, dep.model)
 
         try:
-            reply, dep, attempts = await self._run_route(route, est + max_out, attempt)
+            reply, dep, attempts = await self.dispatcher.run(route, est + max_out, attempt)
         except BaseException as e:
-            record.attempts = getattr(e, "_crewline_attempts", 1)
-            billed = isinstance(e, asyncio.CancelledError)  # the provider may have done (and billed) the work
-            self._finish(record, scopes, reservation, error=e, start=start, maybe_billed=billed)
+            # Cancelled midway, the provider may have done (and billed) the work.
+            metered.failed(e, maybe_billed=isinstance(e, asyncio.CancelledError))
             raise
-        reply.latency_ms = (time.perf_counter() - start) * 1000
+        metered.routed(dep, attempts)
+        reply.latency_ms = metered.elapsed_ms()
         reply.deployment, reply.attempts, reply.provider = dep.name, attempts, dep.provider
-        priced = self._price(dep, reply.usage)
+        priced = metered.price(reply.usage)
         reply.cost, reply.price_known = priced.cost, priced.known
-        record.attempts = attempts
         put = key if validated and self.cache is not None else None
-        self._finish(
-            record,
-            scopes,
-            reservation,
-            dep=dep,
-            usage=reply.usage,
-            priced=priced,
-            start=start,
-            response=reply,
-            cache_put=(put, reply) if put else None,
-        )
-        await self._settled()
+        metered.succeeded(reply.usage, priced, reply, cache_key=put)
+        await metered.settled()
         return reply
 
-    # -- routing with retries, breakers, limits and fallbacks -------------------------------------------
-
-    async def _run_route(
-        self, route: Route, tokens: int, attempt: Callable[[Deployment], Awaitable[T]]
-    ) -> tuple[T, Deployment, int]:
-        last: BaseException | None = None
-        tries = 0
-        for pool in route.steps:
-            tried: set[Deployment] = set()
-            for n in range(1, self.config.retry.attempts + 1):
-                dep = await self._admit(pool, tokens, tried)
-                if dep is None:
-                    last = last or ProviderUnavailable(
-                        f"{route.name}: every deployment of {[d.name for d in pool]} is unavailable "
-                        "(circuit open or cooling down after 429)"
-                    )
-                    break
-                tries += 1
-                dep.in_flight += 1
-                try:
-                    result = await attempt(dep)
-                except ModelError as e:
-                    last = e
-                    self._observe_failure(dep, e)
-                    if not e.retryable:
-                        if _falls_back(e):
-                            break
-                        e._crewline_attempts = tries  # type: ignore[attr-defined]
-                        raise
-                    if n == self.config.retry.attempts:
-                        break
-                    tried.add(dep)
-                    if any(d not in tried for d in pool):
-                        continue  # another deployment of the pool can take the retry right away
-                    delay = backoff_delay(self.config.retry, n, getattr(e, "retry_after", None), self._rand)
-                    if delay is None:
-                        break  # the provider wants longer than we wait: try the fallback instead
-                    await self._sleep(delay)
-                    dep.cooldown_until = 0.0  # we have waited out what it asked for
-                    tried.clear()
-                    continue
-                finally:
-                    dep.in_flight -= 1
-                dep.breaker.record(True)
-                return result, dep, tries
-        assert last is not None
-        last._crewline_attempts = tries  # type: ignore[attr-defined]
-        raise last
-
-    async def _admit(
-        self, pool: Sequence[Deployment], tokens: int, tried: set[Deployment]
-    ) -> Deployment | None:
-        """A deployment with room under its RPM/TPM limits, waiting (bounded) for one when all are full."""
-        for _ in range(3):
-            dep = self.router.pick(pool, tried) or self.router.pick(pool)
-            if dep is None:
-                return None
-            wait = self._local_limits.acquire(dep, tokens)
-            if wait == 0.0 and self._shared_limits is not None:
-                wait = await self._shared_limits.acquire(dep, tokens)
-            if wait == 0.0:
-                return dep
-            others = [d for d in pool if d is not dep and d not in tried]
-            if others:
-                tried.add(dep)
-                continue
-            if wait > self.config.retry.max_retry_after:
-                raise RateLimited(
-                    f"{dep.name}: over its rpm/tpm limit for {wait:.1f}s more",
-                    provider=dep.provider,
-                    status=None,
-                    retry_after=wait,
-                )
-            await self._sleep(wait)
-        return self.router.pick(pool)
-
-    def _observe_failure(self, dep: Deployment, e: ModelError) -> None:
-        if isinstance(e, RateLimited):
-            cool = e.retry_after if e.retry_after is not None else self.config.retry.base_delay
-            dep.cooldown_until = time.monotonic() + min(cool, self.config.retry.max_retry_after)
-        elif counts_against_breaker(e):
-            dep.breaker.record(False)
-        log.info("%s failed: %s: %s", dep.name, type(e).__name__, e)
-
-    # -- budgets ----------------------------------------------------------------------------------------
-
-    async def _reserve(
-        self, route: Route, ctx: CallContext, tokens_in: int, tokens_out: int
-    ) -> tuple[Mapping[str, int | None], Reservation | None]:
-        """Hold the call's worst case against every budget in scope that has a limit.
-
-        Every deployment of the route must have a price then: a call that cannot be priced is refused
-        rather than reserved at some guessed ceiling, because its real cost stays unknown after the call
-        too, so a guess would either block honest calls or let the budget be overspent unseen. The fix is
-        the operator's: a price under [models.prices].
-        """
-        if self.config.strict_prices:
-            self._priced(route, "strict_prices is on")
-        if self.ledger is None:
-            return {}, None
-        scopes = self.ledger.scopes(ctx.scope)
-        if not await self.ledger.has_limit(scopes):
-            return scopes, None
-        prices = self._priced(route, "the call counts against a budget with a limit")
-        worst = max(price.worst_case(tokens_in, tokens_out) for price in prices)
-        return scopes, await self.ledger.reserve(scopes, to_nusd(worst))
-
-    def _priced(self, route: Route, why: str) -> list[Price]:
-        """The price of each deployment ``route`` may use; :class:`PriceUnknown` if one has none."""
-        prices: list[Price] = []
-        for dep in route.deployments:
-            price = self.price_of(dep)
-            if price is None:
-                raise PriceUnknown(
-                    f"{route.name}: no known price for {dep.key} and {why}, so the call was refused: "
-                    f'use a model with a price, or add [models.prices."{dep.key}"] with input and output '
-                    "(USD per million tokens)"
-                )
-            prices.append(price)
-        return prices
-
-    def _price(self, dep: Deployment, usage: Usage) -> _Priced:
-        price = self.price_of(dep)
-        if price is None:
-            if dep.key not in self._unpriced:
-                self._unpriced.add(dep.key)
-                log.warning("no price known for %s: its calls are recorded with price_known=false", dep.key)
-            return _Priced(0.0, False)
-        return _Priced(price.cost(usage), True)
-
-    # -- records and cache ------------------------------------------------------------------------------
-
-    def _record(self, ctx: CallContext, kind: str, request: Any) -> CallRecord:
-        return CallRecord(
-            requested=ctx.requested,
-            kind=kind,
-            started_at=self._clock(),
-            run_id=ctx.run_id,
-            step=ctx.step,
-            workflow=ctx.scope.get("workflow"),
-            virtual_key=ctx.scope.get("key"),
-            request=request if self.config.record_payloads else None,
-        )
-
-    def _finish(
-        self,
-        record: CallRecord,
-        scopes: Mapping[str, int | None] | Sequence[str],
-        reservation: Reservation | None,
-        *,
-        start: float,
-        dep: Deployment | None = None,
-        usage: Usage | None = None,
-        priced: _Priced | None = None,
-        error: BaseException | None = None,
-        response: Any = None,
-        cache_put: tuple[str, ModelResponse] | None = None,
-        cache_hit_key: str | None = None,
-        model: tuple[str, str, str] | None = None,
-        ttft_ms: float | None = None,
-        maybe_billed: bool = False,
-    ) -> None:
-        """Settle the budget, record the call and update the cache in one write (awaited or not)."""
-        self._fill(
-            record, reservation, start, dep, usage, priced, error, response, model, ttft_ms, maybe_billed
-        )
-        if self._on_call is not None:
-            try:
-                self._on_call(record)
-            except Exception:  # an observer's bug must not fail the call it observes
-                log.exception("on_call observer failed")
-        if self.db is None:
-            return
-        ledger, cache, cfg = self.ledger, self.cache, self.config
-        limits = dict(scopes) if isinstance(scopes, Mapping) else {}
-        cost = to_nusd(record.cost)
-
-        def write(conn: Conn) -> list[BudgetAlert]:
-            alerts: list[BudgetAlert] = []
-            if ledger is not None and (reservation is not None or cost):
-                alerts = ledger.settle_in(conn, reservation, list(limits), cost, limits)
-            insert_record(conn, record, cfg.payload_threshold, cfg.record_payloads)
-            if cache is not None and cache_put is not None:
-                cache.put_in(conn, *cache_put)
-            if cache is not None and cache_hit_key is not None:
-                cache.hit_in(conn, cache_hit_key)
-            return alerts
-
-        self._queued.append(write)
-        if self._wait_for_records:
-            self._spawn_write()
-        elif self._write_handle is None:
-            self._write_handle = asyncio.get_running_loop().call_later(self._record_delay, self._spawn_write)
-
-    def _fill(
-        self,
-        record: CallRecord,
-        reservation: Reservation | None,
-        start: float,
-        dep: Deployment | None,
-        usage: Usage | None,
-        priced: _Priced | None,
-        error: BaseException | None,
-        response: Any,
-        model: tuple[str, str, str] | None,
-        ttft_ms: float | None,
-        maybe_billed: bool,
-    ) -> None:
-        """Complete a call's record with what the call came to."""
-        record.latency_ms = (time.perf_counter() - start) * 1000
-        record.ttft_ms = ttft_ms
-        if dep is not None:
-            record.provider, record.model, record.deployment = dep.provider, dep.model, dep.name
-        elif model is not None:
-            record.provider, record.model, record.deployment = model
-        if usage is not None:
-            record.usage = usage
-        if maybe_billed and priced is None:
-            # Real usage unknown: keep the worst case reserved (or flag the cost unknown), never count $0.
-            priced = _Priced(from_nusd(reservation.amount), True) if reservation else _Priced(0.0, False)
-        if priced is not None:
-            record.cost, record.price_known = priced.cost, priced.known
-        if error is not None:
-            record.status, record.error_class, record.error_message = (
-                "error",
-                type(error).__name__,
-                str(error),
-            )
-        if self.config.record_payloads and response is not None:
-            record.response = response
-
-    def _spawn_write(self) -> None:
-        """Write every queued record in one transaction (one commit for a burst of calls)."""
-        self._write_handle = None
-        batch, self._queued = self._queued, []
-        if batch:
-            task = asyncio.ensure_future(self._write(batch))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
-
-    async def _settled(self) -> None:
-        """With ``wait_for_records``, return only once the call's record and settlement are committed."""
-        if self._wait_for_records:
-            await self.flush()
-
-    async def _write(self, batch: list[Callable[[Conn], list[BudgetAlert]]]) -> None:
-        assert self.db is not None
-
-        def write_all(conn: Conn) -> list[BudgetAlert]:
-            return [alert for fn in batch for alert in fn(conn)]
-
-        try:
-            alerts = await self.db.write(write_all)
-        except Exception:
-            alerts = []  # one bad write must not take the others down: retry them one by one
-            for fn in batch:
-                try:
-                    alerts += await self.db.write(fn)
-                except Exception:
-                    log.exception("could not record a model call")
-        if self.ledger is not None and alerts:
-            self.ledger.emit(alerts)
+    # -- cache and input --------------------------------------------------------------------------------
 
     def _cache_key(self, request: ModelRequest, cache: bool | None) -> str | None:
         if self.cache is None or cache is False:
@@ -770,56 +443,49 @@ class Gateway:
         cache_ = self.cache
         await self.db.write(lambda conn: cache_.put_in(conn, key, reply))
 
-    # -- input ------------------------------------------------------------------------------------------
+    def _name(self, request: ModelRequest) -> str:
+        """The name asked for (the configured default when none); an unknown name fails here, before
+        anything is sent."""
+        name = request.model or self.config.default or ""
+        self.router.resolve(name)
+        return name
 
-    def _request(
-        self,
-        model: str | None,
-        messages: Sequence[Message | Mapping[str, Any]] | str,
-        tools: Sequence[Tool | Mapping[str, Any]] | None,
-        tool_choice: str | None,
-        max_tokens: int | None,
-        temperature: float | None,
-        top_p: float | None,
-        stop: Sequence[str] | None,
-        extra: Mapping[str, Any] | None,
-    ) -> ModelRequest:
-        if model is not None and (not isinstance(model, str) or not model):
-            raise InvalidInput(
-                f"model must be a non-empty string naming an alias, tier or provider/model, got {model!r}"
-            )
-        if max_tokens is not None and (
-            isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0
-        ):
-            raise InvalidInput(f"max_tokens must be a positive integer, got {max_tokens!r}")
-        if temperature is not None and not 0 <= temperature <= 2:
-            raise InvalidInput(f"temperature must be between 0 and 2, got {temperature}")
-        if top_p is not None and not 0 < top_p <= 1:
-            raise InvalidInput(f"top_p must be in (0, 1], got {top_p}")
-        tool_defs = coerce_tools(tools)
-        if (
-            tool_choice is not None
-            and tool_choice not in ("auto", "none", "required")
-            and tool_choice not in {t.name for t in tool_defs}
-        ):
-            raise InvalidInput(
-                f"tool_choice {tool_choice!r} is not auto, none, required or the name of a given tool"
-            )
-        return ModelRequest(
-            model=model or "",
-            messages=coerce_messages(messages),
-            tools=tool_defs,
-            tool_choice=tool_choice,
-            max_tokens=max_tokens or self.config.max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            stop=tuple(stop or ()),
-            extra=dict(extra or {}),
-        )
+    def _context(self, name: str, options: CallOptions) -> CallContext:
+        ctx = CallContext(name, dict(options.budget_scope or {}), options.run_id, options.step)
+        if self.ledger is not None:
+            self.ledger.scopes(ctx.scope)  # malformed budget scopes fail before anything is sent
+        return ctx
 
 
-def _falls_back(e: ModelError) -> bool:
-    """Whether a non-retryable error is worth the next fallback (another provider may take it)."""
-    if isinstance(e, ContextTooLong):
-        return True
-    return not isinstance(e, BadRequest)
+def _embed_options(options: CallOptions | None, keywords: dict[str, Any]) -> CallOptions:
+    if options is not None and keywords:
+        raise TypeError(f"got {', '.join(sorted(keywords))} beside options: put them in the CallOptions")
+    unknown = sorted(set(keywords) - SCOPE_FIELDS)
+    if unknown:
+        raise TypeError(f"got an unexpected keyword argument {unknown[0]!r}")
+    opts = options or CallOptions(**keywords)
+    refuse_behaviour(opts, "an embedding")
+    return opts
+
+
+def _failed_attempt(reply: ModelResponse, error: Exception) -> dict[str, Any]:
+    """What :class:`InvalidOutput` keeps of an attempt whose reply did not validate."""
+    return {
+        "text": reply.text,
+        "error": str(error),
+        "usage": reply.usage,
+        "cost": reply.cost,
+        "model": reply.model,
+        "provider": reply.provider,
+    }
+
+
+def _deployment_status(dep: Deployment, now: float) -> dict[str, Any]:
+    return {
+        "deployment": dep.name,
+        "provider": dep.provider,
+        "model": dep.model,
+        "breaker": dep.breaker.state,
+        "cooling_down_s": round(max(0.0, dep.cooldown_until - now), 3),
+        "in_flight": dep.in_flight,
+    }

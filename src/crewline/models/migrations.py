@@ -1,4 +1,4 @@
-"""Schema of the model gateway (component ``gateway``), append-only: model calls (:mod:`.records`),
+"""Schema of the model gateway (component ``gateway``), append-only: model calls (:mod:`.call_log`),
 budgets and reservations (:mod:`.ledger`), the response cache (:mod:`.cache`), shared rate windows
 (:mod:`.limits`)."""
 

@@ -1,7 +1,7 @@
 """Reading the call records and budgets back: spend by day, model, workflow and key; recent calls; budgets.
 
 The CLI (``crewline costs``) and the HTTP API (``/api/v1/spend``, ``/calls``, ``/budgets``) both read here;
-the SQL is that of the tables' owners (:mod:`.records`, :mod:`.ledger`).
+the SQL is that of the tables' owners (:mod:`.call_log`, :mod:`.ledger`).
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..store import Conn
+from .call_log import GROUPS, call_rows, spend_rows, usage_rows
 from .config import BudgetConfig
 from .ledger import budget_rows, config_limit, from_nusd
-from .records import GROUPS, call_rows, spend_rows, usage_rows
 
 __all__ = ["GROUPS", "budgets", "calls", "spend", "usage_by_run", "usage_by_step"]
 
@@ -22,11 +22,18 @@ def spend(conn: Conn, groups: tuple[str, ...], since: float, run_id: str | None 
     for group in groups:
         rows = spend_rows(conn, group, since, run_id)
         out[group] = [
-            {group: r[0] or "-", "calls": r[1], "cache_hits": r[2] or 0, "errors": r[3] or 0,
-             "input_tokens": r[4] or 0, "output_tokens": r[5] or 0, "cost": round(float(r[6] or 0), 6),
-             "unpriced_calls": r[7] or 0}
+            {
+                group: r[0] or "-",
+                "calls": r[1],
+                "cache_hits": r[2] or 0,
+                "errors": r[3] or 0,
+                "input_tokens": r[4] or 0,
+                "output_tokens": r[5] or 0,
+                "cost": round(float(r[6] or 0), 6),
+                "unpriced_calls": r[7] or 0,
+            }
             for r in rows
-        ]  # fmt: skip
+        ]
     if "key" in out:
         out["key"] = _by_key_id(out["key"])
     return out
@@ -51,10 +58,14 @@ def budgets(conn: Conn, config: BudgetConfig) -> list[dict[str, Any]]:
     """Every budget scope seen: its limit (stored, else configured), what is spent and reserved."""
     rows = budget_rows(conn)
     return [
-        {"scope": s, "limit": config_limit(config, s) if lim is None else from_nusd(lim), "spent": from_nusd(sp),
-         "reserved": from_nusd(res)}
+        {
+            "scope": s,
+            "limit": config_limit(config, s) if lim is None else from_nusd(lim),
+            "spent": from_nusd(sp),
+            "reserved": from_nusd(res),
+        }
         for s, lim, sp, res in rows
-    ]  # fmt: skip
+    ]
 
 
 def calls(

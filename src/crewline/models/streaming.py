@@ -6,24 +6,30 @@ cost: its output was produced and billed, but its usage never arrived.
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..errors import ProviderUnavailable
-from .ledger import Reservation
-from .records import CallRecord
+from .dispatch import Dispatcher
+from .meter import CallContext, CallMeter, MeteredCall
+from .providers import Adapter
 from .routing import Deployment, Route
 from .tokens import estimate_input_tokens
 from .types import ModelRequest, ModelResponse, StreamChunk, ToolCall, Usage
 
-if TYPE_CHECKING:
-    from collections.abc import Mapping
+__all__ = ["ModelStream", "StreamCall"]
 
-    from .gateway import CallContext, Gateway
 
-__all__ = ["ModelStream"]
+@dataclass(frozen=True)
+class StreamCall:
+    """What a stream needs from the gateway: the call, and the meter, dispatcher and adapters to make it."""
+
+    route: Route
+    request: ModelRequest
+    ctx: CallContext
+    meter: CallMeter
+    dispatcher: Dispatcher
+    adapter: Callable[[str], Adapter]
 
 
 @dataclass
@@ -48,17 +54,10 @@ class ModelStream:
     recorded at once rather than when the garbage collector gets to it.
     """
 
-    def __init__(self, gateway: Gateway, route: Route, request: ModelRequest, ctx: CallContext) -> None:
-        self._gw = gateway
-        self._route = route
-        self._request = request
-        self._ctx = ctx
+    def __init__(self, call: StreamCall) -> None:
+        self._call = call
         self.response: ModelResponse | None = None
         self._iter: AsyncIterator[StreamChunk] | None = None
-        self._start = 0.0
-        self._record: CallRecord | None = None
-        self._scopes: Mapping[str, int | None] = {}
-        self._reservation: Reservation | None = None
 
     def __aiter__(self) -> AsyncIterator[StreamChunk]:
         if self._iter is None:
@@ -84,15 +83,13 @@ class ModelStream:
         return self.response.text
 
     async def _run(self) -> AsyncIterator[StreamChunk]:
-        gw = self._gw
-        self._start = time.perf_counter()
-        self._record = record = gw._record(self._ctx, "stream", self._request)
-        est = estimate_input_tokens(self._request)
-        max_out = self._request.max_tokens or gw.config.max_tokens
-        self._scopes, self._reservation = await gw._reserve(self._route, self._ctx, est, max_out)
-        it, first, dep, attempts = await self._open(est + max_out)
-        ttft = (time.perf_counter() - self._start) * 1000
-        record.attempts = attempts
+        call, request = self._call, self._call.request
+        metered = call.meter.open(call.ctx, "stream", request)
+        est = estimate_input_tokens(request)
+        max_out = request.max_tokens or call.meter.settings.config.max_tokens
+        await metered.reserve(call.route, est, max_out)
+        it, first, dep = await self._open(metered, est + max_out)
+        ttft = metered.elapsed_ms()
         got = _Assembly()
         try:
             chunk: StreamChunk | None = first
@@ -101,56 +98,60 @@ class ModelStream:
                 yield chunk
                 chunk = await anext(it, None)
         except BaseException as e:  # cut off, failed or abandoned by the consumer midway: output was billed
-            self._fail(e, dep, ttft, maybe_billed=True)
+            metered.failed(e, ttft_ms=ttft, maybe_billed=True)
             raise
-        self._complete(got, dep, attempts, ttft, est)
-        await gw._settled()
+        self._complete(metered, got, dep, ttft, est)
+        await metered.settled()
 
-    async def _open(self, tokens: int) -> tuple[AsyncIterator[StreamChunk], StreamChunk, Deployment, int]:
+    async def _open(
+        self, metered: MeteredCall, tokens: int
+    ) -> tuple[AsyncIterator[StreamChunk], StreamChunk, Deployment]:
         """Route until a deployment yields a first chunk (failures before it are retried and fall back)."""
+        call = self._call
         first: list[StreamChunk] = []
 
         async def attempt(dep: Deployment) -> AsyncIterator[StreamChunk]:
-            it = self._gw.adapter(dep.provider).stream(self._request, dep.model).__aiter__()
+            it = call.adapter(dep.provider).stream(call.request, dep.model).__aiter__()
             first.clear()
             first.append(await it.__anext__())
             return it
 
         try:
-            it, dep, attempts = await self._gw._run_route(self._route, tokens, attempt)
+            it, dep, attempts = await call.dispatcher.run(call.route, tokens, attempt)
         except StopAsyncIteration:
-            error = ProviderUnavailable(f"{self._route.name}: stream ended before any chunk")
-            self._fail(error, None, None)
+            error = ProviderUnavailable(f"{call.route.name}: stream ended before any chunk")
+            metered.failed(error)
             raise error from None
         except BaseException as e:
-            self._fail(e, None, None)
+            metered.failed(e)
             raise
-        return it, first[0], dep, attempts
+        metered.routed(dep, attempts)
+        return it, first[0], dep
 
-    def _fail(
-        self, error: BaseException, dep: Deployment | None, ttft: float | None, maybe_billed: bool = False
-    ) -> None:
-        assert self._record is not None
-        self._gw._finish(self._record, self._scopes, self._reservation, dep=dep, error=error, start=self._start,
-                         ttft_ms=ttft, maybe_billed=maybe_billed)  # fmt: skip
-
-    def _complete(self, got: _Assembly, dep: Deployment, attempts: int, ttft: float, est: int) -> None:
+    def _complete(self, metered: MeteredCall, got: _Assembly, dep: Deployment, ttft: float, est: int) -> None:
         if got.final is None:
             error = ProviderUnavailable(f"{dep.name}: stream ended without a finish", provider=dep.provider)
-            self._fail(error, dep, ttft, maybe_billed=True)
+            metered.failed(error, ttft_ms=ttft, maybe_billed=True)
             raise error
         text = "".join(got.text)
         usage = got.final.usage
         if usage is None or (usage.output_tokens == 0 and (text or got.calls)):
             # Some servers send no usage in streams; an estimate beats recording the call as free.
             usage = Usage(input_tokens=est // 2, output_tokens=max(1, len(text) // 4 + 5 * len(got.calls)))
-        priced = self._gw._price(dep, usage)
+        priced = metered.price(usage)
         self.response = ModelResponse(
-            text=text, tool_calls=tuple(got.calls), finish_reason=got.final.finish_reason or "stop", usage=usage,
-            model=dep.model, provider=dep.provider, deployment=dep.name, response_id=got.final.response_id,
-            cost=priced.cost, price_known=priced.known, latency_ms=(time.perf_counter() - self._start) * 1000,
-            ttft_ms=ttft, attempts=attempts,
-        )  # fmt: skip
-        assert self._record is not None
-        self._gw._finish(self._record, self._scopes, self._reservation, dep=dep, usage=usage, priced=priced,
-                         start=self._start, response=self.response, ttft_ms=ttft)  # fmt: skip
+            text=text,
+            tool_calls=tuple(got.calls),
+            finish_reason=got.final.finish_reason or "stop",
+            usage=usage,
+            model=dep.model,
+            provider=dep.provider,
+            deployment=dep.name,
+            response_id=got.final.response_id,
+            cost=priced.cost,
+            price_known=priced.known,
+            latency_ms=metered.elapsed_ms(),
+            ttft_ms=ttft,
+            attempts=metered.record.attempts,
+        )
+        metered.succeeded(usage, priced, self.response, ttft_ms=ttft)

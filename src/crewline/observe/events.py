@@ -2,10 +2,11 @@
 review, memory retrieval, alert and trigger poll.
 
 The events carry numbers and names, never payloads (the payloads stay in their owners' tables and blobs,
-under retention). Components emit through :class:`Observers`, which hands each event to every registered
-observer in turn; an observer that raises is logged and skipped, so metrics or tracing can never fail a
-run or a model call. Observers must be quick and must not block: anything slow (an export over the
-network) belongs on a queue of the observer's own.
+under retention); the one exception is opt-in: a model call's request and reply ride along only while an
+observer has asked for them (:attr:`Observers.wants_content`). Components emit through :class:`Observers`,
+which hands each event to every registered observer in turn; an observer that raises is logged and
+skipped, so metrics or tracing can never fail a run or a model call. Observers must be quick and must not
+block: anything slow (an export over the network) belongs on a queue of the observer's own.
 
 This module sits low (it imports only the standard library) so that models/, memory/, flows/ and server/
 can all emit without importing each other.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 __all__ = [
     "AlertEvent",
@@ -60,6 +61,10 @@ class ModelCallEvent:
     attempts: int = 1
     cache_hit: bool = False
     error_type: str | None = None  # the crewline error class name; None on success
+    # The call's request and reply (the gateway's own objects, not copies), only while an observer has
+    # asked the hub for content (``Observers.wants_content``, set by ``[observe] capture_content``).
+    request: Any = None
+    response: Any = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,9 @@ class Observers:
     """The observers of one app; components hold this and call :meth:`emit`."""
 
     observers: list[Observer] = field(default_factory=list)
+    # Whether model-call events should carry the request and reply: set by an observer that exports
+    # content because the operator opted in; emitters leave them out otherwise.
+    wants_content: bool = False
 
     def add(self, observer: Observer) -> None:
         self.observers.append(observer)

@@ -17,10 +17,10 @@ import httpx
 
 from ..app import App
 from ..errors import DatabaseUnavailable
+from ..signing import signed_headers
 from ..store.payloads import dump
 from .config import HookConfig
 from .deliveries import Callback, claim_callbacks, settle_callback
-from .signing import signed_headers
 
 __all__ = ["CallbackSender"]
 

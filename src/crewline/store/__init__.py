@@ -6,7 +6,7 @@ functions. A component's migrations (its ``migrations.py``) create its tables.
 - ``runs``, ``steps``, ``events``: :mod:`crewline.flows.records`
 - ``reviews``: :mod:`crewline.flows.review`
 - ``prompt_versions``, ``prompt_labels``: :mod:`crewline.flows.prompts`
-- ``model_calls``: :mod:`crewline.models.records`
+- ``model_calls``: :mod:`crewline.models.call_log`
 - ``model_budgets``, ``model_reservations``: :mod:`crewline.models.ledger`
 - ``model_cache``: :mod:`crewline.models.cache`
 - ``model_rate_windows``: :mod:`crewline.models.limits`
@@ -20,6 +20,7 @@ functions. A component's migrations (its ``migrations.py``) create its tables.
 - ``workers``: :mod:`crewline.workers.claim`
 - ``schedules``: :mod:`crewline.workers.cron`
 - ``schema_versions``: :mod:`crewline.store.migrate`
+- ``alert_state``, ``alert_history``, ``alert_outbox``: :mod:`crewline.observe.alerts`
 
 Dialect differences (row locks, full text, DDL types, placeholders) are hooks of
 :mod:`crewline.store.dialects`; code outside ``store/`` never checks which dialect it talks to.

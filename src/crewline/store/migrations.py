@@ -1,7 +1,7 @@
 """Schema migrations: one append-only, ordered list per component, kept beside the component.
 
 Each room of the package owns the tables it needs and their history, in its own ``migrations.py``:
-``engine`` and ``flows`` in :mod:`crewline.flows.migrations`, ``gateway`` in
+``alerts`` in :mod:`crewline.observe.migrations`, ``engine`` and ``flows`` in :mod:`crewline.flows.migrations`, ``gateway`` in
 :mod:`crewline.models.migrations`, ``memory`` in :mod:`crewline.memory.migrations`, ``server`` in
 :mod:`crewline.server.migrations`. A component's list only ever grows; a migration, once released, is
 never edited. ``schema_versions`` records how far each component has been taken;
@@ -41,6 +41,7 @@ class Migration:
 
 # component -> "module:attribute" of its list; the order is the order migrations are applied in.
 COMPONENTS: dict[str, str] = {
+    "alerts": "crewline.observe.migrations:MIGRATIONS",
     "engine": "crewline.flows.migrations:ENGINE",
     "flows": "crewline.flows.migrations:FLOWS",
     "gateway": "crewline.models.migrations:MIGRATIONS",

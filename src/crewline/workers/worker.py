@@ -16,7 +16,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TypeVar
 
 from ..errors import DatabaseUnavailable
@@ -27,17 +27,26 @@ from ..store.database import Conn
 from .claim import claim_runs, extend_leases, held_flags, register_worker, release_runs, stop_worker
 from .cron import fire_due, next_tick
 
-__all__ = ["Worker"]
+__all__ = ["Chore", "Worker"]
 
 log = logging.getLogger("crewline.worker")
 T = TypeVar("T")
 MAINTENANCE_SECONDS = 60.0
 # Longer than any call can take with its retries and fallbacks: a reservation this old lost its caller.
 STALE_RESERVATION_SECONDS = 15 * 60.0
+# Work a worker does besides runs, handed in from above (alert evaluation): runs until the event is set.
+Chore = Callable[[asyncio.Event], Coroutine[None, None, None]]
 
 
 class Worker:
-    def __init__(self, engine: Engine, *, concurrency: int = 8, worker_id: str | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        concurrency: int = 8,
+        worker_id: str | None = None,
+        chores: Sequence[Chore] = (),
+    ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.engine = engine
@@ -50,6 +59,7 @@ class Worker:
         self._next_cron = 0.0
         self._next_maintenance = 0.0
         self.completed = 0
+        self._chores = tuple(chores)
 
     @property
     def lease_seconds(self) -> float:
@@ -62,6 +72,7 @@ class Worker:
     async def run(self) -> None:
         await self._write(self._register)
         control = asyncio.create_task(self._control_loop(), name="crewline-worker-control")
+        chores = [asyncio.create_task(chore(self._stopping)) for chore in self._chores]
         try:
             await self._claim_loop()
         finally:
@@ -72,7 +83,7 @@ class Worker:
             if self._cleanups:
                 await asyncio.gather(*self._cleanups, return_exceptions=True)
             control.cancel()
-            await asyncio.gather(control, return_exceptions=True)
+            await asyncio.gather(control, *chores, return_exceptions=True)
             try:
                 await self._write(self._unregister)
             except DatabaseUnavailable:

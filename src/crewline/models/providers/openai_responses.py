@@ -68,9 +68,14 @@ class OpenAIResponsesAdapter(OpenAIAdapter):
                     calls.append(_call(item))
             finish = self._finish(data, calls)
             return ModelResponse(
-                text="".join(text), tool_calls=tuple(calls), finish_reason=finish, usage=_usage(data.get("usage")),
-                model=str(data.get("model") or model), provider=self.provider, response_id=data.get("id"),
-            )  # fmt: skip
+                text="".join(text),
+                tool_calls=tuple(calls),
+                finish_reason=finish,
+                usage=_usage(data.get("usage")),
+                model=str(data.get("model") or model),
+                provider=self.provider,
+                response_id=data.get("id"),
+            )
         except (KeyError, TypeError, AttributeError, ValueError) as e:
             raise ProviderUnavailable(
                 f"{self.provider}: reply is missing fields ({type(e).__name__}: {e})", provider=self.provider

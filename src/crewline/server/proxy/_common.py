@@ -27,6 +27,7 @@ from ...errors import (
     UnknownModel,
 )
 from ...models import Gateway
+from ...models.calls import CallOptions
 from ...store.payloads import parse_json
 from ..auth import client_address
 from ..errors import ApiError
@@ -54,6 +55,11 @@ class ProxyCall:
     body: dict[str, Any]
     gateway: Gateway
     budget_scope: dict[str, str]
+
+    @property
+    def options(self) -> CallOptions:
+        """How the gateway accounts for the call: against the key's budget."""
+        return CallOptions(budget_scope=self.budget_scope)
 
     def check_model(self, name: str) -> None:
         """Refuse a model the configuration does not offer to callers from outside the app."""

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ...errors import InvalidInput
+from ...models.calls import CompletionRequest
 from ...models.types import ImagePart, Message, ModelResponse, Part, StreamChunk, TextPart, ToolCall, Usage
 from ._common import Failure, classify, guarded, open_call
 
@@ -101,7 +102,7 @@ def _turn(i: int, m: Any, names: dict[str, str]) -> list[Message]:
     return out
 
 
-def _messages_kwargs(body: dict[str, Any]) -> dict[str, Any]:
+def _messages_request(body: dict[str, Any]) -> CompletionRequest:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidInput("model: field required (a string)")
@@ -151,7 +152,7 @@ def _messages_kwargs(body: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
             raise InvalidInput("stop_sequences: must be an array of strings")
         kwargs["stop"] = stops
-    return kwargs
+    return CompletionRequest(**kwargs)
 
 
 # -- response ----------------------------------------------------------------------------------------------
@@ -267,13 +268,13 @@ async def _events(first: StreamChunk, rest: AsyncIterator[StreamChunk], model: s
 @guarded(_render)
 async def messages(request: Request) -> Any:
     call = await open_call(request)
-    kwargs = _messages_kwargs(call.body)
-    model = kwargs["model"]
+    asked = _messages_request(call.body)
+    model = asked.model or ""
     call.check_model(model)
     if not call.body.get("stream"):
-        reply = await call.gateway.complete(**kwargs, budget_scope=call.budget_scope)
+        reply = await call.gateway.complete(asked, call.options)
         return JSONResponse(_message(reply, model))
-    stream = call.gateway.stream(**kwargs, budget_scope=call.budget_scope).__aiter__()
+    stream = call.gateway.stream(asked, call.options).__aiter__()
     first = await anext(stream)
     return StreamingResponse(
         _events(first, stream, model), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ...errors import InvalidInput
+from ...models.calls import CompletionRequest
 from ...models.capabilities import capabilities
 from ...models.types import ModelResponse, StreamChunk, ToolCall, Usage
 from ..state import state_of
@@ -51,7 +52,7 @@ def _render(failure: Failure) -> JSONResponse:
 # -- request -----------------------------------------------------------------------------------------------
 
 
-def _chat_kwargs(body: dict[str, Any]) -> dict[str, Any]:
+def _chat_request(body: dict[str, Any]) -> CompletionRequest:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidInput("'model' is required and must be a string")
@@ -98,7 +99,7 @@ def _chat_kwargs(body: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
             raise InvalidInput("'stop' must be a string or an array of strings")
         kwargs["stop"] = stops
-    return kwargs
+    return CompletionRequest(**kwargs)
 
 
 # -- response ----------------------------------------------------------------------------------------------
@@ -199,15 +200,15 @@ async def _chunks(
 @guarded(_render)
 async def chat_completions(request: Request) -> Any:
     call = await open_call(request)
-    kwargs = _chat_kwargs(call.body)
-    model = kwargs["model"]
+    asked = _chat_request(call.body)
+    model = asked.model or ""
     call.check_model(model)
     if not call.body.get("stream"):
-        reply = await call.gateway.complete(**kwargs, budget_scope=call.budget_scope)
+        reply = await call.gateway.complete(asked, call.options)
         return JSONResponse(_completion(reply, model))
     options = call.body.get("stream_options")
     include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-    stream = call.gateway.stream(**kwargs, budget_scope=call.budget_scope).__aiter__()
+    stream = call.gateway.stream(asked, call.options).__aiter__()
     first = await anext(stream)  # errors before the first chunk still get a proper status
     return StreamingResponse(
         _chunks(first, stream, model, include_usage),
@@ -228,7 +229,7 @@ async def embeddings(request: Request) -> Any:
     if not isinstance(items, list) or not items or not all(isinstance(t, str) for t in items):
         raise InvalidInput("'input' must be a string or a non-empty array of strings")
     as_base64 = call.body.get("encoding_format") == "base64"
-    reply = await call.gateway.embed(items, model, budget_scope=call.budget_scope)
+    reply = await call.gateway.embed(items, model, call.options)
     data = [
         {"object": "embedding", "index": i, "embedding": _b64(v) if as_base64 else v}
         for i, v in enumerate(reply.vectors)

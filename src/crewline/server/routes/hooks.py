@@ -16,12 +16,12 @@ from pydantic import BaseModel, Field
 
 from ...errors import InvalidInput
 from ...flows.records import get_run
+from ...signing import SignatureError, verify
 from ...store.database import Conn
 from ...store.payloads import parse_json
 from ..config import HookConfig
 from ..deliveries import is_replay, record_delivery
 from ..errors import ApiError, BodyTooLarge
-from ..signing import SignatureError, verify
 from ..starting import PreparedRun, prepare_run
 from ..state import state_of, status_url
 

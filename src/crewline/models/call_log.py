@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ..observe.events import ModelCallEvent
 from ..store import Conn
 from ..store.payloads import dump, store_payload
 from .types import Usage
 
-__all__ = ["CallRecord", "insert_record", "prune_payloads"]
+__all__ = ["CallRecord", "insert_record", "model_call_event", "prune_payloads"]
 
 
 @dataclass
@@ -108,6 +109,37 @@ def prune_payloads(conn: Conn, older_than: float, now: float | None = None) -> i
     )
 
 
+def model_call_event(record: CallRecord, *, content: bool = False) -> ModelCallEvent:
+    """What observers are told about a finished call; its request and reply only with ``content``."""
+    u = record.usage
+    return ModelCallEvent(
+        operation="embeddings" if record.kind == "embed" else "chat",
+        requested=record.requested,
+        started_at=record.started_at,
+        duration_s=(record.latency_ms or 0.0) / 1000,
+        provider=record.provider,
+        model=record.model,
+        run_id=record.run_id,
+        workflow=record.workflow,
+        step=record.step,
+        key=record.virtual_key,
+        streamed=record.kind == "stream",
+        input_tokens=u.input_tokens,
+        output_tokens=u.output_tokens,
+        cache_read_tokens=u.cache_read_tokens,
+        cache_write_tokens=u.cache_write_tokens,
+        reasoning_tokens=u.reasoning_tokens,
+        cost=record.cost,
+        price_known=record.price_known,
+        ttft_s=None if record.ttft_ms is None else record.ttft_ms / 1000,
+        attempts=record.attempts,
+        cache_hit=record.cache_hit,
+        error_type=record.error_class,
+        request=record.request if content else None,
+        response=record.response if content else None,
+    )
+
+
 # What spend can be grouped by, as SQL over model_calls.
 GROUPS = {
     "day": "day",
@@ -178,3 +210,40 @@ def usage_rows(
         "GROUP BY run_id",
         run_ids,
     )
+
+
+def _calls_filter(model: str | None, workflow: str | None) -> tuple[str, list[object]]:
+    sql, params = "", list[object]()
+    if model is not None:
+        sql += " AND (model = ? OR requested = ? OR deployment = ?)"
+        params += [model] * 3
+    if workflow is not None:
+        sql += " AND workflow = ?"
+        params.append(workflow)
+    return sql, params
+
+
+def call_outcomes(conn: Conn, since: float, model: str | None, workflow: str | None) -> tuple[int, int, int]:
+    """(calls, failed, retried) since ``since``, for a model (asked for, answering or deployment) and a
+    workflow when given."""
+    where, params = _calls_filter(model, workflow)
+    row = conn.one(
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END), 0), "
+        f"COALESCE(SUM(CASE WHEN attempts > 1 THEN 1 ELSE 0 END), 0) FROM model_calls WHERE started_at >= ?{where}",
+        (since, *params),
+    )
+    return (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
+
+
+def cost_split(
+    conn: Conn, since: float, split: float, model: str | None, workflow: str | None
+) -> tuple[float, float]:
+    """(cost from ``split`` on, cost from ``since`` to ``split``), filtered like :func:`call_outcomes`."""
+    where, params = _calls_filter(model, workflow)
+    row = conn.one(
+        "SELECT COALESCE(SUM(CASE WHEN started_at >= ? THEN cost ELSE 0 END), 0), "
+        "COALESCE(SUM(CASE WHEN started_at < ? THEN cost ELSE 0 END), 0) "
+        f"FROM model_calls WHERE started_at >= ?{where}",
+        (split, split, since, *params),
+    )
+    return (float(row[0]), float(row[1])) if row else (0.0, 0.0)
