@@ -45,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
 STEPS = 10
 SYSTEMS = ("crewline", "dbos")
+OBSERVED = "crewline+metrics"  # crewline with the Prometheus metrics observing every event (--observe)
 DATABASES = ("sqlite", "postgresql")
 RESULT_PREFIX = "BENCH-RESULT "
 
@@ -130,8 +131,10 @@ class Driver(Protocol):
 class CrewlineDriver:
     """One App and one worker in this process; a client starts a run and waits for its result."""
 
-    def __init__(self, url: str, concurrency: int) -> None:
+    def __init__(self, url: str, concurrency: int, observe: bool = False) -> None:
         self.app = App(settings=Settings().with_(database_url=url))
+        if observe:
+            _ = self.app.metrics  # from here on every step and run event feeds the metrics
         self._finished: dict[str, asyncio.Future[None]] = {}
         self.workflow = self.app.workflow(name="bench_ten")(self._ten)
         self.worker = self.app.worker(concurrency=concurrency)
@@ -239,7 +242,11 @@ class DbosDriver:
 async def run_case(system: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
     """One system on one database: a bare-commit baseline either side of the sequential window (the disk's
     speed drifts on a shared machine), then the sequential and the in-flight windows."""
-    driver: Driver = CrewlineDriver(url, args.inflight) if system == "crewline" else DbosDriver(url)
+    driver: Driver = (
+        CrewlineDriver(url, args.inflight, observe=system == OBSERVED)
+        if system.startswith("crewline")
+        else DbosDriver(url)
+    )
     try:
         before = await asyncio.to_thread(baseline, url, args.baseline_seconds)
         seq = await measure(driver.run_once, 1, args.warmup, args.seq_seconds)
@@ -495,11 +502,22 @@ def print_report(results: dict[str, Any], args: argparse.Namespace) -> None:
     passes = f", median of {args.repeat} passes" if args.repeat > 1 else ""
     print()
     print(f"machine: {results['machine']}")
-    print(f"workflow: {STEPS} steps of x + 1; sequential = 1 run at a time; in flight = {args.inflight} clients, each "
-          f"starting a run and awaiting its result; windows {args.seq_seconds:g} s / {args.conc_seconds:g} s after "
-          f"{args.warmup:g} s warm-up{passes}; event loop {args.loop} for both systems")  # fmt: skip
+    print(
+        f"workflow: {STEPS} steps of x + 1; sequential = 1 run at a time; in flight = {args.inflight} clients, each "
+        f"starting a run and awaiting its result; windows {args.seq_seconds:g} s / {args.conc_seconds:g} s after "
+        f"{args.warmup:g} s warm-up{passes}; event loop {args.loop} for both systems"
+    )
     print()
-    head = f"{'system':<9} {'database':<11} {'mode':<12} {'runs/s':>8} {'steps/s':>8} {'p50 step ms':>12} {'p99 step ms':>12}"
+    _print_table(cases, args)
+    print()
+    _print_baselines(cases)
+    _print_goals(cases, args)
+    _print_observed(cases)
+    _print_recovery(results["recovery"])
+
+
+def _print_table(cases: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
+    head = f"{'system':<16} {'database':<11} {'mode':<12} {'runs/s':>8} {'steps/s':>8} {'p50 step ms':>12} {'p99 step ms':>12}"
     print(head)
     print("-" * len(head))
     for key, case in cases.items():
@@ -507,10 +525,12 @@ def print_report(results: dict[str, Any], args: argparse.Namespace) -> None:
         for mode, label in (("sequential", "sequential"), ("inflight", f"{args.inflight} in flight")):
             m = case[mode]
             print(
-                f"{system:<9} {database:<11} {label:<12} {m['runs_per_s']:>8.1f} {m['steps_per_s']:>8.1f} "
+                f"{system:<16} {database:<11} {label:<12} {m['runs_per_s']:>8.1f} {m['steps_per_s']:>8.1f} "
                 f"{m['p50_ms']:>12.2f} {m['p99_ms']:>12.2f}"
             )
-    print()
+
+
+def _print_baselines(cases: dict[str, dict[str, Any]]) -> None:
     for key, case in cases.items():
         print(f"durability {key}: {case['durability']}")
     for database in DATABASES:
@@ -519,28 +539,54 @@ def print_report(results: dict[str, Any], args: argparse.Namespace) -> None:
         ]
         if rates:
             mid = statistics.median(rates)
-            print(f"baseline {database}: {mid:.0f} fsync'd commits/s = {1000 / mid:.2f} ms per commit, one bare "
-                  f"transaction at a time (median of {len(rates)} measurements taken inside the cases, "
-                  f"range {min(rates):.0f}-{max(rates):.0f}/s)")  # fmt: skip
+            print(
+                f"baseline {database}: {mid:.0f} fsync'd commits/s = {1000 / mid:.2f} ms per commit, one bare "
+                f"transaction at a time (median of {len(rates)} measurements taken inside the cases, "
+                f"range {min(rates):.0f}-{max(rates):.0f}/s)"
+            )
+
+
+def _print_goals(cases: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
     print()
     for database in DATABASES:
         ours, theirs = cases.get(f"crewline:{database}"), cases.get(f"dbos:{database}")
         if ours and theirs:
             ratio = ours["inflight"]["steps_per_s"] / theirs["inflight"]["steps_per_s"]
             verdict = "met" if ratio >= 10 else "MISSED"
-            print(f"goal {database}: crewline/DBOS steps/s with {args.inflight} in flight = {ratio:.1f}x "
-                  f"(goal >= 10x): {verdict}")  # fmt: skip
+            print(
+                f"goal {database}: crewline/DBOS steps/s with {args.inflight} in flight = {ratio:.1f}x "
+                f"(goal >= 10x): {verdict}"
+            )
         if ours:
             pair = ours["paired"]
             verdict = "met" if pair["ratio"] <= 1.5 else "MISSED"
-            print(f"goal {database}: crewline sequential p50 step {pair['step_p50_ms']:.2f} ms = "
-                  f"{pair['ratio']:.2f}x the p50 bare commit ({pair['commit_p50_ms']:.2f} ms), sampled alternately "
-                  f"over {args.paired_seconds:g} s (goal <= 1.5x): {verdict}")  # fmt: skip
+            print(
+                f"goal {database}: crewline sequential p50 step {pair['step_p50_ms']:.2f} ms = "
+                f"{pair['ratio']:.2f}x the p50 bare commit ({pair['commit_p50_ms']:.2f} ms), sampled alternately "
+                f"over {args.paired_seconds:g} s (goal <= 1.5x): {verdict}"
+            )
         if theirs:
             pair = theirs["paired"]
-            print(f"     {database}: DBOS sequential p50 step {pair['step_p50_ms']:.2f} ms = {pair['ratio']:.2f}x "
-                  f"the p50 bare commit ({pair['commit_p50_ms']:.2f} ms), sampled the same way")  # fmt: skip
-    for database, rec in results["recovery"].items():
+            print(
+                f"     {database}: DBOS sequential p50 step {pair['step_p50_ms']:.2f} ms = {pair['ratio']:.2f}x "
+                f"the p50 bare commit ({pair['commit_p50_ms']:.2f} ms), sampled the same way"
+            )
+
+
+def _print_observed(cases: dict[str, dict[str, Any]]) -> None:
+    """Metrics on beside off, when --observe ran both."""
+    for database in DATABASES:
+        off, on = cases.get(f"crewline:{database}"), cases.get(f"{OBSERVED}:{database}")
+        if off and on:
+            for mode in ("sequential", "inflight"):
+                a, b = on[mode]["steps_per_s"], off[mode]["steps_per_s"]
+                print(
+                    f"metrics on vs off {database} {mode}: {a:.1f} vs {b:.1f} steps/s ({(a / b - 1) * 100:+.1f}%)"
+                )
+
+
+def _print_recovery(recovery: dict[str, dict[str, Any]]) -> None:
+    for database, rec in recovery.items():
         verdict = "met" if rec["resume_s"] <= rec["lease_s"] + 1 else "MISSED"
         print(
             f"recovery {database}: SIGKILLed worker's run resumed {rec['resume_s']:.2f} s after the kill by a "
@@ -556,11 +602,25 @@ def orchestrate(args: argparse.Namespace) -> int:
         print("no --pg-url: skipping PostgreSQL", file=sys.stderr)
         databases.remove("postgresql")
     systems = [s for s in SYSTEMS if args.only in (None, s)]
+    if args.observe and "crewline" in systems:
+        systems.insert(systems.index("crewline") + 1, OBSERVED)
     results: dict[str, Any] = {"machine": machine(), "cases": {}, "recovery": {}}
-    common = ["--seq-seconds", str(args.seq_seconds), "--conc-seconds", str(args.conc_seconds),
-              "--warmup", str(args.warmup), "--inflight", str(args.inflight),
-              "--baseline-seconds", str(args.baseline_seconds),
-              "--paired-seconds", str(args.paired_seconds), "--loop", args.loop]  # fmt: skip
+    common = [
+        "--seq-seconds",
+        str(args.seq_seconds),
+        "--conc-seconds",
+        str(args.conc_seconds),
+        "--warmup",
+        str(args.warmup),
+        "--inflight",
+        str(args.inflight),
+        "--baseline-seconds",
+        str(args.baseline_seconds),
+        "--paired-seconds",
+        str(args.paired_seconds),
+        "--loop",
+        args.loop,
+    ]
     for n in range(args.repeat):
         for database in databases:
             # Alternate who goes first, so neither system always gets the quieter moment.
@@ -598,6 +658,9 @@ def main() -> int:
     )
     parser.add_argument("--lease", type=float, default=3.0, help="lease seconds for the recovery test")
     parser.add_argument("--no-recovery", action="store_true")
+    parser.add_argument(
+        "--observe", action="store_true", help=f"also run crewline with its metrics on (system {OBSERVED})"
+    )
     parser.add_argument(
         "--loop",
         choices=["uvloop", "asyncio"],

@@ -1,6 +1,6 @@
 """What the gateway adds over a bare HTTP call, and what a cache hit costs.
 
-    .venv/bin/python bench/gateway.py [--calls 2000] [--database sqlite|postgresql://...]
+    .venv/bin/python bench/gateway.py [--calls 2000] [--database sqlite|postgresql://...] [--observe]
 
 Starts the fake provider in its own process (so it does not share this interpreter's GIL), then times,
 one call at a time after a warm-up, the paths taking turns in blocks:
@@ -14,6 +14,9 @@ one call at a time after a warm-up, the paths taking turns in blocks:
 - a cache hit (temperature 0, same request);
 - the gateway's own cost without any network: an in-process scripted model called directly, and through
   ``gateway.complete`` (records and budget tracking on).
+
+With ``--observe``, the two gateway paths also run with the Prometheus metrics observing every call
+(``crewline.observe.metrics``), in the same blocks, so observability's cost reads side by side.
 
 Prints p50/p99 of each and the added cost over bare httpx (the issue's yardstick) and over the bare
 crewline client (the gateway's own layers: routing, limits, ledger, records). Numbers, never assertions.
@@ -36,17 +39,22 @@ from typing import Any
 import httpx
 
 from crewline.models import Gateway, ModelRequest, ModelsConfig, user
+from crewline.models.call_log import CallRecord, model_call_event
 from crewline.models.http import HttpClient
+from crewline.observe import Observers
+from crewline.observe.metrics import Metrics
 from crewline.store import open_database
 from crewline.testing import ScriptedModel
 
-BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Classify: my invoice is wrong"}],
-        "max_tokens": 50}  # fmt: skip
+BODY = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "user", "content": "Classify: my invoice is wrong"}],
+    "max_tokens": 50,
+}
 
 
 def start_fake() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "crewline.testing"], stdout=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "crewline.testing"], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     return proc, proc.stdout.readline().strip()
 
@@ -83,15 +91,17 @@ def pct(samples: list[float], p: float) -> float:
 
 
 def config(url: str, limited: bool) -> ModelsConfig:
-    return ModelsConfig.parse({
-        "providers": {"fake": {"format": "openai", "base_url": url + "/v1", "api_key_env": "BENCH_KEY"}},
-        "deployments": {"main": {"provider": "fake", "model": "gpt-4o-mini", "rpm": 10_000_000}},
-        "prices": {"fake/gpt-4o-mini": {"input": 0.15, "output": 0.6}},
-        "budgets": {"workflow": {"bench": 1_000_000.0}} if limited else {},
-    })  # fmt: skip
+    return ModelsConfig.parse(
+        {
+            "providers": {"fake": {"format": "openai", "base_url": url + "/v1", "api_key_env": "BENCH_KEY"}},
+            "deployments": {"main": {"provider": "fake", "model": "gpt-4o-mini", "rpm": 10_000_000}},
+            "prices": {"fake/gpt-4o-mini": {"input": 0.15, "output": 0.6}},
+            "budgets": {"workflow": {"bench": 1_000_000.0}} if limited else {},
+        }
+    )
 
 
-async def run(url: str, database: str, calls: int) -> dict[str, list[float]]:
+async def run(url: str, database: str, calls: int, observe: bool = False) -> dict[str, list[float]]:
     db = open_database(database)
     env = {"BENCH_KEY": "sk-bench"}
     scope = {"workflow": "bench"}
@@ -103,6 +113,15 @@ async def run(url: str, database: str, calls: int) -> dict[str, list[float]]:
     limited = Gateway(config(url, True), db, environ=env)
     scripted = ScriptedModel(default="a short reply")
     offline = Gateway(ModelsConfig(default="test/m"), db, adapters={"test": scripted})
+    hub = Observers([Metrics()])
+
+    def call_observer(_: Observers) -> Callable[[CallRecord], None]:
+        return lambda record: hub.emit(model_call_event(record))  # what App.observe_call does
+
+    watched = Gateway(config(url, False), db, environ=env, on_call=call_observer(hub))
+    watched_offline = Gateway(
+        ModelsConfig(default="test/m"), db, adapters={"test": scripted}, on_call=call_observer(hub)
+    )
     await plain.complete("main", "cached question", temperature=0)
     await plain.flush()
     request = ModelRequest("test/m", (user("Classify: my invoice is wrong"),), max_tokens=50)
@@ -132,8 +151,18 @@ async def run(url: str, database: str, calls: int) -> dict[str, list[float]]:
     async def gateway_offline() -> None:
         await offline.complete("test/m", "Classify: my invoice is wrong", max_tokens=50, budget_scope=scope)
 
+    async def complete_watched() -> None:
+        await watched.complete("main", BODY["messages"], max_tokens=50, budget_scope=scope)
+
+    async def offline_watched() -> None:
+        await watched_offline.complete(
+            "test/m", "Classify: my invoice is wrong", max_tokens=50, budget_scope=scope
+        )
+
+    gateways = (plain, limited, offline, watched, watched_offline)
+
     async def settle() -> None:
-        for gw in (plain, limited, offline):
+        for gw in gateways:
             await gw.flush()
 
     paths = {
@@ -145,8 +174,11 @@ async def run(url: str, database: str, calls: int) -> dict[str, list[float]]:
         "in-process model alone": adapter_alone,
         "gateway over it": gateway_offline,
     }
+    if observe:
+        paths["gateway.complete, metrics on"] = complete_watched
+        paths["gateway over it, metrics on"] = offline_watched
     results = await blocks(paths, calls, settle)
-    for gw in (plain, limited, offline):
+    for gw in gateways:
         await gw.aclose()
     await client.aclose()
     await own.aclose()
@@ -158,12 +190,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--database", default=None, help="database URL (default: a temporary SQLite file)")
+    parser.add_argument("--observe", action="store_true", help="also time the gateway with metrics on")
     args = parser.parse_args()
     proc, url = start_fake()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             database = args.database or f"sqlite:///{Path(tmp) / 'bench.db'}"
-            results = asyncio.run(run(url, database, args.calls))
+            results = asyncio.run(run(url, database, args.calls, args.observe))
     finally:
         proc.terminate()
         proc.wait()
@@ -175,7 +208,7 @@ def main() -> None:
     for name, samples in results.items():
         p50, p99 = pct(samples, 50), pct(samples, 99)
         line = f"{name:<36}{p50:>9.3f}{p99:>9.3f}{statistics.fmean(samples):>9.3f}"
-        if name == "gateway over it":
+        if name.startswith("gateway over it"):
             base = results["in-process model alone"]
             line += " " * 24 + f"{p50 - pct(base, 50):>+10.3f}{p99 - pct(base, 99):>+10.3f}"
         elif name.startswith("gateway.complete"):
@@ -183,6 +216,15 @@ def main() -> None:
                 width = 12 if base is results["bare httpx"] else 10
                 line += f"{p50 - pct(base, 50):>+{width}.3f}{p99 - pct(base, 99):>+{width}.3f}"
         print(line)
+    for on, off in (
+        ("gateway.complete, metrics on", "gateway.complete"),
+        ("gateway over it, metrics on", "gateway over it"),
+    ):
+        if on in results:
+            p_on, p_off = pct(results[on], 50), pct(results[off], 50)
+            print(
+                f"metrics on vs off, {off}: p50 {p_on:.3f} vs {p_off:.3f} ms ({(p_on / p_off - 1) * 100:+.1f}%)"
+            )
 
 
 if __name__ == "__main__":

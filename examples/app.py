@@ -74,7 +74,7 @@ def _deliver(kind: str, to: str, body: str, key: str) -> str:
     OUTBOX.mkdir(parents=True, exist_ok=True)
     path = OUTBOX / f"{key}.json"
     path.write_text(json.dumps({"kind": kind, "to": to, "body": body}))
-    return str(path)
+    return f"{kind}:{key}"  # a message id, as an email API returns (no server path in run records)
 
 
 @tool(effect="irreversible")
@@ -134,8 +134,13 @@ def send_welcome(email: str, plan: str, idempotency_key: str) -> str:
 @app.workflow(queue="outbox")
 async def onboard(ctx: Context, customer: Customer) -> Summary:
     profile = await ctx.step(fetch_profile, customer.id, effect="read")
-    await ctx.step(send_welcome, customer.email, profile["plan"], effect="irreversible",
-                   idempotency_key=f"welcome-{customer.id}")  # fmt: skip
+    await ctx.step(
+        send_welcome,
+        customer.email,
+        profile["plan"],
+        effect="irreversible",
+        idempotency_key=f"welcome-{customer.id}",
+    )
     activated = True
     try:
         await ctx.wait_for("activated", timeout="2d")

@@ -3,7 +3,9 @@ members (read with ``ast``), who issues SQL on which table, and where the dialec
 
 Every import counts: module-level, function-level (deferred) and ``TYPE_CHECKING`` ones, since a cycle
 that only a deferred import closes is still a cycle in the design. To hold another package to the same
-rules, add it to ``CHECKED``.
+rules, add it to ``CHECKED``. Layers import one way (ARCHITECTURE.md): server/cli -> app -> flows/workers ->
+models/memory -> store -> errors/config; ``BELOW`` says what each layer may never import, ``ALLOWED`` the
+exceptions to it.
 
 Every table has one owning module (see :mod:`crewline.store`'s docstring); only it, and the migrations
 of its component, name the table in SQL (``FROM`` / ``INTO`` / ``UPDATE`` / ``JOIN``). Code outside
@@ -22,7 +24,33 @@ from pathlib import Path
 import crewline
 
 ROOT = Path(crewline.__file__).parent
-CHECKED = ("crewline.flows",)
+CHECKED = (
+    "crewline.app",
+    "crewline.cli",
+    "crewline.flows",
+    "crewline.memory",
+    "crewline.server",
+    "crewline.workers",
+)
+# The proxy is being reshaped together with models/; it joins the checked packages once that lands.
+UNCHECKED = ("crewline.server.proxy",)
+
+_APP_AND_ABOVE = ("crewline.app", "crewline.cli", "crewline.server")
+_ORCHESTRATION = ("crewline.flows", "crewline.workers")
+BELOW: dict[str, tuple[str, ...]] = {
+    "crewline.errors": ("crewline",),
+    "crewline.config": ("crewline",),
+    "crewline.store": ("crewline",),
+    "crewline.memory": (*_APP_AND_ABOVE, *_ORCHESTRATION),
+    "crewline.models": (*_APP_AND_ABOVE, *_ORCHESTRATION),
+    "crewline.flows": _APP_AND_ABOVE,
+    "crewline.workers": _APP_AND_ABOVE,
+}
+# What the bottom may import after all: errors are raised everywhere, and config parses with their help.
+ALLOWED = {
+    "crewline.config": ("crewline.errors",),
+    "crewline.store": ("crewline.errors", "crewline.config"),
+}
 
 
 @dataclass(frozen=True)
@@ -115,8 +143,29 @@ def cycles(edges: Mapping[str, Iterable[str]]) -> list[list[str]]:
     return found
 
 
+def within(name: str, packages: Iterable[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in packages)
+
+
 def checked(name: str) -> bool:
-    return any(name == p or name.startswith(p + ".") for p in CHECKED)
+    return within(name, CHECKED) and not within(name, UNCHECKED)
+
+
+def upward(
+    edges: Mapping[str, Iterable[str]],
+    below: Mapping[str, Iterable[str]],
+    allowed: Mapping[str, Iterable[str]],
+) -> list[str]:
+    """Imports from a layer into one it must not import (``below[layer]``), unless ``allowed``."""
+    found = []
+    for name, targets in edges.items():
+        for layer, forbidden in below.items():
+            if not within(name, [layer]):
+                continue
+            for target in sorted(targets):
+                if within(target, forbidden) and not within(target, [layer, *allowed.get(layer, ())]):
+                    found.append(f"{name} -> {target}")
+    return found
 
 
 def test_the_import_graph_is_read_from_every_kind_of_import() -> None:
@@ -136,6 +185,24 @@ def test_no_import_cycle_goes_through_a_checked_package() -> None:
 def test_the_cycle_finder_finds_cycles() -> None:
     edges = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"d"}, "f": {"g"}, "g": {"f"}}
     assert sorted(cycles(edges)) == [["a", "b", "c"], ["f", "g"]]
+
+
+def test_no_layer_imports_one_above_it() -> None:
+    assert upward(graph(), BELOW, ALLOWED) == []
+
+
+def test_the_layer_check_finds_upward_imports() -> None:
+    edges = {
+        "crewline.store.x": {"crewline.errors", "crewline.config", "crewline.flows.y"},
+        "crewline.memory.m": {"crewline.store.x", "crewline.models.g", "crewline.server.s"},
+        "crewline.config": {"crewline.errors", "crewline.store"},
+        "crewline.errors": set(),
+    }
+    assert upward(edges, BELOW, ALLOWED) == [
+        "crewline.store.x -> crewline.flows.y",
+        "crewline.memory.m -> crewline.server.s",
+        "crewline.config -> crewline.store",
+    ]
 
 
 def test_no_module_touches_another_objects_private_members() -> None:
@@ -215,6 +282,7 @@ OWNERS = {
     "memory_snapshots": "memory/rollback.py",
     "memory_messages": "memory/window.py",
     "memory_indexes": "memory/store.py",
+    "memory_searches": "memory/retrieval.py",
     "api_keys": "server/keys.py",
     "webhook_deliveries": "server/deliveries.py",
     "blobs": "store/payloads.py",

@@ -21,14 +21,24 @@ SOURCES = os.pathsep.join((str(ROOT / "src"), str(ROOT)))
 
 @pytest.fixture
 def cli(sqlite_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
-    env = {**os.environ, "CREWLINE_DATABASE_URL": sqlite_url, "CREWLINE_APP": "examples.app:app",
-           "CREWLINE_POLL_INTERVAL": "0.05", "PYTHONPATH": SOURCES, "CREWLINE_PROJECT": str(tmp_path)}  # fmt: skip
+    env = {
+        **os.environ,
+        "CREWLINE_DATABASE_URL": sqlite_url,
+        "CREWLINE_APP": "examples.app:app",
+        "CREWLINE_POLL_INTERVAL": "0.05",
+        "PYTHONPATH": SOURCES,
+        "CREWLINE_PROJECT": str(tmp_path),
+    }
 
     def run(*args: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [sys.executable, "-m", "crewline", *args], env=env, cwd=tmp_path, capture_output=True, text=True,
+            [sys.executable, "-m", "crewline", *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
             timeout=120,
-        )  # fmt: skip
+        )
         if check is not None:
             assert proc.returncode == check, proc.stderr
         return proc
@@ -81,9 +91,13 @@ def test_bad_input_is_one_line_exit_2_and_creates_no_run(cli, args: list[str], m
 
 def test_run_wait_with_a_worker_then_inspect_fork_and_cancel(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     worker = subprocess.Popen(
-        [sys.executable, "-m", "crewline", "worker", "-c", "4"], env=cli.env, cwd=tmp_path,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "crewline", "worker", "-c", "4"],
+        env=cli.env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         (tmp_path / "in.json").write_text('{"id": "c7", "email": "ada@example.com"}')
         rid = cli("run", "onboard", "--input", "@in.json").stdout.strip()
@@ -118,11 +132,22 @@ def test_run_wait_prints_the_error_of_a_failed_run(cli, tmp_path: Path) -> None:
         "    from crewline import RetryPolicy\n    await ctx.step(boom, retry=RetryPolicy(max_attempts=1))\n"
     )
     env = {**cli.env, "CREWLINE_APP": "failing:app", "PYTHONPATH": os.pathsep.join((str(tmp_path), SOURCES))}
-    worker = subprocess.Popen([sys.executable, "-m", "crewline", "worker"], env=env, cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "crewline", "worker"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        proc = subprocess.run([sys.executable, "-m", "crewline", "run", "charge", "--wait"], env=env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-m", "crewline", "run", "charge", "--wait"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     finally:
         worker.terminate()
         worker.wait(20)
@@ -169,8 +194,14 @@ def test_db_upgrade_status_and_prune(cli) -> None:  # type: ignore[no-untyped-de
 def test_a_file_that_is_not_a_database_is_an_error_not_a_traceback(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "notes.txt").write_text("meeting notes, not a database " * 20)
     env = {**cli.env, "CREWLINE_DATABASE_URL": "sqlite:///notes.txt"}
-    proc = subprocess.run([sys.executable, "-m", "crewline", "runs", "list"], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "crewline", "runs", "list"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert "the database answered: file is not a database" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -179,8 +210,13 @@ def test_a_file_that_is_not_a_database_is_an_error_not_a_traceback(cli, tmp_path
 @pytest.mark.parametrize(("flag", "loop"), [([], "uvloop"), (["--loop", "asyncio"], "asyncio")])
 def test_worker_runs_on_uvloop_unless_told_otherwise(cli, tmp_path: Path, flag: list[str], loop: str) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("uvloop")
-    worker = subprocess.Popen([sys.executable, "-m", "crewline", "worker", *flag], env=cli.env, cwd=tmp_path,
-                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "crewline", "worker", *flag],
+        env=cli.env,
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert worker.stderr is not None
         line = next(line for line in worker.stderr if line.startswith("worker "))

@@ -60,8 +60,10 @@ async def test_inbox_triage_asks_before_replying_and_sends_the_edit(example: Any
     app: App = example.app
     fake.reply(json={"category": "billing", "urgency": "high", "summary": "double charge"})
     fake.reply("Sorry about the double charge; we are looking into it. The team")
-    rid = await app.start("triage_email", {"sender": "ada@example.com", "subject": "Charged twice",
-                                           "body": "I was charged twice this month."})  # fmt: skip
+    rid = await app.start(
+        "triage_email",
+        {"sender": "ada@example.com", "subject": "Charged twice", "body": "I was charged twice this month."},
+    )
     assert (await drive_until_waiting(app, rid)).wait_reason.startswith("approval:")
     [req] = await app.reviews.list()
     assert req.risk == "high" and req.action == "send reply"

@@ -185,8 +185,11 @@ def test_serve_guide_prints_commands_that_work_from_where_it_started(crewline: C
     env["CREWLINE_PROJECT"] = str(repo / "shop")
     server = subprocess.Popen(
         [sys.executable, "-m", "crewline", "serve", "--port", "0", "--guide"],
-        env=env, cwd=repo, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env=env,
+        cwd=repo,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert server.stderr is not None
         lines = []

@@ -12,12 +12,13 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .config import Settings
 from .errors import InvalidInput, RunFailed
 from .flows.definitions import Queue, Workflow
-from .flows.engine import Engine
+from .flows.engine import Engine, Wiring
 from .flows.executor import log_end
 from .flows.operations import Outcome, fork_run, resolve_step
 from .flows.queue import ReviewQueue
@@ -36,12 +37,15 @@ from .flows.records import (
 from .memory import MemoryStore
 from .models import Gateway
 from .models.call_log import CallRecord, model_call_event
+from .models.config import ModelsConfig
 from .models.ledger import BudgetAlert
 from .observe.alert_config import AlertsConfig
 from .observe.alerts import Alerting
 from .observe.events import Observers
+from .observe.metrics import Metrics, firing_alerts
+from .observe.model_calls import call_prompt
 from .observe.trace_config import TraceSettings
-from .store import Database, open_database
+from .store import Conn, Database, open_database
 from .store.payloads import dump
 from .workers import Worker
 
@@ -74,6 +78,7 @@ class App:
         # Every component reports to this hub; metrics, traces and alerts observe it.
         self.observers = Observers()
         self._tracer: Tracer | None = None
+        self._metrics: Metrics | None = None
 
     # -- definition ------------------------------------------------------------------------------------
 
@@ -98,9 +103,16 @@ class App:
 
         def register(fn: F) -> Workflow:
             wf = Workflow.define(
-                fn, name=name, queue=queue, version=version, schedule=schedule, priority=priority,
-                budget=budget, daily_budget=daily_budget, on_budget=on_budget,
-            )  # fmt: skip
+                fn,
+                name=name,
+                queue=queue,
+                version=version,
+                schedule=schedule,
+                priority=priority,
+                budget=budget,
+                daily_budget=daily_budget,
+                on_budget=on_budget,
+            )
             if wf.name in self._workflows and self._workflows[wf.name].fn is not fn:
                 raise InvalidInput(f"two workflows are named {wf.name!r}; give one a name= of its own")
             self._workflows[wf.name] = wf
@@ -123,23 +135,27 @@ class App:
 
     # -- plumbing --------------------------------------------------------------------------------------
 
+    def _build_gateway(self, engine: Engine) -> Gateway:
+        """The gateway of ``[models]``, reporting its calls to the hub and its budget crossings to alerts."""
+        return Gateway.from_settings(
+            engine.settings, engine.db, on_alert=self._budget_crossed, on_call=self.observe_call
+        )
+
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            engine = Engine(open_database(self.settings.database_url), self.settings)
-            _sync_prompts(engine)
-            engine.workflows = self._workflows
-            engine.queues = self._queues
-            engine.observers = self.observers
-            if self._gateway is not None:
-                engine.models = self._gateway
-            else:
-                engine.models_factory = lambda: Gateway.from_settings(
-                    self.settings, engine.db, on_alert=self._budget_crossed, on_call=self.observe_call
-                )
-            engine.memory_factory = lambda: _memory_store(engine)
+            wiring = Wiring(
+                workflows=self._workflows,
+                queues=self._queues,
+                models=self._gateway,
+                build_models=self._build_gateway,
+                build_memory=_memory_store,
+                observers=self.observers,
+            )
+            db = open_database(self.settings.database_url)
+            _sync_prompts(db, self.settings)
+            self._engine = Engine(db, self.settings, wiring)
             self._start_tracing()
-            self._engine = engine
         return self._engine
 
     @property
@@ -161,7 +177,9 @@ class App:
     def observe_call(self, record: CallRecord) -> None:
         """Tell the app's observers about a model call: the ``on_call`` of a gateway built by hand."""
         if self.observers:
-            self.observers.emit(model_call_event(record, content=self.observers.wants_content))
+            event = model_call_event(record, content=self.observers.wants_content)
+            prompt = call_prompt()  # named by the llm step making the call, in this task
+            self.observers.emit(event if prompt is None else replace(event, prompt=prompt))
 
     def _start_tracing(self) -> None:
         """Spans over OTLP/HTTP when ``[observe] otlp_endpoint`` is set (a ConfigError names what is wrong)."""
@@ -184,8 +202,9 @@ class App:
 
     async def aclose(self) -> None:
         """Close the gateway (waiting for its call records) and the database."""
-        if self._engine is not None and self._engine._models is not None:
-            await self._engine._models.aclose()
+        gateway = None if self._engine is None else self._engine.built_models
+        if self._engine is not None and gateway is not None:
+            await gateway.aclose()
             if self._gateway is None:
                 self._engine.models = None
         self.close()
@@ -211,6 +230,16 @@ class App:
             self.alerting.on_budget(alert)
         except Exception:  # a broken [alerts] section must not fail the model call that crossed it
             log.exception("budget crossing %s at %d%% not recorded as an alert", alert.scope, alert.level)
+
+    @property
+    def metrics(self) -> Metrics:
+        """The app's Prometheus metrics, observing its events from first use (``crewline serve`` exposes
+        them at ``/metrics``, ``crewline worker --metrics-port``)."""
+        if self._metrics is None:
+            budgets = ModelsConfig.parse(self.settings.sections.get("models")).budgets
+            self._metrics = Metrics(lambda: self.db, budgets=budgets, alerts_firing=firing_alerts)
+            self.observers.add(self._metrics)
+        return self._metrics
 
     @property
     def reviews(self) -> ReviewQueue:
@@ -256,14 +285,20 @@ class App:
         return await self.db.read(lambda conn: get_run(conn, run_id))
 
     async def steps(self, run_id: str) -> list[StepRecord]:
-        def read(conn: Any) -> list[StepRecord]:
+        def read(conn: Conn) -> list[StepRecord]:
             get_run(conn, run_id)
             return list(load_steps(conn, run_id).values())
 
         return await self.db.read(read)
 
-    async def list_runs(self, *, state: str | None = None, workflow: str | None = None, limit: int = 50,
-                        after: tuple[float, str] | None = None) -> list[RunRecord]:  # fmt: skip
+    async def list_runs(
+        self,
+        *,
+        state: str | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        after: tuple[float, str] | None = None,
+    ) -> list[RunRecord]:
         """Runs newest first; ``after`` is (created_at, id) of the previous page's last run."""
         return await self.db.read(
             lambda conn: list_runs(conn, state=state, workflow=workflow, limit=limit, after=after)
@@ -351,13 +386,13 @@ class App:
         self.engine.work_available.set()
 
 
-def _sync_prompts(engine: Engine) -> None:
+def _sync_prompts(db: Database, settings: Settings) -> None:
     """Bring the project's prompt files into the store (a new file content is a new version)."""
     from .flows.prompts import prompts_dir, sync_prompts
 
-    directory = prompts_dir(engine.settings)
+    directory = prompts_dir(settings)
     if directory.is_dir():
-        sync_prompts(engine.db, directory)
+        sync_prompts(db, directory)
 
 
 def _memory_store(engine: Engine) -> MemoryStore:

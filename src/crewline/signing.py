@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import time
 
-__all__ = ["SIGNATURE_HEADER", "TIMESTAMP_HEADER", "SignatureError", "sign", "signed_headers", "verify"]
+__all__ = ["SIGNATURE_HEADER", "TIMESTAMP_HEADER", "SignatureError", "signed_headers", "verify"]
 
 TIMESTAMP_HEADER = "X-Crewline-Timestamp"
 SIGNATURE_HEADER = "X-Crewline-Signature"
@@ -21,14 +21,14 @@ class SignatureError(Exception):
     """The request is not signed as it should be; the message says how."""
 
 
-def sign(secret: bytes, timestamp: int | str, body: bytes) -> str:
+def _sign(secret: bytes, timestamp: int | str, body: bytes) -> str:
     digest = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
     return f"sha256={digest}"
 
 
 def signed_headers(secret: bytes, body: bytes, *, now: float | None = None) -> dict[str, str]:
     timestamp = int(time.time() if now is None else now)
-    return {TIMESTAMP_HEADER: str(timestamp), SIGNATURE_HEADER: sign(secret, timestamp, body)}
+    return {TIMESTAMP_HEADER: str(timestamp), SIGNATURE_HEADER: _sign(secret, timestamp, body)}
 
 
 def verify(
@@ -54,7 +54,7 @@ def verify(
             f"{TIMESTAMP_HEADER} is {abs(skew):.0f}s {'old' if skew > 0 else 'in the future'}, "
             f"outside the {tolerance:.0f}s tolerance (check the sender's clock)"
         )
-    expected = sign(secret, timestamp.strip(), body)
+    expected = _sign(secret, timestamp.strip(), body)
     for candidate in signature.split(","):
         candidate = candidate.strip()
         if hmac.compare_digest(candidate.encode(), expected.encode()):

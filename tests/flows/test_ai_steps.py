@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from crewline import App, Context, RetryPolicy, Settings, tool
+from crewline import App, ConfigError, Context, RetryPolicy, Settings, tool
 from crewline.models import Gateway, ModelsConfig
 from crewline.testing import FakeProvider, Fault
 
@@ -51,8 +51,12 @@ def fake() -> Iterator[FakeProvider]:
 @pytest.fixture
 async def app(db_url: str, fake: FakeProvider) -> Any:
     a = App(settings=Settings().with_(database_url=db_url))
-    a.engine.models = Gateway(ModelsConfig.parse(models_table(fake.url)), a.db, environ={"FAKE_KEY": "sk-test"},
-                              wait_for_records=True)  # fmt: skip
+    a.engine.models = Gateway(
+        ModelsConfig.parse(models_table(fake.url)),
+        a.db,
+        environ={"FAKE_KEY": "sk-test"},
+        wait_for_records=True,
+    )
     yield a
     await a.aclose()
 
@@ -121,9 +125,12 @@ async def test_an_agent_resumes_mid_loop_without_repeating_turns_or_tools(
     assert len(model_calls(fake)) == 3 and LOOKUPS == ["o-1", "o-2"]
     steps = await app.steps(rid)
     assert [(s.kind, s.name) for s in steps] == [
-        ("llm", "agent:turn"), ("tool", "lookup_order"), ("llm", "agent:turn"), ("tool", "lookup_order"),
         ("llm", "agent:turn"),
-    ]  # fmt: skip
+        ("tool", "lookup_order"),
+        ("llm", "agent:turn"),
+        ("tool", "lookup_order"),
+        ("llm", "agent:turn"),
+    ]
     # The bad call (order_id 3 is not a string) went back to the model as an error, not a crash.
     last_messages = str(fake.requests[-1].body["messages"])
     assert "arguments for tool lookup_order are not valid" in last_messages
@@ -341,3 +348,13 @@ async def test_a_replayed_model_call_does_not_render_its_prompt_again(
         assert (await app.steps(rid))[0].output["prompt"] == f"greet@{version}"
     finally:
         await app.aclose()
+
+
+@pytest.mark.parametrize("budget", ["nan", float("nan"), "inf", "$-1/run", "lots"])
+def test_a_workflow_budget_must_be_a_finite_amount(budget: object) -> None:
+    app = App("sqlite:///:memory:")
+    with pytest.raises(ConfigError, match="budget"):
+
+        @app.workflow(budget=budget)  # type: ignore[arg-type]
+        async def spend(ctx: Context) -> None:
+            pass

@@ -21,17 +21,35 @@ from . import crash_app
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start_worker(db_url: str, *, crash_point: str | None = None, lease: float = 1.0, concurrency: int = 4,
-                 cwd: Path) -> subprocess.Popen[bytes]:  # fmt: skip
-    env = {**os.environ, "CREWLINE_DATABASE_URL": db_url, "CREWLINE_LEASE_SECONDS": str(lease),
-           "CREWLINE_POLL_INTERVAL": "0.05", "PYTHONPATH": str(ROOT)}  # fmt: skip
+def start_worker(
+    db_url: str, *, crash_point: str | None = None, lease: float = 1.0, concurrency: int = 4, cwd: Path
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "CREWLINE_DATABASE_URL": db_url,
+        "CREWLINE_LEASE_SECONDS": str(lease),
+        "CREWLINE_POLL_INTERVAL": "0.05",
+        "PYTHONPATH": str(ROOT),
+    }
     env.pop("CREWLINE_CRASH_POINT", None)
     if crash_point:
         env["CREWLINE_CRASH_POINT"] = crash_point
     return subprocess.Popen(
-        [sys.executable, "-m", "crewline", "worker", "--app", "tests.flows.crash_app:app", "-c", str(concurrency)],
-        env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "crewline",
+            "worker",
+            "--app",
+            "tests.flows.crash_app:app",
+            "-c",
+            str(concurrency),
+        ],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def effects(log: Path) -> list[tuple[str, int, str, int, float]]:

@@ -45,6 +45,8 @@ async def test_memory_used_by_a_run_is_shown_in_its_review_request(app: App) -> 
     await app.reviews.approve(req.id, by="owner")
     run = await drive(app, rid)
     assert run.output == {"hits": 1, "top": "Ada prefers email over phone calls", "approved": True}
+    logged = await app.db.read(lambda c: c.all("SELECT run_id, step, hits FROM memory_searches"))
+    assert logged == [(rid, 1, 1)]  # the search ran once; its replay is read from the step, not run again
     facts = [i.text for i in await app.memory.items("customer:ada")]
     assert sorted(facts) == [
         "Ada prefers email over phone calls",

@@ -38,8 +38,9 @@ def invoice_workflow(app: App) -> Counter[str]:
     @app.workflow()
     async def bill(ctx: Context, customer: str) -> str:
         amount = await ctx.step(lookup, customer)
-        invoice = await ctx.step(create_invoice, customer, amount, effect="irreversible",
-                                 idempotency_key=f"invoice-{customer}")  # fmt: skip
+        invoice = await ctx.step(
+            create_invoice, customer, amount, effect="irreversible", idempotency_key=f"invoice-{customer}"
+        )
         return await ctx.step(notify, invoice)
 
     return sent

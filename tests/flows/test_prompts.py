@@ -82,10 +82,23 @@ def count(db: Database, table: str) -> int:
 def test_public_surface() -> None:
     assert prompts.__all__ == sorted(prompts.__all__, key=lambda n: (not n.isupper(), n))
     assert set(prompts.__all__) == {
-        "LATEST", "PRODUCTION", "LabelChange", "PromptChange", "PromptSummary", "PromptVersion", "aresolve",
-        "diff", "list_prompts", "prompts_dir", "remove_label", "render", "resolve", "set_label", "split_ref",
+        "LATEST",
+        "PRODUCTION",
+        "LabelChange",
+        "PromptChange",
+        "PromptSummary",
+        "PromptVersion",
+        "aresolve",
+        "diff",
+        "list_prompts",
+        "prompts_dir",
+        "remove_label",
+        "render",
+        "resolve",
+        "set_label",
+        "split_ref",
         "sync_prompts",
-    }  # fmt: skip
+    }
 
 
 # -- sync and labels -----------------------------------------------------------------------------------
@@ -102,9 +115,12 @@ def test_sync_stores_each_file_by_content_hash_with_production_and_latest(db: Da
     triage = resolve(db, "triage")
     assert (triage.version, triage.label, triage.labels) == (v1, PRODUCTION, (PRODUCTION, LATEST))
     assert triage.meta == {
-        "model": "cheap", "output": "Triage", "params": ["email"], "description": "Classify one email",
+        "model": "cheap",
+        "output": "Triage",
+        "params": ["email"],
+        "description": "Classify one email",
         "owner": "ops",
-    }  # fmt: skip
+    }
     assert (triage.model, triage.output, triage.params) == ("cheap", "Triage", ("email",))
     assert triage.source == TRIAGE and triage.body.startswith("Subject:")
     assert resolve(db, "support/reply").body == "Dear {{ name }},\n"
@@ -374,9 +390,13 @@ def _cli(url: str, project: Path):  # type: ignore[no-untyped-def]
 
     def run(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [sys.executable, "-m", "crewline", "prompts", *args], env=env, cwd=project, capture_output=True,
-            text=True, timeout=120,
-        )  # fmt: skip
+            [sys.executable, "-m", "crewline", "prompts", *args],
+            env=env,
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == code, proc.stderr
         return proc
 

@@ -64,13 +64,19 @@ async def test_an_irreversible_tool_waits_for_approval_and_takes_edited_argument
         "tool": "send_email",
         "arguments": {"to": "ada@example.com", "body": "Your order o-1 shipped"},
     }
-    await app.reviews.approve(req.id, by="sam", edit={"tool": "send_email",
-                                                      "arguments": {"to": "ada@example.com", "body": "Shipped!"}})  # fmt: skip
+    await app.reviews.approve(
+        req.id,
+        by="sam",
+        edit={"tool": "send_email", "arguments": {"to": "ada@example.com", "body": "Shipped!"}},
+    )
     run = await drive(app, rid)
     assert run.output == "sent to ada@example.com" and SENT == [{"to": "ada@example.com", "body": "Shipped!"}]
     steps = await app.steps(rid)
-    assert [(s.kind, s.name) for s in steps] == [("tool", "lookup_order"), ("approval", "tool send_email"),
-                                                 ("tool", "send_email")]  # fmt: skip
+    assert [(s.kind, s.name) for s in steps] == [
+        ("tool", "lookup_order"),
+        ("approval", "tool send_email"),
+        ("tool", "send_email"),
+    ]
     assert steps[0].input == {"order_id": "o-1", "include_items": True}
     assert (
         steps[2].input == {"to": "ada@example.com", "body": "Shipped!"} and steps[2].effect == "irreversible"

@@ -80,8 +80,17 @@ def test_reembed_reports_count(cli: CliRunner, tmp_path: Path) -> None:
 
 
 def test_remember_then_search_and_bad_options(cli: CliRunner) -> None:
-    out = ok(cli, "remember", "Ada prefers email over calls", "--scope", "customer:ada", "--ttl", "365d",
-             "--meta", '{"source": "call notes"}').output  # fmt: skip
+    out = ok(
+        cli,
+        "remember",
+        "Ada prefers email over calls",
+        "--scope",
+        "customer:ada",
+        "--ttl",
+        "365d",
+        "--meta",
+        '{"source": "call notes"}',
+    ).output
     assert out.startswith("added mem") or out.startswith("added ")
     assert "scope customer:ada" in out
     again = json.loads(

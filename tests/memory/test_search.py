@@ -10,7 +10,7 @@ import pytest
 
 from crewline.errors import InvalidInput
 from crewline.memory import Hit, MemoryStore
-from crewline.memory.retrieval import fuse
+from crewline.memory.retrieval import fuse, search_totals
 from crewline.memory.vectors import from_blob
 
 from .conftest import run
@@ -167,6 +167,20 @@ def test_search_counts_for_observability(filled: MemoryStore) -> None:
     stats = run(filled.stats())
     assert (stats.searches, stats.searches_with_hits) == (2, 1)
     assert stats.scopes == {"kb": 5, "other": 1} and stats.dim == filled.embedder.dim
+
+
+def test_every_search_is_logged_with_the_run_that_searched(filled: MemoryStore) -> None:
+    """The log is in the database, so a report sees the searches of every process."""
+    started = time.time()
+    run(filled.search("router", scope="kb", k=2, run=("run-1", 3)))
+    run(filled.search("router", scope=["nobody", "none"], k=1))
+    other = MemoryStore(filled.db, filled.embedder)
+    [(_, searches, with_hits, top)] = other.db.query(lambda conn: search_totals(conn, started - 1, 10**9))
+    assert (searches, with_hits) == (2, 1) and top is not None and top > 0
+    rows = filled.db.query(
+        lambda conn: conn.all("SELECT scopes, k, hits, run_id, step FROM memory_searches ORDER BY id")
+    )
+    assert rows == [("kb", 2, 2, "run-1", 3), ("nobody,none", 1, 0, None, None)]
 
 
 def test_change_feed_is_pruned_and_an_idle_index_reloads(filled: MemoryStore) -> None:

@@ -37,8 +37,12 @@ def register(app: App, store: MemoryStore, seen: list[Any]) -> None:
 
 
 async def test_search_and_remember_are_recorded_steps(app: App, store: MemoryStore) -> None:
-    await store.ingest_text("# Contact\nCustomers are contacted by phone by default.", source="kb.md",
-                            scope="kb", mime="text/markdown")  # fmt: skip
+    await store.ingest_text(
+        "# Contact\nCustomers are contacted by phone by default.",
+        source="kb.md",
+        scope="kb",
+        mime="text/markdown",
+    )
     seen: list[Any] = []
     register(app, store, seen)
     rid = await app.start("answer", "42")

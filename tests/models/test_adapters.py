@@ -325,9 +325,19 @@ async def test_openai_gets_max_completion_tokens_other_servers_max_tokens(
 
 
 async def test_huge_reply_is_refused(fake: FakeProvider, make_gateway: Any) -> None:
-    gw = make_gateway({"retry": {"attempts": 1}, "providers": {"tiny": {
-        "format": "openai", "base_url": fake.url + "/v1", "api_key_env": "FAKE_KEY",
-        "options": {"max_body_bytes": 2000}}}})  # fmt: skip
+    gw = make_gateway(
+        {
+            "retry": {"attempts": 1},
+            "providers": {
+                "tiny": {
+                    "format": "openai",
+                    "base_url": fake.url + "/v1",
+                    "api_key_env": "FAKE_KEY",
+                    "options": {"max_body_bytes": 2000},
+                }
+            },
+        }
+    )
     fake.reply("word " * 1000)
     with pytest.raises(ProviderUnavailable, match="over the 2000 byte limit"):
         await gw.complete("tiny/m", "hi")

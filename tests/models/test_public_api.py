@@ -6,13 +6,46 @@ import crewline.models
 import crewline.testing
 
 MODELS = [
-    "Adapter", "BudgetAlert", "CallContext", "CallOptions", "CallRecord", "CompletionRequest", "EmbeddingResponse", "Endpoint", "Gateway", "ImagePart", "Ledger",
-    "Message", "ModelRequest", "ModelResponse", "ModelStream", "ModelsConfig", "Price", "PriceTable",
-    "StreamChunk", "TextPart", "Tool", "ToolCall", "Usage", "assistant", "register", "shipped_table", "system",
-    "tool_result", "user",
-]  # fmt: skip
-TESTING = ["FakeProvider", "Fault", "Reply", "ScriptedModel", "SeenRequest", "example_for_schema", "fake_vector",
-           "tool_call"]  # fmt: skip
+    "Adapter",
+    "BudgetAlert",
+    "CallContext",
+    "CallOptions",
+    "CallRecord",
+    "CompletionRequest",
+    "EmbeddingResponse",
+    "Endpoint",
+    "Gateway",
+    "ImagePart",
+    "Ledger",
+    "Message",
+    "ModelRequest",
+    "ModelResponse",
+    "ModelStream",
+    "ModelsConfig",
+    "Price",
+    "PriceTable",
+    "StreamChunk",
+    "TextPart",
+    "Tool",
+    "ToolCall",
+    "Usage",
+    "assistant",
+    "register",
+    "shipped_table",
+    "system",
+    "tool_result",
+    "user",
+]
+TESTING = [
+    "FakeProvider",
+    "Fault",
+    "Reply",
+    "ScriptedModel",
+    "SeenRequest",
+    "example_for_schema",
+    "fake_vector",
+    "tool_call",
+]
 
 
 def test_models_surface() -> None:

@@ -30,8 +30,9 @@ HOOK_SECRET = b"whsec-test-0123456789"
 
 
 def make_app(db_url: str, tmp_path: Path, sections: dict[str, Any] | None = None) -> App:
-    settings = Settings(database_url=db_url, project_dir=tmp_path, poll_interval=0.02,
-                        sections=sections or {})  # fmt: skip
+    settings = Settings(
+        database_url=db_url, project_dir=tmp_path, poll_interval=0.02, sections=sections or {}
+    )
     return build(App(settings=settings))
 
 

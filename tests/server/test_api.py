@@ -32,8 +32,9 @@ def test_idempotency_key_returns_the_first_run_and_refuses_another_input(api: Ap
     again = api.http.post("/api/v1/runs", json=req, headers={"Idempotency-Key": "k-1"})
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json()["run_id"] == first.json()["run_id"] and again.json()["created"] is False
-    other = api.http.post("/api/v1/runs", json={"workflow": "echo", "input": {"a": 2}},
-                          headers={"Idempotency-Key": "k-1"})  # fmt: skip
+    other = api.http.post(
+        "/api/v1/runs", json={"workflow": "echo", "input": {"a": 2}}, headers={"Idempotency-Key": "k-1"}
+    )
     assert other.status_code == 409 and other.json()["error"]["type"] == "idempotency_conflict"
     assert "Idempotency-Key" in other.json()["error"]["message"]
     assert len(api.http.get("/api/v1/runs").json()["runs"]) == 1
@@ -109,20 +110,48 @@ def test_workflows_are_listed_with_their_input_schema(api: Api) -> None:
 def test_bad_requests_get_the_right_4xx_saying_what_was_wrong(api: Api) -> None:
     post = api.http.post
     cases = [
-        (post("/api/v1/runs", content=b"{not json", headers={"Content-Type": "application/json"}),
-         400, "malformed_json", "not valid JSON"),
+        (
+            post("/api/v1/runs", content=b"{not json", headers={"Content-Type": "application/json"}),
+            400,
+            "malformed_json",
+            "not valid JSON",
+        ),
         (post("/api/v1/runs", json={"input": {}}), 422, "invalid_request", "body workflow: Field required"),
         (post("/api/v1/runs", json={"workflow": 5}), 422, "invalid_request", "body workflow"),
         (post("/api/v1/runs", json={"workflow": "nosuch"}), 422, "unknown_workflow", "nosuch"),
-        (post("/api/v1/runs", json={"workflow": "order", "input": {"id": "x", "amount": "lots"}}),
-         422, "invalid_input", "amount"),
-        (post("/api/v1/runs", json={"workflow": "order", "input": {"id": "x", "amount": -1}}),
-         422, "invalid_input", "greater than or equal to 0"),
-        (post("/api/v1/runs", json={"workflow": "nothing", "input": 3}), 422, "invalid_input", "takes no input"),
-        (post("/api/v1/runs", json={"workflow": "echo", "priority": 2**40}), 422, "invalid_request", "priority"),
+        (
+            post("/api/v1/runs", json={"workflow": "order", "input": {"id": "x", "amount": "lots"}}),
+            422,
+            "invalid_input",
+            "amount",
+        ),
+        (
+            post("/api/v1/runs", json={"workflow": "order", "input": {"id": "x", "amount": -1}}),
+            422,
+            "invalid_input",
+            "greater than or equal to 0",
+        ),
+        (
+            post("/api/v1/runs", json={"workflow": "nothing", "input": 3}),
+            422,
+            "invalid_input",
+            "takes no input",
+        ),
+        (
+            post("/api/v1/runs", json={"workflow": "echo", "priority": 2**40}),
+            422,
+            "invalid_request",
+            "priority",
+        ),
         (post("/api/v1/runs", json=["workflow"]), 422, "invalid_request", "body"),
-        (post("/api/v1/runs", content=b"x" * (1024 * 1024 + 1), headers={"Content-Type": "application/json"}),
-         413, "payload_too_large", "1048576 bytes"),
+        (
+            post(
+                "/api/v1/runs", content=b"x" * (1024 * 1024 + 1), headers={"Content-Type": "application/json"}
+            ),
+            413,
+            "payload_too_large",
+            "1048576 bytes",
+        ),
         (api.http.get("/api/v1/runs", params={"limit": 0}), 422, "invalid_request", "query limit"),
         (api.http.get("/api/v1/runs", params={"state": "bogus"}), 422, "invalid_request", "query state"),
         (api.http.get("/api/v1/runs", params={"cursor": "!!"}), 400, "invalid_cursor", "cursor is not valid"),
@@ -132,7 +161,7 @@ def test_bad_requests_get_the_right_4xx_saying_what_was_wrong(api: Api) -> None:
         (post("/api/v1/runs/nope/events", json={"payload": 1}), 422, "invalid_request", "body name"),
         (api.http.get("/api/v1/nowhere"), 404, "not_found", "no route GET /api/v1/nowhere"),
         (api.http.put("/api/v1/runs"), 405, "method_not_allowed", "Method Not Allowed"),
-    ]  # fmt: skip
+    ]
     for response, status, type_, words in cases:
         error = response.json()["error"]
         assert (response.status_code, error["type"]) == (status, type_), (response.request.url, response.text)

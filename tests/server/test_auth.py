@@ -164,7 +164,9 @@ def test_run_errors_show_type_and_message_without_traceback_or_paths(api: Api) -
     assert "/no/such/dir" in stored and "traceback" in stored  # the operator's own record keeps them
 
 
-@pytest.mark.parametrize("expires_in", ["nan", "inf", "infs", "1e308s", "0s", "0", "-5m", "11000d"])
+@pytest.mark.parametrize(
+    "expires_in", ["nan", "inf", "infs", "1e308s", "0s", "0", "-5m", "11000d", "0.0000001s", "1ms", "59s"]
+)
 def test_key_lifetimes_that_never_end_or_already_ended_are_refused(api: Api, expires_in: str) -> None:
     r = api.http.post("/api/v1/keys", json={"scope": "proxy", "expires_in": expires_in})
     assert r.status_code == 422, r.text

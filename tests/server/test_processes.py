@@ -18,8 +18,14 @@ from .conftest import cli_env, crewline
 
 
 def keys_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "crewline", "keys", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "crewline", "keys", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def start_server(*args: str, env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[str], str]:
@@ -51,8 +57,21 @@ def stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
 
 def test_keys_commands(sqlite_url: str, tmp_path: Path) -> None:
     env = cli_env(sqlite_url)
-    made = keys_cli("create", "--scope", "proxy", "--name", "n8n", "--budget", "$5/day", "--rpm", "60",
-                    "--expires", "30d", env=env, cwd=tmp_path)  # fmt: skip
+    made = keys_cli(
+        "create",
+        "--scope",
+        "proxy",
+        "--name",
+        "n8n",
+        "--budget",
+        "$5/day",
+        "--rpm",
+        "60",
+        "--expires",
+        "30d",
+        env=env,
+        cwd=tmp_path,
+    )
     assert made.returncode == 0, made.stderr
     token = made.stdout.strip()
     assert re.fullmatch(r"crl_[0-9a-f]{12}_\S+", token) and "shown only this once" in made.stderr
@@ -88,8 +107,10 @@ def test_api_servers_and_workers_share_postgresql(pg_url: str, tmp_path: Path) -
     servers = [start_server("--no-workers", env=env, cwd=tmp_path) for _ in range(2)]
     workers = [crewline("worker", "-c", "4", env=env, cwd=tmp_path, stderr=subprocess.PIPE) for _ in range(2)]
     try:
-        clients = [httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin}"}, timeout=30)
-                   for _, url in servers]  # fmt: skip
+        clients = [
+            httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin}"}, timeout=30)
+            for _, url in servers
+        ]
         ids = []
         for i in range(20):
             r = clients[i % 2].post(

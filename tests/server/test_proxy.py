@@ -32,11 +32,14 @@ def proxy(api_factory: Callable[..., Api], fake: FakeProvider) -> Api:
             "ant": {"format": "anthropic", "base_url": fake.url, "api_key_env": "FAKE_KEY"},
         },
         "aliases": {"fast": "up/gpt-test", "claude": "ant/claude-test", "emb": "up/embed-test"},
-        "prices": {"up/gpt-test": {"input": 1.0, "output": 1000.0}, "ant/claude-test": {"input": 1.0, "output": 1.0},
-                   "up/embed-test": {"input": 0.1, "output": 0.0}},
+        "prices": {
+            "up/gpt-test": {"input": 1.0, "output": 1000.0},
+            "ant/claude-test": {"input": 1.0, "output": 1.0},
+            "up/embed-test": {"input": 0.1, "output": 0.0},
+        },
         "retry": {"base_delay": "10ms", "attempts": 1},
         "max_tokens": 10,
-    }  # fmt: skip
+    }
     return api_factory({"models": models}, workers=0)
 
 
@@ -48,8 +51,14 @@ def ant(api: Api, key: str | None = None) -> anthropic.Anthropic:
     return anthropic.Anthropic(api_key=key or api.key("proxy"), base_url=api.url, max_retries=0)
 
 
-WEATHER = {"type": "function", "function": {"name": "weather", "description": "Weather in a city",
-           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}  # fmt: skip
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "description": "Weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
 
 
 def test_openai_plain_streaming_and_tools(proxy: Api, fake: FakeProvider) -> None:
@@ -60,8 +69,12 @@ def test_openai_plain_streaming_and_tools(proxy: Api, fake: FakeProvider) -> Non
     assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (5, 2)  # type: ignore[union-attr]
 
     fake.reply("streamed words here")
-    stream = client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "hi"}], stream=True,
-                                            stream_options={"include_usage": True})  # fmt: skip
+    stream = client.chat.completions.create(
+        model="fast",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "streamed words here"
@@ -69,20 +82,31 @@ def test_openai_plain_streaming_and_tools(proxy: Api, fake: FakeProvider) -> Non
     assert chunks[-1].usage is not None
 
     fake.reply(tool_calls=[("weather", {"city": "Paris"})])
-    reply = client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "weather?"}],
-                                           tools=[WEATHER])  # type: ignore[list-item]  # fmt: skip
+    reply = client.chat.completions.create(
+        model="fast", messages=[{"role": "user", "content": "weather?"}], tools=[WEATHER]
+    )  # type: ignore[list-item]
     call = reply.choices[0].message.tool_calls[0]  # type: ignore[index]
     assert reply.choices[0].finish_reason == "tool_calls"
     assert call.function.name == "weather" and call.function.arguments == '{"city": "Paris"}'  # type: ignore[union-attr]
     fake.reply("sunny")
-    follow = client.chat.completions.create(model="fast", tools=[WEATHER], messages=[  # type: ignore[list-item]
-        {"role": "user", "content": "weather?"}, reply.choices[0].message.model_dump(exclude_none=True),  # type: ignore[list-item]
-        {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"}])  # fmt: skip
+    follow = client.chat.completions.create(
+        model="fast",
+        tools=[WEATHER],
+        messages=[  # type: ignore[list-item]
+            {"role": "user", "content": "weather?"},
+            reply.choices[0].message.model_dump(exclude_none=True),  # type: ignore[list-item]
+            {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"},
+        ],
+    )
     assert follow.choices[0].message.content == "sunny"
 
     fake.reply(tool_calls=[("weather", {"city": "Oslo"})])
-    stream = client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "w"}], tools=[WEATHER],  # type: ignore[list-item]
-                                            stream=True)  # fmt: skip
+    stream = client.chat.completions.create(
+        model="fast",
+        messages=[{"role": "user", "content": "w"}],
+        tools=[WEATHER],  # type: ignore[list-item]
+        stream=True,
+    )
     deltas = [tc for c in stream for tc in (c.choices[0].delta.tool_calls or [])]
     assert deltas[0].function.name == "weather" and deltas[0].function.arguments == '{"city": "Oslo"}'  # type: ignore[union-attr]
 
@@ -122,8 +146,9 @@ def test_models_say_which_can_embed(proxy: Api) -> None:
 def test_anthropic_plain_streaming_and_tools(proxy: Api, fake: FakeProvider) -> None:
     client = ant(proxy)
     fake.reply("bonjour", input_tokens=4, output_tokens=1)
-    msg = client.messages.create(model="claude", max_tokens=10, system="be brief",
-                                 messages=[{"role": "user", "content": "hi"}])  # fmt: skip
+    msg = client.messages.create(
+        model="claude", max_tokens=10, system="be brief", messages=[{"role": "user", "content": "hi"}]
+    )
     assert msg.content[0].text == "bonjour" and msg.stop_reason == "end_turn"  # type: ignore[union-attr]
     assert (msg.usage.input_tokens, msg.usage.output_tokens) == (4, 1)
 
@@ -137,19 +162,34 @@ def test_anthropic_plain_streaming_and_tools(proxy: Api, fake: FakeProvider) -> 
 
     tool = {"name": "weather", "description": "Weather", "input_schema": WEATHER["function"]["parameters"]}  # type: ignore[index]
     fake.reply(tool_calls=[("weather", {"city": "Rome"})])
-    msg = client.messages.create(model="claude", max_tokens=10, tools=[tool],  # type: ignore[list-item]
-                                 messages=[{"role": "user", "content": "weather?"}])  # fmt: skip
+    msg = client.messages.create(
+        model="claude",
+        max_tokens=10,
+        tools=[tool],  # type: ignore[list-item]
+        messages=[{"role": "user", "content": "weather?"}],
+    )
     use = msg.content[-1]
     assert msg.stop_reason == "tool_use" and use.type == "tool_use" and use.input == {"city": "Rome"}
     fake.reply("warm")
-    msg = client.messages.create(model="claude", max_tokens=10, tools=[tool], messages=[  # type: ignore[list-item]
-        {"role": "user", "content": "weather?"}, {"role": "assistant", "content": [b.model_dump() for b in msg.content]},  # type: ignore[misc]
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "29C"}]}])  # fmt: skip
+    msg = client.messages.create(
+        model="claude",
+        max_tokens=10,
+        tools=[tool],
+        messages=[  # type: ignore[list-item]
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": [b.model_dump() for b in msg.content]},  # type: ignore[misc]
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "29C"}]},
+        ],
+    )
     assert msg.content[0].text == "warm"  # type: ignore[union-attr]
 
     fake.reply(tool_calls=[("weather", {"city": "Lima"})])
-    with client.messages.stream(model="claude", max_tokens=10, tools=[tool],  # type: ignore[list-item]
-                                messages=[{"role": "user", "content": "w"}]) as s:  # fmt: skip
+    with client.messages.stream(
+        model="claude",
+        max_tokens=10,
+        tools=[tool],  # type: ignore[list-item]
+        messages=[{"role": "user", "content": "w"}],
+    ) as s:
         final = s.get_final_message()
     assert final.content[-1].input == {"city": "Lima"}  # type: ignore[union-attr]
 
@@ -225,11 +265,19 @@ def test_proxy_auth_and_bad_input_in_protocol_shapes(proxy: Api) -> None:
     for path, body, words in [
         ("/v1/chat/completions", b"{nope", "not valid JSON"),
         ("/v1/chat/completions", b'{"model": "fast", "messages": "hi"}', "'messages' must be"),
-        ("/v1/chat/completions", b'{"model": "fast", "messages": [{"role": "x", "content": "y"}]}', "role 'x'"),
-        ("/v1/chat/completions", b'{"model": "fast", "messages": [{"role": "user"}], "temperature": "hot"}', "temperature"),
+        (
+            "/v1/chat/completions",
+            b'{"model": "fast", "messages": [{"role": "x", "content": "y"}]}',
+            "role 'x'",
+        ),
+        (
+            "/v1/chat/completions",
+            b'{"model": "fast", "messages": [{"role": "user"}], "temperature": "hot"}',
+            "temperature",
+        ),
         ("/v1/embeddings", b'{"model": "emb", "input": []}', "'input' must be"),
         ("/v1/chat/completions", b"[" + b"1," * 600_000 + b"1]", "larger than the limit"),
-    ]:  # fmt: skip
+    ]:
         r = httpx.post(proxy.url + path, content=body, headers=headers, timeout=30)
         assert 400 <= r.status_code < 500 and words in r.json()["error"]["message"], r.text
         assert r.json()["error"]["type"] in ("invalid_request_error",)

@@ -31,9 +31,15 @@ def test_approve_with_an_edit_and_reject(api: Api) -> None:
     rid, review = pending_review(api, 50)
     assert review["preview"] == {"amount": 50} and review["action"] == "refund order"
     shown = reviewer.get(f"/api/v1/reviews/{review['id']}").json()
-    r = reviewer.post(f"/api/v1/reviews/{review['id']}/decision",
-                      json={"decision": "approve", "edit": {"amount": 40}, "seen_hash": shown["content_hash"],
-                            "comment": "partial"})  # fmt: skip
+    r = reviewer.post(
+        f"/api/v1/reviews/{review['id']}/decision",
+        json={
+            "decision": "approve",
+            "edit": {"amount": 40},
+            "seen_hash": shown["content_hash"],
+            "comment": "partial",
+        },
+    )
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "approved" and r.json()["decided_by"].startswith("ada (key ")
     run = api.wait_status(rid, "completed")
@@ -80,8 +86,20 @@ def unknown_outcome(api_factory: Callable[..., Api], db_url: str, tmp_path: Path
 
     def crashed_after_intent(conn: Conn) -> str:
         rid, _ = prepared.insert(conn)
-        write_step(conn, rid, 1, name="charge card", kind="step", effect="irreversible", status="intent",
-                   output_json=None, error=None, attempts=1, started_at=time.time(), blob_threshold=4096)  # fmt: skip
+        write_step(
+            conn,
+            rid,
+            1,
+            name="charge card",
+            kind="step",
+            effect="irreversible",
+            status="intent",
+            output_json=None,
+            error=None,
+            attempts=1,
+            started_at=time.time(),
+            blob_threshold=4096,
+        )
         return rid
 
     rid = seed.db.run(crashed_after_intent)

@@ -28,8 +28,9 @@ def test_no_operation_answers_5xx(api: Api) -> None:
     for operation in operations:
         strategy = st.one_of(*(operation.as_strategy(generation_mode=m) for m in modes))
 
-        @settings(max_examples=EXAMPLES, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))  # fmt: skip
+        @settings(
+            max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
         @given(case=strategy)
         def check(case: Any) -> None:
             if (

@@ -20,8 +20,15 @@ from .conftest import HOOK_SECRET, hook_sections
 pytestmark = pytest.mark.usefixtures("hook_env")
 
 
-def post_hook(url: str, body: bytes, *, secret: bytes = HOOK_SECRET, now: float | None = None,
-              headers: dict[str, str] | None = None, hook: str = "orders") -> httpx.Response:  # fmt: skip
+def post_hook(
+    url: str,
+    body: bytes,
+    *,
+    secret: bytes = HOOK_SECRET,
+    now: float | None = None,
+    headers: dict[str, str] | None = None,
+    hook: str = "orders",
+) -> httpx.Response:
     signed = signed_headers(secret, body, now=now)
     return httpx.post(f"{url}/hooks/{hook}", content=body, headers={**signed, **(headers or {})}, timeout=30)
 
@@ -48,12 +55,20 @@ def test_bad_stale_and_replayed_signatures_are_refused(api_factory) -> None:  # 
         (post_hook(api.url, body, now=time.time() - 3600), "s old, outside the 60s tolerance"),
         (post_hook(api.url, body, now=time.time() + 3600), "in the future"),
         (httpx.post(f"{api.url}/hooks/orders", content=body), f"missing {TIMESTAMP_HEADER}"),
-        (httpx.post(f"{api.url}/hooks/orders", content=body, headers={TIMESTAMP_HEADER: "1"}),
-         f"missing {SIGNATURE_HEADER}"),
-        (httpx.post(f"{api.url}/hooks/orders", content=body,
-                    headers={TIMESTAMP_HEADER: "yesterday", SIGNATURE_HEADER: "sha256=00"}), "Unix seconds"),
+        (
+            httpx.post(f"{api.url}/hooks/orders", content=body, headers={TIMESTAMP_HEADER: "1"}),
+            f"missing {SIGNATURE_HEADER}",
+        ),
+        (
+            httpx.post(
+                f"{api.url}/hooks/orders",
+                content=body,
+                headers={TIMESTAMP_HEADER: "yesterday", SIGNATURE_HEADER: "sha256=00"},
+            ),
+            "Unix seconds",
+        ),
         (httpx.post(f"{api.url}/hooks/orders", content=body + b" ", headers=good), "does not match"),
-    ]  # fmt: skip
+    ]
     for r, words in cases:
         assert r.status_code == 401 and r.json()["error"]["type"] == "bad_signature", r.text
         assert words in r.json()["error"]["message"]

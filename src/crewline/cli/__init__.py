@@ -22,6 +22,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("keys", "keys"),
     ("memory", "memory"),
     ("costs", "costs"),
+    ("stats", "stats"),
     ("prompts", "prompts"),
     ("config", "config"),
     ("alerts", "alerts"),

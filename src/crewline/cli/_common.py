@@ -69,8 +69,10 @@ def errors_as_exit() -> Iterator[None]:
         if isinstance(e, sqlite3.Error) or type(e).__module__.startswith("psycopg"):
             text = str(e)
             if "no such table" in text or ("relation" in text and "does not exist" in text):
-                fail(f"the database has no crewline tables for this yet ({text.splitlines()[0]}): "
-                     "run `crewline db upgrade` first")  # fmt: skip
+                fail(
+                    f"the database has no crewline tables for this yet ({text.splitlines()[0]}): "
+                    "run `crewline db upgrade` first"
+                )
             fail(f"the database answered: {text} (check the database URL and that it is reachable)", 1)
         raise
 

@@ -21,7 +21,6 @@ __all__ = [
     "diff_verdict",
     "error_text",
     "money",
-    "outcome",
     "run_seconds",
     "span",
     "step_detail",
@@ -127,7 +126,7 @@ def _call_line(c: dict[str, Any]) -> str:
     )
 
 
-def outcome(step: StepRecord | None) -> Any:
+def _outcome(step: StepRecord | None) -> Any:
     """What a step produced, for comparing runs: the answer and who gave it, not the bookkeeping."""
     if step is None:
         return None
@@ -147,7 +146,7 @@ def step_diff(a: list[StepRecord], b: list[StepRecord]) -> list[dict[str, Any]]:
     rows = []
     for n in sorted(set(by_a) | set(by_b)):
         sa, sb = by_a.get(n), by_b.get(n)
-        va, vb = outcome(sa), outcome(sb)
+        va, vb = _outcome(sa), _outcome(sb)
         either = sa if sa is not None else sb
         assert either is not None
         fields = None

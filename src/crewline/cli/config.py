@@ -22,6 +22,7 @@ from ..flows.prompts import prompts_dir
 from ..flows.review import RiskPolicy
 from ..models.config import models_problems
 from ..observe.alert_config import AlertsConfig
+from ..observe.metrics import METRICS_KEYS, metrics_token
 from ..observe.trace_config import trace_problems
 from ..server.config import HookConfig, ServerConfig
 from ._common import fail
@@ -62,7 +63,7 @@ def check_project(environ: Mapping[str, str] | None = None) -> ProjectReport:
         "prompts": lambda _: _prompts(settings),
         "memory": _memory,
         "alerts": lambda table: _one(partial(AlertsConfig.parse, table, env)),
-        "observe": lambda table: trace_problems(table, env),
+        "observe": lambda table: _observe(table, env),
     }
     for name, table in settings.sections.items():
         if name not in checks:
@@ -133,6 +134,14 @@ def _webhooks(table: Any, env: Mapping[str, str]) -> list[str]:
 
 def _prompts(settings: Settings) -> list[str]:
     return _one(lambda: prompts_dir(settings))
+
+
+def _observe(table: Any, env: Mapping[str, str]) -> list[str]:
+    """``[observe]`` holds the tracing keys and the metrics keys; each part checks its own."""
+    if not isinstance(table, Mapping):
+        return trace_problems(table, env)
+    traced = {k: v for k, v in table.items() if k not in METRICS_KEYS}
+    return trace_problems(traced, env) + _one(lambda: metrics_token(table, env))
 
 
 def _memory(table: Any) -> list[str]:

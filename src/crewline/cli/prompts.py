@@ -33,8 +33,13 @@ def prompts() -> None:
 
 
 @prompts.command("sync")
-@click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="The prompts directory (default: [prompts] dir in crewline.toml, else ./prompts).")  # fmt: skip
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="The prompts directory (default: [prompts] dir in crewline.toml, else ./prompts).",
+)
 def sync_cmd(directory: Path | None) -> None:
     """Store new versions of the prompt files; `latest` follows the files, `production` stays."""
     with errors_as_exit():
@@ -63,10 +68,17 @@ def list_cmd(as_json: bool) -> None:
         echo_json([s.to_json() for s in found])
         return
     rows = [
-        (s.name, s.versions, " ".join(f"{k}={v}" for k, v in s.labels.items()), s.meta.get("model"),
-         s.meta.get("output"), when(s.updated_at), s.meta.get("description"))
+        (
+            s.name,
+            s.versions,
+            " ".join(f"{k}={v}" for k, v in s.labels.items()),
+            s.meta.get("model"),
+            s.meta.get("output"),
+            when(s.updated_at),
+            s.meta.get("description"),
+        )
         for s in found
-    ]  # fmt: skip
+    ]
     click.echo(table(["name", "versions", "labels", "model", "output", "updated", "description"], rows))
 
 

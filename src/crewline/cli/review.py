@@ -46,8 +46,18 @@ def list_cmd(app_ref: str | None, status: str, run_id: str | None, as_json: bool
     if as_json:
         echo_json([r.to_json() for r in reqs])
         return
-    rows = [(r.id, r.kind, r.risk + (" !" if r.escalated else ""), r.action[:50], r.status, when(r.created_at),
-             when(r.expires_at)) for r in reqs]  # fmt: skip
+    rows = [
+        (
+            r.id,
+            r.kind,
+            r.risk + (" !" if r.escalated else ""),
+            r.action[:50],
+            r.status,
+            when(r.created_at),
+            when(r.expires_at),
+        )
+        for r in reqs
+    ]
     click.echo(table(["id", "kind", "risk", "action", "status", "created", "expires"], rows))
 
 
@@ -111,8 +121,9 @@ def approve_cmd(
 @_by
 @_comment
 @_hash
-def reject_cmd(app_ref: str | None, request_id: str, by: str | None, comment: str | None,
-               seen_hash: str | None) -> None:  # fmt: skip
+def reject_cmd(
+    app_ref: str | None, request_id: str, by: str | None, comment: str | None, seen_hash: str | None
+) -> None:
     """Reject; the run continues knowing it was rejected."""
     req = with_app(
         lambda app: app.reviews.reject(request_id, by=by or _user(), comment=comment, seen_hash=seen_hash),

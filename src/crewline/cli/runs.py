@@ -61,8 +61,17 @@ __all__ = ["prune", "run", "runs"]
 )
 @click.option("--timeout", default=None, help="With --wait: give up after this long (e.g. 30s, 5m).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def run(app_ref: str | None, workflow: str, input_: str | None, run_id: str | None, idempotency_key: str | None,
-        priority: int | None, wait: bool, timeout: str | None, as_json: bool) -> None:  # fmt: skip
+def run(
+    app_ref: str | None,
+    workflow: str,
+    input_: str | None,
+    run_id: str | None,
+    idempotency_key: str | None,
+    priority: int | None,
+    wait: bool,
+    timeout: str | None,
+    as_json: bool,
+) -> None:
     """Start WORKFLOW (workers execute it; see `crewline worker`)."""
     if timeout is not None and not wait:
         fail("--timeout bounds --wait: add --wait to wait for the run, or drop --timeout")
@@ -75,7 +84,7 @@ def run(app_ref: str | None, workflow: str, input_: str | None, run_id: str | No
             workflow, payload, run_id=run_id, idempotency_key=idempotency_key, priority=priority
         )
         if not wait:
-            click.echo(echo_line({"run_id": rid}) if as_json else rid)
+            click.echo(_echo_line({"run_id": rid}) if as_json else rid)
             note = await no_worker_note(app)
             if note is not None:
                 echo_err(note)
@@ -106,7 +115,7 @@ async def _wait(app: App, rid: str, seconds: float | None, as_json: bool) -> Non
     if as_json:
         echo_json({"run_id": rid, "status": "completed", "output": _plain(end.output)})
     else:
-        click.echo(echo_line(_plain(end.output)))
+        click.echo(_echo_line(_plain(end.output)))
 
 
 @click.group()
@@ -226,9 +235,9 @@ def _run_lines(record: RunRecord, total: dict[str, Any] | None) -> list[str]:
         gone = f"(pruned on {when(record.pruned_at)})"
         lines += [f"input     {gone}", f"output    {gone}", f"steps     {gone}"]
     else:
-        lines.append(f"input     {echo_line(record.input)}")
+        lines.append(f"input     {_echo_line(record.input)}")
         if record.status == "completed":
-            lines.append(f"output    {echo_line(record.output)}")
+            lines.append(f"output    {_echo_line(record.output)}")
     if record.error:
         lines.append(f"error     {error_text(record.error)}")
     return lines
@@ -286,16 +295,24 @@ def cancel_cmd(app_ref: str | None, run_id: str) -> None:
     "--from", "from_step", type=click.IntRange(1), required=True, help="First step to execute again."
 )
 @click.option("--id", "new_id", default=None, help="Id for the new run (refused if a run has it).")
-@click.option("--set", "variations", multiple=True, metavar="KEY=VALUE",
-              help="Vary the rerun: model=strong, prompt=reply@candidate (repeatable).")  # fmt: skip
+@click.option(
+    "--set",
+    "variations",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Vary the rerun: model=strong, prompt=reply@candidate (repeatable).",
+)
 def fork_cmd(
     app_ref: str | None, run_id: str, from_step: int, new_id: str | None, variations: tuple[str, ...]
 ) -> None:
     """Start a new run that reuses RUN_ID's steps before --from and executes from there on."""
     with errors_as_exit():
         overrides = parse_overrides(list(variations)) or None
-    click.echo(with_app(lambda app: app.fork(run_id, from_step, new_run_id=new_id, overrides=overrides),
-                        load_app(app_ref)))  # fmt: skip
+    click.echo(
+        with_app(
+            lambda app: app.fork(run_id, from_step, new_run_id=new_id, overrides=overrides), load_app(app_ref)
+        )
+    )
 
 
 @runs.command("diff")
@@ -338,8 +355,12 @@ def event_cmd(app_ref: str | None, run_id: str, name: str, payload: str | None) 
 @app_option
 @click.argument("run_id")
 @click.option("--step", type=click.IntRange(1), required=True, help="The step whose outcome is unknown.")
-@click.option("--outcome", type=click.Choice(["done", "retry", "fail"]), required=True,
-              help="done: it happened; retry: it did not, call again; fail: record it as failed.")  # fmt: skip
+@click.option(
+    "--outcome",
+    type=click.Choice(["done", "retry", "fail"]),
+    required=True,
+    help="done: it happened; retry: it did not, call again; fail: record it as failed.",
+)
 @click.option("--output", default=None, help="With done: what the step returned, as JSON or @file.json.")
 def resolve_cmd(app_ref: str | None, run_id: str, step: int, outcome: str, output: str | None) -> None:
     """Settle an irreversible step whose outcome is unknown after a crash; the run then resumes."""
@@ -419,7 +440,7 @@ def _plain(value: Any) -> Any:
     return dump(mode="json") if callable(dump) else value
 
 
-def echo_line(value: Any) -> str:
+def _echo_line(value: Any) -> str:
     return json.dumps(_plain(value), default=str)
 
 
@@ -428,7 +449,7 @@ def _ms(step: StepRecord) -> str:
 
 
 def _brief(step: StepRecord) -> str:
-    text = error_text(step.error) if step.error else echo_line(step.output)
+    text = error_text(step.error) if step.error else _echo_line(step.output)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

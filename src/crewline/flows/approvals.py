@@ -18,7 +18,6 @@ from .review import (
     ON_TIMEOUT,
     Decision,
     NewRequest,
-    create_request,
     escalate,
     get_request,
     set_status,
@@ -89,7 +88,7 @@ async def request_approval(journal: Journal, ask: Approval) -> Decision:
 
     def attempt(conn: Conn) -> dict[str, Any] | None:
         if new is not None:
-            create_request(conn, new, engine.blob_threshold)
+            journal.new_request(conn, new)
         return _settle(journal, conn, pending)
 
     decided = await journal.transact(attempt)

@@ -8,6 +8,7 @@ Pydantic ``TypeAdapter`` that validates a value on the way back in, so a replaye
 from __future__ import annotations
 
 import inspect
+import math
 import random
 import typing
 from collections.abc import Awaitable, Callable
@@ -194,8 +195,8 @@ def parse_money(value: str | float | int | None, per: str) -> float | None:
             amount = float(text)
         except ValueError:
             raise ConfigError(f"budget {value!r} is not an amount: write e.g. '$0.50{per}' or 0.5") from None
-    if amount < 0:
-        raise ConfigError(f"budget {value!r} must not be negative")
+    if not math.isfinite(amount) or amount < 0:
+        raise ConfigError(f"budget {value!r} must be a finite amount of at least 0, e.g. '$0.50{per}'")
     return amount
 
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ..memory import MemoryStore
     from ..models import Gateway
 
-__all__ = ["Engine", "LeaseLost", "RunSignals", "Suspend"]
+__all__ = ["Engine", "LeaseLost", "RunSignals", "Suspend", "Wiring"]
 
 T = TypeVar("T")
 CrashHook = Callable[[str, int], None]
@@ -66,24 +66,42 @@ def kill_at(spec: str) -> CrashHook:
     return hook
 
 
+@dataclass(frozen=True)
+class Wiring:
+    """What an engine is built with beyond its database and settings.
+
+    ``workflows`` and ``queues`` are the registering app's own dicts, shared so that later registrations
+    are seen. The gateway is ``models`` if given, else built by ``build_models`` on first use (so apps
+    without models never parse their config); the memory store is built by ``build_memory`` on first use.
+    """
+
+    workflows: dict[str, Workflow] = field(default_factory=dict)
+    queues: dict[str, Queue] = field(default_factory=dict)
+    models: Gateway | None = None
+    build_models: Callable[[Engine], Gateway] | None = None
+    build_memory: Callable[[Engine], MemoryStore] | None = None
+    observers: Observers = field(default_factory=Observers)  # the app's event hub
+
+
 class Engine:
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, wiring: Wiring | None = None) -> None:
+        wiring = wiring or Wiring()
         self.db = db
         self.settings = settings
-        self.workflows: dict[str, Workflow] = {}
-        self.queues: dict[str, Queue] = {}
+        self.workflows = wiring.workflows
+        self.queues = wiring.queues
         self.crash_hook: CrashHook | None = kill_at(settings.crash_point) if settings.crash_point else None
         self.work_available = asyncio.Event()
         self.risk_policy = RiskPolicy.from_section(settings.sections.get("review"))
-        self._models: Gateway | None = None
-        self.models_factory: Callable[[], Gateway] | None = None
+        self._models = wiring.models
+        self._build_models = wiring.build_models
         self._memory: MemoryStore | None = None
+        self._build_memory = wiring.build_memory
         self._finish_waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self.memory_factory: Callable[[], MemoryStore] | None = None
         # What "now" is for durable sleeps and wait deadlines; tests move it to skip time.
         self.clock: Callable[[], float] = time.time
         # Where runs and steps report what happened (the app's hub; empty unless something observes).
-        self.observers = Observers()
+        self.observers = wiring.observers
 
     def crash_point(self, where: str, step_no: int) -> None:
         if self.crash_hook is not None:
@@ -99,8 +117,8 @@ class Engine:
     @property
     def models(self) -> Gateway | None:
         """The model gateway, built on first use (so apps without models never parse their config)."""
-        if self._models is None and self.models_factory is not None:
-            self._models = self.models_factory()
+        if self._models is None and self._build_models is not None:
+            self._models = self._build_models(self)
         return self._models
 
     @models.setter
@@ -108,12 +126,17 @@ class Engine:
         self._models = gateway
 
     @property
+    def built_models(self) -> Gateway | None:
+        """The gateway if it was given or already built; never builds one (for closing and upkeep)."""
+        return self._models
+
+    @property
     def memory(self) -> MemoryStore:
         """The memory store, built on first use."""
         if self._memory is None:
-            if self.memory_factory is None:
+            if self._build_memory is None:
                 raise ConfigError("this engine has no memory store configured")
-            self._memory = self.memory_factory()
+            self._memory = self._build_memory(self)
         return self._memory
 
     @memory.setter

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any, NoReturn, TypeVar
 
 from ..errors import Cancelled, DeterminismError, StepError
-from ..observe.events import StepEvent
+from ..observe.events import Event, ReviewEvent, StepEvent
 from ..store.database import Conn
 from ..store.payloads import dump
 from .definitions import Effect
@@ -84,7 +84,7 @@ class Journal:
         self._signals = signals
         self._next = 0
         # Step outcomes written in the open transaction, told to observers once it commits.
-        self._unreported: list[StepEvent] = []
+        self._unreported: list[Event] = []
 
     @property
     def step_count(self) -> int:
@@ -145,7 +145,7 @@ class Journal:
         )
 
         def park_on_review(conn: Conn) -> None:
-            create_request(conn, ask, self.engine.blob_threshold)
+            self.new_request(conn, ask)
             self.park(conn, park)
 
         await self.transact(park_on_review)
@@ -197,6 +197,14 @@ class Journal:
         )
         if self.engine.observers:
             self._unreported.append(self._step_event(entry, outcome))
+
+    def new_request(self, conn: Conn, ask: NewRequest) -> None:
+        """Put a request in the review queue inside the caller's transaction (see :meth:`transact`)."""
+        create_request(conn, ask, self.engine.blob_threshold)
+        if self.engine.observers:
+            self._unreported.append(
+                ReviewEvent(ask.request_id, self.run_id, ask.kind, "pending", ask.risk, time.time())
+            )
 
     def _step_event(self, entry: Entry, outcome: Outcome) -> StepEvent:
         error_type = None if outcome.error is None else str(outcome.error.get("type"))

@@ -19,13 +19,14 @@ import pydantic_core
 
 from ..errors import BudgetExceeded, ConfigError, CrewlineError, InvalidInput, ModelError, StepError
 from ..models.calls import CallOptions, CompletionRequest
+from ..observe.model_calls import prompt_for_calls
 from ..store.database import Conn
 from ..store.payloads import dump
 from . import prompts
 from .definitions import DEFAULT_RETRY, RetryPolicy
 from .engine import Suspend
 from .journal import Entry, Journal, Outcome
-from .review import NewRequest, count_requests, create_request, get_request
+from .review import NewRequest, count_requests, get_request
 from .states import Park
 from .tools import as_tool
 
@@ -184,7 +185,8 @@ async def _complete(
     )
     scope = {"run": journal.run_id, "workflow": journal.workflow}
     options = CallOptions(budget_scope=scope, run_id=journal.run_id, step=n, escalate=request.escalate)
-    return await gateway.complete(asked, options)
+    with prompt_for_calls(request.prompt):
+        return await gateway.complete(asked, options)
 
 
 async def _fail(journal: Journal, call: Entry, e: CrewlineError) -> NoReturn:
@@ -213,7 +215,7 @@ async def _pause(journal: Journal, call: Entry, e: BudgetExceeded) -> NoReturn:
             context=journal.provenance_summary(),
             on_timeout="escalate",
         )
-        create_request(conn, ask, journal.engine.blob_threshold)
+        journal.new_request(conn, ask)
         journal.write(conn, waiting, Outcome("waiting", dump({"request": request_id})))
         journal.park(conn, Park.on_review(request_id))
 

@@ -55,10 +55,18 @@ def fork_run(
             f"({unfinished[1]}); fork from step {unfinished[0]} or earlier"
         )
     fork_id, created = insert_run(
-        conn, run_id=new_id or new_run_id(), workflow=src.workflow, version=src.version, queue=src.queue,
-        priority=src.priority, input_json=dump(src.input), blob_threshold=blob_threshold,
-        forked_from=run_id, fork_step=from_step, overrides=overrides,
-    )  # fmt: skip
+        conn,
+        run_id=new_id or new_run_id(),
+        workflow=src.workflow,
+        version=src.version,
+        queue=src.queue,
+        priority=src.priority,
+        input_json=dump(src.input),
+        blob_threshold=blob_threshold,
+        forked_from=run_id,
+        fork_step=from_step,
+        overrides=overrides,
+    )
     if not created:
         raise RunExists(f"a run with id {fork_id!r} already exists; leave the id out or choose a new one")
     copy_steps(conn, run_id, fork_id, from_step)

@@ -1,4 +1,5 @@
-"""The review queue as the CLI and the server use it: list, show, decide."""
+"""The review queue as the CLI and the server use it: list, show, decide (each decision is reported to the
+engine's observers as a :class:`~crewline.observe.events.ReviewEvent`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInput, InvalidRunState
+from ..observe.events import ReviewEvent
 from ..store.database import Conn
 from ..store.payloads import dump
 from .operations import Outcome, resolve_step
@@ -33,9 +35,14 @@ class ReviewQueue:
         return await self._engine.db.read(lambda conn: get_request(conn, request_id))
 
     async def approve(
-        self, request_id: str, *, by: str, comment: str | None = None, edit: Any = None,
+        self,
+        request_id: str,
+        *,
+        by: str,
+        comment: str | None = None,
+        edit: Any = None,
         seen_hash: str | None = None,
-    ) -> ReviewRequest:  # fmt: skip
+    ) -> ReviewRequest:
         return await self._decide(request_id, True, by, comment, edit, seen_hash)
 
     async def reject(
@@ -55,7 +62,9 @@ class ReviewQueue:
             lambda conn: resolve_step(conn, req.run_id, req.step_no, outcome, data, resolved_by=by)
         )
         self._engine.work_available.set()
-        return await self.get(request_id)
+        resolved = await self.get(request_id)
+        self._report(resolved)
+        return resolved
 
     async def _decide(
         self, request_id: str, approve: bool, by: str, comment: str | None, edit: Any, seen_hash: str | None
@@ -79,7 +88,15 @@ class ReviewQueue:
 
         req = await engine.db.write(write)
         engine.work_available.set()
+        self._report(req)
         return req
+
+    def _report(self, req: ReviewRequest) -> None:
+        observers = self._engine.observers
+        if observers:
+            at = req.decided_at or time.time()
+            waited = at - req.created_at
+            observers.emit(ReviewEvent(req.id, req.run_id, req.kind, req.status, req.risk, at, waited))
 
 
 _ENDED = {"cancelled": "was cancelled", "failed": "has failed", "completed": "has completed"}

@@ -28,9 +28,12 @@ from .states import FINISHED, RUN_STATES, Park, RunStatus, StepKind, StepStatus
 __all__ = [
     "FINISHED",
     "STATES",
+    "RunCounts",
     "RunRecord",
     "RunResult",
     "StepRecord",
+    "count_runs",
+    "due_runs",
     "get_run",
     "insert_run",
     "list_runs",
@@ -38,6 +41,7 @@ __all__ = [
     "lock_run",
     "new_run_id",
     "new_trace_parent",
+    "run_counts",
     "run_result",
 ]
 
@@ -245,6 +249,21 @@ def list_runs(
         f"SELECT {_RUN_COLUMNS} FROM runs{clause} ORDER BY created_at DESC, id LIMIT ?", (*params, limit)
     )
     return [_run_from_row(conn, r) for r in rows]
+
+
+def count_runs(conn: Conn) -> dict[str, int]:
+    """How many runs are in each state."""
+    return {str(r[0]): int(r[1]) for r in conn.all("SELECT status, COUNT(*) FROM runs GROUP BY status")}
+
+
+def due_runs(conn: Conn, now: float) -> dict[str, tuple[int, float]]:
+    """Per queue: how many runs are due for a worker now, and since when the longest-waiting one is."""
+    rows = conn.all(
+        "SELECT queue, COUNT(*), MIN(wake_at) FROM runs WHERE status IN ('pending', 'waiting') AND wake_at <= ? "
+        "GROUP BY queue",
+        (now,),
+    )
+    return {str(q): (int(n), float(since)) for q, n, since in rows}
 
 
 def insert_run(
@@ -698,3 +717,25 @@ def last_started(conn: Conn, workflow: str) -> float | None:
     """When the workflow's latest run was created."""
     last = conn.scalar("SELECT MAX(created_at) FROM runs WHERE workflow = ?", (workflow,))
     return None if last is None else float(last)
+
+
+@dataclass(frozen=True)
+class RunCounts:
+    """Runs created since a time by their state now; runs completed since then; runs due per queue now."""
+
+    by_state: dict[str, int]
+    completed: int
+    queue_depth: dict[str, int]
+
+
+def run_counts(conn: Conn, since: float) -> RunCounts:
+    states = conn.all("SELECT status, COUNT(*) FROM runs WHERE created_at >= ? GROUP BY status", (since,))
+    completed = conn.scalar(
+        "SELECT COUNT(*) FROM runs WHERE status = 'completed' AND finished_at >= ?", (since,)
+    )
+    queues = conn.all(
+        "SELECT queue, COUNT(*) FROM runs WHERE status = 'pending' GROUP BY queue ORDER BY queue"
+    )
+    return RunCounts(
+        {str(s): int(n) for s, n in states}, int(completed or 0), {str(q): int(n) for q, n in queues}
+    )

@@ -22,7 +22,7 @@ import pydantic
 
 from ..errors import ConfigError, InvalidInput, InvalidRunState, ReviewNotFound
 from ..store.database import Conn
-from ..store.dialects import FOR_UPDATE
+from ..store.dialects import FOR_UPDATE, Percentiles
 from ..store.payloads import dump, load, store_payload
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "Decision",
     "NewRequest",
     "ReviewRequest",
+    "ReviewTimes",
     "RiskPolicy",
     "close_open_requests",
     "count_requests",
@@ -38,6 +39,8 @@ __all__ = [
     "escalate",
     "get_request",
     "list_requests",
+    "pending_requests",
+    "review_times",
     "shown_hash",
 ]
 
@@ -242,10 +245,48 @@ def close_open_requests(conn: Conn, run_id: str, reason: str) -> None:
     )
 
 
+def pending_requests(conn: Conn) -> tuple[int, float | None]:
+    """How many requests wait for a decision, and when the oldest of them was made."""
+    row = conn.one("SELECT COUNT(*), MIN(created_at) FROM reviews WHERE status = 'pending'")
+    count, oldest = (0, None) if row is None else row
+    return int(count), None if oldest is None else float(oldest)
+
+
 def count_requests(conn: Conn, run_id: str, step_no: int) -> int:
     """How many requests a step of a run has made so far (a budget pause asks again each time)."""
     return int(
         conn.scalar("SELECT COUNT(*) FROM reviews WHERE run_id = ? AND step_no = ?", (run_id, step_no))
+    )
+
+
+@dataclass(frozen=True)
+class ReviewTimes:
+    """How long people take: requests still pending and their longest wait, and the requests decided
+    since a time with the seconds from creation to decision (p50, p95; closed-by-run ones excluded)."""
+
+    pending: int
+    longest_wait_s: float | None
+    decided: int
+    decision_p50_s: float | None
+    decision_p95_s: float | None
+
+
+def review_times(conn: Conn, since: float, now: float) -> ReviewTimes:
+    pending, oldest = conn.one("SELECT COUNT(*), MIN(created_at) FROM reviews WHERE status = 'pending'") or (
+        0,
+        None,
+    )
+    decided = "decided_at >= ? AND status NOT IN ('pending', 'closed')"
+    count = int(conn.scalar(f"SELECT COUNT(*) FROM reviews WHERE {decided}", (since,)) or 0)
+    q = Percentiles("reviews", "decided_at - created_at", (0.5, 0.95), decided)
+    row = conn.one(conn.dialect.percentiles_sql(q), (since,))
+    p50, p95 = (None, None) if row is None else (row[1], row[2])
+    return ReviewTimes(
+        int(pending or 0),
+        None if oldest is None else now - float(oldest),
+        count,
+        None if p50 is None else float(p50),
+        None if p95 is None else float(p95),
     )
 
 

@@ -77,9 +77,13 @@ def tool(
                 f"tool {f.__name__}: effect must be one of {', '.join(EFFECTS)}, got {effect!r}"
             )
         return Tool(
-            fn=f, name=name or f.__name__, description=description or inspect.getdoc(f) or f.__name__,
-            effect=effect, risk=risk, arguments=_arguments_model(f, name or f.__name__),
-        )  # fmt: skip
+            fn=f,
+            name=name or f.__name__,
+            description=description or inspect.getdoc(f) or f.__name__,
+            effect=effect,
+            risk=risk,
+            arguments=_arguments_model(f, name or f.__name__),
+        )
 
     return make(fn) if fn is not None else make
 

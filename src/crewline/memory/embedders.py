@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ConfigError, InvalidInput
+from .gateway import EmbeddingGateway
 
 __all__ = [
     "Embedder",
@@ -162,7 +163,9 @@ class GatewayEmbedder:
         return np.concatenate(parts)
 
 
-def gateway_embedder(gateway: Any, model: str, dim: int, *, batch_size: int = 128) -> GatewayEmbedder:
+def gateway_embedder(
+    gateway: EmbeddingGateway, model: str, dim: int, *, batch_size: int = 128
+) -> GatewayEmbedder:
     """An embedder calling ``gateway.embed(texts, model)`` (the model gateway, or anything shaped like it)."""
 
     async def embed(texts: list[str]) -> Any:
@@ -172,7 +175,7 @@ def gateway_embedder(gateway: Any, model: str, dim: int, *, batch_size: int = 12
 
 
 def embedder_from_config(
-    section: dict[str, Any], *, gateway_embed: EmbedFn | None = None, gateway: Any = None
+    section: dict[str, Any], *, gateway_embed: EmbedFn | None = None, gateway: EmbeddingGateway | None = None
 ) -> Embedder:
     """The embedder named by the ``[memory]`` table: ``embedder = "local"`` (default) or
     ``embedder = "provider/model"`` with ``dim = N``, the latter through the gateway."""

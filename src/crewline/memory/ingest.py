@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import InvalidInput
 from ..store.database import Conn
@@ -25,9 +25,7 @@ from .chunking import Chunk, chunk_document
 from .documents import SUPPORTED, ParsedDocument, parse_file
 from .records import IngestReport
 from .vectors import to_blob
-
-if TYPE_CHECKING:
-    from .store import MemoryStore
+from .writing import ScopeChanged, Writable, new_id
 
 __all__ = ["collect_files", "ingest_parsed", "ingest_paths"]
 
@@ -59,7 +57,7 @@ def _walk(root: Path) -> Iterator[Path]:
 
 
 async def ingest_paths(
-    store: MemoryStore,
+    store: Writable,
     paths: str | Path | Iterable[str | Path],
     scope: str,
     metadata: dict[str, Any],
@@ -82,7 +80,7 @@ async def ingest_paths(
 
 
 async def ingest_parsed(
-    store: MemoryStore,
+    store: Writable,
     doc: ParsedDocument,
     scope: str,
     metadata: dict[str, Any],
@@ -90,9 +88,7 @@ async def ingest_parsed(
     report: IngestReport,
 ) -> str:
     """Write one parsed document; returns ``added``, ``updated`` or ``unchanged``."""
-    from .store import _Conflict
-
-    await store._ready()
+    await store.ready()
     chunks = chunk_document(doc, size=store.chunk_size, overlap=store.chunk_overlap)
     if not chunks:
         raise InvalidInput(f"{doc.source}: no text to index")
@@ -118,7 +114,7 @@ async def ingest_parsed(
                     job=_Job(store.embedder.name, doc, doc_hash, scope, meta, author, chunks, blobs, current),
                 )
             )
-        except _Conflict:
+        except ScopeChanged:
             continue
         report.chunks_added += added
         report.chunks_removed += removed
@@ -160,23 +156,19 @@ class _Job:
 
 
 def _write(conn: Conn, job: _Job) -> tuple[str, int, int, int]:
-    from .store import _Conflict
-
     conn.lock_key(f"memory:{job.scope}")
     now = time.time()
     old_doc = job.current[0] if job.current else None
     live = v.document_version(conn, job.scope, job.doc.source)
     if (live is None) != (old_doc is None) or (old_doc and live != int(old_doc["version"])):
-        raise _Conflict(job.doc.source)
+        raise ScopeChanged(job.doc.source)
     doc_id = _put_document(conn, job, old_doc, now)
     added, removed, kept = _put_chunks(conn, job, doc_id, now)
     return doc_id, added, removed, kept
 
 
 def _put_document(conn: Conn, job: _Job, old: dict[str, Any] | None, now: float) -> str:
-    from .store import _new_id
-
-    doc_id = str(old["id"]) if old else _new_id("doc")
+    doc_id = str(old["id"]) if old else new_id("doc")
     state = {
         "id": doc_id,
         "scope": job.scope,
@@ -199,8 +191,6 @@ def _put_document(conn: Conn, job: _Job, old: dict[str, Any] | None, now: float)
 
 def _put_chunks(conn: Conn, job: _Job, doc_id: str, now: float) -> tuple[int, int, int]:
     """Keep unchanged chunks (moving them if needed), add new ones, delete the rest."""
-    from .store import _new_id
-
     existing = dict(job.current[1]) if job.current else {}
     fresh: list[tuple[dict[str, Any], bytes]] = []
     kept = 0
@@ -210,7 +200,7 @@ def _put_chunks(conn: Conn, job: _Job, doc_id: str, now: float) -> tuple[int, in
         place = {"position": c.position, "char_start": c.char_start, "char_end": c.char_end}
         if old is None:
             state = {
-                "id": _new_id("chk"), "scope": job.scope, "kind": "chunk", "document_id": doc_id,
+                "id": new_id("chk"), "scope": job.scope, "kind": "chunk", "document_id": doc_id,
                 "heading": c.heading, "text": c.text, "content_hash": h, "metadata": job.meta,
                 "expires_at": None, "version": 1, "author": job.author, "created_at": now, "updated_at": now,
                 **place,

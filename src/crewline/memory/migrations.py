@@ -120,4 +120,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             _fulltext,
         ),
     ),
+    Migration(
+        2,
+        "search log",
+        (
+            """CREATE TABLE memory_searches (
+                id {serial},
+                at {real} NOT NULL,
+                scopes TEXT NOT NULL,
+                k INTEGER NOT NULL,
+                hits INTEGER NOT NULL,
+                top_score {real},
+                run_id TEXT,
+                step INTEGER
+            )""",
+            "CREATE INDEX memory_searches_at ON memory_searches (at)",
+        ),
+    ),
 )

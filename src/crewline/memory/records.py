@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Document", "Hit", "IngestReport", "Item", "Snapshot", "Stats", "Version"]
+__all__ = ["Document", "Hit", "IngestReport", "Item", "RollbackReport", "Snapshot", "Stats", "Version"]
 
 
 @dataclass(frozen=True)
@@ -133,3 +133,11 @@ class Stats:
     dim: int | None
     searches: int
     searches_with_hits: int
+
+
+@dataclass(frozen=True)
+class RollbackReport:
+    scope: str
+    to_seq: int
+    restored: int
+    removed: int

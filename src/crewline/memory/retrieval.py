@@ -4,6 +4,10 @@ Each side ranks its own candidates; an item's fused score is ``sum(weight / (rrf
 sides that found it (rank from 1), the scheme of Cormack et al. that needs no score calibration between
 cosine and BM25. Metadata filters and kinds are applied to the fused list, widening the candidate pool
 when too few survive; an optional reranker then reorders the best few.
+
+Every search is also logged in ``memory_searches`` (this module owns the table): when, which scopes, how
+many hits of how many asked, the best score, and the run and step that searched. Retrieval quality over
+time is read back from it (:func:`search_totals`), in SQL, the same on every process.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from .fulltext import TextIndex
 from .records import Hit
 from .vectors import ExactIndex
 
-__all__ = ["Query", "Reranker", "fuse", "run_query"]
+__all__ = ["Query", "Reranker", "SearchLog", "fuse", "log_search", "run_query", "search_totals"]
 
 Reranker = Callable[[str, list[Hit]], "list[Hit] | Awaitable[list[Hit]]"]
 
@@ -44,6 +48,37 @@ class Query:
     rrf_k: int = 60
     min_score: float | None = None
     now: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class SearchLog:
+    """One line of the search log."""
+
+    at: float
+    scopes: tuple[str, ...]
+    k: int
+    hits: int
+    top_score: float | None
+    run_id: str | None = None
+    step: int | None = None
+
+
+def log_search(conn: Conn, entry: SearchLog) -> None:
+    conn.execute(
+        "INSERT INTO memory_searches (at, scopes, k, hits, top_score, run_id, step) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (entry.at, ",".join(entry.scopes), entry.k, entry.hits, entry.top_score, entry.run_id, entry.step),
+    )
+
+
+def search_totals(conn: Conn, since: float, bucket_seconds: int) -> list[tuple[int, int, int, float | None]]:
+    """Per time bucket since ``since``: (bucket start, searches, searches with a hit, mean top score)."""
+    bucket = conn.dialect.time_bucket("at", bucket_seconds)
+    rows = conn.all(
+        f"SELECT {bucket} AS b, COUNT(*), SUM(CASE WHEN hits > 0 THEN 1 ELSE 0 END), AVG(top_score) "
+        "FROM memory_searches WHERE at >= ? GROUP BY b ORDER BY b",
+        (since,),
+    )
+    return [(int(b), int(n), int(hit or 0), None if top is None else float(top)) for b, n, hit, top in rows]
 
 
 def fuse(

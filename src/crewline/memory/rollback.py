@@ -8,27 +8,23 @@ from __future__ import annotations
 import functools
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import InvalidInput
 from ..store.database import Conn
 from ..store.payloads import delete_blob
 from . import versions as v
-from .records import Snapshot
+from .records import RollbackReport, Snapshot
 from .vectors import to_blob
 from .window import forget_messages
-
-if TYPE_CHECKING:
-    from .store import MemoryStore, RollbackReport
+from .writing import ScopeChanged, Writable
 
 __all__ = ["count_snapshots", "forget", "list_snapshots", "rollback", "take_snapshot"]
 
 _Plan = list[tuple[str, str, dict[str, Any] | None]]  # (entity, id, state wanted)
 
 
-async def rollback(store: MemoryStore, scope: str, to: str | float | datetime, author: str) -> RollbackReport:
-    from .store import RollbackReport, _Conflict
-
+async def rollback(store: Writable, scope: str, to: str | float | datetime, author: str) -> RollbackReport:
     for _ in range(5):
         seq, head, plan = await store.db.read(lambda c: _plan(c, scope, to))
         wanted = [s for e, _, s in plan if e == "item" and s is not None]
@@ -47,7 +43,7 @@ async def rollback(store: MemoryStore, scope: str, to: str | float | datetime, a
                     author=author,
                 )
             )
-        except _Conflict:
+        except ScopeChanged:
             continue
         return RollbackReport(scope, seq, restored, removed)
     raise InvalidInput(f"scope {scope!r} kept changing during the rollback; try again")
@@ -99,11 +95,9 @@ def _same(want: dict[str, Any] | None, now: dict[str, Any] | None) -> bool:
 def _apply(
     conn: Conn, *, scope: str, head: int, plan: _Plan, blobs: dict[str, bytes], model: str, author: str
 ) -> tuple[int, int]:
-    from .store import _Conflict
-
     conn.lock_key(f"memory:{scope}")
     if v.latest_seq(conn, scope) != head:
-        raise _Conflict(scope)
+        raise ScopeChanged(scope)
     now = time.time()
     restored = removed = 0
     for entity, entity_id, want in plan:

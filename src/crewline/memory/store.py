@@ -15,7 +15,6 @@ import dataclasses
 import functools
 import inspect
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import parse_duration
-from ..errors import ConfigError, CrewlineError, InvalidInput
+from ..errors import ConfigError, InvalidInput
 from ..observe.events import Observers
 from ..store.database import Conn, Database
 from ..store.payloads import load_json
@@ -31,10 +30,13 @@ from . import versions as v
 from .embedders import Embedder, LocalEmbedder, Matrix, as_matrix
 from .filters import validate_filter
 from .fulltext import TextIndex
-from .records import Document, Hit, IngestReport, Item, Snapshot, Stats, Version
-from .retrieval import Query, Reranker, run_query
+from .gateway import EmbeddingGateway
+from .records import Document, Hit, IngestReport, Item, RollbackReport, Snapshot, Stats, Version
+from .retrieval import Query, Reranker, SearchLog, log_search, run_query
+from .rollback import count_snapshots, forget, list_snapshots, rollback, take_snapshot
 from .scopes import validate_scope, validate_scopes
 from .vectors import CHANGES_KEPT_SECONDS, ExactIndex, to_blob
+from .writing import ScopeChanged, new_id
 
 __all__ = ["OPERATOR", "MemoryStore", "RollbackReport", "Written"]
 
@@ -52,18 +54,6 @@ class Written:
     action: str
     version: int
     duplicate_score: float | None = None
-
-
-@dataclass(frozen=True)
-class RollbackReport:
-    scope: str
-    to_seq: int
-    restored: int
-    removed: int
-
-
-class _Conflict(CrewlineError):
-    """The scope changed between planning a write and committing it; the caller plans again."""
 
 
 class MemoryStore:
@@ -96,7 +86,12 @@ class MemoryStore:
 
     @classmethod
     def from_settings(
-        cls, db: Database, section: dict[str, Any], embedder: Embedder | None = None, *, gateway: Any = None
+        cls,
+        db: Database,
+        section: dict[str, Any],
+        embedder: Embedder | None = None,
+        *,
+        gateway: EmbeddingGateway | None = None,
     ) -> MemoryStore:
         """A store configured by the ``[memory]`` table of ``crewline.toml`` (``gateway``: the model
         gateway, used when the configured embedder is a provider's model)."""
@@ -133,7 +128,8 @@ class MemoryStore:
                 "is configured: run `crewline memory reembed` to re-embed everything with the new model"
             )
 
-    async def _ready(self) -> ExactIndex:
+    async def ready(self) -> ExactIndex:
+        """The vector index, once the configured embedder was checked against the one it was built with."""
         if not self._checked:
             await asyncio.to_thread(lambda: self.embedder.dim)  # load the model outside the write lock
             await self.db.write(self._record_index)
@@ -173,7 +169,7 @@ class MemoryStore:
                 "kind must be a non-empty name such as 'fact' or 'note' ('chunk' is for documents)"
             )
         expires = _expiry(ttl)
-        index = await self._ready()
+        index = await self.ready()
         vec = (
             as_matrix(embedding, self.embedder.dim, field="embedding")
             if embedding is not None
@@ -197,7 +193,7 @@ class MemoryStore:
             )
             try:
                 return await self.db.write(write)
-            except _Conflict:
+            except ScopeChanged:
                 target, score = None, None
         raise InvalidInput(f"scope {scope!r} kept changing while remembering; try again")
 
@@ -237,12 +233,12 @@ class MemoryStore:
             target, text = str(exact), ""
         current = v.get_item_state(conn, target) if target else None
         if target and current is None and score is not None:
-            raise _Conflict(target)  # the near duplicate went away meanwhile
+            raise ScopeChanged(target)  # the near duplicate went away meanwhile
         if current is not None and current["scope"] != scope:
             raise InvalidInput(f"item {current['id']} belongs to scope {current['scope']!r}, not {scope!r}")
         if current is None:
             return self._add_item(
-                conn, target or _new_id("mem"), text, chash, scope, kind, meta, expires, author, vec
+                conn, target or new_id("mem"), text, chash, scope, kind, meta, expires, author, vec
             )
         text = text or str(current["text"])
         merged = {**current["metadata"], **meta}
@@ -349,12 +345,16 @@ class MemoryStore:
         rerank_pool: int | None = None,
         vector: Sequence[float] | None = None,
         min_score: float | None = None,
+        run: tuple[str, int] | None = None,
     ) -> list[Hit]:
-        """Hybrid search over ``scope`` (one or several); hits carry scores and provenance, best first."""
+        """Hybrid search over ``scope`` (one or several); hits carry scores and provenance, best first.
+
+        Each search is logged (``run``: the run id and step searching, when a workflow does)."""
+        started = time.time()
         _check_search(query, k, vector_weight, text_weight, vector is not None)
         scopes = validate_scopes(scope)
         flt = validate_filter(filter) if filter is not None else None
-        index = await self._ready()
+        index = await self.ready()
         # A local embedder runs inside the read below: one thread hop per search instead of two.
         embed_sync: Any = getattr(self.embedder, "embed_sync", None)
         inline = vector is None and vector_weight > 0 and callable(embed_sync)
@@ -392,6 +392,10 @@ class MemoryStore:
         hits = hits[:k]
         self.searches += 1
         self.searches_with_hits += bool(hits)
+        run_id, step = run or (None, None)
+        top = hits[0].score if hits else None
+        entry = SearchLog(started, tuple(scopes), k, len(hits), top, run_id, step)
+        await self.db.write(lambda conn: log_search(conn, entry))
         return hits
 
     # -- versions --------------------------------------------------------------------------------------
@@ -414,13 +418,9 @@ class MemoryStore:
         """A named point in the scope's history to roll back to (costs one row; nothing is copied)."""
         validate_scope(scope)
 
-        from .rollback import take_snapshot
-
-        return await self.db.write(lambda c: take_snapshot(c, _new_id("snap"), scope, label, author))
+        return await self.db.write(lambda c: take_snapshot(c, new_id("snap"), scope, label, author))
 
     async def snapshots(self, scope: str) -> list[Snapshot]:
-        from .rollback import list_snapshots
-
         return await self.db.read(lambda c: list_snapshots(c, scope))
 
     async def rollback(
@@ -428,14 +428,12 @@ class MemoryStore:
     ) -> RollbackReport:
         """Put every item and document of ``scope`` back as it was at a snapshot (its id or label) or a
         time; the rollback is itself a set of new versions, so it can be undone the same way."""
-        from .rollback import rollback
 
         validate_scope(scope)
         return await rollback(self, scope, to, author)
 
     async def forget(self, scope: str) -> dict[str, int]:
         """Delete everything of ``scope``: items, documents, history, snapshots, messages, blobs, index."""
-        from .rollback import forget
 
         validate_scope(scope)
         return await self.db.write(lambda c: forget(c, scope, time.time()))
@@ -487,8 +485,6 @@ class MemoryStore:
 
     async def stats(self) -> Stats:
         def read(conn: Conn) -> Stats:
-            from .rollback import count_snapshots
-
             idx = conn.one("SELECT embedder, dim FROM memory_indexes WHERE name = ?", (_INDEX,))
             totals = v.counts(conn)
             return Stats(
@@ -550,10 +546,6 @@ def _store_vectors(conn: Conn, *, rows: list[tuple[Any, ...]], vecs: Matrix, nam
     now = time.time()
     for (rid, _, _), vec in zip(rows, vecs, strict=True):
         v.set_embedding(conn, int(rid), to_blob(vec), name, now)
-
-
-def _new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:20]}"
 
 
 def _text_budget(value: object) -> int | None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import InvalidInput
 from ..store.database import Conn, Database
+from .gateway import CompletionGateway
 from .scopes import validate_scope
 
 __all__ = ["ConversationWindow", "Message", "approx_tokens", "gateway_summariser"]
@@ -46,7 +47,7 @@ _SUMMARY_PROMPT = (
 
 
 def gateway_summariser(
-    gateway: Any, model: str | None = None, *, words: int = 150, **options: Any
+    gateway: CompletionGateway, model: str | None = None, *, words: int = 150, **options: Any
 ) -> Summariser:
     """A summarise hook calling ``gateway.complete`` (the model gateway: routed, priced and budgeted);
     ``options`` (e.g. ``budget_scope``, ``run_id``) are passed through."""

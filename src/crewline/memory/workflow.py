@@ -63,10 +63,11 @@ class RunMemory:
     ) -> list[Hit]:
         """Hybrid search as a recorded step (options as for :meth:`MemoryStore.search`)."""
         scopes = [scope] if isinstance(scope, str) else list(scope)
+        run = (self._ctx.run_id, self._ctx.step_count + 1)
 
         async def search() -> dict[str, Any]:
             started = time.time()
-            hits = await self.store.search(query, scope=scopes, k=k, **options)
+            hits = await self.store.search(query, scope=scopes, k=k, run=run, **options)
             if self.store.observers:
                 self._report(scopes, k, hits, started)
             return {"query": query, "scopes": scopes, "k": k, "hits": [asdict(h) for h in hits]}

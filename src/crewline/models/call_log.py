@@ -1,9 +1,11 @@
 """The record of every model call: who asked, what answered, what it cost, how long it took.
 
 One ``model_calls`` row per logical call (a cache hit, a completion after its retries and fallbacks, a
-failure), written in the same transaction that settles the call's budget. Request and response payloads go
-through :func:`crewline.store.payloads.store_payload`: small ones inline, large ones as content-addressed
-blobs that retention can drop. This module alone issues SQL on ``model_calls``.
+failure), written in the same transaction that settles the call's budget. Request and response payloads
+go through :func:`crewline.store.payloads.store_payload`: small ones inline, large ones as
+content-addressed blobs that retention can drop. The reports over the calls (totals, latency
+percentiles, error classes per model, workflow, key, day or hour) are computed here, in SQL. This module alone issues SQL on
+``model_calls``.
 """
 
 from __future__ import annotations
@@ -15,10 +17,35 @@ from typing import Any
 
 from ..observe.events import ModelCallEvent
 from ..store import Conn
+from ..store.dialects import Percentiles
 from ..store.payloads import dump, store_payload
 from .types import Usage
 
-__all__ = ["CallRecord", "insert_record", "model_call_event", "prune_payloads"]
+__all__ = [
+    "CALL_GROUPS",
+    "CallRecord",
+    "call_error_classes",
+    "call_percentiles",
+    "call_totals",
+    "insert_record",
+    "model_call_event",
+    "prune_payloads",
+]
+
+# A key with a daily budget is recorded under its day's ledger scope, ``<id>@<YYYY-MM-DD>``: one key.
+_KEY_ID = (
+    "CASE WHEN SUBSTR(virtual_key, LENGTH(virtual_key) - 10, 1) = '@' THEN SUBSTR(virtual_key, 1, LENGTH(virtual_key) - 11) "
+    "ELSE COALESCE(virtual_key, '-') END"
+)
+CALL_GROUPS = {
+    "": "''",
+    "model": "COALESCE(provider || '/' || model, requested)",
+    "workflow": "COALESCE(workflow, '-')",
+    "key": _KEY_ID,
+    "day": "",  # the dialect's time buckets, see _group
+    "hour": "",
+}
+_BUCKETS = {"day": 86400, "hour": 3600}
 
 
 @dataclass
@@ -247,3 +274,45 @@ def cost_split(
         (split, split, since, *params),
     )
     return (float(row[0]), float(row[1])) if row else (0.0, 0.0)
+
+
+def _group(conn: Conn, by: str) -> str:
+    # Days as time buckets too, not the ``day`` column: its index would make the report read row by row.
+    return conn.dialect.time_bucket("started_at", _BUCKETS[by]) if by in _BUCKETS else CALL_GROUPS[by]
+
+
+def call_totals(conn: Conn, by: str, since: float) -> list[tuple[Any, ...]]:
+    """Per group (``by`` one of :data:`CALL_GROUPS`, ``""`` for all) since ``since``: group, calls, cost,
+    errors, calls retried, cache hits, unpriced calls, cost of calls made by runs, runs."""
+    return conn.all(
+        f"SELECT {_group(conn, by)} AS g, COUNT(*), SUM(cost), SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN attempts > 1 THEN 1 ELSE 0 END), SUM(cache_hit), "
+        "SUM(CASE WHEN price_known = 0 THEN 1 ELSE 0 END), SUM(CASE WHEN run_id IS NULL THEN 0 ELSE cost END), "
+        "COUNT(DISTINCT run_id) FROM model_calls WHERE started_at >= ? GROUP BY g ORDER BY g",
+        (since,),
+    )
+
+
+def call_percentiles(conn: Conn, by: str, since: float) -> dict[Any, tuple[float | None, ...]]:
+    """Per group: latency p50, p95, p99 and time to first token p50, p95 (milliseconds; interpolated)."""
+    latency = _percentiles(conn, by, since, "latency_ms", (0.5, 0.95, 0.99))
+    ttft = _percentiles(conn, by, since, "ttft_ms", (0.5, 0.95))
+    return {g: latency.get(g, (None,) * 3) + ttft.get(g, (None,) * 2) for g in latency.keys() | ttft.keys()}
+
+
+def _percentiles(
+    conn: Conn, by: str, since: float, column: str, fractions: tuple[float, ...]
+) -> dict[Any, tuple[float | None, ...]]:
+    q = Percentiles("model_calls", column, fractions, "started_at >= ?", _group(conn, by))
+    rows = conn.all(conn.dialect.percentiles_sql(q), (since,))
+    return {r[0]: tuple(None if v is None else float(v) for v in r[1:]) for r in rows}
+
+
+def call_error_classes(conn: Conn, by: str, since: float) -> list[tuple[Any, str, int]]:
+    """Per group and error class since ``since``: how many calls failed with it."""
+    rows = conn.all(
+        f"SELECT {_group(conn, by)} AS g, COALESCE(error_class, 'unknown'), COUNT(*) FROM model_calls "
+        "WHERE started_at >= ? AND status = 'error' GROUP BY g, error_class ORDER BY g, error_class",
+        (since,),
+    )
+    return [(g, str(c), int(n)) for g, c, n in rows]

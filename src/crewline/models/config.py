@@ -48,6 +48,7 @@ output = 10
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -381,7 +382,8 @@ def _nonneg_int(raw: Mapping[str, Any], key: str, default: int, where: str) -> i
 
 
 def _money(where: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    # TOML reads nan and inf as floats; the ledger could not count them in nano-USD
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
         raise ConfigError(f"{where} must be an amount in USD >= 0 (a number, e.g. 5 or 0.5), got {value!r}")
     return float(value)
 

@@ -77,4 +77,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        2,
+        "a covering index for reports over a time window",
+        (
+            # Reports read a window of calls by start time; through a narrow index each row is a random
+            # read of the (payload-wide) table, about ten times slower than reading the index alone.
+            "CREATE INDEX model_calls_report ON model_calls (started_at, provider, model, requested, workflow, "
+            "virtual_key, run_id, status, error_class, cost, price_known, cache_hit, attempts, latency_ms, ttft_ms)",
+            "DROP INDEX model_calls_started",
+        ),
+    ),
 )

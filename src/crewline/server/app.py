@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -17,6 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 
 from ..app import App
+from ..observe.metrics import metrics_token
 from . import proxy
 from .auth import Authenticator
 from .callbacks import CallbackSender
@@ -26,7 +28,7 @@ from .errors import install_handlers
 from .json_body import AssumeJson
 from .limits import BodyLimit
 from .proxy.fastpath import FastPathAPI
-from .routes import health, hooks, keys, reviews, runs, spend
+from .routes import health, hooks, keys, metrics, reviews, runs, spend, stats
 from .state import ServerState
 
 __all__ = ["create_app"]
@@ -46,7 +48,11 @@ def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8
     config = config or ServerConfig.from_settings(app.settings)
     _check_hooks(app, config)
     _quiet_http_client()
-    state = ServerState(app=app, config=config, auth=Authenticator(app, config.key_cache))
+    token = metrics_token(app.settings.sections.get("observe"), os.environ)
+    state = ServerState(
+        app=app, config=config, auth=Authenticator(app, config.key_cache), metrics_token=token
+    )
+    _ = app.metrics  # observed from the start, not from the first scrape
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -80,7 +86,7 @@ def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8
     api.state.crewline = state
     install_handlers(api)
     install_docs(api)
-    for module in (health, runs, reviews, spend, keys, hooks, proxy):
+    for module in (health, metrics, runs, reviews, spend, stats, keys, hooks, proxy):
         api.include_router(module.router)
     # Webhooks and the proxy enforce their own limits, answering in their own error shapes.
     api.add_middleware(BodyLimit, limit=config.max_body, skip=("/hooks/", "/v1/"))

@@ -33,7 +33,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from .config import ServerConfig
 from .errors import error_body
 
-__all__ = ["HttpParser", "http_protocol", "uvicorn_config"]
+__all__ = ["HttpParser", "uvicorn_config"]
 
 HttpParser = Literal["h11", "httptools"]
 
@@ -52,7 +52,7 @@ def uvicorn_config(
     """uvicorn's configuration for serving ``api`` with the connection limits of ``config``."""
     return uvicorn.Config(
         api,
-        http=http_protocol(config, http),
+        http=_http_protocol(config, http),
         h11_max_incomplete_event_size=config.max_header_size + _READ_SIZE,
         # No route speaks WebSocket, and an upgraded connection would leave the protocol that counts it.
         ws="none",
@@ -60,7 +60,7 @@ def uvicorn_config(
     )
 
 
-def http_protocol(config: ServerConfig, http: HttpParser = "httptools") -> type[asyncio.Protocol]:
+def _http_protocol(config: ServerConfig, http: HttpParser = "httptools") -> type[asyncio.Protocol]:
     """uvicorn's protocol class for ``http``, enforcing ``config``'s limits; one class per server, since
     its connections share the count per address and the clock on late headers."""
     base = _HttpToolsGuard if http == "httptools" else _H11Guard

@@ -135,19 +135,22 @@ def parse_budget(text: str) -> float:
 
 
 MAX_LIFETIME = 10 * 365 * 86400.0
+MIN_LIFETIME = 60.0
+"""Shorter lifetimes would create keys that expire before anyone could use them."""
 
 
 def parse_lifetime(text: str, what: str) -> float:
     """Seconds a new key lives, from ``"30d"``, ``"12h"``...; ``what`` names the option in errors.
 
-    A lifetime must end (not ``inf`` or ``nan``), within ten years, and not before the key is used (``0s``).
+    A lifetime must end (not ``inf`` or ``nan``), within ten years, and not before the key can be used
+    (``0s``, ``1ms``: at least a minute).
     """
-    hint = "give a positive duration of at most 3650d, e.g. 30d or 12h"
+    hint = "give a duration from 1m to 3650d, e.g. 30d or 12h"
     try:
         seconds = parse_duration(text)
     except ConfigError as e:
         raise InvalidInput(f"{what}: {e}; {hint}") from e
-    if not math.isfinite(seconds) or not 0 < seconds <= MAX_LIFETIME:
+    if not math.isfinite(seconds) or not MIN_LIFETIME <= seconds <= MAX_LIFETIME:
         raise InvalidInput(f"{what}: {text!r} is not a lifetime a key can have; {hint}")
     return seconds
 

@@ -21,6 +21,7 @@ class ServerState:
     config: ServerConfig
     auth: Authenticator
     worker: asyncio.Task[None] | None = None  # the in-process worker, when this server runs one
+    metrics_token: str | None = None  # what GET /metrics asks for ([observe] metrics_token_env)
     # Daily key budgets whose limit this process has written to the ledger (``<key id>@<day>``).
     budget_scopes: set[str] = field(default_factory=set)
 

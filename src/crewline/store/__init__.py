@@ -14,6 +14,7 @@ functions. A component's migrations (its ``migrations.py``) create its tables.
 - ``memory_snapshots``: :mod:`crewline.memory.rollback`
 - ``memory_messages``: :mod:`crewline.memory.window`
 - ``memory_indexes``: :mod:`crewline.memory.store`
+- ``memory_searches``: :mod:`crewline.memory.retrieval`
 - ``api_keys``: :mod:`crewline.server.keys`
 - ``webhook_deliveries``: :mod:`crewline.server.deliveries`
 - ``blobs``: :mod:`crewline.store.payloads`

@@ -3,9 +3,9 @@
 SQL elsewhere is written once, with ``?`` placeholders and the common subset both engines accept
 (``ON CONFLICT``, ``RETURNING``, ``DOUBLE PRECISION``); a dialect supplies what cannot be shared:
 connecting, the placeholder style, how a write transaction begins, row locks (:class:`RowLock`), full-text
-search (:attr:`Dialect.fulltext`, see :mod:`crewline.store.fulltext`), column types in DDL, and which
-driver errors mean "the database is unreachable". Code outside ``store/`` asks these hooks and never
-checks which dialect it is talking to.
+search (:attr:`Dialect.fulltext`, see :mod:`crewline.store.fulltext`), column types in DDL, percentiles
+and time buckets for reports, and which driver errors mean "the database is unreachable". Code outside
+``store/`` asks these hooks and never checks which dialect it is talking to.
 """
 
 from __future__ import annotations
@@ -20,7 +20,16 @@ from urllib.parse import unquote, urlsplit
 from ..errors import ConfigError
 from .fulltext import Fts5, FullText, TsVector
 
-__all__ = ["CLAIM", "FOR_UPDATE", "Dialect", "PostgresDialect", "RowLock", "SqliteDialect", "dialect_for_url"]
+__all__ = [
+    "CLAIM",
+    "FOR_UPDATE",
+    "Dialect",
+    "Percentiles",
+    "PostgresDialect",
+    "RowLock",
+    "SqliteDialect",
+    "dialect_for_url",
+]
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,19 @@ class RowLock:
 
 FOR_UPDATE = RowLock()
 CLAIM = RowLock(skip_locked=True)
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    """A grouped percentile query: ``SELECT group, p(f) for each fraction FROM table WHERE where GROUP BY
+    group``, continuous (interpolated between neighbours, as PostgreSQL's ``percentile_cont``), over the
+    rows whose ``value`` is not NULL. ``where`` may hold ``?`` placeholders; their parameters pass as is."""
+
+    table: str
+    value: str
+    fractions: tuple[float, ...]
+    where: str = "1 = 1"
+    group: str = "''"
 
 
 class Dialect:
@@ -73,6 +95,21 @@ class Dialect:
 
     def is_unavailable(self, exc: BaseException) -> bool:
         return False
+
+    def percentiles_sql(self, q: Percentiles) -> str:
+        """Portable fallback: number each group's values in order and interpolate between the two rows
+        around each fraction's position (``1 + f * (n - 1)``), which is what ``percentile_cont`` does."""
+        picks = ", ".join(_interpolated(f) for f in q.fractions)
+        return (
+            f"SELECT g, {picks} FROM (SELECT {q.group} AS g, {q.value} AS v, "
+            "ROW_NUMBER() OVER w AS rn, COUNT(*) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) "
+            f"AS n FROM {q.table} WHERE ({q.where}) AND {q.value} IS NOT NULL "
+            f"WINDOW w AS (PARTITION BY {q.group} ORDER BY {q.value})) ranked GROUP BY g"
+        )
+
+    def time_bucket(self, column: str, seconds: int) -> str:
+        """An integer: the start (Unix seconds, UTC) of the ``seconds``-wide bucket holding ``column``."""
+        return f"(CAST({column} AS INTEGER) / {int(seconds)}) * {int(seconds)}"
 
     def safe_url(self) -> str:
         """The URL with any password removed, for messages and logs."""
@@ -170,10 +207,31 @@ class PostgresDialect(Dialect):
     def lock_key(self, raw: Any, key: str) -> None:
         raw.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
 
+    def percentiles_sql(self, q: Percentiles) -> str:
+        picks = ", ".join(
+            f"percentile_cont({float(f)}) WITHIN GROUP (ORDER BY {q.value})" for f in q.fractions
+        )
+        return (
+            f"SELECT {q.group} AS g, {picks} FROM {q.table} "
+            f"WHERE ({q.where}) AND {q.value} IS NOT NULL GROUP BY g"
+        )
+
+    def time_bucket(self, column: str, seconds: int) -> str:
+        # CAST to an integer rounds in PostgreSQL (it truncates in SQLite): floor first.
+        return f"(CAST(FLOOR({column} / {int(seconds)}) AS BIGINT) * {int(seconds)})"
+
     def is_unavailable(self, exc: BaseException) -> bool:
         import psycopg
 
         return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+def _interpolated(fraction: float) -> str:
+    pos = f"(1 + {float(fraction)} * (n - 1))"
+    low = f"CAST({pos} AS INTEGER)"  # a floor: the position is never negative
+    at_low = f"MAX(CASE WHEN rn = {low} THEN v END)"
+    at_high = f"COALESCE(MAX(CASE WHEN rn = {low} + 1 THEN v END), {at_low})"
+    return f"{at_low} + MAX(CASE WHEN rn = {low} THEN {pos} - {low} END) * ({at_high} - {at_low})"
 
 
 def dialect_for_url(url: str) -> Dialect:

@@ -579,28 +579,53 @@ class ResponsesWire(OpenAIWire):
         text = self.text_of(reply)
         if text:
             content = [{"type": "output_text", "text": text, "annotations": []}]
-            out.append({"type": "message", "id": "msg_fake", "role": "assistant", "status": "completed",
-                        "content": content})  # fmt: skip
+            out.append(
+                {
+                    "type": "message",
+                    "id": "msg_fake",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": content,
+                }
+            )
         out += [
-            {"type": "function_call", "id": f"fc_{i}", "call_id": f"call_{i}", "name": n, "arguments": json.dumps(a),
-             "status": "completed"}
+            {
+                "type": "function_call",
+                "id": f"fc_{i}",
+                "call_id": f"call_{i}",
+                "name": n,
+                "arguments": json.dumps(a),
+                "status": "completed",
+            }
             for i, (n, a) in enumerate(reply.tool_calls)
-        ]  # fmt: skip
+        ]
         return out
 
     def _object(self, reply: Reply, status: str, output: list[dict[str, Any]]) -> dict[str, Any]:
         pin, pout = self.usage_of(reply, self.text_of(reply))
         incomplete = reply.finish == "length" and status != "in_progress"
         return {
-            "id": "resp_fake", "object": "response", "created_at": time.time(), "model": self.model(),
-            "status": "incomplete" if incomplete else status, "output": output, "parallel_tool_calls": True,
-            "tool_choice": self.body.get("tool_choice", "auto"), "tools": self.body.get("tools", []),
-            "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None, "error": None,
-            "usage": None if status == "in_progress" else {
-                "input_tokens": pin, "output_tokens": pout, "total_tokens": pin + pout,
-                "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0},
+            "id": "resp_fake",
+            "object": "response",
+            "created_at": time.time(),
+            "model": self.model(),
+            "status": "incomplete" if incomplete else status,
+            "output": output,
+            "parallel_tool_calls": True,
+            "tool_choice": self.body.get("tool_choice", "auto"),
+            "tools": self.body.get("tools", []),
+            "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
+            "error": None,
+            "usage": None
+            if status == "in_progress"
+            else {
+                "input_tokens": pin,
+                "output_tokens": pout,
+                "total_tokens": pin + pout,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": 0},
             },
-        }  # fmt: skip
+        }
 
     def complete(self, reply: Reply) -> Any:
         return self._object(reply, "completed", self._output(reply))
@@ -622,24 +647,34 @@ class ResponsesWire(OpenAIWire):
     @staticmethod
     def _item_events(event: Any, i: int, item: dict[str, Any]) -> Iterator[bytes]:
         if item["type"] == "message":
-            yield event("response.output_item.added", {"output_index": i, "item": {**item, "status": "in_progress",
-                                                                                   "content": []}})  # fmt: skip
+            yield event(
+                "response.output_item.added",
+                {"output_index": i, "item": {**item, "status": "in_progress", "content": []}},
+            )
             text = item["content"][0]["text"]
             where = {"item_id": item["id"], "output_index": i, "content_index": 0}
-            yield event("response.content_part.added",
-                        {**where, "part": {"type": "output_text", "text": "", "annotations": []}})  # fmt: skip
+            yield event(
+                "response.content_part.added",
+                {**where, "part": {"type": "output_text", "text": "", "annotations": []}},
+            )
             for piece in _pieces(text):
                 yield event("response.output_text.delta", {**where, "delta": piece, "logprobs": []})
             yield event("response.output_text.done", {**where, "text": text, "logprobs": []})
             yield event("response.content_part.done", {**where, "part": item["content"][0]})
         else:
-            yield event("response.output_item.added", {"output_index": i, "item": {**item, "arguments": "",
-                                                                                   "status": "in_progress"}})  # fmt: skip
+            yield event(
+                "response.output_item.added",
+                {"output_index": i, "item": {**item, "arguments": "", "status": "in_progress"}},
+            )
             for piece in _pieces(item["arguments"], 2):
-                yield event("response.function_call_arguments.delta",
-                            {"item_id": item["id"], "output_index": i, "delta": piece})  # fmt: skip
-            yield event("response.function_call_arguments.done",
-                        {"item_id": item["id"], "output_index": i, "arguments": item["arguments"]})  # fmt: skip
+                yield event(
+                    "response.function_call_arguments.delta",
+                    {"item_id": item["id"], "output_index": i, "delta": piece},
+                )
+            yield event(
+                "response.function_call_arguments.done",
+                {"item_id": item["id"], "output_index": i, "arguments": item["arguments"]},
+            )
         yield event("response.output_item.done", {"output_index": i, "item": item})
 
     def malformed_event(self) -> bytes:

@@ -23,6 +23,7 @@ from ..errors import DatabaseUnavailable
 from ..flows.engine import Engine, RunSignals
 from ..flows.executor import execute_run
 from ..flows.records import RunRecord, finish_run
+from ..observe.events import TriggerEvent
 from ..store.database import Conn
 from .claim import claim_runs, extend_leases, held_flags, register_worker, release_runs, stop_worker
 from .cron import fire_due, next_tick
@@ -217,7 +218,7 @@ class Worker:
     async def _maintain(self) -> None:
         """Now and then: budget reservations left by crashed processes count as spent (worst case)."""
         now = time.monotonic()
-        gateway = self.engine._models
+        gateway = self.engine.built_models
         if now < self._next_maintenance or gateway is None or gateway.ledger is None:
             return
         self._next_maintenance = now + MAINTENANCE_SECONDS
@@ -230,11 +231,23 @@ class Worker:
         now = time.time()
         if not scheduled or now < self._next_cron:
             return
-        started = await self._write(lambda c: fire_due(c, scheduled, self.engine.blob_threshold, now))
+        try:
+            started = await self._write(lambda c: fire_due(c, scheduled, self.engine.blob_threshold, now))
+        except Exception as e:
+            self._report_ticks([wf.name for wf in scheduled], now, type(e).__name__)
+            raise
+        self._report_ticks([run_id.removeprefix("cron:").rpartition(":")[0] for run_id in started], now)
         if started:
             log.info("cron started %s", ", ".join(started))
             self.engine.work_available.set()
         self._next_cron = min(next_tick(wf.schedule or "", now) for wf in scheduled)
+
+    def _report_ticks(self, workflows: list[str], began: float, error_type: str | None = None) -> None:
+        observers = self.engine.observers
+        if observers:
+            now = time.time()
+            for name in workflows:
+                observers.emit(TriggerEvent(f"cron:{name}", error_type is None, now, now - began, error_type))
 
     # -- registration ----------------------------------------------------------------------------------
 

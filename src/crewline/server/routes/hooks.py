@@ -9,6 +9,8 @@ body is a conflict (409), never silently the first run.
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Request
@@ -16,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from ...errors import InvalidInput
 from ...flows.records import get_run
+from ...observe.events import TriggerEvent
 from ...signing import SignatureError, verify
 from ...store.database import Conn
 from ...store.payloads import parse_json
@@ -62,6 +65,39 @@ async def receive_hook(
     hook = state.config.hooks.get(name)
     if hook is None:
         raise ApiError(404, "unknown_hook", f"no webhook named {name!r} is configured ([webhooks.{name}])")
+    delivery = _Delivery(request, hook, x_crewline_timestamp, x_crewline_signature, x_crewline_delivery)
+    began = time.time()
+    try:
+        accepted = await _receive(delivery)
+    except Exception as e:  # refused (bad signature, replay, too large, bad input): reported, then answered
+        _report(request, name, began, e.type if isinstance(e, ApiError) else type(e).__name__)
+        raise
+    _report(request, name, began, None)
+    return accepted
+
+
+@dataclass(frozen=True)
+class _Delivery:
+    request: Request
+    hook: HookConfig
+    timestamp: str | None
+    signature: str | None
+    delivery_id: str | None
+
+
+def _report(request: Request, name: str, began: float, error_type: str | None) -> None:
+    """A delivery to a configured hook is a trigger event, accepted or not (unknown names are not: a
+    scanner's made-up names must not become metric labels)."""
+    observers = state_of(request).app.observers
+    if observers:
+        now = time.time()
+        observers.emit(TriggerEvent(f"webhook:{name}", error_type is None, now, now - began, error_type))
+
+
+async def _receive(d: _Delivery) -> Accepted:
+    request, hook, name = d.request, d.hook, d.hook.name
+    x_crewline_timestamp, x_crewline_signature, x_crewline_delivery = d.timestamp, d.signature, d.delivery_id
+    state = state_of(request)
     body = await _read_body(request, hook.max_body)
     try:
         signature = verify(

@@ -1,0 +1,45 @@
+"""What the store's write paths share, below the store so that ingesting and rolling back (modules the
+store calls) never import the store back: the :class:`Writable` view of the store they write through, the
+conflict that sends a planned write back to planning, and the ids new rows get."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Protocol
+
+from ..store.database import Database
+from .embedders import Embedder, Matrix
+from .vectors import ExactIndex
+
+__all__ = ["ScopeChanged", "Writable", "new_id"]
+
+
+class ScopeChanged(Exception):
+    """The scope changed between planning a write and committing it; the caller plans again.
+
+    A signal inside memory/, caught by every write path: never raised to a user, so not in the error tree."""
+
+
+class Writable(Protocol):
+    """What a write path needs of the memory store (:class:`crewline.memory.MemoryStore` is one)."""
+
+    @property
+    def db(self) -> Database: ...
+
+    @property
+    def embedder(self) -> Embedder: ...
+
+    @property
+    def chunk_size(self) -> int: ...
+
+    @property
+    def chunk_overlap(self) -> int: ...
+
+    async def embed(self, texts: Sequence[str], *, field: str = "text") -> Matrix: ...
+
+    async def ready(self) -> ExactIndex: ...
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:20]}"

@@ -1,0 +1,163 @@
+"""What the AI did over a window of time, what it cost, what failed and why, and how long people took:
+the report behind ``crewline stats`` and ``GET /api/v1/stats``.
+
+Everything is computed in SQL, on SQLite and PostgreSQL alike, by the owners of the tables read
+(:mod:`crewline.models.call_log` for model calls, :mod:`crewline.flows.records` for runs,
+:mod:`crewline.flows.review` for reviews, :mod:`crewline.memory.retrieval` for the search log), so the
+numbers are those of every process sharing the database, not of one process's counters. This module only
+validates the query and shapes the rows.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ..config import parse_duration
+from ..errors import ConfigError, InvalidInput
+from ..flows.records import run_counts
+from ..flows.review import review_times
+from ..memory.retrieval import search_totals
+from ..models.call_log import call_error_classes, call_percentiles, call_totals
+from ..store import Conn
+
+__all__ = ["BY", "DEFAULT_SINCE", "StatsQuery", "parse_query", "stats"]
+
+BY: tuple[str, ...] = ("model", "workflow", "key", "day", "hour")
+DEFAULT_SINCE = "24h"
+_LONGEST = 366 * 86400.0
+
+
+@dataclass(frozen=True)
+class StatsQuery:
+    """The window (``since``: seconds back from ``now``) and the optional grouping of the model calls."""
+
+    since_s: float
+    by: str | None = None
+    now: float = field(default_factory=time.time)
+
+    @property
+    def start(self) -> float:
+        return self.now - self.since_s
+
+
+def parse_query(since: str | None, by: str | None, *, now: float | None = None) -> StatsQuery:
+    """Check the user's ``since`` and ``by``; a bad one is an :class:`InvalidInput` naming what is accepted."""
+    text = DEFAULT_SINCE if since is None else since
+    try:
+        seconds = parse_duration(text)
+    except ConfigError:
+        seconds = -1.0
+    if not 0 < seconds <= _LONGEST:
+        raise InvalidInput(
+            f"since {text!r} is not a time span: give a number with m, h, d or w, like 30m, 24h, 7d "
+            "(at most 366d)"
+        )
+    if by is not None and by not in BY:
+        raise InvalidInput(f"by {by!r} is not a grouping: use one of {', '.join(BY)}")
+    return StatsQuery(seconds, by, time.time() if now is None else now)
+
+
+def stats(conn: Conn, query: StatsQuery) -> dict[str, Any]:
+    """The whole report as plain JSON-ready values."""
+    start = query.start
+    out: dict[str, Any] = {
+        "since": start,
+        "until": query.now,
+        "by": query.by,
+        "calls": _calls(conn, "", start).get("", _summary((None, 0, 0, 0, 0, 0, 0, 0, 0), (), {})),
+    }
+    if query.by is not None:
+        out["groups"] = [
+            {query.by: _label(query.by, g), **row} for g, row in _calls(conn, query.by, start).items()
+        ]
+    out["runs"] = _runs(conn, query)
+    out["reviews"] = asdict(review_times(conn, start, query.now))
+    out["retrieval"] = _retrieval(conn, start, 3600 if query.by == "hour" else 86400)
+    return out
+
+
+def _calls(conn: Conn, by: str, start: float) -> dict[Any, dict[str, Any]]:
+    percentiles = call_percentiles(conn, by, start)
+    errors: dict[Any, dict[str, int]] = {}
+    for g, error_class, n in call_error_classes(conn, by, start):
+        errors.setdefault(g, {})[error_class] = n
+    return {
+        r[0]: _summary(r, percentiles.get(r[0], ()), errors.get(r[0], {}))
+        for r in call_totals(conn, by, start)
+    }
+
+
+def _summary(row: tuple[Any, ...], pct: tuple[float | None, ...], errors: dict[str, int]) -> dict[str, Any]:
+    _, calls, cost, failed, retried, cache_hits, unpriced, run_cost, runs = row
+    calls, runs = int(calls), int(runs or 0)
+    p = (*pct, None, None, None, None, None)[:5]
+    return {
+        "calls": calls,
+        "cost": _round(cost),
+        "cost_per_call": _round(float(cost or 0) / calls) if calls else None,
+        "runs": runs,
+        "cost_per_run": _round(float(run_cost or 0) / runs) if runs else None,
+        "unpriced_calls": int(unpriced or 0),
+        "errors": int(failed or 0),
+        "error_rate": _rate(failed, calls),
+        "errors_by_class": {c: {"calls": n, "rate": _rate(n, calls)} for c, n in sorted(errors.items())},
+        "retry_rate": _rate(retried, calls),
+        "cache_hit_rate": _rate(cache_hits, calls),
+        "latency_ms": {"p50": _ms(p[0]), "p95": _ms(p[1]), "p99": _ms(p[2])},
+        "ttft_ms": {"p50": _ms(p[3]), "p95": _ms(p[4])},
+    }
+
+
+def _runs(conn: Conn, query: StatsQuery) -> dict[str, Any]:
+    counts = run_counts(conn, query.start)
+    return {
+        "by_state": dict(sorted(counts.by_state.items())),
+        "completed": counts.completed,
+        "completed_per_hour": round(counts.completed / (query.since_s / 3600), 3),
+        "queue_depth": counts.queue_depth,
+    }
+
+
+def _retrieval(conn: Conn, start: float, bucket: int) -> dict[str, Any]:
+    rows = search_totals(conn, start, bucket)
+    searches, with_hits = sum(r[1] for r in rows), sum(r[2] for r in rows)
+    scored = [(r[3], r[2]) for r in rows if r[3] is not None]
+    weight = sum(n for _, n in scored)
+    period = "hour" if bucket == 3600 else "day"
+    return {
+        "searches": searches,
+        "hit_rate": _rate(with_hits, searches),
+        "mean_top_score": _round(sum(t * n for t, n in scored) / weight) if weight else None,
+        "series": [
+            {
+                period: _label(period, b),
+                "searches": n,
+                "hit_rate": _rate(hits, n),
+                "mean_top_score": _round(top),
+            }
+            for b, n, hits, top in rows
+        ],
+    }
+
+
+def _label(by: str, group: Any) -> Any:
+    if by == "hour":
+        return datetime.fromtimestamp(int(group), UTC).strftime("%Y-%m-%d %H:00")
+    if by == "day":
+        return datetime.fromtimestamp(int(group), UTC).strftime("%Y-%m-%d")
+    return group
+
+
+def _rate(part: Any, whole: int) -> float | None:
+    return round(int(part or 0) / whole, 4) if whole else None
+
+
+def _round(value: Any) -> float | None:
+    return None if value is None else round(float(value), 6)
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
