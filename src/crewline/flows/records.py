@@ -563,6 +563,18 @@ def extend_leases(conn: Conn, owner: str, lease_until: float, run_ids: Sequence[
     return {r[0] for r in rows}
 
 
+def lost_runs(conn: Conn, owner: str, run_ids: Sequence[str]) -> set[str]:
+    """Of ``run_ids``, those ``owner`` no longer holds because its lease lapsed (taken or requeued)."""
+    if not run_ids:
+        return set()
+    rows = conn.all(
+        f"SELECT id FROM runs WHERE id IN ({_marks(len(run_ids))}) "
+        "AND status IN ('pending', 'running') AND (lease_owner IS NULL OR lease_owner <> ?)",
+        (*run_ids, owner),
+    )
+    return {r[0] for r in rows}
+
+
 def held_flags(conn: Conn, owner: str) -> tuple[set[str], set[str]]:
     """(runs ``owner`` holds, those of them an operator asked to cancel)."""
     rows = conn.all(

@@ -21,14 +21,11 @@ __all__ = [
     "extend_leases",
     "held_flags",
     "live_workers",
+    "lost_runs",
     "register_worker",
     "release_runs",
     "stop_worker",
 ]
-
-
-def _marks(n: int) -> str:
-    return ", ".join("?" * n)
 
 
 def claim_runs(
@@ -69,6 +66,12 @@ def extend_leases(conn: Conn, owner: str, lease_seconds: float, run_ids: Sequenc
     now = time.time()
     conn.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (now, owner))
     return records.extend_leases(conn, owner, now + lease_seconds, run_ids)
+
+
+def lost_runs(conn: Conn, owner: str, run_ids: Sequence[str]) -> set[str]:
+    """Of ``run_ids``, those ``owner`` no longer holds because its lease lapsed: another worker took them,
+    or they went back to the queue. Not those that ended or parked, which ``owner`` let go of itself."""
+    return records.lost_runs(conn, owner, run_ids)
 
 
 def held_flags(conn: Conn, owner: str) -> tuple[set[str], set[str]]:
