@@ -593,11 +593,15 @@ def release_runs(conn: Conn, owner: str, now: float) -> int:
     return int(cur.rowcount)
 
 
+# Checking a lease must not block inserts of rows that reference the run (its steps, events).
+_LEASE_LOCK = RowLock(no_key=True)
+
+
 def held_leases(conn: Conn, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
     """Which (run, owner) pairs still hold their run's lease; locks those rows until commit."""
     rows = conn.all(
         f"SELECT id, lease_owner FROM runs WHERE id IN ({_marks(len(keys))}) AND status = 'running'"
-        + conn.dialect.lock_rows_suffix(RowLock(no_key=True)),
+        + conn.dialect.lock_rows_suffix(_LEASE_LOCK),
         [k[0] for k in keys],
     )
     return {(r[0], r[1]) for r in rows}
