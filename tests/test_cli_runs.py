@@ -17,10 +17,11 @@ from pydantic import BaseModel
 
 from crewline import App, Context, Settings
 from crewline.models import Gateway, ModelsConfig
-from crewline.testing import FakeProvider
+from crewline.testing import FakeProvider, ScriptedModel
 
 from .flows._drive import drive
 from .flows.test_ai_steps import models_table
+from .flows.test_context_window import WINDOW, email_thread, models_config
 from .test_cli import cli  # noqa: F401  (the fixture)
 
 
@@ -178,3 +179,23 @@ async def test_diff_shows_where_outputs_differ(model_app: App, fake: FakeProvide
     data = json.loads(cli("runs", "diff", a, b, "--json").stdout)
     assert [(r["step"], r["same"]) for r in data] == [(1, False), (2, True)]
     assert data[0]["fields"] == ["output"]
+
+
+async def test_show_step_says_what_was_cut_to_fit_the_window(sqlite_url: str, cli) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    app = App(settings=Settings().with_(database_url=sqlite_url))
+    app.engine.models = Gateway.for_testing(ScriptedModel("ok"), app.db, config=models_config())
+    thread = email_thread(200_000)
+
+    @app.workflow()
+    async def triage(ctx: Context) -> Any:
+        return await ctx.llm(messages=thread)
+
+    rid = await app.start(triage)
+    assert (await drive(app, rid)).status == "completed"
+    await app.aclose()
+    shown = cli("runs", "show", rid, "--step", "1").stdout
+    cut = next(line for line in shown.splitlines() if line.startswith("cut "))
+    assert cut.startswith("cut       truncate: ") and "from message 1 (user)" in cut
+    assert f"to fit a window of {WINDOW} tokens" in cut
+    detail = json.loads(cli("runs", "show", rid, "--step", "1", "--json").stdout)
+    assert f"{detail['output']['cut']['chars_cut']} characters" in cut

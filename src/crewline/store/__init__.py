@@ -6,7 +6,8 @@ functions. A component's migrations (its ``migrations.py``) create its tables.
 - ``runs``, ``steps``, ``events``: :mod:`crewline.flows.records`
 - ``reviews``: :mod:`crewline.flows.review`
 - ``prompt_versions``, ``prompt_labels``: :mod:`crewline.flows.prompts`
-- ``model_calls``: :mod:`crewline.models.call_log`
+- ``model_calls``, ``model_call_hours``: :mod:`crewline.models.call_log`
+- ``model_call_rollups``, ``model_call_rollup_errors``, ``model_call_rollup_state``: :mod:`crewline.models.call_log`
 - ``model_budgets``, ``model_reservations``: :mod:`crewline.models.ledger`
 - ``model_cache``: :mod:`crewline.models.cache`
 - ``model_rate_windows``: :mod:`crewline.models.limits`
