@@ -23,7 +23,7 @@ from .records import (
     get_run,
     plan_compensation,
     retry_step,
-    settle_step,
+    skip_step,
     step_state,
     wake_run,
 )
@@ -98,7 +98,7 @@ def settle(conn: Conn, request_id: str, answer: Settlement, blob_threshold: int)
         edit = _retry(conn, req, answer, failed, blob_threshold)
     else:
         edit = _given_output(req, answer)
-        settle_step(conn, req.run_id, step, dump(edit, "--output"), blob_threshold)
+        skip_step(conn, req.run_id, step, dump(edit, "--output"), blob_threshold)
         wake_run(conn, req.run_id)
     data = None if edit is None else dump(edit, "the settlement")
     settle_request(

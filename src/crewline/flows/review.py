@@ -5,6 +5,7 @@ unknown after a crash (kind ``outcome_unknown``), by a failed run of an ``on_fai
 (kind ``failure``) or by a compensation that failed (kind ``compensation``). It holds the intended action, the preview, and the
 provenance of the run so far (models, prompt versions, memory used, cost). A decision records who, when,
 the hash of what they were shown, a comment and an optional edit, then makes the parked run due.
+This module alone issues SQL on ``reviews``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pydantic
 
 from ..errors import ConfigError, InvalidInput, InvalidRunState, ReviewNotFound
 from ..store.database import Conn
-from ..store.dialects import Percentiles
+from ..store.dialects import FOR_UPDATE, Percentiles
 from ..store.payloads import dump, load, store_payload
 
 __all__ = [
@@ -266,7 +267,7 @@ def settle_request(
 
 def lock_request(conn: Conn, request_id: str) -> ReviewRequest:
     """The request, its row locked until commit (so two decisions on it are ordered)."""
-    suffix = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
+    suffix = conn.dialect.lock_rows_suffix(FOR_UPDATE)
     conn.execute(f"SELECT id FROM reviews WHERE id = ?{suffix}", (request_id,))
     return get_request(conn, request_id)
 
@@ -340,9 +341,11 @@ def decide(
     seen_hash: str | None = None,
     blob_threshold: int = 4096,
 ) -> ReviewRequest:
-    """Record a decision on a pending approval request and make its run due."""
-    suffix = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
-    conn.execute(f"SELECT id FROM reviews WHERE id = ?{suffix}", (request_id,))
+    """Record a decision on a pending approval request (the caller makes its run due, in the same
+    transaction: see :func:`crewline.flows.records.wake_if_waiting`)."""
+    conn.execute(
+        f"SELECT id FROM reviews WHERE id = ?{conn.dialect.lock_rows_suffix(FOR_UPDATE)}", (request_id,)
+    )
     req = get_request(conn, request_id)
     if req.kind in ("failure", "compensation"):
         raise InvalidInput(
@@ -387,10 +390,6 @@ def decide(
             blob,
             request_id,
         ),
-    )
-    conn.execute(
-        "UPDATE runs SET wake_at = ?, updated_at = ? WHERE id = ? AND status = 'waiting' AND wait_reason = ?",
-        (now, now, req.run_id, f"approval:{request_id}"),
     )
     return get_request(conn, request_id)
 
@@ -439,3 +438,12 @@ def type_name(value: Any) -> str | None:
     if isinstance(value, pydantic.BaseModel) and "<locals>" not in type(value).__qualname__:
         return f"{type(value).__module__}:{type(value).__qualname__}"
     return None
+
+
+def oldest_pending(conn: Conn) -> tuple[str, float, int] | None:
+    """(id, created_at) of the request waiting longest, and how many are pending."""
+    row = conn.one(
+        "SELECT id, created_at, (SELECT COUNT(*) FROM reviews WHERE status = 'pending') FROM reviews "
+        "WHERE status = 'pending' ORDER BY created_at, id LIMIT 1"
+    )
+    return None if row is None else (str(row[0]), float(row[1]), int(row[2]))

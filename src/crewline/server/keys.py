@@ -4,7 +4,8 @@ A key reads ``crl_<id>_<secret>``: ``id`` (12 hex characters) is public and name
 logs; ``secret`` is 256 random bits. The database keeps only the SHA-256 of the whole token, which is
 enough for a high-entropy token (no slow hash needed) and useless to anyone who reads the table. Each
 key has one scope; :data:`PERMISSIONS` says what each scope may do, and :data:`ACTIONS` which permission
-each action needs, whichever route reaches it.
+each action needs, whichever route reaches it. This module alone issues SQL on
+``api_keys``.
 """
 
 from __future__ import annotations
