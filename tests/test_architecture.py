@@ -26,6 +26,7 @@ import crewline
 ROOT = Path(crewline.__file__).parent
 CHECKED = (
     "crewline.app",
+    "crewline.observe",
     "crewline.cli",
     "crewline.flows",
     "crewline.memory",
@@ -37,19 +38,31 @@ UNCHECKED = ("crewline.server.proxy",)
 
 _APP_AND_ABOVE = ("crewline.app", "crewline.cli", "crewline.server")
 _ORCHESTRATION = ("crewline.flows", "crewline.workers")
+# observe/ has two halves: what components emit with (events, the model-call context), which sits just above
+# the store, and what consumes the events and the database (metrics, traces, reports, alerts), which sits
+# above the engine. Components may import the first half only.
+_EMITTING = ("crewline.observe.events", "crewline.observe.model_calls")
 BELOW: dict[str, tuple[str, ...]] = {
     "crewline.errors": ("crewline",),
     "crewline.config": ("crewline",),
+    "crewline.signing": ("crewline",),
     "crewline.store": ("crewline",),
-    "crewline.memory": (*_APP_AND_ABOVE, *_ORCHESTRATION),
-    "crewline.models": (*_APP_AND_ABOVE, *_ORCHESTRATION),
-    "crewline.flows": _APP_AND_ABOVE,
-    "crewline.workers": _APP_AND_ABOVE,
+    "crewline.observe.events": ("crewline",),
+    "crewline.observe.model_calls": ("crewline",),
+    "crewline.memory": (*_APP_AND_ABOVE, *_ORCHESTRATION, "crewline.observe"),
+    "crewline.models": (*_APP_AND_ABOVE, *_ORCHESTRATION, "crewline.observe"),
+    "crewline.flows": (*_APP_AND_ABOVE, "crewline.observe"),
+    "crewline.workers": (*_APP_AND_ABOVE, "crewline.observe"),
+    "crewline.observe": _APP_AND_ABOVE,
 }
 # What the bottom may import after all: errors are raised everywhere, and config parses with their help.
 ALLOWED = {
     "crewline.config": ("crewline.errors",),
     "crewline.store": ("crewline.errors", "crewline.config"),
+    "crewline.memory": _EMITTING,
+    "crewline.models": _EMITTING,
+    "crewline.flows": _EMITTING,
+    "crewline.workers": _EMITTING,
 }
 
 
@@ -195,12 +208,16 @@ def test_the_layer_check_finds_upward_imports() -> None:
     edges = {
         "crewline.store.x": {"crewline.errors", "crewline.config", "crewline.flows.y"},
         "crewline.memory.m": {"crewline.store.x", "crewline.models.g", "crewline.server.s"},
+        "crewline.models.g": {"crewline.observe.events", "crewline.observe.metrics"},
+        "crewline.observe.events": {"crewline.store.x"},
         "crewline.config": {"crewline.errors", "crewline.store"},
         "crewline.errors": set(),
     }
     assert upward(edges, BELOW, ALLOWED) == [
         "crewline.store.x -> crewline.flows.y",
         "crewline.memory.m -> crewline.server.s",
+        "crewline.models.g -> crewline.observe.metrics",
+        "crewline.observe.events -> crewline.store.x",
         "crewline.config -> crewline.store",
     ]
 
