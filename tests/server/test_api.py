@@ -102,7 +102,17 @@ def test_send_an_event_cancel_and_fork(api: Api) -> None:
 
 def test_workflows_are_listed_with_their_input_schema(api: Api) -> None:
     flows = {w["name"]: w for w in api.http.get("/api/v1/workflows").json()}
-    assert sorted(flows) == ["broken", "charge", "echo", "nothing", "order", "refund", "slow", "waiter"]
+    assert sorted(flows) == [
+        "broken",
+        "charge",
+        "echo",
+        "fulfil",
+        "nothing",
+        "order",
+        "refund",
+        "slow",
+        "waiter",
+    ]
     assert flows["order"]["input_schema"]["required"] == ["id", "amount"]
     assert flows["nothing"]["input_schema"] is None
 

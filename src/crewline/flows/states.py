@@ -22,9 +22,12 @@ __all__ = [
 ]
 
 RunStatus = Literal["pending", "running", "waiting", "paused", "failed", "completed", "cancelled"]
-# intent: an irreversible call was about to happen; waiting: the run is parked on this step.
-StepStatus = Literal["intent", "waiting", "done", "failed"]
-StepKind = Literal["step", "tool", "llm", "sleep", "event", "child", "approval", "flag"]
+# intent: an irreversible call was about to happen; waiting: the run is parked on this step; retry: an
+# operator asked for a failed tool call to be made again with the edited arguments its record now holds.
+StepStatus = Literal["intent", "waiting", "done", "failed", "retry"]
+# compensation: a registered compensation run while a run is undone (see flows/compensation.py).
+# flag: an operator's flag as the run read it (see flows/step_flag.py).
+StepKind = Literal["step", "tool", "llm", "sleep", "event", "child", "approval", "compensation", "flag"]
 
 RUN_STATES: tuple[RunStatus, ...] = get_args(RunStatus)
 STEP_STATES: tuple[StepStatus, ...] = get_args(StepStatus)
@@ -66,6 +69,11 @@ class Park:
     @classmethod
     def on_review(cls, request_id: str, wake_at: float | None = None) -> Park:
         return cls("waiting", f"approval:{request_id}", None, wake_at)
+
+    @classmethod
+    def on_operator(cls, kind: str, request_id: str) -> Park:
+        """Waiting for an operator to settle a failed run or a failed compensation (review ``kind``)."""
+        return cls("waiting", f"{kind}:{request_id}")
 
     @classmethod
     def on_child(cls, child_id: str) -> Park:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import InvalidInput
 from ..store.database import Conn
-from .records import PauseResult, pause_run, pause_runs_of, resume_run, resume_runs_of
+from .records import PauseResult, pause_run, pause_runs_of, resume_runs_of, unpause_run
 from .switches import (
     Flag,
     Scope,
@@ -62,7 +62,7 @@ class Steering:
 
     async def resume(self, run_id: str) -> PauseResult:
         """Resume a paused run (or withdraw a pause it has not reached yet)."""
-        result = await self._engine.db.write(lambda conn: resume_run(conn, run_id))
+        result = await self._engine.db.write(lambda conn: unpause_run(conn, run_id))
         self._engine.work_available.set()
         return result
 
