@@ -178,3 +178,42 @@ async def test_diff_shows_where_outputs_differ(model_app: App, fake: FakeProvide
     data = json.loads(cli("runs", "diff", a, b, "--json").stdout)
     assert [(r["step"], r["same"]) for r in data] == [(1, False), (2, True)]
     assert data[0]["fields"] == ["output"]
+
+
+async def test_rerun_from_a_checkpoint_keeps_the_earlier_attempt_in_show(app: App, cli) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    async def shout(text: str) -> str:
+        return text.upper()
+
+    @app.workflow()
+    async def drafts(ctx: Context, text: str) -> Any:
+        draft = await ctx.step(shout, text, name="draft")
+        await ctx.checkpoint("drafted")
+        return await ctx.step(shout, draft + "!", name="send")
+
+    rid = await app.start("drafts", "hi")
+    await drive(app, rid)
+    unknown = cli("runs", "rerun", rid, "--from", "sent", check=2).stderr
+    assert unknown.strip().splitlines() == [
+        f"crewline: error: cannot rerun run {rid} from 'sent': it has no step of that name; its steps and checkpoints "
+        "are draft, drafted, send"
+    ]
+    out = cli("runs", "rerun", rid, "--from", "drafted").stdout
+    assert out.startswith(f"run {rid} reruns from step 2 as attempt 2")
+    again = cli("runs", "rerun", rid, "--from", "drafted", check=2).stderr
+    assert f"cannot rerun run {rid}: it is pending; only completed, failed or cancelled runs" in again
+    await drive(app, rid)
+    shown = cli("runs", "show", rid).stdout
+    assert "attempt   2 (rerun" in shown and "status    completed" in shown
+    assert "attempt 1 (ended completed; rerun from step 2 on " in shown
+    history = shown.split("attempt 1 (ended")[1].splitlines()
+    assert [line.split()[:3] for line in history[3:5]] == [
+        ["2", "checkpoint", "drafted"],
+        ["3", "step", "send"],
+    ]
+    data = json.loads(cli("runs", "show", rid, "--json").stdout)
+    assert data["attempt"] == 2 and [s["name"] for s in data["steps"]] == ["draft", "drafted", "send"]
+    assert [(h["attempt"], h["from_step"], len(h["steps"])) for h in data["history"]] == [(1, 2, 2)]
+    fork = cli("runs", "fork", rid, "--from", "drafted").stdout.strip()
+    assert json.loads(cli("runs", "show", fork, "--json").stdout)["fork_step"] == 2
+    assert "--from STEP" in cli("runs", "rerun", "--help").stdout
+

@@ -8,7 +8,8 @@ from typing import Any, Literal
 from ..errors import InvalidInput, InvalidRunState, RunExists
 from ..store.database import Conn
 from ..store.payloads import Unreadable, check_depth, dump
-from .records import get_run, insert_run, lock_run, new_run_id
+from .attempts import step_number
+from .records import get_run, insert_run, load_steps, lock_run, new_run_id, step_key
 from .review import set_status
 
 __all__ = ["Outcome", "fork_run", "resolve_step"]
@@ -19,13 +20,14 @@ Outcome = Literal["done", "retry", "fail"]
 def fork_run(
     conn: Conn,
     run_id: str,
-    from_step: int,
+    where: int | str,
     *,
     blob_threshold: int,
     new_id: str | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> str:
-    """A new run of the same workflow and input that reuses every checkpoint before ``from_step``.
+    """A new run of the same workflow and input that reuses every checkpoint before step ``where`` (a
+    number, a step or checkpoint name, or ``name#n``: see :func:`.attempts.step_number`).
 
     Raises :class:`RunExists` when ``new_id`` names an existing run: copying checkpoints into it would
     make it replay another run's outcomes (an email recorded as sent that it never sent).
@@ -34,6 +36,8 @@ def fork_run(
     src = get_run(conn, run_id)
     if isinstance(src.input, Unreadable):
         raise InvalidInput(f"cannot fork run {run_id}: its input cannot be read; start a new run instead")
+    named = {} if isinstance(where, int) else load_steps(conn, run_id)
+    from_step = step_number(named, where, run_id, "fork")
     last = conn.scalar("SELECT MAX(step_no) FROM steps WHERE run_id = ?", (run_id,)) or 0
     if not 1 <= from_step <= last + 1:
         raise InvalidInput(f"cannot fork run {run_id} from step {from_step}: it has steps 1 to {last}")
@@ -109,6 +113,7 @@ def resolve_step(
     again; ``fail``: record the step as failed, which the workflow sees as a :class:`StepError`.
     """
     status, reason, _ = lock_run(conn, run_id)
+    attempt = get_run(conn, run_id).attempt
     if status != "waiting" or not (reason or "").startswith("outcome unknown"):
         raise InvalidRunState(
             f"run {run_id} is not waiting for an outcome (it is {status}); nothing to resolve"
@@ -139,7 +144,7 @@ def resolve_step(
         )
     else:
         raise InvalidInput(f"outcome must be done, retry or fail, got {outcome!r}")
-    set_status(conn, f"{run_id}:{step_no}", "resolved", by=resolved_by, outcome=outcome)
+    set_status(conn, step_key(run_id, step_no, attempt), "resolved", by=resolved_by, outcome=outcome)
     conn.execute(
         "UPDATE runs SET status = 'pending', wait_reason = NULL, wake_at = ?, updated_at = ? WHERE id = ?",
         (now, now, run_id),

@@ -36,8 +36,11 @@ __all__ = [
     "lock_run",
     "new_run_id",
     "new_trace_parent",
+    "restart_run",
     "run_counts",
     "run_result",
+    "step_key",
+    "take_steps_from",
 ]
 
 STATES = RUN_STATES
@@ -46,7 +49,7 @@ _RUN_COLUMNS = (
     "id, workflow, version, queue, priority, status, input, input_blob, output, output_blob, error, "
     "idempotency_key, parent_id, parent_step, forked_from, fork_step, wait_reason, wait_event, wake_at, "
     "lease_owner, lease_until, cancel_requested, recoveries, created_at, updated_at, finished_at, overrides, "
-    "started_by, pruned_at, trace_parent"
+    "started_by, pruned_at, trace_parent, attempt"
 )
 
 
@@ -95,6 +98,7 @@ class RunRecord:
     pruned_at: float | None = None  # when retention dropped its input, output and steps
     # W3C traceparent decided when the run was created: its trace and the span id of the run's span.
     trace_parent: str | None = None
+    attempt: int = 1  # 1, then one more each time the run is rerun from a step
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -152,6 +156,7 @@ def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
         by,
         pruned,
         trace_parent,
+        attempt,
     ) = row
     return RunRecord(
         id=rid,
@@ -182,7 +187,18 @@ def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
         started_by=by,
         pruned_at=pruned,
         trace_parent=trace_parent,
+        attempt=int(attempt),
     )
+
+
+def step_key(run_id: str, step_no: int, attempt: int, sep: str = ":") -> str:
+    """The id of what a step creates (its review request, child run, idempotency key): ``run:3``.
+
+    A rerun executes the step again as a new attempt, which must not find the first attempt's request or
+    child: from the second attempt on the key says which attempt it is (``run:3~2``).
+    """
+    base = f"{run_id}{sep}{step_no}"
+    return base if attempt <= 1 else f"{base}~{attempt}"
 
 
 def get_run(conn: Conn, run_id: str) -> RunRecord:
@@ -388,6 +404,26 @@ def write_step(
             in_inline,
             in_blob,
         ),
+    )
+
+
+def take_steps_from(conn: Conn, run_id: str, from_step: int) -> None:
+    """Remove the steps from ``from_step`` on (a rerun keeps them as an earlier attempt first), and hand
+    back the events they consumed, so the steps executed again wait for and receive them again."""
+    conn.execute("DELETE FROM steps WHERE run_id = ? AND step_no >= ?", (run_id, from_step))
+    conn.execute(
+        "UPDATE events SET consumed_step = NULL WHERE run_id = ? AND consumed_step >= ?", (run_id, from_step)
+    )
+
+
+def restart_run(conn: Conn, run_id: str, attempt: int) -> None:
+    """A finished run is pending again as ``attempt``: any worker replays it from its kept steps."""
+    now = time.time()
+    conn.execute(
+        "UPDATE runs SET status = 'pending', attempt = ?, output = NULL, output_blob = NULL, error = NULL, "
+        "finished_at = NULL, wait_reason = NULL, wait_event = NULL, wake_at = ?, lease_owner = NULL, "
+        "lease_until = NULL, cancel_requested = 0, updated_at = ? WHERE id = ?",
+        (attempt, now, now, run_id),
     )
 
 

@@ -24,7 +24,8 @@ __all__ = [
 RunStatus = Literal["pending", "running", "waiting", "paused", "failed", "completed", "cancelled"]
 # intent: an irreversible call was about to happen; waiting: the run is parked on this step.
 StepStatus = Literal["intent", "waiting", "done", "failed"]
-StepKind = Literal["step", "tool", "llm", "sleep", "event", "child", "approval"]
+# checkpoint: a named marker (``ctx.checkpoint``) that reruns and forks can start from.
+StepKind = Literal["step", "tool", "llm", "sleep", "event", "child", "approval", "checkpoint"]
 
 RUN_STATES: tuple[RunStatus, ...] = get_args(RunStatus)
 STEP_STATES: tuple[StepStatus, ...] = get_args(StepStatus)

@@ -76,7 +76,7 @@ async def run_call(journal: Journal, call: Call) -> Any:
             await journal.ask_outcome(entry)
         value = journal.replay(entry)
         return value if adapter is None else adapter.validate_python(value)
-    key = call.idempotency_key or f"{journal.run_id}:{entry.n}"
+    key = call.idempotency_key or journal.step_key(entry.n)
     kwargs = call.kwargs
     if _accepts_key(call.fn) and "idempotency_key" not in kwargs:
         kwargs = {**kwargs, "idempotency_key": key}

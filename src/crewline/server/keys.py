@@ -70,6 +70,7 @@ ACTIONS: dict[str, str] = {
     "send events": "runs:events",
     "cancel runs": "runs:write",
     "fork runs": "runs:write",
+    "rerun runs": "runs:write",
     "settle unknown outcomes": "runs:write",
     "read spend": "spend:read",
     "read reviews": "reviews:read",

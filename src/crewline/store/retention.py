@@ -77,6 +77,7 @@ def prune(
         old = "SELECT id FROM runs WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < ?"
         steps = conn.execute(f"DELETE FROM steps WHERE run_id IN ({old})", (cutoff,)).rowcount
         events = conn.execute(f"DELETE FROM events WHERE run_id IN ({old})", (cutoff,)).rowcount
+        conn.execute(f"DELETE FROM run_attempts WHERE run_id IN ({old})", (cutoff,))
         if delete_runs:
             runs = conn.execute(old.replace("SELECT id", "DELETE", 1), (cutoff,)).rowcount
         else:

@@ -127,4 +127,23 @@ MIGRATIONS: tuple[Migration, ...] = (
         "the W3C trace context of a run, so every process that executes it continues one trace",
         ("ALTER TABLE runs ADD COLUMN trace_parent TEXT",),
     ),
+    Migration(
+        8,
+        "reruns: a run's attempt number and its earlier attempts, kept when it is rerun from a step",
+        (
+            "ALTER TABLE runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1",
+            """CREATE TABLE run_attempts (
+                run_id TEXT NOT NULL,
+                attempt INTEGER NOT NULL,
+                from_step INTEGER NOT NULL,
+                status TEXT NOT NULL,
+                error TEXT,
+                finished_at {real},
+                rerun_at {real} NOT NULL,
+                steps TEXT,
+                steps_blob TEXT,
+                PRIMARY KEY (run_id, attempt)
+            )""",
+        ),
+    ),
 )
