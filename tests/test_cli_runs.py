@@ -16,6 +16,7 @@ import pytest
 from pydantic import BaseModel
 
 from crewline import App, Context, Settings
+from crewline.flows.prompts import sync_prompts
 from crewline.models import Gateway, ModelsConfig
 from crewline.testing import FakeProvider
 
@@ -217,3 +218,42 @@ async def test_rerun_from_a_checkpoint_keeps_the_earlier_attempt_in_show(app: Ap
     assert json.loads(cli("runs", "show", fork, "--json").stdout)["fork_step"] == 2
     assert "--from STEP" in cli("runs", "rerun", "--help").stdout
 
+
+async def test_fork_set_changes_what_the_fork_calls_and_diff_shows_where(  # type: ignore[no-untyped-def]
+    model_app: App,
+    fake: FakeProvider,
+    cli,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    reply = prompts / "reply.md"
+    reply.write_text("---\nmodel: cheap\n---\nReply kindly to {{ text }}\n")
+    sync_prompts(model_app.db, prompts)
+    reply.write_text("---\nmodel: cheap\n---\nReply tersely to {{ text }}\n")
+    sync_prompts(model_app.db, prompts)  # latest is the terse one; production stays the kind one
+
+    @model_app.workflow()
+    async def answer(ctx: Context, text: str) -> Any:
+        said = await ctx.llm("reply", input={"text": text})
+        return await ctx.step(file_ticket, said)
+
+    fake.reply("Dear customer, it is on its way.")
+    fake.reply("Shipped.")
+    rid = await model_app.start("answer", "where is my parcel?")
+    await drive(model_app, rid)
+    fork = cli(
+        "runs", "fork", rid, "--from", "1", "--set", "model=strong", "--set", "prompt=reply@latest"
+    ).stdout
+    forked = await drive(model_app, fork.strip())
+    assert forked.output == "filed as Shipped."
+    original, varied = (r.body for r in fake.requests[-2:])
+    assert (original["model"], varied["model"]) == ("mid", "big")  # model=strong reached the provider
+    assert "Reply kindly to where is my parcel?" in json.dumps(original["messages"])
+    assert "Reply tersely to where is my parcel?" in json.dumps(varied["messages"])
+    diff = cli("runs", "diff", rid, forked.id).stdout
+    rows = {line.split()[0]: line.split() for line in diff.splitlines() if line[:1].isdigit()}
+    assert rows["1"][-1] == "differs" and rows["2"][-1] == "differs"
+    assert "-  filed as Dear customer, it is on its way." in diff and "+  filed as Shipped." in diff
+    wrong = cli("runs", "fork", rid, "--from", "1", "--set", "temperature=2", check=2).stderr
+    assert "only model= and prompt= can vary in a fork" in wrong
