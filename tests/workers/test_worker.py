@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from crewline import App, Context, InvalidRunState, RunFailed, Settings
+from crewline.flows.engine import RunSignals
+from crewline.flows.records import finish_run
 from crewline.workers.claim import claim_runs, extend_leases
 from crewline.workers.cron import fire_due
 
@@ -231,3 +233,38 @@ async def test_heartbeats_renew_only_the_runs_a_task_is_executing(app: App) -> N
     after = {r.id: r.lease_until for r in await app.list_runs()}
     assert held == {live}
     assert after[orphan] == before[orphan] and (after[live] or 0) > (before[live] or 0) + 30
+
+
+async def test_a_heartbeat_stops_only_runs_whose_lease_was_lost(app: App) -> None:
+    """A run that ended meanwhile (its task still finishing) keeps its task; one another worker took
+    after the lease lapsed is stopped here."""
+
+    @app.workflow()
+    async def idle(ctx: Context) -> None:
+        return None
+
+    ended, taken = await app.start(idle), await app.start(idle)
+    worker = app.worker(worker_id="w1")
+    await app.db.write(
+        lambda c: claim_runs(c, owner="w1", workflows=["idle"], limits={}, n=1, lease_seconds=60)
+    )
+    await app.db.write(lambda c: finish_run(c, ended, status="completed", owner="w1"))
+    await app.db.write(
+        lambda c: claim_runs(c, owner="w1", workflows=["idle"], limits={}, n=1, lease_seconds=0.01)
+    )
+    await asyncio.sleep(0.05)
+    claimed = await app.db.write(
+        lambda c: claim_runs(c, owner="w2", workflows=["idle"], limits={}, n=1, lease_seconds=60)
+    )
+    assert [r.id for r in claimed] == [taken]
+    tasks = {rid: asyncio.create_task(asyncio.sleep(30)) for rid in (ended, taken)}
+    try:
+        for rid, task in tasks.items():
+            worker._tasks[rid] = (task, RunSignals())
+        await worker._heartbeat()
+        await asyncio.sleep(0)
+        assert not tasks[ended].cancelled()
+        assert tasks[taken].cancelled()
+    finally:
+        for task in tasks.values():
+            task.cancel()

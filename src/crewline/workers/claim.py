@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from ..flows.records import RunRecord, get_runs
 from ..store.database import Conn
 
-__all__ = ["claim_runs", "extend_leases", "held_flags", "live_workers", "release_runs"]
+__all__ = ["claim_runs", "extend_leases", "held_flags", "live_workers", "lost_runs", "release_runs"]
 
 
 def _marks(n: int) -> str:
@@ -82,6 +82,19 @@ def extend_leases(conn: Conn, owner: str, lease_seconds: float, run_ids: Sequenc
         "UPDATE runs SET lease_until = ? WHERE lease_owner = ? AND status = 'running' "
         f"AND id IN ({_marks(len(run_ids))}) RETURNING id",
         (now + lease_seconds, owner, *run_ids),
+    )
+    return {r[0] for r in rows}
+
+
+def lost_runs(conn: Conn, owner: str, run_ids: Sequence[str]) -> set[str]:
+    """Of ``run_ids``, those ``owner`` no longer holds because its lease lapsed: another worker took them,
+    or they went back to the queue. Not those that ended or parked, which ``owner`` let go of itself."""
+    if not run_ids:
+        return set()
+    rows = conn.all(
+        f"SELECT id FROM runs WHERE id IN ({_marks(len(run_ids))}) "
+        "AND status IN ('pending', 'running') AND (lease_owner IS NULL OR lease_owner <> ?)",
+        (*run_ids, owner),
     )
     return {r[0] for r in rows}
 

@@ -25,7 +25,7 @@ from ..flows.executor import execute_run
 from ..flows.records import RunRecord, finish_run
 from ..observe.events import TriggerEvent
 from ..store.database import Conn
-from .claim import claim_runs, extend_leases, held_flags, release_runs
+from .claim import claim_runs, extend_leases, held_flags, lost_runs, release_runs
 from .cron import fire_due, next_tick
 
 __all__ = ["Chore", "Worker"]
@@ -185,9 +185,8 @@ class Worker:
             await asyncio.sleep(interval)
             try:
                 if time.monotonic() - last_beat >= self.lease_seconds / 3:
-                    held = await self._heartbeat()
+                    await self._heartbeat()
                     last_beat = time.monotonic()
-                    self._drop_lost(held)
                 await self._check_cancels()
                 await self._fire_cron()
                 await self._maintain()
@@ -196,15 +195,23 @@ class Worker:
             except Exception:
                 log.exception("worker %s control loop error", self.id)
 
-    async def _heartbeat(self) -> set[str]:
+    async def _heartbeat(self) -> None:
         live = list(self._tasks)
-        return await self._write(lambda c: extend_leases(c, self.id, self.lease_seconds, live))
+        held = await self._write(lambda c: extend_leases(c, self.id, self.lease_seconds, live))
+        missed = [run_id for run_id in live if run_id not in held]
+        if missed:
+            # Not renewed: lost to a lapsed lease, or ended / parked by its own task meanwhile. Only the
+            # lost ones are stopped; cancelling a task that just recorded its run's end would swallow the
+            # notice its waiters get. A run claimed during this write was not in ``live`` at all.
+            lost = await self.engine.db.read(lambda c: lost_runs(c, self.id, missed))
+            self._drop_lost(lost)
 
-    def _drop_lost(self, held: set[str]) -> None:
-        for run_id, (task, _) in list(self._tasks.items()):
-            if run_id not in held and not task.done():
+    def _drop_lost(self, lost: set[str]) -> None:
+        for run_id in lost:
+            entry = self._tasks.get(run_id)
+            if entry is not None and not entry[0].done():
                 log.warning("lost the lease on run %s; stopping it here", run_id)
-                task.cancel()
+                entry[0].cancel()
 
     async def _check_cancels(self) -> None:
         if not self._tasks:
