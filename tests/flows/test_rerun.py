@@ -140,7 +140,8 @@ async def test_rerun_refuses_a_run_that_has_not_finished_and_changes_nothing(app
     ("where", "message"),
     [
         ("polished", "its steps and checkpoints are research, draft, drafted, polish, send"),
-        ("drafted#3", "it has 2 step(s) named 'drafted'; use drafted#1 to drafted#2"),
+        ("drafted#3", "it has 2 steps named 'drafted' (steps 3, 5); use drafted#1 to drafted#2"),
+        ("send#2", "it has one step named 'send' (step 6); use send"),
         (9, "from step 9: it has steps 1 to 6"),
     ],
 )

@@ -62,8 +62,11 @@ def step_number(steps: dict[int, StepRecord], where: int | str, run_id: str, ver
 
 
 def _names_hint(steps: dict[int, StepRecord], name: str, count: int) -> str:
+    numbers = ", ".join(str(n) for n, s in sorted(steps.items()) if s.name == name)
+    if count == 1:
+        return f"it has one step named {name!r} (step {numbers}); use {name}"
     if count:
-        return f"it has {count} step(s) named {name!r}; use {name}#1 to {name}#{count}"
+        return f"it has {count} steps named {name!r} (steps {numbers}); use {name}#1 to {name}#{count}"
     names = list(dict.fromkeys(s.name for _, s in sorted(steps.items())))
     if not names:
         return "it has no steps recorded; give a step number"
