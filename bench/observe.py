@@ -4,8 +4,10 @@ Builds a temporary database (SQLite by default, or an empty PostgreSQL database 
 ``--calls`` call records spread over 30 days (20 models, 10 workflows, 50 keys; log-normal latencies; 5%
 errors in four classes, 3% retried, 10% cache hits, 40% streamed with a time to first token, 60% made by
 runs), plus runs, reviews and memory searches in proportion, then times the whole report (what
-``crewline stats --since S [--by B]`` and ``GET /api/v1/stats`` compute) for each window and grouping.
-It prints one table of timings with the machine and the command.
+``crewline stats --since S [--by B]`` and ``GET /api/v1/stats`` compute) for each window and grouping:
+first from the raw rows only (as before hourly rollups), then once the rollups are built (the time to
+build them, once, is printed too; a report's own check for missing hours is included in its time).
+It prints one table of timings, before and after side by side, with the machine and the command.
 
 For comparison: Langfuse answers the same questions from ClickHouse, beside PostgreSQL, Redis and S3;
 crewline reads them from its own database, in the same process, with no second store to run.
@@ -27,7 +29,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from crewline.observe.reports import BY, parse_query, stats
+from crewline.models.call_log import roll_up
+from crewline.observe.reports import BY, StatsQuery, parse_query, prepare, stats
 from crewline.store import Database, open_database
 
 DAY = 86400.0
@@ -135,11 +138,13 @@ def _searches(rng: random.Random, now: float, n: int) -> Iterator[tuple[object, 
         yield (now - rng.random() * 30 * DAY, "kb", 5, hits, rng.random() if hits else None, None, None)
 
 
-def timed(db: Database, since: str, by: str | None, now: float, repeat: int) -> float:
-    query = parse_query(since, by, now=now)
+def timed(db: Database, since: str, by: str | None, now: float, repeat: int, rollups: bool) -> float:
+    parsed = parse_query(since, by, now=now)
+    query = StatsQuery(parsed.since_s, by, now, rollups=rollups)
     best = float("inf")
     for _ in range(repeat):
         start = time.perf_counter()
+        prepare(db, query)
         db.query(lambda conn: stats(conn, query))
         best = min(best, time.perf_counter() - start)
     return best
@@ -156,6 +161,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1_000_000, help="model-call records to generate")
     parser.add_argument("--pg", metavar="URL", help="an empty PostgreSQL database to fill instead of SQLite")
     parser.add_argument("--repeat", type=int, default=3, help="runs per report; the best is shown")
+    parser.add_argument("--raw-repeat", type=int, default=1, help="runs per report from raw rows only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.pg or f"sqlite:///{Path(tmp) / 'observe.db'}"
@@ -165,19 +171,21 @@ def main() -> None:
             now = fill(db, args.calls)
             print(f"filled {args.calls:,} calls in {time.perf_counter() - start:.1f} s ({db.name})")
             db.run(lambda conn: conn.execute("ANALYZE"))
-            rows = [
-                (since, by, timed(db, since, by, now, args.repeat))
-                for since in ("24h", "7d", "30d")
-                for by in (None, *BY)
-            ]
+            windows = [(since, by) for since in ("24h", "7d", "30d") for by in (None, *BY)]
+            raw = [timed(db, since, by, now, args.raw_repeat, False) for since, by in windows]
+            start = time.perf_counter()
+            rolled = roll_up(db, now=now)
+            build = time.perf_counter() - start
+            after = [timed(db, since, by, now, args.repeat, True) for since, by in windows]
         finally:
             db.close()
     print(f"\ncrewline stats over {args.calls:,} model calls on {db.name}")
     print(f"machine: {machine()}")
-    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}\n")
-    print(f"{'--since':>8}  {'--by':<9} {'seconds':>8}")
-    for since, by, seconds in rows:
-        print(f"{since:>8}  {by or '-':<9} {seconds:8.3f}")
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    print(f"rollups built once: {rolled.written} hours in {build:.1f} s\n")
+    print(f"{'--since':>8}  {'--by':<9} {'raw s':>8} {'rollups s':>10}")
+    for (since, by), before, now_s in zip(windows, raw, after, strict=True):
+        print(f"{since:>8}  {by or '-':<9} {before:8.3f} {now_s:10.3f}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .config import Settings
@@ -37,7 +38,7 @@ from .flows.records import (
 )
 from .memory import MemoryStore
 from .models import Gateway
-from .models.call_log import CallRecord, model_call_event
+from .models.call_log import CallRecord, keep_rolled_up, model_call_event
 from .models.config import ModelsConfig
 from .models.ledger import BudgetAlert
 from .observe.alert_config import AlertsConfig
@@ -49,6 +50,7 @@ from .observe.trace_config import TraceSettings
 from .store import Conn, Database, open_database
 from .store.payloads import dump
 from .workers import Worker
+from .workers.worker import Chore
 
 if TYPE_CHECKING:
     from .observe.traces import Tracer
@@ -248,7 +250,7 @@ class App:
         return ReviewQueue(self.engine)
 
     def worker(self, *, concurrency: int = 8, worker_id: str | None = None) -> Worker:
-        chores = [self.alerting.run]
+        chores: list[Chore] = [self.alerting.run, partial(keep_rolled_up, self.db)]
         return Worker(self.engine, concurrency=concurrency, worker_id=worker_id, chores=chores)
 
     # -- runs ------------------------------------------------------------------------------------------

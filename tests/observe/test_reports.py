@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from crewline.errors import InvalidInput
-from crewline.observe.reports import parse_query, stats
+from crewline.observe.reports import parse_query, prepare, stats
 from crewline.store import Database, open_database
 
 from ._seed import A_LATENCY, B_LATENCY, percentile_cont, seed
@@ -26,6 +26,7 @@ def db(db_url: str) -> Iterator[Database]:
 
 def report(db: Database, since: str = "24h", by: str | None = None) -> dict:
     query = parse_query(since, by, now=NOW)
+    prepare(db, query)  # the hours of the window that have closed read from their rollups
     return db.query(lambda conn: stats(conn, query))
 
 

@@ -34,6 +34,9 @@ def test_stats_tables_and_json(runner: CliRunner) -> None:
     assert "model calls, last 24h" in out and "p/a" in out and "p/b" in out and "$2.0000" in out
     assert "RateLimited" in out and "runs completed: 2" in out and "queued now: mail 1" in out
     assert "reviews pending: 1" in out and "memory searches: 4, with a hit 75.0%" in out
+    assert "histograms" not in out
+    week = runner.invoke(main, ["stats", "--since", "7d"]).output
+    assert "percentiles from hourly histograms, within 1%" in week and "$7.0000" in week
     data = json.loads(runner.invoke(main, ["stats", "--since", "7d", "--by", "workflow", "--json"]).output)
     assert {g["workflow"]: g["calls"] for g in data["groups"]} == {"-": 1, "digest": 10, "triage": 100}
 

@@ -10,6 +10,14 @@ from tests.observe._seed import seed
 from .conftest import Api
 
 
+def db_hours(api: Api) -> int:
+    db = Database(api.app.settings.database_url)
+    try:
+        return int(db.query(lambda conn: conn.scalar("SELECT COUNT(*) FROM model_call_hours")))
+    finally:
+        db.close()
+
+
 def test_stats_report_bad_input_and_scope(api: Api) -> None:
     db = Database(api.app.settings.database_url)
     try:
@@ -21,7 +29,11 @@ def test_stats_report_bad_input_and_scope(api: Api) -> None:
     by_model = {g["model"]: g for g in data["groups"]}
     assert by_model["p/a"]["latency_ms"] == {"p50": 50.5, "p95": 95.05, "p99": 99.01}
     assert data["runs"]["queue_depth"] == {"mail": 1} and data["retrieval"]["hit_rate"] == 0.75
-    assert api.http.get("/api/v1/stats", params={"since": "4d"}).json()["calls"]["calls"] == 111
+    long = api.http.get("/api/v1/stats", params={"since": "4d"}).json()
+    assert long["calls"]["calls"] == 111 and long["percentiles"] == "histogram"
+    assert data["percentiles"] == "exact" and data["distinct_runs"] == "exact"
+    hours = db_hours(api)
+    assert hours > 0  # the report rolled up the closed hours of its window
     bad = api.http.get("/api/v1/stats", params={"since": "nonsense"})
     assert bad.status_code == 422
     assert "since 'nonsense' is not a time span" in bad.json()["error"]["message"]

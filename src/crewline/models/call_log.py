@@ -1,35 +1,65 @@
-"""The record of every model call: who asked, what answered, what it cost, how long it took.
+"""The record of every model call: who asked, what answered, what it cost, how long it took; and its
+hourly rollups, which the reports read instead of every call.
 
 One ``model_calls`` row per logical call (a cache hit, a completion after its retries and fallbacks, a
 failure), written in the same transaction that settles the call's budget. Request and response payloads
 go through :func:`crewline.store.payloads.store_payload`: small ones inline, large ones as
-content-addressed blobs that retention can drop. The reports over the calls (totals, latency
-percentiles, error classes per model, workflow, key, day or hour) are computed here, in SQL.
+content-addressed blobs that retention can drop.
+
+Reports over long windows cannot sort every call of a month for a percentile, so closed hours are rolled
+up, as a metrics system does, into ``model_call_rollups``: per hour and per dimension value (all calls,
+model, workflow, key), the sums and counts, errors per class, latency and time-to-first-token histograms
+and a sketch of the distinct runs (see :mod:`crewline.models.call_figures`). Writing a call costs nothing
+more: rollups are made from the raw rows afterwards, by the workers every minute (:func:`keep_rolled_up`)
+and by a report for the hours it needs that are still missing. An hour is rolled up once it closed
+:data:`SETTLE_S` ago (the meter writes records in batches, a stream is recorded when it ends but keyed by
+when it started); a record that still arrives later is found by id and its hour rolled up again. A
+rollup is never rebuilt from fewer records than it holds, so it outlives the deletion of raw rows. A
+report reads the rolled-up hours of its window from the rollups and the rest (the partial first hour,
+the hours not rolled up yet) from the raw rows.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
+from ..errors import DatabaseUnavailable
 from ..observe.events import ModelCallEvent
-from ..store import Conn
+from ..store import Conn, Database
 from ..store.dialects import Percentiles
 from ..store.payloads import dump, store_payload
+from .call_figures import CallFigures, CallRows, Histogram, RunSketch, group_figures
 from .types import Usage
 
 __all__ = [
     "CALL_GROUPS",
+    "SETTLE_S",
     "CallRecord",
-    "call_error_classes",
+    "CallWindow",
+    "GroupFigures",
+    "Rolled",
     "call_percentiles",
-    "call_totals",
+    "call_window",
     "insert_record",
+    "keep_rolled_up",
     "model_call_event",
     "prune_payloads",
+    "roll_up",
 ]
+
+log = logging.getLogger("crewline.models")
+HOUR = 3600
+SETTLE_S = 300.0  # an hour is rolled up once it closed this long ago
+_ID_LAG_S = 60.0
+ROLLUP_DIMS = ("", "model", "workflow", "key")
 
 # A key with a daily budget is recorded under its day's ledger scope, ``<id>@<YYYY-MM-DD>``: one key.
 _KEY_ID = (
@@ -171,18 +201,6 @@ def _group(conn: Conn, by: str) -> str:
     return conn.dialect.time_bucket("started_at", _BUCKETS[by]) if by in _BUCKETS else CALL_GROUPS[by]
 
 
-def call_totals(conn: Conn, by: str, since: float) -> list[tuple[Any, ...]]:
-    """Per group (``by`` one of :data:`CALL_GROUPS`, ``""`` for all) since ``since``: group, calls, cost,
-    errors, calls retried, cache hits, unpriced calls, cost of calls made by runs, runs."""
-    return conn.all(
-        f"SELECT {_group(conn, by)} AS g, COUNT(*), SUM(cost), SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END), "
-        "SUM(CASE WHEN attempts > 1 THEN 1 ELSE 0 END), SUM(cache_hit), "
-        "SUM(CASE WHEN price_known = 0 THEN 1 ELSE 0 END), SUM(CASE WHEN run_id IS NULL THEN 0 ELSE cost END), "
-        "COUNT(DISTINCT run_id) FROM model_calls WHERE started_at >= ? GROUP BY g ORDER BY g",
-        (since,),
-    )
-
-
 def call_percentiles(conn: Conn, by: str, since: float) -> dict[Any, tuple[float | None, ...]]:
     """Per group: latency p50, p95, p99 and time to first token p50, p95 (milliseconds; interpolated)."""
     latency = _percentiles(conn, by, since, "latency_ms", (0.5, 0.95, 0.99))
@@ -198,11 +216,324 @@ def _percentiles(
     return {r[0]: tuple(None if v is None else float(v) for v in r[1:]) for r in rows}
 
 
-def call_error_classes(conn: Conn, by: str, since: float) -> list[tuple[Any, str, int]]:
-    """Per group and error class since ``since``: how many calls failed with it."""
+def _exact_runs(conn: Conn, by: str, since: float) -> dict[Any, int]:
     rows = conn.all(
-        f"SELECT {_group(conn, by)} AS g, COALESCE(error_class, 'unknown'), COUNT(*) FROM model_calls "
-        "WHERE started_at >= ? AND status = 'error' GROUP BY g, error_class ORDER BY g, error_class",
+        f"SELECT {_group(conn, by)} AS g, COUNT(DISTINCT run_id) FROM model_calls WHERE started_at >= ? GROUP BY g",
         (since,),
     )
-    return [(g, str(c), int(n)) for g, c, n in rows]
+    return {g: int(n) for g, n in rows}
+
+
+# -- the window a report reads: rollups for the hours they cover, raw rows around them ----------------
+
+
+@dataclass(frozen=True)
+class CallWindow:
+    """The calls from ``since`` on, grouped ``by`` one of :data:`CALL_GROUPS` (``""``: all together).
+    ``exact``: percentiles and run counts from the raw rows (short windows); else from the rollups."""
+
+    since: float
+    by: str = ""
+    exact: bool = True
+    rollups: bool = True  # False: read only raw rows, as before there were rollups
+
+
+@dataclass(frozen=True)
+class GroupFigures:
+    figures: CallFigures
+    latency: tuple[float | None, ...]  # p50, p95, p99 in milliseconds
+    ttft: tuple[float | None, ...]  # p50, p95
+    runs: int
+
+
+def call_window(conn: Conn, window: CallWindow) -> dict[Any, GroupFigures]:
+    """The figures per group of the calls in ``window``: the rolled-up hours inside it read from the
+    rollups, everything else (its partial first hour, the hours not rolled up yet) from the raw rows."""
+    by, shapes = window.by, not window.exact
+    parts: dict[Any, list[CallFigures]] = {}
+    spans: list[tuple[int, int]] = []
+    if window.rollups:
+        # The hours first, and only theirs read: one rolled up meanwhile is read raw, not twice.
+        first = _ceil_hour(window.since)
+        spans = _spans(conn.all("SELECT hour FROM model_call_hours WHERE hour >= ? ORDER BY hour", (first,)))
+        for key, figures in _rolled_figures(conn, by, spans, shapes).items():
+            parts.setdefault(key, []).append(figures)
+    for key, figures in _raw_figures(conn, _group(conn, by), _raw_ranges(window.since, spans)).items():
+        parts.setdefault(key, []).append(figures)
+    merged = {key: CallFigures.merged(p, shapes) for key, p in sorted(parts.items())}
+    if shapes:
+        return {
+            key: GroupFigures(
+                f, f.latency.percentiles(_LATENCY), f.ttft.percentiles(_TTFT), f.runs.estimate()
+            )
+            for key, f in merged.items()
+        }
+    pct, runs = call_percentiles(conn, by, window.since), _exact_runs(conn, by, window.since)
+    return {
+        key: GroupFigures(f, pct.get(key, (None,) * 5)[:3], pct.get(key, (None,) * 5)[3:], runs.get(key, 0))
+        for key, f in merged.items()
+    }
+
+
+_LATENCY = (0.5, 0.95, 0.99)
+_TTFT = (0.5, 0.95)
+_SUMS = ("calls", "cost", "errors", "retried", "cache_hits", "unpriced", "run_cost")
+_ROLLUP_KEYS = {"hour": "hour", "day": "(hour / 86400) * 86400"}
+
+
+def _spans(hours: list[tuple[Any, ...]]) -> list[tuple[int, int]]:
+    """Consecutive hours as ``[start, end)`` spans."""
+    spans: list[tuple[int, int]] = []
+    for (hour,) in hours:
+        if spans and spans[-1][1] == int(hour):
+            spans[-1] = (spans[-1][0], int(hour) + HOUR)
+        else:
+            spans.append((int(hour), int(hour) + HOUR))
+    return spans
+
+
+def _rolled_figures(
+    conn: Conn, by: str, spans: list[tuple[int, int]], shapes: bool
+) -> dict[Any, CallFigures]:
+    """The rollups of the hours in ``spans``, added up per group in SQL; histograms and sketches merged
+    here, each group's in one go."""
+    if not spans:
+        return {}
+    key = _ROLLUP_KEYS.get(by, "value")
+    where = "dim = ? AND (" + " OR ".join("(hour >= ? AND hour < ?)" for _ in spans) + ")"
+    params = ("" if by in _BUCKETS else by, *(bound for span in spans for bound in span))
+    sums = ", ".join(f"SUM({name})" for name in _SUMS)
+    out: dict[Any, CallFigures] = {}
+    for g, calls, cost, *counts, run_cost in conn.all(
+        f"SELECT {key} AS g, {sums} FROM model_call_rollups WHERE {where} GROUP BY g", params
+    ):
+        errors, retried, cache_hits, unpriced = (int(n) for n in counts)
+        out[g] = CallFigures(int(calls), float(cost), errors, retried, cache_hits, unpriced, float(run_cost))
+    for g, error_class, n in conn.all(
+        f"SELECT {key} AS g, error_class, SUM(calls) FROM model_call_rollup_errors WHERE {where} "
+        "GROUP BY g, error_class",
+        params,
+    ):
+        if g in out:
+            out[g].errors_by_class[str(error_class)] = int(n)
+    if shapes:
+        blobs: dict[Any, tuple[list[bytes], list[bytes], list[bytes]]] = {g: ([], [], []) for g in out}
+        for g, latency, ttft, runs in conn.all(
+            f"SELECT {key}, latency, ttft, runs FROM model_call_rollups WHERE {where}", params
+        ):
+            if g in blobs:
+                for kept, blob in zip(blobs[g], (latency, ttft, runs), strict=True):
+                    kept.append(bytes(blob))
+        for g, (latency, ttft, runs) in blobs.items():
+            out[g].latency = Histogram.from_bytes(b"".join(latency))
+            out[g].ttft = Histogram.from_bytes(b"".join(ttft))
+            out[g].runs = RunSketch.from_bytes(b"".join(runs))
+    return out
+
+
+def _raw_ranges(since: float, spans: list[tuple[int, int]]) -> list[tuple[float, float | None]]:
+    """``[since, ∞)`` less the rolled-up ``spans``; the last range stays open, as the raw report's was."""
+    ranges: list[tuple[float, float | None]] = []
+    cursor = since
+    for start, end in spans:
+        if start > cursor:
+            ranges.append((cursor, float(start)))
+        cursor = max(cursor, float(end))
+    return [*ranges, (cursor, None)]
+
+
+_RAW_FIGURES = "run_id, status, error_class, cost, price_known, cache_hit, attempts, latency_ms, ttft_ms"
+
+
+def _raw_figures(conn: Conn, label: str, ranges: list[tuple[float, float | None]]) -> dict[Any, CallFigures]:
+    rows: list[tuple[Any, ...]] = []
+    for low, high in ranges:
+        where, params = ("started_at >= ?", (low,)) if high is None else _hour_range(low, high)
+        rows += conn.all(f"SELECT {label}, {_RAW_FIGURES} FROM model_calls WHERE {where}", params)
+    if not rows:
+        return {}
+    return group_figures(CallRows.of([r[1:] for r in rows]), [r[0] for r in rows])
+
+
+def _hour_range(low: float, high: float) -> tuple[str, tuple[float, float]]:
+    return "started_at >= ? AND started_at < ?", (low, high)
+
+
+def _ceil_hour(at: float) -> int:
+    return math.ceil(at / HOUR) * HOUR
+
+
+def _floor_hour(at: float) -> int:
+    return math.floor(at / HOUR) * HOUR
+
+
+# -- rolling up ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rolled:
+    written: int  # hours rolled up (or rolled up again) by this call
+    left: int  # hours still to do, beyond the ``limit``
+
+
+@dataclass(frozen=True)
+class _Plan:
+    hours: list[int]  # records written late into these first, then those never rolled up
+    state: tuple[int, int, float]  # checked_id, seen_id, seen_at to store once they are done
+
+
+def roll_up(
+    db: Database, since: float | None = None, *, now: float | None = None, limit: int | None = None
+) -> Rolled:
+    """Roll up every hour from ``since`` (default: the first call's) that closed more than
+    :data:`SETTLE_S` ago and has no rollup, and roll up again the hours call records were written into
+    after their rollup. Each batch of hours is computed from a read and written in a short transaction,
+    so the call log's writers are never held up; two processes doing it at once write each hour once."""
+    now = time.time() if now is None else now
+    plan = db.query(lambda conn: _plan(conn, since, _floor_hour(now - SETTLE_S), now))
+    hours = plan.hours if limit is None else plan.hours[:limit]
+    written = 0
+    for chunk in _chunks(hours):
+        computed = db.query(partial(_compute, hours=chunk))
+        written += db.run(partial(_save, computed=computed, now=now))
+    if len(hours) == len(plan.hours):
+        db.run(lambda conn: _advance(conn, plan.state))
+    return Rolled(written, len(plan.hours) - len(hours))
+
+
+async def keep_rolled_up(db: Database, stopping: asyncio.Event, every: float = 60.0) -> None:
+    """A worker chore: roll up what has closed, a day of hours at a time, until ``stopping`` is set."""
+    while not stopping.is_set():
+        left = 0
+        try:
+            left = (await asyncio.to_thread(roll_up, db, limit=24)).left
+        except DatabaseUnavailable as e:
+            log.warning("call rollups: cannot reach the database: %s", e)
+        except Exception:
+            log.exception("call rollups failed")
+        if not left:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), every)
+
+
+def _plan(conn: Conn, since: float | None, ready: int, now: float) -> _Plan:
+    late, state = _late_hours(conn, now)
+    if since is None:
+        first_call = conn.scalar("SELECT MIN(started_at) FROM model_calls")
+        if first_call is None:
+            return _Plan(late, state)
+        start = _floor_hour(float(first_call))
+    else:
+        start = _ceil_hour(since)
+    marked = {
+        int(h)
+        for (h,) in conn.all("SELECT hour FROM model_call_hours WHERE hour >= ? AND hour < ?", (start, ready))
+    }
+    missing = [h for h in range(start, ready, HOUR) if h not in marked and h not in late]
+    return _Plan(late + missing, state)
+
+
+def _late_hours(conn: Conn, now: float) -> tuple[list[int], tuple[int, int, float]]:
+    """Rolled-up hours that have more call records now than when they were rolled up.
+
+    Only the records added since the last check are read (by id). On PostgreSQL ids are taken before
+    commit, so a record can become visible after a higher id: the check starts from the highest id seen
+    at least :data:`_ID_LAG_S` ago, which a transaction writing call records never outlasts."""
+    top = int(conn.scalar("SELECT MAX(id) FROM model_calls") or 0)
+    row = conn.one("SELECT checked_id, seen_id, seen_at FROM model_call_rollup_state WHERE id = 1")
+    if row is None:
+        return [], (top, top, now)
+    checked, seen, seen_at = int(row[0]), int(row[1]), float(row[2])
+    state = (seen, top, now) if seen_at <= now - _ID_LAG_S else (checked, seen, seen_at)
+    bucket = conn.dialect.time_bucket("started_at", HOUR)
+    touched = conn.all(f"SELECT DISTINCT {bucket} FROM model_calls WHERE id > ?", (checked,))
+    late = []
+    for (hour,) in touched:
+        rolled = conn.scalar("SELECT calls FROM model_call_hours WHERE hour = ?", (int(hour),))
+        where, params = _hour_range(int(hour), int(hour) + HOUR)
+        if rolled is not None and int(
+            conn.scalar(f"SELECT COUNT(*) FROM model_calls WHERE {where}", params)
+        ) > int(rolled):
+            late.append(int(hour))
+    return sorted(late), state
+
+
+def _chunks(hours: list[int]) -> list[list[int]]:
+    """Runs of consecutive hours, at most a day each: one read and one short write per run."""
+    out: list[list[int]] = []
+    for hour in hours:
+        if out and hour == out[-1][-1] + HOUR and len(out[-1]) < 24:
+            out[-1].append(hour)
+        else:
+            out.append([hour])
+    return out
+
+
+_HourFigures = dict[int, tuple[int, list[tuple[str, str, CallFigures]]]]
+
+
+def _compute(conn: Conn, hours: list[int]) -> _HourFigures:
+    labels = ", ".join(CALL_GROUPS[d] for d in ROLLUP_DIMS[1:])
+    where, params = _hour_range(hours[0], hours[-1] + HOUR)
+    rows = conn.all(
+        f"SELECT {conn.dialect.time_bucket('started_at', HOUR)}, {labels}, {_RAW_FIGURES} "
+        f"FROM model_calls WHERE {where}",
+        params,
+    )
+    by_hour: dict[int, list[tuple[Any, ...]]] = {h: [] for h in hours}
+    for r in rows:
+        by_hour[int(r[0])].append(r)
+    out: _HourFigures = {}
+    for hour, mine in by_hour.items():
+        figures = CallRows.of([r[4:] for r in mine])
+        groups: list[tuple[str, str, CallFigures]] = []
+        for i, dim in enumerate(ROLLUP_DIMS):
+            labelled = group_figures(figures, [r[i] if i else "" for r in mine])
+            groups += [(dim, str(value), f) for value, f in labelled.items()]
+        out[hour] = (len(mine), groups)
+    return out
+
+
+def _save(conn: Conn, computed: _HourFigures, now: float) -> int:
+    """Write each hour unless it is already there from as many records or more (another process, or
+    raw records since deleted: a rollup never shrinks)."""
+    conn.lock_key("crewline-call-rollups")
+    written = 0
+    for hour, (calls, groups) in computed.items():
+        rolled = conn.scalar("SELECT calls FROM model_call_hours WHERE hour = ?", (hour,))
+        if rolled is not None and int(rolled) >= calls:
+            continue
+        conn.execute("DELETE FROM model_call_rollups WHERE hour = ?", (hour,))
+        conn.execute(
+            "INSERT INTO model_call_hours (hour, calls, rolled_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (hour) DO UPDATE SET calls = excluded.calls, rolled_at = excluded.rolled_at",
+            (hour, calls, now),
+        )
+        conn.execute("DELETE FROM model_call_rollup_errors WHERE hour = ?", (hour,))
+        for dim, value, f in groups:
+            conn.defer(
+                f"INSERT INTO model_call_rollups (hour, dim, value, {', '.join(_SUMS)}, latency, ttft, runs) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (hour, dim, value, *_sums(f), f.latency.to_bytes(), f.ttft.to_bytes(), f.runs.to_bytes()),
+            )
+            for error_class, n in f.errors_by_class.items():
+                conn.defer(
+                    "INSERT INTO model_call_rollup_errors (hour, dim, value, error_class, calls) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (hour, dim, value, error_class, n),
+                )
+        written += 1
+    return written
+
+
+def _sums(f: CallFigures) -> tuple[Any, ...]:
+    return (f.calls, f.cost, f.errors, f.retried, f.cache_hits, f.unpriced, f.run_cost)
+
+
+def _advance(conn: Conn, state: tuple[int, int, float]) -> None:
+    conn.execute(
+        "INSERT INTO model_call_rollup_state (id, checked_id, seen_id, seen_at) VALUES (1, ?, ?, ?) "
+        "ON CONFLICT (id) DO UPDATE SET checked_id = excluded.checked_id, seen_id = excluded.seen_id, "
+        "seen_at = excluded.seen_at WHERE model_call_rollup_state.seen_at < excluded.seen_at",
+        state,
+    )

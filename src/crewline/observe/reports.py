@@ -1,8 +1,9 @@
 """What the AI did over a window of time, what it cost, what failed and why, and how long people took:
 the report behind ``crewline stats`` and ``GET /api/v1/stats``.
 
-Everything is computed in SQL, on SQLite and PostgreSQL alike, by the owners of the tables read
-(:mod:`crewline.models.call_log` for model calls, :mod:`crewline.flows.records` for runs,
+Everything is computed from the database, on SQLite and PostgreSQL alike, by the owners of the tables
+read (:mod:`crewline.models.call_log` for model calls, from its hourly rollups and the raw calls around
+them: :func:`prepare` rolls up what the window still lacks; :mod:`crewline.flows.records` for runs,
 :mod:`crewline.flows.review` for reviews, :mod:`crewline.memory.retrieval` for the search log), so the
 numbers are those of every process sharing the database, not of one process's counters. This module only
 validates the query and shapes the rows.
@@ -20,13 +21,15 @@ from ..errors import ConfigError, InvalidInput
 from ..flows.records import run_counts
 from ..flows.review import review_times
 from ..memory.retrieval import search_totals
-from ..models.call_log import call_error_classes, call_percentiles, call_totals
-from ..store import Conn
+from ..models.call_figures import CallFigures
+from ..models.call_log import CallWindow, GroupFigures, call_window, roll_up
+from ..store import Conn, Database
 
-__all__ = ["BY", "DEFAULT_SINCE", "StatsQuery", "parse_query", "stats"]
+__all__ = ["BY", "DEFAULT_SINCE", "EXACT_UP_TO_S", "StatsQuery", "parse_query", "prepare", "stats"]
 
 BY: tuple[str, ...] = ("model", "workflow", "key", "day", "hour")
 DEFAULT_SINCE = "24h"
+EXACT_UP_TO_S = 86400.0  # longer windows take percentiles from the hourly histograms
 _LONGEST = 366 * 86400.0
 
 
@@ -37,10 +40,15 @@ class StatsQuery:
     since_s: float
     by: str | None = None
     now: float = field(default_factory=time.time)
+    rollups: bool = True  # False: every figure from the raw rows (to compare, in bench/observe.py)
 
     @property
     def start(self) -> float:
         return self.now - self.since_s
+
+    @property
+    def exact(self) -> bool:
+        return self.since_s <= EXACT_UP_TO_S or not self.rollups
 
 
 def parse_query(since: str | None, by: str | None, *, now: float | None = None) -> StatsQuery:
@@ -60,18 +68,26 @@ def parse_query(since: str | None, by: str | None, *, now: float | None = None) 
     return StatsQuery(seconds, by, time.time() if now is None else now)
 
 
+def prepare(db: Database, query: StatsQuery) -> None:
+    """Roll up the closed hours of the query's window still missing (once; later reports find them)."""
+    if query.rollups:
+        roll_up(db, query.start, now=query.now)
+
+
 def stats(conn: Conn, query: StatsQuery) -> dict[str, Any]:
-    """The whole report as plain JSON-ready values."""
+    """The whole report as plain JSON-ready values; :func:`prepare` first makes long windows fast."""
     start = query.start
     out: dict[str, Any] = {
         "since": start,
         "until": query.now,
         "by": query.by,
-        "calls": _calls(conn, "", start).get("", _summary((None, 0, 0, 0, 0, 0, 0, 0, 0), (), {})),
+        "percentiles": "exact" if query.exact else "histogram",
+        "distinct_runs": "exact" if query.exact else "estimate",
+        "calls": _calls(conn, query, "").get("", _summary(GroupFigures(CallFigures(), (), (), 0))),
     }
     if query.by is not None:
         out["groups"] = [
-            {query.by: _label(query.by, g), **row} for g, row in _calls(conn, query.by, start).items()
+            {query.by: _label(query.by, g), **row} for g, row in _calls(conn, query, query.by).items()
         ]
     out["runs"] = _runs(conn, query)
     out["reviews"] = asdict(review_times(conn, start, query.now))
@@ -79,35 +95,31 @@ def stats(conn: Conn, query: StatsQuery) -> dict[str, Any]:
     return out
 
 
-def _calls(conn: Conn, by: str, start: float) -> dict[Any, dict[str, Any]]:
-    percentiles = call_percentiles(conn, by, start)
-    errors: dict[Any, dict[str, int]] = {}
-    for g, error_class, n in call_error_classes(conn, by, start):
-        errors.setdefault(g, {})[error_class] = n
-    return {
-        r[0]: _summary(r, percentiles.get(r[0], ()), errors.get(r[0], {}))
-        for r in call_totals(conn, by, start)
-    }
+def _calls(conn: Conn, query: StatsQuery, by: str) -> dict[Any, dict[str, Any]]:
+    window = CallWindow(query.start, by, query.exact, query.rollups)
+    return {g: _summary(f) for g, f in call_window(conn, window).items()}
 
 
-def _summary(row: tuple[Any, ...], pct: tuple[float | None, ...], errors: dict[str, int]) -> dict[str, Any]:
-    _, calls, cost, failed, retried, cache_hits, unpriced, run_cost, runs = row
-    calls, runs = int(calls), int(runs or 0)
-    p = (*pct, None, None, None, None, None)[:5]
+def _summary(group: GroupFigures) -> dict[str, Any]:
+    f, calls, runs = group.figures, group.figures.calls, group.runs
+    lat = (*group.latency, None, None, None)
+    ttft = (*group.ttft, None, None)
     return {
         "calls": calls,
-        "cost": _round(cost),
-        "cost_per_call": _round(float(cost or 0) / calls) if calls else None,
+        "cost": _round(f.cost),
+        "cost_per_call": _round(f.cost / calls) if calls else None,
         "runs": runs,
-        "cost_per_run": _round(float(run_cost or 0) / runs) if runs else None,
-        "unpriced_calls": int(unpriced or 0),
-        "errors": int(failed or 0),
-        "error_rate": _rate(failed, calls),
-        "errors_by_class": {c: {"calls": n, "rate": _rate(n, calls)} for c, n in sorted(errors.items())},
-        "retry_rate": _rate(retried, calls),
-        "cache_hit_rate": _rate(cache_hits, calls),
-        "latency_ms": {"p50": _ms(p[0]), "p95": _ms(p[1]), "p99": _ms(p[2])},
-        "ttft_ms": {"p50": _ms(p[3]), "p95": _ms(p[4])},
+        "cost_per_run": _round(f.run_cost / runs) if runs else None,
+        "unpriced_calls": f.unpriced,
+        "errors": f.errors,
+        "error_rate": _rate(f.errors, calls),
+        "errors_by_class": {
+            c: {"calls": n, "rate": _rate(n, calls)} for c, n in sorted(f.errors_by_class.items())
+        },
+        "retry_rate": _rate(f.retried, calls),
+        "cache_hit_rate": _rate(f.cache_hits, calls),
+        "latency_ms": {"p50": _ms(lat[0]), "p95": _ms(lat[1]), "p99": _ms(lat[2])},
+        "ttft_ms": {"p50": _ms(ttft[0]), "p95": _ms(ttft[1])},
     }
 
 

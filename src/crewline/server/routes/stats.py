@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from ...observe.reports import BY, DEFAULT_SINCE, parse_query, stats
+from ...observe.reports import BY, DEFAULT_SINCE, parse_query, prepare, stats
 from ..auth import require
 from ..keys import ApiKey
 from ..state import state_of
@@ -32,4 +33,6 @@ async def get_stats(
     _: ApiKey = Depends(require("read spend")),
 ) -> dict[str, Any]:
     query = parse_query(since, by)
-    return await state_of(request).app.db.read(lambda conn: stats(conn, query))
+    db = state_of(request).app.db
+    await asyncio.to_thread(prepare, db, query)
+    return await db.read(lambda conn: stats(conn, query))

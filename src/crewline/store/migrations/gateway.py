@@ -86,4 +86,48 @@ MIGRATIONS: tuple[Migration, ...] = (
             "DROP INDEX model_calls_started",
         ),
     ),
+    Migration(
+        3,
+        "hourly rollups of model calls",
+        (
+            # One row per closed hour rolled up (its call count tells a late record apart), the figures
+            # and errors per class per dimension value (dim '' for all calls, model, workflow, key), and
+            # how far the call log has been checked for records written late into rolled-up hours.
+            """CREATE TABLE model_call_hours (
+                hour BIGINT PRIMARY KEY,
+                calls BIGINT NOT NULL,
+                rolled_at {real} NOT NULL
+            )""",
+            """CREATE TABLE model_call_rollups (
+                hour BIGINT NOT NULL,
+                dim TEXT NOT NULL,
+                value TEXT NOT NULL,
+                calls BIGINT NOT NULL,
+                cost {real} NOT NULL,
+                errors BIGINT NOT NULL,
+                retried BIGINT NOT NULL,
+                cache_hits BIGINT NOT NULL,
+                unpriced BIGINT NOT NULL,
+                run_cost {real} NOT NULL,
+                latency {blob} NOT NULL,
+                ttft {blob} NOT NULL,
+                runs {blob} NOT NULL,
+                PRIMARY KEY (hour, dim, value)
+            )""",
+            """CREATE TABLE model_call_rollup_errors (
+                hour BIGINT NOT NULL,
+                dim TEXT NOT NULL,
+                value TEXT NOT NULL,
+                error_class TEXT NOT NULL,
+                calls BIGINT NOT NULL,
+                PRIMARY KEY (hour, dim, value, error_class)
+            )""",
+            """CREATE TABLE model_call_rollup_state (
+                id INTEGER PRIMARY KEY,
+                checked_id BIGINT NOT NULL,
+                seen_id BIGINT NOT NULL,
+                seen_at {real} NOT NULL
+            )""",
+        ),
+    ),
 )
