@@ -18,10 +18,11 @@ from pydantic import BaseModel
 from crewline import App, Context, Settings
 from crewline.flows.prompts import sync_prompts
 from crewline.models import Gateway, ModelsConfig
-from crewline.testing import FakeProvider
+from crewline.testing import FakeProvider, ScriptedModel
 
 from .flows._drive import drive
 from .flows.test_ai_steps import models_table
+from .flows.test_context_window import WINDOW, email_thread, models_config
 from .test_cli import cli  # noqa: F401  (the fixture)
 
 
@@ -257,3 +258,23 @@ async def test_fork_set_changes_what_the_fork_calls_and_diff_shows_where(  # typ
     assert "-  filed as Dear customer, it is on its way." in diff and "+  filed as Shipped." in diff
     wrong = cli("runs", "fork", rid, "--from", "1", "--set", "temperature=2", check=2).stderr
     assert "only model= and prompt= can vary in a fork" in wrong
+
+
+async def test_show_step_says_what_was_cut_to_fit_the_window(sqlite_url: str, cli) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    app = App(settings=Settings().with_(database_url=sqlite_url))
+    app.engine.models = Gateway.for_testing(ScriptedModel("ok"), app.db, config=models_config())
+    thread = email_thread(200_000)
+
+    @app.workflow()
+    async def triage(ctx: Context) -> Any:
+        return await ctx.llm(messages=thread)
+
+    rid = await app.start(triage)
+    assert (await drive(app, rid)).status == "completed"
+    await app.aclose()
+    shown = cli("runs", "show", rid, "--step", "1").stdout
+    cut = next(line for line in shown.splitlines() if line.startswith("cut "))
+    assert cut.startswith("cut       truncate: ") and "from message 1 (user)" in cut
+    assert f"to fit a window of {WINDOW} tokens" in cut
+    detail = json.loads(cli("runs", "show", rid, "--step", "1", "--json").stdout)
+    assert f"{detail['output']['cut']['chars_cut']} characters" in cut

@@ -39,7 +39,7 @@ from .flows.records import (
 from .memory import MemoryStore
 from .models import Gateway
 from .models.call_log import CallRecord, keep_rolled_up, model_call_event
-from .models.config import ModelsConfig
+from .models.config import ModelsConfig, Overflow
 from .models.ledger import BudgetAlert
 from .observe.alert_config import AlertsConfig
 from .observe.alerts import Alerting
@@ -96,12 +96,15 @@ class App:
         budget: str | float | None = None,
         daily_budget: str | float | None = None,
         on_budget: str = "fail",
+        overflow: Overflow | None = None,
     ) -> Callable[[F], Workflow]:
         """Register an ``async def wf(ctx[, input])`` as a workflow.
 
         ``schedule`` is a UTC cron expression. ``budget`` ("$0.50/run") caps each run's model spend and
         ``daily_budget`` ("$5") the workflow's per day; ``on_budget`` says what a call that would exceed
         one does: ``fail``, ``degrade`` (next cheaper tier) or ``pause`` (wait in the review queue).
+        ``overflow`` is what its model calls do with a request over the model's context window:
+        ``truncate``, ``summarize`` or ``fail`` (default: ``[models] overflow``, itself ``truncate``).
         """
 
         def register(fn: F) -> Workflow:
@@ -115,6 +118,7 @@ class App:
                 budget=budget,
                 daily_budget=daily_budget,
                 on_budget=on_budget,
+                overflow=overflow,
             )
             if wf.name in self._workflows and self._workflows[wf.name].fn is not fn:
                 raise InvalidInput(f"two workflows are named {wf.name!r}; give one a name= of its own")

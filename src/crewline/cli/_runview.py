@@ -114,7 +114,23 @@ def _model_lines(step: StepRecord, usage: dict[str, Any] | None) -> list[str]:
     if usage:
         lines.append(f"tokens    {usage['input_tokens']} in, {usage['output_tokens']} out")
         lines.append(f"cost      {money(usage)}")
+    if isinstance(record.get("cut"), dict):
+        lines.append(f"cut       {_cut_line(record['cut'])}")
     return lines
+
+
+def _cut_line(cut: dict[str, Any]) -> str:
+    """What fitting the request into the window took out (the whole record is in the output below)."""
+    parts = [
+        f"{m['chars_cut']} characters (~{m['tokens_cut']} tokens) from message {m['index'] + 1} ({m['role']})"
+        for m in cut.get("messages", [])
+    ]
+    if cut.get("memory_dropped"):
+        parts.append(f"{len(cut['memory_dropped'])} memory hits (lowest scores)")
+    return (
+        f"{cut.get('policy')}: {'; '.join(parts) or 'nothing'} to fit a window of {cut.get('window')} tokens "
+        f"(~{cut.get('estimated_tokens_before')} -> ~{cut.get('estimated_tokens_after')})"
+    )
 
 
 def _call_line(c: dict[str, Any]) -> str:

@@ -3,7 +3,9 @@
 A crash mid-agent replays finished turns and tool calls from their records and carries on from the first
 unfinished one. The loop stops with status ``completed`` when the model answers without calling a tool,
 ``max_steps`` when it used its turns, or ``budget`` when its budget (or the run's) is spent: only
-``completed`` is success.
+``completed`` is success. When the conversation nears the model's context window (three quarters of the
+room :func:`.fit.room` leaves), the oldest turns are replaced by a summary from the cheapest tier, itself a
+recorded step (``<name>:compress``), so a replay rebuilds the same conversation.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ActionRejected, InvalidInput, StepError
+from .fit import room
 from .journal import Journal
 from .llm import LlmRequest, ModelCalls
 from .step_call import use_tool
@@ -24,6 +27,11 @@ DEFAULT_INSTRUCTIONS = (
     "You are a careful assistant working for a small business. Use the tools when they help; when you "
     "have what the goal asks for, answer with it and call no tool."
 )
+COMPRESS_PROMPT = (
+    "Below are the earlier turns of an assistant working on a goal with tools. Summarise what was "
+    "learned and done so far, keeping every fact, number and name the goal may need."
+)
+COMPRESS_AT = 0.75  # of the room in the window: past it, the oldest turns are summarised
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,7 @@ async def run_agent(models: ModelCalls, task: AgentTask) -> AgentResult:
     for turn in range(1, max_steps + 1):
         if budget is not None and cost >= budget:
             return AgentResult("budget", text, turn - 1, calls, cost)
+        messages = await _compress(models, task, messages, specs)
         try:
             record = await models.call(
                 f"{task.name}:turn", LlmRequest(task.model, tuple(messages), None, tools=specs)
@@ -86,6 +95,54 @@ async def run_agent(models: ModelCalls, task: AgentTask) -> AgentResult:
             calls += 1
             messages.append(tool_result(call, await _use(models.journal, table, call.name, call.arguments)))
     return AgentResult("max_steps", text, max_steps, calls, cost)
+
+
+async def _compress(
+    models: ModelCalls, task: AgentTask, messages: list[Any], specs: tuple[Any, ...]
+) -> list[Any]:
+    """``messages`` with the oldest turns summarised when they near the window, else as they are."""
+    from ..models import user
+    from ..models.tokens import estimate_messages_tokens
+
+    gateway = models.journal.engine.models
+    window = None if gateway is None else gateway.context_window(task.model)
+    if gateway is None or window is None:
+        return messages
+    limit = room(window, gateway.config.max_tokens)
+    if estimate_messages_tokens(messages, specs) <= COMPRESS_AT * limit:
+        return messages
+    head, groups = messages[:2], _turns(messages[2:])
+    old: list[Any] = []
+    # Keep the latest turn whole; summarise from the oldest until what is left is half the room.
+    while len(groups) > 1 and estimate_messages_tokens([*head, *_flat(groups)], specs) > limit / 2:
+        old.extend(groups.pop(0))
+    if not old:
+        return messages
+    summary = await models.summarize(f"{task.name}:compress", _transcript(old), COMPRESS_PROMPT)
+    return [*head, user(f"Summary of the earlier turns: {summary}"), *_flat(groups)]
+
+
+def _turns(messages: list[Any]) -> list[list[Any]]:
+    """Messages grouped into turns: an assistant message with the tool results that answer it."""
+    groups: list[list[Any]] = []
+    for m in messages:
+        if m.role == "tool" and groups:
+            groups[-1].append(m)
+        else:
+            groups.append([m])
+    return groups
+
+
+def _flat(groups: list[list[Any]]) -> list[Any]:
+    return [m for g in groups for m in g]
+
+
+def _transcript(messages: list[Any]) -> str:
+    lines = []
+    for m in messages:
+        calls = "".join(f" [calls {c.name}({c.arguments})]" for c in m.tool_calls)
+        lines.append(f"{m.role}: {m.text}{calls}")
+    return "\n".join(lines)
 
 
 async def _use(journal: Journal, table: dict[str, Tool], name: str, arguments: dict[str, Any]) -> Any:

@@ -18,6 +18,7 @@ from .agent import AgentResult, AgentTask, run_agent
 from .approvals import Approval, request_approval
 from .definitions import Effect, RetryPolicy, Workflow
 from .engine import Engine, RunSignals
+from .fit import MemoryHit
 from .journal import Journal
 from .llm import LlmCall, LlmRequest, ModelCalls, build_request, output_value, step_name
 from .records import RunRecord, StepRecord
@@ -31,6 +32,7 @@ from .tools import Tool
 
 if TYPE_CHECKING:
     from ..memory.workflow import RunMemory
+    from ..models.config import Overflow
 
 __all__ = ["Context"]
 
@@ -121,6 +123,8 @@ class Context:
         escalate: bool = False,
         name: str | None = None,
         retry: RetryPolicy | None = None,
+        memory: Sequence[MemoryHit] = (),
+        overflow: Overflow | None = None,
     ) -> Any:
         """A durable model call: the reply text, or the validated ``output`` instance.
 
@@ -131,8 +135,26 @@ class Context:
         against the run's and the workflow's budgets (see ``on_budget`` on the workflow). A transient
         failure (provider unavailable, timeout, rate limit) is tried again with ``retry``'s backoff
         (default: 3 attempts) before the step fails.
+
+        ``memory=hits`` (from ``ctx.memory.search``) shows the hits with the messages. A request larger
+        than the model's context window (known with its price) is fitted by ``overflow``: ``truncate``
+        (keep the head and tail of the longest messages), ``summarize`` (put a summary by the cheapest
+        tier, a recorded step of its own, in place of the cut) or ``fail``; default the workflow's, then
+        ``[models] overflow``. Memory hits go first, lowest score first. The step records what was cut.
         """
-        ask = LlmCall(prompt, input, messages, output, model, tools, max_tokens, temperature, escalate)
+        ask = LlmCall(
+            prompt,
+            input,
+            messages,
+            output,
+            model,
+            tools,
+            max_tokens,
+            temperature,
+            escalate,
+            memory,
+            overflow,
+        )
 
         async def request() -> LlmRequest:
             built = await build_request(self._journal, ask)

@@ -21,6 +21,7 @@ from croniter import croniter
 
 from ..config import parse_duration
 from ..errors import ConfigError, CrewlineError, InvalidInput, ModelError
+from ..models.config import OVERFLOW_POLICIES, Overflow
 
 __all__ = ["Effect", "Queue", "RetryPolicy", "Workflow", "adapter_for", "return_adapter"]
 
@@ -77,6 +78,7 @@ class Workflow:
     budget: float | None = None  # USD per run
     daily_budget: float | None = None  # USD per day across the workflow's runs
     on_budget: str = "fail"  # fail | degrade | pause
+    overflow: Overflow | None = None  # a model request over its window; None: [models] overflow
     input_adapter: pydantic.TypeAdapter[Any] | None = field(default=None, repr=False)
     output_adapter: pydantic.TypeAdapter[Any] | None = field(default=None, repr=False)
 
@@ -104,6 +106,10 @@ class Workflow:
             "budget": parse_money(options.get("budget"), "/run"),
             "daily_budget": parse_money(options.get("daily_budget"), "/day"),
         }
+        if options.get("overflow") not in (None, *OVERFLOW_POLICIES):
+            raise ConfigError(
+                f"workflow {fn.__qualname__}: overflow must be {', '.join(OVERFLOW_POLICIES)} or None"
+            )
         if options.get("on_budget", "fail") not in ON_BUDGET:
             raise ConfigError(f"workflow {fn.__qualname__}: on_budget must be fail, degrade or pause")
         wf = cls(

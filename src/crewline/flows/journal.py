@@ -118,6 +118,10 @@ class Journal:
         started = rec.started_at if rec is not None else time.time()
         return Entry(n, name, kind, effect, rec, started, input_json)
 
+    def next_record(self) -> StepRecord | None:
+        """The record of the step :meth:`begin` would number next, if it has one."""
+        return self._steps.get(self._next + 1)
+
     async def _boundary(self) -> None:
         """Cancellation and graceful shutdown take effect here, between steps."""
         if self._signals.cancel:

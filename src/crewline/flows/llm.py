@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import pydantic
@@ -19,12 +19,15 @@ import pydantic_core
 
 from ..errors import BudgetExceeded, ConfigError, CrewlineError, InvalidInput, ModelError, StepError
 from ..models.calls import CallOptions, CompletionRequest
+from ..models.config import Overflow
+from ..models.types import coerce_messages
 from ..observe.model_calls import prompt_for_calls
 from ..store.database import Conn
 from ..store.payloads import dump
 from . import prompts
 from .definitions import DEFAULT_RETRY, RetryPolicy
 from .engine import Suspend
+from .fit import SUMMARY_TOKENS, Cut, FitRequest, MemoryHit, fit, with_memory
 from .journal import Entry, Journal, Outcome
 from .review import NewRequest, count_requests, get_request
 from .states import Park
@@ -33,7 +36,12 @@ from .tools import as_tool
 if TYPE_CHECKING:
     from ..models import Gateway, ModelResponse
 
-__all__ = ["LlmCall", "LlmRequest", "ModelCalls", "reply_record"]
+__all__ = ["SUMMARY_PROMPT", "LlmCall", "LlmRequest", "ModelCalls", "reply_record"]
+
+SUMMARY_PROMPT = (
+    "Summarise the following part of a longer text in a few sentences. Keep names, dates, amounts, "
+    "decisions and open questions; leave out greetings, signatures and quoted repeats."
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,8 @@ class LlmRequest:
     temperature: float | None = None
     escalate: bool = False
     retry: RetryPolicy = DEFAULT_RETRY  # for transient model errors the gateway's own retries did not cure
+    memory: tuple[MemoryHit, ...] = ()  # shown with the messages; dropped lowest score first to fit
+    overflow: Overflow | None = None  # None: the workflow's, else [models] overflow
 
     def input_json(self) -> bytes:
         tools = [getattr(t, "name", None) for t in self.tools]
@@ -67,6 +77,8 @@ class LlmCall:
     max_tokens: int | None = None
     temperature: float | None = None
     escalate: bool = False
+    memory: Sequence[MemoryHit] = ()
+    overflow: Overflow | None = None
 
 
 def reply_record(reply: ModelResponse, prompt: str | None) -> dict[str, Any]:
@@ -106,21 +118,71 @@ class ModelCalls:
         gateway = journal.engine.models
         if gateway is None:
             raise ConfigError("this app has no model gateway: configure [models] in crewline.toml")
+        upcoming = journal.next_record()
+        cut: Cut | None = None
+        if upcoming is None or upcoming.name != name or upcoming.status not in ("done", "failed"):
+            # Fitting may record a summary step first, so it comes before this step is numbered.
+            if not isinstance(request, LlmRequest):
+                request = await request()
+            request, cut = await self._fit(name, gateway, request)
         entry = await journal.begin(name, "llm")
         rec = entry.record
         if rec is not None and entry.finished:
             return _note(journal, entry.n, journal.replay(entry))
-        if not isinstance(request, LlmRequest):
-            request = await request()
+        assert isinstance(request, LlmRequest)
         call = entry.with_input(request.input_json())
         if rec is not None and rec.status == "waiting":
             await _after_pause(journal, call, rec.output["request"])
         await self._ensure_budgets()
         reply = await _complete_within_budget(journal, gateway, call, request)
         record = reply_record(reply, request.prompt)
+        if cut is not None:
+            record["cut"] = cut.record()
         await journal.record(call, Outcome("done", dump(record), None, reply.attempts))
         journal.crash_point("after_step_commit", entry.n)
         return _note(journal, entry.n, record)
+
+    async def _fit(self, name: str, gateway: Gateway, request: LlmRequest) -> tuple[LlmRequest, Cut | None]:
+        """The request within its model's context window, by the overflow policy. A request that cannot be
+        sent (malformed, an unknown model, refused by the policy) fails the step, as a refused call does."""
+
+        async def summarize(text: str) -> str:
+            return await self.summarize(f"{name}:summarize", text, SUMMARY_PROMPT)
+
+        try:
+            messages = coerce_messages(list(request.messages)) if request.messages else ()
+            window = gateway.context_window(request.model)
+            if window is None:  # nothing known to fit it to: sent as asked, the provider is the judge
+                return replace(request, messages=with_memory(messages, request.memory), memory=()), None
+            asked = FitRequest(
+                messages=messages,
+                memory=request.memory,
+                tools=tuple(request.tools),
+                window=window,
+                max_tokens=request.max_tokens or gateway.config.max_tokens,
+                policy=request.overflow or _overflow(self.journal, gateway),
+                model=request.model or str(gateway.config.default),
+            )
+            fitted, cut = await fit(asked, summarize)
+        except (InvalidInput, ModelError) as e:
+            entry = await self.journal.begin(name, "llm")
+            await _fail(self.journal, entry.with_input(request.input_json()), e)
+        return replace(request, messages=fitted, memory=()), cut
+
+    async def summarize(self, name: str, text: str, instructions: str) -> str:
+        """A summary of ``text`` by the cheapest tier, as durable model call ``name`` (cut to fit its window)."""
+        gateway = self.journal.engine.models
+        assert gateway is not None
+        from ..models import system, user
+
+        ask = LlmRequest(
+            gateway.cheapest_tier(),
+            (system(instructions), user(text)),
+            None,
+            max_tokens=SUMMARY_TOKENS,
+            overflow="truncate",
+        )
+        return str((await self.call(name, ask)).get("text") or "")
 
     async def _ensure_budgets(self) -> None:
         """Give the run's scope the workflow's per-run limit and today's workflow scope its daily limit,
@@ -244,6 +306,11 @@ def _note(journal: Journal, n: int, record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def _overflow(journal: Journal, gateway: Gateway) -> Overflow:
+    wf = journal.engine.workflows.get(journal.workflow)
+    return wf.overflow if wf is not None and wf.overflow is not None else gateway.config.overflow
+
+
 def _policy(journal: Journal) -> str:
     wf = journal.engine.workflows.get(journal.workflow)
     return wf.on_budget if wf is not None else "fail"
@@ -276,7 +343,18 @@ async def build_request(journal: Journal, ask: LlmCall) -> LlmRequest:
         raise InvalidInput("ctx.llm needs a prompt= or messages=")
     model = overrides.get("model") or model
     tools = tuple(_model_tool(t) for t in ask.tools or ())
-    return LlmRequest(model, msgs, version, ask.output, tools, ask.max_tokens, ask.temperature, ask.escalate)
+    return LlmRequest(
+        model,
+        msgs,
+        version,
+        ask.output,
+        tools,
+        ask.max_tokens,
+        ask.temperature,
+        ask.escalate,
+        memory=tuple(ask.memory),
+        overflow=ask.overflow,
+    )
 
 
 def step_name(prompt: str | None) -> str:

@@ -5,6 +5,7 @@ default = "cheap"                       # used when a call names no model (defau
 strict_prices = false                   # true: refuse calls to models with no known price
 timeout = "60s"
 max_tokens = 1024                       # default completion budget (also what a reservation assumes)
+overflow = "truncate"                   # a ctx.llm request over the window: truncate | summarize | fail
 output_retries = 1                      # re-asks after a structured output fails validation
 
 [models.aliases]
@@ -40,6 +41,7 @@ key = { alice = 5 }
 [models.prices."east/gpt-4o"]           # USD per million tokens
 input = 2.5
 output = 10
+context = 128000                        # the context window in tokens (ctx.llm keeps requests within it)
 
 [models.cache]  enabled = true, ttl = "1d"
 [models.retry]  attempts = 3, base_delay = "250ms", max_delay = "8s", max_retry_after = "30s"
@@ -51,18 +53,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, cast, get_args
 
 from ..config import did_you_mean, parse_duration
 from ..errors import ConfigError
 
 __all__ = [
     "BUILTIN_PROVIDERS",
+    "OVERFLOW_POLICIES",
     "BreakerConfig",
     "BudgetConfig",
     "CacheConfig",
     "DeploymentConfig",
     "ModelsConfig",
+    "Overflow",
     "ProviderConfig",
     "RetryConfig",
     "Target",
@@ -112,6 +116,10 @@ BUILTIN_PROVIDERS: Mapping[str, ProviderConfig] = {
 }
 
 
+# What ctx.llm does with a request larger than the model's context window (see flows/fit.py).
+Overflow = Literal["truncate", "summarize", "fail"]
+OVERFLOW_POLICIES: tuple[Overflow, ...] = get_args(Overflow)
+
 # The model that needs no key: SmolLM2 served by llama.cpp (the ``crewline[local]`` extra).
 LOCAL_TARGET = "local/smollm2"
 
@@ -125,6 +133,7 @@ _MODELS_KEYS = {
     "budgets",
     "prices",
     "strict_prices",
+    "overflow",
     "cache",
     "retry",
     "breaker",
@@ -204,6 +213,7 @@ class ModelsConfig:
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     timeout: float = 60.0
     max_tokens: int = 1024
+    overflow: Overflow = "truncate"
     output_retries: int = 1
     record_payloads: bool = True
     payload_threshold: int = 4096
@@ -238,6 +248,7 @@ class ModelsConfig:
             breaker=_breaker(_table(raw, "breaker")),
             timeout=_duration(raw, "timeout", 60.0, "models"),
             max_tokens=_positive_int(raw, "max_tokens", 1024, "models"),
+            overflow=_overflow(raw.get("overflow", "truncate"), "[models] overflow"),
             output_retries=_nonneg_int(raw, "output_retries", 1, "models"),
             record_payloads=bool(raw.get("record_payloads", True)),
             payload_threshold=_nonneg_int(raw, "payload_threshold", 4096, "models"),
@@ -461,16 +472,28 @@ def _budgets(t: dict[str, Any]) -> BudgetConfig:
     return BudgetConfig(one("day"), one("month"), one("run"), many("workflow"), many("key"))
 
 
-_PRICE_KEYS = {"input", "output", "cache_read", "cache_write", "reasoning"}
+_PRICE_KEYS = {"input", "output", "cache_read", "cache_write", "reasoning", "context"}
 
 
 def _price(name: str, value: Any) -> dict[str, float]:
     where = f'models.prices."{name}"'
     t = _sub(where, value)
     _no_unknown(where, t, _PRICE_KEYS)
-    if "input" not in t or "output" not in t:
+    priced = {k: v for k, v in t.items() if k != "context"}
+    if priced and ("input" not in t or "output" not in t):
         raise ConfigError(f"[{where}] needs input and output (USD per million tokens)")
-    return {k: _money(f"[{where}] {k}", v) for k, v in t.items()}
+    if not t:
+        raise ConfigError(f"[{where}] needs input and output (USD per million tokens), or a context")
+    entry = {k: _money(f"[{where}] {k}", v) for k, v in priced.items()}
+    if "context" in t:
+        entry["context"] = _positive_int(t, "context", 0, where)
+    return entry
+
+
+def _overflow(value: Any, where: str) -> Overflow:
+    if value not in OVERFLOW_POLICIES:
+        raise ConfigError(f"{where} must be one of {', '.join(OVERFLOW_POLICIES)}, got {value!r}")
+    return cast(Overflow, value)
 
 
 def _cache(t: dict[str, Any]) -> CacheConfig:

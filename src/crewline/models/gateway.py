@@ -352,6 +352,31 @@ class Gateway:
             return _FREE  # a test double costs nothing, knowingly
         return self.prices.lookup(dep.provider, dep.model)
 
+    def context_window(self, name: str | None) -> int | None:
+        """The context window a request to ``name`` must fit: the smallest known among the deployments it
+        may reach (a fallback can land on any of them); ``None`` when none is known."""
+        known = [
+            window
+            for dep in self.router.resolve(name).deployments
+            for window in (self.prices.context(dep.provider, dep.model), self._served_context(dep.provider))
+            if window is not None
+        ]
+        return min(known, default=None)
+
+    def _served_context(self, provider: str) -> int | None:
+        """The window the provider itself serves (a local server's context size), if it sets one."""
+        cfg = self.config.providers.get(provider)
+        if cfg is None:
+            return None
+        try:
+            return adapter_class(cfg.format).served_context(cfg.options)
+        except ConfigError:  # a format no adapter speaks: its calls fail with that error anyway
+            return None
+
+    def cheapest_tier(self) -> str | None:
+        """The first tier of ``[models.tiers]`` (the default model without tiers): where summaries go."""
+        return self.config.tier_order[0] if self.config.tier_order else self.config.default
+
     # -- one structured completion ----------------------------------------------------------------------
 
     async def _structured(self, call: _Call, structured: _Structured | None, retries: int) -> ModelResponse:

@@ -1,5 +1,8 @@
 """Honest prices: a versioned table shipped with the package, overridable in config, never a silent $0.
 
+Each entry may also give the model's ``context`` window in tokens, which ``ctx.llm`` keeps a request within;
+an entry with only a context says how large a model's window is without pricing it.
+
 Prices are USD per million tokens for input, output, cache reads, cache writes and reasoning. A model is
 looked up as ``provider/model``, then by the longest listed ``provider/prefix`` at a ``-`` boundary (so a
 dated snapshot like ``gpt-4o-mini-2024-07-18`` prices as ``gpt-4o-mini``), then ``provider/*``. When
@@ -13,11 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 from .types import Usage
 
 __all__ = ["Price", "PriceTable", "shipped_table"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,30 +74,47 @@ class PriceTable:
         version: str = "custom",
         overrides: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
-        merged = {**entries, **(overrides or {})}
+        # A config price replaces the shipped one whole; a context alone keeps it, and a price alone keeps
+        # the shipped context.
+        merged = dict(entries)
+        for name, given in (overrides or {}).items():
+            shipped = merged.get(name, {})
+            if "input" in given:
+                shipped = {"context": shipped["context"]} if "context" in shipped else {}
+            merged[name] = {**shipped, **given}
         self.version = version if not overrides else f"{version}+config"
-        self._prices = {k: Price.from_mapping(v) for k, v in merged.items()}
+        self._prices = {k: Price.from_mapping(v) for k, v in merged.items() if "input" in v}
+        self._contexts = {k: int(v["context"]) for k, v in merged.items() if "context" in v}
         self._memo: dict[str, Price | None] = {}
 
     def lookup(self, provider: str, model: str) -> Price | None:
         key = f"{provider}/{model}"
-        if key in self._memo:
-            return self._memo[key]
-        found = self._prices.get(key)
-        if found is None:
-            best = ""
-            for name in self._prices:
-                if key.startswith(name + "-") and len(name) > len(best):
-                    best = name
-            found = self._prices.get(best) if best else self._prices.get(f"{provider}/*")
-        self._memo[key] = found
-        return found
+        if key not in self._memo:
+            self._memo[key] = _find(self._prices, provider, model)
+        return self._memo[key]
+
+    def context(self, provider: str, model: str) -> int | None:
+        """The model's context window in tokens, looked up as prices are; ``None`` when not known."""
+        return _find(self._contexts, provider, model)
 
     def __contains__(self, key: str) -> bool:
         return key in self._prices
 
     def __len__(self) -> int:
         return len(self._prices)
+
+
+def _find(table: Mapping[str, T], provider: str, model: str) -> T | None:
+    """``provider/model``, else the longest listed prefix at a ``-`` boundary, else ``provider/*``."""
+    key = f"{provider}/{model}"
+    found = table.get(key)
+    if found is None:
+        best = ""
+        for name in table:
+            if key.startswith(name + "-") and len(name) > len(best):
+                best = name
+        found = table.get(best) if best else table.get(f"{provider}/*")
+    return found
 
 
 @lru_cache(maxsize=1)

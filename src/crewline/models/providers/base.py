@@ -117,6 +117,12 @@ class Adapter:
         """Whether a provider of this format with these ``options`` can answer :meth:`embed`."""
         return cls.embed is not Adapter.embed
 
+    @classmethod
+    def served_context(cls, options: Mapping[str, Any]) -> int | None:
+        """The context window a provider of this format serves with these ``options``, when the provider
+        itself sets one (a local server started with a context size); ``None`` leaves it to the model."""
+        return None
+
     async def aclose(self) -> None:
         """Release what the adapter owns beyond the shared client (e.g. a local server process)."""
 

@@ -58,6 +58,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+DEFAULT_N_CTX = 2048  # the KV cache llama.cpp allocates up front; larger costs memory at every start
+
+
 @register("local")
 class LocalAdapter(Adapter):
     def __init__(self, endpoint: Endpoint, client: HttpClient) -> None:
@@ -96,7 +99,7 @@ class LocalAdapter(Adapter):
             "model": str(path),
             "host": "127.0.0.1",
             "port": str(port),
-            "n_ctx": str(opts.get("n_ctx", 2048)),
+            "n_ctx": str(self.served_context(opts)),
             "verbose": "false",
             "embedding": str(self.embeds(opts)).lower(),
         }
@@ -136,6 +139,11 @@ class LocalAdapter(Adapter):
         inner = await self._server()
         async for chunk in inner.stream(self._prepared(request), model):
             yield chunk
+
+    @classmethod
+    def served_context(cls, options: Mapping[str, Any]) -> int:
+        """llama.cpp serves the context it is started with (``n_ctx``), whatever the model could take."""
+        return int(options.get("n_ctx", DEFAULT_N_CTX))
 
     @classmethod
     def embeds(cls, options: Mapping[str, Any]) -> bool:
