@@ -1,16 +1,21 @@
-"""The shape of the package, read from its source with ``ast``: which modules import which, and who
-touches whose private members.
+"""The shape of the package, read from its source: which modules import which, who touches whose private
+members (read with ``ast``), who issues SQL on which table, and where the dialect is looked at.
 
 Every import counts: module-level, function-level (deferred) and ``TYPE_CHECKING`` ones, since a cycle
 that only a deferred import closes is still a cycle in the design. To hold another package to the same
 rules, add it to ``CHECKED``. Layers import one way (ARCHITECTURE.md): server/cli -> app -> flows/workers ->
 models/memory -> store -> errors/config; ``BELOW`` says what each layer may never import, ``ALLOWED`` the
 exceptions to it.
+
+Every table has one owning module (see :mod:`crewline.store`'s docstring); only it, and the migrations
+of its component, name the table in SQL (``FROM`` / ``INTO`` / ``UPDATE`` / ``JOIN``). Code outside
+``store/`` never asks which dialect it talks to; it calls the dialect's hooks.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -21,6 +26,7 @@ import crewline
 ROOT = Path(crewline.__file__).parent
 CHECKED = (
     "crewline.app",
+    "crewline.observe",
     "crewline.cli",
     "crewline.flows",
     "crewline.memory",
@@ -32,19 +38,31 @@ UNCHECKED = ("crewline.server.proxy",)
 
 _APP_AND_ABOVE = ("crewline.app", "crewline.cli", "crewline.server")
 _ORCHESTRATION = ("crewline.flows", "crewline.workers")
+# observe/ has two halves: what components emit with (events, the model-call context), which sits just above
+# the store, and what consumes the events and the database (metrics, traces, reports, alerts), which sits
+# above the engine. Components may import the first half only.
+_EMITTING = ("crewline.observe.events", "crewline.observe.model_calls")
 BELOW: dict[str, tuple[str, ...]] = {
     "crewline.errors": ("crewline",),
     "crewline.config": ("crewline",),
+    "crewline.signing": ("crewline",),
     "crewline.store": ("crewline",),
-    "crewline.memory": (*_APP_AND_ABOVE, *_ORCHESTRATION),
-    "crewline.models": (*_APP_AND_ABOVE, *_ORCHESTRATION),
-    "crewline.flows": _APP_AND_ABOVE,
-    "crewline.workers": _APP_AND_ABOVE,
+    "crewline.observe.events": ("crewline",),
+    "crewline.observe.model_calls": ("crewline",),
+    "crewline.memory": (*_APP_AND_ABOVE, *_ORCHESTRATION, "crewline.observe"),
+    "crewline.models": (*_APP_AND_ABOVE, *_ORCHESTRATION, "crewline.observe"),
+    "crewline.flows": (*_APP_AND_ABOVE, "crewline.observe"),
+    "crewline.workers": (*_APP_AND_ABOVE, "crewline.observe"),
+    "crewline.observe": _APP_AND_ABOVE,
 }
 # What the bottom may import after all: errors are raised everywhere, and config parses with their help.
 ALLOWED = {
     "crewline.config": ("crewline.errors",),
     "crewline.store": ("crewline.errors", "crewline.config"),
+    "crewline.memory": _EMITTING,
+    "crewline.models": _EMITTING,
+    "crewline.flows": _EMITTING,
+    "crewline.workers": _EMITTING,
 }
 
 
@@ -190,12 +208,16 @@ def test_the_layer_check_finds_upward_imports() -> None:
     edges = {
         "crewline.store.x": {"crewline.errors", "crewline.config", "crewline.flows.y"},
         "crewline.memory.m": {"crewline.store.x", "crewline.models.g", "crewline.server.s"},
+        "crewline.models.g": {"crewline.observe.events", "crewline.observe.metrics"},
+        "crewline.observe.events": {"crewline.store.x"},
         "crewline.config": {"crewline.errors", "crewline.store"},
         "crewline.errors": set(),
     }
     assert upward(edges, BELOW, ALLOWED) == [
         "crewline.store.x -> crewline.flows.y",
         "crewline.memory.m -> crewline.server.s",
+        "crewline.models.g -> crewline.observe.metrics",
+        "crewline.observe.events -> crewline.store.x",
         "crewline.config -> crewline.store",
     ]
 
@@ -253,3 +275,100 @@ def test_no_models_module_touches_another_objects_private_members() -> None:
                 names = [a.name for a in node.names if _private(a.name)]
                 offences.extend(f"{name}:{node.lineno}: imports {n}" for n in names)
     assert offences == []
+
+
+# -- table owners and dialect hooks --------------------------------------------------------------------
+
+# table -> the module that alone issues its SQL (paths under src/crewline).
+OWNERS = {
+    "runs": "flows/records.py",
+    "steps": "flows/records.py",
+    "events": "flows/records.py",
+    "run_attempts": "flows/attempts.py",
+    "reviews": "flows/review.py",
+    "prompt_versions": "flows/prompts.py",
+    "prompt_labels": "flows/prompts.py",
+    "model_calls": "models/call_log.py",
+    "model_call_rollups": "models/call_log.py",
+    "model_call_rollup_errors": "models/call_log.py",
+    "model_call_rollup_state": "models/call_log.py",
+    "model_call_hours": "models/call_log.py",
+    "model_budgets": "models/ledger.py",
+    "model_reservations": "models/ledger.py",
+    "model_cache": "models/cache.py",
+    "model_rate_windows": "models/limits.py",
+    "memory_items": "memory/versions.py",
+    "memory_documents": "memory/versions.py",
+    "memory_versions": "memory/versions.py",
+    "memory_changes": "memory/versions.py",
+    "memory_snapshots": "memory/rollback.py",
+    "memory_messages": "memory/window.py",
+    "memory_indexes": "memory/store.py",
+    "memory_searches": "memory/retrieval.py",
+    "api_keys": "server/keys.py",
+    "webhook_deliveries": "server/deliveries.py",
+    "blobs": "store/payloads.py",
+    "workers": "workers/claim.py",
+    "schedules": "workers/cron.py",
+    "schema_versions": "store/migrate.py",
+    "alert_state": "observe/alerts.py",
+    "alert_history": "observe/alerts.py",
+    "alert_outbox": "observe/alerts.py",
+}
+
+# The model gateway still picks shared rate windows by the dialect's name (left to its own change).
+DIALECT_MOVING = {"models/gateway.py"}
+
+_SQL_TABLE = re.compile(r"\b(?:FROM|INTO|UPDATE|JOIN)\s+(\w+)")
+_DIALECT_CHECK = re.compile(r"""dialect\.name\b|\.name\s*==\s*["'](?:sqlite|postgresql)["']""")
+
+
+@cache
+def _sources() -> dict[str, str]:
+    return {str(p.relative_to(ROOT)): p.read_text(encoding="utf-8") for p in sorted(ROOT.rglob("*.py"))}
+
+
+def tables_named(text: str) -> set[str]:
+    return {m.group(1) for m in _SQL_TABLE.finditer(text)}
+
+
+def _created_tables() -> set[str]:
+    pattern = re.compile(r"CREATE (?:VIRTUAL )?TABLE (?:IF NOT EXISTS )?(\w+)")
+    return {m.group(1) for text in _sources().values() for m in pattern.finditer(text)}
+
+
+def test_every_table_has_an_owner() -> None:
+    assert _created_tables() == set(OWNERS)
+
+
+def test_only_the_owner_issues_a_tables_sql() -> None:
+    strays = []
+    for path, text in _sources().items():
+        for table in tables_named(text) & set(OWNERS):
+            owner = OWNERS[table]
+            beside = f"{owner.split('/')[0]}/migrations.py"
+            if path not in (owner, beside):
+                strays.append(f"{path} issues SQL on {table} (owner: {owner})")
+    assert strays == []
+
+
+def test_the_owner_map_is_written_down_in_the_store() -> None:
+    doc = crewline.store.__doc__ or ""
+    for table, owner in OWNERS.items():
+        module = "crewline." + owner.removesuffix(".py").replace("/", ".")
+        assert re.search(rf"``{table}``[^\n]*{re.escape(module)}", doc), f"{table} -> {module} missing"
+
+
+def test_no_dialect_checks_outside_the_store() -> None:
+    found = [
+        path
+        for path, text in _sources().items()
+        if not path.startswith("store/") and path not in DIALECT_MOVING and _DIALECT_CHECK.search(text)
+    ]
+    assert found == []
+
+
+def test_no_hand_written_row_locks_outside_the_store() -> None:
+    lock = re.compile(r"FOR (?:NO KEY )?UPDATE|SKIP LOCKED")
+    found = [path for path, text in _sources().items() if not path.startswith("store/") and lock.search(text)]
+    assert found == []

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -26,6 +26,7 @@ from .flows.operations import Outcome, fork_run, resolve_step
 from .flows.queue import ReviewQueue
 from .flows.records import (
     FINISHED,
+    CompensationPlan,
     RunRecord,
     StepRecord,
     cancel_run,
@@ -36,6 +37,7 @@ from .flows.records import (
     new_run_id,
     send_event,
 )
+from .flows.recovery import request_compensation
 from .memory import MemoryStore
 from .models import Gateway
 from .models.call_log import CallRecord, keep_rolled_up, model_call_event
@@ -96,6 +98,7 @@ class App:
         budget: str | float | None = None,
         daily_budget: str | float | None = None,
         on_budget: str = "fail",
+        on_failure: str = "fail",
         overflow: Overflow | None = None,
     ) -> Callable[[F], Workflow]:
         """Register an ``async def wf(ctx[, input])`` as a workflow.
@@ -103,6 +106,8 @@ class App:
         ``schedule`` is a UTC cron expression. ``budget`` ("$0.50/run") caps each run's model spend and
         ``daily_budget`` ("$5") the workflow's per day; ``on_budget`` says what a call that would exceed
         one does: ``fail``, ``degrade`` (next cheaper tier) or ``pause`` (wait in the review queue).
+        ``on_failure="review"`` sends a failed run to the review queue, where an operator retries the failed
+        step, skips it with an output, or abandons the run (running its compensations).
         ``overflow`` is what its model calls do with a request over the model's context window:
         ``truncate``, ``summarize`` or ``fail`` (default: ``[models] overflow``, itself ``truncate``).
         """
@@ -118,6 +123,7 @@ class App:
                 budget=budget,
                 daily_budget=daily_budget,
                 on_budget=on_budget,
+                on_failure=on_failure,
                 overflow=overflow,
             )
             if wf.name in self._workflows and self._workflows[wf.name].fn is not fn:
@@ -352,11 +358,27 @@ class App:
         engine.work_available.set()
         return event_id
 
-    async def cancel(self, run_id: str) -> str:
-        """Cancel a run (and its children). A running run stops at its next step boundary."""
+    async def cancel(self, run_id: str, *, compensate: bool = False, by: str = "operator") -> str:
+        """Cancel a run (and its children). A running run stops at its next step boundary.
+
+        With ``compensate`` the compensations its finished steps registered run first, newest first.
+        """
+        if compensate:
+            return await self._compensate(run_id, CompensationPlan("cancel", None, by))
         result = await self.db.write(lambda conn: cancel_run(conn, run_id))
         if result == "cancelled":  # else its worker logs the end when it stops
             log_end(await self.get_run(run_id), "cancelled", None)
+        return result
+
+    async def undo(self, run_id: str, *, steps: Sequence[int] | None = None, by: str = "operator") -> str:
+        """Run the compensations of the run's finished steps (of ``steps`` only, if given) newest first; the
+        run then ends ``cancelled`` (``failed`` if it had failed) saying which steps were compensated."""
+        plan = CompensationPlan("undo", None if not steps else tuple(steps), by)
+        return await self._compensate(run_id, plan)
+
+    async def _compensate(self, run_id: str, plan: CompensationPlan) -> str:
+        result = await self.db.write(lambda conn: request_compensation(conn, run_id, plan))
+        self.engine.work_available.set()
         return result
 
     async def fork(

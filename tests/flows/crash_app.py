@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
-from crewline import App, Context
+from crewline import App, Context, RetryPolicy
 
 
 def record(log: str, run_id: str, step: int, phase: str) -> None:
@@ -40,8 +41,37 @@ async def chain(ctx: Context, job: dict[str, object]) -> list[int]:
     return done
 
 
+async def reserve(log: str, run_id: str, step: int) -> list[Any]:
+    record(log, run_id, step, "reserve")
+    return [log, run_id, step]
+
+
+async def release(held: list[Any]) -> None:
+    log, run_id, step = held
+    record(log, run_id, int(step), "release")
+
+
+def refuse(log: str) -> str:
+    if not Path(log + ".fixed").exists():
+        raise RuntimeError("the supplier refused the order")
+    return "ordered"
+
+
+async def undoable(ctx: Context, job: dict[str, object]) -> str:
+    """Reserve ``steps`` things (each undone by a release), then a step that fails until ``log.fixed``."""
+    log, steps = str(job["log"]), int(str(job["steps"]))
+    for i in range(1, steps + 1):
+        await ctx.step(
+            reserve, log, ctx.run_id, i, effect="idempotent", compensate=release, name=f"reserve-{i}"
+        )
+    once = RetryPolicy(max_attempts=1)
+    return await ctx.step(refuse, log, retry=once, name="order")
+
+
 def register(app: App) -> App:
     app.workflow(name="chain")(chain)
+    app.workflow(name="undoable")(undoable)
+    app.workflow(name="reviewed", on_failure="review")(undoable)
     return app
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from crewline import App
+from crewline.flows.recovery import Settlement
 
 from . import crash_app
 from ._drive import drive
@@ -30,8 +31,8 @@ def start_worker(
         "CREWLINE_DATABASE_URL": db_url,
         "CREWLINE_LEASE_SECONDS": str(lease),
         "CREWLINE_POLL_INTERVAL": "0.05",
-        # this checkout's sources first, whatever else the environment has installed
-        "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT))),
+        # this checkout's sources first, whatever crewline the interpreter has installed
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
     env.pop("CREWLINE_CRASH_POINT", None)
     if crash_point:
@@ -195,5 +196,62 @@ async def test_two_workers_never_run_a_step_at_the_same_time(pg_url: str, tmp_pa
             if len(starts) > 1:
                 assert workers[0].pid in pids, f"{key} ran twice without its worker dying"
                 assert starts[1] > max(ts for phase, pid, ts in marks if pid == workers[0].pid), key
+    finally:
+        app.close()
+
+
+async def test_sigkill_mid_compensation_runs_each_remaining_compensation_once(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Steps 1-3 reserve, step 4 fails, compensations are steps 5-7 (releasing 3, 2, 1): the worker dies
+    right after step 5 commits; the next one releases 2 and 1, and 3 never again."""
+    log = tmp_path / "effects.log"
+    app = crash_app.register(App(db_url))
+    try:
+        rid = await app.start("undoable", {"log": str(log), "steps": 3})
+        first = start_worker(db_url, crash_point="after_step_commit:5", cwd=tmp_path)
+        first.wait(60)
+        assert first.returncode == -signal.SIGKILL
+        assert [s for _, s, phase, _, _ in effects(log) if phase == "release"] == [3]
+        second = start_worker(db_url, cwd=tmp_path)
+        try:
+            run = await wait_status(app, rid, ("completed", "failed"))
+        finally:
+            stop(second)
+        releases = [(s, pid) for _, s, phase, pid, _ in effects(log) if phase == "release"]
+        assert [s for s, _ in releases] == [3, 2, 1]
+        assert releases[0][1] == first.pid and {pid for _, pid in releases[1:]} == {second.pid}
+        assert run.error["compensated"] == [3, 2, 1]
+        steps = await app.steps(rid)
+        assert [(s.kind, s.status) for s in steps[4:]] == [("compensation", "done")] * 3
+    finally:
+        app.close()
+
+
+async def test_a_failed_run_waits_in_review_across_a_worker_restart(db_url: str, tmp_path: Path) -> None:
+    log = tmp_path / "effects.log"
+    app = crash_app.register(App(db_url))
+    try:
+        rid = await app.start("reviewed", {"log": str(log), "steps": 2})
+        first = start_worker(db_url, cwd=tmp_path)
+        try:
+            run = await wait_status(app, rid, ("waiting", "failed", "completed"))
+        finally:
+            first.kill()
+            first.wait(20)
+        assert (run.wait_reason or "").startswith("failure:")
+        second = start_worker(db_url, cwd=tmp_path)
+        try:
+            [req] = await app.reviews.list(run_id=rid)
+            assert req.kind == "failure" and req.step_no == 3
+            assert req.preview["error"]["message"] == "the supplier refused the order"
+            Path(str(log) + ".fixed").touch()
+            await app.reviews.settle(req.id, Settlement("retry", "ada"))
+            run = await wait_status(app, rid, ("completed", "failed"))
+        finally:
+            stop(second)
+        assert run.output == "ordered"
+        assert [s for _, s, phase, _, _ in effects(log)] == [1, 2]  # reserved once each, never released
+        assert [r.status for r in await app.reviews.list(run_id=rid, status=None)] == ["resolved"]
     finally:
         app.close()

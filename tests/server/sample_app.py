@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from crewline import App, Context
+from crewline import App, Context, RetryPolicy
 
 
 class Order(BaseModel):
@@ -18,6 +18,19 @@ class Order(BaseModel):
 def read_config(path: str) -> str:
     with open(path) as f:
         return f.read()
+
+
+RELEASED: list[str] = []
+
+
+def release_stock(hold: str) -> None:
+    RELEASED.append(hold)
+
+
+def pick(amount: int) -> str:
+    if amount > 100:
+        raise ValueError(f"cannot pick {amount} items")
+    return f"picked {amount}"
 
 
 def build(app: App) -> App:
@@ -55,6 +68,14 @@ def build(app: App) -> App:
             return await ctx.step(read_config, "/no/such/dir/settings.toml", name="read settings")
         except Exception:
             return read_config("/no/such/dir/fallback.toml")  # fails in workflow code: a traceback
+
+    @app.workflow(on_failure="review")
+    async def fulfil(ctx: Context, order: Order) -> str:
+        await ctx.step(lambda: f"hold-{order.id}", name="hold", effect="idempotent", compensate=release_stock)
+        if order.amount == 0:
+            await ctx.wait_for("go")
+        picked: str = await ctx.step(pick, order.amount, retry=RetryPolicy(max_attempts=1))
+        return picked
 
     @app.workflow()
     async def slow(ctx: Context) -> int:

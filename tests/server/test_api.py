@@ -145,7 +145,17 @@ def test_rerun_continues_the_same_run_and_fork_takes_a_step_name(api: Api) -> No
 
 def test_workflows_are_listed_with_their_input_schema(api: Api) -> None:
     flows = {w["name"]: w for w in api.http.get("/api/v1/workflows").json()}
-    assert sorted(flows) == ["broken", "charge", "echo", "nothing", "order", "refund", "slow", "waiter"]
+    assert sorted(flows) == [
+        "broken",
+        "charge",
+        "echo",
+        "fulfil",
+        "nothing",
+        "order",
+        "refund",
+        "slow",
+        "waiter",
+    ]
     assert flows["order"]["input_schema"]["required"] == ["id", "amount"]
     assert flows["nothing"]["input_schema"] is None
 

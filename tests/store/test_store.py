@@ -181,3 +181,12 @@ def test_processes_opening_a_new_sqlite_file_together_all_get_wal(tmp_path: Any)
             p.join(60)
         answers += [out.get(timeout=5) for _ in procs]
     assert [a for a in answers if a != "wal"] == []
+
+
+def test_retention_asks_each_component_for_its_payload_tables() -> None:
+    from crewline.store.retention import payload_tables
+
+    tables = {t.table: t for t in payload_tables()}
+    assert {"runs", "steps", "events"} <= set(tables)
+    assert [t.table for t in tables.values() if t.finished is not None] == ["runs"]
+    assert tables["steps"].run_column == "run_id"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import importlib
 import importlib.util
 import json
@@ -42,6 +43,7 @@ __all__ = [
     "read_json_arg",
     "run_async",
     "table",
+    "user",
     "when",
 ]
 
@@ -246,3 +248,11 @@ def with_app(fn: Callable[[App], Coroutine[Any, Any, T]], app: App) -> T:
             await app.aclose()
 
     return run_async(go())
+
+
+def user() -> str:
+    """Who is deciding at this terminal (recorded with the decision)."""
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "operator"

@@ -276,7 +276,7 @@ def reembed_cmd(app_ref: str | None) -> None:
     """Re-embed every item with the configured embedder (after changing the model); resumable."""
 
     async def go(store: MemoryStore) -> int:
-        total = await store.db.read(lambda c: int(c.scalar("SELECT COUNT(*) FROM memory_items") or 0))
+        total = await store.count_items()
         bar: Any = click.progressbar(length=total, label="re-embedding", file=sys.stderr)
         with bar:
             return await store.reembed(progress=bar.update)

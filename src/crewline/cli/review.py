@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +9,21 @@ import click
 
 from ..app import App
 from ..errors import InvalidInput, RunNotFound
+from ..flows.operations import parse_overrides
+from ..flows.recovery import Settlement
 from ..flows.review import ReviewRequest
 from ..store.payloads import parse_json
-from ._common import app_option, echo_json, load_app, read_json_arg, table, when, with_app
+from ._common import (
+    app_option,
+    echo_json,
+    errors_as_exit,
+    load_app,
+    read_json_arg,
+    table,
+    user,
+    when,
+    with_app,
+)
 from ._render import render
 
 __all__ = ["review"]
@@ -26,7 +37,7 @@ _hash = click.option(
 
 @click.group()
 def review() -> None:
-    """Approve, reject or resolve what runs are waiting on."""
+    """Approve, reject, resolve or settle what runs are waiting on."""
 
 
 @review.command("list")
@@ -108,7 +119,7 @@ def approve_cmd(
     async def go(app: App) -> ReviewRequest:
         value = None if edit is None else _edit_value(edit, await app.reviews.get(request_id))
         return await app.reviews.approve(
-            request_id, by=by or _user(), comment=comment, edit=value, seen_hash=seen_hash
+            request_id, by=by or user(), comment=comment, edit=value, seen_hash=seen_hash
         )
 
     req = with_app(go, load_app(app_ref))
@@ -126,7 +137,7 @@ def reject_cmd(
 ) -> None:
     """Reject; the run continues knowing it was rejected."""
     req = with_app(
-        lambda app: app.reviews.reject(request_id, by=by or _user(), comment=comment, seen_hash=seen_hash),
+        lambda app: app.reviews.reject(request_id, by=by or user(), comment=comment, seen_hash=seen_hash),
         load_app(app_ref),
     )
     click.echo(f"{req.id} rejected by {req.decided_by}; run {req.run_id} resumes")
@@ -145,10 +156,91 @@ def resolve_cmd(
     value = read_json_arg(output, "--output")
 
     async def go(app: App) -> ReviewRequest:
-        return await app.reviews.resolve(request_id, outcome, by=by or _user(), output=value)  # type: ignore[arg-type]
+        return await app.reviews.resolve(request_id, outcome, by=by or user(), output=value)  # type: ignore[arg-type]
 
     req = with_app(go, load_app(app_ref))
     click.echo(f"{req.id} resolved as {outcome}; run {req.run_id} resumes")
+
+
+_SETTLE_HELP = """
+
+A failure review (a failed run of an on_failure="review" workflow) is settled with retry, skip or abandon;
+a compensation review (a compensation that failed) with retry, skip or done."""
+
+
+def _settle(app_ref: str | None, request_id: str, answer: Settlement) -> None:
+    req = with_app(lambda app: app.reviews.settle(request_id, answer), load_app(app_ref))
+    click.echo(f"{req.id} settled ({answer.choice}) by {req.decided_by}; run {req.run_id} resumes")
+
+
+@review.command("retry", help="Run the failed step (or compensation) again." + _SETTLE_HELP)
+@app_option
+@click.argument("request_id")
+@click.option(
+    "--input",
+    "input_",
+    default=None,
+    metavar="JSON|@FILE",
+    help="A failed tool call's edited arguments (a JSON object, as `review show` prints them).",
+)
+@click.option(
+    "--set",
+    "variations",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="The rest of the run uses another model or prompt: model=strong, prompt=reply@candidate.",
+)
+@_by
+@_comment
+def retry_cmd(
+    app_ref: str | None,
+    request_id: str,
+    input_: str | None,
+    variations: tuple[str, ...],
+    by: str | None,
+    comment: str | None,
+) -> None:
+    arguments = read_json_arg(input_, "--input")
+    with errors_as_exit():
+        overrides = parse_overrides(list(variations)) or None
+    answer = Settlement("retry", by or user(), comment, arguments=arguments, overrides=overrides)
+    _settle(app_ref, request_id, answer)
+
+
+@review.command("skip", help="Go on past the failed step or compensation." + _SETTLE_HELP)
+@app_option
+@click.argument("request_id")
+@click.option(
+    "--output",
+    default=None,
+    metavar="JSON|@FILE",
+    help="What the failed step returns instead (checked against its return type).",
+)
+@_by
+@_comment
+def skip_cmd(
+    app_ref: str | None, request_id: str, output: str | None, by: str | None, comment: str | None
+) -> None:
+    value = read_json_arg(output, "--output")
+    _settle(app_ref, request_id, Settlement("skip", by or user(), comment, output=value))
+
+
+@review.command("abandon", help="End a failed run, running its compensations." + _SETTLE_HELP)
+@app_option
+@click.argument("request_id")
+@_by
+@_comment
+def abandon_cmd(app_ref: str | None, request_id: str, by: str | None, comment: str | None) -> None:
+    _settle(app_ref, request_id, Settlement("abandon", by or user(), comment))
+
+
+@review.command("done", help="Record a failed compensation as done by hand." + _SETTLE_HELP)
+@app_option
+@click.argument("request_id")
+@_by
+@_comment
+def done_cmd(app_ref: str | None, request_id: str, by: str | None, comment: str | None) -> None:
+    _settle(app_ref, request_id, Settlement("done", by or user(), comment))
 
 
 def _edit_value(edit: str, req: ReviewRequest) -> Any:
@@ -170,13 +262,6 @@ def _edit_value(edit: str, req: ReviewRequest) -> Any:
         raise InvalidInput(f"{e}; the preview is {shape}: pass JSON inline or @file.json") from None
 
 
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:
-        return "operator"
-
-
 def _describe(req: ReviewRequest, run_input: Any) -> str:
     lines = [
         f"request   {req.id} ({req.kind}, risk {req.risk}{', escalated' if req.escalated else ''})",
@@ -195,6 +280,9 @@ def _describe(req: ReviewRequest, run_input: Any) -> str:
     ]
     if req.comment:
         lines.append(f"comment   {req.comment}")
+    choices = {"failure": "retry|skip|abandon", "compensation": "retry|skip|done"}.get(req.kind)
+    if choices and req.status == "pending":
+        lines.append(f"settle    crewline review {choices} {req.id}  (see --help of each)")
     if req.edit is not None:
         lines += ["edit:", *render(req.edit)]
     return "\n".join(lines)

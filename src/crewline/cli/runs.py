@@ -28,6 +28,7 @@ from ._common import (
     load_app,
     read_json_arg,
     table,
+    user,
     when,
     with_app,
 )
@@ -201,7 +202,7 @@ def show_cmd(app_ref: str | None, run_id: str, step_no: int | None, as_json: boo
         (
             s.step_no,
             s.kind,
-            s.name,
+            s.name if s.compensation is None else f"{s.name} (undo: {s.compensation})",
             s.effect,
             s.status,
             s.attempts,
@@ -297,9 +298,34 @@ def _figures(record: RunRecord, usage: dict[str, Any] | None) -> dict[str, Any]:
 @runs.command("cancel")
 @app_option
 @click.argument("run_id")
-def cancel_cmd(app_ref: str | None, run_id: str) -> None:
+@click.option(
+    "--compensate",
+    is_flag=True,
+    help="First run the compensations its finished steps registered, newest first.",
+)
+def cancel_cmd(app_ref: str | None, run_id: str, compensate: bool) -> None:
     """Cancel a run; a running one stops at its next step boundary."""
-    click.echo(with_app(lambda app: app.cancel(run_id), load_app(app_ref)))
+    click.echo(with_app(lambda app: app.cancel(run_id, compensate=compensate, by=user()), load_app(app_ref)))
+
+
+@runs.command("undo")
+@app_option
+@click.argument("run_id")
+@click.option(
+    "--step",
+    "steps",
+    type=click.IntRange(1),
+    multiple=True,
+    help="Only this step's compensation (repeatable; default: every step that registered one).",
+)
+def undo_cmd(app_ref: str | None, run_id: str, steps: tuple[int, ...]) -> None:
+    """Run the compensations of RUN_ID's finished steps, newest first, each a recorded step.
+
+    The run then ends cancelled (failed if it had failed), its error saying which steps were compensated.
+    A compensation that fails waits in the review queue (`crewline review retry|skip|done`).
+    """
+    result = with_app(lambda app: app.undo(run_id, steps=steps, by=user()), load_app(app_ref))
+    click.echo(f"run {run_id}: {result}; follow it with `crewline runs show {run_id}`")
 
 
 _FROM_HELP = (

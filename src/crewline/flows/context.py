@@ -59,6 +59,11 @@ class Context:
         return self._journal.provenance_summary()
 
     @property
+    def journal(self) -> Journal:
+        """The run's step journal (for the executor, which settles how the run ends)."""
+        return self._journal
+
+    @property
     def memory(self) -> RunMemory:
         """The memory store as durable steps: ``await ctx.memory.search(query, scope=[...], k=5)``."""
         if self._memory is None:
@@ -83,6 +88,7 @@ class Context:
         retry: RetryPolicy | None = None,
         timeout: float | str | None = None,
         idempotency_key: str | None = None,
+        compensate: Callable[..., Any] | None = None,
         **kwargs: Any,
     ) -> T:
         """Run ``fn(*args, **kwargs)`` once, durably, and return its (recorded) result.
@@ -93,8 +99,24 @@ class Context:
         with "outcome unknown" for an operator instead of calling again. Irreversible steps are not retried
         unless ``retry`` says so; others retry transient errors with jittered exponential backoff.
         If ``fn`` has an ``idempotency_key`` parameter it receives the key (by default ``<run id>:<step>``).
+
+        ``compensate`` undoes the step: once the step is done it is registered, and if the run then fails,
+        is cancelled with compensation, or is undone by an operator, the registered compensations run in
+        reverse step order, each a durable step called with the step's result (``void_invoice(invoice)``;
+        return what an undo needs). It receives an ``idempotency_key`` too if it takes one.
         """
-        call = Call(fn, args, kwargs, name or fn_name(fn), "step", effect, retry, timeout, idempotency_key)
+        call = Call(
+            fn,
+            args,
+            kwargs,
+            name or fn_name(fn),
+            "step",
+            effect,
+            retry,
+            timeout,
+            idempotency_key,
+            compensate=compensate,
+        )
         result: T = await run_call(self._journal, call)
         return result
 

@@ -7,6 +7,7 @@ Pydantic ``TypeAdapter`` that validates a value on the way back in, so a replaye
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
 import random
@@ -78,6 +79,7 @@ class Workflow:
     budget: float | None = None  # USD per run
     daily_budget: float | None = None  # USD per day across the workflow's runs
     on_budget: str = "fail"  # fail | degrade | pause
+    on_failure: str = "fail"  # fail | review: a failed run waits in the review queue for an operator
     overflow: Overflow | None = None  # a model request over its window; None: [models] overflow
     input_adapter: pydantic.TypeAdapter[Any] | None = field(default=None, repr=False)
     output_adapter: pydantic.TypeAdapter[Any] | None = field(default=None, repr=False)
@@ -112,6 +114,8 @@ class Workflow:
             )
         if options.get("on_budget", "fail") not in ON_BUDGET:
             raise ConfigError(f"workflow {fn.__qualname__}: on_budget must be fail, degrade or pause")
+        if options.get("on_failure", "fail") not in ("fail", "review"):
+            raise ConfigError(f"workflow {fn.__qualname__}: on_failure must be fail or review")
         wf = cls(
             fn=fn,
             name=options.get("name") or fn.__name__,
@@ -165,6 +169,39 @@ def return_adapter(fn: Callable[..., Any]) -> pydantic.TypeAdapter[Any] | None:
     """The adapter for ``fn``'s return annotation, or None when it has none."""
     ret = return_type(fn)
     return None if ret is None else adapter_for(ret)
+
+
+_PLAIN: dict[str, type] = {t.__name__: t for t in (int, float, str, bool, list, dict)}
+
+
+def type_ref(fn: Callable[..., Any]) -> str | None:
+    """``fn``'s return type as a name that another process can resolve (:func:`validate_as`), if any."""
+    tp = return_type(fn)
+    if isinstance(tp, type) and _PLAIN.get(tp.__name__) is tp:
+        return tp.__name__
+    if isinstance(tp, type) and "<locals>" not in tp.__qualname__:
+        return f"{tp.__module__}:{tp.__qualname__}"
+    return None
+
+
+def validate_as(ref: str | None, value: Any, what: str) -> Any:
+    """``value`` validated as the type :func:`type_ref` named, as JSON; unchecked if it cannot be resolved."""
+    tp: Any = _PLAIN.get(ref or "")
+    if tp is None and ref:
+        module_name, _, qualname = ref.partition(":")
+        try:
+            tp = importlib.import_module(module_name)
+            for part in qualname.split("."):
+                tp = getattr(tp, part)
+        except (ImportError, AttributeError):
+            tp = None
+    if tp is None:
+        return value
+    try:
+        adapter = adapter_for(tp)
+        return adapter.dump_python(adapter.validate_python(value), mode="json")
+    except pydantic.ValidationError as e:
+        raise InvalidInput(f"{what} must be a {ref}: {_validation_summary(e)}") from e
 
 
 @lru_cache(maxsize=1024)

@@ -21,6 +21,7 @@ from ..errors import ConfigError, GuardFailed, UnknownWorkflow
 from ..observe.events import Observers
 from ..store.database import Conn, Database, Guard
 from .definitions import Queue, Workflow
+from .records import held_leases, park_run
 from .review import RiskPolicy
 from .states import Park
 
@@ -109,7 +110,7 @@ class Engine:
     async def checkpoint(self, run_id: str, owner: str, fn: Callable[[Conn], T]) -> T:
         """Run ``fn`` in a group-committed transaction, only while ``owner`` holds the run's lease."""
         try:
-            return await self.db.write(fn, guard=Guard(_held, (run_id, owner)))
+            return await self.db.write(fn, guard=Guard(held_leases, (run_id, owner)))
         except GuardFailed:
             raise LeaseLost(f"run {run_id} is no longer held by worker {owner}") from None
 
@@ -180,19 +181,4 @@ class Engine:
 
     def park(self, conn: Conn, run_id: str, park: Park) -> None:
         """Release the run: it waits (or is pending again) and no worker holds it."""
-        conn.execute(
-            "UPDATE runs SET status = ?, wait_reason = ?, wait_event = ?, wake_at = ?, lease_owner = NULL, "
-            "lease_until = NULL, updated_at = ? WHERE id = ?",
-            (park.status, park.reason, park.event, park.wake_at, time.time(), run_id),
-        )
-
-
-def _held(conn: Conn, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
-    """Which (run, owner) pairs still hold their run's lease; locks those rows until commit."""
-    marks = ", ".join("?" * len(keys))
-    lock = " FOR NO KEY UPDATE" if conn.dialect.name == "postgresql" else ""
-    rows = conn.all(
-        f"SELECT id, lease_owner FROM runs WHERE id IN ({marks}) AND status = 'running'{lock}",
-        [k[0] for k in keys],
-    )
-    return {(r[0], r[1]) for r in rows}
+        park_run(conn, run_id, park)

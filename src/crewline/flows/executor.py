@@ -14,11 +14,14 @@ from typing import Any, Literal
 
 from ..errors import Cancelled, DatabaseUnavailable, RunFailed, StepError
 from ..observe.events import RunEvent
+from ..store.database import Conn
 from ..store.payloads import Unreadable, dump
+from .compensation import End, settle_end
 from .context import Context
+from .definitions import Workflow
 from .engine import Engine, LeaseLost, RunSignals, Suspend
-from .records import RunRecord, StepRecord, finish_run, load_steps
-from .states import RunStatus
+from .records import CompensationPlan, RunRecord, StepRecord, compensation_plan, finish_run, load_steps
+from .states import Park, RunStatus
 
 __all__ = ["execute_run", "log_end"]
 
@@ -29,28 +32,20 @@ runs_log = logging.getLogger("crewline.runs")
 async def execute_run(engine: Engine, run: RunRecord, owner: str, signals: RunSignals) -> str:
     """Run ``run`` (already claimed by ``owner``); returns its status afterwards, or "parked" / "lost"."""
     wf = engine.resolve(run.workflow)
-    steps = await engine.db.read(lambda conn: load_steps(conn, run.id))
+    steps, plan = await engine.db.read(
+        lambda conn: (load_steps(conn, run.id), compensation_plan(conn, run.id))
+    )
     blocked = unreadable_error(run, steps)
     if blocked is not None:
-        return await _record_end(engine, run, owner, "failed", None, blocked)
+        return await _record_end(engine, run, owner, End("failed", None, blocked))
     ctx = Context(engine, run, steps, owner, signals)
     runs_log.info("run %s (%s) %s", run.id, run.workflow, "resumed" if steps else "started")
     _emit_run(engine, run, "resumed" if steps else "started")
-    status: RunStatus = "completed"
-    output: bytes | None = None
-    error: dict[str, Any] | None = None
     try:
-        if signals.cancel or run.cancel_requested:
-            raise Cancelled(f"run {run.id} was cancelled")
-        if wf.takes_input:
-            result = await wf.fn(ctx, wf.validate_input(run.input))
-        else:
-            result = await wf.fn(ctx)
-        output = dump(
-            result if wf.output_adapter is None else wf.output_adapter.dump_python(result, mode="json"),
-            "the run's output",
-        )
-        engine.crash_point("before_run_completion", ctx.step_count)
+        if plan is not None:
+            signals.cancel = True  # the replay stops at the first step with no recorded outcome
+        end = await _execute(engine, wf, ctx, plan)
+        end = await settle_end(ctx.journal, wf, plan, end)
     except Suspend as e:
         why = str(e) if str(e) != "pending" else "released to another worker (shutting down)"
         runs_log.info("run %s (%s) %s", run.id, run.workflow, why)
@@ -63,38 +58,62 @@ async def execute_run(engine: Engine, run: RunRecord, owner: str, signals: RunSi
         # Nothing can be recorded now; the lease lapses and a worker resumes the run from its records.
         log.error("run %s abandoned, the database is unreachable: %s", run.id, e)
         return "lost"
-    except Cancelled as e:
-        status, error = "cancelled", {"type": "Cancelled", "message": str(e), "step": ctx.step_count}
-    except Exception as e:
-        status, error = "failed", error_info(e, ctx.step_count)
-    return await _record_end(engine, run, owner, status, output, error)
+    return await _record_end(engine, run, owner, end, planned=plan is not None)
 
 
-async def _record_end(
-    engine: Engine,
-    run: RunRecord,
-    owner: str,
-    status: RunStatus,
-    output: bytes | None,
-    error: dict[str, Any] | None,
-) -> str:
+async def _execute(engine: Engine, wf: Workflow, ctx: Context, plan: CompensationPlan | None) -> End:
+    """Run the workflow function (replaying what is recorded) to its end, as the status it ends in.
+
+    Under an operator's compensation plan a cancel does not stop the run before it starts: the replay
+    must reach the steps whose compensations are due.
+    """
+    run = ctx.run
     try:
-        done = await engine.checkpoint(
-            run.id,
-            owner,
-            lambda conn: finish_run(
-                conn,
-                run.id,
-                status=status,
-                output_json=output,
-                error=error,
-                owner=owner,
-                blob_threshold=engine.blob_threshold,
-            ),
+        if run.cancel_requested and plan is None:
+            raise Cancelled(f"run {run.id} was cancelled")
+        if wf.takes_input:
+            result = await wf.fn(ctx, wf.validate_input(run.input))
+        else:
+            result = await wf.fn(ctx)
+        output = dump(
+            result if wf.output_adapter is None else wf.output_adapter.dump_python(result, mode="json"),
+            "the run's output",
         )
+        engine.crash_point("before_run_completion", ctx.step_count)
+        return End("completed", output)
+    except Cancelled as e:
+        return End("cancelled", None, {"type": "Cancelled", "message": str(e), "step": ctx.step_count})
+    except Exception as e:
+        return End("failed", None, error_info(e, ctx.step_count))
+
+
+async def _record_end(engine: Engine, run: RunRecord, owner: str, end: End, *, planned: bool = True) -> str:
+    """Record the run's end; unless ``planned``, an undo asked for while it ran releases it instead, so
+    that the next execution runs its compensations."""
+    status, output, error = end.status, end.output, end.error
+
+    def write(conn: Conn) -> bool | None:
+        if not planned and compensation_plan(conn, run.id) is not None:
+            engine.park(conn, run.id, Park.released(time.time()))
+            return None
+        return finish_run(
+            conn,
+            run.id,
+            status=status,
+            output_json=output,
+            error=error,
+            owner=owner,
+            blob_threshold=engine.blob_threshold,
+        )
+
+    try:
+        done = await engine.checkpoint(run.id, owner, write)
     except (LeaseLost, DatabaseUnavailable) as e:
         log.warning("run %s: could not record its end: %s", run.id, e)
         return "lost"
+    if done is None:
+        runs_log.info("run %s (%s) released to run its compensations", run.id, run.workflow)
+        return "parked"
     if done:
         log_end(run, status, error)
         if status in ("completed", "failed", "cancelled"):

@@ -11,6 +11,12 @@ under the run's lease, in the transaction that marks the step done, failed, inte
 wait parks the run (:meth:`~Journal.park`, :meth:`~Journal.suspend`) on a time, an event, a review or a
 child. What every step kind shares (a shadow run that records "would have done X" instead of an
 irreversible call, compensations registered when a step finishes) belongs here, not in the step kinds.
+
+A step with a compensation names it in its record in the transaction that marks it done, and each
+execution of the run (live or replayed) registers the function with the step's result
+(:meth:`~Journal.register`), so an undo runs them in reverse from what this execution saw. A failure an
+operator must settle (a failed run under review, a failed compensation) parks the run on a review
+request (:meth:`~Journal.ask_operator`).
 """
 
 from __future__ import annotations
@@ -28,10 +34,10 @@ from ..store.payloads import dump
 from .definitions import Effect
 from .engine import Engine, RunSignals, Suspend
 from .records import RunRecord, StepRecord, step_key, write_step
-from .review import NewRequest, create_request
+from .review import NewRequest, create_request, open_request_id
 from .states import Park, StepKind, StepStatus
 
-__all__ = ["Entry", "Journal", "Outcome"]
+__all__ = ["Compensation", "Entry", "FailedStep", "Journal", "OperatorAsk", "Outcome"]
 
 T = TypeVar("T")
 
@@ -47,6 +53,7 @@ class Entry:
     record: StepRecord | None
     started: float
     input_json: bytes | None = None  # what to record as the step's input (tools, model calls)
+    compensation: str | None = None  # the name of the compensation it registers once done
 
     @property
     def finished(self) -> bool:
@@ -55,6 +62,37 @@ class Entry:
 
     def with_input(self, input_json: bytes | None) -> Entry:
         return replace(self, input_json=input_json)
+
+
+@dataclass(frozen=True)
+class Compensation:
+    """A finished step's registered compensation: called with the step's result to undo it."""
+
+    step_no: int
+    step_name: str
+    fn: Callable[..., Any]
+    result: Any
+
+
+@dataclass(frozen=True)
+class FailedStep:
+    """A step that failed: its input, and the type an output given in its place must have."""
+
+    n: int
+    name: str
+    output_type: str | None
+    input: Any
+
+
+@dataclass(frozen=True)
+class OperatorAsk:
+    """A failure an operator settles from the review queue: which step, what to show them."""
+
+    kind: str  # failure | compensation
+    step_no: int
+    action: str
+    preview: Any
+    preview_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +123,12 @@ class Journal:
         self._next = 0
         # Step outcomes written in the open transaction, told to observers once it commits.
         self._unreported: list[Event] = []
+        # Compensations registered by the finished steps this execution passed, in step order.
+        self.compensations: list[Compensation] = []
+        # While compensating, a cancel no longer stops the run between steps: the undo is the cancel.
+        self.unwinding = False
+        # The last step that failed here, for an operator asked to settle the run's failure.
+        self.failed_step: FailedStep | None = None
 
     @property
     def step_count(self) -> int:
@@ -124,7 +168,7 @@ class Journal:
 
     async def _boundary(self) -> None:
         """Cancellation and graceful shutdown take effect here, between steps."""
-        if self._signals.cancel:
+        if self._signals.cancel and not self.unwinding:
             raise Cancelled(f"run {self.run_id} was cancelled")
         if self._signals.drain.is_set():
             await self.suspend(Park.released(time.time()))
@@ -159,6 +203,34 @@ class Journal:
 
         await self.transact(park_on_review)
         raise Suspend(park.reason)
+
+    def register(self, entry: Entry, fn: Callable[..., Any], result: Any) -> None:
+        """A step that registered a compensation finished (now, or in the record replayed)."""
+        self.compensations.append(Compensation(entry.n, entry.name, fn, result))
+
+    async def ask_operator(self, ask: OperatorAsk) -> NoReturn:
+        """Park the run on a review request an operator settles (retry, skip, ...); a replay that fails
+        the same way finds the pending request instead of making another."""
+
+        def park_on_review(conn: Conn) -> None:
+            request_id = open_request_id(conn, self.run_id, ask.step_no, ask.kind)
+            new = NewRequest(
+                request_id=request_id,
+                run_id=self.run_id,
+                step_no=ask.step_no,
+                kind=ask.kind,
+                action=ask.action,
+                risk="high",
+                preview=ask.preview,
+                context=self.provenance_summary(),
+                on_timeout="escalate",
+                preview_type=ask.preview_type,
+            )
+            self.new_request(conn, new)
+            self.park(conn, Park.on_operator(ask.kind, request_id))
+
+        await self.transact(park_on_review)
+        raise Suspend(f"waiting for an operator ({ask.kind} review)")
 
     # -- live ------------------------------------------------------------------------------------------
 
@@ -203,6 +275,7 @@ class Journal:
             started_at=entry.started,
             blob_threshold=self.engine.blob_threshold,
             input_json=entry.input_json,
+            compensation=entry.compensation if outcome.status == "done" else None,
         )
         if self.engine.observers:
             self._unreported.append(self._step_event(entry, outcome))

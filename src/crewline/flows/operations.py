@@ -9,7 +9,20 @@ from ..errors import InvalidInput, InvalidRunState, RunExists
 from ..store.database import Conn
 from ..store.payloads import Unreadable, check_depth, dump
 from .attempts import step_number
-from .records import get_run, insert_run, load_steps, lock_run, new_run_id, step_key
+from .records import (
+    copy_steps,
+    first_unsettled_step,
+    get_run,
+    insert_run,
+    last_step,
+    load_steps,
+    lock_run,
+    new_run_id,
+    resume_run,
+    settle_step,
+    step_key,
+    step_status,
+)
 from .review import set_status
 
 __all__ = ["Outcome", "fork_run", "resolve_step"]
@@ -38,14 +51,10 @@ def fork_run(
         raise InvalidInput(f"cannot fork run {run_id}: its input cannot be read; start a new run instead")
     named = {} if isinstance(where, int) else load_steps(conn, run_id)
     from_step = step_number(named, where, run_id, "fork")
-    last = conn.scalar("SELECT MAX(step_no) FROM steps WHERE run_id = ?", (run_id,)) or 0
+    last = last_step(conn, run_id)
     if not 1 <= from_step <= last + 1:
         raise InvalidInput(f"cannot fork run {run_id} from step {from_step}: it has steps 1 to {last}")
-    unfinished = conn.one(
-        "SELECT step_no, status FROM steps WHERE run_id = ? AND step_no < ? AND status NOT IN ('done', 'failed') "
-        "ORDER BY step_no LIMIT 1",
-        (run_id, from_step),
-    )
+    unfinished = first_unsettled_step(conn, run_id, from_step)
     if unfinished is not None:
         raise InvalidRunState(
             f"cannot fork run {run_id} from step {from_step}: step {unfinished[0]} has no recorded outcome "
@@ -66,13 +75,7 @@ def fork_run(
     )
     if not created:
         raise RunExists(f"a run with id {fork_id!r} already exists; leave the id out or choose a new one")
-    conn.execute(
-        "INSERT INTO steps (run_id, step_no, name, kind, effect, status, output, output_blob, error, attempts, "
-        "started_at, finished_at, input, input_blob) SELECT ?, step_no, name, kind, effect, status, output, "
-        "output_blob, error, attempts, started_at, finished_at, input, input_blob FROM steps "
-        "WHERE run_id = ? AND step_no < ?",
-        (fork_id, run_id, from_step),
-    )
+    copy_steps(conn, run_id, fork_id, from_step)
     return fork_id
 
 
@@ -118,34 +121,13 @@ def resolve_step(
         raise InvalidRunState(
             f"run {run_id} is not waiting for an outcome (it is {status}); nothing to resolve"
         )
-    row = conn.one("SELECT status FROM steps WHERE run_id = ? AND step_no = ?", (run_id, step_no))
-    if row is None or row[0] != "intent":
+    if step_status(conn, run_id, step_no) != "intent":
         raise InvalidRunState(
             f"step {step_no} of run {run_id} has no unknown outcome ({reason}); pass the step number shown there"
         )
-    now = time.time()
-    if outcome == "done":
-        conn.execute(
-            "UPDATE steps SET status = 'done', output = ?, output_blob = NULL, finished_at = ? "
-            "WHERE run_id = ? AND step_no = ?",
-            ((output_json or b"null").decode(), now, run_id, step_no),
-        )
-    elif outcome == "retry":
-        conn.execute("DELETE FROM steps WHERE run_id = ? AND step_no = ?", (run_id, step_no))
-    elif outcome == "fail":
-        conn.execute(
-            "UPDATE steps SET status = 'failed', error = ?, finished_at = ? WHERE run_id = ? AND step_no = ?",
-            (
-                '{"type": "OutcomeFailed", "message": "an operator marked the outcome as failed"}',
-                now,
-                run_id,
-                step_no,
-            ),
-        )
-    else:
+    if outcome not in ("done", "retry", "fail"):
         raise InvalidInput(f"outcome must be done, retry or fail, got {outcome!r}")
+    now = time.time()
+    settle_step(conn, run_id, step_no, outcome, output_json, now)
     set_status(conn, step_key(run_id, step_no, attempt), "resolved", by=resolved_by, outcome=outcome)
-    conn.execute(
-        "UPDATE runs SET status = 'pending', wait_reason = NULL, wake_at = ?, updated_at = ? WHERE id = ?",
-        (now, now, run_id),
-    )
+    resume_run(conn, run_id, now)

@@ -7,7 +7,8 @@ under its version, the first 12 hex digits of the sha256 of the file, in ``promp
 ``prompt_labels`` points names such as ``production``, ``candidate`` and ``latest`` at versions. Sync moves
 ``latest`` to what the file holds now and gives a prompt's first version ``production``; after that only an
 operator moves ``production``. Stored versions are never deleted, so a recorded ``name@version`` always
-leads back to the exact text that was sent.
+leads back to the exact text that was sent. This module alone issues
+SQL on ``prompt_versions`` and ``prompt_labels``.
 """
 
 from __future__ import annotations

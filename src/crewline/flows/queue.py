@@ -11,7 +11,8 @@ from ..observe.events import ReviewEvent
 from ..store.database import Conn
 from ..store.payloads import dump
 from .operations import Outcome, resolve_step
-from .records import FINISHED, lock_run
+from .records import FINISHED, lock_run, wake_if_waiting
+from .recovery import Settlement, settle
 from .review import ReviewRequest, decide, get_request, list_requests
 
 if TYPE_CHECKING:
@@ -66,6 +67,14 @@ class ReviewQueue:
         self._report(resolved)
         return resolved
 
+    async def settle(self, request_id: str, answer: Settlement) -> ReviewRequest:
+        """Settle a failure review (retry, skip, abandon) or a compensation review (retry, skip, done)."""
+        engine = self._engine
+        settled = await engine.db.write(lambda conn: settle(conn, request_id, answer, engine.blob_threshold))
+        engine.work_available.set()
+        self._report(settled)
+        return settled
+
     async def _decide(
         self, request_id: str, approve: bool, by: str, comment: str | None, edit: Any, seen_hash: str | None
     ) -> ReviewRequest:
@@ -73,7 +82,7 @@ class ReviewQueue:
 
         def write(conn: Conn) -> ReviewRequest:
             _refuse_if_run_finished(conn, request_id)
-            return decide(
+            req = decide(
                 conn,
                 request_id,
                 approve=approve,
@@ -83,6 +92,8 @@ class ReviewQueue:
                 seen_hash=seen_hash,
                 blob_threshold=engine.blob_threshold,
             )
+            wake_if_waiting(conn, req.run_id, f"approval:{request_id}", req.decided_at or time.time())
+            return req
 
         req = await engine.db.write(write)
         engine.work_available.set()

@@ -1,5 +1,8 @@
 """Runs, steps and events as rows: the engine's reads and writes, as functions over a connection.
 
+This module alone issues SQL on ``runs``, ``steps`` and ``events``; workers, the engine, operator actions,
+the server and retention call these functions.
+
 Each function here runs inside a transaction the caller opened (usually a group-committed
 :meth:`Database.write`), so the engine composes them into exactly one commit per checkpoint.
 """
@@ -10,23 +13,28 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidInput, InvalidRunState, RunNotFound
 from ..store.database import Conn
+from ..store.dialects import CLAIM, FOR_UPDATE, RowLock
 from ..store.payloads import dump, load, load_json, load_or_unreadable, store_payload
 from .definitions import Effect
 from .review import close_open_requests
-from .states import FINISHED, RUN_STATES, RunStatus, StepKind, StepStatus
+from .states import FINISHED, RUN_STATES, Park, RunStatus, StepKind, StepStatus
 
 __all__ = [
     "FINISHED",
     "STATES",
+    "CompensationPlan",
     "RunCounts",
     "RunRecord",
     "RunResult",
     "StepRecord",
+    "compensable_steps",
+    "compensation_plan",
     "count_runs",
     "due_runs",
     "get_run",
@@ -36,11 +44,17 @@ __all__ = [
     "lock_run",
     "new_run_id",
     "new_trace_parent",
+    "plan_compensation",
     "restart_run",
+    "retry_step",
     "run_counts",
     "run_result",
+    "settle_step",
+    "skip_step",
     "step_key",
+    "step_state",
     "take_steps_from",
+    "wake_run",
 ]
 
 STATES = RUN_STATES
@@ -119,6 +133,7 @@ class StepRecord:
     started_at: float
     finished_at: float | None
     input: Any = None  # recorded for tools and model calls
+    compensation: str | None = None  # the name of the compensation the step registered when it finished
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -217,7 +232,7 @@ def get_runs(conn: Conn, run_ids: list[str]) -> list[RunRecord]:
 
 def lock_run(conn: Conn, run_id: str) -> tuple[RunStatus, str | None, str | None]:
     """Lock the run's row until commit; returns (status, wait_reason, wait_event)."""
-    suffix = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
+    suffix = conn.dialect.lock_rows_suffix(FOR_UPDATE)
     row = conn.one(f"SELECT status, wait_reason, wait_event FROM runs WHERE id = ?{suffix}", (run_id,))
     if row is None:
         raise RunNotFound(f"no run with id {run_id!r}: list runs with `crewline runs list`")
@@ -337,7 +352,7 @@ def insert_run(
 def load_steps(conn: Conn, run_id: str) -> dict[int, StepRecord]:
     rows = conn.all(
         "SELECT step_no, name, kind, effect, status, output, output_blob, error, attempts, started_at, "
-        "finished_at, input, input_blob FROM steps WHERE run_id = ? ORDER BY step_no",
+        "finished_at, input, input_blob, compensation FROM steps WHERE run_id = ? ORDER BY step_no",
         (run_id,),
     )
     return {
@@ -353,6 +368,7 @@ def load_steps(conn: Conn, run_id: str) -> dict[int, StepRecord]:
             started_at=r[9],
             finished_at=r[10],
             input=load_or_unreadable(conn, r[11], r[12]),
+            compensation=r[13],
         )
         for r in rows
     }
@@ -373,6 +389,7 @@ def write_step(
     started_at: float,
     blob_threshold: int,
     input_json: bytes | None = None,
+    compensation: str | None = None,
 ) -> None:
     """Insert or overwrite a step's record (an upsert, so a retried commit is harmless)."""
     inline, blob = (None, None) if output_json is None else store_payload(conn, output_json, blob_threshold)
@@ -382,12 +399,12 @@ def write_step(
     finished = time.time() if status in ("done", "failed") else None
     conn.defer(
         "INSERT INTO steps (run_id, step_no, name, kind, effect, status, output, output_blob, error, attempts, "
-        "started_at, finished_at, input, input_blob) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (run_id, step_no) DO UPDATE SET name = excluded.name, kind = excluded.kind, "
+        "started_at, finished_at, input, input_blob, compensation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+        "?) ON CONFLICT (run_id, step_no) DO UPDATE SET name = excluded.name, kind = excluded.kind, "
         "effect = excluded.effect, status = excluded.status, output = excluded.output, "
         "output_blob = excluded.output_blob, error = excluded.error, attempts = excluded.attempts, "
         "finished_at = excluded.finished_at, input = COALESCE(excluded.input, steps.input), "
-        "input_blob = COALESCE(excluded.input_blob, steps.input_blob)",
+        "input_blob = COALESCE(excluded.input_blob, steps.input_blob), compensation = excluded.compensation",
         (
             run_id,
             step_no,
@@ -403,6 +420,7 @@ def write_step(
             finished,
             in_inline,
             in_blob,
+            compensation,
         ),
     )
 
@@ -472,7 +490,8 @@ def finish_run(
     guard, params = ("AND lease_owner = ? AND status = 'running'", (owner,)) if owner else ("", ())
     row = conn.one(
         "UPDATE runs SET status = ?, output = ?, output_blob = ?, error = ?, finished_at = ?, updated_at = ?, "
-        f"lease_owner = NULL, lease_until = NULL, wake_at = NULL, wait_reason = NULL WHERE id = ? {guard} "
+        "lease_owner = NULL, lease_until = NULL, wake_at = NULL, wait_reason = NULL, compensate = NULL "
+        f"WHERE id = ? {guard} "
         "RETURNING parent_id",
         (status, inline, blob, _json(error), now, now, run_id, *params),
     )
@@ -505,6 +524,98 @@ def cancel_run(conn: Conn, run_id: str) -> str:
     return "cancelled"
 
 
+@dataclass(frozen=True)
+class CompensationPlan:
+    """An operator's request to run a run's compensations: why (cancel, undo, abandon) and which steps
+    (None: every step that registered one), kept on the run until it ends."""
+
+    why: str
+    steps: tuple[int, ...] | None = None
+    by: str = "operator"
+
+    def to_json(self) -> str:
+        return json.dumps({"why": self.why, "steps": self.steps, "by": self.by})
+
+
+def compensation_plan(conn: Conn, run_id: str) -> CompensationPlan | None:
+    raw = conn.scalar("SELECT compensate FROM runs WHERE id = ?", (run_id,))
+    if not raw:
+        return None
+    data = json.loads(raw)
+    steps = data.get("steps")
+    return CompensationPlan(str(data["why"]), None if steps is None else tuple(steps), str(data.get("by")))
+
+
+def compensable_steps(conn: Conn, run_id: str) -> dict[int, tuple[str, str]]:
+    """The run's finished steps that registered a compensation: (the step's name, the compensation's)."""
+    rows = conn.all(
+        "SELECT step_no, name, compensation FROM steps WHERE run_id = ? AND status = 'done' "
+        "AND compensation IS NOT NULL ORDER BY step_no",
+        (run_id,),
+    )
+    return {int(r[0]): (str(r[1]), str(r[2])) for r in rows}
+
+
+def plan_compensation(conn: Conn, run_id: str, plan: CompensationPlan) -> str:
+    """Make the run's worker replay it up to where it stands and run its compensations: at once if it is
+    running (it stops at its next step boundary), else by making it due again; its error and output stay."""
+    status, _, _ = lock_run(conn, run_id)
+    now = time.time()
+    conn.execute(
+        "UPDATE runs SET compensate = ?, cancel_requested = 1, updated_at = ? WHERE id = ?",
+        (plan.to_json(), now, run_id),
+    )
+    if status == "running":
+        return "compensation requested"
+    verb = {"cancel": "cancelled", "undo": "undone", "abandon": "abandoned"}.get(plan.why, plan.why)
+    close_open_requests(conn, run_id, f"run {verb}: compensating")
+    conn.execute(
+        "UPDATE runs SET status = 'pending', wait_reason = NULL, wait_event = NULL, wake_at = ?, "
+        "finished_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
+        (now, now, run_id),
+    )
+    return "compensating"
+
+
+def wake_run(conn: Conn, run_id: str, overrides: dict[str, Any] | None = None) -> None:
+    """A waiting run is due now (an operator settled what it waited for); ``overrides`` vary what follows."""
+    now = time.time()
+    if overrides is not None:
+        conn.execute("UPDATE runs SET overrides = ? WHERE id = ?", (_json(overrides), run_id))
+    conn.execute(
+        "UPDATE runs SET status = 'pending', wait_reason = NULL, wake_at = ?, updated_at = ? WHERE id = ?",
+        (now, now, run_id),
+    )
+
+
+def step_state(conn: Conn, run_id: str, step_no: int) -> tuple[StepStatus, StepKind] | None:
+    """A step's status and kind, or None if the run has no such step."""
+    row = conn.one("SELECT status, kind FROM steps WHERE run_id = ? AND step_no = ?", (run_id, step_no))
+    return None if row is None else (row[0], row[1])
+
+
+def retry_step(conn: Conn, run_id: str, step_no: int, input_json: bytes | None, blob_threshold: int) -> None:
+    """Let the replay execute a failed step again: forgotten, or marked ``retry`` with edited arguments."""
+    if input_json is None:
+        conn.execute("DELETE FROM steps WHERE run_id = ? AND step_no = ?", (run_id, step_no))
+        return
+    inline, blob = store_payload(conn, input_json, blob_threshold)
+    conn.execute(
+        "UPDATE steps SET status = 'retry', input = ?, input_blob = ?, error = NULL WHERE run_id = ? AND step_no = ?",
+        (inline, blob, run_id, step_no),
+    )
+
+
+def skip_step(conn: Conn, run_id: str, step_no: int, output_json: bytes, blob_threshold: int) -> None:
+    """Record a failed step as done with ``output_json``, given by an operator instead of its failure."""
+    inline, blob = store_payload(conn, output_json, blob_threshold)
+    conn.execute(
+        "UPDATE steps SET status = 'done', output = ?, output_blob = ?, error = NULL, finished_at = ? "
+        "WHERE run_id = ? AND step_no = ?",
+        (inline, blob, time.time(), run_id, step_no),
+    )
+
+
 def send_event(conn: Conn, run_id: str, name: str, payload_json: bytes, blob_threshold: int) -> int:
     status, _, waiting_for = lock_run(conn, run_id)
     if status in FINISHED:
@@ -535,6 +646,235 @@ def take_event(conn: Conn, run_id: str, name: str, step_no: int) -> tuple[bool, 
 
 def _json(value: dict[str, Any] | None) -> str | None:
     return None if value is None else json.dumps(value, default=str)
+
+
+# -- claims, leases and parking (for workers/claim.py and the engine) ------------------------------------
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def running_per_queue(conn: Conn, queues: Sequence[str], now: float) -> dict[str, int]:
+    """Runs executing under a live lease, per queue of ``queues``."""
+    rows = conn.all(
+        f"SELECT queue, COUNT(*) FROM runs WHERE status = 'running' AND lease_until >= ? "
+        f"AND queue IN ({_marks(len(queues))}) GROUP BY queue",
+        (now, *queues),
+    )
+    return {str(q): int(n) for q, n in rows}
+
+
+def claimable(
+    conn: Conn, workflows: Sequence[str], skip_queues: Sequence[str], now: float, limit: int
+) -> list[tuple[str, str]]:
+    """(id, queue) of due runs of ``workflows``, highest priority then longest due first, locked against
+    other claimers (who skip them)."""
+    where_full = f" AND queue NOT IN ({_marks(len(skip_queues))})" if skip_queues else ""
+    return [
+        (str(r[0]), str(r[1]))
+        for r in conn.all(
+            "SELECT id, queue FROM runs WHERE ((status IN ('pending', 'waiting') AND wake_at <= ?) "
+            "OR (status = 'running' AND lease_until < ?)) "
+            f"AND workflow IN ({_marks(len(workflows))}){where_full} "
+            "ORDER BY priority DESC, wake_at LIMIT ?" + conn.dialect.lock_rows_suffix(CLAIM),
+            (now, now, *workflows, *skip_queues, limit),
+        )
+    ]
+
+
+def take_runs(conn: Conn, run_ids: Sequence[str], owner: str, lease_until: float, now: float) -> None:
+    """Lease the runs to ``owner``; a run taken over from a dead worker counts a recovery."""
+    conn.execute(
+        "UPDATE runs SET recoveries = recoveries + (CASE WHEN status = 'running' THEN 1 ELSE 0 END), "
+        "status = 'running', lease_owner = ?, lease_until = ?, wake_at = NULL, wait_reason = NULL, "
+        f"wait_event = NULL, updated_at = ? WHERE id IN ({_marks(len(run_ids))})",
+        (owner, lease_until, now, *run_ids),
+    )
+
+
+def extend_leases(conn: Conn, owner: str, lease_until: float, run_ids: Sequence[str]) -> set[str]:
+    """Push out the leases ``owner`` holds on ``run_ids``; returns those it still holds."""
+    if not run_ids:
+        return set()
+    rows = conn.all(
+        "UPDATE runs SET lease_until = ? WHERE lease_owner = ? AND status = 'running' "
+        f"AND id IN ({_marks(len(run_ids))}) RETURNING id",
+        (lease_until, owner, *run_ids),
+    )
+    return {r[0] for r in rows}
+
+
+def lost_runs(conn: Conn, owner: str, run_ids: Sequence[str]) -> set[str]:
+    """Of ``run_ids``, those ``owner`` no longer holds because its lease lapsed (taken or requeued)."""
+    if not run_ids:
+        return set()
+    rows = conn.all(
+        f"SELECT id FROM runs WHERE id IN ({_marks(len(run_ids))}) "
+        "AND status IN ('pending', 'running') AND (lease_owner IS NULL OR lease_owner <> ?)",
+        (*run_ids, owner),
+    )
+    return {r[0] for r in rows}
+
+
+def held_flags(conn: Conn, owner: str) -> tuple[set[str], set[str]]:
+    """(runs ``owner`` holds, those of them an operator asked to cancel)."""
+    rows = conn.all(
+        "SELECT id, cancel_requested FROM runs WHERE lease_owner = ? AND status = 'running'", (owner,)
+    )
+    return {r[0] for r in rows}, {r[0] for r in rows if r[1]}
+
+
+def release_runs(conn: Conn, owner: str, now: float) -> int:
+    """Give back whatever ``owner`` still holds, due ``now``, for another worker to take."""
+    cur = conn.execute(
+        "UPDATE runs SET status = 'pending', lease_owner = NULL, lease_until = NULL, wake_at = ?, updated_at = ? "
+        "WHERE lease_owner = ? AND status = 'running'",
+        (now, now, owner),
+    )
+    return int(cur.rowcount)
+
+
+# Checking a lease must not block inserts of rows that reference the run (its steps, events).
+_LEASE_LOCK = RowLock(no_key=True)
+
+
+def held_leases(conn: Conn, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which (run, owner) pairs still hold their run's lease; locks those rows until commit."""
+    rows = conn.all(
+        f"SELECT id, lease_owner FROM runs WHERE id IN ({_marks(len(keys))}) AND status = 'running'"
+        + conn.dialect.lock_rows_suffix(_LEASE_LOCK),
+        [k[0] for k in keys],
+    )
+    return {(r[0], r[1]) for r in rows}
+
+
+def park_run(conn: Conn, run_id: str, park: Park) -> None:
+    """Release the run: it waits (or is pending again) and no worker holds it."""
+    conn.execute(
+        "UPDATE runs SET status = ?, wait_reason = ?, wait_event = ?, wake_at = ?, lease_owner = NULL, "
+        "lease_until = NULL, updated_at = ? WHERE id = ?",
+        (park.status, park.reason, park.event, park.wake_at, time.time(), run_id),
+    )
+
+
+def wake_if_waiting(conn: Conn, run_id: str, reason: str, now: float) -> None:
+    """Make the run due if it is still waiting for ``reason``."""
+    conn.execute(
+        "UPDATE runs SET wake_at = ?, updated_at = ? WHERE id = ? AND status = 'waiting' AND wait_reason = ?",
+        (now, now, run_id, reason),
+    )
+
+
+def resume_run(conn: Conn, run_id: str, now: float) -> None:
+    """A waiting run becomes pending and due ``now``."""
+    conn.execute(
+        "UPDATE runs SET status = 'pending', wait_reason = NULL, wake_at = ?, updated_at = ? WHERE id = ?",
+        (now, now, run_id),
+    )
+
+
+def finished_among(conn: Conn, run_ids: Sequence[str]) -> set[str]:
+    """Which of ``run_ids`` have finished."""
+    if not run_ids:
+        return set()
+    rows = conn.all(
+        f"SELECT id FROM runs WHERE id IN ({_marks(len(run_ids))}) AND status IN ({_marks(len(FINISHED))})",
+        (*run_ids, *FINISHED),
+    )
+    return {str(r[0]) for r in rows}
+
+
+# -- steps an operator changes (forks, unknown outcomes) ------------------------------------------------
+
+
+def last_step(conn: Conn, run_id: str) -> int:
+    return int(conn.scalar("SELECT MAX(step_no) FROM steps WHERE run_id = ?", (run_id,)) or 0)
+
+
+def first_unsettled_step(conn: Conn, run_id: str, before: int) -> tuple[int, str] | None:
+    """(step_no, status) of the first step before ``before`` without a recorded outcome."""
+    row = conn.one(
+        "SELECT step_no, status FROM steps WHERE run_id = ? AND step_no < ? AND status NOT IN ('done', 'failed') "
+        "ORDER BY step_no LIMIT 1",
+        (run_id, before),
+    )
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
+def copy_steps(conn: Conn, source: str, target: str, before: int) -> None:
+    """Give ``target`` the records of ``source``'s steps before ``before`` (a fork's reused checkpoints)."""
+    conn.execute(
+        "INSERT INTO steps (run_id, step_no, name, kind, effect, status, output, output_blob, error, attempts, "
+        "started_at, finished_at, input, input_blob, compensation) SELECT ?, step_no, name, kind, effect, "
+        "status, output, output_blob, error, attempts, started_at, finished_at, input, input_blob, compensation "
+        "FROM steps WHERE run_id = ? AND step_no < ?",
+        (target, source, before),
+    )
+
+
+def step_status(conn: Conn, run_id: str, step_no: int) -> str | None:
+    row = conn.one("SELECT status FROM steps WHERE run_id = ? AND step_no = ?", (run_id, step_no))
+    return None if row is None else str(row[0])
+
+
+def settle_step(
+    conn: Conn, run_id: str, step_no: int, outcome: str, output_json: bytes | None, now: float
+) -> None:
+    """Settle an intent: ``done`` with its output, ``retry`` (forget it), or ``fail``."""
+    if outcome == "done":
+        conn.execute(
+            "UPDATE steps SET status = 'done', output = ?, output_blob = NULL, finished_at = ? "
+            "WHERE run_id = ? AND step_no = ?",
+            ((output_json or b"null").decode(), now, run_id, step_no),
+        )
+    elif outcome == "retry":
+        conn.execute("DELETE FROM steps WHERE run_id = ? AND step_no = ?", (run_id, step_no))
+    else:
+        conn.execute(
+            "UPDATE steps SET status = 'failed', error = ?, finished_at = ? WHERE run_id = ? AND step_no = ?",
+            (_OUTCOME_FAILED, now, run_id, step_no),
+        )
+
+
+_OUTCOME_FAILED = '{"type": "OutcomeFailed", "message": "an operator marked the outcome as failed"}'
+
+
+# -- health, for alert rules ---------------------------------------------------------------------------
+
+
+def stuck_runs(conn: Conn, late: float, workflow: str | None) -> tuple[int, tuple[str, str] | None]:
+    """How many runs are running under a lease expired before ``late``, or pending/waiting and due
+    before it; and (id, status) of the least recently updated of them."""
+    sql = (
+        "FROM runs WHERE ((status = 'running' AND lease_until < ?) "
+        "OR (status IN ('pending', 'waiting') AND wake_at < ?))"
+    )
+    params: list[object] = [late, late]
+    if workflow is not None:
+        sql += " AND workflow = ?"
+        params.append(workflow)
+    count = int(conn.scalar(f"SELECT COUNT(*) {sql}", params) or 0)
+    oldest = conn.one(f"SELECT id, status {sql} ORDER BY updated_at LIMIT 1", params)
+    return count, None if oldest is None else (str(oldest[0]), str(oldest[1]))
+
+
+def due_backlog(conn: Conn, now: float, queue: str | None) -> tuple[int, float | None]:
+    """How many pending runs are due (on ``queue`` when given), and the earliest due time among them."""
+    sql, params = "FROM runs WHERE status = 'pending' AND wake_at <= ?", list[object]([now])
+    if queue is not None:
+        sql += " AND queue = ?"
+        params.append(queue)
+    row = conn.one(f"SELECT COUNT(*), MIN(wake_at) {sql}", params)
+    if row is None:
+        return 0, None
+    return int(row[0]), None if row[1] is None else float(row[1])
+
+
+def last_started(conn: Conn, workflow: str) -> float | None:
+    """When the workflow's latest run was created."""
+    last = conn.scalar("SELECT MAX(created_at) FROM runs WHERE workflow = ?", (workflow,))
+    return None if last is None else float(last)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
 """The review queue: requests for a human decision, and the decisions, with what the reviewer saw.
 
-A request is created by ``ctx.approve`` (kind ``approval``) or by an irreversible step whose outcome is
-unknown after a crash (kind ``outcome_unknown``). It holds the intended action, the preview, and the
+A request is created by ``ctx.approve`` (kind ``approval``), by an irreversible step whose outcome is
+unknown after a crash (kind ``outcome_unknown``), by a failed run of an ``on_failure="review"`` workflow
+(kind ``failure``) or by a compensation that failed (kind ``compensation``). It holds the intended action, the preview, and the
 provenance of the run so far (models, prompt versions, memory used, cost). A decision records who, when,
 the hash of what they were shown, a comment and an optional edit, then makes the parked run due.
+This module alone issues SQL on ``reviews``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import pydantic
 
 from ..errors import ConfigError, InvalidInput, InvalidRunState, ReviewNotFound
 from ..store.database import Conn
-from ..store.dialects import Percentiles
+from ..store.dialects import FOR_UPDATE, Percentiles
 from ..store.payloads import dump, load, store_payload
 
 __all__ = [
@@ -38,8 +40,11 @@ __all__ = [
     "escalate",
     "get_request",
     "list_requests",
+    "lock_request",
+    "open_request_id",
     "pending_requests",
     "review_times",
+    "settle_request",
     "shown_hash",
 ]
 
@@ -203,6 +208,18 @@ def create_request(conn: Conn, req: NewRequest, blob_threshold: int) -> None:
     )
 
 
+def open_request_id(conn: Conn, run_id: str, step_no: int, kind: str) -> str:
+    """The id of the step's pending request of ``kind``, else a new one: a step may fail, be retried by
+    an operator and fail again, each time asking anew, while a replay finds the request it already made."""
+    prefix = f"{run_id}:{kind}:{step_no}:"
+    rows = conn.all(
+        "SELECT id, status FROM reviews WHERE run_id = ? AND step_no = ? AND kind = ?",
+        (run_id, step_no, kind),
+    )
+    pending = [str(r[0]) for r in rows if r[1] == "pending"]
+    return pending[0] if pending else f"{prefix}{len(rows) + 1}"
+
+
 def get_request(conn: Conn, request_id: str) -> ReviewRequest:
     row = conn.one(f"SELECT {_COLUMNS} FROM reviews WHERE id = ?", (request_id,))
     if row is None:
@@ -234,6 +251,25 @@ def set_status(conn: Conn, request_id: str, status: str, *, by: str, outcome: st
         "UPDATE reviews SET status = ?, decided_by = ?, decided_at = ?, outcome = ? WHERE id = ?",
         (status, by, time.time(), outcome, request_id),
     )
+
+
+def settle_request(
+    conn: Conn, request_id: str, outcome: str, *, by: str, comment: str | None, edit: bytes | None, blobs: int
+) -> None:
+    """Record how an operator settled a failure or compensation request, with what they supplied."""
+    inline, blob = (None, None) if edit is None else store_payload(conn, edit, blobs)
+    conn.execute(
+        "UPDATE reviews SET status = 'resolved', decided_by = ?, decided_at = ?, outcome = ?, comment = ?, "
+        "edit = ?, edit_blob = ? WHERE id = ?",
+        (by, time.time(), outcome, comment, inline, blob, request_id),
+    )
+
+
+def lock_request(conn: Conn, request_id: str) -> ReviewRequest:
+    """The request, its row locked until commit (so two decisions on it are ordered)."""
+    suffix = conn.dialect.lock_rows_suffix(FOR_UPDATE)
+    conn.execute(f"SELECT id FROM reviews WHERE id = ?{suffix}", (request_id,))
+    return get_request(conn, request_id)
 
 
 def close_open_requests(conn: Conn, run_id: str, reason: str) -> None:
@@ -305,10 +341,17 @@ def decide(
     seen_hash: str | None = None,
     blob_threshold: int = 4096,
 ) -> ReviewRequest:
-    """Record a decision on a pending approval request and make its run due."""
-    suffix = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
-    conn.execute(f"SELECT id FROM reviews WHERE id = ?{suffix}", (request_id,))
+    """Record a decision on a pending approval request (the caller makes its run due, in the same
+    transaction: see :func:`crewline.flows.records.wake_if_waiting`)."""
+    conn.execute(
+        f"SELECT id FROM reviews WHERE id = ?{conn.dialect.lock_rows_suffix(FOR_UPDATE)}", (request_id,)
+    )
     req = get_request(conn, request_id)
+    if req.kind in ("failure", "compensation"):
+        raise InvalidInput(
+            f"request {request_id} is a {req.kind} review: settle it with `crewline review retry|skip|"
+            f"{'abandon' if req.kind == 'failure' else 'done'} {request_id}`"
+        )
     if req.kind not in ("approval", "budget"):
         raise InvalidInput(
             f"request {request_id} asks for the outcome of a step, not an approval: resolve it with "
@@ -347,10 +390,6 @@ def decide(
             blob,
             request_id,
         ),
-    )
-    conn.execute(
-        "UPDATE runs SET wake_at = ?, updated_at = ? WHERE id = ? AND status = 'waiting' AND wait_reason = ?",
-        (now, now, req.run_id, f"approval:{request_id}"),
     )
     return get_request(conn, request_id)
 
@@ -399,3 +438,12 @@ def type_name(value: Any) -> str | None:
     if isinstance(value, pydantic.BaseModel) and "<locals>" not in type(value).__qualname__:
         return f"{type(value).__module__}:{type(value).__qualname__}"
     return None
+
+
+def oldest_pending(conn: Conn) -> tuple[str, float, int] | None:
+    """(id, created_at) of the request waiting longest, and how many are pending."""
+    row = conn.one(
+        "SELECT id, created_at, (SELECT COUNT(*) FROM reviews WHERE status = 'pending') FROM reviews "
+        "WHERE status = 'pending' ORDER BY created_at, id LIMIT 1"
+    )
+    return None if row is None else (str(row[0]), float(row[1]), int(row[2]))

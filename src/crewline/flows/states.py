@@ -22,10 +22,12 @@ __all__ = [
 ]
 
 RunStatus = Literal["pending", "running", "waiting", "paused", "failed", "completed", "cancelled"]
-# intent: an irreversible call was about to happen; waiting: the run is parked on this step.
-StepStatus = Literal["intent", "waiting", "done", "failed"]
+# intent: an irreversible call was about to happen; waiting: the run is parked on this step; retry: an
+# operator asked for a failed tool call to be made again with the edited arguments its record now holds.
+StepStatus = Literal["intent", "waiting", "done", "failed", "retry"]
+# compensation: a registered compensation run while a run is undone (see flows/compensation.py);
 # checkpoint: a named marker (``ctx.checkpoint``) that reruns and forks can start from.
-StepKind = Literal["step", "tool", "llm", "sleep", "event", "child", "approval", "checkpoint"]
+StepKind = Literal["step", "tool", "llm", "sleep", "event", "child", "approval", "compensation", "checkpoint"]
 
 RUN_STATES: tuple[RunStatus, ...] = get_args(RunStatus)
 STEP_STATES: tuple[StepStatus, ...] = get_args(StepStatus)
@@ -61,6 +63,11 @@ class Park:
     @classmethod
     def on_review(cls, request_id: str, wake_at: float | None = None) -> Park:
         return cls("waiting", f"approval:{request_id}", None, wake_at)
+
+    @classmethod
+    def on_operator(cls, kind: str, request_id: str) -> Park:
+        """Waiting for an operator to settle a failed run or a failed compensation (review ``kind``)."""
+        return cls("waiting", f"{kind}:{request_id}")
 
     @classmethod
     def on_child(cls, child_id: str) -> Park:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, cast
 
@@ -28,8 +28,9 @@ from .definitions import (
     RetryPolicy,
     return_adapter,
     return_type,
+    type_ref,
 )
-from .journal import Entry, Journal, Outcome
+from .journal import Entry, FailedStep, Journal, Outcome
 from .states import StepKind
 from .tools import Tool, as_tool
 
@@ -52,6 +53,8 @@ class Call:
     timeout: float | str | None = None
     idempotency_key: str | None = None
     input_json: bytes | None = None
+    compensate: Callable[..., Any] | None = None  # called with the result to undo the step
+    validate: Callable[[Any], dict[str, Any]] | None = None  # a tool's arguments, edited by an operator
 
 
 @dataclass(frozen=True)
@@ -70,12 +73,22 @@ async def run_call(journal: Journal, call: Call) -> Any:
     if call.effect not in EFFECTS:
         raise ConfigError(f"effect must be one of {', '.join(EFFECTS)}, got {call.effect!r}")
     entry = await journal.begin(call.name, call.kind, cast(Effect, call.effect), call.input_json)
+    if call.compensate is not None:
+        entry = replace(entry, compensation=fn_name(call.compensate))
     adapter = return_adapter(call.fn)
-    if entry.record is not None:
+    if entry.record is not None and entry.record.status == "retry":
+        call = _edited(call, entry.record.input)
+        entry = entry.with_input(call.input_json)
+    elif entry.record is not None:
         if not entry.finished:
             await journal.ask_outcome(entry)
+        if entry.record.status == "failed":
+            journal.failed_step = FailedStep(entry.n, entry.name, type_ref(call.fn), entry.record.input)
         value = journal.replay(entry)
-        return value if adapter is None else adapter.validate_python(value)
+        value = value if adapter is None else adapter.validate_python(value)
+        if call.compensate is not None and entry.record.compensation is not None:
+            journal.register(entry, call.compensate, value)
+        return value
     key = call.idempotency_key or journal.step_key(entry.n)
     kwargs = call.kwargs
     if _accepts_key(call.fn) and "idempotency_key" not in kwargs:
@@ -96,12 +109,30 @@ async def run_call(journal: Journal, call: Call) -> Any:
         raise await _fail(journal, entry, e, attempts) from None
     await journal.record(entry, Outcome("done", data, None, attempts))
     journal.crash_point("after_step_commit", entry.n)
-    if scalar:
-        return result
-    return load_json(data) if adapter is None else adapter.validate_json(data)
+    value = result if scalar else load_json(data) if adapter is None else adapter.validate_json(data)
+    if call.compensate is not None:
+        journal.register(entry, call.compensate, value)
+    return value
+
+
+def _edited(call: Call, arguments: Any) -> Call:
+    """The call with the arguments an operator edited before asking for it again."""
+    if call.validate is None or arguments is None:
+        return call
+    kwargs = call.validate(arguments)
+    return replace(call, kwargs=kwargs, input_json=dump(kwargs))
 
 
 async def _attempts(journal: Journal, entry: Entry, live: _Live) -> tuple[Any, int]:
+    try:
+        return await _tries(journal, entry, live)
+    except StepError:
+        arguments = None if entry.input_json is None else load_json(entry.input_json)
+        journal.failed_step = FailedStep(entry.n, entry.name, type_ref(live.fn), arguments)
+        raise
+
+
+async def _tries(journal: Journal, entry: Entry, live: _Live) -> tuple[Any, int]:
     attempt = 0
     while True:
         attempt += 1
@@ -146,7 +177,17 @@ async def use_tool(journal: Journal, tool: Tool | Callable[..., Any], arguments:
             raise ActionRejected(f"tool {t.name}", decision.decided_by, decision.comment)
         if isinstance(decision.edited, dict):
             kwargs = t.validate(decision.edited.get("arguments", decision.edited))
-    call = Call(t.fn, (), kwargs, t.name, "tool", t.effect, input_json=dump(kwargs))
+    call = Call(
+        t.fn,
+        (),
+        kwargs,
+        t.name,
+        "tool",
+        t.effect,
+        input_json=dump(kwargs),
+        compensate=t.compensate,
+        validate=t.validate,
+    )
     return await run_call(journal, call)
 
 

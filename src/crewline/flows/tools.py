@@ -28,6 +28,7 @@ class Tool:
     effect: str
     risk: str | None
     arguments: type[pydantic.BaseModel]
+    compensate: Callable[..., Any] | None = None  # undoes a finished call, given its result
 
     @property
     def default_risk(self) -> str:
@@ -58,7 +59,12 @@ class Tool:
 def tool(fn: Callable[..., Any], /) -> Tool: ...
 @overload
 def tool(
-    *, name: str | None = None, effect: str = "read", risk: str | None = None, description: str | None = None
+    *,
+    name: str | None = None,
+    effect: str = "read",
+    risk: str | None = None,
+    description: str | None = None,
+    compensate: Callable[..., Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
     fn: Callable[..., Any] | None = None,
@@ -68,8 +74,12 @@ def tool(
     effect: str = "read",
     risk: str | None = None,
     description: str | None = None,
+    compensate: Callable[..., Any] | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
-    """Declare a tool: ``@tool`` or ``@tool(effect="irreversible", risk="high")``."""
+    """Declare a tool: ``@tool`` or ``@tool(effect="irreversible", risk="high", compensate=undo)``.
+
+    ``compensate`` is called with the tool's result when a run is undone (see ``Context.step``).
+    """
 
     def make(f: Callable[..., Any]) -> Tool:
         if effect not in EFFECTS:
@@ -83,6 +93,7 @@ def tool(
             effect=effect,
             risk=risk,
             arguments=_arguments_model(f, name or f.__name__),
+            compensate=compensate,
         )
 
     return make(fn) if fn is not None else make

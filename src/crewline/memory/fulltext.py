@@ -1,4 +1,4 @@
-"""Full-text search per dialect: FTS5 with BM25 on SQLite, ``tsvector`` with ``ts_rank`` on PostgreSQL.
+"""Full-text search of memory items, through the dialect's hook (:mod:`crewline.store.fulltext`).
 
 A query is cut into words and searched as "any of these words", ranked by relevance. Scoring every
 document that contains any query word is what makes naive OR queries slow (a common word matches most of
@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from ..store.database import Conn
+from ..store.fulltext import TextQuery
+from .versions import ITEMS_TEXT
 
 __all__ = ["TextIndex", "terms"]
 
@@ -70,14 +72,14 @@ class TextIndex:
         if not words or k <= 0:
             return []
         gate, require_all = self._plan(conn, words)
-        if conn.dialect.name == "sqlite":
-            match = _fts5_match(words, gate, require_all)
-            if allowed is not None:
-                found = _sqlite_unjoined(conn, match, k, allowed)
-                if found is not None:
-                    return found
-            return _sqlite(conn, match, scopes, k, now)
-        return _postgres(conn, words, gate, require_all, scopes, k, now)
+        text = conn.dialect.fulltext
+        if allowed is not None:
+            found = _unjoined(conn, TextQuery(words, gate, require_all, k), allowed)
+            if found is not None:
+                return found
+        marks = ",".join("?" * len(scopes))
+        live = f"i.scope IN ({marks}) AND (i.expires_at IS NULL OR i.expires_at > ?)"
+        return text.search(conn, ITEMS_TEXT, TextQuery(words, gate, require_all, k, live, (*scopes, now)))
 
     def _plan(self, conn: Conn, words: list[str]) -> tuple[list[str], bool]:
         """The words a candidate must contain (one of, or both with ``True``); all words when unpruned."""
@@ -104,13 +106,7 @@ class TextIndex:
         hit = self._df.get(word)
         if hit is not None and now - hit[1] < _CACHE_SECONDS:
             return hit[0]
-        if conn.dialect.name == "sqlite":
-            sql = "SELECT COUNT(*) FROM (SELECT 1 FROM memory_fts WHERE memory_fts MATCH ? LIMIT ?) t"
-            arg = f'"{word}"'
-        else:
-            sql = "SELECT COUNT(*) FROM (SELECT 1 FROM memory_items WHERE tsv @@ to_tsquery('english', ?) LIMIT ?) t"
-            arg = _pg_term(word)
-        n = int(conn.scalar(sql, (arg, (self.postings_budget or 0) + 1)) or 0)
+        n = conn.dialect.fulltext.count_matching(conn, ITEMS_TEXT, word, (self.postings_budget or 0) + 1)
         with self._lock:
             if len(self._df) >= _CACHE_MAX:
                 self._df.clear()
@@ -118,57 +114,11 @@ class TextIndex:
         return n
 
 
-def _fts5_match(words: list[str], gate: list[str], require_all: bool) -> str:
-    every = " OR ".join(f'"{w}"' for w in words)
-    if gate == words and not require_all:
-        return every
-    need = (" AND " if require_all else " OR ").join(f'"{w}"' for w in gate)
-    return f"({need}) AND ({every})"  # candidates from the gate words, ranked on every word
-
-
-def _sqlite_unjoined(conn: Conn, match: str, k: int, allowed: Allowed) -> list[tuple[int, float]] | None:
+def _unjoined(conn: Conn, q: TextQuery, allowed: Allowed) -> list[tuple[int, float]] | None:
     """Without the join; ``None`` when filtering left too few and there may be more to find."""
-    rows = conn.all("SELECT rowid, bm25(memory_fts) FROM memory_fts WHERE memory_fts MATCH ? ORDER BY 2 LIMIT ?",
-                    (match, k))  # fmt: skip
-    keep = allowed([int(r[0]) for r in rows])
-    out = [(int(rid), -float(s)) for (rid, s), ok in zip(rows, keep, strict=True) if ok]
-    return out if len(out) == len(rows) or len(rows) < k else None
-
-
-def _sqlite(conn: Conn, match: str, scopes: Sequence[str], k: int, now: float) -> list[tuple[int, float]]:
-    marks = ",".join("?" * len(scopes))
-    rows = conn.all(
-        "SELECT f.rowid, bm25(memory_fts) AS s FROM memory_fts f JOIN memory_items i ON i.rid = f.rowid "
-        f"WHERE memory_fts MATCH ? AND i.scope IN ({marks}) "
-        "AND (i.expires_at IS NULL OR i.expires_at > ?) ORDER BY s LIMIT ?",
-        (match, *scopes, now, k),
-    )
-    return [(int(rid), -float(s)) for rid, s in rows]
-
-
-def _pg_term(word: str) -> str:
-    return "'" + word.replace("'", "''") + "'"
-
-
-def _postgres(
-    conn: Conn,
-    words: list[str],
-    gate: list[str],
-    require_all: bool,
-    scopes: Sequence[str],
-    k: int,
-    now: float,
-) -> list[tuple[int, float]]:
-    # Candidates must match the gate; ranking uses every word (an AND inside the ranked query would
-    # change how ts_rank scores, so the two stay separate queries).
-    every = " | ".join(_pg_term(w) for w in words)
-    need = (" & " if require_all else " | ").join(_pg_term(w) for w in gate)
-    marks = ",".join("?" * len(scopes))
-    rows = conn.all(
-        "SELECT rid, ts_rank(tsv, q) AS s FROM memory_items, to_tsquery('english', ?) q, "
-        "to_tsquery('english', ?) g "
-        f"WHERE tsv @@ g AND scope IN ({marks}) AND (expires_at IS NULL OR expires_at > ?) "
-        "ORDER BY s DESC LIMIT ?",
-        (every, need, *scopes, now, k),
-    )
-    return [(int(rid), float(s)) for rid, s in rows]
+    rows = conn.dialect.fulltext.search_unfiltered(conn, ITEMS_TEXT, q)
+    if rows is None:
+        return None
+    keep = allowed([rid for rid, _ in rows])
+    out = [row for row, ok in zip(rows, keep, strict=True) if ok]
+    return out if len(out) == len(rows) or len(rows) < q.k else None

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import InvalidInput
 from ..store.database import Conn
+from ..store.payloads import put_blob
 from . import versions as v
 from .chunking import Chunk, chunk_document
 from .documents import SUPPORTED, ParsedDocument, parse_file
@@ -128,17 +129,13 @@ _Current = tuple[dict[str, Any], dict[str, dict[str, Any]]]
 
 
 def _current(conn: Conn, scope: str, source: str) -> _Current | None:
-    row = conn.scalar("SELECT id FROM memory_documents WHERE scope = ? AND source = ?", (scope, source))
+    row = v.document_id(conn, scope, source)
     if row is None:
         return None
     state = v.get_document_state(conn, row)
     assert state is not None
-    chunks = conn.all(
-        f"SELECT {', '.join(v.ITEM_FIELDS)} FROM memory_items WHERE document_id = ? ORDER BY position", (row,)
-    )
     by_hash: dict[str, dict[str, Any]] = {}
-    for r in chunks:
-        s = v.item_state(r)
+    for s in v.document_chunks(conn, row):
         by_hash.setdefault(s["content_hash"], s)
     return state, by_hash
 
@@ -162,10 +159,8 @@ def _write(conn: Conn, job: _Job) -> tuple[str, int, int, int]:
     conn.lock_key(f"memory:{job.scope}")
     now = time.time()
     old_doc = job.current[0] if job.current else None
-    live = conn.scalar(
-        "SELECT version FROM memory_documents WHERE scope = ? AND source = ?", (job.scope, job.doc.source)
-    )
-    if (live is None) != (old_doc is None) or (old_doc and int(live) != int(old_doc["version"])):
+    live = v.document_version(conn, job.scope, job.doc.source)
+    if (live is None) != (old_doc is None) or (old_doc and live != int(old_doc["version"])):
         raise ScopeChanged(job.doc.source)
     doc_id = _put_document(conn, job, old_doc, now)
     added, removed, kept = _put_chunks(conn, job, doc_id, now)
@@ -181,7 +176,7 @@ def _put_document(conn: Conn, job: _Job, old: dict[str, Any] | None, now: float)
         "mime": job.doc.mime,
         "title": job.doc.title,
         "content_hash": job.doc_hash,
-        "text_blob": _store_blob(conn, job.doc.text, now),
+        "text_blob": put_blob(conn, job.doc.text.encode("utf-8"), now),
         "size": len(job.doc.text.encode("utf-8")),
         "chunks": len(job.chunks),
         "metadata": job.meta,
@@ -216,19 +211,9 @@ def _put_chunks(conn: Conn, job: _Job, doc_id: str, now: float) -> tuple[int, in
         if any(old[k] != place[k] for k in place) or old["metadata"] != job.meta:
             moved = {**old, **place, "metadata": job.meta, "version": old["version"] + 1, "author": job.author,
                      "updated_at": now}  # fmt: skip
-            emb = conn.scalar("SELECT embedding FROM memory_items WHERE id = ?", (old["id"],))
+            emb = v.embedding_of(conn, old["id"])
             v.put_item(conn, moved, embedding=emb, embed_model=job.model, op="update", at=now)
     v.add_items(conn, fresh, embed_model=job.model, at=now)
     for old in existing.values():
         v.delete_item(conn, old["id"], author=job.author, op="delete", at=now)
     return len(fresh), len(existing), kept
-
-
-def _store_blob(conn: Conn, text: str, now: float) -> str:
-    data = text.encode("utf-8")
-    digest = hashlib.sha256(data).hexdigest()
-    conn.execute(
-        "INSERT INTO blobs (hash, data, size, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING",
-        (digest, data, len(data), now),
-    )
-    return digest

@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 
 from ..store.database import Conn
 from ..store.payloads import load_json
+from . import versions as v
 from .filters import matches
 from .fulltext import TextIndex
 from .records import Hit
@@ -31,11 +32,6 @@ from .vectors import ExactIndex
 __all__ = ["Query", "Reranker", "SearchLog", "fuse", "log_search", "run_query", "search_totals"]
 
 Reranker = Callable[[str, list[Hit]], "list[Hit] | Awaitable[list[Hit]]"]
-
-_HIT_COLUMNS = (
-    "i.rid, i.id, i.scope, i.kind, i.text, i.metadata, i.version, i.document_id, d.source, i.position, "
-    "i.heading, i.char_start, i.char_end"
-)
 
 
 @dataclass(frozen=True)
@@ -125,12 +121,7 @@ def _load(conn: Conn, fused: list[tuple[int, float, list[tuple[int, float] | Non
     batch = 200 if (q.filter or q.kinds) else q.k + 5  # unfiltered, the first k (+ a few deleted) suffice
     for start in range(0, len(fused), batch):
         part = fused[start : start + batch]
-        marks = ",".join("?" * len(part))
-        rows = conn.all(
-            f"SELECT {_HIT_COLUMNS} FROM memory_items i LEFT JOIN memory_documents d ON d.id = i.document_id "
-            f"WHERE i.rid IN ({marks})",
-            [rid for rid, _, _ in part],
-        )
+        rows = v.hit_rows(conn, [rid for rid, _, _ in part])
         by_rid = {int(r[0]): r for r in rows}
         for rid, score, sides in part:
             row = by_rid.get(rid)

@@ -1,4 +1,7 @@
-"""Rolling a scope back to an earlier point, and forgetting a scope entirely."""
+"""Rolling a scope back to an earlier point, and forgetting a scope entirely.
+
+This module owns ``memory_snapshots`` (named points to roll back to): it alone issues their SQL.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +12,14 @@ from typing import Any
 
 from ..errors import InvalidInput
 from ..store.database import Conn
-from ..store.payloads import load_json
+from ..store.payloads import delete_blob
 from . import versions as v
-from .records import RollbackReport
+from .records import RollbackReport, Snapshot
 from .vectors import to_blob
+from .window import forget_messages
 from .writing import ScopeChanged, Writable
 
-__all__ = ["forget", "rollback"]
+__all__ = ["count_snapshots", "forget", "list_snapshots", "rollback", "take_snapshot"]
 
 _Plan = list[tuple[str, str, dict[str, Any] | None]]  # (entity, id, state wanted)
 
@@ -50,8 +54,7 @@ def _target_seq(conn: Conn, scope: str, to: str | float | datetime) -> int:
         to = to.timestamp()
     if isinstance(to, str):
         row = conn.one(
-            "SELECT seq FROM memory_snapshots WHERE scope = ? AND (id = ? OR label = ?) "
-            "ORDER BY created_at DESC",
+            "SELECT seq FROM memory_snapshots WHERE scope = ? AND (id = ? OR label = ?) ORDER BY created_at DESC",
             (scope, to, to),
         )
         if row is not None:
@@ -66,16 +69,13 @@ def _target_seq(conn: Conn, scope: str, to: str | float | datetime) -> int:
         raise InvalidInput(f"to must be a snapshot id or label, a datetime or a Unix time, got {to!r}")
     if to > time.time() + 1:
         raise InvalidInput("to: cannot roll back to a time in the future")
-    return int(conn.scalar("SELECT MAX(id) FROM memory_versions WHERE at <= ?", (float(to),)) or 0)
+    return v.seq_at(conn, float(to))
 
 
 def _plan(conn: Conn, scope: str, to: str | float | datetime) -> tuple[int, int, _Plan]:
     seq = _target_seq(conn, scope, to)
     head = v.latest_seq(conn, scope)
-    touched = conn.all(
-        "SELECT entity, entity_id FROM memory_versions WHERE scope = ? AND id > ? GROUP BY entity, entity_id",
-        (scope, seq),
-    )
+    touched = v.touched_since(conn, scope, seq)
     plan: _Plan = []
     for entity, entity_id in touched:
         want = v.state_at(conn, entity_id, seq)
@@ -101,13 +101,8 @@ def _apply(
     now = time.time()
     restored = removed = 0
     for entity, entity_id, want in plan:
-        current = conn.scalar(
-            "SELECT version FROM memory_items WHERE id = ?"
-            if entity == "item"
-            else "SELECT version FROM memory_documents WHERE id = ?",
-            (entity_id,),
-        )
-        last = int(current) if current is not None else _last_version(conn, entity_id)
+        current = v.current_version(conn, entity, entity_id)
+        last = current if current is not None else v.last_version(conn, entity_id)
         if want is None:
             if entity == "item":
                 removed += v.delete_item(conn, entity_id, author=author, op="rollback", at=now)
@@ -123,40 +118,34 @@ def _apply(
     return restored, removed
 
 
-def _last_version(conn: Conn, entity_id: str) -> int:
-    return int(conn.scalar("SELECT MAX(version) FROM memory_versions WHERE entity_id = ?", (entity_id,)) or 0)
+def take_snapshot(conn: Conn, snap_id: str, scope: str, label: str | None, author: str) -> Snapshot:
+    snap = Snapshot(snap_id, scope, v.latest_seq(conn), label, author, time.time())
+    conn.execute(
+        "INSERT INTO memory_snapshots (id, scope, seq, label, author, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (snap.id, snap.scope, snap.seq, snap.label, snap.author, snap.created_at),
+    )
+    return snap
+
+
+def list_snapshots(conn: Conn, scope: str) -> list[Snapshot]:
+    rows = conn.all(
+        "SELECT id, scope, seq, label, author, created_at FROM memory_snapshots WHERE scope = ? "
+        "ORDER BY created_at",
+        (scope,),
+    )
+    return [Snapshot(r[0], r[1], int(r[2]), r[3], r[4], r[5]) for r in rows]
+
+
+def count_snapshots(conn: Conn) -> int:
+    return int(conn.scalar("SELECT COUNT(*) FROM memory_snapshots") or 0)
 
 
 def forget(conn: Conn, scope: str, now: float) -> dict[str, int]:
     """Everything of ``scope`` goes, including history and document blobs no other scope still uses."""
     conn.lock_key(f"memory:{scope}")
-    hashes = {
-        r[0] for r in conn.all("SELECT text_blob FROM memory_documents WHERE scope = ?", (scope,)) if r[0]
-    }
-    for (state,) in conn.all(
-        "SELECT state FROM memory_versions WHERE scope = ? AND entity = 'document' AND state IS NOT NULL",
-        (scope,),
-    ):
-        blob = load_json(state).get("text_blob")
-        if blob:
-            hashes.add(blob)
-    conn.execute(
-        "INSERT INTO memory_changes (rid, at) SELECT rid, ? FROM memory_items WHERE scope = ?", (now, scope)
-    )
-    counts = {
-        "items": conn.execute("DELETE FROM memory_items WHERE scope = ?", (scope,)).rowcount,
-        "documents": conn.execute("DELETE FROM memory_documents WHERE scope = ?", (scope,)).rowcount,
-        "versions": conn.execute("DELETE FROM memory_versions WHERE scope = ?", (scope,)).rowcount,
-        "snapshots": conn.execute("DELETE FROM memory_snapshots WHERE scope = ?", (scope,)).rowcount,
-        "messages": conn.execute("DELETE FROM memory_messages WHERE scope = ?", (scope,)).rowcount,
-    }
-    blobs = 0
-    for h in sorted(hashes):
-        in_use = conn.one("SELECT 1 FROM memory_documents WHERE text_blob = ?", (h,)) or conn.one(
-            "SELECT 1 FROM memory_versions WHERE entity = 'document' AND state LIKE ?",
-            (f'%"text_blob":"{h}"%',),
-        )
-        if not in_use:
-            blobs += conn.execute("DELETE FROM blobs WHERE hash = ?", (h,)).rowcount
-    counts["blobs"] = blobs
+    hashes = v.document_blobs(conn, scope)
+    counts = v.forget_scope(conn, scope, now)
+    counts["snapshots"] = conn.execute("DELETE FROM memory_snapshots WHERE scope = ?", (scope,)).rowcount
+    counts["messages"] = forget_messages(conn, scope)
+    counts["blobs"] = sum(delete_blob(conn, h) for h in sorted(hashes) if not v.blob_in_use(conn, h))
     return counts

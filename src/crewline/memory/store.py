@@ -3,7 +3,9 @@
 One :class:`MemoryStore` per database. Writes go through the store's group commit (``Database.write``)
 and are versioned with their author; embeddings are computed before a write transaction opens, so a
 transaction only ever touches the database and can be retried. Documents are ingested by
-:mod:`crewline.memory.ingest`; the conversation window lives in :mod:`crewline.memory.window`.
+:mod:`crewline.memory.ingest`; the conversation window lives in :mod:`crewline.memory.window`. Tables: this module owns
+``memory_indexes`` (which embedder the vectors come from); items, documents and versions are
+:mod:`crewline.memory.versions`', snapshots :mod:`crewline.memory.rollback`'s.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .fulltext import TextIndex
 from .gateway import EmbeddingGateway
 from .records import Document, Hit, IngestReport, Item, RollbackReport, Snapshot, Stats, Version
 from .retrieval import Query, Reranker, SearchLog, log_search, run_query
+from .rollback import count_snapshots, forget, list_snapshots, rollback, take_snapshot
 from .scopes import validate_scope, validate_scopes
 from .vectors import CHANGES_KEPT_SECONDS, ExactIndex, to_blob
 from .writing import ScopeChanged, new_id
@@ -201,9 +204,9 @@ class MemoryStore:
         for rid, cos in index.search(vec, [scope], 5):
             if cos < self.near_duplicate:
                 break
-            row = conn.one("SELECT id, kind FROM memory_items WHERE rid = ?", (rid,))
-            if row is not None and row[1] == kind:
-                return str(row[0]), cos
+            found = v.item_kind(conn, rid)
+            if found is not None and found[1] == kind:
+                return found[0], cos
         return None, None
 
     def _write_item(
@@ -223,10 +226,7 @@ class MemoryStore:
         conn.lock_key(f"memory:{scope}")
         now = time.time()
         chash = v.content_hash(text)
-        exact = conn.scalar(
-            "SELECT id FROM memory_items WHERE scope = ? AND content_hash = ? AND kind = ?",
-            (scope, chash, kind),
-        )
+        exact = v.find_exact(conn, scope, chash, kind)
         if exact is not None and score is not None:
             target, text = str(exact), ""  # an exact duplicate keeps its own wording
         elif exact is not None and target is None:
@@ -256,11 +256,7 @@ class MemoryStore:
             "author": author,
             "updated_at": now,
         }
-        emb = (
-            to_blob(vec[0])
-            if text != current["text"]
-            else conn.scalar("SELECT embedding FROM memory_items WHERE id = ?", (item_id,))
-        )
+        emb = to_blob(vec[0]) if text != current["text"] else v.embedding_of(conn, item_id)
         v.put_item(conn, state, embedding=emb, embed_model=self.embedder.name, op="update", at=now)
         return Written(item_id, scope, "updated", version + 1, score)
 
@@ -299,6 +295,9 @@ class MemoryStore:
         v.put_item(conn, state, embedding=to_blob(vec[0]), embed_model=self.embedder.name, op="add", at=now)
         return Written(item_id, scope, "added", 1)
 
+    async def count_items(self) -> int:
+        return await self.db.read(v.count_items)
+
     async def get(self, item_id: str) -> Item | None:
         state = await self.db.read(lambda c: v.get_item_state(c, item_id))
         return None if state is None else _item(state)
@@ -307,14 +306,8 @@ class MemoryStore:
         self, scope: str, *, kind: str | None = None, limit: int = 100, offset: int = 0
     ) -> list[Item]:
         validate_scope(scope)
-        sql = f"SELECT {', '.join(v.ITEM_FIELDS)} FROM memory_items WHERE scope = ?"
-        params: list[Any] = [scope]
-        if kind is not None:
-            sql += " AND kind = ?"
-            params.append(kind)
-        sql += " ORDER BY rid LIMIT ? OFFSET ?"
-        rows = await self.db.read(lambda c: c.all(sql, (*params, limit, offset)))
-        return [_item(v.item_state(r)) for r in rows]
+        states = await self.db.read(lambda c: v.list_items(c, scope, kind, limit, offset))
+        return [_item(s) for s in states]
 
     async def delete(self, item_id: str, *, author: str = OPERATOR) -> bool:
         """Delete an item, or a document with all its chunks (by the document's id); versioned, so a
@@ -327,10 +320,10 @@ class MemoryStore:
         at = time.time() if now is None else now
 
         def purge(conn: Conn) -> int:
-            ids = [r[0] for r in conn.all("SELECT id FROM memory_items WHERE expires_at <= ?", (at,))]
+            ids = v.expired_ids(conn, at)
             for item_id in ids:
                 v.delete_item(conn, item_id, author="ttl", op="expire", at=at)
-            conn.execute("DELETE FROM memory_changes WHERE at < ?", (time.time() - CHANGES_KEPT_SECONDS,))
+            v.prune_changes(conn, time.time() - CHANGES_KEPT_SECONDS)
             return len(ids)
 
         return await self.db.write(purge)
@@ -408,13 +401,7 @@ class MemoryStore:
     # -- versions --------------------------------------------------------------------------------------
 
     async def history(self, entity_id: str) -> list[Version]:
-        rows = await self.db.read(
-            lambda c: c.all(
-                "SELECT id, entity, entity_id, scope, version, op, state, author, at FROM memory_versions "
-                "WHERE entity_id = ? ORDER BY id",
-                (entity_id,),
-            )
-        )
+        rows = await self.db.read(lambda c: v.history(c, entity_id))
         return [
             Version(
                 int(r[0]), r[1], r[2], r[3], int(r[4]), r[5], load_json(r[6]) if r[6] else None, r[7], r[8]
@@ -424,53 +411,29 @@ class MemoryStore:
 
     async def scope_history(self, scope: str, *, limit: int = 50) -> list[Version]:
         validate_scope(scope)
-        rows = await self.db.read(
-            lambda c: c.all(
-                "SELECT id, entity, entity_id, scope, version, op, NULL, author, at FROM memory_versions "
-                "WHERE scope = ? ORDER BY id DESC LIMIT ?",
-                (scope, limit),
-            )
-        )
+        rows = await self.db.read(lambda c: v.scope_history(c, scope, limit))
         return [Version(int(r[0]), r[1], r[2], r[3], int(r[4]), r[5], None, r[7], r[8]) for r in rows]
 
     async def snapshot(self, scope: str, *, label: str | None = None, author: str = OPERATOR) -> Snapshot:
         """A named point in the scope's history to roll back to (costs one row; nothing is copied)."""
         validate_scope(scope)
 
-        def take(conn: Conn) -> Snapshot:
-            snap = Snapshot(new_id("snap"), scope, v.latest_seq(conn), label, author, time.time())
-            conn.execute(
-                "INSERT INTO memory_snapshots (id, scope, seq, label, author, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (snap.id, snap.scope, snap.seq, snap.label, snap.author, snap.created_at),
-            )
-            return snap
-
-        return await self.db.write(take)
+        return await self.db.write(lambda c: take_snapshot(c, new_id("snap"), scope, label, author))
 
     async def snapshots(self, scope: str) -> list[Snapshot]:
-        rows = await self.db.read(
-            lambda c: c.all(
-                "SELECT id, scope, seq, label, author, created_at FROM memory_snapshots WHERE scope = ? "
-                "ORDER BY created_at",
-                (scope,),
-            )
-        )
-        return [Snapshot(r[0], r[1], int(r[2]), r[3], r[4], r[5]) for r in rows]
+        return await self.db.read(lambda c: list_snapshots(c, scope))
 
     async def rollback(
         self, scope: str, *, to: str | float | datetime, author: str = OPERATOR
     ) -> RollbackReport:
         """Put every item and document of ``scope`` back as it was at a snapshot (its id or label) or a
         time; the rollback is itself a set of new versions, so it can be undone the same way."""
-        from .rollback import rollback
 
         validate_scope(scope)
         return await rollback(self, scope, to, author)
 
     async def forget(self, scope: str) -> dict[str, int]:
         """Delete everything of ``scope``: items, documents, history, snapshots, messages, blobs, index."""
-        from .rollback import forget
 
         validate_scope(scope)
         return await self.db.write(lambda c: forget(c, scope, time.time()))
@@ -515,34 +478,22 @@ class MemoryStore:
         return report
 
     async def documents(self, scope: str) -> list[Document]:
-        rows = await self.db.read(
-            lambda c: c.all(
-                f"SELECT {', '.join(v.DOC_FIELDS)} FROM memory_documents WHERE scope = ? ORDER BY source",
-                (scope,),
-            )
-        )
-        return [_document(dict(zip(v.DOC_FIELDS, r, strict=True))) for r in rows]
+        states = await self.db.read(lambda c: v.list_documents(c, scope))
+        return [_document(s) for s in states]
 
     # -- maintenance -----------------------------------------------------------------------------------
 
     async def stats(self) -> Stats:
         def read(conn: Conn) -> Stats:
-            def count(sql: str) -> int:
-                return int(conn.scalar(sql) or 0)
-
             idx = conn.one("SELECT embedder, dim FROM memory_indexes WHERE name = ?", (_INDEX,))
+            totals = v.counts(conn)
             return Stats(
-                items=count("SELECT COUNT(*) FROM memory_items"),
-                chunks=count("SELECT COUNT(*) FROM memory_items WHERE kind = 'chunk'"),
-                documents=count("SELECT COUNT(*) FROM memory_documents"),
-                versions=count("SELECT COUNT(*) FROM memory_versions"),
-                snapshots=count("SELECT COUNT(*) FROM memory_snapshots"),
-                scopes={
-                    s: int(n)
-                    for s, n in conn.all(
-                        "SELECT scope, COUNT(*) FROM memory_items GROUP BY scope ORDER BY scope"
-                    )
-                },
+                items=totals["items"],
+                chunks=totals["chunks"],
+                documents=totals["documents"],
+                versions=totals["versions"],
+                snapshots=count_snapshots(conn),
+                scopes=totals["scopes"],
                 embedder=idx[0] if idx else None,
                 dim=int(idx[1]) if idx else None,
                 searches=self.searches,
@@ -556,14 +507,7 @@ class MemoryStore:
         name = self.embedder.name
         done = 0
         while True:
-            rows: list[tuple[Any, ...]] = await self.db.read(
-                lambda c: c.all(
-                    "SELECT rid, text, heading FROM memory_items "
-                    "WHERE embed_model IS NULL OR embed_model != ? "
-                    "ORDER BY rid LIMIT ?",
-                    (name, batch),
-                )
-            )
+            rows: list[tuple[Any, ...]] = await self.db.read(lambda c: v.unembedded(c, name, batch))
             if not rows:
                 break
             vecs = await self.embed([v.embed_text({"text": r[1], "heading": r[2]}) for r in rows])
@@ -593,7 +537,7 @@ def _delete(conn: Conn, *, entity_id: str, author: str) -> bool:
         return True
     if not v.delete_document(conn, entity_id, author=author, op="delete", at=now):
         return False
-    for (chunk_id,) in conn.all("SELECT id FROM memory_items WHERE document_id = ?", (entity_id,)):
+    for chunk_id in v.chunk_ids(conn, entity_id):
         v.delete_item(conn, chunk_id, author=author, op="delete", at=now)
     return True
 
@@ -601,10 +545,7 @@ def _delete(conn: Conn, *, entity_id: str, author: str) -> bool:
 def _store_vectors(conn: Conn, *, rows: list[tuple[Any, ...]], vecs: Matrix, name: str) -> None:
     now = time.time()
     for (rid, _, _), vec in zip(rows, vecs, strict=True):
-        conn.execute(
-            "UPDATE memory_items SET embedding = ?, embed_model = ? WHERE rid = ?", (to_blob(vec), name, rid)
-        )
-        v.log_change(conn, int(rid), now)
+        v.set_embedding(conn, int(rid), to_blob(vec), name, now)
 
 
 def _text_budget(value: object) -> int | None:

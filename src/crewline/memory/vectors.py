@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..store.database import Conn
+from . import versions as v
 from .embedders import Matrix
 
 __all__ = ["CHANGES_KEPT_SECONDS", "ExactIndex", "from_blob", "to_blob"]
@@ -73,9 +74,7 @@ class ExactIndex:
                 self._synced_at = now
                 return
             self._synced_at = now
-            rows = conn.all(
-                "SELECT seq, rid FROM memory_changes WHERE seq > ? ORDER BY seq", (self._watermark,)
-            )
+            rows = v.changes_since(conn, self._watermark)
             if not rows:
                 return
             self._refresh(conn, {int(rid) for _, rid in rows})
@@ -95,14 +94,12 @@ class ExactIndex:
             self._pending.clear()
 
     def _load_all(self, conn: Conn) -> None:
-        top = int(conn.scalar("SELECT MAX(seq) FROM memory_changes") or 0)
+        top = v.last_change(conn)
         self._n = 0
         self._row.clear()
         self._scope_rows.clear()
         self._expiring = 0
-        cur = conn.execute(
-            "SELECT rid, scope, expires_at, embedding FROM memory_items WHERE embedding IS NOT NULL"
-        )
+        cur = v.embeddings(conn)
         while True:
             batch = cur.fetchmany(5000)
             if not batch:
@@ -117,10 +114,7 @@ class ExactIndex:
         ordered = sorted(rids)
         for i in range(0, len(ordered), _BATCH):
             part = ordered[i : i + _BATCH]
-            marks = ",".join("?" * len(part))
-            found = conn.all(
-                f"SELECT rid, scope, expires_at, embedding FROM memory_items WHERE rid IN ({marks})", part
-            )
+            found = v.embeddings(conn, part).fetchall()
             present = set()
             for rid, scope, expires, emb in found:
                 if emb is None:

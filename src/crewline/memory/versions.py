@@ -1,4 +1,10 @@
-"""Versioned writes: every change to an item or document is a row in ``memory_versions``.
+"""Memory items and documents with their history: the only module that issues SQL on ``memory_items``,
+``memory_documents``, ``memory_versions`` and ``memory_changes`` (one closely-knit group: every write to
+an item is a version and a change-feed entry in the same transaction). Other memory modules call these
+functions; snapshots are :mod:`crewline.memory.rollback`'s, the conversation window
+:mod:`crewline.memory.window`'s, the embedding index record :mod:`crewline.memory.store`'s.
+
+Versioned writes: every change to an item or document is a row in ``memory_versions``.
 
 A version row holds the entity's whole state after the write as JSON (``None`` once deleted) and who
 wrote it (the operator, or a run and step). Rollback is replay: for every entity of a scope touched after
@@ -14,6 +20,7 @@ import re
 from typing import Any
 
 from ..store.database import Conn
+from ..store.fulltext import TextTable
 from ..store.payloads import load_json
 
 __all__ = [
@@ -64,6 +71,8 @@ DOC_FIELDS = (
     "created_at",
     "updated_at",
 )
+# What full-text search indexes (see crewline.store.fulltext); the memory migrations create it.
+ITEMS_TEXT = TextTable(table="memory_items", rowid="rid", columns=("text", "heading"), index="memory_fts")
 _SPACE = re.compile(r"\s+")
 
 
@@ -263,3 +272,224 @@ def state_at(conn: Conn, entity_id: str, seq: int) -> dict[str, Any] | None:
         return None
     state: dict[str, Any] = load_json(row[0])
     return state
+
+
+# -- reads for the store, ingest, retrieval, the vector index and rollback --------------------------------
+
+
+def item_kind(conn: Conn, rid: int) -> tuple[str, str] | None:
+    """(id, kind) of the item at ``rid``."""
+    row = conn.one("SELECT id, kind FROM memory_items WHERE rid = ?", (rid,))
+    return None if row is None else (str(row[0]), str(row[1]))
+
+
+def find_exact(conn: Conn, scope: str, chash: str, kind: str) -> str | None:
+    """The item of ``scope`` and ``kind`` whose content hash is ``chash``."""
+    found = conn.scalar(
+        "SELECT id FROM memory_items WHERE scope = ? AND content_hash = ? AND kind = ?", (scope, chash, kind)
+    )
+    return None if found is None else str(found)
+
+
+def embedding_of(conn: Conn, item_id: str) -> bytes | None:
+    emb = conn.scalar("SELECT embedding FROM memory_items WHERE id = ?", (item_id,))
+    return None if emb is None else bytes(emb)
+
+
+def list_items(conn: Conn, scope: str, kind: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
+    sql = f"SELECT {', '.join(ITEM_FIELDS)} FROM memory_items WHERE scope = ?"
+    params: list[Any] = [scope]
+    if kind is not None:
+        sql += " AND kind = ?"
+        params.append(kind)
+    sql += " ORDER BY rid LIMIT ? OFFSET ?"
+    return [item_state(r) for r in conn.all(sql, (*params, limit, offset))]
+
+
+def document_chunks(conn: Conn, doc_id: str) -> list[dict[str, Any]]:
+    """The chunks of a document, in order."""
+    rows = conn.all(
+        f"SELECT {', '.join(ITEM_FIELDS)} FROM memory_items WHERE document_id = ? ORDER BY position",
+        (doc_id,),
+    )
+    return [item_state(r) for r in rows]
+
+
+def chunk_ids(conn: Conn, doc_id: str) -> list[str]:
+    return [str(r[0]) for r in conn.all("SELECT id FROM memory_items WHERE document_id = ?", (doc_id,))]
+
+
+def expired_ids(conn: Conn, at: float) -> list[str]:
+    return [str(r[0]) for r in conn.all("SELECT id FROM memory_items WHERE expires_at <= ?", (at,))]
+
+
+def count_items(conn: Conn) -> int:
+    return int(conn.scalar("SELECT COUNT(*) FROM memory_items") or 0)
+
+
+def unembedded(conn: Conn, model: str, limit: int) -> list[tuple[Any, ...]]:
+    """(rid, text, heading) of items not embedded by ``model``, by rid."""
+    return conn.all(
+        "SELECT rid, text, heading FROM memory_items WHERE embed_model IS NULL OR embed_model != ? "
+        "ORDER BY rid LIMIT ?",
+        (model, limit),
+    )
+
+
+def set_embedding(conn: Conn, rid: int, embedding: bytes, model: str, at: float) -> None:
+    conn.execute(
+        "UPDATE memory_items SET embedding = ?, embed_model = ? WHERE rid = ?", (embedding, model, rid)
+    )
+    log_change(conn, rid, at)
+
+
+def hit_rows(conn: Conn, rids: list[int]) -> list[tuple[Any, ...]]:
+    """Items with their document's source: rid, id, scope, kind, text, metadata, version, document_id,
+    source, position, heading, char_start, char_end."""
+    return conn.all(
+        "SELECT i.rid, i.id, i.scope, i.kind, i.text, i.metadata, i.version, i.document_id, d.source, "
+        "i.position, i.heading, i.char_start, i.char_end FROM memory_items i "
+        f"LEFT JOIN memory_documents d ON d.id = i.document_id WHERE i.rid IN ({','.join('?' * len(rids))})",
+        rids,
+    )
+
+
+def embeddings(conn: Conn, rids: list[int] | None = None) -> Any:
+    """A cursor over (rid, scope, expires_at, embedding): of ``rids``, or of every embedded item."""
+    if rids is None:
+        return conn.execute(
+            "SELECT rid, scope, expires_at, embedding FROM memory_items WHERE embedding IS NOT NULL"
+        )
+    marks = ",".join("?" * len(rids))
+    return conn.execute(
+        f"SELECT rid, scope, expires_at, embedding FROM memory_items WHERE rid IN ({marks})", rids
+    )
+
+
+def changes_since(conn: Conn, seq: int) -> list[tuple[Any, ...]]:
+    """(seq, rid) of the change feed after ``seq``."""
+    return conn.all("SELECT seq, rid FROM memory_changes WHERE seq > ? ORDER BY seq", (seq,))
+
+
+def last_change(conn: Conn) -> int:
+    return int(conn.scalar("SELECT MAX(seq) FROM memory_changes") or 0)
+
+
+def prune_changes(conn: Conn, before: float) -> None:
+    conn.execute("DELETE FROM memory_changes WHERE at < ?", (before,))
+
+
+def document_id(conn: Conn, scope: str, source: str) -> str | None:
+    found = conn.scalar("SELECT id FROM memory_documents WHERE scope = ? AND source = ?", (scope, source))
+    return None if found is None else str(found)
+
+
+def document_version(conn: Conn, scope: str, source: str) -> int | None:
+    found = conn.scalar(
+        "SELECT version FROM memory_documents WHERE scope = ? AND source = ?", (scope, source)
+    )
+    return None if found is None else int(found)
+
+
+def list_documents(conn: Conn, scope: str) -> list[dict[str, Any]]:
+    rows = conn.all(
+        f"SELECT {', '.join(DOC_FIELDS)} FROM memory_documents WHERE scope = ? ORDER BY source", (scope,)
+    )
+    return [dict(zip(DOC_FIELDS, r, strict=True)) for r in rows]
+
+
+def current_version(conn: Conn, entity: str, entity_id: str) -> int | None:
+    """The live version of an item or document (``None`` if absent)."""
+    table = "memory_items" if entity == "item" else "memory_documents"
+    found = conn.scalar(f"SELECT version FROM {table} WHERE id = ?", (entity_id,))
+    return None if found is None else int(found)
+
+
+def last_version(conn: Conn, entity_id: str) -> int:
+    return int(conn.scalar("SELECT MAX(version) FROM memory_versions WHERE entity_id = ?", (entity_id,)) or 0)
+
+
+def seq_at(conn: Conn, at: float) -> int:
+    """The last version sequence written at or before ``at``."""
+    return int(conn.scalar("SELECT MAX(id) FROM memory_versions WHERE at <= ?", (at,)) or 0)
+
+
+def touched_since(conn: Conn, scope: str, seq: int) -> list[tuple[Any, ...]]:
+    """(entity, entity_id) of everything in ``scope`` written after ``seq``."""
+    return conn.all(
+        "SELECT entity, entity_id FROM memory_versions WHERE scope = ? AND id > ? GROUP BY entity, entity_id",
+        (scope, seq),
+    )
+
+
+def history(conn: Conn, entity_id: str) -> list[tuple[Any, ...]]:
+    return conn.all(
+        "SELECT id, entity, entity_id, scope, version, op, state, author, at FROM memory_versions "
+        "WHERE entity_id = ? ORDER BY id",
+        (entity_id,),
+    )
+
+
+def scope_history(conn: Conn, scope: str, limit: int) -> list[tuple[Any, ...]]:
+    """Newest first, without the states."""
+    return conn.all(
+        "SELECT id, entity, entity_id, scope, version, op, NULL, author, at FROM memory_versions "
+        "WHERE scope = ? ORDER BY id DESC LIMIT ?",
+        (scope, limit),
+    )
+
+
+def counts(conn: Conn) -> dict[str, Any]:
+    """Totals for statistics: items, chunks, documents, versions, and items per scope."""
+
+    def count(sql: str) -> int:
+        return int(conn.scalar(sql) or 0)
+
+    return {
+        "items": count("SELECT COUNT(*) FROM memory_items"),
+        "chunks": count("SELECT COUNT(*) FROM memory_items WHERE kind = 'chunk'"),
+        "documents": count("SELECT COUNT(*) FROM memory_documents"),
+        "versions": count("SELECT COUNT(*) FROM memory_versions"),
+        "scopes": {
+            s: int(n)
+            for s, n in conn.all("SELECT scope, COUNT(*) FROM memory_items GROUP BY scope ORDER BY scope")
+        },
+    }
+
+
+def document_blobs(conn: Conn, scope: str) -> set[str]:
+    """Blob hashes of the texts of ``scope``'s documents, live or in their history."""
+    hashes = {
+        r[0] for r in conn.all("SELECT text_blob FROM memory_documents WHERE scope = ?", (scope,)) if r[0]
+    }
+    for (state,) in conn.all(
+        "SELECT state FROM memory_versions WHERE scope = ? AND entity = 'document' AND state IS NOT NULL",
+        (scope,),
+    ):
+        blob = load_json(state).get("text_blob")
+        if blob:
+            hashes.add(blob)
+    return hashes
+
+
+def blob_in_use(conn: Conn, blob: str) -> bool:
+    """Whether a document, live or in history, still holds the text stored as ``blob``."""
+    return bool(
+        conn.one("SELECT 1 FROM memory_documents WHERE text_blob = ?", (blob,))
+        or conn.one(
+            "SELECT 1 FROM memory_versions WHERE entity = 'document' AND state LIKE ?",
+            (f'%"text_blob":"{blob}"%',),
+        )
+    )
+
+
+def forget_scope(conn: Conn, scope: str, now: float) -> dict[str, int]:
+    """Delete every item, document and version of ``scope`` (the vector index is told); the counts."""
+    conn.execute(
+        "INSERT INTO memory_changes (rid, at) SELECT rid, ? FROM memory_items WHERE scope = ?", (now, scope)
+    )
+    return {
+        "items": conn.execute("DELETE FROM memory_items WHERE scope = ?", (scope,)).rowcount,
+        "documents": conn.execute("DELETE FROM memory_documents WHERE scope = ?", (scope,)).rowcount,
+        "versions": conn.execute("DELETE FROM memory_versions WHERE scope = ?", (scope,)).rowcount,
+    }

@@ -1,6 +1,6 @@
 """The short-term layer: a conversation window per scope, kept within a token budget.
 
-Turns are stored in ``memory_messages``. When the window grows past ``max_tokens``, the oldest turns (and
+Turns are stored in ``memory_messages``, whose SQL this module alone issues. When the window grows past ``max_tokens``, the oldest turns (and
 any earlier summary) are folded into one summary by the ``summarise`` hook, which a workflow wires to the
 model gateway so the call is costed and budgeted like any other; without a hook the oldest turns are
 dropped. The newest ``keep_recent`` turns are never folded.
@@ -119,7 +119,7 @@ class ConversationWindow:
         return sum(m.tokens for m in await self.messages())
 
     async def clear(self) -> None:
-        await self.db.write(lambda c: c.execute("DELETE FROM memory_messages WHERE scope = ?", (self.scope,)))
+        await self.db.write(lambda c: forget_messages(c, self.scope))
 
     async def _compact(self) -> list[Message]:
         window = await self.messages()
@@ -157,3 +157,8 @@ class ConversationWindow:
             "VALUES (?, 'summary', ?, ?, 1, ?)",
             (self.scope, summary, self.count_tokens(summary), time.time()),
         )
+
+
+def forget_messages(conn: Conn, scope: str) -> int:
+    """Delete the window of ``scope``; returns how many messages went."""
+    return int(conn.execute("DELETE FROM memory_messages WHERE scope = ?", (scope,)).rowcount)

@@ -3,7 +3,7 @@
 The key is a SHA-256 over the canonical request (the name asked for, messages, tools, sampling settings,
 output schema), so any difference in what was asked is a miss. Only deterministic requests are cached
 (temperature 0) unless the caller opts in; entries expire after the configured TTL. A hit costs nothing
-and is recorded as a hit.
+and is recorded as a hit. This module alone issues SQL on ``model_cache``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ hourly rollups, which the reports read instead of every call.
 One ``model_calls`` row per logical call (a cache hit, a completion after its retries and fallbacks, a
 failure), written in the same transaction that settles the call's budget. Request and response payloads
 go through :func:`crewline.store.payloads.store_payload`: small ones inline, large ones as
-content-addressed blobs that retention can drop.
+content-addressed blobs that retention can drop. This module alone issues SQL on ``model_calls`` and
+``model_call_rollups``.
 
 Reports over long windows cannot sort every call of a month for a percentile, so closed hours are rolled
 up, as a metrics system does, into ``model_call_rollups``: per hour and per dimension value (all calls,
@@ -194,6 +195,115 @@ def model_call_event(record: CallRecord, *, content: bool = False) -> ModelCallE
         request=record.request if content else None,
         response=record.response if content else None,
     )
+
+
+# What spend can be grouped by, as SQL over model_calls.
+GROUPS = {
+    "day": "day",
+    "model": "provider || '/' || model",
+    "workflow": "COALESCE(workflow, '-')",
+    "key": "COALESCE(virtual_key, '-')",
+}
+
+_CALL_COLUMNS = (
+    "id, started_at, run_id, step, workflow, virtual_key, requested, kind, provider, model, deployment, status, "
+    "error_class, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost, "
+    "price_known, latency_ms, ttft_ms, cache_hit, attempts"
+)
+
+
+def spend_rows(conn: Conn, group: str, since: float, run_id: str | None) -> list[tuple[Any, ...]]:
+    """Per value of ``group`` (a key of :data:`GROUPS`) since ``since``: calls, cache hits, errors, input
+    and output tokens, cost, unpriced calls."""
+    where, params = "started_at >= ?", list[Any]([since])
+    if run_id:
+        where, params = where + " AND run_id = ?", [*params, run_id]
+    return conn.all(
+        f"SELECT {GROUPS[group]} AS k, COUNT(*), SUM(cache_hit), SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END), "
+        "SUM(input_tokens), SUM(output_tokens), SUM(cost), SUM(CASE WHEN price_known = 0 THEN 1 ELSE 0 END) "
+        f"FROM model_calls WHERE {where} GROUP BY k ORDER BY k",
+        params,
+    )
+
+
+def call_rows(
+    conn: Conn,
+    *,
+    run_id: str | None = None,
+    workflow: str | None = None,
+    status: str | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Call records newest first, as column -> value (payloads left out)."""
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (("run_id", run_id), ("workflow", workflow), ("status", status), ("id", before_id)):
+        if value is not None:
+            where.append(f"{column} {'<' if column == 'id' else '='} ?")
+            params.append(value)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    rows = conn.all(
+        f"SELECT {_CALL_COLUMNS} FROM model_calls{clause} ORDER BY id DESC LIMIT ?", (*params, limit)
+    )
+    names = [c.strip() for c in _CALL_COLUMNS.split(",")]
+    return [dict(zip(names, r, strict=True)) for r in rows]
+
+
+_USAGE = "COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost), SUM(CASE WHEN price_known = 0 THEN 1 ELSE 0 END)"
+
+
+def usage_rows(
+    conn: Conn, *, run_ids: list[str] | None = None, run_id: str | None = None
+) -> list[tuple[Any, ...]]:
+    """(run_id, calls, input tokens, output tokens, cost, unpriced calls) per run of ``run_ids``, or the
+    same per step (step first) of ``run_id``."""
+    if run_id is not None:
+        return conn.all(f"SELECT step, {_USAGE} FROM model_calls WHERE run_id = ? GROUP BY step", (run_id,))
+    if not run_ids:
+        return []
+    return conn.all(
+        f"SELECT run_id, {_USAGE} FROM model_calls WHERE run_id IN ({', '.join('?' * len(run_ids))}) "
+        "GROUP BY run_id",
+        run_ids,
+    )
+
+
+def _calls_filter(model: str | None, workflow: str | None) -> tuple[str, list[object]]:
+    sql, params = "", list[object]()
+    if model is not None:
+        sql += " AND (model = ? OR requested = ? OR deployment = ?)"
+        params += [model] * 3
+    if workflow is not None:
+        sql += " AND workflow = ?"
+        params.append(workflow)
+    return sql, params
+
+
+def call_outcomes(conn: Conn, since: float, model: str | None, workflow: str | None) -> tuple[int, int, int]:
+    """(calls, failed, retried) since ``since``, for a model (asked for, answering or deployment) and a
+    workflow when given."""
+    where, params = _calls_filter(model, workflow)
+    row = conn.one(
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END), 0), "
+        f"COALESCE(SUM(CASE WHEN attempts > 1 THEN 1 ELSE 0 END), 0) FROM model_calls WHERE started_at >= ?{where}",
+        (since, *params),
+    )
+    return (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
+
+
+def cost_split(
+    conn: Conn, since: float, split: float, model: str | None, workflow: str | None
+) -> tuple[float, float]:
+    """(cost from ``split`` on, cost from ``since`` to ``split``), filtered like :func:`call_outcomes`."""
+    where, params = _calls_filter(model, workflow)
+    row = conn.one(
+        "SELECT COALESCE(SUM(CASE WHEN started_at >= ? THEN cost ELSE 0 END), 0), "
+        "COALESCE(SUM(CASE WHEN started_at < ? THEN cost ELSE 0 END), 0) "
+        f"FROM model_calls WHERE started_at >= ?{where}",
+        (split, split, since, *params),
+    )
+    return (float(row[0]), float(row[1])) if row else (0.0, 0.0)
 
 
 def _group(conn: Conn, by: str) -> str:

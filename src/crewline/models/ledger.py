@@ -6,6 +6,7 @@ never drift. A reservation checks and bumps every scope of the call in one trans
 write lock serialises it, on PostgreSQL an advisory lock per scope (taken in sorted order, so never a
 deadlock) does, so concurrent callers in any number of processes cannot overspend. Settling releases the
 reservation and adds the real cost; crossing 50/80/100% of a limit raises an alert once per scope.
+This module alone issues SQL on ``model_budgets`` and ``model_reservations``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from ..errors import BudgetExceeded, InvalidInput
 from ..store import Conn, Database
@@ -257,6 +259,11 @@ class Ledger:
             return len(rows)
 
         return self.db.run(expire)
+
+
+def budget_rows(conn: Conn) -> list[tuple[Any, ...]]:
+    """(scope, limit, spent, reserved) in nano-dollars for every budget scope seen, by scope."""
+    return conn.all("SELECT scope, limit_nusd, spent_nusd, reserved_nusd FROM model_budgets ORDER BY scope")
 
 
 def config_limit(budgets: BudgetConfig, scope: str) -> float | None:

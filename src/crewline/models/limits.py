@@ -4,6 +4,7 @@ In one process a sliding one-minute window per deployment is enough. When severa
 PostgreSQL database the counts live in ``model_rate_windows`` (fixed minute windows), bumped by a single
 conditional upsert that only succeeds while the window has room, so processes cannot jointly exceed a
 limit. Token counts are taken at admission (estimated input plus ``max_tokens``), the most a call can use.
+This module alone issues SQL on ``model_rate_windows``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Reading the call records and budgets back: spend by day, model, workflow and key; recent calls; budgets.
 
-The CLI (``crewline costs``) and the HTTP API (``/api/v1/spend``, ``/calls``, ``/budgets``) both read here.
+The CLI (``crewline costs``) and the HTTP API (``/api/v1/spend``, ``/calls``, ``/budgets``) both read here;
+the SQL is that of the tables' owners (:mod:`.call_log`, :mod:`.ledger`).
 """
 
 from __future__ import annotations
@@ -8,38 +9,18 @@ from __future__ import annotations
 from typing import Any
 
 from ..store import Conn
+from .call_log import GROUPS, call_rows, spend_rows, usage_rows
 from .config import BudgetConfig
-from .ledger import config_limit, from_nusd
+from .ledger import budget_rows, config_limit, from_nusd
 
 __all__ = ["GROUPS", "budgets", "calls", "spend", "usage_by_run", "usage_by_step"]
-
-GROUPS = {
-    "day": "day",
-    "model": "provider || '/' || model",
-    "workflow": "COALESCE(workflow, '-')",
-    "key": "COALESCE(virtual_key, '-')",
-}
-
-_CALL_COLUMNS = (
-    "id, started_at, run_id, step, workflow, virtual_key, requested, kind, provider, model, deployment, status, "
-    "error_class, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost, "
-    "price_known, latency_ms, ttft_ms, cache_hit, attempts"
-)
 
 
 def spend(conn: Conn, groups: tuple[str, ...], since: float, run_id: str | None = None) -> dict[str, Any]:
     """Calls, errors, tokens and cost per group since ``since``; unpriced calls are counted apart."""
-    where, params = "started_at >= ?", list[Any]([since])
-    if run_id:
-        where, params = where + " AND run_id = ?", [*params, run_id]
     out: dict[str, Any] = {}
     for group in groups:
-        rows = conn.all(
-            f"SELECT {GROUPS[group]} AS k, COUNT(*), SUM(cache_hit), SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END), "
-            "SUM(input_tokens), SUM(output_tokens), SUM(cost), SUM(CASE WHEN price_known = 0 THEN 1 ELSE 0 END) "
-            f"FROM model_calls WHERE {where} GROUP BY k ORDER BY k",
-            params,
-        )
+        rows = spend_rows(conn, group, since, run_id)
         out[group] = [
             {
                 group: r[0] or "-",
@@ -75,7 +56,7 @@ _SUMMED = ("calls", "cache_hits", "errors", "input_tokens", "output_tokens", "co
 
 def budgets(conn: Conn, config: BudgetConfig) -> list[dict[str, Any]]:
     """Every budget scope seen: its limit (stored, else configured), what is spent and reserved."""
-    rows = conn.all("SELECT scope, limit_nusd, spent_nusd, reserved_nusd FROM model_budgets ORDER BY scope")
+    rows = budget_rows(conn)
     return [
         {
             "scope": s,
@@ -97,26 +78,10 @@ def calls(
     limit: int = 50,
 ) -> list[dict[str, Any]]:
     """Recent call records, newest first (``before_id`` pages back); payloads are not included."""
-    where: list[str] = []
-    params: list[Any] = []
-    for column, value in (("run_id", run_id), ("workflow", workflow), ("status", status), ("id", before_id)):
-        if value is not None:
-            where.append(f"{column} {'<' if column == 'id' else '='} ?")
-            params.append(value)
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
-    rows = conn.all(
-        f"SELECT {_CALL_COLUMNS} FROM model_calls{clause} ORDER BY id DESC LIMIT ?", (*params, limit)
-    )
-    names = [c.strip() for c in _CALL_COLUMNS.split(",")]
-    out = []
-    for r in rows:
-        row = dict(zip(names, r, strict=True))
+    out = call_rows(conn, run_id=run_id, workflow=workflow, status=status, before_id=before_id, limit=limit)
+    for row in out:
         row["price_known"], row["cache_hit"] = bool(row["price_known"]), bool(row["cache_hit"])
-        out.append(row)
     return out
-
-
-_USAGE = "COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost), SUM(CASE WHEN price_known = 0 THEN 1 ELSE 0 END)"
 
 
 def _usage(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -132,17 +97,9 @@ def _usage(row: tuple[Any, ...]) -> dict[str, Any]:
 
 def usage_by_run(conn: Conn, run_ids: list[str]) -> dict[str, dict[str, Any]]:
     """Model calls, tokens and cost of each run (every call it made: retries, fallbacks, failures)."""
-    if not run_ids:
-        return {}
-    rows = conn.all(
-        f"SELECT run_id, {_USAGE} FROM model_calls WHERE run_id IN ({', '.join('?' * len(run_ids))}) "
-        "GROUP BY run_id",
-        run_ids,
-    )
-    return {r[0]: _usage(r[1:]) for r in rows}
+    return {r[0]: _usage(r[1:]) for r in usage_rows(conn, run_ids=run_ids)}
 
 
 def usage_by_step(conn: Conn, run_id: str) -> dict[int, dict[str, Any]]:
     """Model calls, tokens and cost of each step of a run."""
-    rows = conn.all(f"SELECT step, {_USAGE} FROM model_calls WHERE run_id = ? GROUP BY step", (run_id,))
-    return {int(r[0]): _usage(r[1:]) for r in rows if r[0] is not None}
+    return {int(r[0]): _usage(r[1:]) for r in usage_rows(conn, run_id=run_id) if r[0] is not None}

@@ -2,7 +2,7 @@
 
 A measure says whether the rule is breached now, with the number it looked at, a sentence for the
 person who will be told, and the API path to look at. These are read-only aggregates over tables other
-modules own (``model_calls``, ``runs``, ``reviews``); they never write to them. ``budget`` rules are not
+modules own (``model_calls``, ``runs``, ``reviews``), asked of those owners; they never write to them. ``budget`` rules are not
 measured here: the budget ledger reports its crossings itself (see :mod:`crewline.observe.alerts`).
 """
 
@@ -12,6 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+from ..flows.records import due_backlog, last_started, stuck_runs
+from ..flows.review import oldest_pending
+from ..models.call_log import call_outcomes, cost_split
 from ..store import Conn
 from .alert_config import Rule
 
@@ -33,17 +36,6 @@ def _ago(seconds: float) -> str:
     return f"{seconds:.0f}s"
 
 
-def _calls_filter(rule: Rule) -> tuple[str, list[object]]:
-    sql, params = "", list[object]()
-    if rule.model is not None:
-        sql += " AND (model = ? OR requested = ? OR deployment = ?)"
-        params += [rule.model] * 3
-    if rule.workflow is not None:
-        sql += " AND workflow = ?"
-        params.append(rule.workflow)
-    return sql, params
-
-
 def _about(rule: Rule) -> str:
     parts = [
         f"model {rule.model}" if rule.model else "",
@@ -57,14 +49,9 @@ def _calls_path(rule: Rule, status: str | None) -> str:
     return "/api/v1/calls?" + urlencode({k: v for k, v in query.items() if v})
 
 
-def _rate(conn: Conn, rule: Rule, now: float, column: str, noun: str) -> Measure:
-    where, params = _calls_filter(rule)
-    row = conn.one(
-        f"SELECT COUNT(*), COALESCE(SUM(CASE WHEN {column} THEN 1 ELSE 0 END), 0) FROM model_calls "
-        f"WHERE started_at >= ?{where}",
-        (now - rule.window, *params),
-    )
-    calls, hits = (int(row[0]), int(row[1])) if row else (0, 0)
+def _rate(conn: Conn, rule: Rule, now: float, retried: bool, noun: str) -> Measure:
+    calls, failed, retries = call_outcomes(conn, now - rule.window, rule.model, rule.workflow)
+    hits = retries if retried else failed
     rate = hits / calls if calls else 0.0
     summary = (
         f"{hits} of {calls} model calls for {_about(rule)} {noun} in the last {_ago(rule.window)} "
@@ -75,23 +62,17 @@ def _rate(conn: Conn, rule: Rule, now: float, column: str, noun: str) -> Measure
 
 
 def _error_rate(conn: Conn, rule: Rule, now: float) -> Measure:
-    return _rate(conn, rule, now, "status = 'error'", "failed")
+    return _rate(conn, rule, now, False, "failed")
 
 
 def _retry_rate(conn: Conn, rule: Rule, now: float) -> Measure:
-    return _rate(conn, rule, now, "attempts > 1", "needed retries")
+    return _rate(conn, rule, now, True, "needed retries")
 
 
 def _cost_spike(conn: Conn, rule: Rule, now: float) -> Measure:
-    where, params = _calls_filter(rule)
     start = now - rule.window
-    row = conn.one(
-        "SELECT COALESCE(SUM(CASE WHEN started_at >= ? THEN cost ELSE 0 END), 0), "
-        "COALESCE(SUM(CASE WHEN started_at < ? THEN cost ELSE 0 END), 0) "
-        f"FROM model_calls WHERE started_at >= ?{where}",
-        (start, start, start - rule.window * rule.baseline, *params),
-    )
-    current, earlier = (float(row[0]), float(row[1])) if row else (0.0, 0.0)
+    since = start - rule.window * rule.baseline
+    current, earlier = cost_split(conn, since, start, rule.model, rule.workflow)
     baseline = earlier / rule.baseline
     ratio = current / baseline if baseline > 0 else 0.0
     summary = (
@@ -104,10 +85,7 @@ def _cost_spike(conn: Conn, rule: Rule, now: float) -> Measure:
 
 
 def _review_wait(conn: Conn, rule: Rule, now: float) -> Measure:
-    row = conn.one(
-        "SELECT id, created_at, (SELECT COUNT(*) FROM reviews WHERE status = 'pending') FROM reviews "
-        "WHERE status = 'pending' ORDER BY created_at, id LIMIT 1"
-    )
+    row = oldest_pending(conn)
     if row is None:
         return Measure(False, 0.0, "no review is waiting", "/api/v1/reviews")
     waited = max(0.0, now - float(row[1]))
@@ -119,17 +97,7 @@ def _review_wait(conn: Conn, rule: Rule, now: float) -> Measure:
 
 
 def _stuck_runs(conn: Conn, rule: Rule, now: float) -> Measure:
-    late = now - rule.window
-    sql = (
-        "FROM runs WHERE ((status = 'running' AND lease_until < ?) "
-        "OR (status IN ('pending', 'waiting') AND wake_at < ?))"
-    )
-    params: list[object] = [late, late]
-    if rule.workflow is not None:
-        sql += " AND workflow = ?"
-        params.append(rule.workflow)
-    count = int(conn.scalar(f"SELECT COUNT(*) {sql}", params) or 0)
-    oldest = conn.one(f"SELECT id, status {sql} ORDER BY updated_at LIMIT 1", params)
+    count, oldest = stuck_runs(conn, now - rule.window, rule.workflow)
     summary = (
         f"{count} run(s) stuck: running with a lease expired, or pending/waiting past their due time, "
         f"by more than {_ago(rule.window)} (threshold {rule.threshold:g})"
@@ -140,13 +108,8 @@ def _stuck_runs(conn: Conn, rule: Rule, now: float) -> Measure:
 
 
 def _queue_backlog(conn: Conn, rule: Rule, now: float) -> Measure:
-    sql, params = "FROM runs WHERE status = 'pending' AND wake_at <= ?", list[object]([now])
-    if rule.queue is not None:
-        sql += " AND queue = ?"
-        params.append(rule.queue)
-    row = conn.one(f"SELECT COUNT(*), MIN(wake_at) {sql}", params)
-    depth = int(row[0]) if row else 0
-    age = now - float(row[1]) if row and row[1] is not None else 0.0
+    depth, earliest = due_backlog(conn, now, rule.queue)
+    age = now - earliest if earliest is not None else 0.0
     breached = depth >= max(rule.threshold, 1) or (
         rule.max_age is not None and depth > 0 and age >= rule.max_age
     )
@@ -159,7 +122,8 @@ def _queue_backlog(conn: Conn, rule: Rule, now: float) -> Measure:
 
 
 def _trigger_silent(conn: Conn, rule: Rule, now: float) -> Measure:
-    last = conn.scalar("SELECT MAX(created_at) FROM runs WHERE workflow = ?", (rule.workflow,))
+    assert rule.workflow is not None
+    last = last_started(conn, rule.workflow)
     if last is None:
         return Measure(False, 0.0, f"workflow {rule.workflow} has not started a run yet", "/api/v1/runs")
     silent = max(0.0, now - float(last))

@@ -7,8 +7,8 @@ only if the rule is due, moving its due time on before committing. An episode st
 cooldown since the last start has passed) and its end each append to ``alert_history`` and put one
 notice per channel in ``alert_outbox``, in that same transaction, so a notice exists exactly once.
 
-Delivery is apart from evaluation: due notices are leased to one process (``FOR UPDATE SKIP LOCKED``
-on PostgreSQL), sent, and settled; a channel that fails is retried with exponential backoff until the
+Delivery is apart from evaluation: due notices are leased to one process (the dialect's claim lock:
+other processes skip them), sent, and settled; a channel that fails is retried with exponential backoff until the
 notice is older than ``retry_window``, then given up and logged. Nothing here blocks a run or a model
 call: budget crossings, which the ledger reports from inside the gateway, are only queued as a write.
 
@@ -31,6 +31,7 @@ import httpx
 from ..errors import ChannelError, ConfigError, DatabaseUnavailable
 from ..models.ledger import BudgetAlert
 from ..store import Conn, Database
+from ..store.dialects import CLAIM
 from .alert_config import AlertsConfig, ChannelConfig, Rule
 from .alert_measures import measure
 from .channels import Notice, send
@@ -102,7 +103,7 @@ def _claim_due(conn: Conn, now: float, limit: int = 20) -> list[_Due]:
     rows = conn.all(
         "SELECT id, history_id, channel, attempts, created_at FROM alert_outbox "
         "WHERE state = 'pending' AND next_at <= ? ORDER BY next_at, id LIMIT ?"
-        + conn.dialect.lock_rows_suffix(),
+        + conn.dialect.lock_rows_suffix(CLAIM),
         (now, limit),
     )
     due = []

@@ -2,7 +2,9 @@
 
 A delivery is keyed by the SHA-256 of the signature it arrived with. It is kept until its timestamp can
 no longer pass the tolerance window (after which the timestamp check alone rejects a replay), or, when it
-asked for a completion callback, until that callback has been delivered or given up on.
+asked for a completion callback, until that callback has been delivered or given up on. This module
+alone issues SQL on ``webhook_deliveries``; whether a run has finished is asked of
+:mod:`crewline.flows.records`.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import hashlib
 import time
 from dataclasses import dataclass
 
-from ..flows.records import FINISHED
+from ..flows.records import finished_among
 from ..store.database import Conn
+from ..store.dialects import CLAIM
 
 __all__ = ["Callback", "claim_callbacks", "record_delivery", "settle_callback"]
 
@@ -57,6 +60,9 @@ def is_replay(conn: Conn, hook: str, signature: str) -> bool:
     return conn.scalar("SELECT 1 FROM webhook_deliveries WHERE signature_hash = ?", (key,)) is not None
 
 
+_DUE_RUNS = "SELECT DISTINCT run_id FROM webhook_deliveries WHERE callback_state = 'pending' AND callback_next_at <= ?"
+
+
 @dataclass(frozen=True)
 class Callback:
     key: str
@@ -69,15 +75,16 @@ class Callback:
 def claim_callbacks(conn: Conn, limit: int = 20) -> list[Callback]:
     """Take due callbacks whose runs have finished, leasing them so other servers skip them."""
     now = time.time()
-    marks = ", ".join("?" for _ in FINISHED)
-    # Lock only the delivery rows: the runs they point to are finished and not ours to hold.
-    lock = " FOR UPDATE OF d SKIP LOCKED" if conn.dialect.name == "postgresql" else ""
+    due = [r[0] for r in conn.all(_DUE_RUNS, (now,))]
+    finished = sorted(finished_among(conn, due))
+    if not finished:
+        return []
+    # The runs are finished and not ours to hold: only the delivery rows are locked.
     rows = conn.all(
-        "SELECT d.signature_hash, d.hook, d.run_id, d.callback_url, d.callback_attempts "
-        "FROM webhook_deliveries d JOIN runs r ON r.id = d.run_id "
-        f"WHERE d.callback_state = 'pending' AND d.callback_next_at <= ? AND r.status IN ({marks}) "
-        f"ORDER BY d.callback_next_at LIMIT ?{lock}",
-        (now, *FINISHED, limit),
+        "SELECT signature_hash, hook, run_id, callback_url, callback_attempts FROM webhook_deliveries "
+        f"WHERE callback_state = 'pending' AND callback_next_at <= ? AND run_id IN ({', '.join('?' * len(finished))}) "
+        f"ORDER BY callback_next_at LIMIT ?{conn.dialect.lock_rows_suffix(CLAIM)}",
+        (now, *finished, limit),
     )
     for row in rows:
         conn.execute(

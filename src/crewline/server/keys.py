@@ -4,7 +4,8 @@ A key reads ``crl_<id>_<secret>``: ``id`` (12 hex characters) is public and name
 logs; ``secret`` is 256 random bits. The database keeps only the SHA-256 of the whole token, which is
 enough for a high-entropy token (no slow hash needed) and useless to anyone who reads the table. Each
 key has one scope; :data:`PERMISSIONS` says what each scope may do, and :data:`ACTIONS` which permission
-each action needs, whichever route reaches it.
+each action needs, whichever route reaches it. This module alone issues SQL on
+``api_keys``.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ ACTIONS: dict[str, str] = {
     "fork runs": "runs:write",
     "rerun runs": "runs:write",
     "settle unknown outcomes": "runs:write",
+    "undo runs": "runs:write",
+    "settle failed runs": "runs:write",
     "read spend": "spend:read",
     "read reviews": "reviews:read",
     "decide reviews": "reviews:decide",
@@ -95,6 +98,11 @@ class ApiKey:
     expires_at: float | None
     revoked_at: float | None
     last_used_at: float | None
+
+    @property
+    def who(self) -> str:
+        """How a decision made with this key is recorded: its name and id."""
+        return f"{self.name} (key {self.id})" if self.name else f"key {self.id}"
 
     def allows(self, action: str) -> bool:
         return self.reach(action) is not None

@@ -1,4 +1,33 @@
-"""The database: connect by URL, schema and migrations, payload blobs, retention."""
+"""The database: connect by URL, schema and migrations, dialect hooks, payload blobs, retention.
+
+Each table has one owning module, the only one that issues its SQL; everything else calls the owner's
+functions. A component's migrations (its ``migrations.py``) create its tables.
+
+- ``runs``, ``steps``, ``events``: :mod:`crewline.flows.records`
+- ``run_attempts`` (a rerun run's earlier attempts): :mod:`crewline.flows.attempts`
+- ``reviews``: :mod:`crewline.flows.review`
+- ``prompt_versions``, ``prompt_labels``: :mod:`crewline.flows.prompts`
+- ``model_calls``, ``model_call_hours``: :mod:`crewline.models.call_log`
+- ``model_call_rollups``, ``model_call_rollup_errors``, ``model_call_rollup_state``: :mod:`crewline.models.call_log`
+- ``model_budgets``, ``model_reservations``: :mod:`crewline.models.ledger`
+- ``model_cache``: :mod:`crewline.models.cache`
+- ``model_rate_windows``: :mod:`crewline.models.limits`
+- ``memory_items``, ``memory_documents``, ``memory_versions``, ``memory_changes``: :mod:`crewline.memory.versions`
+- ``memory_snapshots``: :mod:`crewline.memory.rollback`
+- ``memory_messages``: :mod:`crewline.memory.window`
+- ``memory_indexes``: :mod:`crewline.memory.store`
+- ``memory_searches``: :mod:`crewline.memory.retrieval`
+- ``api_keys``: :mod:`crewline.server.keys`
+- ``webhook_deliveries``: :mod:`crewline.server.deliveries`
+- ``blobs``: :mod:`crewline.store.payloads`
+- ``workers``: :mod:`crewline.workers.claim`
+- ``schedules``: :mod:`crewline.workers.cron`
+- ``schema_versions``: :mod:`crewline.store.migrate`
+- ``alert_state``, ``alert_history``, ``alert_outbox``: :mod:`crewline.observe.alerts`
+
+Dialect differences (row locks, full text, DDL types, placeholders) are hooks of
+:mod:`crewline.store.dialects`; code outside ``store/`` never checks which dialect it talks to.
+"""
 
 from __future__ import annotations
 

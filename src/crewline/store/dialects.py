@@ -2,8 +2,10 @@
 
 SQL elsewhere is written once, with ``?`` placeholders and the common subset both engines accept
 (``ON CONFLICT``, ``RETURNING``, ``DOUBLE PRECISION``); a dialect supplies what cannot be shared:
-connecting, the placeholder style, how a write transaction begins, row locks, column types in DDL,
-percentiles and time buckets for reports, and which driver errors mean "the database is unreachable".
+connecting, the placeholder style, how a write transaction begins, row locks (:class:`RowLock`), full-text
+search (:attr:`Dialect.fulltext`, see :mod:`crewline.store.fulltext`), column types in DDL, percentiles
+and time buckets for reports, and which driver errors mean "the database is unreachable". Code outside
+``store/`` asks these hooks and never checks which dialect it is talking to.
 """
 
 from __future__ import annotations
@@ -16,8 +18,36 @@ from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError
+from .fulltext import Fts5, FullText, TsVector
 
-__all__ = ["Dialect", "Percentiles", "PostgresDialect", "SqliteDialect", "dialect_for_url"]
+__all__ = [
+    "CLAIM",
+    "FOR_UPDATE",
+    "Dialect",
+    "Percentiles",
+    "PostgresDialect",
+    "RowLock",
+    "SqliteDialect",
+    "dialect_for_url",
+]
+
+
+@dataclass(frozen=True)
+class RowLock:
+    """How a SELECT locks the rows it returns until commit (SQLite's single writer needs no row locks).
+
+    ``skip_locked``: pass over rows another transaction holds instead of waiting (claimers);
+    ``no_key``: a FOR NO KEY UPDATE lock, which does not block inserts of rows that reference these;
+    ``of``: in a join, lock only the rows of this table alias.
+    """
+
+    skip_locked: bool = False
+    no_key: bool = False
+    of: str | None = None
+
+
+FOR_UPDATE = RowLock()
+CLAIM = RowLock(skip_locked=True)
 
 
 @dataclass(frozen=True)
@@ -36,6 +66,7 @@ class Percentiles:
 class Dialect:
     name: ClassVar[str]
     ddl_types: ClassVar[dict[str, str]]
+    fulltext: ClassVar[FullText]
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -55,8 +86,8 @@ class Dialect:
     def begin_write(self, raw: Any) -> None:
         raw.execute("BEGIN")
 
-    def lock_rows_suffix(self) -> str:
-        """Appended to a SELECT that must lock the rows it returns against concurrent claimers."""
+    def lock_rows_suffix(self, lock: RowLock) -> str:
+        """Appended to a SELECT that must lock the rows it returns as ``lock`` says."""
         return ""
 
     def lock_key(self, raw: Any, key: str) -> None:
@@ -92,6 +123,7 @@ class Dialect:
 class SqliteDialect(Dialect):
     name = "sqlite"
     ddl_types = {"blob": "BLOB", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "real": "DOUBLE PRECISION"}
+    fulltext = Fts5()
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
@@ -153,6 +185,7 @@ class SqliteDialect(Dialect):
 class PostgresDialect(Dialect):
     name = "postgresql"
     ddl_types = {"blob": "BYTEA", "serial": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION"}
+    fulltext = TsVector()
 
     def connect(self) -> Any:
         try:
@@ -165,8 +198,11 @@ class PostgresDialect(Dialect):
     def sql(self, text: str) -> str:
         return self._ddl(text).replace("?", "%s")
 
-    def lock_rows_suffix(self) -> str:
-        return " FOR UPDATE SKIP LOCKED"
+    def lock_rows_suffix(self, lock: RowLock) -> str:
+        suffix = " FOR NO KEY UPDATE" if lock.no_key else " FOR UPDATE"
+        if lock.of is not None:
+            suffix += f" OF {lock.of}"
+        return suffix + (" SKIP LOCKED" if lock.skip_locked else "")
 
     def lock_key(self, raw: Any, key: str) -> None:
         raw.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))

@@ -2,7 +2,7 @@
 
 A payload over the store's threshold goes to the content-addressed ``blobs`` table (keyed by its SHA-256)
 and the row keeps only the hash, so big model replies do not bloat the hot tables, identical payloads are
-stored once, and retention can drop them in one place.
+stored once, and retention can drop them in one place. This module alone issues SQL on ``blobs``.
 """
 
 from __future__ import annotations
@@ -20,13 +20,20 @@ __all__ = [
     "MAX_DEPTH",
     "Unreadable",
     "check_depth",
+    "delete_blob",
+    "drop_unreferenced",
     "dump",
     "load",
     "load_json",
     "load_or_unreadable",
     "parse_json",
+    "put_blob",
     "store_payload",
 ]
+
+_INSERT_BLOB = (
+    "INSERT INTO blobs (hash, data, size, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING"
+)
 
 MAX_DEPTH = 64
 """How deeply JSON payloads may nest, at every entrance (API, events, webhooks, proxy, CLI) and on write.
@@ -102,11 +109,28 @@ def store_payload(conn: Conn, data: bytes, threshold: int) -> tuple[str | None, 
     if len(data) <= threshold:
         return data.decode("utf-8"), None
     digest = hashlib.sha256(data).hexdigest()
-    conn.defer(
-        "INSERT INTO blobs (hash, data, size, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING",
-        (digest, data, len(data), time.time()),
-    )
+    conn.defer(_INSERT_BLOB, (digest, data, len(data), time.time()))
     return None, digest
+
+
+def put_blob(conn: Conn, data: bytes, now: float) -> str:
+    """Store ``data`` as a blob whatever its size, now; returns its hash."""
+    digest = hashlib.sha256(data).hexdigest()
+    conn.execute(_INSERT_BLOB, (digest, data, len(data), now))
+    return digest
+
+
+def delete_blob(conn: Conn, digest: str) -> int:
+    return int(conn.execute("DELETE FROM blobs WHERE hash = ?", (digest,)).rowcount)
+
+
+def drop_unreferenced(conn: Conn, references: list[tuple[str, str]]) -> tuple[int, int]:
+    """Delete the blobs no ``(table, column)`` of ``references`` points at; returns (count, bytes)."""
+    refs = " UNION ".join(f'SELECT "{c}" FROM "{t}" WHERE "{c}" IS NOT NULL' for t, c in references)
+    orphan = "SELECT hash FROM blobs" + (f" WHERE hash NOT IN ({refs})" if refs else "")
+    size = conn.scalar(f"SELECT COALESCE(SUM(size), 0) FROM blobs WHERE hash IN ({orphan})")
+    count = conn.execute(f"DELETE FROM blobs WHERE hash IN ({orphan})").rowcount
+    return int(count), int(size or 0)
 
 
 def load(conn: Conn, inline: str | None, blob: str | None) -> Any:

@@ -4,7 +4,7 @@ Each schedule keeps its last fired tick in ``schedules``; a worker that sees a n
 and starts the run in the same transaction (the row lock, or SQLite's exclusive writer, lets exactly one
 worker win), and the run id ``cron:<workflow>:<tick>`` makes a second start a no-op anyway. A schedule seen
 for the first time starts from now (no back-fill); after downtime only the latest missed tick fires.
-Times are UTC.
+Times are UTC. This module alone issues SQL on ``schedules``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from croniter import croniter
 from ..flows.definitions import Workflow
 from ..flows.records import insert_run
 from ..store.database import Conn
+from ..store.dialects import FOR_UPDATE
 from ..store.payloads import dump
 
 __all__ = ["fire_due", "latest_tick", "next_tick"]
@@ -36,7 +37,7 @@ def fire_due(
     """Start a run for every schedule whose latest tick has not fired yet; returns the run ids started."""
     now = time.time() if now is None else now
     started: list[str] = []
-    lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
+    lock = conn.dialect.lock_rows_suffix(FOR_UPDATE)
     for wf in workflows:
         assert wf.schedule is not None
         tick = latest_tick(wf.schedule, now)

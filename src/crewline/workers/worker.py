@@ -25,7 +25,15 @@ from ..flows.executor import execute_run
 from ..flows.records import RunRecord, finish_run
 from ..observe.events import TriggerEvent
 from ..store.database import Conn
-from .claim import claim_runs, extend_leases, held_flags, lost_runs, release_runs
+from .claim import (
+    claim_runs,
+    extend_leases,
+    held_flags,
+    lost_runs,
+    register_worker,
+    release_runs,
+    stop_worker,
+)
 from .cron import fire_due, next_tick
 
 __all__ = ["Chore", "Worker"]
@@ -262,14 +270,10 @@ class Worker:
         return await self.engine.db.write(fn)
 
     def _register(self, conn: Conn) -> None:
-        now = time.time()
-        conn.execute(
-            "INSERT INTO workers (id, hostname, pid, concurrency, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (self.id, socket.gethostname(), os.getpid(), self.concurrency, now, now),
-        )
+        register_worker(conn, self.id, socket.gethostname(), os.getpid(), self.concurrency)
 
     def _unregister(self, conn: Conn) -> None:
         released = release_runs(conn, self.id)
         if released:
             log.info("worker %s released %d runs", self.id, released)
-        conn.execute("UPDATE workers SET stopped_at = ? WHERE id = ?", (time.time(), self.id))
+        stop_worker(conn, self.id)

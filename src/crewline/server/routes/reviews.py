@@ -1,4 +1,5 @@
-"""``/api/v1/reviews``: the review queue over HTTP — list, show, approve or reject, resolve unknown outcomes.
+"""``/api/v1/reviews``: the review queue over HTTP — list, show, approve or reject, resolve unknown outcomes,
+settle failed runs and failed compensations.
 
 A decision is recorded as made by the API key that sent it (its name and id). Sending ``seen_hash`` (the
 ``content_hash`` of what the reviewer was shown) makes the decision fail if the request changed since.
@@ -12,6 +13,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from ...errors import InvalidInput
+from ...flows.operations import parse_overrides
+from ...flows.recovery import Settlement
 from ..auth import require
 from ..keys import ApiKey
 from ..starting import storable
@@ -58,13 +61,23 @@ class DecisionIn(RequestBody):
     seen_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
+class SettleIn(RequestBody):
+    choice: Literal["retry", "skip", "abandon", "done"] = Field(
+        description="A failure review: retry, skip or abandon; a compensation review: retry, skip or done."
+    )
+    comment: str | None = Field(default=None, max_length=10_000, pattern=r"^[^\x00]*$")
+    output: Any = Field(default=None, description="With skip of a failed step: what it returns instead.")
+    input: Any = Field(default=None, description="With retry of a failed tool call: its edited arguments.")
+    set: list[Annotated[str, Field(max_length=500)]] = Field(
+        default_factory=list,
+        max_length=50,
+        description='With retry of a failed run: ["model=strong", "prompt=reply@candidate"], as runs fork --set.',
+    )
+
+
 class ResolveIn(RequestBody):
     outcome: Literal["done", "retry", "fail"]
     output: Any = Field(default=None, description="With done: what the step returned.")
-
-
-def _by(key: ApiKey) -> str:
-    return f"{key.name} (key {key.id})" if key.name else f"key {key.id}"
 
 
 @router.get("/reviews", response_model=list[ReviewOut], summary="Review requests, escalated first")
@@ -96,12 +109,12 @@ async def decide_review(
     if body.decision == "approve":
         storable(body.edit, "edit")
         decided = await reviews.approve(
-            review_id, by=_by(key), comment=body.comment, edit=body.edit, seen_hash=body.seen_hash
+            review_id, by=key.who, comment=body.comment, edit=body.edit, seen_hash=body.seen_hash
         )
     else:
         if body.edit is not None:
             raise InvalidInput("an edit only goes with an approval")
-        decided = await reviews.reject(review_id, by=_by(key), comment=body.comment, seen_hash=body.seen_hash)
+        decided = await reviews.reject(review_id, by=key.who, comment=body.comment, seen_hash=body.seen_hash)
     return ReviewOut(**decided.to_json())
 
 
@@ -116,6 +129,31 @@ async def resolve_review(
 ) -> ReviewOut:
     storable(body.output, "output")
     resolved = await state_of(request).app.reviews.resolve(
-        review_id, body.outcome, by=_by(key), output=body.output
+        review_id, body.outcome, by=key.who, output=body.output
     )
     return ReviewOut(**resolved.to_json())
+
+
+@router.post(
+    "/reviews/{review_id}/settle",
+    response_model=ReviewOut,
+    summary="Settle a failed run (retry, skip, abandon) or a failed compensation (retry, skip, done)",
+    responses={409: {"description": "Already settled, or the run no longer waits on it."}},
+)
+async def settle_review(
+    review_id: ReviewId,
+    body: SettleIn,
+    request: Request,
+    key: ApiKey = Depends(require("settle failed runs")),
+) -> ReviewOut:
+    storable(body.output, "output")
+    storable(body.input, "input")
+    answer = Settlement(
+        body.choice,
+        key.who,
+        comment=body.comment,
+        output=body.output,
+        arguments=body.input,
+        overrides=parse_overrides(body.set) or None,
+    )
+    return ReviewOut(**(await state_of(request).app.reviews.settle(review_id, answer)).to_json())

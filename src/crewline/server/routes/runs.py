@@ -91,6 +91,9 @@ class StepOut(BaseModel):
     attempts: int
     started_at: float
     finished_at: float | None
+    compensation: str | None = Field(
+        default=None, description="The compensation this step registered when it finished (undone by it)."
+    )
 
 
 class AttemptOut(BaseModel):
@@ -160,9 +163,29 @@ class Rerunning(BaseModel):
     status_url: str
 
 
+class Cancel(RequestBody):
+    compensate: bool = Field(
+        default=False,
+        description="Run the compensations of its finished steps first, newest first; 422 if none has one.",
+    )
+
+
 class Cancelled(BaseModel):
     run_id: str
-    result: Literal["cancelled", "cancel requested"]
+    result: Literal["cancelled", "cancel requested", "compensating", "compensation requested"]
+
+
+class Undo(RequestBody):
+    steps: list[Annotated[int, Field(ge=1, le=_INT32)]] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Only these steps' compensations (default: every finished step that registered one).",
+    )
+
+
+class Undone(BaseModel):
+    run_id: str
+    result: Literal["compensating", "compensation requested"]
 
 
 class Event(RequestBody):
@@ -335,10 +358,35 @@ def _run_out(run: RunRecord) -> RunOut:
     responses={409: {"description": "The run has already finished."}},
 )
 async def cancel_run(
-    run_id: RunId, request: Request, _: ApiKey = Depends(require("cancel runs"))
+    run_id: RunId,
+    request: Request,
+    body: Cancel | None = None,
+    key: ApiKey = Depends(require("cancel runs")),
 ) -> Cancelled:
-    result = await state_of(request).app.cancel(run_id)
-    return Cancelled(run_id=run_id, result="cancelled" if result == "cancelled" else "cancel requested")
+    compensate = body is not None and body.compensate
+    result = await state_of(request).app.cancel(run_id, compensate=compensate, by=key.who)
+    if result not in ("cancelled", "compensating", "compensation requested"):
+        result = "cancel requested"
+    return Cancelled(run_id=run_id, result=result)  # type: ignore[arg-type]
+
+
+@router.post(
+    "/runs/{run_id}/undo",
+    response_model=Undone,
+    summary="Undo a run: run its steps' compensations, newest first",
+    responses={
+        409: {"description": "The run was already compensated."},
+        422: {
+            "description": "No step (or a named step without) a compensation; the message lists those with one."
+        },
+    },
+)
+async def undo_run(
+    run_id: RunId, request: Request, body: Undo | None = None, key: ApiKey = Depends(require("undo runs"))
+) -> Undone:
+    steps = None if body is None else body.steps
+    result = await state_of(request).app.undo(run_id, steps=steps, by=key.who)
+    return Undone(run_id=run_id, result=result)  # type: ignore[arg-type]
 
 
 @router.post(

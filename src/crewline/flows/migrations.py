@@ -1,10 +1,34 @@
-"""Engine tables: runs, their steps and events, payload blobs, workers and cron ticks."""
+"""Schema of the orchestration plane: the ``engine`` and ``flows`` components' append-only migrations.
+
+``engine``: runs, their steps and events (owned by :mod:`crewline.flows.records`), a rerun run's earlier
+attempts (:mod:`crewline.flows.attempts`), payload blobs
+(:mod:`crewline.store.payloads`), workers (:mod:`crewline.workers.claim`) and cron ticks
+(:mod:`crewline.workers.cron`); they were created together, so their history stays one list.
+``flows``: review requests (:mod:`crewline.flows.review`), prompt versions and labels
+(:mod:`crewline.flows.prompts`). A released migration is never edited; new ones are appended.
+``PAYLOAD_TABLES`` tells retention which of these rows carry a run's payloads.
+"""
 
 from __future__ import annotations
 
-from . import Migration
+from ..store.migrations import Migration
+from ..store.retention import PayloadTable
 
-MIGRATIONS: tuple[Migration, ...] = (
+# What retention (`crewline prune`) empties or deletes once a run finished long enough ago.
+PAYLOAD_TABLES: tuple[PayloadTable, ...] = (
+    PayloadTable(
+        "runs",
+        ("input", "input_blob", "output", "output_blob"),
+        "id",
+        finished="status IN ('completed', 'failed', 'cancelled') AND finished_at < ?",
+        pruned_at="pruned_at",
+    ),
+    PayloadTable("steps", ("input", "input_blob", "output", "output_blob", "error"), "run_id"),
+    PayloadTable("events", ("payload", "payload_blob"), "run_id"),
+    PayloadTable("run_attempts", ("error", "steps", "steps_blob"), "run_id"),
+)
+
+ENGINE: tuple[Migration, ...] = (
     Migration(
         1,
         "runs, steps, events, blobs",
@@ -129,6 +153,14 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         8,
+        "compensations: what a finished step registered, and a compensation asked for a run",
+        (
+            "ALTER TABLE steps ADD COLUMN compensation TEXT",
+            "ALTER TABLE runs ADD COLUMN compensate TEXT",
+        ),
+    ),
+    Migration(
+        9,
         "reruns: a run's attempt number and its earlier attempts, kept when it is rerun from a step",
         (
             "ALTER TABLE runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1",
@@ -143,6 +175,64 @@ MIGRATIONS: tuple[Migration, ...] = (
                 steps TEXT,
                 steps_blob TEXT,
                 PRIMARY KEY (run_id, attempt)
+            )""",
+        ),
+    ),
+)
+
+FLOWS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "review requests",
+        (
+            """CREATE TABLE reviews (
+                id TEXT PRIMARY KEY,
+                run_id TEXT NOT NULL,
+                step_no INTEGER NOT NULL,
+                kind TEXT NOT NULL,
+                action TEXT NOT NULL,
+                risk TEXT NOT NULL,
+                preview TEXT,
+                preview_blob TEXT,
+                preview_type TEXT,
+                context TEXT,
+                status TEXT NOT NULL,
+                escalated INTEGER NOT NULL DEFAULT 0,
+                on_timeout TEXT NOT NULL,
+                expires_at {real},
+                decided_by TEXT,
+                decided_at {real},
+                comment TEXT,
+                shown_hash TEXT,
+                edit TEXT,
+                edit_blob TEXT,
+                outcome TEXT,
+                created_at {real} NOT NULL
+            )""",
+            "CREATE INDEX reviews_status ON reviews (status, created_at)",
+            "CREATE INDEX reviews_run ON reviews (run_id)",
+        ),
+    ),
+    Migration(
+        2,
+        "prompt versions and labels",
+        (
+            # version: the first 12 hex digits of the sha256 of the whole file (source).
+            """CREATE TABLE prompt_versions (
+                name TEXT NOT NULL,
+                version TEXT NOT NULL,
+                body TEXT NOT NULL,
+                metadata TEXT NOT NULL,
+                source TEXT NOT NULL,
+                created_at {real} NOT NULL,
+                PRIMARY KEY (name, version)
+            )""",
+            """CREATE TABLE prompt_labels (
+                name TEXT NOT NULL,
+                label TEXT NOT NULL,
+                version TEXT NOT NULL,
+                updated_at {real} NOT NULL,
+                PRIMARY KEY (name, label)
             )""",
         ),
     ),

@@ -1,8 +1,10 @@
-"""Gateway tables: model calls, budget ledger and reservations, response cache, shared rate windows."""
+"""Schema of the model gateway (component ``gateway``), append-only: model calls (:mod:`.call_log`),
+budgets and reservations (:mod:`.ledger`), the response cache (:mod:`.cache`), shared rate windows
+(:mod:`.limits`)."""
 
 from __future__ import annotations
 
-from . import Migration
+from ..store.migrations import Migration
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(

@@ -1,4 +1,4 @@
-"""Alert tables (owner: :mod:`crewline.observe.alerts`).
+"""Schema of the alerts (component ``alerts``), append-only; the tables' owner is :mod:`crewline.observe.alerts`.
 
 ``alert_state`` holds one row per rule: whether an episode is open, when the rule is next due, so the
 workers that evaluate rules take turns instead of each notifying. ``alert_history`` keeps every episode
@@ -8,7 +8,7 @@ see it. ``alert_outbox`` holds each notice per channel until it is delivered or 
 
 from __future__ import annotations
 
-from . import Migration
+from ..store.migrations import Migration
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(

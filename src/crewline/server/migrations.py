@@ -1,4 +1,5 @@
-"""Server tables: API keys, webhook deliveries.
+"""Schema of the server (component ``server``), append-only: API keys (:mod:`.keys`), webhook
+deliveries (:mod:`.deliveries`).
 
 ``api_keys`` never holds a usable key: only its public id (the lookup prefix shown in listings) and the
 SHA-256 of the whole token. ``webhook_deliveries`` remembers each accepted signature (hashed) until it is
@@ -8,7 +9,7 @@ callback also tracks that callback until it has been sent.
 
 from __future__ import annotations
 
-from . import Migration
+from ..store.migrations import Migration
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(

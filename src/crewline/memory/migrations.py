@@ -1,19 +1,22 @@
-"""Memory tables: items, versions, documents, chunks and their indexes.
+"""Schema of the memory (component ``memory``), append-only: items, versions, documents, chunks and their
+indexes.
 
 ``memory_items`` holds every searchable unit (facts, notes, document chunks) with its embedding;
 ``memory_versions`` is the append-only history of items and documents (the state after each write, as
 JSON), which is what ``rollback`` replays; ``memory_changes`` is the feed the in-process vector index
-follows; full text is FTS5 (kept in sync by triggers) on SQLite and a generated ``tsvector`` on PostgreSQL.
+follows; full text is the dialect's (:mod:`crewline.store.fulltext`: FTS5 kept in sync by triggers on SQLite,
+a generated ``tsvector`` on PostgreSQL).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import Migration
+from ..store.migrations import Migration
+from .versions import ITEMS_TEXT
 
 if TYPE_CHECKING:
-    from ..database import Conn
+    from ..store.database import Conn
 
 _ITEMS = """CREATE TABLE memory_items (
     rid {serial},
@@ -37,34 +40,9 @@ _ITEMS = """CREATE TABLE memory_items (
     updated_at {real} NOT NULL
 )"""
 
-_SQLITE_FTS = (
-    """CREATE VIRTUAL TABLE memory_fts USING fts5(
-        text, heading, content='memory_items', content_rowid='rid', tokenize='porter unicode61'
-    )""",
-    """CREATE TRIGGER memory_items_fts_insert AFTER INSERT ON memory_items BEGIN
-        INSERT INTO memory_fts (rowid, text, heading) VALUES (new.rid, new.text, new.heading);
-    END""",
-    """CREATE TRIGGER memory_items_fts_delete AFTER DELETE ON memory_items BEGIN
-        INSERT INTO memory_fts (memory_fts, rowid, text, heading)
-        VALUES ('delete', old.rid, old.text, old.heading);
-    END""",
-    """CREATE TRIGGER memory_items_fts_update AFTER UPDATE OF text, heading ON memory_items BEGIN
-        INSERT INTO memory_fts (memory_fts, rowid, text, heading)
-        VALUES ('delete', old.rid, old.text, old.heading);
-        INSERT INTO memory_fts (rowid, text, heading) VALUES (new.rid, new.text, new.heading);
-    END""",
-)
-
-_PG_FTS = (
-    """ALTER TABLE memory_items ADD COLUMN tsv tsvector GENERATED ALWAYS AS
-        (to_tsvector('english', coalesce(heading, '') || ' ' || text)) STORED""",
-    "CREATE INDEX memory_items_tsv ON memory_items USING GIN (tsv)",
-)
-
 
 def _fulltext(conn: Conn) -> None:
-    for sql in _SQLITE_FTS if conn.dialect.name == "sqlite" else _PG_FTS:
-        conn.execute(sql)
+    conn.dialect.fulltext.create(conn, ITEMS_TEXT)
 
 
 MIGRATIONS: tuple[Migration, ...] = (
