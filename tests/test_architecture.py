@@ -284,6 +284,7 @@ OWNERS = {
     "runs": "flows/records.py",
     "steps": "flows/records.py",
     "events": "flows/records.py",
+    "run_attempts": "flows/attempts.py",
     "reviews": "flows/review.py",
     "prompt_versions": "flows/prompts.py",
     "prompt_labels": "flows/prompts.py",

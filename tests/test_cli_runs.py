@@ -16,6 +16,7 @@ import pytest
 from pydantic import BaseModel
 
 from crewline import App, Context, Settings
+from crewline.flows.prompts import sync_prompts
 from crewline.models import Gateway, ModelsConfig
 from crewline.testing import FakeProvider, ScriptedModel
 
@@ -179,6 +180,84 @@ async def test_diff_shows_where_outputs_differ(model_app: App, fake: FakeProvide
     data = json.loads(cli("runs", "diff", a, b, "--json").stdout)
     assert [(r["step"], r["same"]) for r in data] == [(1, False), (2, True)]
     assert data[0]["fields"] == ["output"]
+
+
+async def test_rerun_from_a_checkpoint_keeps_the_earlier_attempt_in_show(app: App, cli) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    async def shout(text: str) -> str:
+        return text.upper()
+
+    @app.workflow()
+    async def drafts(ctx: Context, text: str) -> Any:
+        draft = await ctx.step(shout, text, name="draft")
+        await ctx.checkpoint("drafted")
+        return await ctx.step(shout, draft + "!", name="send")
+
+    rid = await app.start("drafts", "hi")
+    await drive(app, rid)
+    unknown = cli("runs", "rerun", rid, "--from", "sent", check=2).stderr
+    assert unknown.strip().splitlines() == [
+        f"crewline: error: cannot rerun run {rid} from 'sent': it has no step of that name; its steps and checkpoints "
+        "are draft, drafted, send"
+    ]
+    out = cli("runs", "rerun", rid, "--from", "drafted").stdout
+    assert out.startswith(f"run {rid} reruns from step 2 as attempt 2")
+    again = cli("runs", "rerun", rid, "--from", "drafted", check=2).stderr
+    assert f"cannot rerun run {rid}: it is pending; only completed, failed or cancelled runs" in again
+    await drive(app, rid)
+    shown = cli("runs", "show", rid).stdout
+    assert "attempt   2 (rerun" in shown and "status    completed" in shown
+    assert "attempt 1 (ended completed; rerun from step 2 on " in shown
+    history = shown.split("attempt 1 (ended")[1].splitlines()
+    assert [line.split()[:3] for line in history[3:5]] == [
+        ["2", "checkpoint", "drafted"],
+        ["3", "step", "send"],
+    ]
+    data = json.loads(cli("runs", "show", rid, "--json").stdout)
+    assert data["attempt"] == 2 and [s["name"] for s in data["steps"]] == ["draft", "drafted", "send"]
+    assert [(h["attempt"], h["from_step"], len(h["steps"])) for h in data["history"]] == [(1, 2, 2)]
+    fork = cli("runs", "fork", rid, "--from", "drafted").stdout.strip()
+    assert json.loads(cli("runs", "show", fork, "--json").stdout)["fork_step"] == 2
+    assert "--from STEP" in cli("runs", "rerun", "--help").stdout
+
+
+async def test_fork_set_changes_what_the_fork_calls_and_diff_shows_where(  # type: ignore[no-untyped-def]
+    model_app: App,
+    fake: FakeProvider,
+    cli,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    reply = prompts / "reply.md"
+    reply.write_text("---\nmodel: cheap\n---\nReply kindly to {{ text }}\n")
+    sync_prompts(model_app.db, prompts)
+    reply.write_text("---\nmodel: cheap\n---\nReply tersely to {{ text }}\n")
+    sync_prompts(model_app.db, prompts)  # latest is the terse one; production stays the kind one
+
+    @model_app.workflow()
+    async def answer(ctx: Context, text: str) -> Any:
+        said = await ctx.llm("reply", input={"text": text})
+        return await ctx.step(file_ticket, said)
+
+    fake.reply("Dear customer, it is on its way.")
+    fake.reply("Shipped.")
+    rid = await model_app.start("answer", "where is my parcel?")
+    await drive(model_app, rid)
+    fork = cli(
+        "runs", "fork", rid, "--from", "1", "--set", "model=strong", "--set", "prompt=reply@latest"
+    ).stdout
+    forked = await drive(model_app, fork.strip())
+    assert forked.output == "filed as Shipped."
+    original, varied = (r.body for r in fake.requests[-2:])
+    assert (original["model"], varied["model"]) == ("mid", "big")  # model=strong reached the provider
+    assert "Reply kindly to where is my parcel?" in json.dumps(original["messages"])
+    assert "Reply tersely to where is my parcel?" in json.dumps(varied["messages"])
+    diff = cli("runs", "diff", rid, forked.id).stdout
+    rows = {line.split()[0]: line.split() for line in diff.splitlines() if line[:1].isdigit()}
+    assert rows["1"][-1] == "differs" and rows["2"][-1] == "differs"
+    assert "-  filed as Dear customer, it is on its way." in diff and "+  filed as Shipped." in diff
+    wrong = cli("runs", "fork", rid, "--from", "1", "--set", "temperature=2", check=2).stderr
+    assert "only model= and prompt= can vary in a fork" in wrong
 
 
 async def test_show_step_says_what_was_cut_to_fit_the_window(sqlite_url: str, cli) -> None:  # type: ignore[no-untyped-def]  # noqa: F811

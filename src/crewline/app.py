@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .config import Settings
 from .errors import InvalidInput, RunFailed
+from .flows.attempts import Attempt, attempt_history, rerun_run
 from .flows.definitions import Queue, Workflow
 from .flows.engine import Engine, Wiring
 from .flows.executor import log_end
@@ -393,12 +394,15 @@ class App:
     async def fork(
         self,
         run_id: str,
-        from_step: int,
+        from_step: int | str,
         *,
         new_run_id: str | None = None,
         overrides: dict[str, Any] | None = None,
     ) -> str:
         """Start a new run reusing ``run_id``'s checkpoints before ``from_step``; returns its id.
+
+        ``from_step`` is a step number, a step or checkpoint name, or ``name#2`` (the second step of that
+        name); a name alone picks the first.
 
         ``overrides`` varies the rerun: ``{"model": "strong"}`` sends every model call of the new run to
         another model, ``{"prompts": ["reply@candidate"]}`` renders prompt ``reply`` from that label.
@@ -416,6 +420,21 @@ class App:
         )
         engine.work_available.set()
         return fork_id
+
+    async def rerun(self, run_id: str, from_step: int | str) -> tuple[int, int]:
+        """Continue finished run ``run_id`` from ``from_step`` (named as for :meth:`fork`), under its id.
+
+        The steps from there on are kept as the run's earlier attempt (:meth:`attempts`) and executed
+        again; returns (the new attempt number, the step number it starts from).
+        """
+        engine = self.engine
+        result = await engine.db.write(lambda conn: rerun_run(conn, run_id, from_step, engine.blob_threshold))
+        engine.work_available.set()
+        return result
+
+    async def attempts(self, run_id: str) -> list[Attempt]:
+        """The earlier attempts of a run that was rerun, oldest first, with the steps each had."""
+        return await self.db.read(lambda conn: attempt_history(conn, run_id))
 
     async def resolve(self, run_id: str, step: int, outcome: Outcome, output: Any = None) -> None:
         """Settle a step whose outcome is unknown (see :func:`crewline.flows.operations.resolve_step`)."""

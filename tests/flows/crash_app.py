@@ -35,6 +35,8 @@ async def chain(ctx: Context, job: dict[str, object]) -> list[int]:
     for i in range(1, steps + 1):
         effect_kind = "irreversible" if i == job.get("irreversible_step") else "idempotent"
         done.append(await ctx.step(effect, log, ctx.run_id, i, pause, effect=effect_kind, name=f"effect-{i}"))
+        if i == job.get("checkpoint_after"):
+            await ctx.checkpoint("halfway")
     Path(log + ".done").touch()
     return done
 

@@ -18,6 +18,7 @@ from crewline import App
 from crewline.flows.recovery import Settlement
 
 from . import crash_app
+from ._drive import drive
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -128,6 +129,38 @@ async def test_sigkill_after_intent_leaves_outcome_unknown(db_url: str, tmp_path
         finally:
             stop(second)
         assert run.output == [1, 2, 3]
+    finally:
+        app.close()
+
+
+async def test_sigkill_mid_rerun_resumes_it_with_the_earlier_attempt_intact(
+    db_url: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "effects.log"
+    app = crash_app.register(App(db_url))
+    try:
+        rid = await app.start("chain", {"log": str(log), "steps": 4, "checkpoint_after": 2})
+        first = await drive(app, rid)
+        kept = await app.steps(rid)
+        assert await app.rerun(rid, "halfway") == (2, 3)
+        # steps: 1 effect-1, 2 effect-2, 3 halfway, 4 effect-3, 5 effect-4; die once effect-3 is recorded
+        dying = start_worker(db_url, crash_point="after_step_commit:4", cwd=tmp_path)
+        assert dying.wait(60) == -signal.SIGKILL
+        assert (await app.get_run(rid)).status == "running"
+        second = start_worker(db_url, cwd=tmp_path)
+        try:
+            run = await wait_status(app, rid, ("completed", "failed"))
+        finally:
+            stop(second)
+        assert (run.status, run.output, run.attempt, run.recoveries) == ("completed", first.output, 2, 1)
+        [earlier] = await app.attempts(rid)
+        assert [s.to_json() for s in earlier.steps] == [s.to_json() for s in kept[2:]]
+        assert [(s.step_no, s.name) for s in await app.steps(rid)] == [
+            (n, s.name) for n, s in enumerate(kept, 1)
+        ]
+        ends = Counter(step for _, step, phase, _, _ in effects(log) if phase == "end")
+        # effects 1-2 ran in the first attempt only; 3-4 once in each attempt, the crash notwithstanding
+        assert ends == Counter({1: 1, 2: 1, 3: 2, 4: 2})
     finally:
         app.close()
 

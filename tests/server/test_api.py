@@ -100,6 +100,49 @@ def test_send_an_event_cancel_and_fork(api: Api) -> None:
     assert late.status_code == 409 and late.json()["error"]["type"] == "invalid_run_state"
 
 
+def test_rerun_continues_the_same_run_and_fork_takes_a_step_name(api: Api) -> None:
+    rid = api.http.post(
+        "/api/v1/runs", json={"workflow": "order", "input": {"id": "o1", "amount": 21}}
+    ).json()["run_id"]
+    assert api.wait_status(rid, "completed")["output"] == {"id": "o1", "total": 42}
+    unknown = api.http.post(f"/api/v1/runs/{rid}/rerun", json={"from": "triple"})
+    assert unknown.status_code == 422, unknown.text
+    message = unknown.json()["error"]["message"]
+    assert (
+        message
+        == f"cannot rerun run {rid} from 'triple': it has no step of that name; its steps and checkpoints are double"
+    )
+    assert api.http.get(f"/api/v1/runs/{rid}").json()["attempt"] == 1  # nothing changed
+
+    r = api.http.post(f"/api/v1/runs/{rid}/rerun", json={"from": "double"})
+    assert r.status_code == 200, r.text
+    assert {k: v for k, v in r.json().items() if k != "status_url"} == {
+        "run_id": rid,
+        "attempt": 2,
+        "from_step": 1,
+    }
+    detail = api.wait_status(rid, "completed")
+    assert detail["attempt"] == 2 and [s["name"] for s in detail["steps"]] == ["double"]
+    [earlier] = detail["history"]
+    assert (earlier["attempt"], earlier["from_step"], earlier["status"]) == (1, 1, "completed")
+    assert [(s["step_no"], s["name"], s["output"]) for s in earlier["steps"]] == [(1, "double", 42)]
+
+    fork = api.http.post(f"/api/v1/runs/{rid}/fork", json={"from_step": "double#1"})
+    assert fork.status_code == 201, fork.text
+    assert api.wait_status(fork.json()["run_id"], "completed")["fork_step"] == 1
+
+    waiting = api.http.post("/api/v1/runs", json={"workflow": "waiter"}).json()["run_id"]
+    api.wait_status(waiting, "waiting")
+    refused = api.http.post(f"/api/v1/runs/{waiting}/rerun", json={"from": 1})
+    assert (
+        refused.status_code == 409 and "it is waiting; only completed" in refused.json()["error"]["message"]
+    )
+    assert api.http.post(f"/api/v1/runs/{rid}/rerun", json={"from_step": 1}).status_code == 422
+    assert api.http.post(f"/api/v1/runs/{rid}/rerun", json={"from": 0}).status_code == 422
+    paths = api.http.get("/openapi.json").json()["paths"]
+    assert "post" in paths["/api/v1/runs/{run_id}/rerun"]
+
+
 def test_workflows_are_listed_with_their_input_schema(api: Api) -> None:
     flows = {w["name"]: w for w in api.http.get("/api/v1/workflows").json()}
     assert sorted(flows) == [

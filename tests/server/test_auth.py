@@ -25,6 +25,7 @@ ROUTES = [
     ("runs:start", "POST", "/api/v1/runs", {"workflow": "nothing"}),
     ("runs:events", "POST", "/api/v1/runs/{rid}/events", {"name": "other"}),
     ("runs:write", "POST", "/api/v1/runs/{rid}/fork", {"from_step": 1}),
+    ("runs:write", "POST", "/api/v1/runs/{done}/rerun", {"from": 1}),
     ("keys", "GET", "/api/v1/keys", None),
 ]
 
@@ -35,8 +36,10 @@ def test_every_scope_gets_exactly_its_permissions(api: Api, scope: str) -> None:
     starter = client if "runs:start" in PERMISSIONS[scope] else api.http  # a trigger steers its own runs
     rid = starter.post("/api/v1/runs", json={"workflow": "waiter"}).json()["run_id"]
     api.wait_status(rid, "waiting")
+    done = api.http.post("/api/v1/runs", json={"workflow": "nothing"}).json()["run_id"]
+    api.wait_status(done, "completed")  # only a finished run can be rerun
     for permission, method, path, body in ROUTES:
-        r = client.request(method, path.format(rid=rid), json=body)
+        r = client.request(method, path.format(rid=rid, done=done), json=body)
         if permission in PERMISSIONS[scope]:
             assert r.status_code < 300, (scope, path, r.text)
         else:

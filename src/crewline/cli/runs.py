@@ -12,6 +12,7 @@ import click
 from ..app import App
 from ..config import parse_duration
 from ..errors import ConfigError, RunFailed
+from ..flows.attempts import Attempt
 from ..flows.operations import parse_overrides
 from ..flows.records import STATES, RunRecord, StepRecord
 from ..models.call_log import prune_payloads
@@ -175,21 +176,23 @@ def show_cmd(app_ref: str | None, run_id: str, step_no: int | None, as_json: boo
 
     async def go(
         app: App,
-    ) -> tuple[RunRecord, list[StepRecord], dict[int, dict[str, Any]], list[dict[str, Any]]]:
+    ) -> tuple[RunRecord, list[StepRecord], dict[int, dict[str, Any]], list[dict[str, Any]], list[Attempt]]:
         record, steps = await app.get_run(run_id), await app.steps(run_id)
         usage = await app.db.read(lambda conn: usage_by_step(conn, run_id))
         found = (
             [] if step_no is None else await app.db.read(lambda conn: calls(conn, run_id=run_id, limit=1000))
         )
-        return record, steps, usage, [c for c in reversed(found) if c["step"] == step_no]
+        history = await app.attempts(run_id)
+        return record, steps, usage, [c for c in reversed(found) if c["step"] == step_no], history
 
-    record, steps, usage, step_calls = with_app(go, load_app(app_ref))
+    record, steps, usage, step_calls, history = with_app(go, load_app(app_ref))
     if step_no is not None:
         _show_step(record, steps, step_no, usage.get(step_no), step_calls, as_json)
         return
     total = _total(usage)
     if as_json:
-        echo_json({**record.to_json(), **_figures(record, total), "steps": [s.to_json() for s in steps]})
+        shown = {"steps": [s.to_json() for s in steps], "history": [a.to_json() for a in history]}
+        echo_json({**record.to_json(), **_figures(record, total), **shown})
         return
     click.echo("\n".join(_run_lines(record, total)))
     if record.pruned_at is not None:
@@ -211,6 +214,8 @@ def show_cmd(app_ref: str | None, run_id: str, step_no: int | None, as_json: boo
         for s in steps
     ]
     click.echo("\n" + table(headers, rows))
+    for earlier in reversed(history):
+        click.echo("\n" + "\n".join(_attempt_lines(earlier)))
     if steps:
         click.echo(f"\nOne step in full: crewline runs show {record.id} --step N")
 
@@ -223,7 +228,16 @@ def _run_lines(record: RunRecord, total: dict[str, Any] | None) -> list[str]:
         f"status    {record.status}{wait}",
     ]
     forked = record.forked_from and f"{record.forked_from} from step {record.fork_step}"
-    for label, value in (("forked", forked), ("parent", record.parent_id), ("recovered", record.recoveries)):
+    attempt = (
+        record.attempt > 1 and f"{record.attempt} (rerun; the earlier attempts are shown below the steps)"
+    )
+    shown = (
+        ("forked", forked),
+        ("attempt", attempt),
+        ("parent", record.parent_id),
+        ("recovered", record.recoveries),
+    )
+    for label, value in shown:
         if value:
             lines.append(f"{label:<10}{value}")
     lines += [
@@ -314,12 +328,29 @@ def undo_cmd(app_ref: str | None, run_id: str, steps: tuple[int, ...]) -> None:
     click.echo(f"run {run_id}: {result}; follow it with `crewline runs show {run_id}`")
 
 
+_FROM_HELP = (
+    "First step to execute again: its number, a step or checkpoint name (the first of that name), "
+    "or NAME#2 for the second step of that name."
+)
+
+
+@runs.command("rerun")
+@app_option
+@click.argument("run_id")
+@click.option("--from", "from_step", required=True, metavar="STEP", help=_FROM_HELP)
+def rerun_cmd(app_ref: str | None, run_id: str, from_step: str) -> None:
+    """Continue a finished run from a step, under the same id; its steps from there on are kept as the
+    earlier attempt (shown by `runs show`)."""
+    attempt, n = with_app(lambda app: app.rerun(run_id, from_step), load_app(app_ref))
+    click.echo(
+        f"run {run_id} reruns from step {n} as attempt {attempt}; follow it with: crewline runs show {run_id}"
+    )
+
+
 @runs.command("fork")
 @app_option
 @click.argument("run_id")
-@click.option(
-    "--from", "from_step", type=click.IntRange(1), required=True, help="First step to execute again."
-)
+@click.option("--from", "from_step", required=True, metavar="STEP", help=_FROM_HELP)
 @click.option("--id", "new_id", default=None, help="Id for the new run (refused if a run has it).")
 @click.option(
     "--set",
@@ -329,7 +360,7 @@ def undo_cmd(app_ref: str | None, run_id: str, steps: tuple[int, ...]) -> None:
     help="Vary the rerun: model=strong, prompt=reply@candidate (repeatable).",
 )
 def fork_cmd(
-    app_ref: str | None, run_id: str, from_step: int, new_id: str | None, variations: tuple[str, ...]
+    app_ref: str | None, run_id: str, from_step: str, new_id: str | None, variations: tuple[str, ...]
 ) -> None:
     """Start a new run that reuses RUN_ID's steps before --from and executes from there on."""
     with errors_as_exit():
@@ -495,3 +526,15 @@ def _run_summary(r: RunRecord, usage: dict[str, Any] | None) -> dict[str, Any]:
         "pruned_at",
     )
     return {**{k: getattr(r, k) for k in keys}, **_figures(r, usage)}
+
+
+def _attempt_lines(earlier: Attempt) -> list[str]:
+    """An earlier attempt of a rerun run: how it ended and the steps it had from where the rerun began."""
+    ended = earlier.status + (f": {error_text(earlier.error)}" if earlier.error else "")
+    head = (
+        f"attempt {earlier.attempt} (ended {ended}; rerun from step {earlier.from_step} on "
+        f"{when(earlier.rerun_at)}): its steps from step {earlier.from_step} on"
+    )
+    headers = ["#", "kind", "name", "effect", "status", "tries", "output / error"]
+    rows = [(s.step_no, s.kind, s.name, s.effect, s.status, s.attempts, _brief(s)) for s in earlier.steps]
+    return [head, table(headers, rows) if rows else "(no steps)"]

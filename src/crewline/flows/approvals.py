@@ -69,7 +69,7 @@ async def request_approval(journal: Journal, ask: Approval) -> Decision:
         deadline = rec.output.get("expires_at")
     else:
         deadline = None if ask.timeout is None else engine.clock() + parse_duration(ask.timeout)
-    pending = _Pending(entry, f"{journal.run_id}:{entry.n}", deadline, on_timeout)
+    pending = _Pending(entry, journal.step_key(entry.n), deadline, on_timeout)
     new = None
     if rec is None:
         new = NewRequest(

@@ -24,6 +24,7 @@ from .llm import LlmCall, LlmRequest, ModelCalls, build_request, output_value, s
 from .records import RunRecord, StepRecord
 from .review import Decision
 from .step_call import Call, fn_name, run_call, use_tool
+from .step_checkpoint import mark_checkpoint
 from .step_child import Child, run_child
 from .step_event import wait_for_event
 from .step_flag import read_flag
@@ -226,6 +227,14 @@ class Context:
         """
         ask = Approval(action, preview, risk, timeout, on_timeout, context)
         return await request_approval(self._journal, ask)
+
+    async def checkpoint(self, name: str) -> None:
+        """Mark a named point in the run, e.g. ``await ctx.checkpoint("drafted")``: a cheap recorded step.
+
+        ``crewline runs rerun RUN --from drafted`` (or ``runs fork``) executes the run again from here;
+        ``drafted#2`` names the second checkpoint of that name when the workflow passes it more than once.
+        """
+        await mark_checkpoint(self._journal, name)
 
     # -- time and events -------------------------------------------------------------------------------
 

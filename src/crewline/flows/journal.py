@@ -33,7 +33,7 @@ from ..store.database import Conn
 from ..store.payloads import dump
 from .definitions import Effect
 from .engine import Engine, RunSignals, Suspend
-from .records import RunRecord, StepRecord, write_step
+from .records import RunRecord, StepRecord, step_key, write_step
 from .review import NewRequest, create_request, open_request_id
 from .states import Park, StepKind, StepStatus
 
@@ -135,6 +135,11 @@ class Journal:
         """How many steps the workflow has reached so far."""
         return self._next
 
+    def step_key(self, n: int, sep: str = ":") -> str:
+        """The id of what step ``n`` creates (a review request, a child run, an idempotency key), unique
+        across the run's attempts (see :func:`.records.step_key`)."""
+        return step_key(self.run_id, n, self.run.attempt, sep)
+
     def provenance_summary(self) -> dict[str, Any]:
         return {"steps_so_far": self._next - 1, "used": list(self.provenance)}
 
@@ -185,7 +190,7 @@ class Journal:
         """An intent with no result: the call may or may not have happened. Never guess; ask."""
         park = Park.outcome_unknown(entry.n, entry.name)
         ask = NewRequest(
-            request_id=f"{self.run_id}:{entry.n}",
+            request_id=self.step_key(entry.n),
             run_id=self.run_id,
             step_no=entry.n,
             kind="outcome_unknown",

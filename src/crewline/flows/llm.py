@@ -265,7 +265,7 @@ async def _pause(journal: Journal, call: Entry, e: BudgetExceeded) -> NoReturn:
 
     def park(conn: Conn) -> None:
         k = count_requests(conn, journal.run_id, call.n)
-        request_id = f"{journal.run_id}:{call.n}:budget{k}"
+        request_id = f"{journal.step_key(call.n)}:budget{k}"
         ask = NewRequest(
             request_id=request_id,
             run_id=journal.run_id,

@@ -1,6 +1,7 @@
 """Schema of the orchestration plane: the ``engine`` and ``flows`` components' append-only migrations.
 
-``engine``: runs, their steps and events (owned by :mod:`crewline.flows.records`), payload blobs
+``engine``: runs, their steps and events (owned by :mod:`crewline.flows.records`), a rerun run's earlier
+attempts (:mod:`crewline.flows.attempts`), payload blobs
 (:mod:`crewline.store.payloads`), workers (:mod:`crewline.workers.claim`) and cron ticks
 (:mod:`crewline.workers.cron`); they were created together, so their history stays one list.
 ``flows``: review requests (:mod:`crewline.flows.review`), prompt versions and labels
@@ -25,6 +26,7 @@ PAYLOAD_TABLES: tuple[PayloadTable, ...] = (
     ),
     PayloadTable("steps", ("input", "input_blob", "output", "output_blob", "error"), "run_id"),
     PayloadTable("events", ("payload", "payload_blob"), "run_id"),
+    PayloadTable("run_attempts", ("error", "steps", "steps_blob"), "run_id"),
 )
 
 ENGINE: tuple[Migration, ...] = (
@@ -160,6 +162,25 @@ ENGINE: tuple[Migration, ...] = (
     ),
     Migration(
         9,
+        "reruns: a run's attempt number and its earlier attempts, kept when it is rerun from a step",
+        (
+            "ALTER TABLE runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1",
+            """CREATE TABLE run_attempts (
+                run_id TEXT NOT NULL,
+                attempt INTEGER NOT NULL,
+                from_step INTEGER NOT NULL,
+                status TEXT NOT NULL,
+                error TEXT,
+                finished_at {real},
+                rerun_at {real} NOT NULL,
+                steps TEXT,
+                steps_blob TEXT,
+                PRIMARY KEY (run_id, attempt)
+            )""",
+        ),
+    ),
+    Migration(
+        10,
         "pausing runs",
         (
             # pause_requested: an operator asked a running run to pause at its next step boundary.

@@ -8,16 +8,19 @@ from typing import Any, Literal
 from ..errors import InvalidInput, InvalidRunState, RunExists
 from ..store.database import Conn
 from ..store.payloads import Unreadable, check_depth, dump
+from .attempts import step_number
 from .records import (
     copy_steps,
     first_unsettled_step,
     get_run,
     insert_run,
     last_step,
+    load_steps,
     lock_run,
     new_run_id,
     resume_run,
     settle_step,
+    step_key,
     step_status,
 )
 from .review import set_status
@@ -30,13 +33,14 @@ Outcome = Literal["done", "retry", "fail"]
 def fork_run(
     conn: Conn,
     run_id: str,
-    from_step: int,
+    where: int | str,
     *,
     blob_threshold: int,
     new_id: str | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> str:
-    """A new run of the same workflow and input that reuses every checkpoint before ``from_step``.
+    """A new run of the same workflow and input that reuses every checkpoint before step ``where`` (a
+    number, a step or checkpoint name, or ``name#n``: see :func:`.attempts.step_number`).
 
     Raises :class:`RunExists` when ``new_id`` names an existing run: copying checkpoints into it would
     make it replay another run's outcomes (an email recorded as sent that it never sent).
@@ -45,6 +49,8 @@ def fork_run(
     src = get_run(conn, run_id)
     if isinstance(src.input, Unreadable):
         raise InvalidInput(f"cannot fork run {run_id}: its input cannot be read; start a new run instead")
+    named = {} if isinstance(where, int) else load_steps(conn, run_id)
+    from_step = step_number(named, where, run_id, "fork")
     last = last_step(conn, run_id)
     if not 1 <= from_step <= last + 1:
         raise InvalidInput(f"cannot fork run {run_id} from step {from_step}: it has steps 1 to {last}")
@@ -110,6 +116,7 @@ def resolve_step(
     again; ``fail``: record the step as failed, which the workflow sees as a :class:`StepError`.
     """
     status, reason, _ = lock_run(conn, run_id)
+    attempt = get_run(conn, run_id).attempt
     if status != "waiting" or not (reason or "").startswith("outcome unknown"):
         raise InvalidRunState(
             f"run {run_id} is not waiting for an outcome (it is {status}); nothing to resolve"
@@ -122,5 +129,5 @@ def resolve_step(
         raise InvalidInput(f"outcome must be done, retry or fail, got {outcome!r}")
     now = time.time()
     settle_step(conn, run_id, step_no, outcome, output_json, now)
-    set_status(conn, f"{run_id}:{step_no}", "resolved", by=resolved_by, outcome=outcome)
+    set_status(conn, step_key(run_id, step_no, attempt), "resolved", by=resolved_by, outcome=outcome)
     resume_run(conn, run_id, now)

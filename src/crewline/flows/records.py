@@ -45,12 +45,15 @@ __all__ = [
     "new_run_id",
     "new_trace_parent",
     "plan_compensation",
+    "restart_run",
     "retry_step",
     "run_counts",
     "run_result",
     "settle_step",
     "skip_step",
+    "step_key",
     "step_state",
+    "take_steps_from",
     "wake_run",
 ]
 
@@ -60,7 +63,7 @@ _RUN_COLUMNS = (
     "id, workflow, version, queue, priority, status, input, input_blob, output, output_blob, error, "
     "idempotency_key, parent_id, parent_step, forked_from, fork_step, wait_reason, wait_event, wake_at, "
     "lease_owner, lease_until, cancel_requested, recoveries, created_at, updated_at, finished_at, overrides, "
-    "started_by, pruned_at, trace_parent, pause_requested, pause_scope"
+    "started_by, pruned_at, trace_parent, attempt, pause_requested, pause_scope"
 )
 
 
@@ -109,6 +112,7 @@ class RunRecord:
     pruned_at: float | None = None  # when retention dropped its input, output and steps
     # W3C traceparent decided when the run was created: its trace and the span id of the run's span.
     trace_parent: str | None = None
+    attempt: int = 1  # 1, then one more each time the run is rerun from a step
     pause_requested: bool = False  # asked to pause at its next step boundary
     pause_scope: str | None = None  # who paused it: "run", "workflow" or "queue"
 
@@ -170,6 +174,7 @@ def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
         by,
         pruned,
         trace_parent,
+        attempt,
         pause_requested,
         pause_scope,
     ) = row
@@ -202,9 +207,20 @@ def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
         started_by=by,
         pruned_at=pruned,
         trace_parent=trace_parent,
+        attempt=int(attempt),
         pause_requested=bool(pause_requested),
         pause_scope=pause_scope,
     )
+
+
+def step_key(run_id: str, step_no: int, attempt: int, sep: str = ":") -> str:
+    """The id of what a step creates (its review request, child run, idempotency key): ``run:3``.
+
+    A rerun executes the step again as a new attempt, which must not find the first attempt's request or
+    child: from the second attempt on the key says which attempt it is (``run:3~2``).
+    """
+    base = f"{run_id}{sep}{step_no}"
+    return base if attempt <= 1 else f"{base}~{attempt}"
 
 
 def get_run(conn: Conn, run_id: str) -> RunRecord:
@@ -413,6 +429,26 @@ def write_step(
             in_blob,
             compensation,
         ),
+    )
+
+
+def take_steps_from(conn: Conn, run_id: str, from_step: int) -> None:
+    """Remove the steps from ``from_step`` on (a rerun keeps them as an earlier attempt first), and hand
+    back the events they consumed, so the steps executed again wait for and receive them again."""
+    conn.execute("DELETE FROM steps WHERE run_id = ? AND step_no >= ?", (run_id, from_step))
+    conn.execute(
+        "UPDATE events SET consumed_step = NULL WHERE run_id = ? AND consumed_step >= ?", (run_id, from_step)
+    )
+
+
+def restart_run(conn: Conn, run_id: str, attempt: int) -> None:
+    """A finished run is pending again as ``attempt``: any worker replays it from its kept steps."""
+    now = time.time()
+    conn.execute(
+        "UPDATE runs SET status = 'pending', attempt = ?, output = NULL, output_blob = NULL, error = NULL, "
+        "finished_at = NULL, wait_reason = NULL, wait_event = NULL, wake_at = ?, lease_owner = NULL, "
+        "lease_until = NULL, cancel_requested = 0, updated_at = ? WHERE id = ?",
+        (attempt, now, now, run_id),
     )
 
 

@@ -25,9 +25,12 @@ RunStatus = Literal["pending", "running", "waiting", "paused", "failed", "comple
 # intent: an irreversible call was about to happen; waiting: the run is parked on this step; retry: an
 # operator asked for a failed tool call to be made again with the edited arguments its record now holds.
 StepStatus = Literal["intent", "waiting", "done", "failed", "retry"]
-# compensation: a registered compensation run while a run is undone (see flows/compensation.py).
+# compensation: a registered compensation run while a run is undone (see flows/compensation.py);
+# checkpoint: a named marker (``ctx.checkpoint``) that reruns and forks can start from;
 # flag: an operator's flag as the run read it (see flows/step_flag.py).
-StepKind = Literal["step", "tool", "llm", "sleep", "event", "child", "approval", "compensation", "flag"]
+StepKind = Literal[
+    "step", "tool", "llm", "sleep", "event", "child", "approval", "compensation", "checkpoint", "flag"
+]
 
 RUN_STATES: tuple[RunStatus, ...] = get_args(RunStatus)
 STEP_STATES: tuple[StepStatus, ...] = get_args(StepStatus)

@@ -89,7 +89,7 @@ async def run_call(journal: Journal, call: Call) -> Any:
         if call.compensate is not None and entry.record.compensation is not None:
             journal.register(entry, call.compensate, value)
         return value
-    key = call.idempotency_key or f"{journal.run_id}:{entry.n}"
+    key = call.idempotency_key or journal.step_key(entry.n)
     kwargs = call.kwargs
     if _accepts_key(call.fn) and "idempotency_key" not in kwargs:
         kwargs = {**kwargs, "idempotency_key": key}

@@ -47,7 +47,7 @@ async def run_child(journal: Journal, ask: Child) -> Any:
         start = _Start(entry, wf, rec.output["child"], None)
     else:
         input_json = dump(wf.dump_input(wf.validate_input(ask.input)))
-        start = _Start(entry, wf, ask.run_id or f"{journal.run_id}.{entry.n}", input_json)
+        start = _Start(entry, wf, ask.run_id or journal.step_key(entry.n, "."), input_json)
     outcome, output, error = await journal.transact(lambda conn: _attempt(journal, conn, start))
     journal.engine.work_available.set()
     if outcome == "parked":

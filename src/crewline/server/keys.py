@@ -75,6 +75,7 @@ ACTIONS: dict[str, str] = {
     "read flags": "flags:read",
     "set flags": "flags:write",
     "fork runs": "runs:write",
+    "rerun runs": "runs:write",
     "settle unknown outcomes": "runs:write",
     "undo runs": "runs:write",
     "settle failed runs": "runs:write",

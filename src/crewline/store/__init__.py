@@ -4,6 +4,7 @@ Each table has one owning module, the only one that issues its SQL; everything e
 functions. A component's migrations (its ``migrations.py``) create its tables.
 
 - ``runs``, ``steps``, ``events``: :mod:`crewline.flows.records`
+- ``run_attempts`` (a rerun run's earlier attempts): :mod:`crewline.flows.attempts`
 - ``reviews``: :mod:`crewline.flows.review`
 - ``prompt_versions``, ``prompt_labels``: :mod:`crewline.flows.prompts`
 - ``switches``, ``flags``: :mod:`crewline.flows.switches`

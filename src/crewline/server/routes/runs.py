@@ -7,11 +7,11 @@ import binascii
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ...flows import records
 from ...flows.operations import parse_overrides
-from ...flows.records import STATES, RunRecord
+from ...flows.records import STATES, RunRecord, StepRecord
 from ..auth import check_reach, require
 from ..bodies import JsonBodyRoute
 from ..errors import ApiError, public_error
@@ -80,6 +80,7 @@ class RunOut(BaseModel):
     pruned_at: float | None = Field(
         default=None, description="When retention dropped its payloads and steps."
     )
+    attempt: int = Field(default=1, description="1, then one more each time the run is rerun from a step.")
 
 
 class StepOut(BaseModel):
@@ -98,8 +99,21 @@ class StepOut(BaseModel):
     )
 
 
+class AttemptOut(BaseModel):
+    attempt: int
+    from_step: int = Field(description="The step the rerun that ended this attempt started from.")
+    status: State = Field(description="How this attempt ended.")
+    error: dict[str, Any] | None
+    finished_at: float | None
+    rerun_at: float
+    steps: list[StepOut] = Field(description="This attempt's steps from `from_step` on.")
+
+
 class RunDetail(RunOut):
     steps: list[StepOut]
+    history: list[AttemptOut] = Field(
+        default_factory=list, description="Earlier attempts, oldest first, when the run was rerun."
+    )
 
 
 class RunPage(BaseModel):
@@ -109,9 +123,14 @@ class RunPage(BaseModel):
     )
 
 
+# A step number, a step or checkpoint name (the first of that name), or NAME#2 (the second).
+StepRef = Annotated[int, Field(ge=1, le=_INT32)] | Annotated[str, Field(pattern=_ID)]
+
+
 class Fork(RequestBody):
-    from_step: int = Field(
-        ge=1, le=_INT32, description="Re-execute from this step; earlier steps are reused."
+    from_step: StepRef = Field(
+        description="Re-execute from this step (its number, name, checkpoint name, or name#2); earlier "
+        "steps are reused."
     )
     run_id: str | None = Field(
         default=None, pattern=_RUN_ID, description="Id for the new run; 409 if a run already has it."
@@ -126,6 +145,24 @@ class Fork(RequestBody):
 class Forked(BaseModel):
     run_id: str
     forked_from: str
+    status_url: str
+
+
+class Rerun(RequestBody):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    from_: StepRef = Field(
+        alias="from",
+        description="Execute again from this step: its number, a step or checkpoint name (the first of that "
+        "name), or name#2 (the second).",
+    )
+
+
+class Rerunning(BaseModel):
+    run_id: str
+    attempt: int = Field(
+        description="The new attempt's number; the earlier one is kept in the run's history."
+    )
+    from_step: int
     status_url: str
 
 
@@ -301,9 +338,16 @@ async def show_run(run_id: RunId, request: Request, key: ApiKey = Depends(requir
     app = state_of(request).app
     run = await app.get_run(run_id)
     check_reach(key, "read runs", run)
-    steps = await app.steps(run_id)
-    shown = [StepOut(**{**s.to_json(), "error": public_error(s.error)}) for s in steps]
-    return RunDetail(**_run_out(run).model_dump(), steps=shown)
+    history = [
+        AttemptOut(**{**a.to_json(), "error": public_error(a.error), "steps": _steps_out(a.steps)})
+        for a in await app.attempts(run_id)
+    ]
+    shown = _steps_out(await app.steps(run_id))
+    return RunDetail(**_run_out(run).model_dump(), steps=shown, history=history)
+
+
+def _steps_out(steps: list[StepRecord]) -> list[StepOut]:
+    return [StepOut(**{**s.to_json(), "error": public_error(s.error)}) for s in steps]
 
 
 def _run_out(run: RunRecord) -> RunOut:
@@ -363,6 +407,27 @@ async def fork_run(
         run_id, body.from_step, new_run_id=body.run_id, overrides=overrides
     )
     return Forked(run_id=fork_id, forked_from=run_id, status_url=status_url(request, fork_id))
+
+
+@router.post(
+    "/runs/{run_id}/rerun",
+    response_model=Rerunning,
+    summary="Continue a finished run from a step, keeping the earlier attempt",
+    responses={
+        404: {"description": "No such run."},
+        409: {"description": "The run has not finished (cancel it first)."},
+        422: {"description": "No step of that number or name; the error lists the names the run has."},
+    },
+)
+async def rerun_run(
+    run_id: RunId, body: Rerun, request: Request, key: ApiKey = Depends(require("rerun runs"))
+) -> Rerunning:
+    app = state_of(request).app
+    check_reach(key, "rerun runs", await app.get_run(run_id))
+    attempt, from_step = await app.rerun(run_id, body.from_)
+    return Rerunning(
+        run_id=run_id, attempt=attempt, from_step=from_step, status_url=status_url(request, run_id)
+    )
 
 
 @router.post("/runs/{run_id}/events", response_model=EventSent, status_code=202, summary="Send an event")
