@@ -22,8 +22,9 @@ from crewline import App
 from crewline.cli.config import check_project
 from crewline.config import Settings
 from crewline.errors import BudgetExceeded, ConfigError, ProviderUnavailable
+from crewline.memory.retrieval import SearchLog, log_search
 from crewline.models.ledger import BudgetAlert
-from crewline.observe.alert_config import AlertsConfig
+from crewline.observe.alert_config import WEEK, AlertsConfig
 from crewline.observe.alerts import Alerting, list_history
 from crewline.observe.events import Event
 from crewline.testing import FakeProvider, Fault
@@ -62,7 +63,11 @@ async def _wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
         ({"errs": {"what": "error_rate", "threshold": 1, "treshold": 2}}, {}, "did you mean 'threshold'"),
         ({"errs": {"what": "error_rate", "threshold": 1, "channels": ["ops"]}}, {}, "no channel 'ops'"),
         ({"errs": {"what": "error_rate", "threshold": 1, "min_calls": 0}}, {}, "[alerts.errs] min_calls = 0"),
-        ({"errs": {"what": "retrieval_drop", "threshold": 0.2}}, {}, "needs memory search stats"),
+        ({"r": {"what": "retrieval_drop", "threshold": 1.5}}, {}, "[alerts.r] threshold = 1.5"),
+        ({"r": {"what": "retrieval_drop", "threshold": 0}}, {}, "[alerts.r] threshold = 0 is not valid"),
+        ({"r": {"what": "retrieval_drop", "threshold": 0.2, "window": "8d"}}, {}, "[alerts.r] window = '8d'"),
+        ({"r": {"what": "retrieval_drop", "threshold": 0.2, "min_calls": 0}}, {}, "[alerts.r] min_calls"),
+        ({"r": {"what": "retrieval_drop", "threshold": 0.2, "scope": 3}}, {}, "[alerts.r] scope = 3"),
         ({"channels": {"ops": {"type": "slack", "url": "https://x"}}}, {}, "secrets never go in the file"),
         ({"channels": {"ops": {"type": "slack", "url_env": "NOPE"}}}, {}, "variable NOPE is not set"),
         ({"channels": {"ops": {"type": "teams"}}}, {}, "[alerts.channels.ops] type = 'teams'"),
@@ -138,6 +143,58 @@ async def test_a_budget_crossing_alerts_once_per_level(db_url: str, monkeypatch:
     assert sorted(b["text"].split(" reached ")[1].split("%")[0] for b in slack.bodies) == ["100", "50", "80"]
     assert "/api/v1/budgets" in slack.bodies[0]["text"] and slack.bodies[0]["blocks"]
     assert [e.state for e in events if type(e).__name__ == "AlertEvent"] == ["firing"] * 3
+
+
+# -- retrieval ----------------------------------------------------------------------------------------
+
+
+def _searches(at: float, scope: str, hits: list[int]) -> list[SearchLog]:
+    return [SearchLog(at, (scope, "global"), 5, n, 0.8 if n else None) for n in hits]
+
+
+async def test_a_retrieval_drop_against_last_week_fires_once_then_resolves(db_url: str) -> None:
+    now = time.time()
+    offset = [0.0]
+    logged = [
+        *_searches(now - WEEK - 1800, "customer:1", [3] * 18 + [0] * 2),  # last week: 90%
+        *_searches(now - 1800, "customer:2", [2] * 6 + [0] * 14),  # now: 30%
+        *_searches(now - 1800, "other", [4] * 40),  # another scope doing well: filtered out
+        *_searches(now - WEEK - 60, "tiny:1", [1] * 3),  # too few searches to judge
+        *_searches(now - 60, "tiny:1", [0] * 3),
+        *_searches(now - WEEK - 7200, "customer:1", [0] * 50),  # outside last week's window
+    ]
+    table = {
+        "recall": {"what": "retrieval_drop", "window": "1h", "threshold": 0.2, "scope": "customer:"},
+        "tiny": {"what": "retrieval_drop", "window": "1h", "threshold": 0.2, "scope": "tiny:"},
+    }
+    app = App(db_url)
+    alerting = Alerting(app.db, AlertsConfig.parse(table, {}), clock=lambda: now + offset[0])
+    try:
+        await app.db.write(lambda conn: [log_search(conn, entry) for entry in logged])
+        [fired] = await alerting.evaluate()
+        offset[0] += 60
+        assert await alerting.evaluate() == []  # still firing: no second notice
+        recovered = _searches(now - 600, "customer:3", [1] * 40)  # 46 of 60: 77%, 13 points down
+        await app.db.write(lambda conn: [log_search(conn, entry) for entry in recovered])
+        offset[0] += 60
+        [resolved] = await alerting.evaluate()
+        history = await app.db.read(lambda conn: list_history(conn))
+    finally:
+        await app.aclose()
+    assert (fired.rule, fired.state, resolved.rule, resolved.state) == (
+        "recall",
+        "firing",
+        "recall",
+        "resolved",
+    )
+    assert fired.summary == (
+        "memory search hit rate for scopes customer:* was 30% (6 of 20 searches, mean top score 0.800) "
+        "in the last 1.0h, against 90% (18 of 20 searches, mean top score 0.800) in the same window a week "
+        "earlier (threshold: a drop of 20%, at least 10 searches in each window)"
+    )
+    assert fired.value == pytest.approx(0.6) and fired.link == "/api/v1/stats?since=8d&by=day"
+    assert "77% (46 of 60 searches" in resolved.summary
+    assert [(h.rule, h.state) for h in history] == [("recall", "resolved"), ("recall", "firing")]
 
 
 # -- delivery -----------------------------------------------------------------------------------------

@@ -29,7 +29,17 @@ from .fulltext import TextIndex
 from .records import Hit
 from .vectors import ExactIndex
 
-__all__ = ["Query", "Reranker", "SearchLog", "fuse", "log_search", "run_query", "search_totals"]
+__all__ = [
+    "Query",
+    "Reranker",
+    "SearchLog",
+    "SearchWindow",
+    "fuse",
+    "log_search",
+    "run_query",
+    "search_totals",
+    "search_window",
+]
 
 Reranker = Callable[[str, list[Hit]], "list[Hit] | Awaitable[list[Hit]]"]
 
@@ -79,6 +89,50 @@ def search_totals(conn: Conn, since: float, bucket_seconds: int) -> list[tuple[i
         (since,),
     )
     return [(int(b), int(n), int(hit or 0), None if top is None else float(top)) for b, n, hit, top in rows]
+
+
+@dataclass(frozen=True)
+class SearchWindow:
+    """How the searches of one time window fared."""
+
+    searches: int = 0
+    with_hits: int = 0
+    top_score_sum: float = 0.0
+    scored: int = 0  # searches that reported a top score
+
+    @property
+    def hit_rate(self) -> float:
+        return self.with_hits / self.searches if self.searches else 0.0
+
+    @property
+    def mean_top_score(self) -> float | None:
+        return self.top_score_sum / self.scored if self.scored else None
+
+    def __add__(self, other: SearchWindow) -> SearchWindow:
+        return SearchWindow(
+            self.searches + other.searches,
+            self.with_hits + other.with_hits,
+            self.top_score_sum + other.top_score_sum,
+            self.scored + other.scored,
+        )
+
+
+def search_window(conn: Conn, start: float, end: float, scope: str | None = None) -> SearchWindow:
+    """Searches logged in ``[start, end)``; with ``scope``, only those that searched a scope starting with it.
+
+    Grouped by the logged scope list and matched here rather than with LIKE, whose case rules differ
+    between dialects: the distinct scope lists of a window are few.
+    """
+    rows = conn.all(
+        "SELECT scopes, COUNT(*), SUM(CASE WHEN hits > 0 THEN 1 ELSE 0 END), SUM(top_score), COUNT(top_score) "
+        "FROM memory_searches WHERE at >= ? AND at < ? GROUP BY scopes",
+        (start, end),
+    )
+    total = SearchWindow()
+    for scopes, n, hit, top_sum, scored in rows:
+        if scope is None or any(s.startswith(scope) for s in str(scopes).split(",")):
+            total += SearchWindow(int(n), int(hit or 0), float(top_sum or 0.0), int(scored))
+    return total
 
 
 def fuse(

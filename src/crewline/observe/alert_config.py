@@ -11,7 +11,7 @@
     window = "15m"
     threshold = 0.2                  # a fraction for rates, a ratio for cost_spike, a count or a duration
     model = "strong"                 # filters: model, workflow, queue, scope
-    min_calls = 20
+    min_calls = 20                   # also retrieval_drop: searches needed in each window (default 10)
     channels = ["ops", "mail"]
     cooldown = "1h"                  # no new episode is announced sooner than this after the last one
 
@@ -32,7 +32,7 @@ from typing import Any
 from ..config import Settings, did_you_mean, parse_duration
 from ..errors import ConfigError
 
-__all__ = ["RULE_KINDS", "AlertsConfig", "ChannelConfig", "Rule"]
+__all__ = ["RETRIEVAL_MIN_SEARCHES", "RULE_KINDS", "WEEK", "AlertsConfig", "ChannelConfig", "Rule"]
 
 # What a rule can watch, and what its threshold means.
 RULE_KINDS: dict[str, str] = {
@@ -43,9 +43,14 @@ RULE_KINDS: dict[str, str] = {
     "review_wait": "how long the oldest pending review has waited (a duration)",
     "stuck_runs": "runs running past their lease, or pending/waiting past their due time by `window`",
     "queue_backlog": "pending runs due on a queue (a count); `max_age` also fires on the oldest's age",
-    "retrieval_drop": "memory search hit rate this window against the same window a week earlier",
+    "retrieval_drop": (
+        "drop of the memory search hit rate (share of searches with a hit) in the window below the same "
+        "window a week earlier, as a fraction: 0.2 fires on 90% -> 69%"
+    ),
     "trigger_silent": "time since the workflow last started a run (a duration)",
 }
+WEEK = 7 * 86400.0
+RETRIEVAL_MIN_SEARCHES = 10  # retrieval_drop's default min_calls: searches needed in each window
 _DURATION_THRESHOLD = frozenset({"review_wait", "trigger_silent"})
 _RULE_KEYS = frozenset(
     {"what", "window", "threshold", "channels", "cooldown", "min_calls", "baseline", "max_age"}
@@ -73,7 +78,9 @@ class Rule:
     model: str | None = None
     workflow: str | None = None
     queue: str | None = None
-    scope: str | None = None  # budget: only scopes starting with this ("day:", "workflow:triage")
+    # budget: only budget scopes starting with this ("day:", "workflow:triage");
+    # retrieval_drop: only searches of a memory scope starting with this ("customer:")
+    scope: str | None = None
 
 
 @dataclass(frozen=True)
@@ -176,11 +183,6 @@ def _rule(name: str, table: Mapping[str, Any], channels: Mapping[str, ChannelCon
             f"{where} what = {what!r} is not a rule kind{did_you_mean(str(what), RULE_KINDS)}; "
             f"use one of {', '.join(sorted(RULE_KINDS))}"
         )
-    if what == "retrieval_drop":
-        raise ConfigError(
-            f"{where} what = 'retrieval_drop' needs memory search stats, which this version does not "
-            "record yet; remove the rule"
-        )
     default_threshold = 50.0 if what == "budget" else None
     if "threshold" not in table and default_threshold is None:
         raise ConfigError(f"{where} threshold is missing: {RULE_KINDS[what]}")
@@ -196,18 +198,37 @@ def _rule(name: str, table: Mapping[str, Any], channels: Mapping[str, ChannelCon
             )
     if what == "trigger_silent" and "workflow" not in table:
         raise ConfigError(f"{where} workflow is missing: trigger_silent watches one workflow's runs")
+    threshold = _get(table, "threshold", where, threshold_conv, default_threshold)
+    window = _get(table, "window", where, parse_duration, 3600.0)
+    if what == "retrieval_drop":
+        _check_retrieval_drop(where, threshold, window, table.get("window"))
     return Rule(
         name=name,
         what=what,
-        threshold=_get(table, "threshold", where, threshold_conv, default_threshold),
-        window=_get(table, "window", where, parse_duration, 3600.0),
+        threshold=threshold,
+        window=window,
         channels=tuple(listed),
         cooldown=_get(table, "cooldown", where, parse_duration, 3600.0),
-        min_calls=_get(table, "min_calls", where, _count, 1),
+        min_calls=_get(
+            table, "min_calls", where, _count, RETRIEVAL_MIN_SEARCHES if what == "retrieval_drop" else 1
+        ),
         baseline=_get(table, "baseline", where, _count, 24),
         max_age=_get(table, "max_age", where, parse_duration, None),
         **{k: _get(table, k, where, _text, None) for k in ("model", "workflow", "queue", "scope")},
     )
+
+
+def _check_retrieval_drop(where: str, threshold: float, window: float, given: Any) -> None:
+    if not 0 < threshold < 1:
+        raise ConfigError(
+            f"{where} threshold = {threshold:g} is not valid: retrieval_drop's threshold is the drop in hit "
+            "rate as a fraction between 0 and 1 (0.2 = 20 points below last week)"
+        )
+    if not 0 < window <= WEEK:
+        raise ConfigError(
+            f"{where} window = {given!r} is not valid: retrieval_drop compares the window with the same window a week "
+            "earlier, so it must be longer than 0 and at most 7d"
+        )
 
 
 def _secret(table: Mapping[str, Any], key: str, where: str, env: Mapping[str, str]) -> str:

@@ -2,7 +2,7 @@
 
 A measure says whether the rule is breached now, with the number it looked at, a sentence for the
 person who will be told, and the API path to look at. These are read-only aggregates over tables other
-modules own (``model_calls``, ``runs``, ``reviews``), asked of those owners; they never write to them. ``budget`` rules are not
+modules own (``model_calls``, ``runs``, ``reviews``, ``memory_searches``), asked of those owners; they never write to them. ``budget`` rules are not
 measured here: the budget ledger reports its crossings itself (see :mod:`crewline.observe.alerts`).
 """
 
@@ -14,9 +14,10 @@ from urllib.parse import urlencode
 
 from ..flows.records import due_backlog, last_started, stuck_runs
 from ..flows.review import oldest_pending
+from ..memory.retrieval import SearchWindow, search_window
 from ..models.call_log import call_outcomes, cost_split
 from ..store import Conn
-from .alert_config import Rule
+from .alert_config import WEEK, Rule
 
 __all__ = ["MEASURES", "Measure", "measure"]
 
@@ -132,6 +133,29 @@ def _trigger_silent(conn: Conn, rule: Rule, now: float) -> Measure:
     return Measure(silent >= rule.threshold, silent, summary, path)
 
 
+def _searches(window: SearchWindow) -> str:
+    top = window.mean_top_score
+    return f"{window.hit_rate:.0%} ({window.with_hits} of {window.searches} searches" + (
+        f", mean top score {top:.3f})" if top is not None else ")"
+    )
+
+
+def _retrieval_drop(conn: Conn, rule: Rule, now: float) -> Measure:
+    start = now - rule.window
+    current = search_window(conn, start, now, rule.scope)
+    earlier = search_window(conn, start - WEEK, now - WEEK, rule.scope)
+    drop = earlier.hit_rate - current.hit_rate
+    enough = min(current.searches, earlier.searches) >= rule.min_calls
+    summary = (
+        f"memory search hit rate for {f'scopes {rule.scope}*' if rule.scope else 'all scopes'} was "
+        f"{_searches(current)} in the last {_ago(rule.window)}, against {_searches(earlier)} in the same "
+        f"window a week earlier (threshold: a drop of {rule.threshold:.0%}, at least {rule.min_calls} "
+        "searches in each window)"
+    )
+    path = "/api/v1/stats?" + urlencode({"since": "8d", "by": "day"})
+    return Measure(enough and drop > rule.threshold, drop, summary, path)
+
+
 MEASURES: dict[str, Callable[[Conn, Rule, float], Measure]] = {
     "cost_spike": _cost_spike,
     "error_rate": _error_rate,
@@ -140,6 +164,7 @@ MEASURES: dict[str, Callable[[Conn, Rule, float], Measure]] = {
     "stuck_runs": _stuck_runs,
     "queue_backlog": _queue_backlog,
     "trigger_silent": _trigger_silent,
+    "retrieval_drop": _retrieval_drop,
 }
 
 
