@@ -281,11 +281,11 @@ def test_no_models_module_touches_another_objects_private_members() -> None:
 
 # table -> the module that alone issues its SQL (paths under src/crewline).
 OWNERS = {
-    "runs": "flows/records.py",
-    "steps": "flows/records.py",
-    "events": "flows/records.py",
+    "runs": "flows/run_store.py",
+    "steps": "flows/run_store.py",
+    "events": "flows/run_store.py",
     "run_attempts": "flows/attempts.py",
-    "reviews": "flows/review.py",
+    "reviews": "flows/review_requests.py",
     "prompt_versions": "flows/prompts.py",
     "prompt_labels": "flows/prompts.py",
     "switches": "flows/switches.py",

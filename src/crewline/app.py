@@ -23,8 +23,9 @@ from .flows.definitions import Queue, Workflow
 from .flows.engine import Engine, Wiring
 from .flows.executor import log_end
 from .flows.operations import Outcome, fork_run, resolve_step
-from .flows.queue import ReviewQueue
-from .flows.records import (
+from .flows.recovery import request_compensation
+from .flows.review_queue import ReviewQueue
+from .flows.run_store import (
     FINISHED,
     CompensationPlan,
     RunRecord,
@@ -37,7 +38,6 @@ from .flows.records import (
     new_run_id,
     send_event,
 )
-from .flows.recovery import request_compensation
 from .flows.steering import Steering
 from .flows.switches import check_startable
 from .memory import MemoryStore

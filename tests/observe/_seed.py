@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 
-from crewline.flows.records import finish_run, insert_run
-from crewline.flows.review import NewRequest, create_request, set_status
+from crewline.flows.review_requests import NewRequest, create_request, set_status
+from crewline.flows.run_store import finish_run, insert_run
 from crewline.memory.retrieval import SearchLog, log_search
 from crewline.models.call_log import CallRecord, insert_record
 from crewline.models.types import Usage

@@ -264,6 +264,9 @@ def test_payloads_nested_too_deep_are_refused_at_every_entrance(api: Api) -> Non
             f'{{"outcome": "done", "output": {deep}}}',
             f"output is {limit}",
         ),
+        # Every API router reads bodies the same way, not only the runs router.
+        ("/api/v1/reviews/nope/decision", f'{{"decision": {very_deep}}}', f"not valid JSON: {limit}"),
+        ("/api/v1/keys", f'{{"scope": {very_deep}}}', f"not valid JSON: {limit}"),
     ]:
         r = api.http.post(path, content=body, headers={"Content-Type": "application/json"})
         assert r.status_code == 422, (path, r.text)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from crewline.flows.records import get_run
+from crewline.flows.run_store import get_run
 
 from .conftest import Api
 

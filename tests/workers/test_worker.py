@@ -12,7 +12,7 @@ import pytest
 
 from crewline import App, Context, InvalidRunState, RunFailed, Settings
 from crewline.flows.engine import RunSignals
-from crewline.flows.records import finish_run
+from crewline.flows.run_store import finish_run
 from crewline.workers.claim import claim_runs, extend_leases
 from crewline.workers.cron import fire_due
 

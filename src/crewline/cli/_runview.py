@@ -12,7 +12,7 @@ import difflib
 import json
 from typing import Any
 
-from ..flows.records import RunRecord, StepRecord
+from ..flows.run_store import RunRecord, StepRecord
 from ._common import when
 from ._render import render
 

@@ -15,8 +15,8 @@ from typing import Any
 import click
 
 from ..app import App
-from ..flows.records import FINISHED
-from ..flows.review import ReviewRequest
+from ..flows.review_requests import ReviewRequest
+from ..flows.run_store import FINISHED
 from ..workers.claim import live_workers
 from ._common import database_label
 

@@ -19,7 +19,7 @@ import click
 from ..config import CONFIG_FILE, CORE_KEYS, Settings, did_you_mean, read_toml, shown_path
 from ..errors import ConfigError
 from ..flows.prompts import prompts_dir
-from ..flows.review import RiskPolicy
+from ..flows.review_requests import RiskPolicy
 from ..models.config import models_problems
 from ..observe.alert_config import AlertsConfig
 from ..observe.metrics import METRICS_KEYS, metrics_token

@@ -11,7 +11,7 @@ from ..app import App
 from ..errors import InvalidInput, RunNotFound
 from ..flows.operations import parse_overrides
 from ..flows.recovery import Settlement
-from ..flows.review import ReviewRequest
+from ..flows.review_requests import ReviewRequest
 from ..store.payloads import parse_json
 from ._common import (
     app_option,

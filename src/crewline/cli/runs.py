@@ -14,7 +14,7 @@ from ..config import parse_duration
 from ..errors import ConfigError, RunFailed
 from ..flows.attempts import Attempt
 from ..flows.operations import parse_overrides
-from ..flows.records import STATES, RunRecord, StepRecord
+from ..flows.run_store import STATES, RunRecord, StepRecord
 from ..models.call_log import prune_payloads
 from ..models.reports import calls, usage_by_run, usage_by_step
 from ..store.database import Conn

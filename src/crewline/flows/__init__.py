@@ -3,8 +3,8 @@
 from .context import Context
 from .definitions import Queue, RetryPolicy, Workflow
 from .engine import Engine
-from .records import RunRecord, StepRecord
-from .review import Decision, ReviewRequest, RiskPolicy
+from .review_requests import Decision, ReviewRequest, RiskPolicy
+from .run_store import RunRecord, StepRecord
 from .tools import Tool, tool
 
 __all__ = [

@@ -14,7 +14,7 @@ from ..store.database import Conn
 from ..store.payloads import dump
 from .engine import Suspend
 from .journal import Entry, Journal, Outcome
-from .review import (
+from .review_requests import (
     ON_TIMEOUT,
     Decision,
     NewRequest,

@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import InvalidInput, InvalidRunState
 from ..store.database import Conn
 from ..store.payloads import Unreadable, dump, load_or_unreadable, store_payload
-from .records import StepRecord, get_run, load_steps, lock_run, restart_run, take_steps_from
+from .run_store import StepRecord, get_run, load_steps, lock_run, restart_run, take_steps_from
 from .states import FINISHED, RunStatus
 
 __all__ = ["Attempt", "attempt_history", "rerun_run", "step_number"]

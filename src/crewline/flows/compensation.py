@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import StepError
 from .definitions import Workflow
 from .journal import Compensation, Journal, OperatorAsk
-from .records import CompensationPlan
+from .run_store import CompensationPlan
 from .states import RunStatus
 from .step_call import Call, fn_name, run_call
 

@@ -21,8 +21,8 @@ from .engine import Engine, RunSignals
 from .fit import MemoryHit
 from .journal import Journal
 from .llm import LlmCall, LlmRequest, ModelCalls, build_request, output_value, step_name
-from .records import RunRecord, StepRecord
-from .review import Decision
+from .review_requests import Decision
+from .run_store import RunRecord, StepRecord
 from .step_call import Call, fn_name, run_call, use_tool
 from .step_checkpoint import mark_checkpoint
 from .step_child import Child, run_child

@@ -21,8 +21,8 @@ from ..errors import ConfigError, GuardFailed, UnknownWorkflow
 from ..observe.events import Observers
 from ..store.database import Conn, Database, Guard
 from .definitions import Queue, Workflow
-from .records import held_leases, park_run
-from .review import RiskPolicy
+from .review_requests import RiskPolicy
+from .run_store import held_leases, park_run
 from .states import Park
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from .compensation import End, settle_end
 from .context import Context
 from .definitions import Workflow
 from .engine import Engine, LeaseLost, RunSignals, Suspend
-from .records import CompensationPlan, RunRecord, StepRecord, compensation_plan, finish_run, load_steps
+from .run_store import CompensationPlan, RunRecord, StepRecord, compensation_plan, finish_run, load_steps
 from .states import Park, RunStatus
 
 __all__ = ["execute_run", "log_end"]

@@ -33,8 +33,8 @@ from ..store.database import Conn
 from ..store.payloads import dump
 from .definitions import Effect
 from .engine import Engine, RunSignals, Suspend
-from .records import RunRecord, StepRecord, step_key, write_step
-from .review import NewRequest, create_request, open_request_id
+from .review_requests import NewRequest, create_request, open_request_id
+from .run_store import RunRecord, StepRecord, step_key, write_step
 from .states import Park, StepKind, StepStatus
 
 __all__ = ["Compensation", "Entry", "FailedStep", "Journal", "OperatorAsk", "Outcome"]

@@ -29,7 +29,7 @@ from .definitions import DEFAULT_RETRY, RetryPolicy
 from .engine import Suspend
 from .fit import SUMMARY_TOKENS, Cut, FitRequest, MemoryHit, fit, with_memory
 from .journal import Entry, Journal, Outcome
-from .review import NewRequest, count_requests, get_request
+from .review_requests import NewRequest, count_requests, get_request
 from .states import Park
 from .tools import as_tool
 

@@ -1,10 +1,10 @@
 """Schema of the orchestration plane: the ``engine`` and ``flows`` components' append-only migrations.
 
-``engine``: runs, their steps and events (owned by :mod:`crewline.flows.records`), a rerun run's earlier
+``engine``: runs, their steps and events (owned by :mod:`crewline.flows.run_store`), a rerun run's earlier
 attempts (:mod:`crewline.flows.attempts`), payload blobs
 (:mod:`crewline.store.payloads`), workers (:mod:`crewline.workers.claim`) and cron ticks
 (:mod:`crewline.workers.cron`); they were created together, so their history stays one list.
-``flows``: review requests (:mod:`crewline.flows.review`), prompt versions and labels
+``flows``: review requests (:mod:`crewline.flows.review_requests`), prompt versions and labels
 (:mod:`crewline.flows.prompts`), workflow and queue switches and flags (:mod:`crewline.flows.switches`).
 A released migration is never edited; new ones are appended.
 ``PAYLOAD_TABLES`` tells retention which of these rows carry a run's payloads.

@@ -9,7 +9,8 @@ from ..errors import InvalidInput, InvalidRunState, RunExists
 from ..store.database import Conn
 from ..store.payloads import Unreadable, check_depth, dump
 from .attempts import step_number
-from .records import (
+from .review_requests import set_status
+from .run_store import (
     copy_steps,
     first_unsettled_step,
     get_run,
@@ -23,7 +24,6 @@ from .records import (
     step_key,
     step_status,
 )
-from .review import set_status
 
 __all__ = ["Outcome", "fork_run", "resolve_step"]
 

@@ -16,7 +16,8 @@ from ..errors import InvalidInput, InvalidRunState
 from ..store.database import Conn
 from ..store.payloads import dump
 from .definitions import validate_as
-from .records import (
+from .review_requests import ReviewRequest, get_request, lock_request, settle_request
+from .run_store import (
     FINISHED,
     CompensationPlan,
     compensable_steps,
@@ -27,7 +28,6 @@ from .records import (
     step_state,
     wake_run,
 )
-from .review import ReviewRequest, get_request, lock_request, settle_request
 
 __all__ = ["Choice", "Settlement", "request_compensation", "settle"]
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import InvalidInput
 from ..store.database import Conn
-from .records import PauseResult, pause_run, pause_runs_of, resume_runs_of, unpause_run
+from .run_store import PauseResult, pause_run, pause_runs_of, resume_runs_of, unpause_run
 from .switches import (
     Flag,
     Scope,

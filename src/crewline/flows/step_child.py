@@ -12,7 +12,7 @@ from ..store.payloads import dump
 from .definitions import Workflow
 from .engine import Suspend
 from .journal import Entry, Journal, Outcome
-from .records import insert_run, run_result
+from .run_store import insert_run, run_result
 from .states import Park
 
 __all__ = ["Child", "run_child"]

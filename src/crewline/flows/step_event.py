@@ -11,7 +11,7 @@ from ..store.database import Conn
 from ..store.payloads import dump, load_json
 from .engine import Suspend
 from .journal import Journal, Outcome
-from .records import lock_run, take_event
+from .run_store import lock_run, take_event
 from .states import Park
 
 __all__ = ["wait_for_event"]

@@ -10,7 +10,7 @@ rank. In workflows, :class:`RunMemory` makes searches and writes recorded, durab
 from __future__ import annotations
 
 from .embedders import Embedder, GatewayEmbedder, LocalEmbedder, embedder_from_config, gateway_embedder
-from .records import Document, Hit, IngestReport, Item, Snapshot, Stats, Version
+from .results import Document, Hit, IngestReport, Item, Snapshot, Stats, Version
 from .scopes import GLOBAL, validate_scope
 from .store import OPERATOR, MemoryStore, RollbackReport, Written
 from .window import ConversationWindow, Message, gateway_summariser

@@ -23,7 +23,7 @@ from ..store.payloads import put_blob
 from . import versions as v
 from .chunking import Chunk, chunk_document
 from .documents import SUPPORTED, ParsedDocument, parse_file
-from .records import IngestReport
+from .results import IngestReport
 from .vectors import to_blob
 from .writing import ScopeChanged, Writable, new_id
 

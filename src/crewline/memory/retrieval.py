@@ -26,7 +26,7 @@ from ..store.payloads import load_json
 from . import versions as v
 from .filters import matches
 from .fulltext import TextIndex
-from .records import Hit
+from .results import Hit
 from .vectors import ExactIndex
 
 __all__ = [

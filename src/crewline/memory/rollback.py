@@ -14,7 +14,7 @@ from ..errors import InvalidInput
 from ..store.database import Conn
 from ..store.payloads import delete_blob
 from . import versions as v
-from .records import RollbackReport, Snapshot
+from .results import RollbackReport, Snapshot
 from .vectors import to_blob
 from .window import forget_messages
 from .writing import ScopeChanged, Writable

@@ -31,7 +31,7 @@ from .embedders import Embedder, LocalEmbedder, Matrix, as_matrix
 from .filters import validate_filter
 from .fulltext import TextIndex
 from .gateway import EmbeddingGateway
-from .records import Document, Hit, IngestReport, Item, RollbackReport, Snapshot, Stats, Version
+from .results import Document, Hit, IngestReport, Item, RollbackReport, Snapshot, Stats, Version
 from .retrieval import Query, Reranker, SearchLog, log_search, run_query
 from .rollback import count_snapshots, forget, list_snapshots, rollback, take_snapshot
 from .scopes import validate_scope, validate_scopes

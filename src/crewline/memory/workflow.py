@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from ..observe.events import RetrievalEvent
-from .records import Hit
+from .results import Hit
 from .store import MemoryStore
 
 __all__ = ["RunMemory", "StepRunner", "hits_from_record"]

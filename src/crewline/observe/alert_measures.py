@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from ..flows.records import due_backlog, last_started, stuck_runs
-from ..flows.review import oldest_pending
+from ..flows.review_requests import oldest_pending
+from ..flows.run_store import due_backlog, last_started, stuck_runs
 from ..memory.retrieval import SearchWindow, search_window
 from ..models.call_log import call_outcomes, cost_split
 from ..store import Conn

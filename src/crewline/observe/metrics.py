@@ -31,8 +31,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from ..errors import ConfigError, DatabaseUnavailable
-from ..flows.records import count_runs, due_runs
-from ..flows.review import pending_requests
+from ..flows.review_requests import pending_requests
+from ..flows.run_store import count_runs, due_runs
 from ..models import reports
 from ..models.config import BudgetConfig
 from ..store.database import Conn, Database

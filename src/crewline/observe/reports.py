@@ -3,8 +3,8 @@ the report behind ``crewline stats`` and ``GET /api/v1/stats``.
 
 Everything is computed from the database, on SQLite and PostgreSQL alike, by the owners of the tables
 read (:mod:`crewline.models.call_log` for model calls, from its hourly rollups and the raw calls around
-them: :func:`prepare` rolls up what the window still lacks; :mod:`crewline.flows.records` for runs,
-:mod:`crewline.flows.review` for reviews, :mod:`crewline.memory.retrieval` for the search log), so the
+them: :func:`prepare` rolls up what the window still lacks; :mod:`crewline.flows.run_store` for runs,
+:mod:`crewline.flows.review_requests` for reviews, :mod:`crewline.memory.retrieval` for the search log), so the
 numbers are those of every process sharing the database, not of one process's counters. This module only
 validates the query and shapes the rows.
 """
@@ -18,8 +18,8 @@ from typing import Any
 
 from ..config import parse_duration
 from ..errors import ConfigError, InvalidInput
-from ..flows.records import run_counts
-from ..flows.review import review_times
+from ..flows.review_requests import review_times
+from ..flows.run_store import run_counts
 from ..memory.retrieval import search_totals
 from ..models.call_figures import CallFigures
 from ..models.call_log import CallWindow, GroupFigures, call_window, roll_up

@@ -21,12 +21,12 @@ from ..app import App
 from ..observe.metrics import metrics_token
 from . import proxy
 from .auth import Authenticator
+from .body_limit import BodyLimit
 from .callbacks import CallbackSender
 from .config import ServerConfig
 from .docs import install_docs
 from .errors import install_handlers
-from .json_body import AssumeJson
-from .limits import BodyLimit
+from .json_bodies import AssumeJson
 from .proxy.fastpath import FastPathAPI
 from .routes import health, hooks, keys, metrics, reviews, runs, spend, stats, steer
 from .state import ServerState

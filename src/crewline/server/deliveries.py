@@ -4,7 +4,7 @@ A delivery is keyed by the SHA-256 of the signature it arrived with. It is kept 
 no longer pass the tolerance window (after which the timestamp check alone rejects a replay), or, when it
 asked for a completion callback, until that callback has been delivered or given up on. This module
 alone issues SQL on ``webhook_deliveries``; whether a run has finished is asked of
-:mod:`crewline.flows.records`.
+:mod:`crewline.flows.run_store`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 
-from ..flows.records import finished_among
+from ..flows.run_store import finished_among
 from ..store.database import Conn
 from ..store.dialects import CLAIM
 

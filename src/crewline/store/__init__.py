@@ -3,9 +3,9 @@
 Each table has one owning module, the only one that issues its SQL; everything else calls the owner's
 functions. A component's migrations (its ``migrations.py``) create its tables.
 
-- ``runs``, ``steps``, ``events``: :mod:`crewline.flows.records`
+- ``runs``, ``steps``, ``events``: :mod:`crewline.flows.run_store`
 - ``run_attempts`` (a rerun run's earlier attempts): :mod:`crewline.flows.attempts`
-- ``reviews``: :mod:`crewline.flows.review`
+- ``reviews``: :mod:`crewline.flows.review_requests`
 - ``prompt_versions``, ``prompt_labels``: :mod:`crewline.flows.prompts`
 - ``switches``, ``flags``: :mod:`crewline.flows.switches`
 - ``model_calls``, ``model_call_hours``: :mod:`crewline.models.call_log`

@@ -3,7 +3,7 @@
 A run is claimable when it is pending or waiting and due (``wake_at`` has passed), or running under a
 lease that expired (its worker died). Claims lock the rows they take (the dialect's claim lock: other
 claimers skip them), respect each queue's concurrency limit across all workers, and take higher priority
-first, then the longest due. The runs' SQL is :mod:`crewline.flows.records`'; this module owns the
+first, then the longest due. The runs' SQL is :mod:`crewline.flows.run_store`'; this module owns the
 ``workers`` table (registration and heartbeats).
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from ..flows import records
-from ..flows.records import RunRecord
+from ..flows import run_store
+from ..flows.run_store import RunRecord
 from ..flows.switches import paused_names
 from ..store.database import Conn
 
@@ -39,14 +39,14 @@ def claim_runs(
     if limits:
         for queue in sorted(limits):
             conn.lock_key(f"crewline-queue:{queue}")
-        running = records.running_per_queue(conn, list(limits), now)
+        running = run_store.running_per_queue(conn, list(limits), now)
         room = {q: limit - running.get(q, 0) for q, limit in limits.items()}
     paused_workflows, paused_queues = paused_names(conn)
     workflows = [w for w in workflows if w not in paused_workflows]
     if not workflows:
         return []
     full = [q for q, r in room.items() if r <= 0] + paused_queues
-    rows = records.claimable(conn, workflows, full, now, n * 2 if room else n)
+    rows = run_store.claimable(conn, workflows, full, now, n * 2 if room else n)
     chosen: list[str] = []
     for run_id, queue in rows:
         if queue in room:
@@ -58,8 +58,8 @@ def claim_runs(
             break
     if not chosen:
         return []
-    records.take_runs(conn, chosen, owner, now + lease_seconds, now)
-    return records.get_runs(conn, chosen)
+    run_store.take_runs(conn, chosen, owner, now + lease_seconds, now)
+    return run_store.get_runs(conn, chosen)
 
 
 def extend_leases(conn: Conn, owner: str, lease_seconds: float, run_ids: Sequence[str]) -> set[str]:
@@ -70,23 +70,23 @@ def extend_leases(conn: Conn, owner: str, lease_seconds: float, run_ids: Sequenc
     """
     now = time.time()
     conn.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (now, owner))
-    return records.extend_leases(conn, owner, now + lease_seconds, run_ids)
+    return run_store.extend_leases(conn, owner, now + lease_seconds, run_ids)
 
 
 def lost_runs(conn: Conn, owner: str, run_ids: Sequence[str]) -> set[str]:
     """Of ``run_ids``, those ``owner`` no longer holds because its lease lapsed: another worker took them,
     or they went back to the queue. Not those that ended or parked, which ``owner`` let go of itself."""
-    return records.lost_runs(conn, owner, run_ids)
+    return run_store.lost_runs(conn, owner, run_ids)
 
 
-def held_flags(conn: Conn, owner: str) -> records.Held:
+def held_flags(conn: Conn, owner: str) -> run_store.Held:
     """The runs ``owner`` holds, and those of them an operator asked to cancel or to pause."""
-    return records.held_flags(conn, owner)
+    return run_store.held_flags(conn, owner)
 
 
 def release_runs(conn: Conn, owner: str) -> int:
     """Give back whatever ``owner`` still holds, due now, for another worker to take."""
-    return records.release_runs(conn, owner, time.time())
+    return run_store.release_runs(conn, owner, time.time())
 
 
 def register_worker(conn: Conn, worker_id: str, hostname: str, pid: int, concurrency: int) -> None:

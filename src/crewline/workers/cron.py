@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from croniter import croniter
 
 from ..flows.definitions import Workflow
-from ..flows.records import insert_run
+from ..flows.run_store import insert_run
 from ..flows.switches import disabled_workflows
 from ..store.database import Conn
 from ..store.dialects import FOR_UPDATE

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Header, Path, Request
 from pydantic import BaseModel, Field
 
 from ...errors import InvalidInput
-from ...flows.records import get_run
+from ...flows.run_store import get_run
 from ...observe.events import TriggerEvent
 from ...signing import SignatureError, verify
 from ...store.database import Conn

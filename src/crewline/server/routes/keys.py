@@ -11,13 +11,14 @@ from pydantic import BaseModel, Field
 from ...errors import InvalidInput
 from ..auth import require
 from ..errors import ApiError
+from ..json_bodies import JsonBodyRoute
 from ..keys import ApiKey, create_key, list_keys, parse_lifetime, revoke_key
 from ..state import state_of
 from ._body import RequestBody
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["keys"])
+router = APIRouter(prefix="/api/v1", tags=["keys"], route_class=JsonBodyRoute)
 
 
 class KeyOut(BaseModel):

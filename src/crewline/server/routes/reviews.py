@@ -16,6 +16,7 @@ from ...errors import InvalidInput
 from ...flows.operations import parse_overrides
 from ...flows.recovery import Settlement
 from ..auth import require
+from ..json_bodies import JsonBodyRoute
 from ..keys import ApiKey
 from ..starting import storable
 from ..state import state_of
@@ -23,7 +24,7 @@ from ._body import RequestBody
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["reviews"])
+router = APIRouter(prefix="/api/v1", tags=["reviews"], route_class=JsonBodyRoute)
 
 _TEXT = r"^[^\x00-\x1f\x7f/]{1,200}$"
 ReviewId = Annotated[str, Path(pattern=_TEXT, description="The review request's id.")]

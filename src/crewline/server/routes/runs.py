@@ -9,12 +9,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...flows import records
+from ...flows import run_store
 from ...flows.operations import parse_overrides
-from ...flows.records import STATES, RunRecord, StepRecord
+from ...flows.run_store import STATES, RunRecord, StepRecord
 from ..auth import check_reach, require
-from ..bodies import JsonBodyRoute
 from ..errors import ApiError, public_error
+from ..json_bodies import JsonBodyRoute
 from ..keys import ApiKey
 from ..starting import PreparedRun, prepare_run, storable
 from ..state import state_of, status_url
@@ -305,7 +305,7 @@ async def list_runs(
     after = _decode_cursor(cursor) if cursor else None
     mine = key.own_runs_only("read runs")
     runs = await state_of(request).app.db.read(
-        lambda conn: records.list_runs(
+        lambda conn: run_store.list_runs(
             conn, state=state, workflow=workflow, started_by=mine, limit=limit + 1, after=after
         )
     )

@@ -11,12 +11,13 @@ from pydantic import BaseModel
 from ...models import reports
 from ...models.config import ModelsConfig
 from ..auth import require
+from ..json_bodies import JsonBodyRoute
 from ..keys import ApiKey
 from ..state import state_of
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["spend"])
+router = APIRouter(prefix="/api/v1", tags=["spend"], route_class=JsonBodyRoute)
 
 _TEXT = r"^[^\x00-\x1f\x7f/]{1,200}$"
 Group = Literal["day", "model", "workflow"]

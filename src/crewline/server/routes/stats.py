@@ -9,12 +9,13 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from ...observe.reports import BY, DEFAULT_SINCE, parse_query, prepare, stats
 from ..auth import require
+from ..json_bodies import JsonBodyRoute
 from ..keys import ApiKey
 from ..state import state_of
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["spend"])
+router = APIRouter(prefix="/api/v1", tags=["spend"], route_class=JsonBodyRoute)
 
 
 @router.get(

@@ -10,11 +10,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 
-from ...flows.records import PauseResult
+from ...flows.run_store import PauseResult
 from ...flows.steering import SwitchResult
 from ...flows.switches import Flag
 from ..auth import check_reach, require
-from ..bodies import JsonBodyRoute
+from ..json_bodies import JsonBodyRoute
 from ..keys import ApiKey
 from ..state import state_of
 from ._body import RequestBody

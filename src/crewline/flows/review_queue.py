@@ -11,9 +11,9 @@ from ..observe.events import ReviewEvent
 from ..store.database import Conn
 from ..store.payloads import dump
 from .operations import Outcome, resolve_step
-from .records import FINISHED, lock_run, wake_if_waiting
 from .recovery import Settlement, settle
-from .review import ReviewRequest, decide, get_request, list_requests
+from .review_requests import ReviewRequest, decide, get_request, list_requests
+from .run_store import FINISHED, lock_run, wake_if_waiting
 
 if TYPE_CHECKING:
     from .engine import Engine

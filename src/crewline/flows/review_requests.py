@@ -342,7 +342,7 @@ def decide(
     blob_threshold: int = 4096,
 ) -> ReviewRequest:
     """Record a decision on a pending approval request (the caller makes its run due, in the same
-    transaction: see :func:`crewline.flows.records.wake_if_waiting`)."""
+    transaction: see :func:`crewline.flows.run_store.wake_if_waiting`)."""
     conn.execute(
         f"SELECT id FROM reviews WHERE id = ?{conn.dialect.lock_rows_suffix(FOR_UPDATE)}", (request_id,)
     )

@@ -22,7 +22,7 @@ from ..store.database import Conn
 from ..store.dialects import CLAIM, FOR_UPDATE, RowLock
 from ..store.payloads import dump, load, load_json, load_or_unreadable, store_payload
 from .definitions import Effect
-from .review import close_open_requests
+from .review_requests import close_open_requests
 from .states import FINISHED, RUN_STATES, Park, RunStatus, StepKind, StepStatus
 
 __all__ = [
