@@ -115,6 +115,8 @@ def _prometheus() -> str:
 
 def _query(prom: str, promql: str) -> float | None:
     r = httpx.get(f"{prom}/api/v1/query", params={"query": promql}, timeout=10)
+    if r.status_code == 503:  # Prometheus answers "Service Unavailable" until its storage is ready
+        return None
     result = r.json()["data"]["result"]
     return float(result[0]["value"][1]) if result else None
 
