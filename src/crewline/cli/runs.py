@@ -15,8 +15,8 @@ from ..errors import ConfigError, RunFailed
 from ..flows.attempts import Attempt
 from ..flows.operations import parse_overrides
 from ..flows.run_store import STATES, RunRecord, StepRecord
-from ..models.call_log import prune_payloads
-from ..models.reports import calls, usage_by_run, usage_by_step
+from ..models.call_log import call_rows, prune_payloads
+from ..models.reports import usage_by_run, usage_by_step
 from ..store.database import Conn
 from ..store.retention import PruneReport
 from ..store.retention import prune as prune_db
@@ -180,7 +180,9 @@ def show_cmd(app_ref: str | None, run_id: str, step_no: int | None, as_json: boo
         record, steps = await app.get_run(run_id), await app.steps(run_id)
         usage = await app.db.read(lambda conn: usage_by_step(conn, run_id))
         found = (
-            [] if step_no is None else await app.db.read(lambda conn: calls(conn, run_id=run_id, limit=1000))
+            []
+            if step_no is None
+            else await app.db.read(lambda conn: call_rows(conn, run_id=run_id, limit=1000))
         )
         history = await app.attempts(run_id)
         return record, steps, usage, [c for c in reversed(found) if c["step"] == step_no], history

@@ -235,7 +235,7 @@ def call_rows(
     before_id: int | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
-    """Call records newest first, as column -> value (payloads left out)."""
+    """Call records newest first (``before_id`` pages back), as column -> value; payloads left out."""
     where: list[str] = []
     params: list[Any] = []
     for column, value in (("run_id", run_id), ("workflow", workflow), ("status", status), ("id", before_id)):
@@ -247,7 +247,10 @@ def call_rows(
         f"SELECT {_CALL_COLUMNS} FROM model_calls{clause} ORDER BY id DESC LIMIT ?", (*params, limit)
     )
     names = [c.strip() for c in _CALL_COLUMNS.split(",")]
-    return [dict(zip(names, r, strict=True)) for r in rows]
+    out = [dict(zip(names, r, strict=True)) for r in rows]
+    for row in out:
+        row["price_known"], row["cache_hit"] = bool(row["price_known"]), bool(row["cache_hit"])
+    return out
 
 
 _USAGE = "COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost), SUM(CASE WHEN price_known = 0 THEN 1 ELSE 0 END)"

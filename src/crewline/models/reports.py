@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..store import Conn
-from .call_log import GROUPS, call_rows, spend_rows, usage_rows
+from .call_log import GROUPS, spend_rows, usage_rows
 from .config import BudgetConfig
 from .ledger import budget_rows, config_limit, from_nusd
 
-__all__ = ["GROUPS", "budgets", "calls", "spend", "usage_by_run", "usage_by_step"]
+__all__ = ["GROUPS", "budgets", "spend", "usage_by_run", "usage_by_step"]
 
 
 def spend(conn: Conn, groups: tuple[str, ...], since: float, run_id: str | None = None) -> dict[str, Any]:
@@ -66,22 +66,6 @@ def budgets(conn: Conn, config: BudgetConfig) -> list[dict[str, Any]]:
         }
         for s, lim, sp, res in rows
     ]
-
-
-def calls(
-    conn: Conn,
-    *,
-    run_id: str | None = None,
-    workflow: str | None = None,
-    status: str | None = None,
-    before_id: int | None = None,
-    limit: int = 50,
-) -> list[dict[str, Any]]:
-    """Recent call records, newest first (``before_id`` pages back); payloads are not included."""
-    out = call_rows(conn, run_id=run_id, workflow=workflow, status=status, before_id=before_id, limit=limit)
-    for row in out:
-        row["price_known"], row["cache_hit"] = bool(row["price_known"]), bool(row["cache_hit"])
-    return out
 
 
 def _usage(row: tuple[Any, ...]) -> dict[str, Any]:

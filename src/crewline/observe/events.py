@@ -1,4 +1,4 @@
-"""What the rest of crewline tells observers: one small frozen event per model call, step, run change,
+"""What the rest of crewline tells observers: one small event per model call, step, run change,
 review, memory retrieval, alert and trigger poll.
 
 The events carry numbers and names, never payloads (the payloads stay in their owners' tables and blobs,
@@ -7,6 +7,10 @@ observer has asked for them (:attr:`Observers.wants_content`). Components emit t
 which hands each event to every registered observer in turn; an observer that raises is logged and
 skipped, so metrics or tracing can never fail a run or a model call. Observers must be quick and must not
 block: anything slow (an export over the network) belongs on a queue of the observer's own.
+
+Events are read-only by convention, not ``frozen``: a frozen dataclass of two dozen fields costs about
+three times as much to build (each field goes through ``object.__setattr__``), and one is built for every
+model call and step while anyone observes.
 
 This module sits low (it imports only the standard library) so that models/, memory/, flows/ and server/
 can all emit without importing each other.
@@ -34,7 +38,7 @@ __all__ = [
 log = logging.getLogger("crewline.observe")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ModelCallEvent:
     """One logical model call (after its retries and fallbacks), a cache hit, or a failure."""
 
@@ -67,7 +71,7 @@ class ModelCallEvent:
     response: Any = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StepEvent:
     """A step that ran live and reached an outcome (replayed steps emit nothing: nothing happened)."""
 
@@ -84,7 +88,7 @@ class StepEvent:
     error_type: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RunEvent:
     """A run changed state: started or resumed on a worker, parked, or ended."""
 
@@ -99,7 +103,7 @@ class RunEvent:
     reason: str | None = None  # why it parked: "approval:...", "sleep", "event:..."
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ReviewEvent:
     """A review request was created or decided."""
 
@@ -112,7 +116,7 @@ class ReviewEvent:
     waited_s: float | None = None  # from creation to this decision
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RetrievalEvent:
     """A memory search: how many hits it returned and how long it took."""
 
@@ -127,7 +131,7 @@ class RetrievalEvent:
     step: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AlertEvent:
     """An alert episode started or resolved."""
 
@@ -139,7 +143,7 @@ class AlertEvent:
     threshold: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TriggerEvent:
     """A trigger tried to start work: a webhook delivery, a cron tick, an inbox poll."""
 

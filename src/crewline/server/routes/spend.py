@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from ...models import reports
+from ...models.call_log import call_rows
 from ...models.config import ModelsConfig
 from ..auth import require
 from ..json_bodies import JsonBodyRoute
@@ -64,7 +65,7 @@ async def list_calls(
     _: ApiKey = Depends(require("read spend")),
 ) -> list[dict[str, Any]]:
     return await state_of(request).app.db.read(
-        lambda conn: reports.calls(
+        lambda conn: call_rows(
             conn, run_id=run_id, workflow=workflow, status=status, before_id=before_id, limit=limit
         )
     )
