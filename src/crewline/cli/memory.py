@@ -92,8 +92,16 @@ def ingest_cmd(
 @click.option("--kind", default="fact", show_default=True, help="What it is: fact, note, preference, ...")
 @_by
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def remember_cmd(app_ref: str | None, text: str, scope: str, ttl: str | None, metadata: str | None, kind: str,
-                 author: str, as_json: bool) -> None:  # fmt: skip
+def remember_cmd(
+    app_ref: str | None,
+    text: str,
+    scope: str,
+    ttl: str | None,
+    metadata: str | None,
+    kind: str,
+    author: str,
+    as_json: bool,
+) -> None:
     """Store TEXT (- reads standard input) in a scope; a near duplicate there is updated instead."""
     if text == "-":
         text = sys.stdin.read()
@@ -118,9 +126,15 @@ def remember_cmd(app_ref: str | None, text: str, scope: str, ttl: str | None, me
 @click.option("--text-weight", default=1.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def search_cmd(
-    app_ref: str | None, query: str, scopes: tuple[str, ...], k: int, flt: str | None, vector_weight: float,
-    text_weight: float, as_json: bool,
-) -> None:  # fmt: skip
+    app_ref: str | None,
+    query: str,
+    scopes: tuple[str, ...],
+    k: int,
+    flt: str | None,
+    vector_weight: float,
+    text_weight: float,
+    as_json: bool,
+) -> None:
     """Hybrid search: vector and full text fused by reciprocal rank."""
     filter_ = read_json_arg(flt, "--filter")
     hits = _with_store(
@@ -138,10 +152,17 @@ def search_cmd(
         echo_json([{**h.to_record(), "text": h.text, "metadata": h.metadata} for h in hits])
         return
     rows = [
-        (h.id, h.scope, f"{h.score:.4f}", _fmt(h.vector_score), _fmt(h.text_score), _where(h.source, h.heading),
-         h.text.replace("\n", " ")[:60])
+        (
+            h.id,
+            h.scope,
+            f"{h.score:.4f}",
+            _fmt(h.vector_score),
+            _fmt(h.text_score),
+            _where(h.source, h.heading),
+            h.text.replace("\n", " ")[:60],
+        )
         for h in hits
-    ]  # fmt: skip
+    ]
     click.echo(table(["id", "scope", "score", "vector", "text", "from", "text"], rows))
 
 
@@ -195,10 +216,18 @@ def history_cmd(app_ref: str | None, target: str, limit: int, as_json: bool) -> 
         echo_json([v.__dict__ for v in versions])
         return
     rows = [
-        (v.seq, v.entity, v.entity_id, v.version, v.op, v.author, when(v.at),
-         ((v.state or {}).get("text") or "")[:50].replace("\n", " ") or None)
+        (
+            v.seq,
+            v.entity,
+            v.entity_id,
+            v.version,
+            v.op,
+            v.author,
+            when(v.at),
+            ((v.state or {}).get("text") or "")[:50].replace("\n", " ") or None,
+        )
         for v in versions
-    ]  # fmt: skip
+    ]
     click.echo(table(["seq", "entity", "id", "version", "op", "by", "at", "text"], rows))
 
 

@@ -200,17 +200,33 @@ def _put_chunks(conn: Conn, job: _Job, doc_id: str, now: float) -> tuple[int, in
         place = {"position": c.position, "char_start": c.char_start, "char_end": c.char_end}
         if old is None:
             state = {
-                "id": new_id("chk"), "scope": job.scope, "kind": "chunk", "document_id": doc_id,
-                "heading": c.heading, "text": c.text, "content_hash": h, "metadata": job.meta,
-                "expires_at": None, "version": 1, "author": job.author, "created_at": now, "updated_at": now,
+                "id": new_id("chk"),
+                "scope": job.scope,
+                "kind": "chunk",
+                "document_id": doc_id,
+                "heading": c.heading,
+                "text": c.text,
+                "content_hash": h,
+                "metadata": job.meta,
+                "expires_at": None,
+                "version": 1,
+                "author": job.author,
+                "created_at": now,
+                "updated_at": now,
                 **place,
-            }  # fmt: skip
+            }
             fresh.append((state, job.blobs[id(c)]))
             continue
         kept += 1
         if any(old[k] != place[k] for k in place) or old["metadata"] != job.meta:
-            moved = {**old, **place, "metadata": job.meta, "version": old["version"] + 1, "author": job.author,
-                     "updated_at": now}  # fmt: skip
+            moved = {
+                **old,
+                **place,
+                "metadata": job.meta,
+                "version": old["version"] + 1,
+                "author": job.author,
+                "updated_at": now,
+            }
             emb = v.embedding_of(conn, old["id"])
             v.put_item(conn, moved, embedding=emb, embed_model=job.model, op="update", at=now)
     v.add_items(conn, fresh, embed_model=job.model, at=now)

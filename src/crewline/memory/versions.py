@@ -133,8 +133,17 @@ def log_version(
 
 def log_state(conn: Conn, entity: str, state: dict[str, Any], op: str, at: float) -> None:
     """Record ``state`` (which carries its id, scope, version and author) as a version of ``entity``."""
-    log_version(conn, entity, state, entity_id=state["id"], scope=state["scope"], version=state["version"],
-                op=op, author=state["author"], at=at)  # fmt: skip
+    log_version(
+        conn,
+        entity,
+        state,
+        entity_id=state["id"],
+        scope=state["scope"],
+        version=state["version"],
+        op=op,
+        author=state["author"],
+        at=at,
+    )
 
 
 def log_change(conn: Conn, rid: int, at: float) -> None:

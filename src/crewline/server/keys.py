@@ -41,10 +41,22 @@ SCOPES: tuple[Scope, ...] = ("admin", "operator", "reviewer", "trigger", "proxy"
 
 Reach = Literal["all", "own"]
 _OPERATOR: dict[str, Reach] = dict.fromkeys(
-    ("runs:read", "runs:start", "runs:events", "runs:write", "spend:read", "workflows:read",
-     "workflows:write", "flags:read", "flags:write", "reviews:read", "reviews:decide", "key:self"),
+    (
+        "runs:read",
+        "runs:start",
+        "runs:events",
+        "runs:write",
+        "spend:read",
+        "workflows:read",
+        "workflows:write",
+        "flags:read",
+        "flags:write",
+        "reviews:read",
+        "reviews:decide",
+        "key:self",
+    ),
     "all",
-)  # fmt: skip
+)
 
 # What each scope may do, and on which runs: "own" is only the runs the key itself started. admin may do
 # everything; a reviewer sees runs only through their reviews; a trigger sees and steers only its runs.

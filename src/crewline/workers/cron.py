@@ -58,9 +58,15 @@ def fire_due(
         conn.execute("UPDATE schedules SET last_tick = ? WHERE workflow = ?", (tick, wf.name))
         stamp = datetime.fromtimestamp(tick, UTC).strftime("%Y%m%dT%H%M%SZ")
         run_id, created = insert_run(
-            conn, run_id=f"cron:{wf.name}:{stamp}", workflow=wf.name, version=wf.version, queue=wf.queue,
-            priority=wf.priority, input_json=dump(None), blob_threshold=blob_threshold,
-        )  # fmt: skip
+            conn,
+            run_id=f"cron:{wf.name}:{stamp}",
+            workflow=wf.name,
+            version=wf.version,
+            queue=wf.queue,
+            priority=wf.priority,
+            input_json=dump(None),
+            blob_threshold=blob_threshold,
+        )
         if created:
             started.append(run_id)
     return started
