@@ -54,7 +54,7 @@ from .providers import Adapter, Endpoint, adapter_class
 from .routing import Deployment, Router
 from .streaming import ModelStream, StreamCall
 from .structured import parse_output, prompted, reask_messages, schema_for
-from .tokens import estimate_input_tokens
+from .tokens import estimate_input_tokens, input_token_ceiling, text_token_ceiling
 from .types import EmbeddingResponse, ModelRequest, ModelResponse, Usage
 
 __all__ = ["CallContext", "CallOptions", "CompletionRequest", "Gateway", "ModelStream"]
@@ -257,7 +257,7 @@ class Gateway:
         ctx = CallContext(name, dict(opts.budget_scope or {}), opts.run_id, opts.step)
         metered = self.meter.open(ctx, "embed", {"model": name, "input": items})
         est = sum(len(t.encode()) for t in items) // 2 + 1
-        await metered.reserve(route, est, 0)
+        await metered.reserve(route, text_token_ceiling(items), 0)
 
         async def attempt(dep: Deployment) -> EmbeddingResponse:
             return await self.adapter(dep.provider).embed(items, dep.model)
@@ -429,7 +429,7 @@ class Gateway:
                 return hit
         est = estimate_input_tokens(request)
         max_out = request.max_tokens or self.config.max_tokens
-        await metered.reserve(route, est, max_out)
+        await metered.reserve(route, input_token_ceiling(request), max_out)
 
         async def attempt(dep: Deployment) -> ModelResponse:
             adapter = self.adapter(dep.provider)

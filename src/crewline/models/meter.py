@@ -1,7 +1,8 @@
 """The call meter: what every gateway call (completion, stream, embedding) owes the books.
 
-A call opens a record, reserves its worst case against every budget in scope (only when one has a limit),
-prices what the reply used and, as it ends, settles the budget and writes its record in one transaction.
+A call opens a record, reserves its worst case against every budget in scope (only when one has a limit:
+the input at :func:`~crewline.models.tokens.input_token_ceiling` times what :mod:`.calibration` learned
+the model bills past it, the output at ``max_tokens``), prices what the reply used and, as it ends, settles the budget and writes its record in one transaction.
 It ends one of three ways, each one method of :class:`MeteredCall`: :meth:`~MeteredCall.cache_hit`,
 :meth:`~MeteredCall.succeeded` or :meth:`~MeteredCall.failed`. The writes are group-committed: queued and
 written together ``record_delay`` seconds later (``flush()`` waits for them), unless ``wait_for_records``
@@ -20,6 +21,7 @@ from typing import Any
 from ..errors import ModelError, PriceUnknown
 from ..store import Conn, Database
 from .cache import ResponseCache
+from .calibration import InputCalibration
 from .call_log import CallRecord, insert_record
 from .config import ModelsConfig
 from .ledger import BudgetAlert, Ledger, Reservation, from_nusd, to_nusd
@@ -90,6 +92,7 @@ class CallMeter:
         self._queued: list[_Write] = []
         self._write_handle: asyncio.TimerHandle | None = None
         self._unpriced: set[str] = set()
+        self.calibration = InputCalibration(settings.db)
 
     def open(self, ctx: CallContext, kind: str, request: Any) -> MeteredCall:
         """Start metering a call of ``kind`` (complete | stream | embed); ``request`` is its payload."""
@@ -173,7 +176,18 @@ class CallMeter:
 class MeteredCall:
     """One call on the books: its record, its reservation, and the one way it ended."""
 
-    __slots__ = ("_ctx", "_dep", "_meter", "_reservation", "_scopes", "_settings", "record", "start")
+    __slots__ = (
+        "_ceiling_in",
+        "_ctx",
+        "_dep",
+        "_meter",
+        "_reservation",
+        "_reserved_in",
+        "_scopes",
+        "_settings",
+        "record",
+        "start",
+    )
 
     def __init__(self, meter: CallMeter, ctx: CallContext, kind: str, request: Any) -> None:
         self._meter = meter
@@ -192,13 +206,17 @@ class MeteredCall:
         )
         self._scopes: Mapping[str, int | None] = {}
         self._reservation: Reservation | None = None
+        self._reserved_in: dict[str, int] = {}
+        self._ceiling_in = 0
         self._dep: Deployment | None = None
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.start) * 1000
 
-    async def reserve(self, route: Route, tokens_in: int, tokens_out: int) -> None:
-        """Hold the call's worst case against every budget in scope that has a limit.
+    async def reserve(self, route: Route, ceiling_in: int, tokens_out: int) -> None:
+        """Hold the call's worst case against every budget in scope that has a limit: ``ceiling_in`` is
+        :func:`~crewline.models.tokens.input_token_ceiling` of the request, scaled per deployment by what
+        its model was seen to bill past it.
 
         Every deployment of the route must have a price then: a call that cannot be priced is refused
         rather than reserved at some guessed ceiling, because its real cost stays unknown after the call
@@ -214,7 +232,13 @@ class MeteredCall:
         if not await ledger.has_limit(scopes):
             return
         prices = meter.prices(route, "the call counts against a budget with a limit")
-        worst = max(price.worst_case(tokens_in, tokens_out) for price in prices)
+        calibration = meter.calibration
+        await calibration.factors()
+        self._ceiling_in = ceiling_in
+        self._reserved_in = held = {d.key: calibration.tokens(d.key, ceiling_in) for d in route.deployments}
+        worst = max(
+            p.worst_case(held[d.key], tokens_out) for d, p in zip(route.deployments, prices, strict=True)
+        )
         self._reservation = await ledger.reserve(scopes, to_nusd(worst))
 
     def routed(self, dep: Deployment, attempts: int) -> None:
@@ -272,9 +296,13 @@ class MeteredCall:
         ledger, cache, cfg = settings.ledger, settings.cache, settings.config
         limits = dict(self._scopes)
         cost = to_nusd(record.cost)
+        miss = self._miss(end)
+        when = settings.clock()
 
         def write(conn: Conn) -> list[BudgetAlert]:
             alerts: list[BudgetAlert] = []
+            if miss is not None:
+                InputCalibration.record_in(conn, miss[0], miss[1], when)
             if ledger is not None and (reservation is not None or cost):
                 alerts = ledger.settle_in(conn, reservation, list(limits), cost, limits)
             insert_record(conn, record, cfg.payload_threshold, cfg.record_payloads)
@@ -285,6 +313,15 @@ class MeteredCall:
             return alerts
 
         self._meter.queue(write)
+
+    def _miss(self, end: _End) -> tuple[str, float] | None:
+        """The model and its new factor when the call billed more input than its reservation held."""
+        dep, usage = self._dep, end.usage
+        if dep is None or usage is None or dep.key not in self._reserved_in:
+            return None
+        reserved = self._reserved_in[dep.key]
+        factor = self._meter.calibration.missed(dep.key, self._ceiling_in, reserved, usage.input_tokens)
+        return None if factor is None else (dep.key, factor)
 
     def _fill(self, end: _End) -> None:
         """Complete the record with what the call came to."""

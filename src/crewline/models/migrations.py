@@ -1,6 +1,6 @@
 """Schema of the model gateway (component ``gateway``), append-only: model calls (:mod:`.call_log`),
 budgets and reservations (:mod:`.ledger`), the response cache (:mod:`.cache`), shared rate windows
-(:mod:`.limits`)."""
+(:mod:`.limits`), input-token factors learned from misses (:mod:`.calibration`)."""
 
 from __future__ import annotations
 
@@ -129,6 +129,18 @@ MIGRATIONS: tuple[Migration, ...] = (
                 checked_id BIGINT NOT NULL,
                 seen_id BIGINT NOT NULL,
                 seen_at {real} NOT NULL
+            )""",
+        ),
+    ),
+    Migration(
+        4,
+        "what each model bills past the input-token ceiling",
+        (
+            """CREATE TABLE model_input_factors (
+                model TEXT PRIMARY KEY,
+                factor {real} NOT NULL,
+                misses BIGINT NOT NULL,
+                updated_at {real} NOT NULL
             )""",
         ),
     ),

@@ -14,7 +14,7 @@ from .dispatch import Dispatcher
 from .meter import CallContext, CallMeter, MeteredCall
 from .providers import Adapter
 from .routing import Deployment, Route
-from .tokens import estimate_input_tokens
+from .tokens import estimate_input_tokens, input_token_ceiling
 from .types import ModelRequest, ModelResponse, StreamChunk, ToolCall, Usage
 
 __all__ = ["ModelStream", "StreamCall"]
@@ -87,7 +87,7 @@ class ModelStream:
         metered = call.meter.open(call.ctx, "stream", request)
         est = estimate_input_tokens(request)
         max_out = request.max_tokens or call.meter.settings.config.max_tokens
-        await metered.reserve(call.route, est, max_out)
+        await metered.reserve(call.route, input_token_ceiling(request), max_out)
         it, first, dep = await self._open(metered, est + max_out)
         ttft = metered.elapsed_ms()
         got = _Assembly()

@@ -13,6 +13,7 @@ functions. A component's migrations (its ``migrations.py``) create its tables.
 - ``model_budgets``, ``model_reservations``: :mod:`crewline.models.ledger`
 - ``model_cache``: :mod:`crewline.models.cache`
 - ``model_rate_windows``: :mod:`crewline.models.limits`
+- ``model_input_factors``: :mod:`crewline.models.calibration`
 - ``memory_items``, ``memory_documents``, ``memory_versions``, ``memory_changes``: :mod:`crewline.memory.versions`
 - ``memory_snapshots``: :mod:`crewline.memory.rollback`
 - ``memory_messages``: :mod:`crewline.memory.window`
