@@ -94,6 +94,7 @@ class FakeSlack:
             for name, cid in (channels or {"#general": "C0GENERAL"}).items()
         }
         self.calls: list[SlackCall] = []
+        self.responses: list[dict[str, Any]] = []  # what apps sent to a callback's response_url
         self._limits: list[_RateLimit] = []
         self._lock = threading.Lock()
         self._clock = 0
@@ -167,7 +168,12 @@ class FakeSlack:
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     def start(self) -> FakeSlack:
-        app = Starlette(routes=[Route("/api/{method}", self._endpoint, methods=["POST", "GET"])])
+        app = Starlette(
+            routes=[
+                Route("/api/{method}", self._endpoint, methods=["POST", "GET"]),
+                Route("/actions/{ts}", self._response_url, methods=["POST"]),
+            ]
+        )
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.bind(("127.0.0.1", 0))
         config = uvicorn.Config(app, log_level="warning", lifespan="off")
@@ -196,6 +202,13 @@ class FakeSlack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    async def _response_url(self, request: Request) -> JSONResponse:
+        """A callback's ``response_url``: an app answers the click there (e.g. an ephemeral note)."""
+        answer = json.loads(await request.body() or b"{}")
+        with self._lock:
+            self.responses.append({"ts": request.path_params["ts"], **answer})
+        return JSONResponse({"ok": True})
 
     # -- the Web API -------------------------------------------------------------------------------------
 
