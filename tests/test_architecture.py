@@ -330,6 +330,7 @@ OWNERS = {
     "alert_history": "observe/alerts.py",
     "alert_outbox": "observe/alerts.py",
     "secrets": "secret_store.py",
+    "slack_review_posts": "workers/slack_outbox.py",
 }
 
 # The model gateway still picks shared rate windows by the dialect's name (left to its own change).

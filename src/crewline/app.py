@@ -54,6 +54,7 @@ from .observe.trace_config import TraceSettings
 from .store import Conn, Database, open_database
 from .store.payloads import dump
 from .workers import Worker
+from .workers.slack_reviews import slack_reviews_for
 from .workers.worker import Chore
 
 if TYPE_CHECKING:
@@ -271,6 +272,10 @@ class App:
 
     def worker(self, *, concurrency: int = 8, worker_id: str | None = None) -> Worker:
         chores: list[Chore] = [self.alerting.run, partial(keep_rolled_up, self.db)]
+        review = self.settings.sections.get("review")
+        slack = slack_reviews_for(review, self.engine.connectors, self.db, 5 * self.settings.poll_interval)
+        if slack is not None:
+            chores.append(slack.run)
         return Worker(self.engine, concurrency=concurrency, worker_id=worker_id, chores=chores)
 
     # -- runs ------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from ..observe.metrics import METRICS_KEYS, metrics_token
 from ..observe.trace_config import trace_problems
 from ..secret_store import Credentials, secrets_key
 from ..server.config import HookConfig, ServerConfig
+from ..workers.slack_reviews import slack_problems
 from ._common import fail
 
 __all__ = ["ProjectReport", "check_project", "config", "require_valid_project"]
@@ -59,7 +60,7 @@ def check_project(environ: Mapping[str, str] | None = None) -> ProjectReport:
     report = ProjectReport(shown_path(settings.config_file) if settings.config_file else "(no crewline.toml)")
     checks: dict[str, Callable[[Any], list[str]]] = {
         "models": models_problems,
-        "review": _review,
+        "review": lambda table: _review(table, settings.sections.get("connectors")),
         "server": lambda _: _server(settings, env),
         "webhooks": lambda table: _webhooks(table, env),
         "prompts": lambda _: _prompts(settings),
@@ -116,15 +117,16 @@ def _one(fn: Callable[[], object]) -> list[str]:
     return []
 
 
-def _review(table: Any) -> list[str]:
+def _review(table: Any, connectors: Any) -> list[str]:
     if not isinstance(table, Mapping):
         return ['[review] must be a table, e.g. [review] default = "medium"']
+    keys = ["default", "risk", "slack"]
     extra = [
-        f"[review] has unknown key {k!r}{did_you_mean(k, ['default', 'risk'])}; known: default, risk"
+        f"[review] has unknown key {k!r}{did_you_mean(k, keys)}; known: {', '.join(keys)}"
         for k in table
-        if k not in ("default", "risk")
+        if k not in keys
     ]
-    return extra + _one(lambda: RiskPolicy.from_section(table))
+    return extra + _one(lambda: RiskPolicy.from_section(table)) + slack_problems(table, connectors)
 
 
 def _server(settings: Settings, env: Mapping[str, str]) -> list[str]:

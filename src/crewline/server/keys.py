@@ -27,6 +27,7 @@ __all__ = [
     "ACTIONS",
     "PERMISSIONS",
     "SCOPES",
+    "SIGNED_BY",
     "ApiKey",
     "create_key",
     "find_key",
@@ -97,7 +98,13 @@ ACTIONS: dict[str, str] = {
     "show its own key": "key:self",
     "manage keys": "keys",
     "proxy": "proxy",
+    # Authenticated by the request's signature, not by a key: no scope holds a "signature:" permission,
+    # so no API key reaches these; the route checks the signature instead (see SIGNED_BY).
+    "decide reviews from Slack": "signature:slack",
 }
+
+SIGNED_BY = "signature:"
+"""The prefix of permissions granted by a verified request signature instead of an API key."""
 
 _TOKEN = re.compile(r"^crl_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
 _COLUMNS = "id, name, scope, budget_per_day, rpm, created_at, expires_at, revoked_at, last_used_at"

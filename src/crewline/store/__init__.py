@@ -27,6 +27,7 @@ functions. A component's migrations (its ``migrations.py``) create its tables.
 - ``schema_versions``: :mod:`crewline.store.migrate`
 - ``secrets``: :mod:`crewline.secret_store`
 - ``alert_state``, ``alert_history``, ``alert_outbox``: :mod:`crewline.observe.alerts`
+- ``slack_review_posts``: :mod:`crewline.workers.slack_outbox`
 
 Dialect differences (row locks, full text, DDL types, placeholders) are hooks of
 :mod:`crewline.store.dialects`; code outside ``store/`` never checks which dialect it talks to.

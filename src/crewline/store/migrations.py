@@ -49,6 +49,7 @@ COMPONENTS: dict[str, str] = {
     "memory": "crewline.memory.migrations:MIGRATIONS",
     "server": "crewline.server.migrations:MIGRATIONS",
     "secrets": "crewline.secret_store:MIGRATIONS",
+    "slack_reviews": "crewline.workers.slack_outbox:MIGRATIONS",
 }
 
 

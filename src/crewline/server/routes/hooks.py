@@ -24,9 +24,10 @@ from ...store.database import Conn
 from ...store.payloads import parse_json
 from ..config import HookConfig
 from ..deliveries import is_replay, record_delivery
-from ..errors import ApiError, BodyTooLarge
+from ..errors import ApiError
 from ..starting import PreparedRun, prepare_run
 from ..state import state_of, status_url
+from ._body import read_body
 
 __all__ = ["router"]
 
@@ -98,7 +99,7 @@ async def _receive(d: _Delivery) -> Accepted:
     request, hook, name = d.request, d.hook, d.hook.name
     x_crewline_timestamp, x_crewline_signature, x_crewline_delivery = d.timestamp, d.signature, d.delivery_id
     state = state_of(request)
-    body = await _read_body(request, hook.max_body)
+    body = await read_body(request, hook.max_body)
     try:
         signature = verify(
             hook.secret, body, x_crewline_timestamp, x_crewline_signature, tolerance=hook.tolerance
@@ -153,20 +154,6 @@ class _Conflict(Exception):
     def __init__(self, run_id: str) -> None:
         super().__init__(run_id)
         self.run_id = run_id
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _parse(body: bytes) -> Any:
