@@ -312,6 +312,7 @@ OWNERS = {
     "model_reservations": "models/ledger.py",
     "model_cache": "models/cache.py",
     "model_rate_windows": "models/limits.py",
+    "model_input_factors": "models/calibration.py",
     "memory_items": "memory/versions.py",
     "memory_documents": "memory/versions.py",
     "memory_versions": "memory/versions.py",
