@@ -24,7 +24,7 @@ from ..models.config import models_problems
 from ..observe.alert_config import AlertsConfig
 from ..observe.metrics import METRICS_KEYS, metrics_token
 from ..observe.trace_config import trace_problems
-from ..server.config import HookConfig, ServerConfig
+from ..server.config import HookConfig, McpConfig, ServerConfig
 from ._common import fail
 
 __all__ = ["ProjectReport", "check_project", "config", "require_valid_project"]
@@ -60,6 +60,7 @@ def check_project(environ: Mapping[str, str] | None = None) -> ProjectReport:
         "review": _review,
         "server": lambda _: _server(settings, env),
         "webhooks": lambda table: _webhooks(table, env),
+        "mcp": lambda table: _one(partial(McpConfig.parse, table)),
         "prompts": lambda _: _prompts(settings),
         "memory": _memory,
         "alerts": lambda table: _one(partial(AlertsConfig.parse, table, env)),
