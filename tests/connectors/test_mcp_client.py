@@ -262,3 +262,40 @@ def test_effects_come_from_annotations_and_settings_are_checked() -> None:
     assert "call_timeout" in text and "NOT_SET_HERE is not set" in text
     with pytest.raises(ConfigError, match=r"\[connectors.none\]"):
         parse_connector("none", section["none"])
+
+
+async def test_an_agent_calls_an_mcp_tool_it_was_shown_with_the_server_schema(db_url: str) -> None:
+    from crewline.models import Gateway, ModelsConfig
+    from crewline.testing import FakeProvider
+
+    from ..flows.test_ai_steps import models_table
+
+    app = make_app(db_url)
+    in_process(app, tools=ALLOWED)
+    with FakeProvider(api_key="sk-test") as fake:
+        app.engine.models = Gateway(
+            ModelsConfig.parse(models_table(fake.url)), app.db, environ={"FAKE_KEY": "sk-test"}
+        )
+        fake.reply(tool_calls=[("tools_add", {"a": 2, "b": 5})])
+        fake.reply("It is 7.")
+
+        @app.workflow()
+        async def sums(ctx: Context) -> Any:
+            tools = (await ctx.connector("tools").load()).tools("add")
+            result = await ctx.agent("What is 2 + 5?", tools=tools, model="cheap", max_steps=3)
+            return result.output
+
+        run = await drive(app, await app.start("sums"))
+        shown = fake.requests[0].body["tools"]
+    assert run.output == "It is 7.", run.error
+    assert [t["function"]["name"] for t in shown] == ["tools_add"]
+    assert shown[0]["function"]["parameters"]["required"] == ["a", "b"]
+    steps = await app.steps(run.id)
+    assert [(s.kind, s.name, s.effect) for s in steps] == [
+        ("step", "tools.list_tools", "read"),
+        ("llm", "agent:turn", "read"),
+        ("tool", "tools_add", "read"),
+        ("llm", "agent:turn", "read"),
+    ]
+    assert steps[2].output == {"result": 7}
+    await app.aclose()

@@ -22,6 +22,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("serve", "serve"),
     ("mcp", "mcp"),
     ("keys", "keys"),
+    ("secrets", "secrets"),
     ("memory", "memory"),
     ("costs", "costs"),
     ("stats", "stats"),
