@@ -6,6 +6,7 @@ over streamable HTTP on loopback and over stdio."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 import threading
@@ -25,6 +26,7 @@ from crewline.flows.step_connector import ConnectorCall
 from crewline.secret_store import Credentials
 
 from ..flows._drive import CrashPlan, drive, expire_leases, step_once
+from ..store.test_store import schema
 from . import _mcp_server
 
 TOKEN = "mcp-bearer-very-secret-987"
@@ -174,7 +176,20 @@ async def test_a_hanging_tool_is_a_timeout_the_run_retries_by_its_policy(db_url:
     await app.aclose()
 
 
-async def test_over_http_with_a_credential_reference_that_never_shows(db_url: str, mcp_url: str) -> None:
+def every_row(app: App) -> str:
+    """Every row of every table, as text, to look for a secret in."""
+    tables = schema(app.db)
+
+    def read(conn: Any) -> str:
+        return "\n".join(repr(conn.all(f'SELECT * FROM "{table}"')) for table in tables)
+
+    return app.db.query(read)
+
+
+async def test_over_http_with_a_credential_reference_that_never_shows(
+    db_url: str, mcp_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     app = make_app(db_url, url=mcp_url, headers={"Authorization": "env:MCP_AUTH"}, tools=ALLOWED)
     register(app)
 
@@ -198,6 +213,8 @@ async def test_over_http_with_a_credential_reference_that_never_shows(db_url: st
             assert TOKEN not in repr(step.input) + repr(step.output) + repr(step.error)
         assert TOKEN not in repr(run.error)
     assert _mcp_server.CREATED == ["over http"]
+    assert TOKEN not in every_row(app) and "over http" in every_row(app)
+    assert TOKEN not in caplog.text
     await app.aclose()
 
 

@@ -4,6 +4,7 @@ loopback) and over stdio (`crewline mcp` as a subprocess)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from crewline import App
 from crewline.server import ServerConfig
 from crewline.server.mcp import McpEndpoint
 
+from ..connectors.test_mcp_client import every_row
 from .conftest import cli_env, make_app, new_key, serving
 
 
@@ -67,9 +69,13 @@ async def until(client: Client, run_id: str, *statuses: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-async def test_a_workflow_started_over_mcp_completes(served: tuple[App, str], mode: str) -> None:
+async def test_a_workflow_started_over_mcp_completes(
+    served: tuple[App, str], mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     app, url = served
-    async with connect(url, new_key(app, "operator"), mode) as client:
+    token = new_key(app, "operator")
+    async with connect(url, token, mode) as client:
         names = {tool.name for tool in (await client.list_tools()).tools}
         assert names == {
             "start_workflow",
@@ -103,6 +109,7 @@ async def test_a_workflow_started_over_mcp_completes(served: tuple[App, str], mo
         )
         assert "another input" in conflict
     assert len(await app.list_runs()) == 1
+    assert token not in every_row(app) and token not in caplog.text
 
 
 async def test_bad_arguments_are_tool_errors_that_say_what_to_fix(served: tuple[App, str]) -> None:
