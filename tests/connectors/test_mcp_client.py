@@ -252,6 +252,24 @@ async def test_a_server_that_is_not_there_is_unavailable_and_retryable(db_url: s
     await app.aclose()
 
 
+async def test_a_server_that_accepts_but_never_answers_times_out_connecting(db_url: str) -> None:
+    with socket.socket() as silent:  # the kernel accepts connections; nobody ever answers them
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        app = make_app(db_url, url=f"http://127.0.0.1:{silent.getsockname()[1]}/mcp", connect_timeout="0.3s")
+
+        @app.workflow()
+        async def silence(ctx: Context) -> Any:
+            retry = RetryPolicy(max_attempts=2, initial_delay=0.01, jitter=0)
+            return await ctx.connector("tools").call("add", options=ConnectorCall(retry=retry))
+
+        run = await drive(app, await app.start("silence"))
+    assert run.status == "failed" and run.error["type"] == "ConnectorTimeout"
+    assert "of connecting (connect_timeout 0.3s)" in run.error["message"]
+    assert [(s.name, s.attempts) for s in await app.steps(run.id)] == [("tools.list_tools", 3)]
+    await app.aclose()
+
+
 def test_effects_come_from_annotations_and_settings_are_checked() -> None:
     assert effect_of({"read_only_hint": True}) == "read"
     assert effect_of({"idempotent_hint": True}) == "idempotent"
