@@ -20,6 +20,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("worker", "worker"),
     ("review", "review"),
     ("serve", "serve"),
+    ("mcp", "mcp"),
     ("keys", "keys"),
     ("secrets", "secrets"),
     ("memory", "memory"),

@@ -26,7 +26,7 @@ from ..observe.alert_config import AlertsConfig
 from ..observe.metrics import METRICS_KEYS, metrics_token
 from ..observe.trace_config import trace_problems
 from ..secret_store import Credentials, secrets_key
-from ..server.config import HookConfig, ServerConfig
+from ..server.config import HookConfig, McpConfig, ServerConfig
 from ..workers.slack_reviews import slack_problems
 from ._common import fail
 
@@ -63,6 +63,7 @@ def check_project(environ: Mapping[str, str] | None = None) -> ProjectReport:
         "review": lambda table: _review(table, settings.sections.get("connectors")),
         "server": lambda _: _server(settings, env),
         "webhooks": lambda table: _webhooks(table, env),
+        "mcp": lambda table: _one(partial(McpConfig.parse, table)),
         "prompts": lambda _: _prompts(settings),
         "memory": _memory,
         "alerts": lambda table: _one(partial(AlertsConfig.parse, table, env)),

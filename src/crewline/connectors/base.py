@@ -30,9 +30,9 @@ How a connector type plugs in (``imap``, ``smtp``, ``slack``, ``mcp`` follow ``h
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, runtime_checkable
 
 import pydantic
 
@@ -50,6 +50,7 @@ __all__ = [
     "ConnectorSetup",
     "ConnectorType",
     "CredentialRef",
+    "Discovering",
     "Effect",
     "Operation",
     "OperationSpec",
@@ -127,6 +128,17 @@ class Connector(Protocol):
     ) -> Any: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Discovering(Protocol):
+    """A connector that learns its operations from its system (an MCP server's tools). The step layer
+    records what :meth:`discover` returns (JSON) as a durable read step and hands it to :meth:`adopt`,
+    so a replay builds the same operations without asking the system again."""
+
+    async def discover(self) -> list[dict[str, Any]]: ...
+
+    def adopt(self, found: Sequence[Mapping[str, Any]]) -> Mapping[str, OperationSpec]: ...
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ __all__ = ["TYPES", "Connectors", "connector_type", "connectors_problems", "pars
 TYPES: dict[str, str] = {
     "http": "crewline.connectors.http:CONNECTOR",
     "slack": "crewline.connectors.slack:CONNECTOR",
+    "mcp": "crewline.connectors.mcp_client:CONNECTOR",
 }
 
 

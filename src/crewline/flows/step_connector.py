@@ -16,7 +16,7 @@ from typing import Any
 import pydantic
 import pydantic_core
 
-from ..connectors.base import Connector, Operation, OperationSpec
+from ..connectors.base import Connector, Discovering, Operation, OperationSpec
 from ..errors import InvalidInput
 from ..store.payloads import dump
 from .definitions import RetryPolicy, adapter_for
@@ -43,18 +43,36 @@ class ConnectorSteps:
     def __init__(self, journal: Journal, connector: Connector) -> None:
         self._journal = journal
         self._connector = connector
+        self._learnt: Mapping[str, OperationSpec] | None = None  # by load(), for this run
 
     @property
     def name(self) -> str:
         return self._connector.name
 
+    async def load(self) -> ConnectorSteps:
+        """Learn the operations of a connector that lists them from its system (an MCP server's tools),
+        as a durable read step ``<connector>.list_tools``: a replay uses the recorded list and asks
+        nothing. Other connectors know theirs already; for them this does nothing. Returns self."""
+        connector = self._connector
+        if isinstance(connector, Discovering) and self._learnt is None:
+
+            async def perform() -> Any:
+                return await connector.discover()
+
+            found = await run_call(self._journal, Call(perform, (), {}, f"{self.name}.list_tools"))
+            self._learnt = connector.adopt(found)
+        return self
+
+    def _operations(self) -> Mapping[str, OperationSpec]:
+        return self._connector.operations() if self._learnt is None else self._learnt
+
     def spec(self, operation: OperationSpec | str) -> OperationSpec:
         """The operation named (one the connector offers) or given (e.g. a typed HTTP operation)."""
         if isinstance(operation, OperationSpec):
             return operation
-        found = self._connector.operations().get(operation)
+        found = self._operations().get(operation)
         if found is None:
-            known = ", ".join(sorted(self._connector.operations())) or "none built in"
+            known = ", ".join(sorted(self._operations())) or "none built in"
             raise InvalidInput(f"connector {self.name!r} has no operation {operation!r} (known: {known})")
         return found
 
@@ -67,6 +85,8 @@ class ConnectorSteps:
         **fields: Any,
     ) -> Any:
         """Run ``operation`` once, durably, with ``arguments`` (a model, a mapping or keyword fields)."""
+        if isinstance(operation, str):
+            await self.load()
         spec = self.spec(operation)
         model = _arguments(self.name, spec, arguments, fields)
         how = options or ConnectorCall()
@@ -94,7 +114,12 @@ class ConnectorSteps:
     def tools(self, *operations: OperationSpec | str) -> list[Tool]:
         """The operations (default: every built-in one) as tools for ``ctx.agent(tools=...)``; an agent's
         call of one is a durable step like any tool's, asked about first when its risk says so."""
-        chosen = operations or tuple(self._connector.operations().values())
+        if isinstance(self._connector, Discovering) and self._learnt is None:
+            raise InvalidInput(
+                f"connector {self.name!r} learns its tools from its server: "
+                f"`{self.name} = await ctx.connector({self.name!r}).load()` first, then `{self.name}.tools()`"
+            )
+        chosen = operations or tuple(self._operations().values())
         return [_as_tool(self._connector, self.spec(op)) for op in chosen]
 
 

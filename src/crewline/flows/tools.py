@@ -52,7 +52,11 @@ class Tool:
                 for err in e.errors()[:3]
             )
             raise InvalidInput(f"arguments for tool {self.name} are not valid: {problems}") from e
-        return {name: getattr(model, name) for name in type(model).model_fields}
+        # A model that allows extra fields (an MCP tool's arguments, checked by its server) keeps them.
+        return {
+            **(model.model_extra or {}),
+            **{name: getattr(model, name) for name in type(model).model_fields},
+        }
 
 
 @overload

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from ..app import App
 from ..observe.metrics import metrics_token
@@ -27,6 +28,7 @@ from .config import ServerConfig
 from .docs import install_docs
 from .errors import install_handlers
 from .json_bodies import AssumeJson
+from .mcp import McpEndpoint
 from .proxy.fastpath import FastPathAPI
 from .routes import health, hooks, keys, metrics, reviews, runs, slack, spend, stats, steer
 from .state import ServerState
@@ -53,6 +55,7 @@ def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8
         app=app, config=config, auth=Authenticator(app, config.key_cache), metrics_token=token
     )
     _ = app.metrics  # observed from the start, not from the first scrape
+    mcp = McpEndpoint(app, state.auth, config.mcp, config.public_url)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -64,7 +67,8 @@ def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8
         sender = CallbackSender(app, config.hooks)
         tasks.append(asyncio.create_task(sender.run(), name="crewline-callbacks"))
         try:
-            yield
+            async with mcp.running():
+                yield
         finally:
             if worker is not None:
                 worker.stop()
@@ -88,6 +92,8 @@ def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8
     install_docs(api)
     for module in (health, metrics, runs, steer, reviews, spend, stats, keys, hooks, slack, proxy):
         api.include_router(module.router)
+    # An ASGI endpoint for MCP clients, outside the REST API's schema: see server/mcp.py.
+    api.router.routes.append(Route("/mcp", endpoint=mcp, include_in_schema=False))
     # Webhooks and the proxy enforce their own limits, answering in their own error shapes.
     api.add_middleware(BodyLimit, limit=config.max_body, skip=("/hooks/", "/v1/"))
     api.add_middleware(AssumeJson, prefix="/api/")

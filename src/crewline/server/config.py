@@ -20,6 +20,10 @@ secret (``secret_env``), read once when the server starts.
     tolerance = "5m"           # accepted clock skew of X-Crewline-Timestamp
     max_body = "256KB"
     callback_url = "https://example.com/crewline-done"   # optional, signed like the webhook
+
+    [mcp]                      # the MCP endpoint at /mcp (see server/mcp.py)
+    allowed_hosts = ["ops.example.com"]          # Host names clients use, beyond loopback and public_url
+    allowed_origins = ["https://ops.example.com"]   # browser Origins allowed, beyond loopback and public_url
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from ..errors import ConfigError
 
 __all__ = [
     "HookConfig",
+    "McpConfig",
     "ServerConfig",
 ]
 
@@ -87,6 +92,56 @@ class HookConfig:
 
 
 @dataclass(frozen=True)
+class McpConfig:
+    """Which ``Host`` and ``Origin`` headers the MCP endpoint answers, against DNS rebinding.
+
+    Loopback names (any port) and the host of ``[server] public_url`` are always allowed; an entry
+    ``name`` allows any port, ``name:port`` that port only. A request without ``Origin`` (not from a
+    browser) passes the origin check.
+    """
+
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, table: Any) -> McpConfig:
+        if table is None:
+            return cls()
+        if not isinstance(table, dict):
+            raise ConfigError('[mcp] must be a table, e.g. [mcp] allowed_hosts = ["ops.example.com"]')
+        unknown = set(table) - {"allowed_hosts", "allowed_origins"}
+        if unknown:
+            raise ConfigError(
+                f"[mcp]: unknown setting(s) {', '.join(sorted(unknown))}; known: allowed_hosts, allowed_origins"
+            )
+        hosts = _names(table.get("allowed_hosts", []), "allowed_hosts", "ops.example.com")
+        origins = _names(table.get("allowed_origins", []), "allowed_origins", "https://ops.example.com")
+        for origin in origins:
+            if not _ORIGIN.match(origin):
+                raise ConfigError(
+                    f"[mcp] allowed_origins: {origin!r} is not an origin; write scheme://host[:port], "
+                    "e.g. 'https://ops.example.com'"
+                )
+        for host in hosts:
+            if not _HOST.match(host):
+                raise ConfigError(
+                    f"[mcp] allowed_hosts: {host!r} is not a host name; write name or name:port, "
+                    "e.g. 'ops.example.com' or 'ops.example.com:8443'"
+                )
+        return cls(tuple(h.lower() for h in hosts), tuple(o.lower().rstrip("/") for o in origins))
+
+
+_HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$")
+_ORIGIN = re.compile(r"^https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?/?$")
+
+
+def _names(value: Any, key: str, example: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"[mcp] {key} must be a list of strings, e.g. [{example!r}]")
+    return list(value)
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     max_body: int = 1024 * 1024
     public_url: str | None = None
@@ -96,6 +151,7 @@ class ServerConfig:
     header_timeout: float = 10.0
     max_connections_per_client: int = 256
     hooks: Mapping[str, HookConfig] = field(default_factory=dict)
+    mcp: McpConfig = field(default_factory=McpConfig)
 
     @classmethod
     def from_settings(cls, settings: Settings, environ: Mapping[str, str] | None = None) -> ServerConfig:
@@ -117,6 +173,7 @@ class ServerConfig:
             public_url=public_url.rstrip("/") if public_url else None,
             key_cache=_duration(server.get("key_cache", 5.0), "[server] key_cache"),
             hooks={name: HookConfig.parse(name, t, env) for name, t in hooks_table.items()},
+            mcp=McpConfig.parse(settings.sections.get("mcp")),
             **_connection_limits(server),
         )
 

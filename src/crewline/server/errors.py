@@ -33,7 +33,7 @@ from ..errors import (
     WorkflowDisabled,
 )
 
-__all__ = ["ApiError", "BodyTooLarge", "error_body", "install_handlers", "public_error"]
+__all__ = ["ApiError", "BodyTooLarge", "client_error", "error_body", "install_handlers", "public_error"]
 
 log = logging.getLogger("crewline.server")
 
@@ -161,6 +161,12 @@ async def _crewline(request: Request, exc: Exception) -> JSONResponse:
         log.error("configuration error serving %s %s: %s", request.method, request.url.path, exc)
         return _respond(500, "config_error", str(exc))
     return await _unexpected(request, exc)
+
+
+def client_error(exc: CrewlineError) -> str | None:
+    """What to tell a client about an error it can cause (one HTTP answers with a 4xx or 503); None for
+    a failure of the server's own, whose details belong in its log."""
+    return str(exc) if any(isinstance(exc, cls) for cls, _, _ in _CREWLINE) else None
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

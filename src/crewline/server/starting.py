@@ -18,8 +18,10 @@ from ..flows.run_store import RunRecord, insert_run, new_run_id
 from ..flows.switches import check_startable
 from ..store.database import Conn
 from ..store.payloads import dump, load_json
+from .errors import ApiError
+from .keys import ApiKey
 
-__all__ = ["PreparedRun", "prepare_run", "storable"]
+__all__ = ["PreparedRun", "prepare_run", "start_prepared", "storable"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,34 @@ def prepare_run(
     wf = app.engine.resolve(workflow)
     data = storable(wf.dump_input(wf.validate_input(input)), "input")
     return PreparedRun(app, wf, data, run_id, idempotency_key, priority, started_by)
+
+
+async def start_prepared(prepared: PreparedRun, key: ApiKey) -> tuple[str, bool]:
+    """Start ``prepared`` for ``key``; returns (run id, created).
+
+    Naming an existing run (same id or idempotency key) returns it when it is the same request by a
+    caller who may see it, else answers 409: a key must not learn of, or silently get, another's run.
+    """
+    app = prepared.app
+    run_id, created = await app.db.write(prepared.insert)
+    if created:
+        prepared.started()
+        return run_id, created
+    run = await app.get_run(run_id)
+    key_given = prepared.idempotency_key
+    by = "Idempotency-Key" if key_given is not None and run.idempotency_key == key_given else "run_id"
+    if key.own_runs_only("read runs") not in (None, run.started_by):
+        raise ApiError(
+            409, "idempotency_conflict", f"this {by} is taken by a run another caller started; use a new one"
+        )
+    if not prepared.same_as(run):
+        raise ApiError(
+            409,
+            "idempotency_conflict",
+            f"this {by} already started run {run_id} of workflow {run.workflow} with another "
+            "input; use a new key for a different request",
+        )
+    return run_id, created
 
 
 def storable(value: Any, what: str) -> bytes:

@@ -16,7 +16,7 @@ from ..auth import check_reach, require
 from ..errors import ApiError, public_error
 from ..json_bodies import JsonBodyRoute
 from ..keys import ApiKey
-from ..starting import PreparedRun, prepare_run, storable
+from ..starting import prepare_run, start_prepared, storable
 from ..state import state_of, status_url
 from ._body import RequestBody
 
@@ -249,9 +249,8 @@ async def start_run(
     ] = None,
     key: ApiKey = Depends(require("start runs")),
 ) -> Started:
-    app = state_of(request).app
     prepared = prepare_run(
-        app,
+        state_of(request).app,
         body.workflow,
         body.input,
         run_id=body.run_id,
@@ -259,36 +258,10 @@ async def start_run(
         priority=body.priority,
         started_by=key.id,
     )
-    rid, created = await app.db.write(prepared.insert)
-    if created:
-        prepared.started()
-    else:
-        await _check_same(request, rid, prepared, key)
+    rid, created = await start_prepared(prepared, key)
+    if not created:
         response.status_code = 200
     return Started(run_id=rid, created=created, status_url=status_url(request, rid))
-
-
-async def _check_same(request: Request, run_id: str, prepared: PreparedRun, key: ApiKey) -> None:
-    run = await state_of(request).app.get_run(run_id)
-    idempotency_key = prepared.idempotency_key
-    by = (
-        "Idempotency-Key"
-        if idempotency_key is not None and run.idempotency_key == idempotency_key
-        else "run_id"
-    )
-    if key.own_runs_only("read runs") not in (None, run.started_by):
-        raise ApiError(
-            409,
-            "idempotency_conflict",
-            f"this {by} is taken by a run another caller started; use a new one",
-        )
-    if not prepared.same_as(run):
-        raise ApiError(
-            409,
-            "idempotency_conflict",
-            f"this {by} already started run {run_id} of workflow {run.workflow} with another "
-            "input; use a new key for a different request",
-        )
 
 
 @router.get("/runs", response_model=RunPage, summary="List runs, newest first")
