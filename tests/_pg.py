@@ -6,6 +6,7 @@ PostgreSQL variants of tests are skipped, or fail when ``CI`` or ``CREWLINE_REQU
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Iterator
@@ -63,3 +64,73 @@ def fresh_database(server: str) -> Iterator[str]:
         yield with_database(server, name)
     finally:
         _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Cluster:
+    """A PostgreSQL server of one test's own, on its own port, to stop and start at will without
+    disturbing the shared test server; its data lives in a temporary directory the server user can reach.
+    Trust auth on 127.0.0.1 for role ``crewline``, like ``scripts/pg``."""
+
+    def __init__(self) -> None:
+        import glob
+        import tempfile
+
+        bindirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(d.split("/")[-2]))
+        if not bindirs:
+            pytest.skip("no PostgreSQL binaries under /usr/lib/postgresql/*/bin (run scripts/setup)")
+        self.bin = bindirs[-1]
+        self.base = tempfile.mkdtemp(prefix="crewline-pg-")
+        self.datadir = os.path.join(self.base, "data")
+        self.port = _free_port()
+        self.url = f"postgresql://crewline@127.0.0.1:{self.port}/postgres"
+        self._as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self._as_pg:
+            import shutil
+
+            shutil.chown(self.base, "postgres")
+        self._pg("initdb", "-D", self.datadir, "-U", "crewline", "--auth=trust", "-E", "UTF8", "--no-locale")
+        conf = (
+            f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
+            f"unix_socket_directories = '{self.datadir}'\nmax_connections = 100\n"
+        )
+        self._pg("sh", "-c", f"printf '%s' \"$0\" >> {self.datadir}/postgresql.conf", conf)
+
+    def _pg(self, program: str, *args: str) -> None:
+        import subprocess
+
+        path = os.path.join(self.bin, program) if program != "sh" else "/bin/sh"
+        subprocess.run([*self._as_pg, path, *args], check=True, capture_output=True, cwd="/", timeout=120)
+
+    def start(self) -> None:
+        log = os.path.join(self.datadir, "server.log")
+        self._pg("pg_ctl", "-D", self.datadir, "-l", log, "-w", "-t", "60", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._pg("pg_ctl", "-D", self.datadir, "-m", mode, "-w", "-t", "60", "stop")
+
+    def remove(self) -> None:
+        import shutil
+
+        with contextlib.suppress(Exception):
+            self.stop("immediate")
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def own_cluster() -> Iterator[Cluster]:
+    """A started :class:`Cluster`, removed at the end."""
+    cluster = Cluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()

@@ -84,6 +84,7 @@ def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8
         version=_version(),
         description="Start, follow and steer durable workflow runs; receive signed webhooks.",
         lifespan=lifespan,
+        database_wait=config.database_wait,
         docs_url=None,  # served from the package by install_docs, not from a CDN
         redoc_url=None,
     )

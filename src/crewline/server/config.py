@@ -13,6 +13,7 @@ secret (``secret_env``), read once when the server starts.
     max_headers = 100          # and so does one with more header fields than this
     header_timeout = "10s"     # a connection that has not sent a whole header block by then is closed
     max_connections_per_client = 256   # further connections from one address get 429
+    database_wait = "3s"       # a request waits this long for an unreachable database, then gets 503
 
     [webhooks.signup]
     workflow = "onboard"
@@ -150,6 +151,7 @@ class ServerConfig:
     max_headers: int = 100
     header_timeout: float = 10.0
     max_connections_per_client: int = 256
+    database_wait: float = 3.0
     hooks: Mapping[str, HookConfig] = field(default_factory=dict)
     mcp: McpConfig = field(default_factory=McpConfig)
 
@@ -159,7 +161,13 @@ class ServerConfig:
         server = settings.sections.get("server", {})
         if not isinstance(server, dict):
             raise ConfigError("[server] in crewline.toml must be a table")
-        unknown = set(server) - {"max_body", "public_url", "key_cache", *_CONNECTION_SETTINGS}
+        unknown = set(server) - {
+            "max_body",
+            "public_url",
+            "key_cache",
+            "database_wait",
+            *_CONNECTION_SETTINGS,
+        }
         if unknown:
             raise ConfigError(f"[server]: unknown setting(s) {', '.join(sorted(unknown))}")
         hooks_table = settings.sections.get("webhooks", {})
@@ -172,6 +180,7 @@ class ServerConfig:
             max_body=parse_size(server.get("max_body", 1024 * 1024), "[server] max_body"),
             public_url=public_url.rstrip("/") if public_url else None,
             key_cache=_duration(server.get("key_cache", 5.0), "[server] key_cache"),
+            database_wait=_duration(server.get("database_wait", 3.0), "[server] database_wait"),
             hooks={name: HookConfig.parse(name, t, env) for name, t in hooks_table.items()},
             mcp=McpConfig.parse(settings.sections.get("mcp")),
             **_connection_limits(server),

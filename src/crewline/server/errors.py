@@ -1,8 +1,8 @@
 """Errors as HTTP answers: every failure is JSON ``{"error": {"type", "message"[, "details"]}}``.
 
 Client mistakes get the 4xx that names them (400 malformed JSON, 401 no valid key, 403 wrong scope,
-404, 409 conflicts, 413 oversize, 422 wrong shape or values, 429 rate limit); 503 means the database is
-unreachable; 500 is kept for our own bugs and says only to look at the server log. Messages never
+404, 409 conflicts, 413 oversize, 422 wrong shape or values, 429 rate limit); 503 with ``Retry-After``
+means the database is unreachable (see :mod:`.outage`); 500 is kept for our own bugs and says only to look at the server log. Messages never
 repeat a key or a secret.
 """
 
@@ -32,6 +32,7 @@ from ..errors import (
     UnknownWorkflow,
     WorkflowDisabled,
 )
+from .outage import unavailable_headers, unavailable_message
 
 __all__ = ["ApiError", "BodyTooLarge", "client_error", "error_body", "install_handlers", "public_error"]
 
@@ -62,7 +63,6 @@ _CREWLINE: tuple[tuple[type[CrewlineError], int, str], ...] = (
     (InvalidRunState, 409, "invalid_run_state"),
     (InvalidInput, 422, "invalid_input"),
     (BudgetExceeded, 402, "budget_exceeded"),
-    (DatabaseUnavailable, 503, "database_unavailable"),
     (MigrationError, 503, "schema_not_current"),
 )
 
@@ -152,6 +152,9 @@ async def _api(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _crewline(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, DatabaseUnavailable):
+        log.debug("%s %s: %s", request.method, request.url.path, exc)
+        return _respond(503, "database_unavailable", unavailable_message(), headers=unavailable_headers())
     for cls, status, type_ in _CREWLINE:
         if isinstance(exc, cls):
             if status >= 500:

@@ -18,16 +18,33 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import DatabaseUnavailable, GuardFailed, StoreError
 from .dialects import Dialect, dialect_for_url
 
-__all__ = ["Conn", "Database", "Guard"]
+__all__ = ["Conn", "Database", "Guard", "bounded_waits"]
 
 T = TypeVar("T")
 log = logging.getLogger("crewline.store")
+
+# How long a read or write may wait for an unreachable database in the current context; None: the
+# database's own ``unavailable_retry_seconds``. A server request sets it short, so that it answers 503
+# instead of hanging, while the workers beside it keep waiting the outage out.
+_wait_limit: ContextVar[float | None] = ContextVar("crewline_database_wait", default=None)
+
+
+@contextmanager
+def bounded_waits(seconds: float) -> Iterator[None]:
+    """Within this block, reads and writes wait at most ``seconds`` for an unreachable database before
+    raising :class:`DatabaseUnavailable` (tasks started inside inherit the bound)."""
+    token = _wait_limit.set(seconds)
+    try:
+        yield
+    finally:
+        _wait_limit.reset(token)
 
 
 class Conn:
@@ -109,6 +126,7 @@ class Database:
         self._readers: ThreadPoolExecutor | None = None
         self._committer: _GroupCommitter | None = None
         self._closed = False
+        self._outage = _Outage(self.dialect.safe_url())
 
     @property
     def name(self) -> str:
@@ -125,15 +143,25 @@ class Database:
                 raise
             except Exception as e:
                 if self.dialect.is_unavailable(e):
+                    self._outage.down(_first_line(e))
                     raise DatabaseUnavailable(
                         f"cannot connect to {self.dialect.safe_url()}: {_first_line(e)}; "
                         "check that the database is running and CREWLINE_DATABASE_URL is right"
                     ) from e
                 raise
+            self._outage.up()
             self._local.raw = raw
+            self._local.used = False
             with self._lock:
                 self._all_raw.append(raw)
         return raw
+
+    def _reused(self) -> bool:
+        """Whether this thread's connection served an earlier transaction or read (and may have been cut
+        off since, by a database restart, without the driver knowing until it is used)."""
+        used = bool(getattr(self._local, "used", False))
+        self._local.used = True
+        return used
 
     def _drop_raw(self) -> None:
         raw = getattr(self._local, "raw", None)
@@ -153,14 +181,29 @@ class Database:
             return DatabaseUnavailable(f"lost the database {self.dialect.safe_url()}: {_first_line(e)}")
         return e
 
-    @contextmanager
-    def transaction(self) -> Iterator[Conn]:
-        """A write transaction on this thread's connection; commits on success, rolls back on error."""
+    def _begin(self) -> Any:
+        """This thread's connection in a write transaction; a connection that was cut off since its last
+        use is replaced once, as nothing has been sent on it yet."""
         raw = self._raw()
+        reused = self._reused()
         try:
             self.dialect.begin_write(raw)
         except Exception as e:
-            raise self._convert(e) from e
+            converted = self._convert(e)
+            if not (reused and isinstance(converted, DatabaseUnavailable)):
+                raise converted from e
+            raw = self._raw()
+            self._reused()
+            try:
+                self.dialect.begin_write(raw)
+            except Exception as again:
+                raise self._convert(again) from again
+        return raw
+
+    @contextmanager
+    def transaction(self) -> Iterator[Conn]:
+        """A write transaction on this thread's connection; commits on success, rolls back on error."""
+        raw = self._begin()
         conn = Conn(raw, self.dialect)
         try:
             yield conn
@@ -185,6 +228,7 @@ class Database:
     def reading(self) -> Iterator[Conn]:
         """This thread's connection in autocommit, for reads."""
         raw = self._raw()
+        reused = self._reused()
         conn = Conn(raw, self.dialect)
         try:
             yield conn
@@ -193,6 +237,7 @@ class Database:
             converted = self._convert(e)
             if converted is e:
                 raise
+            self._local.cut_off = reused
             raise converted from e
 
     def run(self, fn: Callable[[Conn], T]) -> T:
@@ -201,7 +246,15 @@ class Database:
             return fn(conn)
 
     def query(self, fn: Callable[[Conn], T]) -> T:
-        """Run ``fn`` on a read connection, synchronously."""
+        """Run ``fn`` on a read connection, synchronously; a read that finds its connection cut off (by a
+        database restart since it was last used) is repeated once on a new one."""
+        self._local.cut_off = False
+        try:
+            with self.reading() as conn:
+                return fn(conn)
+        except DatabaseUnavailable:
+            if not self._local.cut_off:
+                raise
         with self.reading() as conn:
             return fn(conn)
 
@@ -217,7 +270,12 @@ class Database:
             with self._lock:
                 if self._committer is None:
                     self._committer = _GroupCommitter(self)
-        return await self._committer.submit(fn, guard)
+        return await self._committer.submit(fn, guard, self._wait())
+
+    def _wait(self) -> float:
+        """How long the caller may wait for an unreachable database (see :func:`bounded_waits`)."""
+        limit = _wait_limit.get()
+        return self.unavailable_retry_seconds if limit is None else limit
 
     async def read(self, fn: Callable[[Conn], T]) -> T:
         """Run ``fn`` on a read connection in a thread, reconnecting with backoff through an outage."""
@@ -226,17 +284,16 @@ class Database:
                 if self._readers is None:
                     self._readers = ThreadPoolExecutor(4, thread_name_prefix="crewline-read")
         loop = asyncio.get_running_loop()
-        deadline = time.monotonic() + self.unavailable_retry_seconds
-        delay = 0.1
+        deadline = time.monotonic() + self._wait()
+        delay = 0.05
         while True:
             try:
                 return await loop.run_in_executor(self._readers, self.query, fn)
             except DatabaseUnavailable:
                 if time.monotonic() + delay > deadline or self._closed:
                     raise
-                log.warning("database unavailable; retrying the read in %.1fs", delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, _MAX_DELAY)
 
     def close(self) -> None:
         self._closed = True
@@ -258,6 +315,40 @@ def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
+# The longest pause between two attempts to reach the database: how late after its return a waiting
+# write or read notices it.
+_MAX_DELAY = 1.0
+
+
+class _Outage:
+    """One log line when the database stops answering and one when it answers again, however many
+    threads and requests find it down meanwhile."""
+
+    def __init__(self, label: str) -> None:
+        self._label = label
+        self._since: float | None = None
+        self._lock = threading.Lock()
+
+    def down(self, reason: str) -> None:
+        with self._lock:
+            if self._since is not None:
+                return
+            self._since = time.monotonic()
+        log.error(
+            "database %s is unreachable (%s): requests answer 503, writes wait for it to return",
+            self._label,
+            reason,
+        )
+
+    def up(self) -> None:
+        if self._since is None:
+            return
+        with self._lock:
+            since, self._since = self._since, None
+        if since is not None:
+            log.warning("database %s is reachable again after %.1fs", self._label, time.monotonic() - since)
+
+
 @dataclass(frozen=True)
 class Guard:
     """A precondition for a write: ``check(conn, keys)`` returns the keys that pass, for a whole batch."""
@@ -272,6 +363,7 @@ class _Pending:
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
     guard: Guard | None
+    deadline: float  # monotonic: until when it may wait for an unreachable database
 
 
 class _GroupCommitter:
@@ -285,13 +377,13 @@ class _GroupCommitter:
         self._thread = threading.Thread(target=self._loop, name="crewline-commit", daemon=True)
         self._thread.start()
 
-    def submit(self, fn: Callable[[Conn], T], guard: Guard | None = None) -> asyncio.Future[T]:
+    def submit(self, fn: Callable[[Conn], T], guard: Guard | None, wait: float) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         with self._cond:
             if self._closed:
                 raise StoreError("the database is closed")
-            self._pending.append(_Pending(fn, fut, loop, guard))
+            self._pending.append(_Pending(fn, fut, loop, guard, time.monotonic() + wait))
             self._cond.notify()
         return fut
 
@@ -312,45 +404,45 @@ class _GroupCommitter:
             self._commit(batch)
 
     def _commit(self, batch: list[_Pending]) -> None:
-        outcomes = self._attempt(batch)
-        if outcomes is None:  # the shared transaction failed: give each write its own
-            outcomes = [self._single(p) for p in batch]
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-        for p, (ok, value) in zip(batch, outcomes, strict=True):
-            by_loop.setdefault(p.loop, []).append((p.future, ok, value))
-        for loop, items in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # loop closed: its callers are gone
-                loop.call_soon_threadsafe(_deliver, items)
+        """Commit ``batch`` in one transaction; if that fails, each write in its own.
 
-    def _attempt(self, batch: list[_Pending]) -> list[tuple[bool, Any]] | None:
-        try:
-            return self._with_retry(lambda conn: _run_batch(conn, batch))
-        except Exception as e:
-            if len(batch) == 1:
-                return [(False, e)]
-            return None
-
-    def _single(self, p: _Pending) -> tuple[bool, Any]:
-        try:
-            [outcome] = self._with_retry(lambda conn: _run_batch(conn, [p]))
-            return outcome
-        except Exception as e:
-            return False, e
-
-    def _with_retry(self, fn: Callable[[Conn], T]) -> T:
-        """Run ``fn`` in a transaction, reconnecting with backoff while the database is unreachable."""
-        deadline = time.monotonic() + self._db.unavailable_retry_seconds
-        delay = 0.1
-        while True:
+        While the database is unreachable the batch is retried with backoff, taking in the writes queued
+        meanwhile, and each write whose wait is over (a request's is short) fails with the outage."""
+        delay = 0.05
+        while batch:
             try:
                 with self._db.transaction() as conn:
-                    return fn(conn)
-            except DatabaseUnavailable:
-                if time.monotonic() + delay > deadline or self._closed:
-                    raise
-                log.warning("database unavailable; retrying the commit in %.1fs", delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                    outcomes = _run_batch(conn, batch)
+            except DatabaseUnavailable as e:
+                now = time.monotonic()
+                late = [p for p in batch if self._closed or p.deadline <= now + delay]
+                _answer(late, [(False, e)] * len(late))
+                batch = [p for p in batch if not (self._closed or p.deadline <= now + delay)]
+                if batch:
+                    time.sleep(delay)
+                    delay = min(delay * 2, _MAX_DELAY)
+                    with self._cond:
+                        batch, self._pending = batch + self._pending, []
+                continue
+            except Exception as e:
+                if len(batch) == 1:
+                    _answer(batch, [(False, e)])
+                else:
+                    for p in batch:
+                        self._commit([p])
+                return
+            _answer(batch, outcomes)
+            return
+
+
+def _answer(batch: list[_Pending], outcomes: list[tuple[bool, Any]]) -> None:
+    """Hand each write its outcome on the event loop that awaits it."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+    for p, (ok, value) in zip(batch, outcomes, strict=True):
+        by_loop.setdefault(p.loop, []).append((p.future, ok, value))
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # loop closed: its callers are gone
+            loop.call_soon_threadsafe(_deliver, items)
 
 
 def _run_batch(conn: Conn, batch: list[_Pending]) -> list[tuple[bool, Any]]:

@@ -65,6 +65,7 @@ class Percentiles:
 
 class Dialect:
     name: ClassVar[str]
+    title: ClassVar[str]  # the engine's name in a message meant for people
     ddl_types: ClassVar[dict[str, str]]
     fulltext: ClassVar[FullText]
 
@@ -122,6 +123,7 @@ class Dialect:
 
 class SqliteDialect(Dialect):
     name = "sqlite"
+    title = "SQLite"
     ddl_types = {"blob": "BLOB", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "real": "DOUBLE PRECISION"}
     fulltext = Fts5()
 
@@ -184,6 +186,7 @@ class SqliteDialect(Dialect):
 
 class PostgresDialect(Dialect):
     name = "postgresql"
+    title = "PostgreSQL"
     ddl_types = {"blob": "BYTEA", "serial": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION"}
     fulltext = TsVector()
 

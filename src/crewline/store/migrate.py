@@ -8,7 +8,9 @@ from ..errors import MigrationError
 from .database import Conn, Database
 from .migrations import Migration, components
 
-__all__ = ["check", "pending", "upgrade", "versions"]
+__all__ = ["VERSIONS_TABLE", "applied_versions", "check", "pending", "upgrade", "versions"]
+
+VERSIONS_TABLE = "schema_versions"
 
 _VERSIONS_DDL = """CREATE TABLE IF NOT EXISTS schema_versions (
     component TEXT PRIMARY KEY,
@@ -19,13 +21,14 @@ _VERSIONS_DDL = """CREATE TABLE IF NOT EXISTS schema_versions (
 
 def versions(db: Database) -> dict[str, int]:
     """Applied version per component; empty for a blank database."""
+    return db.query(applied_versions)
 
-    def read(conn: Conn) -> dict[str, int]:
-        if not _has_versions_table(conn):
-            return {}
-        return {c: int(v) for c, v in conn.all("SELECT component, version FROM schema_versions")}
 
-    return db.query(read)
+def applied_versions(conn: Conn) -> dict[str, int]:
+    """Applied version per component on ``conn`` (a backup being checked, say); empty when blank."""
+    if not _has_versions_table(conn):
+        return {}
+    return {c: int(v) for c, v in conn.all("SELECT component, version FROM schema_versions")}
 
 
 def _has_versions_table(conn: Conn) -> bool:

@@ -19,6 +19,7 @@ from ...errors import (
     ConfigError,
     ContentPolicy,
     CrewlineError,
+    DatabaseUnavailable,
     InvalidInput,
     ModelError,
     ModelTimeout,
@@ -32,6 +33,7 @@ from ...store.payloads import parse_json
 from ..auth import client_address
 from ..errors import ApiError
 from ..keys import ApiKey
+from ..outage import unavailable_headers, unavailable_message
 from ..state import state_of
 
 __all__ = ["Failure", "ProxyCall", "authenticate", "classify", "guarded", "open_call"]
@@ -44,7 +46,7 @@ class Failure:
     """A proxy error before it is put in a protocol's shape."""
 
     status: int
-    kind: str  # invalid_request | authentication | permission | not_found | too_large | rate_limit | quota | timeout | upstream | internal
+    kind: str  # invalid_request | authentication | permission | not_found | too_large | rate_limit | quota | timeout | upstream | unavailable | internal
     message: str
     headers: dict[str, str]
 
@@ -97,6 +99,8 @@ def classify(e: BaseException) -> Failure:
         return Failure(502, "upstream", f"the upstream provider refused crewline's credentials: {e}", {})
     if isinstance(e, ModelError):
         return Failure(502, "upstream", str(e), {})
+    if isinstance(e, DatabaseUnavailable):
+        return Failure(503, "unavailable", unavailable_message(), unavailable_headers())
     if isinstance(e, ConfigError):
         return Failure(500, "internal", f"the server's model configuration is wrong: {e}", {})
     if isinstance(e, CrewlineError):
@@ -167,7 +171,7 @@ def guarded(
                 return await fn(request)
             except Exception as e:
                 failure = classify(e)
-                if failure.status >= 500:
+                if failure.status >= 500 and failure.kind != "unavailable":  # logged once per outage
                     log.log(
                         logging.ERROR if failure.kind == "internal" else logging.WARNING,
                         "proxy %s: %s",

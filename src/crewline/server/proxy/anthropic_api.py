@@ -30,6 +30,7 @@ _ERROR_TYPES = {
     "quota": "rate_limit_error",
     "timeout": "api_error",
     "upstream": "api_error",
+    "unavailable": "api_error",
     "internal": "api_error",
 }
 _STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal"}

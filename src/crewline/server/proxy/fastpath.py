@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..outage import DatabaseWaits
 from . import anthropic_api, openai_api
 
 __all__ = ["FastPathAPI", "ProxyFastPath"]
@@ -52,11 +53,16 @@ class ProxyFastPath:
 
 
 class FastPathAPI(FastAPI):
-    """FastAPI whose middleware stack is wrapped in :class:`ProxyFastPath`.
+    """FastAPI whose middleware stack is wrapped in :class:`ProxyFastPath`, and both in
+    :class:`~crewline.server.outage.DatabaseWaits` (``database_wait`` seconds).
 
     ``add_middleware`` can only place middleware inside Starlette's outermost error middleware and
     FastAPI's own layers; building the stack is the one hook outside all of them and still inside
     ``FastAPI.__call__``."""
 
+    def __init__(self, *, database_wait: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.database_wait = database_wait
+
     def build_middleware_stack(self) -> ASGIApp:
-        return ProxyFastPath(super().build_middleware_stack())
+        return DatabaseWaits(ProxyFastPath(super().build_middleware_stack()), self.database_wait)

@@ -35,6 +35,7 @@ _ERROR_TYPES = {
     "quota": ("insufficient_quota", "insufficient_quota"),
     "timeout": ("server_error", "timeout"),
     "upstream": ("server_error", "upstream_error"),
+    "unavailable": ("server_error", "service_unavailable"),
     "internal": ("server_error", None),
 }
 _FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "content_filter": "content_filter"}

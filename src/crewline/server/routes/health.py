@@ -7,8 +7,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from ...errors import DatabaseUnavailable, MigrationError
+from ...store.database import bounded_waits
 from ...store.migrate import check
 from ..errors import error_body
+from ..outage import unavailable_headers
 from ..state import state_of
 
 __all__ = ["router"]
@@ -44,9 +46,13 @@ async def readyz(request: Request) -> Health | JSONResponse:
         )
     db = state.app.db
     try:
-        await db.read(lambda conn: check(db))
-    except DatabaseUnavailable as e:
-        return JSONResponse(error_body("database_unavailable", str(e)), status_code=503)
+        with bounded_waits(1.0):  # a probe answers promptly, whatever requests may wait
+            await db.read(lambda conn: check(db))
+    except DatabaseUnavailable:
+        message = f"the {db.dialect.title} database cannot be reached; ready again as soon as it answers"
+        return JSONResponse(
+            error_body("database_unavailable", message), status_code=503, headers=unavailable_headers()
+        )
     except MigrationError as e:
         return JSONResponse(error_body("schema_not_current", str(e)), status_code=503)
     return Health(status="ready")
