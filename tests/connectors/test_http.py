@@ -335,6 +335,7 @@ def test_config_check_reads_http_sections_key_by_key() -> None:
             "base_url": "https://x.example",
             "auth": {"kind": "bearer", "token": "secret:crm"},
         },
+        "g": {"type": "http", "base_url": "https://x.example", "headers": {"X-Api-Key": "abc"}},
     }
     problems = connectors_problems(section, Credentials(None, None, {}))
     assert (
@@ -350,7 +351,11 @@ def test_config_check_reads_http_sections_key_by_key() -> None:
         == "[connectors.e] auth.token: env:NOPE is not set; export NOPE or use secret:NAME instead"
     )
     assert problems[5].startswith("[connectors.f] auth.token: secret:crm needs the secrets key")
-    assert len(problems) == 6 and "abc" not in "\n".join(problems)
+    assert problems[6] == (
+        '[connectors.g] headers: X-Api-Key carries a credential: use auth = { kind = "header", '
+        'header = "X-Api-Key", value = "secret:NAME" } (or kind bearer/basic) instead'
+    )
+    assert len(problems) == 7 and "abc" not in "\n".join(problems)
 
 
 async def test_an_agent_calls_an_http_operation_as_a_tool(db_url: str, crm: FakeCrm) -> None:
