@@ -13,6 +13,7 @@ import hmac
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -68,6 +69,12 @@ _templates = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
+)
+_templates.filters["isotime"] = lambda ts: datetime.fromtimestamp(float(ts), UTC).isoformat(
+    timespec="seconds"
+)
+_templates.filters["shorttime"] = lambda ts: datetime.fromtimestamp(float(ts), UTC).strftime(
+    "%Y-%m-%d %H:%M:%S"
 )
 
 
