@@ -9,6 +9,8 @@ Each function here runs inside a transaction the caller opened (usually a group-
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import time
@@ -31,6 +33,7 @@ __all__ = [
     "CompensationPlan",
     "RunChange",
     "RunCounts",
+    "RunQuery",
     "RunRecord",
     "RunResult",
     "StepRecord",
@@ -39,6 +42,7 @@ __all__ = [
     "compensation_plan",
     "count_runs",
     "due_runs",
+    "find_runs",
     "get_run",
     "insert_run",
     "list_runs",
@@ -46,6 +50,8 @@ __all__ = [
     "lock_run",
     "new_run_id",
     "new_trace_parent",
+    "page_cursor",
+    "parse_cursor",
     "plan_compensation",
     "restart_run",
     "retry_step",
@@ -258,32 +264,84 @@ def list_runs(
     limit: int = 50,
     after: tuple[float, str] | None = None,
 ) -> list[RunRecord]:
-    """Runs newest first; ``after`` = (created_at, id) of the last run of the previous page.
+    """Runs newest first; ``after`` = (created_at, id) of the last run of the previous page."""
+    query = RunQuery(state, workflow, parent_id, started_by, limit=limit, after=after)
+    return find_runs(conn, query)
+
+
+@dataclass(frozen=True)
+class RunQuery:
+    """Which runs to list: equal to the given fields, created in ``[since, until)``, ``search`` found in
+    the input or output (inline payloads; case-insensitive), after the cursor ``after``."""
+
+    state: str | None = None
+    workflow: str | None = None
+    parent_id: str | None = None
+    started_by: str | None = None
+    since: float | None = None
+    until: float | None = None
+    search: str | None = None
+    limit: int = 50
+    after: tuple[float, str] | None = None
+
+
+def find_runs(conn: Conn, query: RunQuery) -> list[RunRecord]:
+    """Runs newest first, filtered by ``query``.
 
     Keyset pagination on (created_at DESC, id) stays stable while runs are being added, unlike offsets.
     """
-    if state is not None and state not in STATES:
-        raise InvalidInput(f"unknown run state {state!r}: use one of {', '.join(STATES)}")
+    if query.state is not None and query.state not in STATES:
+        raise InvalidInput(f"unknown run state {query.state!r}: use one of {', '.join(STATES)}")
     where: list[str] = []
     params: list[Any] = []
     filters = (
-        ("status", state),
-        ("workflow", workflow),
-        ("parent_id", parent_id),
-        ("started_by", started_by),
+        ("status = ?", query.state),
+        ("workflow = ?", query.workflow),
+        ("parent_id = ?", query.parent_id),
+        ("started_by = ?", query.started_by),
+        ("created_at >= ?", query.since),
+        ("created_at < ?", query.until),
     )
-    for column, value in filters:
+    for clause, value in filters:
         if value is not None:
-            where.append(f"{column} = ?")
+            where.append(clause)
             params.append(value)
-    if after is not None:
+    if query.search:
+        pattern = "%" + _like_escaped(query.search.lower()) + "%"
+        where.append("(LOWER(input) LIKE ? ESCAPE '\\' OR LOWER(output) LIKE ? ESCAPE '\\')")
+        params.extend((pattern, pattern))
+    if query.after is not None:
         where.append("(created_at < ? OR (created_at = ? AND id > ?))")
-        params.extend((after[0], after[0], after[1]))
+        params.extend((query.after[0], query.after[0], query.after[1]))
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     rows = conn.all(
-        f"SELECT {_RUN_COLUMNS} FROM runs{clause} ORDER BY created_at DESC, id LIMIT ?", (*params, limit)
+        f"SELECT {_RUN_COLUMNS} FROM runs{clause} ORDER BY created_at DESC, id LIMIT ?",
+        (*params, query.limit),
     )
     return [_run_from_row(conn, r) for r in rows]
+
+
+def _like_escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def page_cursor(run: RunRecord) -> str:
+    """The cursor of the page after ``run`` (the last run of a page), for :attr:`RunQuery.after`."""
+    return base64.urlsafe_b64encode(f"{run.created_at!r}|{run.id}".encode()).decode().rstrip("=")
+
+
+def parse_cursor(cursor: str) -> tuple[float, str]:
+    """The (created_at, id) a :func:`page_cursor` names; :class:`InvalidInput` for anything else."""
+    problem = "the page cursor is not valid: follow the next-page link of a previous page"
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, rid = text.split("|", 1)
+        value = float(created)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidInput(problem) from None
+    if value != value or "\x00" in rid:  # NaN, or text the database would refuse
+        raise InvalidInput(problem)
+    return value, rid
 
 
 def count_runs(conn: Conn) -> dict[str, int]:
