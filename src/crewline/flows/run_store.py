@@ -31,6 +31,7 @@ __all__ = [
     "FINISHED",
     "STATES",
     "CompensationPlan",
+    "LargePayload",
     "RunChange",
     "RunCounts",
     "RunQuery",
@@ -50,6 +51,7 @@ __all__ = [
     "lock_run",
     "new_run_id",
     "new_trace_parent",
+    "one_step",
     "page_cursor",
     "parse_cursor",
     "plan_compensation",
@@ -60,6 +62,7 @@ __all__ = [
     "settle_step",
     "skip_step",
     "step_key",
+    "step_page",
     "step_state",
     "take_steps_from",
     "wake_run",
@@ -416,29 +419,60 @@ def insert_run(
     return run_id, False
 
 
+_STEP_COLUMNS = (
+    "step_no, name, kind, effect, status, output, output_blob, error, attempts, started_at, finished_at, input, "
+    "input_blob, compensation"
+)
+
+
 def load_steps(conn: Conn, run_id: str) -> dict[int, StepRecord]:
+    rows = conn.all(f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? ORDER BY step_no", (run_id,))
+    return {r[0]: _step_from_row(conn, r, lazy=False) for r in rows}
+
+
+@dataclass(frozen=True)
+class LargePayload:
+    """A step's input or output kept as a blob, left unread in a page of steps (see :func:`step_page`)."""
+
+    digest: str
+
+
+def step_page(conn: Conn, run_id: str, after: int, limit: int) -> list[StepRecord]:
+    """Up to ``limit`` steps numbered after ``after``, in order; payloads stored as blobs are left unread
+    (:class:`LargePayload`), so a page of a run with thousands of steps stays small. :func:`one_step`
+    reads a step whole."""
     rows = conn.all(
-        "SELECT step_no, name, kind, effect, status, output, output_blob, error, attempts, started_at, "
-        "finished_at, input, input_blob, compensation FROM steps WHERE run_id = ? ORDER BY step_no",
-        (run_id,),
+        f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? AND step_no > ? ORDER BY step_no LIMIT ?",
+        (run_id, after, limit),
     )
-    return {
-        r[0]: StepRecord(
-            step_no=r[0],
-            name=r[1],
-            kind=r[2],
-            effect=r[3],
-            status=r[4],
-            output=load_or_unreadable(conn, r[5], r[6]),
-            error=json.loads(r[7]) if r[7] else None,
-            attempts=r[8],
-            started_at=r[9],
-            finished_at=r[10],
-            input=load_or_unreadable(conn, r[11], r[12]),
-            compensation=r[13],
-        )
-        for r in rows
-    }
+    return [_step_from_row(conn, r, lazy=True) for r in rows]
+
+
+def one_step(conn: Conn, run_id: str, step_no: int) -> StepRecord | None:
+    row = conn.one(f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? AND step_no = ?", (run_id, step_no))
+    return None if row is None else _step_from_row(conn, row, lazy=False)
+
+
+def _step_from_row(conn: Conn, r: tuple[Any, ...], *, lazy: bool) -> StepRecord:
+    def payload(inline: str | None, blob: str | None) -> Any:
+        if lazy and blob is not None:
+            return LargePayload(blob)
+        return load_or_unreadable(conn, inline, blob)
+
+    return StepRecord(
+        step_no=r[0],
+        name=r[1],
+        kind=r[2],
+        effect=r[3],
+        status=r[4],
+        output=payload(r[5], r[6]),
+        error=json.loads(r[7]) if r[7] else None,
+        attempts=r[8],
+        started_at=r[9],
+        finished_at=r[10],
+        input=payload(r[11], r[12]),
+        compensation=r[13],
+    )
 
 
 def write_step(
