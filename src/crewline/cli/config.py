@@ -18,6 +18,7 @@ import click
 
 from ..config import CONFIG_FILE, CORE_KEYS, Settings, did_you_mean, read_toml, shown_path
 from ..connectors.registry import connectors_problems
+from ..console.config import console_problems
 from ..errors import ConfigError
 from ..flows.prompts import prompts_dir
 from ..flows.review_requests import RiskPolicy
@@ -70,6 +71,7 @@ def check_project(environ: Mapping[str, str] | None = None) -> ProjectReport:
         "observe": lambda table: _observe(table, env),
         "secrets": lambda _: _one(lambda: secrets_key(settings, env)),
         "connectors": lambda table: _connectors(table, settings, env),
+        "console": console_problems,
     }
     for name, table in settings.sections.items():
         if name not in checks:

@@ -190,6 +190,21 @@ ENGINE: tuple[Migration, ...] = (
             "ALTER TABLE runs ADD COLUMN pause_scope TEXT",
         ),
     ),
+    Migration(
+        11,
+        "runs by their last change, for the console's live updates",
+        ("CREATE INDEX runs_updated ON runs (updated_at)",),
+    ),
+    Migration(
+        12,
+        "runs by state and by workflow, newest first, for the console's filtered pages",
+        (
+            # The claim index (status, wake_at) answers "runs in a state" only by sorting all of them;
+            # these stop after one page, and (status, created_at) also covers runs-by-state since a time.
+            "CREATE INDEX runs_status_created ON runs (status, created_at)",
+            "CREATE INDEX runs_workflow_created ON runs (workflow, created_at)",
+        ),
+    ),
 )
 
 FLOWS: tuple[Migration, ...] = (

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from starlette.routing import Route
 
 from ..app import App
+from ..console import install_console
 from ..observe.metrics import metrics_token
 from . import proxy
 from .auth import Authenticator
@@ -95,6 +96,7 @@ def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8
         api.include_router(module.router)
     # An ASGI endpoint for MCP clients, outside the REST API's schema: see server/mcp.py.
     api.router.routes.append(Route("/mcp", endpoint=mcp, include_in_schema=False))
+    install_console(api, state)
     # Webhooks and the proxy enforce their own limits, answering in their own error shapes.
     api.add_middleware(BodyLimit, limit=config.max_body, skip=("/hooks/", "/v1/"))
     api.add_middleware(AssumeJson, prefix="/api/")
