@@ -219,10 +219,9 @@ def test_a_reviewer_sees_only_the_queue(api: Api, browser: Callable[[], Browser]
     assert landing.status_code == 303 and landing.headers["location"] == "/reviews"
     page = b.get("/reviews").text
     assert re.findall(r'<li><a href="([^"]+)"', page) == ["/reviews"]
-    for path in ("/prompts", "/memory", "/alerts", "/keys", f"/runs/{req['run_id']}", "/runs"):
-        assert b.get(path).status_code in (403, 404), path
-    for path in ("/prompts", "/memory", "/alerts", "/keys"):
-        assert "may not" in b.get(path).text
+    for path in ("/runs", f"/runs/{req['run_id']}", "/costs", "/prompts", "/memory", "/alerts", "/keys"):
+        refused = b.get(path)
+        assert refused.status_code == 403 and "may not" in refused.text, path
     operator = browser()
     operator.sign_in(api.key("operator"))
     assert f'href="/runs/{req["run_id"]}"' in operator.get("/reviews").text
