@@ -41,6 +41,7 @@ from .flows.run_store import (
 from .flows.steering import Steering
 from .flows.switches import check_startable
 from .memory import MemoryStore
+from .memory.upkeep import keep_purged, purge_every
 from .models import Gateway
 from .models.call_log import CallRecord, keep_rolled_up, model_call_event
 from .models.config import ModelsConfig, Overflow
@@ -272,6 +273,9 @@ class App:
 
     def worker(self, *, concurrency: int = 8, worker_id: str | None = None) -> Worker:
         chores: list[Chore] = [self.alerting.run, partial(keep_rolled_up, self.db)]
+        every = purge_every(self.settings.sections.get("memory"))
+        if every is not None:
+            chores.append(partial(keep_purged, self.db, every=every))
         review = self.settings.sections.get("review")
         slack = slack_reviews_for(review, self.engine.connectors, self.db, 5 * self.settings.poll_interval)
         if slack is not None:
