@@ -95,3 +95,9 @@ def _root_commands() -> set[str]:
         id(sub) for cmd in found.values() if isinstance(cmd, click.Group) for sub in cmd.commands.values()
     }
     return {cmd.name or "" for key, cmd in found.items() if key not in children and cmd is not main}
+
+
+def test_an_app_loads_no_server_client_or_template_engine_until_used() -> None:
+    # asyncio, pydantic and numpy (memory's vectors, the call figures) are what an App is made of.
+    names, _ = _imported("-c", "from crewline import App")
+    assert names & (HEAVY - {"asyncio", "numpy", "pydantic"}) == set()

@@ -49,7 +49,6 @@ from .models.ledger import BudgetAlert
 from .observe.alert_config import AlertsConfig
 from .observe.alerts import Alerting
 from .observe.events import Observers
-from .observe.metrics import Metrics, firing_alerts
 from .observe.model_calls import call_prompt
 from .observe.trace_config import TraceSettings
 from .store import Conn, Database, open_database
@@ -59,6 +58,7 @@ from .workers.slack_reviews import slack_reviews_for
 from .workers.worker import Chore
 
 if TYPE_CHECKING:
+    from .observe.metrics import Metrics
     from .observe.traces import Tracer
 
 __all__ = ["App"]
@@ -256,6 +256,8 @@ class App:
         """The app's Prometheus metrics, observing its events from first use (``crewline serve`` exposes
         them at ``/metrics``, ``crewline worker --metrics-port``)."""
         if self._metrics is None:
+            from .observe.metrics import Metrics, firing_alerts  # prometheus_client, for apps that expose it
+
             budgets = ModelsConfig.parse(self.settings.sections.get("models")).budgets
             self._metrics = Metrics(lambda: self.db, budgets=budgets, alerts_firing=firing_alerts)
             self.observers.add(self._metrics)
