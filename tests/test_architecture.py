@@ -320,6 +320,7 @@ OWNERS = {
     "memory_changes": "memory/versions.py",
     "memory_snapshots": "memory/rollback.py",
     "memory_messages": "memory/window.py",
+    "memory_upkeep": "memory/upkeep.py",
     "memory_indexes": "memory/store.py",
     "memory_searches": "memory/retrieval.py",
     "api_keys": "server/keys.py",

@@ -41,6 +41,7 @@ from .flows.run_store import (
 from .flows.steering import Steering
 from .flows.switches import check_startable
 from .memory import MemoryStore
+from .memory.upkeep import keep_purged, purge_every
 from .models import Gateway
 from .models.call_log import CallRecord, keep_rolled_up, model_call_event
 from .models.config import ModelsConfig, Overflow
@@ -48,7 +49,6 @@ from .models.ledger import BudgetAlert
 from .observe.alert_config import AlertsConfig
 from .observe.alerts import Alerting
 from .observe.events import Observers
-from .observe.metrics import Metrics, firing_alerts
 from .observe.model_calls import call_prompt
 from .observe.trace_config import TraceSettings
 from .store import Conn, Database, open_database
@@ -58,6 +58,7 @@ from .workers.slack_reviews import slack_reviews_for
 from .workers.worker import Chore
 
 if TYPE_CHECKING:
+    from .observe.metrics import Metrics
     from .observe.traces import Tracer
 
 __all__ = ["App"]
@@ -255,6 +256,8 @@ class App:
         """The app's Prometheus metrics, observing its events from first use (``crewline serve`` exposes
         them at ``/metrics``, ``crewline worker --metrics-port``)."""
         if self._metrics is None:
+            from .observe.metrics import Metrics, firing_alerts  # prometheus_client, for apps that expose it
+
             budgets = ModelsConfig.parse(self.settings.sections.get("models")).budgets
             self._metrics = Metrics(lambda: self.db, budgets=budgets, alerts_firing=firing_alerts)
             self.observers.add(self._metrics)
@@ -272,6 +275,9 @@ class App:
 
     def worker(self, *, concurrency: int = 8, worker_id: str | None = None) -> Worker:
         chores: list[Chore] = [self.alerting.run, partial(keep_rolled_up, self.db)]
+        every = purge_every(self.settings.sections.get("memory"))
+        if every is not None:
+            chores.append(partial(keep_purged, self.db, every=every))
         review = self.settings.sections.get("review")
         slack = slack_reviews_for(review, self.engine.connectors, self.db, 5 * self.settings.poll_interval)
         if slack is not None:

@@ -104,3 +104,11 @@ def test_remember_then_search_and_bad_options(cli: CliRunner) -> None:
         in ok(cli, "remember", "x", "--scope", "s", "--meta", "{bad", code=2).output
     )
     assert "ttl" in ok(cli, "remember", "x", "--scope", "s", "--ttl", "soon", code=2).output
+
+
+def test_purge_deletes_expired_items_now(cli: CliRunner) -> None:
+    ok(cli, "remember", "Discount code SPRING", "--scope", "c:1", "--ttl", "1ms")
+    ok(cli, "remember", "Prefers email", "--scope", "c:1")
+    assert ok(cli, "purge").output.strip() == "purged 1 expired item"
+    assert json.loads(ok(cli, "stats", "--json").output)["scopes"] == {"c:1": 1}
+    assert ok(cli, "purge").output.strip() == "purged 0 expired items"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from crewline import App, Context
-from crewline.memory import LocalEmbedder, MemoryStore
+from crewline.memory import ConversationWindow, LocalEmbedder, MemoryStore
 from crewline.memory.workflow import RunMemory
 from tests.flows._drive import CrashPlan, drive
 
@@ -80,3 +80,54 @@ async def test_replay_returns_recorded_hits_without_searching(app: App, store: M
     assert seen[0] == seen[2]  # and the workflow saw the same hits both times
     items = await store.items("customer:7")
     assert len(items) == 1 and items[0].version == 1
+
+
+def register_conversation(app: App, seen: list[list[str]]) -> None:
+    @app.workflow()
+    async def chat(ctx: Context, thread: str) -> list[str]:
+        conversation = ctx.memory.conversation(thread)
+        await conversation.append("user", "Where is my order?")
+        after = await conversation.append("assistant", "It ships tomorrow.")
+        window = await conversation.window()
+        seen.append([m.content for m in window])
+        if len(seen) == 1:  # someone else writes to the thread between the first execution and its replay
+            await ConversationWindow(app.db, thread).add("user", "Written outside the run")
+        return [m.content for m in after]
+
+
+async def test_conversation_turns_are_steps_appended_once_across_a_crash(app: App) -> None:
+    seen: list[list[str]] = []
+    register_conversation(app, seen)
+    plan = CrashPlan([("after_step_commit", 1), ("before_run_completion", 3)])
+    app.engine.crash_hook = plan
+    rid = await app.start("chat", "thread:T1")
+    run = await drive(app, rid)
+    assert plan.fired == [("after_step_commit", 1), ("before_run_completion", 3)]
+    assert run.status == "completed"
+    assert run.output == ["Where is my order?", "It ships tomorrow."]
+    steps = await app.steps(rid)
+    assert [(s.name, s.effect) for s in steps] == [
+        ("memory.conversation.append", "idempotent"),
+        ("memory.conversation.append", "idempotent"),
+        ("memory.conversation.window", "read"),
+    ]
+    stored = [m.content for m in await ConversationWindow(app.db, "thread:T1").messages()]
+    assert stored == ["Where is my order?", "It ships tomorrow.", "Written outside the run"]
+    assert seen[0] == seen[-1] == ["Where is my order?", "It ships tomorrow."]  # the replay read the record
+
+
+async def test_a_keyed_turn_is_added_once(app: App) -> None:
+    window = ConversationWindow(app.db, "thread:T2")
+    await window.add("user", "Hello", key="run_1/1")
+    await window.add("user", "Hello", key="run_1/1")  # a step retried after its insert committed
+    await window.add("user", "Hello")
+    assert [m.content for m in await window.messages()] == ["Hello", "Hello"]
+
+
+async def test_a_bad_thread_id_is_a_clear_error(app: App) -> None:
+    @app.workflow()
+    async def bad(ctx: Context) -> None:
+        ctx.memory.conversation("no spaces allowed")
+
+    run = await drive(app, await app.start("bad"))
+    assert run.status == "failed" and "is not a valid scope" in str(run.error)

@@ -22,6 +22,7 @@ from ..console.config import console_problems
 from ..errors import ConfigError
 from ..flows.prompts import prompts_dir
 from ..flows.review_requests import RiskPolicy
+from ..memory.upkeep import purge_every
 from ..models.config import models_problems
 from ..observe.alert_config import AlertsConfig
 from ..observe.metrics import METRICS_KEYS, metrics_token
@@ -34,7 +35,16 @@ from ._common import fail
 __all__ = ["ProjectReport", "check_project", "config", "require_valid_project"]
 
 _MEMORY_KEYS = frozenset(
-    {"embedder", "model_dir", "dim", "near_duplicate", "chunk_size", "chunk_overlap", "text_budget"}
+    {
+        "embedder",
+        "model_dir",
+        "dim",
+        "near_duplicate",
+        "chunk_size",
+        "chunk_overlap",
+        "text_budget",
+        "purge_every",
+    }
 )
 
 
@@ -185,7 +195,7 @@ def _memory(table: Any) -> list[str]:
     embedder = table.get("embedder", "local")
     if embedder != "local" and not isinstance(table.get("dim"), int):
         problems.append(f"[memory] embedder = {embedder!r} needs dim = <the model's vector size>")
-    return problems
+    return problems + _one(lambda: purge_every(table))
 
 
 @click.group()

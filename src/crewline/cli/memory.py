@@ -1,4 +1,4 @@
-"""``crewline memory``: ingest documents, search, inspect history, roll back and forget scopes."""
+"""``crewline memory``: ingest documents, search, inspect history, roll back, forget scopes, purge expired items."""
 
 from __future__ import annotations
 
@@ -279,6 +279,14 @@ def forget_cmd(app_ref: str | None, scope: str, yes: bool) -> None:
         click.confirm(f"Forget everything in scope {scope!r}? This cannot be undone", abort=True)
     counts = _with_store(app_ref, lambda s: s.forget(scope))
     click.echo("forgot " + ", ".join(f"{n} {what}" for what, n in counts.items()))
+
+
+@memory.command("purge")
+@app_option
+def purge_cmd(app_ref: str | None) -> None:
+    """Delete the items whose TTL has passed now (workers also do it every [memory] purge_every)."""
+    purged = _with_store(app_ref, lambda s: s.purge_expired())
+    click.echo(f"purged {purged} expired item{'' if purged == 1 else 's'}")
 
 
 @memory.command("stats")

@@ -24,9 +24,8 @@ import hashlib
 import hmac
 import time
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import (
@@ -41,6 +40,10 @@ from ..errors import (
 from ..secret_store import Credentials, SecretValue
 from ..signing import SignatureError
 from .base import ConnectorSettings, ConnectorSetup, ConnectorType, CredentialRef, OperationSpec
+
+# httpx is imported where a request is made: an app that configures no Slack connector never loads it.
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "CONNECTOR",
@@ -149,6 +152,8 @@ class SlackConnector:
         self._name = setup.name
         self.settings: SlackSettings = setup.settings
         self._credentials = setup.credentials
+        import httpx
+
         self._client = client or httpx.AsyncClient(timeout=self.settings.timeout, follow_redirects=False)
         self._owns_client = client is None
 
@@ -241,6 +246,8 @@ class SlackConnector:
         ):
             raise ConnectorRejected(self.name, "the interaction's response_url is not Slack's")
         body = {"response_type": "ephemeral", "replace_original": False, "text": text}
+        import httpx
+
         try:
             response = await self._client.post(response_url, json=body)
         except httpx.HTTPError as e:
@@ -265,6 +272,8 @@ class SlackConnector:
             self.settings.bot_token, f"[connectors.{self.name}] bot_token"
         )
         headers = {"Authorization": f"Bearer {token.reveal()}"}
+        import httpx
+
         try:
             response = await self._client.post(url, json=args, headers=headers)
         except httpx.TimeoutException:
@@ -316,6 +325,8 @@ class SlackConnector:
 
 
 def _same_origin(url: str, other: str) -> bool:
+    import httpx
+
     a, b = httpx.URL(url), httpx.URL(other)
     return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
 

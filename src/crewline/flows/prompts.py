@@ -26,15 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, UndefinedError
-from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel
 
 from ..errors import ConfigError, InvalidInput
 
 if TYPE_CHECKING:
+    from jinja2 import Template
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
     from ..config import Settings
     from ..store import Conn, Database
 
@@ -68,10 +67,6 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)
 _LABEL = re.compile(r"[a-z][a-z0-9_\-]{0,39}\Z")
 _HEX = re.compile(r"[0-9a-f]{4,12}\Z")
 _STRING_KEYS = ("model", "output", "description")
-# Immutable: a template must not be able to change the workflow input it is given (replays see the same).
-_ENV = ImmutableSandboxedEnvironment(
-    undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True
-)
 
 
 @dataclass(frozen=True)
@@ -193,6 +188,8 @@ def _parse(path: Path, root: Path) -> PromptVersion:
     except UnicodeDecodeError as e:
         raise InvalidInput(f"{where} is not UTF-8 text") from e
     meta, body, body_line = _split_front_matter(source, where)
+    from jinja2 import TemplateSyntaxError  # jinja2 and yaml load with the first prompt, not with crewline
+
     try:
         _template(body)
     except TemplateSyntaxError as e:
@@ -214,6 +211,8 @@ def _split_front_matter(source: str, where: str) -> tuple[dict[str, Any], str, i
 
 
 def _load_yaml(text: str, where: str) -> Any:
+    import yaml
+
     try:
         return yaml.safe_load(text)
     except yaml.MarkedYAMLError as e:
@@ -238,9 +237,20 @@ def _check_meta(data: Any, where: str) -> dict[str, Any]:
     return normal
 
 
+@functools.cache
+def _environment() -> ImmutableSandboxedEnvironment:
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    # Immutable: a template must not be able to change the workflow input it is given (replays see the same).
+    return ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True
+    )
+
+
 @functools.lru_cache(maxsize=256)
 def _template(body: str) -> Template:
-    return _ENV.from_string(body)
+    return _environment().from_string(body)
 
 
 # -- rendering -----------------------------------------------------------------------------------------
@@ -257,6 +267,9 @@ def render(prompt: PromptVersion, params: object = None) -> str:
     if missing:
         given = ", ".join(sorted(values)) or "none"
         raise InvalidInput(f"prompt {prompt.ref} needs parameter(s) {', '.join(missing)}; given: {given}")
+    from jinja2 import TemplateError, TemplateSyntaxError, UndefinedError
+    from jinja2.exceptions import SecurityError
+
     try:
         return _template(prompt.body).render(values)
     except TemplateSyntaxError as e:
@@ -289,6 +302,8 @@ def _variables(prompt: PromptVersion, params: object) -> dict[str, Any]:
 
 def _line(prompt: PromptVersion, e: BaseException) -> str:
     """' line N' of the prompt's file where rendering failed (jinja maps tracebacks to template lines)."""
+    from jinja2 import TemplateSyntaxError
+
     if isinstance(e, TemplateSyntaxError):
         line = e.lineno
     else:

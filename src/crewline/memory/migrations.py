@@ -137,4 +137,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX memory_searches_at ON memory_searches (at)",
         ),
     ),
+    Migration(
+        3,
+        "upkeep schedule, keyed conversation turns",
+        (
+            """CREATE TABLE memory_upkeep (
+                task TEXT PRIMARY KEY,
+                next_at {real} NOT NULL,
+                last_at {real},
+                last_count INTEGER
+            )""",
+            # A turn appended by a workflow step carries the step's key, so a step retried after its
+            # insert committed appends nothing the second time.
+            "ALTER TABLE memory_messages ADD COLUMN turn_key TEXT",
+            "CREATE UNIQUE INDEX memory_messages_key ON memory_messages (scope, turn_key)",
+        ),
+    ),
 )

@@ -45,7 +45,8 @@ from .results import (
 from .retrieval import Query, Reranker, SearchLog, log_search, run_query
 from .rollback import count_snapshots, forget, list_snapshots, rollback, take_snapshot
 from .scopes import validate_scope, validate_scopes
-from .vectors import CHANGES_KEPT_SECONDS, ExactIndex, to_blob
+from .upkeep import purge_expired_in
+from .vectors import ExactIndex, to_blob
 from .writing import ScopeChanged, new_id
 
 __all__ = ["OPERATOR", "MemoryStore", "RollbackReport", "Written"]
@@ -328,15 +329,7 @@ class MemoryStore:
         """Maintenance: delete items whose TTL has passed (search already ignores them) and prune the
         vector index's change feed; returns how many items expired."""
         at = time.time() if now is None else now
-
-        def purge(conn: Conn) -> int:
-            ids = v.expired_ids(conn, at)
-            for item_id in ids:
-                v.delete_item(conn, item_id, author="ttl", op="expire", at=at)
-            v.prune_changes(conn, time.time() - CHANGES_KEPT_SECONDS)
-            return len(ids)
-
-        return await self.db.write(purge)
+        return await self.db.write(lambda conn: purge_expired_in(conn, at))
 
     # -- search ----------------------------------------------------------------------------------------
 

@@ -88,8 +88,10 @@ class ConversationWindow:
         self.summarise = summarise
         self.count_tokens = count_tokens
 
-    async def add(self, role: str, content: str) -> list[Message]:
-        """Append a turn, fold or drop the oldest ones if over budget; returns the window."""
+    async def add(self, role: str, content: str, *, key: str | None = None) -> list[Message]:
+        """Append a turn, fold or drop the oldest ones if over budget; returns the window.
+
+        A turn given a ``key`` is appended once: adding it again with the same key adds nothing."""
         if role not in _ROLES - {"summary"}:
             raise InvalidInput(f"role must be one of system, user, assistant, tool; got {role!r}")
         if not isinstance(content, str) or not content:
@@ -97,9 +99,9 @@ class ConversationWindow:
         tokens = self.count_tokens(content)
         await self.db.write(
             lambda c: c.execute(
-                "INSERT INTO memory_messages (scope, role, content, tokens, summary, created_at) "
-                "VALUES (?, ?, ?, ?, 0, ?)",
-                (self.scope, role, content, tokens, time.time()),
+                "INSERT INTO memory_messages (scope, role, content, tokens, summary, created_at, turn_key) "
+                "VALUES (?, ?, ?, ?, 0, ?, ?) ON CONFLICT (scope, turn_key) DO NOTHING",
+                (self.scope, role, content, tokens, time.time(), key),
             )
         )
         return await self._compact()

@@ -4,6 +4,8 @@ Every search is a ``read`` step whose recorded result is the hits themselves (id
 scores, sources, text), so a replay returns exactly what the first execution saw and a reviewer can see
 which memories shaped an output; the hits are also added to the run's provenance. Writes are
 ``idempotent`` steps (a repeated write is deduplicated to "unchanged") authored by the run and step.
+The conversation window (``ctx.memory.conversation(thread_id)``) works the same way: each append and
+each read is a step, so a replay sees the window the first execution saw and never appends twice.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from typing import Any, Literal, Protocol
 from ..observe.events import RetrievalEvent
 from .results import Hit
 from .store import MemoryStore
+from .window import ConversationWindow, Message, Summariser
 
-__all__ = ["RunMemory", "StepRunner", "hits_from_record"]
+__all__ = ["RunConversation", "RunMemory", "StepRunner", "hits_from_record"]
 
 
 class StepRunner(Protocol):
@@ -135,6 +138,59 @@ class RunMemory:
 
         result: dict[str, Any] = await self._ctx.step(ingest, name=name, effect="idempotent")
         return result
+
+    def conversation(
+        self,
+        thread_id: str,
+        *,
+        max_tokens: int = 2000,
+        keep_recent: int = 4,
+        summarise: Summariser | None = None,
+    ) -> RunConversation:
+        """The conversation window of ``thread_id`` (a scope, e.g. ``"thread:T42"``) as recorded steps:
+        ``append`` and ``window`` replay what they returned the first time. The window is kept within
+        ``max_tokens``; ``summarise`` (e.g. :func:`~crewline.memory.gateway_summariser`) folds the oldest
+        turns into a summary, else they are dropped."""
+        window = ConversationWindow(
+            self.store.db, thread_id, max_tokens=max_tokens, keep_recent=keep_recent, summarise=summarise
+        )
+        return RunConversation(self._ctx, window)
+
+
+class RunConversation:
+    """A conversation window whose reads and appends are steps of the run (from ``ctx.memory.conversation``)."""
+
+    def __init__(self, ctx: StepRunner, window: ConversationWindow) -> None:
+        self._ctx = ctx
+        self._window = window
+
+    @property
+    def thread_id(self) -> str:
+        return self._window.scope
+
+    async def append(
+        self, role: str, text: str, *, name: str = "memory.conversation.append"
+    ) -> list[Message]:
+        """Append a turn as an ``idempotent`` step; returns the window after it (summary first)."""
+        # The step's own identity keys the turn: a step retried after its insert committed adds nothing.
+        key = f"{self._ctx.run_id}/{self._ctx.step_count + 1}"
+
+        async def append() -> list[dict[str, Any]]:
+            return [asdict(m) for m in await self._window.add(role, text, key=key)]
+
+        return _messages(await self._ctx.step(append, name=name, effect="idempotent"))
+
+    async def window(self, *, name: str = "memory.conversation.window") -> list[Message]:
+        """The window as a ``read`` step: the summary of older turns (if any), then the recent turns."""
+
+        async def window() -> list[dict[str, Any]]:
+            return [asdict(m) for m in await self._window.messages()]
+
+        return _messages(await self._ctx.step(window, name=name, effect="read"))
+
+
+def _messages(record: list[dict[str, Any]]) -> list[Message]:
+    return [Message(**m) for m in record]
 
 
 def hits_from_record(record: dict[str, Any]) -> list[Hit]:

@@ -24,9 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
-
-import httpx
+from typing import TYPE_CHECKING, Literal
 
 from ..errors import ChannelError, ConfigError, DatabaseUnavailable
 from ..models.ledger import BudgetAlert
@@ -36,6 +34,9 @@ from .alert_config import AlertsConfig, ChannelConfig, Rule
 from .alert_measures import measure
 from .channels import Notice, send
 from .events import AlertEvent, Observers
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["Alerting", "HistoryEntry", "list_history"]
 
@@ -341,6 +342,8 @@ class Alerting:
         if not self.config.rules:
             return
         tick = min(self.config.interval, 1.0)
+        import httpx  # only workers with alert rules need it
+
         async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client:
             while not stopping.is_set():
                 try:

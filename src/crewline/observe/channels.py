@@ -13,13 +13,15 @@ import smtplib
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from email.message import EmailMessage
-
-import httpx
+from typing import TYPE_CHECKING
 
 from ..errors import ChannelError
 from ..signing import signed_headers
 from ..store.payloads import dump
 from .alert_config import ChannelConfig
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["SENDERS", "Notice", "send"]
 
@@ -48,10 +50,12 @@ class Notice:
         return f"{self.title}\n{self.summary}" + (f"\nSee {self.link}" if self.link else "")
 
 
-Sender = Callable[[ChannelConfig, Notice, httpx.AsyncClient], Awaitable[None]]
+Sender = Callable[[ChannelConfig, Notice, "httpx.AsyncClient"], Awaitable[None]]
 
 
 async def _post(client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]) -> None:
+    import httpx  # loaded with the first notice, not with crewline
+
     try:
         response = await client.post(
             url, content=body, headers={"Content-Type": "application/json", **headers}

@@ -17,6 +17,7 @@ functions. A component's migrations (its ``migrations.py``) create its tables.
 - ``memory_items``, ``memory_documents``, ``memory_versions``, ``memory_changes``: :mod:`crewline.memory.versions`
 - ``memory_snapshots``: :mod:`crewline.memory.rollback`
 - ``memory_messages``: :mod:`crewline.memory.window`
+- ``memory_upkeep``: :mod:`crewline.memory.upkeep`
 - ``memory_indexes``: :mod:`crewline.memory.store`
 - ``memory_searches``: :mod:`crewline.memory.retrieval`
 - ``api_keys``: :mod:`crewline.server.keys`
