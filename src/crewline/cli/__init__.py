@@ -26,7 +26,7 @@ class _Lazy:
 
 
 _COMMANDS: dict[str, _Lazy] = {
-    "db": _Lazy("db", "The database schema."),
+    "db": _Lazy("db", "The database: schema, backups, restores."),
     "run": _Lazy("runs", "Start WORKFLOW (workers execute it; see `crewline worker`)."),
     "runs": _Lazy("runs", "List, inspect and steer runs.", extended_by=("steer",)),
     "prune": _Lazy(
