@@ -28,6 +28,7 @@ CHECKED = (
     "crewline.app",
     "crewline.observe",
     "crewline.cli",
+    "crewline.console",
     "crewline.flows",
     "crewline.memory",
     "crewline.server",
@@ -36,7 +37,7 @@ CHECKED = (
 # The proxy is being reshaped together with models/; it joins the checked packages once that lands.
 UNCHECKED = ("crewline.server.proxy",)
 
-_APP_AND_ABOVE = ("crewline.app", "crewline.cli", "crewline.server")
+_APP_AND_ABOVE = ("crewline.app", "crewline.cli", "crewline.console", "crewline.server")
 _ORCHESTRATION = ("crewline.flows", "crewline.workers")
 # observe/ has two halves: what components emit with (events, the model-call context), which sits just above
 # the store, and what consumes the events and the database (metrics, traces, reports, alerts), which sits
@@ -309,6 +310,7 @@ OWNERS = {
     "memory_searches": "memory/retrieval.py",
     "api_keys": "server/keys.py",
     "webhook_deliveries": "server/deliveries.py",
+    "console_sessions": "console/sessions.py",
     "blobs": "store/payloads.py",
     "workers": "workers/claim.py",
     "schedules": "workers/cron.py",

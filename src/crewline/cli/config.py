@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from ..config import CONFIG_FILE, CORE_KEYS, Settings, did_you_mean, read_toml, shown_path
+from ..console.config import console_problems
 from ..errors import ConfigError
 from ..flows.prompts import prompts_dir
 from ..flows.review_requests import RiskPolicy
@@ -64,6 +65,7 @@ def check_project(environ: Mapping[str, str] | None = None) -> ProjectReport:
         "memory": _memory,
         "alerts": lambda table: _one(partial(AlertsConfig.parse, table, env)),
         "observe": lambda table: _observe(table, env),
+        "console": console_problems,
     }
     for name, table in settings.sections.items():
         if name not in checks:

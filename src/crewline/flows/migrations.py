@@ -190,6 +190,11 @@ ENGINE: tuple[Migration, ...] = (
             "ALTER TABLE runs ADD COLUMN pause_scope TEXT",
         ),
     ),
+    Migration(
+        11,
+        "runs by their last change, for the console's live updates",
+        ("CREATE INDEX runs_updated ON runs (updated_at)",),
+    ),
 )
 
 FLOWS: tuple[Migration, ...] = (

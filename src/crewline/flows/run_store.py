@@ -29,10 +29,12 @@ __all__ = [
     "FINISHED",
     "STATES",
     "CompensationPlan",
+    "RunChange",
     "RunCounts",
     "RunRecord",
     "RunResult",
     "StepRecord",
+    "changed_runs",
     "compensable_steps",
     "compensation_plan",
     "count_runs",
@@ -998,3 +1000,20 @@ def run_counts(conn: Conn, since: float) -> RunCounts:
     return RunCounts(
         {str(s): int(n) for s, n in states}, int(completed or 0), {str(q): int(n) for q, n in queues}
     )
+
+
+@dataclass(frozen=True)
+class RunChange:
+    id: str
+    workflow: str
+    status: str
+    updated_at: float
+
+
+def changed_runs(conn: Conn, since: float, limit: int = 200) -> list[RunChange]:
+    """Runs whose row changed after ``since``, oldest change first (the console's live updates)."""
+    rows = conn.all(
+        "SELECT id, workflow, status, updated_at FROM runs WHERE updated_at > ? ORDER BY updated_at LIMIT ?",
+        (since, limit),
+    )
+    return [RunChange(str(i), str(w), str(s), float(u)) for i, w, s, u in rows]

@@ -18,6 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 
 from ..app import App
+from ..console import install_console
 from ..observe.metrics import metrics_token
 from . import proxy
 from .auth import Authenticator
@@ -88,6 +89,7 @@ def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8
     install_docs(api)
     for module in (health, metrics, runs, steer, reviews, spend, stats, keys, hooks, proxy):
         api.include_router(module.router)
+    install_console(api, state)
     # Webhooks and the proxy enforce their own limits, answering in their own error shapes.
     api.add_middleware(BodyLimit, limit=config.max_body, skip=("/hooks/", "/v1/"))
     api.add_middleware(AssumeJson, prefix="/api/")

@@ -19,6 +19,7 @@ functions. A component's migrations (its ``migrations.py``) create its tables.
 - ``memory_indexes``: :mod:`crewline.memory.store`
 - ``memory_searches``: :mod:`crewline.memory.retrieval`
 - ``api_keys``: :mod:`crewline.server.keys`
+- ``console_sessions``: :mod:`crewline.console.sessions`
 - ``webhook_deliveries``: :mod:`crewline.server.deliveries`
 - ``blobs``: :mod:`crewline.store.payloads`
 - ``workers``: :mod:`crewline.workers.claim`

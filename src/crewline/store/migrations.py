@@ -3,7 +3,7 @@
 Each room of the package owns the tables it needs and their history, in its own ``migrations.py``:
 ``alerts`` in :mod:`crewline.observe.migrations`, ``engine`` and ``flows`` in :mod:`crewline.flows.migrations`, ``gateway`` in
 :mod:`crewline.models.migrations`, ``memory`` in :mod:`crewline.memory.migrations`, ``server`` in
-:mod:`crewline.server.migrations`. A component's list only ever grows; a migration, once released, is
+:mod:`crewline.server.migrations`, ``console`` in :mod:`crewline.console.migrations`. A component's list only ever grows; a migration, once released, is
 never edited. ``schema_versions`` records how far each component has been taken;
 :func:`crewline.store.migrate.upgrade` applies what is missing, each migration in its own transaction
 with its version bump.
@@ -42,6 +42,7 @@ class Migration:
 # component -> "module:attribute" of its list; the order is the order migrations are applied in.
 COMPONENTS: dict[str, str] = {
     "alerts": "crewline.observe.migrations:MIGRATIONS",
+    "console": "crewline.console.migrations:MIGRATIONS",
     "engine": "crewline.flows.migrations:ENGINE",
     "flows": "crewline.flows.migrations:FLOWS",
     "gateway": "crewline.models.migrations:MIGRATIONS",
