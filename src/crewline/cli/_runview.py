@@ -12,6 +12,7 @@ import difflib
 import json
 from typing import Any
 
+from ..flows.run_diff import diff_verdict, error_text, step_diff
 from ..flows.run_store import RunRecord, StepRecord
 from ._common import when
 from ._render import render
@@ -69,13 +70,6 @@ def usage_line(usage: dict[str, Any] | None) -> str:
         f"{money(usage)} ({n} model call{'s' if n != 1 else ''}, {usage['input_tokens']} tokens in, "
         f"{usage['output_tokens']} out)"
     )
-
-
-def error_text(error: dict[str, Any] | None) -> str:
-    if not error:
-        return "-"
-    where = f" (step {error['step']})" if error.get("step") is not None else ""
-    return f"{error.get('type')}: {error.get('message')}{where}"
 
 
 def step_detail(
@@ -140,56 +134,6 @@ def _call_line(c: dict[str, Any]) -> str:
         f"{when(c['started_at'])}  {c.get('provider')}/{c.get('model')}  {c['status']}{error}  "
         f"{c['input_tokens']} in, {c['output_tokens']} out  ${c['cost']:.6f}  {latency}"
     )
-
-
-def _outcome(step: StepRecord | None) -> Any:
-    """What a step produced, for comparing runs: the answer and who gave it, not the bookkeeping."""
-    if step is None:
-        return None
-    if step.error:
-        return {"error": error_text(step.error)}
-    out = step.output
-    if step.kind == "llm" and isinstance(out, dict):
-        # A structured reply's text is its output as JSON: comparing both would show each change twice.
-        answer = ("output",) if out.get("output") is not None else ("text",)
-        return {k: out.get(k) for k in ("model", "prompt", *answer)}
-    return out
-
-
-def step_diff(a: list[StepRecord], b: list[StepRecord]) -> list[dict[str, Any]]:
-    """Per step number: its name, whether the outcomes are the same, both outcomes, the fields that differ."""
-    by_a, by_b = {s.step_no: s for s in a}, {s.step_no: s for s in b}
-    rows = []
-    for n in sorted(set(by_a) | set(by_b)):
-        sa, sb = by_a.get(n), by_b.get(n)
-        va, vb = _outcome(sa), _outcome(sb)
-        either = sa if sa is not None else sb
-        assert either is not None
-        fields = None
-        if isinstance(va, dict) and isinstance(vb, dict):
-            fields = sorted(k for k in set(va) | set(vb) if va.get(k) != vb.get(k))
-        rows.append(
-            {
-                "step": n,
-                "name": either.name,
-                "kind": either.kind,
-                "in_a": sa is not None,
-                "in_b": sb is not None,
-                "same": va == vb,
-                "fields": fields,
-                "a": va,
-                "b": vb,
-            }
-        )
-    return rows
-
-
-def diff_verdict(row: dict[str, Any]) -> str:
-    if not row["in_a"]:
-        return "only in B"
-    if not row["in_b"]:
-        return "only in A"
-    return "same" if row["same"] else "differs"
 
 
 def diff_blocks(rows: list[dict[str, Any]], run_a: str, run_b: str) -> list[str]:

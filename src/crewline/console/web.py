@@ -13,6 +13,7 @@ import hmac
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -21,6 +22,10 @@ import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from ..app import App
+from ..errors import RunNotFound
+from ..flows.run_store import RunRecord
+from ..server.auth import check_reach
 from ..server.keys import ACTIONS, ApiKey, get_key
 from ..server.state import ServerState
 from .assets import Assets
@@ -45,6 +50,7 @@ __all__ = [
     "error_page",
     "now",
     "page",
+    "reachable_run",
     "render",
     "safe_next",
     "sign_in_redirect",
@@ -68,6 +74,12 @@ _templates = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
+)
+_templates.filters["isotime"] = lambda ts: datetime.fromtimestamp(float(ts), UTC).isoformat(
+    timespec="seconds"
+)
+_templates.filters["shorttime"] = lambda ts: datetime.fromtimestamp(float(ts), UTC).strftime(
+    "%Y-%m-%d %H:%M:%S"
 )
 
 
@@ -234,6 +246,19 @@ async def check_csrf(request: Request, who: Viewer) -> None:
             "This form did not carry the page's security token (CSRF), so nothing was changed. "
             "Reload the page and try again.",
         )
+
+
+async def reachable_run(app: App, who: Viewer, action: str, run_id: str) -> RunRecord:
+    """The run, if it exists and this key may do ``action`` on it; else :class:`RunNotFound` as the API
+    answers (a key that may act only on its own runs cannot learn of others')."""
+    try:
+        run = await app.get_run(run_id)
+        check_reach(who.key, action, run)
+    except RunNotFound as e:
+        raise PageError(
+            404, "No such run", f"{e}. It may have been pruned; find runs on the Runs page."
+        ) from None
+    return run
 
 
 def render(

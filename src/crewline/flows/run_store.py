@@ -9,6 +9,8 @@ Each function here runs inside a transaction the caller opened (usually a group-
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import time
@@ -29,8 +31,10 @@ __all__ = [
     "FINISHED",
     "STATES",
     "CompensationPlan",
+    "LargePayload",
     "RunChange",
     "RunCounts",
+    "RunQuery",
     "RunRecord",
     "RunResult",
     "StepRecord",
@@ -39,6 +43,7 @@ __all__ = [
     "compensation_plan",
     "count_runs",
     "due_runs",
+    "find_runs",
     "get_run",
     "insert_run",
     "list_runs",
@@ -46,6 +51,9 @@ __all__ = [
     "lock_run",
     "new_run_id",
     "new_trace_parent",
+    "one_step",
+    "page_cursor",
+    "parse_cursor",
     "plan_compensation",
     "restart_run",
     "retry_step",
@@ -54,6 +62,7 @@ __all__ = [
     "settle_step",
     "skip_step",
     "step_key",
+    "step_page",
     "step_state",
     "take_steps_from",
     "wake_run",
@@ -258,32 +267,84 @@ def list_runs(
     limit: int = 50,
     after: tuple[float, str] | None = None,
 ) -> list[RunRecord]:
-    """Runs newest first; ``after`` = (created_at, id) of the last run of the previous page.
+    """Runs newest first; ``after`` = (created_at, id) of the last run of the previous page."""
+    query = RunQuery(state, workflow, parent_id, started_by, limit=limit, after=after)
+    return find_runs(conn, query)
+
+
+@dataclass(frozen=True)
+class RunQuery:
+    """Which runs to list: equal to the given fields, created in ``[since, until)``, ``search`` found in
+    the input or output (inline payloads; case-insensitive), after the cursor ``after``."""
+
+    state: str | None = None
+    workflow: str | None = None
+    parent_id: str | None = None
+    started_by: str | None = None
+    since: float | None = None
+    until: float | None = None
+    search: str | None = None
+    limit: int = 50
+    after: tuple[float, str] | None = None
+
+
+def find_runs(conn: Conn, query: RunQuery) -> list[RunRecord]:
+    """Runs newest first, filtered by ``query``.
 
     Keyset pagination on (created_at DESC, id) stays stable while runs are being added, unlike offsets.
     """
-    if state is not None and state not in STATES:
-        raise InvalidInput(f"unknown run state {state!r}: use one of {', '.join(STATES)}")
+    if query.state is not None and query.state not in STATES:
+        raise InvalidInput(f"unknown run state {query.state!r}: use one of {', '.join(STATES)}")
     where: list[str] = []
     params: list[Any] = []
     filters = (
-        ("status", state),
-        ("workflow", workflow),
-        ("parent_id", parent_id),
-        ("started_by", started_by),
+        ("status = ?", query.state),
+        ("workflow = ?", query.workflow),
+        ("parent_id = ?", query.parent_id),
+        ("started_by = ?", query.started_by),
+        ("created_at >= ?", query.since),
+        ("created_at < ?", query.until),
     )
-    for column, value in filters:
+    for clause, value in filters:
         if value is not None:
-            where.append(f"{column} = ?")
+            where.append(clause)
             params.append(value)
-    if after is not None:
+    if query.search:
+        pattern = "%" + _like_escaped(query.search.lower()) + "%"
+        where.append("(LOWER(input) LIKE ? ESCAPE '\\' OR LOWER(output) LIKE ? ESCAPE '\\')")
+        params.extend((pattern, pattern))
+    if query.after is not None:
         where.append("(created_at < ? OR (created_at = ? AND id > ?))")
-        params.extend((after[0], after[0], after[1]))
+        params.extend((query.after[0], query.after[0], query.after[1]))
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     rows = conn.all(
-        f"SELECT {_RUN_COLUMNS} FROM runs{clause} ORDER BY created_at DESC, id LIMIT ?", (*params, limit)
+        f"SELECT {_RUN_COLUMNS} FROM runs{clause} ORDER BY created_at DESC, id LIMIT ?",
+        (*params, query.limit),
     )
     return [_run_from_row(conn, r) for r in rows]
+
+
+def _like_escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def page_cursor(run: RunRecord) -> str:
+    """The cursor of the page after ``run`` (the last run of a page), for :attr:`RunQuery.after`."""
+    return base64.urlsafe_b64encode(f"{run.created_at!r}|{run.id}".encode()).decode().rstrip("=")
+
+
+def parse_cursor(cursor: str) -> tuple[float, str]:
+    """The (created_at, id) a :func:`page_cursor` names; :class:`InvalidInput` for anything else."""
+    problem = "the page cursor is not valid: follow the next-page link of a previous page"
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, rid = text.split("|", 1)
+        value = float(created)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidInput(problem) from None
+    if value != value or "\x00" in rid:  # NaN, or text the database would refuse
+        raise InvalidInput(problem)
+    return value, rid
 
 
 def count_runs(conn: Conn) -> dict[str, int]:
@@ -358,29 +419,60 @@ def insert_run(
     return run_id, False
 
 
+_STEP_COLUMNS = (
+    "step_no, name, kind, effect, status, output, output_blob, error, attempts, started_at, finished_at, input, "
+    "input_blob, compensation"
+)
+
+
 def load_steps(conn: Conn, run_id: str) -> dict[int, StepRecord]:
+    rows = conn.all(f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? ORDER BY step_no", (run_id,))
+    return {r[0]: _step_from_row(conn, r, lazy=False) for r in rows}
+
+
+@dataclass(frozen=True)
+class LargePayload:
+    """A step's input or output kept as a blob, left unread in a page of steps (see :func:`step_page`)."""
+
+    digest: str
+
+
+def step_page(conn: Conn, run_id: str, after: int, limit: int) -> list[StepRecord]:
+    """Up to ``limit`` steps numbered after ``after``, in order; payloads stored as blobs are left unread
+    (:class:`LargePayload`), so a page of a run with thousands of steps stays small. :func:`one_step`
+    reads a step whole."""
     rows = conn.all(
-        "SELECT step_no, name, kind, effect, status, output, output_blob, error, attempts, started_at, "
-        "finished_at, input, input_blob, compensation FROM steps WHERE run_id = ? ORDER BY step_no",
-        (run_id,),
+        f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? AND step_no > ? ORDER BY step_no LIMIT ?",
+        (run_id, after, limit),
     )
-    return {
-        r[0]: StepRecord(
-            step_no=r[0],
-            name=r[1],
-            kind=r[2],
-            effect=r[3],
-            status=r[4],
-            output=load_or_unreadable(conn, r[5], r[6]),
-            error=json.loads(r[7]) if r[7] else None,
-            attempts=r[8],
-            started_at=r[9],
-            finished_at=r[10],
-            input=load_or_unreadable(conn, r[11], r[12]),
-            compensation=r[13],
-        )
-        for r in rows
-    }
+    return [_step_from_row(conn, r, lazy=True) for r in rows]
+
+
+def one_step(conn: Conn, run_id: str, step_no: int) -> StepRecord | None:
+    row = conn.one(f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? AND step_no = ?", (run_id, step_no))
+    return None if row is None else _step_from_row(conn, row, lazy=False)
+
+
+def _step_from_row(conn: Conn, r: tuple[Any, ...], *, lazy: bool) -> StepRecord:
+    def payload(inline: str | None, blob: str | None) -> Any:
+        if lazy and blob is not None:
+            return LargePayload(blob)
+        return load_or_unreadable(conn, inline, blob)
+
+    return StepRecord(
+        step_no=r[0],
+        name=r[1],
+        kind=r[2],
+        effect=r[3],
+        status=r[4],
+        output=payload(r[5], r[6]),
+        error=json.loads(r[7]) if r[7] else None,
+        attempts=r[8],
+        started_at=r[9],
+        finished_at=r[10],
+        input=payload(r[11], r[12]),
+        compensation=r[13],
+    )
 
 
 def write_step(

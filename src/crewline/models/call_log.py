@@ -52,6 +52,7 @@ __all__ = [
     "insert_record",
     "keep_rolled_up",
     "model_call_event",
+    "model_hours",
     "prune_payloads",
     "roll_up",
 ]
@@ -386,6 +387,32 @@ def call_window(conn: Conn, window: CallWindow) -> dict[Any, GroupFigures]:
         key: GroupFigures(f, pct.get(key, (None,) * 5)[:3], pct.get(key, (None,) * 5)[3:], runs.get(key, 0))
         for key, f in merged.items()
     }
+
+
+def model_hours(conn: Conn, since: float) -> list[tuple[int, str, int, float]]:
+    """(hour, model, calls, cost) from ``since`` on, for charts: rolled-up hours read from the rollups,
+    the rest (the partial first hour, hours not rolled up yet) from the raw rows, like :func:`call_window`."""
+    spans = _spans(
+        conn.all("SELECT hour FROM model_call_hours WHERE hour >= ? ORDER BY hour", (_ceil_hour(since),))
+    )
+    out: list[tuple[int, str, int, float]] = []
+    if spans:
+        where = "dim = 'model' AND (" + " OR ".join("(hour >= ? AND hour < ?)" for _ in spans) + ")"
+        rows = conn.all(
+            f"SELECT hour, value, calls, cost FROM model_call_rollups WHERE {where}",
+            [bound for span in spans for bound in span],
+        )
+        out += [(int(h), str(m), int(n), float(c)) for h, m, n, c in rows]
+    bucket = conn.dialect.time_bucket("started_at", HOUR)
+    for low, high in _raw_ranges(since, spans):
+        where, params = ("started_at >= ?", (low,)) if high is None else _hour_range(low, high)
+        rows = conn.all(
+            f"SELECT {bucket} AS h, {CALL_GROUPS['model']} AS m, COUNT(*), SUM(cost) FROM model_calls "
+            f"WHERE {where} GROUP BY h, m",
+            params,
+        )
+        out += [(int(h), str(m), int(n), float(c or 0)) for h, m, n, c in rows]
+    return sorted(out)
 
 
 _LATENCY = (0.5, 0.95, 0.99)

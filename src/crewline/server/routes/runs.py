@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from ...errors import InvalidInput
 from ...flows import run_store
 from ...flows.operations import parse_overrides
 from ...flows.run_store import STATES, RunRecord, StepRecord
@@ -311,26 +310,17 @@ async def list_runs(
     )
     more = len(runs) > limit
     runs = runs[:limit]
-    next_cursor = _encode_cursor(runs[-1]) if more and runs else None
+    next_cursor = run_store.page_cursor(runs[-1]) if more and runs else None
     return RunPage(runs=[_run_out(r) for r in runs], next_cursor=next_cursor)
-
-
-def _encode_cursor(run: RunRecord) -> str:
-    return base64.urlsafe_b64encode(f"{run.created_at!r}|{run.id}".encode()).decode().rstrip("=")
 
 
 def _decode_cursor(cursor: str) -> tuple[float, str]:
     try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, rid = text.split("|", 1)
-        value = float(created)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return run_store.parse_cursor(cursor)
+    except InvalidInput:
         raise ApiError(
             400, "invalid_cursor", "cursor is not valid: pass next_cursor from a previous page"
         ) from None
-    if value != value or "\x00" in rid:  # NaN, or text the database would refuse
-        raise ApiError(400, "invalid_cursor", "cursor is not valid: pass next_cursor from a previous page")
-    return value, rid
 
 
 @router.get("/runs/{run_id}", response_model=RunDetail, summary="A run with its steps")
