@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from crewline import App, Context, Decision, InvalidInput, InvalidRunState, Settings
+from crewline.flows.review_requests import edit_problems, preview_schema, recent_decisions
 
 from ._drive import CrashPlan, drive, expire_leases, make_due, step_once
 
@@ -208,3 +210,41 @@ async def test_a_decision_on_a_finished_run_is_refused_even_if_its_request_is_op
     with pytest.raises(InvalidRunState, match=f"run {rid} has failed"):
         await app.reviews.reject(req.id, by="late")
     assert (await app.reviews.get(req.id)).status == "pending"
+
+
+async def test_edit_problems_name_each_field_and_the_schema_is_the_previews_model(app: App) -> None:
+    reply_workflow(app, [])
+    rid = await app.start("reply", "eve@example.com")
+    await step_once(app, "w1")
+    [req] = await app.reviews.list()
+    schema = preview_schema(req)
+    assert schema is not None and set(schema["required"]) == {"to", "body"}
+    assert edit_problems(req, {"to": "eve@example.com", "body": "ok"}) == []
+    problems = dict(edit_problems(req, {"to": 3}))
+    assert set(problems) == {"to", "body"} and "string" in problems["to"] and "required" in problems["body"]
+    untyped = dataclasses.replace(req, preview_type=None, preview="a draft")
+    assert preview_schema(untyped) is None
+    assert edit_problems(untyped, {"a": 1}) == [
+        ("edit", "must be a string like the preview, got a JSON object")
+    ]
+    assert await app.get_run(rid)
+
+
+async def test_recent_decisions_are_the_audit_trail_newest_first(app: App) -> None:
+    reply_workflow(app, [])
+    for to in ("a@example.com", "b@example.com", "c@example.com"):
+        await app.start("reply", to)
+    for n in range(3):
+        await step_once(app, f"w{n}")
+    first, second, third = await app.reviews.list()
+    await app.reviews.approve(first.id, by="sam", edit={"to": "a@example.com", "body": "edited"})
+    await app.reviews.reject(second.id, by="kim", comment="no")
+    decided = await app.db.read(lambda conn: recent_decisions(conn, limit=10))
+    assert [(r.id, r.status, r.decided_by) for r in decided] == [
+        (second.id, "rejected", "kim"),
+        (first.id, "approved", "sam"),
+    ]
+    assert decided[1].edit == {"to": "a@example.com", "body": "edited"}
+    older = await app.db.read(lambda conn: recent_decisions(conn, limit=10, before=decided[0].decided_at))
+    assert [r.id for r in older] == [first.id]
+    assert third.status == "pending"

@@ -91,12 +91,16 @@ def test_public_surface() -> None:
         "aresolve",
         "diff",
         "list_prompts",
+        "lookup",
+        "move_label",
+        "prompt_versions",
         "prompts_dir",
         "remove_label",
         "render",
         "resolve",
         "set_label",
         "split_ref",
+        "summaries",
         "sync_prompts",
     }
 
@@ -468,3 +472,23 @@ def test_cli_sync_of_a_bad_template_names_the_file_and_line(cli, pdir: Path) -> 
     proc = cli("sync", code=2)
     assert "prompts/bad.md line 4: template syntax error" in proc.stderr
     assert json.loads(cli("list", "--json").stdout) == []
+
+
+async def test_versions_newest_first_with_their_labels_and_labels_moved_in_a_transaction(
+    db: Database, pdir: Path
+) -> None:
+    v1 = write(pdir, "triage", TRIAGE)
+    sync_prompts(db, pdir)
+    v2 = write(pdir, "triage", TRIAGE + "v2\n")
+    sync_prompts(db, pdir)
+    listed = await db.read(lambda conn: prompts.prompt_versions(conn, "triage"))
+    assert [(p.version, p.labels) for p in listed] == [(v2, (LATEST,)), (v1, (PRODUCTION,))]
+    assert listed[1].source == TRIAGE
+    change = await db.write(lambda conn: prompts.move_label(conn, "triage", PRODUCTION, v2))
+    assert (change.version, change.previous) == (v2, v1)
+    assert (await db.read(lambda conn: prompts.lookup(conn, "triage"))).version == v2
+    with pytest.raises(InvalidInput, match="moved by `crewline prompts sync`"):
+        await db.write(lambda conn: prompts.move_label(conn, "triage", LATEST, v1))
+    with pytest.raises(InvalidInput, match="no prompt 'triag'"):
+        await db.read(lambda conn: prompts.prompt_versions(conn, "triag"))
+    assert [s.name for s in await db.read(prompts.summaries)] == ["triage"]

@@ -190,3 +190,22 @@ async def test_concurrent_identical_writes_store_one_item(store: MemoryStore) ->
     assert len({r.id for r in results}) == 1
     assert sorted(r.action for r in results).count("added") == 1
     assert len(await store.items("c:1")) == 1
+
+
+def test_scopes_list_items_documents_and_emptied_scopes_with_their_last_write(store: MemoryStore) -> None:
+    assert run(store.scopes()) == []
+    run(store.remember("Plan is Basic", scope="c:1"))
+    run(store.remember("Lives in Lyon", scope="c:1"))
+    gone = run(store.remember("Temporary", scope="c:2"))
+    run(store.delete(gone.id))
+    run(
+        store.ingest_text(
+            "# Refunds\n\nWithin 30 days.", source="refunds.md", scope="docs", mime="text/markdown"
+        )
+    )
+    listed = {s.scope: s for s in run(store.scopes())}
+    assert list(listed) == ["c:1", "c:2", "docs"]
+    assert (listed["c:1"].items, listed["c:1"].documents) == (2, 0)
+    assert (listed["c:2"].items, listed["c:2"].documents) == (0, 0)  # emptied, but it can be rolled back
+    assert listed["docs"].documents == 1 and listed["docs"].items >= 1
+    assert all(s.last_write is not None and s.last_write <= time.time() for s in listed.values())

@@ -288,4 +288,9 @@ FLOWS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        4,
+        "reviews by decision time (the console's audit trail)",
+        ("CREATE INDEX reviews_decided ON reviews (decided_at)",),
+    ),
 )

@@ -48,12 +48,16 @@ __all__ = [
     "aresolve",
     "diff",
     "list_prompts",
+    "lookup",
+    "move_label",
+    "prompt_versions",
     "prompts_dir",
     "remove_label",
     "render",
     "resolve",
     "set_label",
     "split_ref",
+    "summaries",
     "sync_prompts",
 ]
 
@@ -357,14 +361,19 @@ def split_ref(ref: str) -> tuple[str, str | None]:
 
 def resolve(db: Database, ref: str) -> PromptVersion:
     """``name`` (its ``production`` version, else ``latest``), ``name@label`` or ``name@version``."""
-    name, selector = split_ref(ref)
-    return db.query(lambda conn: _resolve(conn, name, selector))
+    return db.query(lambda conn: lookup(conn, ref))
 
 
 async def aresolve(db: Database, ref: str) -> PromptVersion:
     """:func:`resolve` for the event loop."""
+    split_ref(ref)  # a malformed reference fails before any read
+    return await db.read(lambda conn: lookup(conn, ref))
+
+
+def lookup(conn: Conn, ref: str) -> PromptVersion:
+    """:func:`resolve` on an open connection."""
     name, selector = split_ref(ref)
-    return await db.read(lambda conn: _resolve(conn, name, selector))
+    return _resolve(conn, name, selector)
 
 
 def _resolve(conn: Conn, name: str, selector: str | None) -> PromptVersion:
@@ -432,14 +441,16 @@ def _check_label(label: str) -> None:
 def set_label(db: Database, name: str, label: str, ref: str) -> LabelChange:
     """Point ``label`` of prompt ``name`` at ``ref`` (a version, a unique version prefix or another label)."""
     _check_label(label)
+    return db.run(lambda conn: move_label(conn, name, label, ref))
 
-    def go(conn: Conn) -> LabelChange:
-        target = _resolve(conn, name, ref)
-        previous = _labels(conn, name).get(label)
-        _put_label(conn, name, label, target.version, time.time())
-        return LabelChange(name, label, target.version, previous)
 
-    return db.run(go)
+def move_label(conn: Conn, name: str, label: str, ref: str) -> LabelChange:
+    """:func:`set_label` inside the caller's write transaction."""
+    _check_label(label)
+    target = _resolve(conn, name, ref)
+    previous = _labels(conn, name).get(label)
+    _put_label(conn, name, label, target.version, time.time())
+    return LabelChange(name, label, target.version, previous)
 
 
 def remove_label(db: Database, name: str, label: str) -> LabelChange:
@@ -460,10 +471,11 @@ def remove_label(db: Database, name: str, label: str) -> LabelChange:
 
 def list_prompts(db: Database) -> list[PromptSummary]:
     """Every stored prompt, by name, described by its latest version."""
-    return db.query(_list)
+    return db.query(summaries)
 
 
-def _list(conn: Conn) -> list[PromptSummary]:
+def summaries(conn: Conn) -> list[PromptSummary]:
+    """:func:`list_prompts` on an open connection."""
     labels: dict[str, dict[str, str]] = {}
     for name, label, version in conn.all("SELECT name, label, version FROM prompt_labels"):
         labels.setdefault(name, {})[label] = version
@@ -492,3 +504,28 @@ def diff(db: Database, name: str, a: str, b: str) -> str:
     )
     text = "\n".join(lines)
     return text + "\n" if text else ""
+
+
+def prompt_versions(conn: Conn, name: str) -> list[PromptVersion]:
+    """Every stored version of prompt ``name``, newest first, each with the labels pointing at it."""
+    labels = _labels(conn, name)
+    if not labels:
+        raise _unknown_prompt(conn, name)
+    rows = conn.all(
+        "SELECT version, body, metadata, source, created_at FROM prompt_versions WHERE name = ?"
+        " ORDER BY created_at DESC, version",
+        (name,),
+    )
+    ordered = _ordered(labels)
+    return [
+        PromptVersion(
+            name,
+            version,
+            body,
+            json.loads(meta),
+            labels=tuple(lb for lb, v in ordered.items() if v == version),
+            source=source,
+            created_at=float(at),
+        )
+        for version, body, meta, source, at in rows
+    ]

@@ -37,12 +37,15 @@ __all__ = [
     "count_requests",
     "create_request",
     "decide",
+    "edit_problems",
     "escalate",
     "get_request",
     "list_requests",
     "lock_request",
     "open_request_id",
     "pending_requests",
+    "preview_schema",
+    "recent_decisions",
     "review_times",
     "settle_request",
     "shown_hash",
@@ -246,6 +249,19 @@ def list_requests(
     return [_from_row(conn, r) for r in rows]
 
 
+def recent_decisions(conn: Conn, *, limit: int = 50, before: float | None = None) -> list[ReviewRequest]:
+    """Decided and settled requests, newest decision first (the audit trail); ``before`` pages on."""
+    where = "status NOT IN ('pending', 'closed') AND decided_at IS NOT NULL"
+    params: tuple[Any, ...] = (limit,)
+    if before is not None:
+        where += " AND decided_at < ?"
+        params = (before, limit)
+    rows = conn.all(
+        f"SELECT {_COLUMNS} FROM reviews WHERE {where} ORDER BY decided_at DESC, id LIMIT ?", params
+    )
+    return [_from_row(conn, r) for r in rows]
+
+
 def set_status(conn: Conn, request_id: str, status: str, *, by: str, outcome: str | None = None) -> None:
     conn.execute(
         "UPDATE reviews SET status = ?, decided_by = ?, decided_at = ?, outcome = ? WHERE id = ?",
@@ -396,24 +412,43 @@ def decide(
 
 def validate_edit(req: ReviewRequest, edit: Any) -> Any:
     """An edit must have the shape of the preview: its Pydantic model, or the same JSON type."""
-    if req.preview_type:
-        model = _import(req.preview_type)
-        if model is not None:
-            try:
-                return pydantic.TypeAdapter(model).dump_python(
-                    pydantic.TypeAdapter(model).validate_python(edit), mode="json"
-                )
-            except pydantic.ValidationError as e:
-                first = e.errors()[0]
-                where = ".".join(str(p) for p in first["loc"]) or "edit"
-                raise InvalidInput(
-                    f"the edit does not fit {req.preview_type}: {where}: {first['msg']}"
-                ) from e
+    model = _preview_model(req)
+    problems = edit_problems(req, edit)
+    if problems:
+        where, reason = problems[0]
+        if model is None:
+            raise InvalidInput(f"the edit {reason}")
+        raise InvalidInput(f"the edit does not fit {req.preview_type}: {where}: {reason}")
+    if model is None:
+        return edit
+    adapter = pydantic.TypeAdapter(model)
+    return adapter.dump_python(adapter.validate_python(edit), mode="json")
+
+
+def edit_problems(req: ReviewRequest, edit: Any) -> list[tuple[str, str]]:
+    """What is wrong with ``edit`` for this request, as (field, reason) pairs; empty when it fits.
+
+    The field is a dotted path into the preview's model (``items.0.qty``), or ``edit`` for the whole."""
+    model = _preview_model(req)
+    if model is not None:
+        try:
+            pydantic.TypeAdapter(model).validate_python(edit)
+        except pydantic.ValidationError as e:
+            return [(".".join(str(p) for p in err["loc"]) or "edit", err["msg"]) for err in e.errors()]
+        return []
     if req.preview is not None and type(edit) is not type(req.preview):
-        raise InvalidInput(
-            f"the edit must be a {_json_type(req.preview)} like the preview, got a {_json_type(edit)}"
-        )
-    return edit
+        return [("edit", f"must be a {_json_type(req.preview)} like the preview, got a {_json_type(edit)}")]
+    return []
+
+
+def preview_schema(req: ReviewRequest) -> dict[str, Any] | None:
+    """The JSON schema an edit of this request must satisfy (its preview's Pydantic model), if it has one."""
+    model = _preview_model(req)
+    return None if model is None else pydantic.TypeAdapter(model).json_schema()
+
+
+def _preview_model(req: ReviewRequest) -> Any:
+    return _import(req.preview_type) if req.preview_type else None
 
 
 def _json_type(value: Any) -> str:

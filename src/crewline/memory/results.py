@@ -5,7 +5,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Document", "Hit", "IngestReport", "Item", "RollbackReport", "Snapshot", "Stats", "Version"]
+__all__ = [
+    "Document",
+    "Hit",
+    "IngestReport",
+    "Item",
+    "RollbackReport",
+    "ScopeSummary",
+    "Snapshot",
+    "Stats",
+    "Version",
+]
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,16 @@ class Version:
     state: dict[str, Any] | None
     author: str
     at: float
+
+
+@dataclass(frozen=True)
+class ScopeSummary:
+    """A scope as listed: its live items (chunks included) and documents, and when it was last written."""
+
+    scope: str
+    items: int
+    documents: int
+    last_write: float | None
 
 
 @dataclass(frozen=True)

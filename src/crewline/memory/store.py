@@ -31,7 +31,17 @@ from .embedders import Embedder, LocalEmbedder, Matrix, as_matrix
 from .filters import validate_filter
 from .fulltext import TextIndex
 from .gateway import EmbeddingGateway
-from .results import Document, Hit, IngestReport, Item, RollbackReport, Snapshot, Stats, Version
+from .results import (
+    Document,
+    Hit,
+    IngestReport,
+    Item,
+    RollbackReport,
+    ScopeSummary,
+    Snapshot,
+    Stats,
+    Version,
+)
 from .retrieval import Query, Reranker, SearchLog, log_search, run_query
 from .rollback import count_snapshots, forget, list_snapshots, rollback, take_snapshot
 from .scopes import validate_scope, validate_scopes
@@ -419,6 +429,11 @@ class MemoryStore:
         validate_scope(scope)
 
         return await self.db.write(lambda c: take_snapshot(c, new_id("snap"), scope, label, author))
+
+    async def scopes(self) -> list[ScopeSummary]:
+        """Every scope that holds items or documents or has a history, by name, with its counts."""
+        rows = await self.db.read(v.scope_counts)
+        return [ScopeSummary(*row) for row in rows]
 
     async def snapshots(self, scope: str) -> list[Snapshot]:
         return await self.db.read(lambda c: list_snapshots(c, scope))

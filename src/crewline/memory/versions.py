@@ -466,6 +466,17 @@ def counts(conn: Conn) -> dict[str, Any]:
     }
 
 
+def scope_counts(conn: Conn) -> list[tuple[str, int, int, float | None]]:
+    """(scope, items, documents, last write) of every scope with items, documents or history, by name."""
+    items = {s: int(n) for s, n in conn.all("SELECT scope, COUNT(*) FROM memory_items GROUP BY scope")}
+    docs = {s: int(n) for s, n in conn.all("SELECT scope, COUNT(*) FROM memory_documents GROUP BY scope")}
+    last = {s: at for s, at in conn.all("SELECT scope, MAX(at) FROM memory_versions GROUP BY scope")}
+    return [
+        (s, items.get(s, 0), docs.get(s, 0), None if last.get(s) is None else float(last[s]))
+        for s in sorted({*items, *docs, *last})
+    ]
+
+
 def document_blobs(conn: Conn, scope: str) -> set[str]:
     """Blob hashes of the texts of ``scope``'s documents, live or in their history."""
     hashes = {
