@@ -3,6 +3,7 @@ run continuing accordingly, schema-checked edits that keep what was typed, and d
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import html
 import re
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, Field
 
-from crewline import App, Context
+from crewline import App, Context, Settings
 from crewline.models import Gateway, ModelsConfig
 from crewline.server import ServerConfig
 from crewline.testing import ScriptedModel
@@ -34,6 +35,7 @@ PROMPT = "---\nmodel: test/scripted\n---\nWrite a short reply to {{ to }}.\n"
 def with_reply_workflow(app: App) -> App:
     @app.workflow()
     async def reply(ctx: Context, to: str) -> dict[str, Any]:
+        await ctx.memory.search(f"what do we know about {to}", scope="customers", k=2)
         text = await ctx.llm(prompt="reply", input={"to": to}, max_tokens=20)
         decision = await ctx.approve("send reply", preview=Draft(to=to, body=text), risk="medium")
         sent = decision.edited or Draft(to=to, body=text)
@@ -83,9 +85,24 @@ def review_form(page: str, review_id: str, kind: str) -> dict[str, str]:
     }
 
 
+def remember(api: Api, *facts: str) -> None:
+    """Write facts to memory as another process would (the server's app runs on its own loop)."""
+    writer = App(settings=Settings(database_url=api.app.settings.database_url))
+    try:
+
+        async def write() -> None:
+            for fact in facts:
+                await writer.memory.remember(fact, scope="customers")
+
+        asyncio.run(write())
+    finally:
+        writer.close()
+
+
 def test_approve_edit_and_reject_from_the_queue_and_the_runs_continue_accordingly(
     api: Api, browser: Callable[[], Browser]
 ) -> None:
+    remember(api, "ada@example.com prefers short replies", "bob@example.com is a wholesale customer")
     first, second, third = waiting_reviews(api, "ada@example.com", "bob@example.com", "cy@example.com")
     b = browser()
     assert b.sign_in(api.key("reviewer", name="Sam")).status_code == 303
@@ -98,6 +115,10 @@ def test_approve_edit_and_reject_from_the_queue_and_the_runs_continue_accordingl
     )
     assert re.search(r'href="/prompts/reply\?version=[0-9a-f]{12}">reply@[0-9a-f]{12}<', queue.text)
     assert "<dt>Cost so far</dt><dd>$" in queue.text
+    assert "Memory used at step 1: 2 items for" in html.unescape(queue.text)
+    assert re.search(
+        r'<span class="score" title="fused score">0\.\d{3}</span>.*prefers short replies', queue.text
+    )
     assert f'href="/runs/{first["run_id"]}"' not in queue.text  # a reviewer may not open runs
 
     r = b.post(f"/reviews/{first['id']}/approve", data=review_form(queue.text, first["id"], "approve"))
@@ -198,10 +219,9 @@ def test_a_reviewer_sees_only_the_queue(api: Api, browser: Callable[[], Browser]
     assert landing.status_code == 303 and landing.headers["location"] == "/reviews"
     page = b.get("/reviews").text
     assert re.findall(r'<li><a href="([^"]+)"', page) == ["/reviews"]
-    for path in ("/prompts", "/memory", "/alerts", "/keys", f"/runs/{req['run_id']}", "/runs"):
-        assert b.get(path).status_code in (403, 404), path
-    for path in ("/prompts", "/memory", "/alerts", "/keys"):
-        assert "may not" in b.get(path).text
+    for path in ("/runs", f"/runs/{req['run_id']}", "/costs", "/prompts", "/memory", "/alerts", "/keys"):
+        refused = b.get(path)
+        assert refused.status_code == 403 and "may not" in refused.text, path
     operator = browser()
     operator.sign_in(api.key("operator"))
     assert f'href="/runs/{req["run_id"]}"' in operator.get("/reviews").text
