@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,18 +117,26 @@ def _serve(project: Path, db_url: str) -> tuple[subprocess.Popen[str], str, list
     return proc, found.group(1), log
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    project = tmp_path_factory.mktemp("console-project")
-    (project / "prompts").mkdir()
-    (project / "prompts" / "reply.md").write_text(PROMPT)
-    db_url = f"sqlite:///{project / 'crewline.db'}"
+SCOPES = ("admin", "operator", "reviewer", "trigger", "proxy")
+
+
+def make_project(root: Path) -> tuple[str, dict[str, str]]:
+    """The served project in ``root``: its prompt, its database and a key per scope (url, tokens)."""
+    (root / "prompts").mkdir()
+    (root / "prompts" / "reply.md").write_text(PROMPT)
+    db_url = f"sqlite:///{root / 'crewline.db'}"
     db = open_database(db_url)
     try:
         tokens = db.run(lambda conn: {s: create_key(conn, scope=s, name=s)[1] for s in SCOPES})
     finally:
         db.close()
-    proc, url, log = _serve(project, db_url)
+    return db_url, tokens
+
+
+@contextmanager
+def running(root: Path, db_url: str, tokens: dict[str, str]) -> Iterator[Server]:
+    """``crewline serve`` on the project, ready to answer; stopped (SIGTERM) at the end."""
+    proc, url, log = _serve(root, db_url)
     api = httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {tokens['admin']}"})
     try:
         deadline = time.monotonic() + 60
@@ -145,21 +154,34 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             proc.wait()
 
 
-SCOPES = ("admin", "operator", "reviewer", "trigger", "proxy")
+@contextmanager
+def launched() -> Iterator[Any]:
+    """Debian's chromium under Playwright, headless, with a fresh profile and nothing phoning home."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, timeout=60_000
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("console-project")
+    with running(root, *make_project(root)) as started:
+        yield started
 
 
 @pytest.fixture(scope="session")
 def chromium() -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.skip(f"no chromium at {CHROMIUM}: scripts/setup installs it (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        launched = pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, timeout=60_000
-        )
-        yield launched
-        launched.close()
+    with launched() as browser:
+        yield browser
 
 
 class Errors:

@@ -7,6 +7,7 @@ a reviewer's edit is validated against it); ``digest`` is a finished run of a fe
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -24,8 +25,11 @@ class Reply(BaseModel):
 
 
 def _draft(request: ModelRequest) -> str:
-    asked = request.messages[-1].text
-    return f"Thank you for writing. We are looking into it. ({len(asked)} characters read)"
+    found = re.search(r'about "([^"]+)"', request.messages[-1].text)
+    topic = found.group(1) if found else "your message"
+    return (
+        f"Hello, thank you for writing about {topic}. We are looking into it and will reply today. The team"
+    )
 
 
 app = App()

@@ -56,7 +56,10 @@ def test_a_change_without_the_csrf_token_is_refused(page: Any, server: Server, e
     assert "/login" not in page.url  # still signed in: the forged sign-out did nothing
 
 
-def test_overview_pages_and_phone_width(page: Any, server: Server) -> None:
+PAGES = ("/costs", "/prompts", "/prompts/reply", "/memory", "/alerts", "/keys")
+
+
+def test_every_page_light_dark_and_at_phone_width(page: Any, server: Server) -> None:
     run = server.start("digest", "news")
     server.wait_status(run, "completed")
     sign_in(page, server, "admin")
@@ -71,6 +74,16 @@ def test_overview_pages_and_phone_width(page: Any, server: Server) -> None:
     page.goto(f"{server.url}/")
     page.wait_for_load_state("networkidle")
     shoot(page, "overview-phone")
+    assert page.get_by_role("button", name="Menu").is_visible()  # the nav folds away at phone width
+    for path in PAGES:
+        name = path.strip("/").replace("/", "-")
+        for size, suffix in ((DESKTOP, ""), (PHONE, "-phone")):
+            page.set_viewport_size(size)
+            answer = page.goto(f"{server.url}{path}")
+            assert answer is not None and answer.status == 200, path
+            page.wait_for_load_state("networkidle")
+            assert axe_violations(page) == [], path
+            shoot(page, name + suffix)
     page.set_viewport_size(DESKTOP)
 
 
