@@ -365,6 +365,7 @@ class Page:
 
 PAGES = [
     Page("overview", "/", "/api/v1/stats?since=24h"),
+    Page("overview charts", "/overview/charts", "/api/v1/stats?since=7d&by=hour"),
     Page("runs", "/runs", "/api/v1/runs"),
     Page("runs: failed", "/runs?state=failed", "/api/v1/runs?state=failed"),
     Page("runs: workflow", "/runs?workflow={workflow}", "/api/v1/runs?workflow={workflow}"),
@@ -376,11 +377,16 @@ PAGES = [
     Page("run, 10k steps", "/runs/{big}", "/api/v1/runs/{big}"),
     Page("run, 10k, p. 26", "/runs/{big}?after=5000", None),
     Page("costs", "/costs", "/api/v1/spend"),
+    Page("costs, 30 days", "/costs?days=30", "/api/v1/spend?days=30"),
     Page("reviews", "/reviews", "/api/v1/reviews"),
     Page("review", "/reviews/{review}", "/api/v1/reviews/{review}"),
+    Page("reviews decided", "/reviews?decided=1", None),
     Page("prompts", "/prompts", None),
+    Page("prompt", "/prompts/prompt-3", None),
     Page("memory", "/memory", None),
     Page("memory search", "/memory?q=renewal+contract", None),
+    Page("memory scope", "/memory/scope/kb%3Asupport", None),
+    Page("memory item", "/memory/item/m77", None),
     Page("alerts", "/alerts", None),
     Page("keys", "/keys", "/api/v1/keys"),
 ]

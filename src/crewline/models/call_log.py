@@ -258,12 +258,20 @@ _USAGE = "COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost), SUM(CASE W
 
 
 def usage_rows(
-    conn: Conn, *, run_ids: list[str] | None = None, run_id: str | None = None
+    conn: Conn,
+    *,
+    run_ids: list[str] | None = None,
+    run_id: str | None = None,
+    steps: tuple[int, int] | None = None,
 ) -> list[tuple[Any, ...]]:
     """(run_id, calls, input tokens, output tokens, cost, unpriced calls) per run of ``run_ids``, or the
-    same per step (step first) of ``run_id``."""
+    same per step (step first) of ``run_id``, only of its steps ``first..last`` when ``steps`` says so
+    (a page of a long run's timeline)."""
     if run_id is not None:
-        return conn.all(f"SELECT step, {_USAGE} FROM model_calls WHERE run_id = ? GROUP BY step", (run_id,))
+        where, params = "run_id = ?", list[Any]([run_id])
+        if steps is not None:
+            where, params = "run_id = ? AND step BETWEEN ? AND ?", [run_id, *steps]
+        return conn.all(f"SELECT step, {_USAGE} FROM model_calls WHERE {where} GROUP BY step", params)
     if not run_ids:
         return []
     return conn.all(
