@@ -237,3 +237,30 @@ def test_a_decision_without_the_csrf_token_is_refused_and_changes_nothing(
     r = b.post(f"/reviews/{req['id']}/approve", data={"seen_hash": req["content_hash"]})
     assert r.status_code == 403 and "CSRF" in r.text
     assert api.http.get(f"/api/v1/reviews/{req['id']}").json()["status"] == "pending"
+
+
+def test_a_preview_without_a_model_is_edited_as_json_and_bad_json_is_kept_and_explained(
+    api: Api, browser: Callable[[], Browser]
+) -> None:
+    run_id = api.http.post(
+        "/api/v1/runs", json={"workflow": "refund", "input": {"id": "o1", "amount": 40}}
+    ).json()["run_id"]
+    api.wait_status(run_id, "waiting")
+    [req] = [r for r in api.http.get("/api/v1/reviews").json() if r["run_id"] == run_id]
+    b = browser()
+    b.sign_in(api.key("reviewer"))
+    queue = b.get("/reviews").text
+    hidden = review_form(queue, req["id"], "edit")
+    broken = b.post(f"/reviews/{req['id']}/edit", data=hidden | {"edit": '{"amount": 25,'})
+    assert (
+        broken.status_code == 422
+        and "the edit" in broken.text
+        and "{&#34;amount&#34;: 25,</textarea>" in broken.text
+    )
+    wrong = b.post(f"/reviews/{req['id']}/edit", data=hidden | {"edit": "[25]"})
+    assert (
+        wrong.status_code == 422 and "must be a JSON object like the preview, got a JSON array" in wrong.text
+    )
+    ok = b.post(f"/reviews/{req['id']}/edit", data=hidden | {"edit": '{"amount": 25}'})
+    assert ok.status_code == 303
+    assert api.wait_status(run_id, "completed")["output"]["amount"] == 25

@@ -55,7 +55,7 @@ class Broadcast:
         elif isinstance(event, ReviewEvent):
             notices = [Notice("reviews", event.status, "read reviews")]
         elif isinstance(event, AlertEvent):
-            notices = [Notice("alerts", event.state, "read runs")]
+            notices = [Notice("alerts", event.state, "read alerts")]
         for notice in notices:
             self._send(notice)
 

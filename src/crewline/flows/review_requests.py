@@ -10,7 +10,9 @@ This module alone issues SQL on ``reviews``.
 
 from __future__ import annotations
 
+import copy
 import fnmatch
+import functools
 import hashlib
 import importlib
 import json
@@ -421,7 +423,7 @@ def validate_edit(req: ReviewRequest, edit: Any) -> Any:
         raise InvalidInput(f"the edit does not fit {req.preview_type}: {where}: {reason}")
     if model is None:
         return edit
-    adapter = pydantic.TypeAdapter(model)
+    adapter = _adapter(model)
     return adapter.dump_python(adapter.validate_python(edit), mode="json")
 
 
@@ -432,7 +434,7 @@ def edit_problems(req: ReviewRequest, edit: Any) -> list[tuple[str, str]]:
     model = _preview_model(req)
     if model is not None:
         try:
-            pydantic.TypeAdapter(model).validate_python(edit)
+            _adapter(model).validate_python(edit)
         except pydantic.ValidationError as e:
             return [(".".join(str(p) for p in err["loc"]) or "edit", err["msg"]) for err in e.errors()]
         return []
@@ -444,11 +446,22 @@ def edit_problems(req: ReviewRequest, edit: Any) -> list[tuple[str, str]]:
 def preview_schema(req: ReviewRequest) -> dict[str, Any] | None:
     """The JSON schema an edit of this request must satisfy (its preview's Pydantic model), if it has one."""
     model = _preview_model(req)
-    return None if model is None else pydantic.TypeAdapter(model).json_schema()
+    return None if model is None else copy.deepcopy(_schema(model))
 
 
 def _preview_model(req: ReviewRequest) -> Any:
     return _import(req.preview_type) if req.preview_type else None
+
+
+# A queue shows many requests of the same few models: build each model's validator and schema once.
+@functools.lru_cache(maxsize=256)
+def _adapter(model: Any) -> pydantic.TypeAdapter[Any]:
+    return pydantic.TypeAdapter(model)
+
+
+@functools.lru_cache(maxsize=256)
+def _schema(model: Any) -> dict[str, Any]:
+    return _adapter(model).json_schema()
 
 
 def _json_type(value: Any) -> str:

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
 from ...errors import InvalidInput, InvalidRunState, ReviewNotFound
-from ...flows.review_requests import ReviewRequest, edit_problems, recent_decisions
+from ...flows.review_requests import ReviewRequest, edit_problems, pending_requests, recent_decisions
 from ...models.reports import usage_by_run
 from ..diffs import DiffRow, side_by_side
 from ..edit_form import EditForm, EditRefused, edit_form, read_edit
@@ -31,6 +31,8 @@ NAV = (NavEntry(20, "Reviews", "/reviews", "read reviews"),)
 router = APIRouter(include_in_schema=False)
 
 _DECIDABLE = ("approval", "budget")
+# A reviewer works from the top of the queue; the rest follow as these are decided.
+_SHOWN = 50
 _SETTLE = {
     "failure": "crewline review retry|skip|abandon",
     "compensation": "crewline review retry|skip|done",
@@ -75,7 +77,8 @@ async def queue(
     request: Request, decided: str | None = None, who: Viewer = Depends(page("read reviews"))
 ) -> Response:
     app = console_of(request).server.app
-    pending = await app.reviews.list(status="pending", limit=200)
+    pending = await app.reviews.list(status="pending", limit=_SHOWN)
+    waiting, _ = await app.db.read(pending_requests)
     recent = await app.db.read(lambda conn: recent_decisions(conn, limit=25))
     costs = await _costs(request, sorted({r.run_id for r in pending + recent}))
     now = time.time()
@@ -85,6 +88,7 @@ async def queue(
         "reviews.html",
         {
             "cards": [_card(r, now, costs.get(r.run_id)) for r in pending],
+            "waiting": waiting,
             "recent": [_card(r, now, costs.get(r.run_id)) for r in recent],
             "just": just,
             "runs_link": who.may("read runs"),
