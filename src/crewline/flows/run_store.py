@@ -1081,8 +1081,14 @@ class RunCounts:
     queue_depth: dict[str, int]
 
 
+# One sum per state rather than GROUP BY status: grouping invites the planner to walk a status index over
+# the whole table (a quarter of a second at 100,000 runs) instead of the window of runs_created_status.
+_COUNT_STATES = ", ".join(f"SUM(CASE WHEN status = '{s}' THEN 1 ELSE 0 END)" for s in STATES)
+
+
 def run_counts(conn: Conn, since: float) -> RunCounts:
-    states = conn.all("SELECT status, COUNT(*) FROM runs WHERE created_at >= ? GROUP BY status", (since,))
+    row = conn.one(f"SELECT {_COUNT_STATES} FROM runs WHERE created_at >= ?", (since,)) or ()
+    states = [(s, n) for s, n in zip(STATES, row, strict=False) if n]
     completed = conn.scalar(
         "SELECT COUNT(*) FROM runs WHERE status = 'completed' AND finished_at >= ?", (since,)
     )

@@ -258,12 +258,20 @@ _USAGE = "COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost), SUM(CASE W
 
 
 def usage_rows(
-    conn: Conn, *, run_ids: list[str] | None = None, run_id: str | None = None
+    conn: Conn,
+    *,
+    run_ids: list[str] | None = None,
+    run_id: str | None = None,
+    steps: tuple[int, int] | None = None,
 ) -> list[tuple[Any, ...]]:
     """(run_id, calls, input tokens, output tokens, cost, unpriced calls) per run of ``run_ids``, or the
-    same per step (step first) of ``run_id``."""
+    same per step (step first) of ``run_id``, only of its steps ``first..last`` when ``steps`` says so
+    (a page of a long run's timeline)."""
     if run_id is not None:
-        return conn.all(f"SELECT step, {_USAGE} FROM model_calls WHERE run_id = ? GROUP BY step", (run_id,))
+        where, params = "run_id = ?", list[Any]([run_id])
+        if steps is not None:
+            where, params = "run_id = ? AND step BETWEEN ? AND ?", [run_id, *steps]
+        return conn.all(f"SELECT step, {_USAGE} FROM model_calls WHERE {where} GROUP BY step", params)
     if not run_ids:
         return []
     return conn.all(
@@ -350,6 +358,9 @@ class CallWindow:
     by: str = ""
     exact: bool = True
     rollups: bool = True  # False: read only raw rows, as before there were rollups
+    # True: only the sums (calls, cost, errors, ...), for a page that shows no percentiles or run counts;
+    # reading neither the raw rows' latencies nor the rollups' histograms is ~50x cheaper over a day.
+    sums_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -363,7 +374,7 @@ class GroupFigures:
 def call_window(conn: Conn, window: CallWindow) -> dict[Any, GroupFigures]:
     """The figures per group of the calls in ``window``: the rolled-up hours inside it read from the
     rollups, everything else (its partial first hour, the hours not rolled up yet) from the raw rows."""
-    by, shapes = window.by, not window.exact
+    by, shapes = window.by, not window.exact and not window.sums_only
     parts: dict[Any, list[CallFigures]] = {}
     spans: list[tuple[int, int]] = []
     if window.rollups:
@@ -375,6 +386,8 @@ def call_window(conn: Conn, window: CallWindow) -> dict[Any, GroupFigures]:
     for key, figures in _raw_figures(conn, _group(conn, by), _raw_ranges(window.since, spans)).items():
         parts.setdefault(key, []).append(figures)
     merged = {key: CallFigures.merged(p, shapes) for key, p in sorted(parts.items())}
+    if window.sums_only:
+        return {key: GroupFigures(f, (None,) * 3, (None,) * 2, 0) for key, f in merged.items()}
     if shapes:
         return {
             key: GroupFigures(

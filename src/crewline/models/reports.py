@@ -84,6 +84,7 @@ def usage_by_run(conn: Conn, run_ids: list[str]) -> dict[str, dict[str, Any]]:
     return {r[0]: _usage(r[1:]) for r in usage_rows(conn, run_ids=run_ids)}
 
 
-def usage_by_step(conn: Conn, run_id: str) -> dict[int, dict[str, Any]]:
-    """Model calls, tokens and cost of each step of a run."""
-    return {int(r[0]): _usage(r[1:]) for r in usage_rows(conn, run_id=run_id) if r[0] is not None}
+def usage_by_step(conn: Conn, run_id: str, steps: tuple[int, int] | None = None) -> dict[int, dict[str, Any]]:
+    """Model calls, tokens and cost of each step of a run (of its steps ``first..last`` with ``steps``)."""
+    rows = usage_rows(conn, run_id=run_id, steps=steps)
+    return {int(r[0]): _usage(r[1:]) for r in rows if r[0] is not None}

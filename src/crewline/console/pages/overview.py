@@ -68,8 +68,8 @@ def _figures(conn: Conn, now: float, budgets: Any, spend: bool) -> dict[str, Any
         "spend": spend,
     }
     if spend:
-        day = call_window(conn, CallWindow(today.timestamp())).get("")
-        month_calls = call_window(conn, CallWindow(month.timestamp(), exact=False)).get("")
+        day = call_window(conn, CallWindow(today.timestamp(), sums_only=True)).get("")
+        month_calls = call_window(conn, CallWindow(month.timestamp(), sums_only=True)).get("")
         scopes = {f"day:{today:%Y-%m-%d}": "Today", f"month:{today:%Y-%m}": "This month"}
         ledger = {row["scope"]: row for row in spend_reports.budgets(conn, budgets) if row["scope"] in scopes}
         out["cost"] = [

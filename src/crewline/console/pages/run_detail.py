@@ -66,7 +66,7 @@ async def _render_run(
             "steps": steps,
             "count": last_step(conn, run_id),
             "usage": usage_by_run(conn, [run_id]).get(run_id),
-            "step_usage": usage_by_step(conn, run_id),
+            "step_usage": usage_by_step(conn, run_id, (after + 1, after + STEPS_PER_PAGE)),
             "children": children,
         }
 
