@@ -18,7 +18,7 @@ reference) is timed the same way. A page that does not exist (yet) is shown as s
     python bench/console.py --repeat 50 --only runs
     python bench/console.py --runs 10000 --steps 100000 --big-run 2000   # a smaller data set
 
-The goal (issue 13, item 4): every page under 100 ms p95 server-side; a run with 10,000 steps pages its
+The goal: every page under 100 ms p95 server-side; a run with 10,000 steps pages its
 timeline instead of loading it whole.
 """
 

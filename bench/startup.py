@@ -7,7 +7,7 @@ A bare ``python -c pass`` is timed too: the interpreter's own start-up, which no
 
     python bench/startup.py [--runs 9] [--before e40d219]
 
-Goals (issue 18, item 5): ``crewline --help`` < 300 ms, ``import crewline`` < 200 ms.
+Goals: ``crewline --help`` < 300 ms, ``import crewline`` < 200 ms.
 """
 
 from __future__ import annotations
