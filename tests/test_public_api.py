@@ -42,6 +42,7 @@ PUBLIC = [
     "ProviderUnavailable",
     "Queue",
     "RateLimited",
+    "Reconciled",
     "ResponseTooLarge",
     "RetryPolicy",
     "ReviewNotFound",
