@@ -28,8 +28,10 @@ CHECKED = (
     "crewline.app",
     "crewline.observe",
     "crewline.cli",
+    "crewline.connectors",
     "crewline.flows",
     "crewline.memory",
+    "crewline.secret_store",
     "crewline.server",
     "crewline.workers",
 )
@@ -47,10 +49,18 @@ BELOW: dict[str, tuple[str, ...]] = {
     "crewline.config": ("crewline",),
     "crewline.signing": ("crewline",),
     "crewline.store": ("crewline",),
+    "crewline.secret_store": ("crewline",),
     "crewline.observe.events": ("crewline",),
     "crewline.observe.model_calls": ("crewline",),
     "crewline.memory": (*_APP_AND_ABOVE, *_ORCHESTRATION, "crewline.observe"),
     "crewline.models": (*_APP_AND_ABOVE, *_ORCHESTRATION, "crewline.observe"),
+    "crewline.connectors": (
+        *_APP_AND_ABOVE,
+        *_ORCHESTRATION,
+        "crewline.observe",
+        "crewline.models",
+        "crewline.memory",
+    ),
     "crewline.flows": (*_APP_AND_ABOVE, "crewline.observe"),
     "crewline.workers": (*_APP_AND_ABOVE, "crewline.observe"),
     "crewline.observe": _APP_AND_ABOVE,
@@ -59,7 +69,10 @@ BELOW: dict[str, tuple[str, ...]] = {
 ALLOWED = {
     "crewline.config": ("crewline.errors",),
     "crewline.store": ("crewline.errors", "crewline.config"),
+    # Credentials sit just above the store, so every component can resolve a reference.
+    "crewline.secret_store": ("crewline.errors", "crewline.config", "crewline.store"),
     "crewline.memory": _EMITTING,
+    "crewline.connectors": (*_EMITTING, "crewline.secret_store"),
     "crewline.models": _EMITTING,
     "crewline.flows": _EMITTING,
     "crewline.workers": _EMITTING,
@@ -316,6 +329,7 @@ OWNERS = {
     "alert_state": "observe/alerts.py",
     "alert_history": "observe/alerts.py",
     "alert_outbox": "observe/alerts.py",
+    "secrets": "secret_store.py",
 }
 
 # The model gateway still picks shared rate windows by the dialect's name (left to its own change).

@@ -216,7 +216,10 @@ class App:
             self._tracer = None
 
     async def aclose(self) -> None:
-        """Close the gateway (waiting for its call records) and the database."""
+        """Close the connectors, the gateway (waiting for its call records) and the database."""
+        connectors = None if self._engine is None else self._engine.built_connectors
+        if connectors is not None:
+            await connectors.aclose()
         gateway = None if self._engine is None else self._engine.built_models
         if self._engine is not None and gateway is not None:
             await gateway.aclose()

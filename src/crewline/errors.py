@@ -23,6 +23,14 @@
     │   └── Cancelled               the run was cancelled (raised at a step boundary)
     ├── BudgetExceeded              a budget would be exceeded; names the budget, its limit and the spend
     ├── ChannelError                an alert notice could not be delivered (names no URL, no password)
+    ├── ConnectorError              a call to the operator's system failed; names the connector and what to
+    │   │                           check, never a credential; ``retryable`` says if trying again helps
+    │   ├── ConnectorAuthError      the system refused the credentials (check the connector's reference)
+    │   ├── ConnectorRejected       the system refused the request itself (4xx): asking again will not help
+    │   ├── ConnectorUnavailable    connection failed or the system answered 5xx (retryable)
+    │   │   ├── ConnectorTimeout    no answer in time (retryable)
+    │   │   └── ConnectorRateLimited  429; ``retry_after`` seconds when the system said (retryable)
+    │   └── ResponseTooLarge        the answer was larger than the connector's limit
     └── ModelError                  anything from a model provider; ``retryable`` says if trying again helps,
                                     ``tries`` how many attempts the call made
         ├── UnknownModel            name is neither a configured alias, tier nor ``provider/model``
@@ -51,6 +59,12 @@ __all__ = [
     "Cancelled",
     "ChannelError",
     "ConfigError",
+    "ConnectorAuthError",
+    "ConnectorError",
+    "ConnectorRateLimited",
+    "ConnectorRejected",
+    "ConnectorTimeout",
+    "ConnectorUnavailable",
     "ContentPolicy",
     "ContextTooLong",
     "CrewlineError",
@@ -66,6 +80,7 @@ __all__ = [
     "PriceUnknown",
     "ProviderUnavailable",
     "RateLimited",
+    "ResponseTooLarge",
     "ReviewNotFound",
     "RunExists",
     "RunFailed",
@@ -199,6 +214,46 @@ class BudgetExceeded(CrewlineError):
 
 class ChannelError(CrewlineError):
     """An alert channel refused or could not take a notice; the message is safe to log and store."""
+
+
+class ConnectorError(CrewlineError):
+    """A connector's call failed. The message names the connector and what to check; it never holds a
+    credential, so it is safe to log, record as a step's error and show."""
+
+    retryable: bool = False
+
+    def __init__(self, connector: str, message: str, *, status: int | None = None) -> None:
+        super().__init__(f"connector {connector!r}: {message}")
+        self.connector = connector
+        self.status = status
+
+
+class ConnectorAuthError(ConnectorError):
+    pass
+
+
+class ConnectorRejected(ConnectorError):
+    pass
+
+
+class ConnectorUnavailable(ConnectorError):
+    retryable = True
+
+
+class ConnectorTimeout(ConnectorUnavailable):
+    pass
+
+
+class ConnectorRateLimited(ConnectorUnavailable):
+    def __init__(
+        self, connector: str, message: str, *, status: int | None = 429, retry_after: float | None = None
+    ) -> None:
+        super().__init__(connector, message, status=status)
+        self.retry_after = retry_after
+
+
+class ResponseTooLarge(ConnectorError):
+    pass
 
 
 class ModelError(CrewlineError):

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from ..config import CONFIG_FILE, CORE_KEYS, Settings, did_you_mean, read_toml, shown_path
+from ..connectors.registry import connectors_problems
 from ..errors import ConfigError
 from ..flows.prompts import prompts_dir
 from ..flows.review_requests import RiskPolicy
@@ -24,6 +25,7 @@ from ..models.config import models_problems
 from ..observe.alert_config import AlertsConfig
 from ..observe.metrics import METRICS_KEYS, metrics_token
 from ..observe.trace_config import trace_problems
+from ..secret_store import Credentials, secrets_key
 from ..server.config import HookConfig, ServerConfig
 from ._common import fail
 
@@ -64,6 +66,8 @@ def check_project(environ: Mapping[str, str] | None = None) -> ProjectReport:
         "memory": _memory,
         "alerts": lambda table: _one(partial(AlertsConfig.parse, table, env)),
         "observe": lambda table: _observe(table, env),
+        "secrets": lambda _: _one(lambda: secrets_key(settings, env)),
+        "connectors": lambda table: _connectors(table, settings, env),
     }
     for name, table in settings.sections.items():
         if name not in checks:
@@ -142,6 +146,16 @@ def _observe(table: Any, env: Mapping[str, str]) -> list[str]:
         return trace_problems(table, env)
     traced = {k: v for k, v in table.items() if k not in METRICS_KEYS}
     return trace_problems(traced, env) + _one(lambda: metrics_token(table, env))
+
+
+def _connectors(table: Any, settings: Settings, env: Mapping[str, str]) -> list[str]:
+    """Each ``[connectors.NAME]`` by its type's model and checks; references are checked without the
+    database (an unset variable, a ``secret:`` reference with no key to read it)."""
+    try:
+        credentials = Credentials.from_settings(None, settings, env)
+    except ConfigError:
+        credentials = Credentials(None, None, env)  # the bad key is [secrets]' own problem
+    return connectors_problems(table, credentials)
 
 
 def _memory(table: Any) -> list[str]:

@@ -26,6 +26,7 @@ from .run_store import RunRecord, StepRecord
 from .step_call import Call, fn_name, run_call, use_tool
 from .step_checkpoint import mark_checkpoint
 from .step_child import Child, run_child
+from .step_connector import ConnectorSteps
 from .step_event import wait_for_event
 from .step_flag import read_flag
 from .step_sleep import durable_sleep
@@ -129,6 +130,16 @@ class Context:
         its arguments; a rejection raises :class:`ActionRejected`.
         """
         return await use_tool(self._journal, tool, arguments)
+
+    def connector(self, name: str) -> ConnectorSteps:
+        """The connector ``[connectors.NAME]``, its operations as durable steps:
+        ``await ctx.connector("crm").call(get_contact, id="42")``; ``.tools()`` hands them to ``ctx.agent``.
+
+        Each call is a step with the operation's effect, recorded with its arguments and idempotency key
+        (never a credential); a replay returns the recorded result, and a step run again after a crash
+        sends the same idempotency key.
+        """
+        return ConnectorSteps(self._journal, self._journal.engine.connectors.get(name))
 
     # -- models --------------------------------------------------------------------------------------
 

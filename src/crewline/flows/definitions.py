@@ -15,19 +15,17 @@ import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 
 import pydantic
 from croniter import croniter
 
 from ..config import parse_duration
-from ..errors import ConfigError, CrewlineError, InvalidInput, ModelError
+from ..connectors.base import EFFECTS, Effect
+from ..errors import ConfigError, ConnectorError, CrewlineError, InvalidInput, ModelError
 from ..models.config import OVERFLOW_POLICIES, Overflow
 
-__all__ = ["Effect", "Queue", "RetryPolicy", "Workflow", "adapter_for", "return_adapter"]
-
-Effect = Literal["read", "idempotent", "irreversible"]
-EFFECTS: tuple[str, ...] = ("read", "idempotent", "irreversible")
+__all__ = ["EFFECTS", "Effect", "Queue", "RetryPolicy", "Workflow", "adapter_for", "return_adapter"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +51,7 @@ class RetryPolicy:
     @staticmethod
     def retryable(exc: BaseException) -> bool:
         """Our own errors know whether they are transient; anything else from user code is retried."""
-        if isinstance(exc, ModelError):
+        if isinstance(exc, ModelError | ConnectorError):
             return exc.retryable
         return not isinstance(exc, CrewlineError)
 

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from ..config import Settings
+from ..connectors.registry import Connectors
 from ..errors import ConfigError, GuardFailed, UnknownWorkflow
 from ..observe.events import Observers
+from ..secret_store import Credentials
 from ..store.database import Conn, Database, Guard
 from .definitions import Queue, Workflow
 from .review_requests import RiskPolicy
@@ -81,6 +83,7 @@ class Wiring:
     models: Gateway | None = None
     build_models: Callable[[Engine], Gateway] | None = None
     build_memory: Callable[[Engine], MemoryStore] | None = None
+    build_connectors: Callable[[Engine], Connectors] | None = None
     observers: Observers = field(default_factory=Observers)  # the app's event hub
 
 
@@ -98,6 +101,8 @@ class Engine:
         self._build_models = wiring.build_models
         self._memory: MemoryStore | None = None
         self._build_memory = wiring.build_memory
+        self._connectors: Connectors | None = None
+        self._build_connectors = wiring.build_connectors
         self._finish_waiters: dict[str, list[asyncio.Future[None]]] = {}
         # What "now" is for durable sleeps and wait deadlines; tests move it to skip time.
         self.clock: Callable[[], float] = time.time
@@ -144,6 +149,23 @@ class Engine:
     def memory(self, store: MemoryStore) -> None:
         self._memory = store
 
+    @property
+    def connectors(self) -> Connectors:
+        """The ``[connectors.*]`` of the settings, each built on first use (``ctx.connector(name)``)."""
+        if self._connectors is None:
+            build = self._build_connectors or _connectors_of_settings
+            self._connectors = build(self)
+        return self._connectors
+
+    @connectors.setter
+    def connectors(self, connectors: Connectors) -> None:
+        self._connectors = connectors
+
+    @property
+    def built_connectors(self) -> Connectors | None:
+        """The connectors if already built; never builds them (for closing)."""
+        return self._connectors
+
     def finish_waiter(self, run_id: str) -> asyncio.Future[None]:
         """A future resolved when this process records the run's end (others are seen by polling)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -183,3 +205,8 @@ class Engine:
     def park(self, conn: Conn, run_id: str, park: Park) -> None:
         """Release the run: it waits (or is pending again) and no worker holds it."""
         park_run(conn, run_id, park)
+
+
+def _connectors_of_settings(engine: Engine) -> Connectors:
+    credentials = Credentials.from_settings(engine.db, engine.settings)
+    return Connectors(engine.settings.sections.get("connectors"), credentials, engine.observers)

@@ -3,7 +3,8 @@
 Each room of the package owns the tables it needs and their history, in its own ``migrations.py``:
 ``alerts`` in :mod:`crewline.observe.migrations`, ``engine`` and ``flows`` in :mod:`crewline.flows.migrations`, ``gateway`` in
 :mod:`crewline.models.migrations`, ``memory`` in :mod:`crewline.memory.migrations`, ``server`` in
-:mod:`crewline.server.migrations`. A component's list only ever grows; a migration, once released, is
+:mod:`crewline.server.migrations`, ``secrets`` in :mod:`crewline.secret_store` (a module, so its one table's
+migrations sit in it). A component's list only ever grows; a migration, once released, is
 never edited. ``schema_versions`` records how far each component has been taken;
 :func:`crewline.store.migrate.upgrade` applies what is missing, each migration in its own transaction
 with its version bump.
@@ -47,6 +48,7 @@ COMPONENTS: dict[str, str] = {
     "gateway": "crewline.models.migrations:MIGRATIONS",
     "memory": "crewline.memory.migrations:MIGRATIONS",
     "server": "crewline.server.migrations:MIGRATIONS",
+    "secrets": "crewline.secret_store:MIGRATIONS",
 }
 
 

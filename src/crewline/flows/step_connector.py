@@ -1,0 +1,135 @@
+"""``ctx.connector(name)``: a connector's operations as durable steps, and as tools for agents.
+
+Each call is a ``ctx.step`` named ``<connector>.<operation>`` with the operation's effect. Its recorded
+input is the :class:`~crewline.connectors.base.Operation` (connector, operation, effect, idempotency key,
+arguments): never a credential, which the connector resolves itself when it goes on the wire. The
+idempotency key is the step's (``<run id>:<step>`` unless given), so a step that runs again after a crash
+sends the remote side the same key; a replay returns the recorded result and calls nothing. The result is
+recorded as JSON and validated into the operation's result type on the way out, live or replayed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pydantic
+import pydantic_core
+
+from ..connectors.base import Connector, Operation, OperationSpec
+from ..errors import InvalidInput
+from ..store.payloads import dump
+from .definitions import RetryPolicy, adapter_for
+from .journal import Journal
+from .step_call import Call, run_call
+from .tools import Tool
+
+__all__ = ["ConnectorCall", "ConnectorSteps"]
+
+
+class ConnectorCall(pydantic.BaseModel):
+    """How one operation is called beyond its arguments (all optional)."""
+
+    model_config = pydantic.ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    idempotency_key: str | None = None
+    retry: RetryPolicy | None = None
+    timeout: float | str | None = None
+
+
+class ConnectorSteps:
+    """What ``ctx.connector(name)`` returns: ``await crm.call("get_contact", id="42")``."""
+
+    def __init__(self, journal: Journal, connector: Connector) -> None:
+        self._journal = journal
+        self._connector = connector
+
+    @property
+    def name(self) -> str:
+        return self._connector.name
+
+    def spec(self, operation: OperationSpec | str) -> OperationSpec:
+        """The operation named (one the connector offers) or given (e.g. a typed HTTP operation)."""
+        if isinstance(operation, OperationSpec):
+            return operation
+        found = self._connector.operations().get(operation)
+        if found is None:
+            known = ", ".join(sorted(self._connector.operations())) or "none built in"
+            raise InvalidInput(f"connector {self.name!r} has no operation {operation!r} (known: {known})")
+        return found
+
+    async def call(
+        self,
+        operation: OperationSpec | str,
+        arguments: pydantic.BaseModel | Mapping[str, Any] | None = None,
+        *,
+        options: ConnectorCall | None = None,
+        **fields: Any,
+    ) -> Any:
+        """Run ``operation`` once, durably, with ``arguments`` (a model, a mapping or keyword fields)."""
+        spec = self.spec(operation)
+        model = _arguments(self.name, spec, arguments, fields)
+        how = options or ConnectorCall()
+        key = how.idempotency_key or self._journal.step_key(self._journal.step_count + 1)
+        described = Operation(self.name, spec.name, spec.effect, key, model.model_dump(mode="json"))
+        connector = self._connector
+
+        async def perform() -> Any:
+            return pydantic_core.to_jsonable_python(await connector.invoke(spec, model, key))
+
+        call = Call(
+            perform,
+            (),
+            {},
+            described.step_name,
+            "step",
+            spec.effect,
+            how.retry,
+            how.timeout,
+            key,
+            input_json=dump(described.journal_input(), f"the arguments of {described.step_name}"),
+        )
+        return _result(spec, await run_call(self._journal, call))
+
+    def tools(self, *operations: OperationSpec | str) -> list[Tool]:
+        """The operations (default: every built-in one) as tools for ``ctx.agent(tools=...)``; an agent's
+        call of one is a durable step like any tool's, asked about first when its risk says so."""
+        chosen = operations or tuple(self._connector.operations().values())
+        return [_as_tool(self._connector, self.spec(op)) for op in chosen]
+
+
+def _arguments(
+    connector: str,
+    spec: OperationSpec,
+    given: pydantic.BaseModel | Mapping[str, Any] | None,
+    fields: dict[str, Any],
+) -> pydantic.BaseModel:
+    if isinstance(given, spec.arguments) and not fields:
+        return given
+    data = {**(given.model_dump() if isinstance(given, pydantic.BaseModel) else dict(given or {})), **fields}
+    try:
+        return spec.arguments.model_validate(data)
+    except pydantic.ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}" for err in e.errors()[:3]
+        )
+        raise InvalidInput(f"arguments for {connector}.{spec.name} are not valid: {problems}") from None
+
+
+def _result(spec: OperationSpec, value: Any) -> Any:
+    return value if spec.result is None else adapter_for(spec.result).validate_python(value)
+
+
+def _as_tool(connector: Connector, spec: OperationSpec) -> Tool:
+    async def perform(idempotency_key: str, **fields: Any) -> Any:
+        model = spec.arguments.model_validate(fields)
+        return pydantic_core.to_jsonable_python(await connector.invoke(spec, model, idempotency_key))
+
+    return Tool(
+        fn=perform,
+        name=f"{connector.name}_{spec.name}",
+        description=spec.description or f"{spec.name} on {connector.name}",
+        effect=spec.effect,
+        risk=spec.risk,
+        arguments=spec.arguments,
+    )
