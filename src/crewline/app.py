@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from functools import partial
@@ -54,6 +56,7 @@ from .observe.trace_config import TraceSettings
 from .store import Conn, Database, open_database
 from .store.payloads import dump
 from .workers import Worker
+from .workers.inbox import InboxWiring, inbox_chores
 from .workers.worker import Chore
 
 if TYPE_CHECKING:
@@ -271,7 +274,16 @@ class App:
 
     def worker(self, *, concurrency: int = 8, worker_id: str | None = None) -> Worker:
         chores: list[Chore] = [self.alerting.run, partial(keep_rolled_up, self.db)]
+        chores += inbox_chores(self.settings.sections.get("triggers"), self._inbox_wiring())
         return Worker(self.engine, concurrency=concurrency, worker_id=worker_id, chores=chores)
+
+    def _inbox_wiring(self) -> InboxWiring:
+        async def start(workflow: str, input: Any, key: str) -> str:
+            return await self.start(workflow, input, idempotency_key=key)
+
+        holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        engine = self.engine
+        return InboxWiring(engine.db, engine.connectors, start, holder, self.observers)
 
     # -- runs ------------------------------------------------------------------------------------------
 

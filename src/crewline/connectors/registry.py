@@ -29,7 +29,9 @@ from .base import Connector, ConnectorSettings, ConnectorSetup, ConnectorType
 __all__ = ["TYPES", "Connectors", "connector_type", "connectors_problems", "parse_connector"]
 
 # type name -> "module:attribute" of its ConnectorType.
-TYPES: dict[str, str] = {}
+TYPES: dict[str, str] = {
+    "imap": "crewline.connectors.imap:CONNECTOR",
+}
 
 
 def connector_type(name: str, type_name: object) -> ConnectorType:
