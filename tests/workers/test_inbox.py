@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from crewline import App, Context, Settings
+from crewline.cli import main
+from crewline.cli.config import check_project
 from crewline.connectors.records import Message
 from crewline.workers.inbox_state import list_states, skipped_messages
 from tests.connectors.mail_servers import PASSWORD, Dovecot, dovecot, message
@@ -209,3 +212,32 @@ async def test_two_workers_on_postgresql_start_one_run_per_email(
     assert await subjects(apps[0]) == [f"m{i}" for i in range(8)]
     for a in apps:
         a.close()
+
+
+async def test_crewline_triggers_shows_health_and_skipped_email(
+    sqlite_url: str, dovecot: Dovecot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "crewline.toml").write_text(
+        f'[connectors.mail]\ntype = "imap"\nhost = "127.0.0.1"\nport = {dovecot.port}\ntls = "none"\n'
+        f'user = "{dovecot.user}"\npassword = "env:TEST_IMAP_PASSWORD"\n\n'
+        '[triggers.inbox]\nconnector = "mail"\nworkflow = "got"\npoll_interval = "2s"\n'
+    )
+    app = inbox_app(sqlite_url, dovecot, tmp_path)
+    dovecot.append(message("ok"))
+    dovecot.append(message("bad").replace("charset=utf-8", "charset=x-no-such"))
+    async with working(app):
+        await until(lambda: _skipped(app, 1))
+        await until(lambda: _count_is(app, 1))
+    app.close()
+    monkeypatch.setenv("CREWLINE_PROJECT", str(tmp_path))
+    monkeypatch.setenv("CREWLINE_DATABASE_URL", sqlite_url)
+    shown = CliRunner().invoke(main, ["triggers", "list"])
+    assert shown.exit_code == 0, shown.output
+    assert "inbox" in shown.output and "mail/INBOX" in shown.output and " ok " in shown.output
+    skipped = CliRunner().invoke(main, ["triggers", "skipped", "inbox"])
+    assert "unknown charset 'x-no-such'" in skipped.output
+    assert check_project().errors == []
+    (tmp_path / "crewline.toml").write_text(
+        '[triggers.inbox]\nconnector = "nope"\nworkflow = "got"\nafter = "x"\n'
+    )
+    assert any("[triggers.inbox] after" in e for e in check_project().errors)

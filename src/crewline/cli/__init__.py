@@ -27,6 +27,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("prompts", "prompts"),
     ("config", "config"),
     ("alerts", "alerts"),
+    ("triggers", "triggers"),
     ("steer", "workflows"),
     ("steer", "queues"),
     ("steer", "flags"),

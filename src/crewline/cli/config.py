@@ -27,6 +27,7 @@ from ..observe.metrics import METRICS_KEYS, metrics_token
 from ..observe.trace_config import trace_problems
 from ..secret_store import Credentials, secrets_key
 from ..server.config import HookConfig, ServerConfig
+from ..workers.inbox import triggers_problems
 from ._common import fail
 
 __all__ = ["ProjectReport", "check_project", "config", "require_valid_project"]
@@ -68,6 +69,7 @@ def check_project(environ: Mapping[str, str] | None = None) -> ProjectReport:
         "observe": lambda table: _observe(table, env),
         "secrets": lambda _: _one(lambda: secrets_key(settings, env)),
         "connectors": lambda table: _connectors(table, settings, env),
+        "triggers": lambda table: triggers_problems(table, settings.sections.get("connectors")),
     }
     for name, table in settings.sections.items():
         if name not in checks:
