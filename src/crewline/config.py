@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,7 @@ __all__ = [
     "did_you_mean",
     "find_project",
     "parse_duration",
+    "parse_size",
     "read_toml",
     "shown_path",
 ]
@@ -88,6 +90,27 @@ def find_project(start: Path) -> Path | None:
         if (directory / CONFIG_FILE).is_file():
             return directory
     return None
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1024, "kib": 1024, "mb": 1024**2, "mib": 1024**2, "gb": 1024**3}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
+
+
+def parse_size(value: str | int, what: str = "size") -> int:
+    """Bytes from ``1048576``, ``"512KB"``, ``"1MB"`` (binary units)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{what} must be a number of bytes or a string like '1MB', not {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise ConfigError(f"{what} must be at least 1 byte, got {value}")
+        return value
+    match = _SIZE.match(str(value).lower())
+    if match is None or match.group(2) not in _SIZE_UNITS:
+        raise ConfigError(f"cannot read {what} {value!r}: use a number of bytes or e.g. '512KB', '1MB'")
+    size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+    if size < 1:
+        raise ConfigError(f"{what} must be at least 1 byte, got {value!r}")
+    return size
 
 
 # The keys of [crewline] (each also CREWLINE_<KEY> in the environment) and how each is read.

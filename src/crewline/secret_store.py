@@ -31,15 +31,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing import TYPE_CHECKING, Any
 
 from .config import Settings, shown_path
 from .errors import ConfigError, InvalidInput
 from .store.database import Conn, Database
 from .store.migrations import Migration
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = [
     "KEY_VARIABLE",
@@ -186,7 +186,12 @@ class SecretStore:
 
     def __init__(self, db: Database, key: bytes | None) -> None:
         self.db = db
-        self._aead = None if key is None else AESGCM(key)
+        self._aead: AESGCM | None = None
+        if key is not None:
+            # Imported here: most processes never read a secret, and every one imports this module.
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self._aead = AESGCM(key)
 
     def _cipher(self) -> AESGCM:
         if self._aead is None:
@@ -230,7 +235,7 @@ class SecretStore:
         )
         return bool(count)
 
-    async def list(self) -> list[SecretInfo]:
+    async def entries(self) -> list[SecretInfo]:
         rows = await self.db.read(
             lambda conn: conn.all(
                 "SELECT name, version, created_at, updated_at FROM secrets ORDER BY name", ()
@@ -255,6 +260,8 @@ class SecretStore:
         version = int(row[0])
         if known is not None and known.version == version:
             return known
+        from cryptography.exceptions import InvalidTag
+
         try:
             plain = self._cipher().decrypt(bytes(row[1]), bytes(row[2]), name.encode("utf-8"))
         except InvalidTag:

@@ -21,6 +21,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("review", "review"),
     ("serve", "serve"),
     ("keys", "keys"),
+    ("secrets", "secrets"),
     ("memory", "memory"),
     ("costs", "costs"),
     ("stats", "stats"),

@@ -79,6 +79,8 @@ def check_project(environ: Mapping[str, str] | None = None) -> ProjectReport:
             )
             continue
         report.errors.extend(checks[name](table))
+    if "secrets" not in settings.sections:  # the key may come from the environment alone
+        report.errors.extend(checks["secrets"](None))
     report.warnings.extend(_core_warnings(settings))
     return report
 

@@ -30,6 +30,7 @@ __all__ = ["TYPES", "Connectors", "connector_type", "connectors_problems", "pars
 
 # type name -> "module:attribute" of its ConnectorType.
 TYPES: dict[str, str] = {
+    "http": "crewline.connectors.http:CONNECTOR",
     "imap": "crewline.connectors.imap:CONNECTOR",
 }
 

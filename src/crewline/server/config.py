@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import Settings, parse_duration
+from ..config import Settings, parse_duration, parse_size
 from ..errors import ConfigError
 
 __all__ = [
@@ -38,26 +38,7 @@ __all__ = [
     "ServerConfig",
 ]
 
-_SIZE_UNITS = {"": 1, "b": 1, "kb": 1024, "kib": 1024, "mb": 1024**2, "mib": 1024**2, "gb": 1024**3}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
 _HOOK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
-
-
-def _parse_size(value: str | int, what: str = "size") -> int:
-    """Bytes from ``1048576``, ``"512KB"``, ``"1MB"`` (binary units)."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{what} must be a number of bytes or a string like '1MB', not {value!r}")
-    if isinstance(value, int):
-        if value < 1:
-            raise ConfigError(f"{what} must be at least 1 byte, got {value}")
-        return value
-    match = _SIZE.match(str(value).lower())
-    if match is None or match.group(2) not in _SIZE_UNITS:
-        raise ConfigError(f"cannot read {what} {value!r}: use a number of bytes or e.g. '512KB', '1MB'")
-    size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
-    if size < 1:
-        raise ConfigError(f"{what} must be at least 1 byte, got {value!r}")
-    return size
 
 
 @dataclass(frozen=True)
@@ -100,7 +81,7 @@ class HookConfig:
             secret=secret.encode(),
             secret_env=secret_env,
             tolerance=_duration(table.get("tolerance", 300.0), f"{where} tolerance"),
-            max_body=_parse_size(table.get("max_body", 256 * 1024), f"{where} max_body"),
+            max_body=parse_size(table.get("max_body", 256 * 1024), f"{where} max_body"),
             callback_url=callback,
         )
 
@@ -132,7 +113,7 @@ class ServerConfig:
         if public_url is not None and not isinstance(public_url, str):
             raise ConfigError("[server] public_url must be a string like 'https://ops.example.com'")
         return cls(
-            max_body=_parse_size(server.get("max_body", 1024 * 1024), "[server] max_body"),
+            max_body=parse_size(server.get("max_body", 1024 * 1024), "[server] max_body"),
             public_url=public_url.rstrip("/") if public_url else None,
             key_cache=_duration(server.get("key_cache", 5.0), "[server] key_cache"),
             hooks={name: HookConfig.parse(name, t, env) for name, t in hooks_table.items()},
@@ -150,7 +131,7 @@ def _connection_limits(server: dict[str, Any]) -> dict[str, Any]:
     if timeout <= 0:
         raise ConfigError("[server] header_timeout must be more than 0 seconds, e.g. '10s'")
     return {
-        "max_header_size": _parse_size(given["max_header_size"], "[server] max_header_size"),
+        "max_header_size": parse_size(given["max_header_size"], "[server] max_header_size"),
         "max_headers": _count(given["max_headers"], "[server] max_headers"),
         "header_timeout": timeout,
         "max_connections_per_client": _count(
