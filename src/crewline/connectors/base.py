@@ -137,6 +137,8 @@ class ConnectorSetup:
     settings: ConnectorSettings
     credentials: Credentials
     observers: Observers | None = None
+    # Another configured connector by name (the SMTP connector saves what it sent through an IMAP one).
+    sibling: Callable[[str], Connector] | None = None
 
 
 @dataclass(frozen=True)

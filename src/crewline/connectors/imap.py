@@ -17,7 +17,7 @@ import imaplib
 import re
 import socket
 import ssl
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -243,16 +243,32 @@ class ImapConnector:
 
     async def invoke(self, spec: OperationSpec, arguments: pydantic.BaseModel, idempotency_key: str) -> Any:
         assert isinstance(arguments, _FindArguments)
+        return await self.holds(arguments.mailbox, arguments.message_id)
+
+    async def holds(self, mailbox: str, message_id: str) -> bool:
+        """Whether ``mailbox`` holds the message with ``message_id`` (e.g. did a sent email reach Sent)."""
+        return bool(await self._session_call(lambda s: s.find(mailbox, message_id)))
+
+    async def save(self, mailbox: str, raw: bytes, message_id: str) -> None:
+        """Append ``raw`` to ``mailbox`` (marked seen) unless it already holds ``message_id``."""
+
+        def save(session: ImapSession) -> None:
+            if not session.find(mailbox, message_id):
+                session.append(mailbox, raw)
+
+        await self._session_call(save)
+
+    async def _session_call(self, fn: Callable[[ImapSession], Any]) -> Any:
         password = await self.password()
 
-        def find() -> bool:
+        def call() -> Any:
             session = self.open(password)
             try:
-                return session.find(arguments.mailbox, arguments.message_id)
+                return fn(session)
             finally:
                 session.close()
 
-        return await asyncio.to_thread(find)
+        return await asyncio.to_thread(call)
 
     async def aclose(self) -> None:
         return None

@@ -32,6 +32,7 @@ __all__ = ["TYPES", "Connectors", "connector_type", "connectors_problems", "pars
 TYPES: dict[str, str] = {
     "http": "crewline.connectors.http:CONNECTOR",
     "imap": "crewline.connectors.imap:CONNECTOR",
+    "smtp": "crewline.connectors.smtp:CONNECTOR",
 }
 
 
@@ -128,7 +129,7 @@ class Connectors:
                 f"add [connectors.{name}] to crewline.toml"
             )
         kind, settings = parse_connector(name, self._section[name])
-        built = kind.build(ConnectorSetup(name, settings, self._credentials, self._observers))
+        built = kind.build(ConnectorSetup(name, settings, self._credentials, self._observers, self.get))
         self._built[name] = built
         return built
 

@@ -1,0 +1,146 @@
+"""The SMTP connector against aiosmtpd (deliveries counted by Message-ID) and Dovecot (the Sent copy)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from crewline import App, Context, Settings
+from crewline.connectors.records import Message
+from crewline.connectors.smtp import Sent
+
+from ..flows._drive import CrashPlan, drive, expire_leases, step_once
+from .mail_servers import PASSWORD, Dovecot, SmtpSink, dovecot, smtp_server
+
+__all__ = ["dovecot", "smtp_server"]
+
+ORIGINAL = Message(
+    message_id="<q1@customer.example>",
+    references=["<q0@customer.example>"],
+    sender="grace@customer.example",
+    subject="Invoice question",
+    text="Why was I charged twice?",
+)
+
+
+def mail_sections(smtp: SmtpSink, imap: Dovecot | None) -> dict[str, Any]:
+    connectors: dict[str, Any] = {
+        "outbox": {
+            "type": "smtp",
+            "host": smtp.host,
+            "port": smtp.port,
+            "tls": "none",
+            "from_address": "Ada <ada@example.com>",
+        }
+    }
+    if imap is not None:
+        connectors["mail"] = {
+            "type": "imap",
+            "host": "127.0.0.1",
+            "port": imap.port,
+            "tls": "none",
+            "user": imap.user,
+            "password": "env:TEST_IMAP_PASSWORD",
+        }
+        connectors["outbox"]["sent"] = "mail"
+    return {"connectors": connectors}
+
+
+def reply_app(db_url: str, sections: dict[str, Any]) -> App:
+    app = App(db_url, settings=Settings(sections=sections))
+
+    @app.workflow()
+    async def reply(ctx: Context, msg: Message) -> str:
+        outbox = ctx.connector("outbox")
+        sent: Sent = await outbox.call("send", to=[msg.sender], text="Sorry: refunded.", reply_to=msg)
+        await ctx.step(lambda: "noted", name="note", effect="read")
+        return sent.message_id
+
+    return app
+
+
+@pytest.fixture(autouse=True)
+def imap_password(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", PASSWORD)
+    yield
+
+
+async def test_a_reply_is_threaded_filed_in_sent_and_never_sent_twice_on_replay(
+    db_url: str, smtp_server: SmtpSink, dovecot: Dovecot
+) -> None:
+    app = reply_app(db_url, mail_sections(smtp_server, dovecot))
+    app.engine.crash_hook = CrashPlan([("after_step_commit", 1)])  # crash right after the send is recorded
+    rid = await app.start("reply", ORIGINAL)
+    assert await step_once(app, "w1") == ["crashed"]
+    await expire_leases(app)
+    run = await drive(app, rid)
+    message_id = run.output
+    assert smtp_server.deliveries == {message_id: 1}
+    sent = smtp_server.messages[0]
+    assert sent["Subject"] == "Re: Invoice question"
+    assert sent["In-Reply-To"] == "<q1@customer.example>"
+    assert sent["References"] == "<q0@customer.example> <q1@customer.example>"
+    assert sent["To"] == "grace@customer.example" and "ada@example.com" in sent["From"]
+    filed = dovecot.search("Sent")
+    assert len(filed) == 1 and message_id.encode() in filed[0]
+    # The Message-ID was fixed by the step's idempotency key, recorded before the send.
+    step = (await app.steps(rid))[0]
+    assert step.effect == "irreversible" and step.input["idempotency_key"]
+    assert app.engine.connectors.get("outbox").message_id(step.input["idempotency_key"]) == message_id  # type: ignore[attr-defined]
+    app.close()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"subject": "hi\r\nBcc: victim@example.com"},
+        {"to": ["grace@customer.example\r\nBcc: victim@example.com"]},
+        {"to": ["a@example.com, b@example.com"]},
+    ],
+)
+async def test_header_injection_is_refused_and_nothing_is_sent(
+    sqlite_url: str, smtp_server: SmtpSink, fields: dict[str, Any]
+) -> None:
+    app = App(sqlite_url, settings=Settings(sections=mail_sections(smtp_server, None)))
+
+    @app.workflow()
+    async def send(ctx: Context, args: dict[str, Any]) -> Any:
+        return await ctx.connector("outbox").call("send", {"to": ["grace@example.com"], "text": "x", **args})
+
+    rid = await app.start("send", fields)
+    run = await drive(app, rid)
+    assert run.status == "failed"
+    assert run.error is not None and (
+        "line break" in run.error["message"] or "one email address" in run.error["message"]
+    )
+    assert smtp_server.deliveries == {}
+    app.close()
+
+
+async def test_an_unreachable_server_names_the_connector_and_what_to_check(sqlite_url: str) -> None:
+    from .mail_servers import free_port
+
+    sections = {
+        "connectors": {
+            "outbox": {
+                "type": "smtp",
+                "host": "127.0.0.1",
+                "port": free_port(),
+                "tls": "none",
+                "from_address": "ada@example.com",
+                "timeout": 5,
+            }
+        }
+    }
+    app = App(sqlite_url, settings=Settings(sections=sections))
+
+    @app.workflow()
+    async def send(ctx: Context) -> Any:
+        return await ctx.connector("outbox").call("send", to=["g@example.com"], text="x")
+
+    run = await drive(app, await app.start("send"))
+    assert run.status == "failed" and run.error is not None
+    assert "connector 'outbox'" in run.error["message"] and "check host, port and tls" in run.error["message"]
+    app.close()
