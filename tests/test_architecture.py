@@ -327,6 +327,7 @@ OWNERS = {
     "schedules": "workers/cron.py",
     "inbox_state": "workers/inbox_state.py",
     "inbox_messages": "workers/inbox_state.py",
+    "inbox_attachments": "workers/inbox_state.py",
     "schema_versions": "store/migrate.py",
     "alert_state": "observe/alerts.py",
     "alert_history": "observe/alerts.py",

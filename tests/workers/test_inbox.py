@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -18,6 +20,7 @@ from crewline.cli.config import check_project
 from crewline.connectors.records import Message
 from crewline.workers.inbox_state import list_states, skipped_messages
 from tests.connectors.mail_servers import PASSWORD, Dovecot, dovecot, message
+from tests.server.conftest import Api, new_key, serving
 
 __all__ = ["dovecot"]
 
@@ -234,6 +237,19 @@ async def test_crewline_triggers_shows_health_and_skipped_email(
     shown = CliRunner().invoke(main, ["triggers", "list"])
     assert shown.exit_code == 0, shown.output
     assert "inbox" in shown.output and "mail/INBOX" in shown.output and " ok " in shown.output
+    [listed] = json.loads(CliRunner().invoke(main, ["triggers", "list", "--json"]).output)
+    assert listed["status"] == "ok" and listed["messages_seen"] == 1 and listed["messages_skipped"] == 1
+    served = inbox_app(sqlite_url, dovecot, tmp_path)
+    with serving(served) as url:
+        api = Api(served, url)
+        [health] = api.http.get("/api/v1/triggers").json()
+        proxy_key = httpx.get(
+            url + "/api/v1/triggers", headers={"Authorization": f"Bearer {new_key(served, 'proxy')}"}
+        )
+    served.close()
+    stable = ("name", "connector", "mailbox", "workflow", "status", "messages_seen", "messages_skipped")
+    assert {k: health[k] for k in stable} == {k: listed[k] for k in stable}
+    assert proxy_key.status_code == 403
     skipped = CliRunner().invoke(main, ["triggers", "skipped", "inbox"])
     assert "unknown charset 'x-no-such'" in skipped.output
     assert check_project().errors == []

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from typing import Any
 
 import click
 
 from ..app import App
-from ..workers.inbox import parse_triggers
+from ..workers.inbox import health_report
 from ..workers.inbox_state import list_states, skipped_messages
 from ._common import echo_json, errors_as_exit, load_settings, note_database, table, when
 
@@ -30,35 +30,29 @@ def triggers() -> None:
 @triggers.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def list_cmd(as_json: bool) -> None:
-    """Each trigger: its mailbox and workflow, last poll and success, the last error, messages seen."""
+    """Each trigger: its mailbox and workflow, status, last poll and success, the last error, messages."""
     app = _app()
     try:
         with errors_as_exit():
-            configured = parse_triggers(app.settings.sections.get("triggers"))
-            states = {s.trigger: s for s in app.db.query(list_states)}
+            report = health_report(app.settings.sections.get("triggers"), app.db.query(list_states))
     finally:
         app.close()
     if as_json:
-        echo_json([{"name": n, **asdict(t)} | _health(states.get(n)) for n, t in configured.items()])
+        echo_json(report)
         return
-    if not configured:
+    if not report:
         click.echo('no triggers; add [triggers.inbox] connector = "mail", workflow = "..." to crewline.toml')
         return
-    rows = []
-    for name, t in configured.items():
-        h = _health(states.get(name))
-        state = "FAILING" if h["failing_since"] else ("ok" if h["last_success"] else "not polled yet")
-        where = f"{t.connector}/{t.mailbox}"
-        polled = [when(h["last_poll"]), when(h["last_success"])]  # type: ignore[arg-type]
-        counts = [h["messages_seen"], h["messages_skipped"], h["last_error"] or "-"]
-        rows.append([name, where, t.workflow, state, *polled, *counts])
-    headers = ["trigger", "mailbox", "workflow", "state", "last poll", "last success", "seen", "skipped"]
+    headers = ["trigger", "mailbox", "workflow", "status", "last poll", "last success", "seen", "skipped"]
+    rows = [_row(t) for t in report]
     click.echo(table([*headers, "last error"], rows))
 
 
-def _health(state: object) -> dict[str, object]:
-    keys = ("last_poll", "last_success", "last_error", "failing_since", "messages_seen", "messages_skipped")
-    return {k: getattr(state, k, None) for k in keys} | {"holder": getattr(state, "holder", None)}
+def _row(t: dict[str, Any]) -> list[Any]:
+    where = f"{t['connector']}/{t['mailbox']}"
+    polled = [when(t["last_poll"]), when(t["last_success"])]
+    counts = [t["messages_seen"] or 0, t["messages_skipped"] or 0, t["last_error"] or "-"]
+    return [t["name"], where, t["workflow"], t["status"], *polled, *counts]
 
 
 @triggers.command("skipped")

@@ -29,7 +29,11 @@ __all__ = ["KEPT_HEADERS", "check_header", "html_to_text", "parse_email"]
 
 # Headers a triage workflow uses besides the parsed fields; the rest stay in the raw message.
 KEPT_HEADERS = ("List-Id", "Auto-Submitted", "Precedence", "Reply-To")
-_DAMAGED = (email.errors.InvalidBase64CharactersDefect, email.errors.InvalidBase64PaddingDefect)
+_DAMAGED = (
+    email.errors.InvalidBase64CharactersDefect,
+    email.errors.InvalidBase64PaddingDefect,
+    email.errors.InvalidBase64LengthDefect,
+)
 
 # Where attachment bytes go: returns the blob digest.
 Keep = Callable[[bytes], str]

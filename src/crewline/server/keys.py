@@ -92,6 +92,7 @@ ACTIONS: dict[str, str] = {
     "undo runs": "runs:write",
     "settle failed runs": "runs:write",
     "read spend": "spend:read",
+    "read triggers": "workflows:read",
     "read reviews": "reviews:read",
     "decide reviews": "reviews:decide",
     "show its own key": "key:self",

@@ -30,18 +30,19 @@ from typing import Any, Literal
 
 import pydantic
 
-from ..config import parse_duration
+from ..config import parse_duration, parse_size
 from ..connectors.email_message import parse_email
 from ..connectors.imap import ImapConnector, ImapSession, Mailbox
 from ..connectors.registry import Connectors
 from ..errors import ConfigError, ConnectorError, InvalidInput
 from ..observe.events import AlertEvent, Observers, TriggerEvent
 from ..store.database import Conn, Database
-from ..store.payloads import put_blob
 from .inbox_state import (
     Handled,
+    InboxState,
     PollOutcome,
     advance,
+    keep_attachments,
     load_state,
     record_message,
     record_poll,
@@ -50,7 +51,14 @@ from .inbox_state import (
 )
 from .worker import Chore
 
-__all__ = ["InboxTrigger", "InboxWiring", "TriggerSettings", "parse_triggers", "triggers_problems"]
+__all__ = [
+    "InboxTrigger",
+    "InboxWiring",
+    "TriggerSettings",
+    "health_report",
+    "parse_triggers",
+    "triggers_problems",
+]
 
 log = logging.getLogger("crewline.inbox")
 
@@ -61,6 +69,13 @@ Starter = Callable[[str, Any, str], Awaitable[str]]
 def _duration(value: object) -> float:
     try:
         return parse_duration(value)  # type: ignore[arg-type]
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+
+
+def _size(value: object) -> int:
+    try:
+        return parse_size(value)  # type: ignore[arg-type]
     except ConfigError as e:
         raise ValueError(str(e)) from None
 
@@ -78,10 +93,11 @@ class TriggerSettings(pydantic.BaseModel):
     poll_interval: float = 60.0
     backoff_max: float = 300.0
     lease: float = 60.0
-    max_message_size: int = pydantic.Field(default=25_000_000, gt=0)
-    max_attachment_size: int = pydantic.Field(default=10_000_000, gt=0)
+    max_message_size: int = 25 * 2**20
+    max_attachment_size: int = 10 * 2**20
 
     _durations = pydantic.field_validator("poll_interval", "backoff_max", "lease", mode="before")(_duration)
+    _sizes = pydantic.field_validator("max_message_size", "max_attachment_size", mode="before")(_size)
 
     @pydantic.field_validator("after")
     @classmethod
@@ -107,6 +123,23 @@ def parse_triggers(section: object) -> dict[str, TriggerSettings]:
             what = "is not a known key" if err["type"] == "extra_forbidden" else err["msg"]
             raise ConfigError(f"[triggers.{name}] {where}: {what.removeprefix('Value error, ')}") from None
     return out
+
+
+def health_report(section: object, states: list[InboxState]) -> list[dict[str, Any]]:
+    """Each configured trigger with its health (``crewline triggers list``, ``GET /api/v1/triggers``):
+    status ``ok``, ``failing`` (since ``failing_since``) or ``not polled yet``."""
+    held = {s.trigger: s for s in states}
+    out = []
+    for name, settings in parse_triggers(section).items():
+        state = held.get(name)
+        health = {key: getattr(state, key, None) for key in _HEALTH}
+        failing = health["failing_since"] is not None
+        status = "failing" if failing else ("ok" if health["last_success"] else "not polled yet")
+        out.append({"name": name, **settings.model_dump(), "status": status, **health})
+    return out
+
+
+_HEALTH = ("last_poll", "last_success", "last_error", "failing_since", "messages_seen", "messages_skipped")
 
 
 def triggers_problems(section: object, connectors: object) -> list[str]:
@@ -251,7 +284,8 @@ class InboxTrigger:
         try:
             message = parse_email(raw, keep=keep, max_attachment_bytes=limit, source=source)
             if blobs:
-                await self._wiring.db.write(lambda c: [put_blob(c, d, time.time()) for d in blobs.values()])
+                at = (mailbox.uidvalidity, uid)
+                await self._wiring.db.write(lambda c: keep_attachments(c, self.name, at, blobs, time.time()))
             key = f"inbox:{self.name}:{message.message_id or hashlib.sha256(raw).hexdigest()}"
             payload = message.model_dump(mode="json")
             run_id = await self._wiring.start(self.settings.workflow, payload, key)

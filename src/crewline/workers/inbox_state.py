@@ -8,11 +8,13 @@ idempotency key) is what keeps an email from starting a second run. Health (last
 last error, since when it fails, messages seen and skipped) is what ``crewline triggers`` and
 ``GET /api/v1/triggers`` show; ``failing_since`` turning from empty to set is the one moment an outage is
 announced, whichever process sees it. ``inbox_messages`` records every email handled (with its run) or
-skipped (with the reason and the raw email as a blob): nothing is dropped silently.
+skipped (with the reason and the raw email as a blob): nothing is dropped silently; ``inbox_attachments``
+holds the blobs of attachments, so that ``crewline prune`` sees them referenced.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,6 +24,7 @@ from ..store.payloads import put_blob
 __all__ = [
     "InboxState",
     "advance",
+    "keep_attachments",
     "list_states",
     "load_state",
     "record_message",
@@ -138,6 +141,20 @@ def skipped_messages(conn: Conn, trigger: str) -> list[tuple[int, str | None, st
         (trigger,),
     )
     return [(int(r[0]), r[1], str(r[2])) for r in rows]
+
+
+def keep_attachments(
+    conn: Conn, trigger: str, at: tuple[int, int], blobs: Mapping[str, bytes], now: float
+) -> None:
+    """Store an email's attachments as blobs, referenced by (UIDVALIDITY, UID) ``at`` in the same
+    transaction, so no blob sweep finds them unreferenced in between."""
+    for digest, data in blobs.items():
+        put_blob(conn, data, now)
+        conn.execute(
+            "INSERT INTO inbox_attachments (trigger_name, uidvalidity, uid, attachment_blob) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (trigger, at[0], at[1], digest),
+        )
 
 
 PollOutcome = Literal["ok", "recovered", "failing", "outage"]

@@ -1,17 +1,15 @@
 """Schema of the triggers that run in workers: the ``inbox`` component's append-only migrations.
 
 ``inbox_state`` (a trigger's mailbox lease, its UID/UIDVALIDITY watermark and its health) and
-``inbox_messages`` (each email handled or skipped, with the raw email of a skipped one as a blob) are
-owned by :mod:`crewline.workers.inbox_state`. A released migration is never edited.
+``inbox_messages`` (each email handled or skipped, with the raw email of a skipped one as a blob) and
+``inbox_attachments`` (the blobs of a started email's attachments, referenced here so that the blob sweep
+of ``crewline prune`` keeps them: a run's input names them only inside its JSON) are owned by
+:mod:`crewline.workers.inbox_state`. A released migration is never edited.
 """
 
 from __future__ import annotations
 
 from ..store.migrations import Migration
-from ..store.retention import PayloadTable
-
-# The raw email kept for a skipped message is the operator's to read until pruned with its age.
-PAYLOAD_TABLES: tuple[PayloadTable, ...] = ()
 
 INBOX: tuple[Migration, ...] = (
     Migration(
@@ -43,6 +41,13 @@ INBOX: tuple[Migration, ...] = (
                 raw_blob TEXT,
                 at {real} NOT NULL,
                 PRIMARY KEY (trigger_name, uidvalidity, uid)
+            )""",
+            """CREATE TABLE inbox_attachments (
+                trigger_name TEXT NOT NULL,
+                uidvalidity BIGINT NOT NULL,
+                uid BIGINT NOT NULL,
+                attachment_blob TEXT NOT NULL,
+                PRIMARY KEY (trigger_name, uidvalidity, uid, attachment_blob)
             )""",
         ),
     ),
