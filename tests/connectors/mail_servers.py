@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,13 +255,16 @@ class SmtpSink:
     port: int
     messages: list[email.message.EmailMessage] = field(default_factory=list)
     deliveries: Counter[str] = field(default_factory=Counter)
-    auth: list[tuple[str, str]] = field(default_factory=list)
+    # Called with each accepted email before the server answers 250 (e.g. to kill the sender right then).
+    before_reply: Callable[[bytes], None] | None = None
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(msg, email.message.EmailMessage)
         self.messages.append(msg)
         self.deliveries[str(msg.get("Message-ID", ""))] += 1
+        if self.before_reply is not None:
+            self.before_reply(envelope.content)
         return "250 OK"
 
 

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from crewline import App, Context, Settings
 from crewline.connectors.records import Message
-from crewline.connectors.smtp import Sent
+from crewline.connectors.smtp import Sent, SmtpConnector
 
 from ..flows._drive import CrashPlan, drive, expire_leases, step_once
+from ..flows.test_crash_process import stop
+from . import mail_app
 from .mail_servers import PASSWORD, Dovecot, SmtpSink, dovecot, smtp_server
 
 __all__ = ["dovecot", "smtp_server"]
@@ -143,4 +152,56 @@ async def test_an_unreachable_server_names_the_connector_and_what_to_check(sqlit
     run = await drive(app, await app.start("send"))
     assert run.status == "failed" and run.error is not None
     assert "connector 'outbox'" in run.error["message"] and "check host, port and tls" in run.error["message"]
+    app.close()
+
+
+def start_worker(db_url: str, app_ref: str, cwd: Path) -> subprocess.Popen[bytes]:
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "CREWLINE_DATABASE_URL": db_url,
+        "CREWLINE_LEASE_SECONDS": "1",
+        "CREWLINE_POLL_INTERVAL": "0.05",
+        "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [sys.executable, "-m", "crewline", "worker", "--app", app_ref]
+    return subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+async def test_a_worker_killed_right_after_the_send_never_sends_twice(
+    db_url: str, smtp_server: SmtpSink, dovecot: Dovecot, tmp_path: Path
+) -> None:
+    tables = mail_sections(smtp_server, dovecot)["connectors"].items()
+    toml = "\n".join(
+        f"[connectors.{n}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in t.items()) for n, t in tables
+    )
+    (tmp_path / "crewline.toml").write_text(toml)
+    app = mail_app.register(App(db_url, settings=Settings(sections=mail_sections(smtp_server, dovecot))))
+    rid = await app.start("reply", ORIGINAL)
+    worker = start_worker(db_url, "tests.connectors.mail_app:app", cwd=tmp_path)
+
+    def file_then_die(raw: bytes) -> None:
+        # The server accepted the email and (as Gmail does) filed it in Sent; the sender dies before the 250.
+        dovecot.append(raw, "Sent")
+        os.kill(worker.pid, signal.SIGKILL)
+
+    smtp_server.before_reply = file_then_die
+    try:
+        assert await asyncio.to_thread(worker.wait, 60) == -signal.SIGKILL
+    finally:
+        stop(worker)
+    await expire_leases(app)
+    await step_once(app, "w2")
+    run = await app.get_run(rid)
+    assert run.status == "waiting" and run.wait_reason == "outcome unknown: step 1 (outbox.send)"
+    assert sum(smtp_server.deliveries.values()) == 1
+    # The system of record can answer: the Message-ID of the step's key is in Sent.
+    key = (await app.steps(rid))[0].input["idempotency_key"]
+    outbox = app.engine.connectors.get("outbox")
+    assert isinstance(outbox, SmtpConnector)
+    assert await outbox.was_sent(key) is True and await outbox.was_sent(key + "-other") is False
+    await app.resolve(rid, 1, "done", {"message_id": outbox.message_id(key), "to": [ORIGINAL.sender]})
+    run = await drive(app, rid)
+    assert run.status == "completed" and run.output == outbox.message_id(key)
+    assert smtp_server.deliveries == {outbox.message_id(key): 1}
     app.close()
