@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -18,9 +19,11 @@ from crewline import App, Context, Settings
 from crewline.cli import main
 from crewline.cli.config import check_project
 from crewline.connectors.records import Message
+from crewline.observe.events import AlertEvent, TriggerEvent
 from crewline.workers.inbox_state import list_states, skipped_messages
 from tests.connectors.mail_servers import PASSWORD, Dovecot, dovecot, message
 from tests.server.conftest import Api, new_key, serving
+from tests.test_architecture import OWNERS
 
 __all__ = ["dovecot"]
 
@@ -257,3 +260,64 @@ async def test_crewline_triggers_shows_health_and_skipped_email(
         '[triggers.inbox]\nconnector = "nope"\nworkflow = "got"\nafter = "x"\n'
     )
     assert any("[triggers.inbox] after" in e for e in check_project().errors)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def observe(self, event: Any) -> None:
+        self.events.append(event)
+
+    def of(self, kind: type) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+async def test_wrong_credentials_show_in_health_alert_once_and_no_password_is_kept_anywhere(
+    db_url: str,
+    dovecot: Dovecot,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    wrong = "wrong-pass-5ce7e1"
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", wrong)
+    app = inbox_app(db_url, dovecot, tmp_path, backoff_max="1s")
+    seen = Recorder()
+    app.observers.add(seen)
+    dovecot.append(message("waiting for the right password"))
+    async with working(app):
+        await until(lambda: _failed_polls(seen, 3))
+        [state] = await app.db.read(list_states)
+        assert state.failing_since is not None
+        assert (
+            state.last_error
+            == "connector 'mail': the server refused the login of 'ada': check the user and password"
+        )
+        monkeypatch.setenv("TEST_IMAP_PASSWORD", PASSWORD)  # fixed without a restart: resolved on each login
+        await until(lambda: _count_is(app, 1))
+        await until(lambda: _resolved(seen))
+    assert [e.state for e in seen.of(AlertEvent)] == ["firing", "resolved"]  # one alert, not a storm
+    assert {e.trigger for e in seen.of(TriggerEvent)} == {"inbox:inbox"}
+    stored = everything_stored(app)
+    app.close()
+    for secret in (wrong, PASSWORD):
+        assert secret not in stored and secret not in caplog.text
+
+
+async def _failed_polls(seen: Recorder, n: int) -> bool:
+    return len([e for e in seen.of(TriggerEvent) if not e.ok]) >= n
+
+
+async def _resolved(seen: Recorder) -> bool:
+    return any(e.state == "resolved" for e in seen.of(AlertEvent))
+
+
+def everything_stored(app: App) -> str:
+    """Every row of every table, as text."""
+    out = []
+    for table in sorted(OWNERS):
+        for row in app.db.run(lambda c, t=table: c.all(f"SELECT * FROM {t}")):
+            out.extend(v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in row)
+    return "\n".join(out)
