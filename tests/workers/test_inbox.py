@@ -321,3 +321,20 @@ def everything_stored(app: App) -> str:
         for row in app.db.run(lambda c, t=table: c.all(f"SELECT * FROM {t}")):
             out.extend(v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in row)
     return "\n".join(out)
+
+
+async def test_a_disabled_workflow_holds_the_email_until_enabled(
+    sqlite_url: str, dovecot: Dovecot, tmp_path: Path
+) -> None:
+    app = inbox_app(sqlite_url, dovecot, tmp_path, backoff_max="1s")
+    await app.steering.disable("got")
+    dovecot.append(message("held"))
+    async with working(app):
+        await until(lambda: _failing(app))
+        [state] = await app.db.read(list_states)
+        assert state.last_error is not None and "disabled" in state.last_error
+        assert await run_count(app) == 0 and len(dovecot.search("INBOX", "UNSEEN")) == 1  # not lost
+        await app.steering.enable("got")
+        await until(lambda: _count_is(app, 1))
+    assert await subjects(app) == ["held"]
+    app.close()

@@ -34,7 +34,7 @@ from ..config import parse_duration, parse_size
 from ..connectors.email_message import parse_email
 from ..connectors.imap import ImapConnector, ImapSession, Mailbox
 from ..connectors.registry import Connectors
-from ..errors import ConfigError, ConnectorError, InvalidInput
+from ..errors import ConfigError, ConnectorError, CrewlineError, InvalidInput
 from ..observe.events import AlertEvent, Observers, TriggerEvent
 from ..store.database import Conn, Database
 from .inbox_state import (
@@ -181,13 +181,13 @@ class InboxTrigger:
         watcher = asyncio.create_task(self._abort_on(stopping))
         try:
             while not stopping.is_set():
-                if not await self._take_lease():
-                    await _pause(stopping, self.settings.lease / 3)
-                    continue
                 try:
-                    await self._serve(stopping)
-                    backoff = 1.0
-                except (ConnectorError, ConfigError) as e:
+                    if await self._take_lease():
+                        await self._serve(stopping)
+                        backoff = 1.0
+                    else:
+                        await _pause(stopping, self.settings.lease / 3)
+                except Exception as e:  # a trigger that stops on one error is n8n's silent stop: back off
                     if stopping.is_set():
                         break
                     await self._failed(e)
@@ -303,11 +303,17 @@ class InboxTrigger:
             session.move(uid, after.removeprefix("move:").strip())
 
     async def _failed(self, error: Exception) -> None:
-        log.warning("inbox %s: %s", self.name, error)
-        await self._polled(time.time(), error)
+        if isinstance(error, (ConnectorError, ConfigError)):
+            log.warning("inbox %s: %s", self.name, error)
+        else:
+            log.exception("inbox %s failed; trying again", self.name)
+        try:
+            await self._polled(time.time(), error)
+        except Exception as e:  # the database itself may be what is down
+            log.warning("inbox %s: cannot record its health: %s", self.name, e)
 
     async def _polled(self, began: float, error: Exception | None) -> None:
-        text = None if error is None else str(error)
+        text = None if error is None else _described(error)
         now = time.time()
         outcome: PollOutcome = await self._wiring.db.write(lambda c: record_poll(c, self.name, now, text))
         observers = self._wiring.observers
@@ -324,6 +330,14 @@ class InboxTrigger:
         session, self._session = self._session, None
         if session is not None:
             await asyncio.to_thread(session.close)
+
+
+def _described(error: Exception) -> str:
+    """What health shows: crewline's own messages (written to be shown), else only the error's type,
+    as an unexpected error's text may hold anything (a path, a server's reply)."""
+    if isinstance(error, CrewlineError):
+        return str(error)
+    return f"{type(error).__name__} (see the worker's log)"
 
 
 async def _pause(stopping: asyncio.Event, seconds: float) -> None:
