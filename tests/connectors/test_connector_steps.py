@@ -156,3 +156,36 @@ async def test_an_unknown_connector_lists_the_known_ones() -> None:
     ):
         connectors.get("taly")
     assert InvalidInput  # the argument errors above are InvalidInput, which a run records as its failure
+
+
+async def test_an_irreversible_operation_left_unknown_by_a_crash_is_reconciled(app: App) -> None:
+    from crewline.flows import Reconciled
+    from crewline.flows.step_connector import ConnectorCall
+
+    from ._counting import SEND
+
+    asked: list[tuple[int, str]] = []
+
+    async def sent(arguments: Any, idempotency_key: str) -> Reconciled:
+        asked.append((arguments.n, idempotency_key))
+        if arguments.n == 7:  # the remote side says it has it (sent by someone before the crash)
+            return Reconciled.done({"total": 99})
+        seen = [c for c in _counting.CALLS if c["key"] == idempotency_key]
+        return Reconciled.done(seen[0]) if seen else Reconciled.not_done()
+
+    @app.workflow()
+    async def send(ctx: Context, n: int) -> Any:
+        return await ctx.connector("tally").call(SEND, n=n, options=ConnectorCall(reconcile=sent))
+
+    for n, expected, calls in ((3, {"total": 13}, 1), (7, {"total": 99}, 1)):
+        app.engine.crash_hook = CrashPlan([("after_intent", 1)])
+        rid = await app.start("send", n)
+        assert await step_once(app, "w1") == ["crashed"]
+        await expire_leases(app)
+        run = await drive(app, rid)
+        assert run.status == "completed" and run.output == expected
+        assert asked[-1] == (n, f"{rid}:1") and len(_counting.CALLS) == calls
+        assert [(s.kind, s.name) for s in await app.steps(rid)] == [
+            ("step", "tally.send"),
+            ("reconcile", "reconcile tally.send"),
+        ]

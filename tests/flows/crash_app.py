@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
 from crewline import App, Context, RetryPolicy
+from crewline.flows import Reconciled
 
 
 def record(log: str, run_id: str, step: int, phase: str) -> None:
@@ -68,10 +70,44 @@ async def undoable(ctx: Context, job: dict[str, object]) -> str:
     return await ctx.step(refuse, log, retry=once, name="order")
 
 
+def charge(log: str, run_id: str, die: bool, idempotency_key: str) -> str:
+    """The irreversible action: the ledger (the log) is the system of record, by idempotency key. With
+    ``die`` the worker is killed once right after the charge, before its result is recorded."""
+    record(log, run_id, 2, f"charge:{idempotency_key}")
+    if die and not Path(log + ".died").exists():
+        Path(log + ".died").touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return f"charged {idempotency_key}"
+
+
+def charged(log: str, run_id: str, die: bool, idempotency_key: str) -> Reconciled:
+    """Asks the ledger whether the charge with this key happened; ``log.unknown`` makes it unsure."""
+    record(log, run_id, 2, f"check:{idempotency_key}")
+    if Path(log + ".unknown").exists():
+        return Reconciled.unknown()
+    lines = Path(log).read_text(encoding="utf-8").split()
+    return (
+        Reconciled.done(f"charged {idempotency_key}")
+        if f"charge:{idempotency_key}" in lines
+        else Reconciled.not_done()
+    )
+
+
+async def billing(ctx: Context, job: dict[str, Any]) -> list[str]:
+    log = str(job["log"])
+    first = await ctx.step(effect, log, ctx.run_id, 1, 0.0, effect="idempotent", name="prepare")
+    paid = await ctx.step(
+        charge, log, ctx.run_id, bool(job.get("die")), effect="irreversible", reconcile=charged, name="charge"
+    )
+    last = await ctx.step(effect, log, ctx.run_id, 3, 0.0, effect="idempotent", name="receipt")
+    return [str(first), paid, str(last)]
+
+
 def register(app: App) -> App:
     app.workflow(name="chain")(chain)
     app.workflow(name="undoable")(undoable)
     app.workflow(name="reviewed", on_failure="review")(undoable)
+    app.workflow(name="billing")(billing)
     return app
 
 

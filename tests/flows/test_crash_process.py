@@ -297,3 +297,58 @@ async def test_a_failed_run_waits_in_review_across_a_worker_restart(db_url: str,
         assert [r.status for r in await app.reviews.list(run_id=rid, status=None)] == ["resolved"]
     finally:
         app.close()
+
+
+def _charges(log: Path, phase: str) -> list[str]:
+    return [p for _, _, p, _, _ in effects(log) if p.startswith(phase)]
+
+
+async def test_a_reconcile_check_settles_a_charge_a_sigkill_left_unknown(db_url: str, tmp_path: Path) -> None:
+    """The worker dies right after the charge: the check finds it in the ledger, nothing is charged twice."""
+    log = tmp_path / "effects.log"
+    app = crash_app.register(App(db_url))
+    try:
+        rid = await app.start("billing", {"log": str(log), "die": True})
+        first = start_worker(db_url, cwd=tmp_path)
+        assert first.wait(60) == -signal.SIGKILL
+        assert [s.status for s in await app.steps(rid)] == ["done", "intent"]
+        second = start_worker(db_url, cwd=tmp_path)
+        try:
+            run = await wait_status(app, rid, ("completed", "failed", "waiting"))
+        finally:
+            stop(second)
+        key = f"{rid}:2"
+        assert run.status == "completed" and run.output == ["1", f"charged {key}", "3"]
+        assert _charges(log, "charge") == [f"charge:{key}"] and _charges(log, "check") == [f"check:{key}"]
+        steps = await app.steps(rid)
+        assert [(s.kind, s.name, s.status) for s in steps] == [
+            ("step", "prepare", "done"),
+            ("step", "charge", "done"),
+            ("reconcile", "reconcile charge", "done"),
+            ("step", "receipt", "done"),
+        ]
+        assert steps[2].output == {"status": "done", "output": f"charged {key}"}
+    finally:
+        app.close()
+
+
+async def test_a_reconcile_check_that_finds_nothing_runs_the_charge_again(
+    db_url: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "effects.log"
+    app = crash_app.register(App(db_url))
+    try:
+        rid = await app.start("billing", {"log": str(log)})
+        first = start_worker(db_url, crash_point="after_intent:2", cwd=tmp_path)
+        assert first.wait(60) == -signal.SIGKILL
+        second = start_worker(db_url, cwd=tmp_path)
+        try:
+            run = await wait_status(app, rid, ("completed", "failed", "waiting"))
+        finally:
+            stop(second)
+        key = f"{rid}:2"
+        assert run.status == "completed" and run.output == ["1", f"charged {key}", "3"]
+        assert _charges(log, "charge") == [f"charge:{key}"]  # once: the intent was all the first worker did
+        assert [s.name for s in await app.steps(rid)] == ["prepare", "charge", "reconcile charge", "receipt"]
+    finally:
+        app.close()

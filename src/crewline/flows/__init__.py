@@ -3,6 +3,7 @@
 from .context import Context
 from .definitions import Queue, RetryPolicy, Workflow
 from .engine import Engine
+from .reconcile import Reconciled
 from .review_requests import Decision, ReviewRequest, RiskPolicy
 from .run_store import RunRecord, StepRecord
 from .tools import Tool, tool
@@ -12,6 +13,7 @@ __all__ = [
     "Decision",
     "Engine",
     "Queue",
+    "Reconciled",
     "RetryPolicy",
     "ReviewRequest",
     "RiskPolicy",

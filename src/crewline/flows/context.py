@@ -91,6 +91,7 @@ class Context:
         timeout: float | str | None = None,
         idempotency_key: str | None = None,
         compensate: Callable[..., Any] | None = None,
+        reconcile: Callable[..., Any] | None = None,
         **kwargs: Any,
     ) -> T:
         """Run ``fn(*args, **kwargs)`` once, durably, and return its (recorded) result.
@@ -106,6 +107,11 @@ class Context:
         is cancelled with compensation, or is undone by an operator, the registered compensations run in
         reverse step order, each a durable step called with the step's result (``void_invoice(invoice)``;
         return what an undo needs). It receives an ``idempotency_key`` too if it takes one.
+
+        ``reconcile`` (for an irreversible step) asks the system of record, after a crash left only the
+        step's intent, whether the action happened: called like ``fn`` (with its ``idempotency_key``), as a
+        recorded step of its own, it returns ``Reconciled.done(output)``, ``Reconciled.not_done()`` (the
+        step runs again) or ``Reconciled.unknown()`` (the run waits for an operator). See :mod:`.reconcile`.
         """
         call = Call(
             fn,
@@ -118,6 +124,7 @@ class Context:
             timeout,
             idempotency_key,
             compensate=compensate,
+            reconcile=reconcile,
         )
         result: T = await run_call(self._journal, call)
         return result

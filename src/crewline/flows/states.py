@@ -29,7 +29,17 @@ StepStatus = Literal["intent", "waiting", "done", "failed", "retry"]
 # checkpoint: a named marker (``ctx.checkpoint``) that reruns and forks can start from;
 # flag: an operator's flag as the run read it (see flows/step_flag.py).
 StepKind = Literal[
-    "step", "tool", "llm", "sleep", "event", "child", "approval", "compensation", "checkpoint", "flag"
+    "step",
+    "tool",
+    "llm",
+    "sleep",
+    "event",
+    "child",
+    "approval",
+    "compensation",
+    "checkpoint",
+    "flag",
+    "reconcile",
 ]
 
 RUN_STATES: tuple[RunStatus, ...] = get_args(RunStatus)

@@ -31,6 +31,7 @@ from .definitions import (
     type_ref,
 )
 from .journal import Entry, FailedStep, Journal, Outcome
+from .reconcile import Reconciled, check_step_name
 from .states import StepKind
 from .tools import Tool, as_tool
 
@@ -55,6 +56,7 @@ class Call:
     input_json: bytes | None = None
     compensate: Callable[..., Any] | None = None  # called with the result to undo the step
     validate: Callable[[Any], dict[str, Any]] | None = None  # a tool's arguments, edited by an operator
+    reconcile: Callable[..., Any] | None = None  # asks whether the action happened, after a crash
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,19 @@ async def run_call(journal: Journal, call: Call) -> Any:
     """Run (or replay) ``call`` as the run's next step and return its (recorded) result."""
     if call.effect not in EFFECTS:
         raise ConfigError(f"effect must be one of {', '.join(EFFECTS)}, got {call.effect!r}")
+    if call.reconcile is None:
+        return await _run(journal, call)
+    # A check recorded by an earlier execution follows the action: pass it, whatever the action did.
+    try:
+        value = await _run(journal, call)
+    except StepError:
+        await _pass_check(journal, call)
+        raise
+    await _pass_check(journal, call)
+    return value
+
+
+async def _run(journal: Journal, call: Call) -> Any:
     entry = await journal.begin(call.name, call.kind, cast(Effect, call.effect), call.input_json)
     if call.compensate is not None:
         entry = replace(entry, compensation=fn_name(call.compensate))
@@ -79,9 +94,14 @@ async def run_call(journal: Journal, call: Call) -> Any:
     if entry.record is not None and entry.record.status == "retry":
         call = _edited(call, entry.record.input)
         entry = entry.with_input(call.input_json)
-    elif entry.record is not None:
-        if not entry.finished:
+    elif entry.record is not None and not entry.finished:
+        answer = await _reconcile(journal, entry, call) if call.reconcile is not None else None
+        if answer is None or answer.status == "unknown":
             await journal.ask_outcome(entry)
+        if answer.status == "done":
+            output = answer.output if adapter is None else adapter.validate_python(answer.output)
+            return await _settle(journal, entry, call, output)
+    elif entry.record is not None:
         if entry.record.status == "failed":
             journal.failed_step = FailedStep(entry.n, entry.name, type_ref(call.fn), entry.record.input)
         value = journal.replay(entry)
@@ -98,6 +118,12 @@ async def run_call(journal: Journal, call: Call) -> Any:
     seconds = None if call.timeout is None else parse_duration(call.timeout)
     await journal.go_live(entry, key)
     result, attempts = await _attempts(journal, entry, _Live(call.fn, call.args, kwargs, policy, seconds))
+    return await _settle(journal, entry, call, result, attempts)
+
+
+async def _settle(journal: Journal, entry: Entry, call: Call, result: Any, attempts: int = 1) -> Any:
+    """Record ``result`` as the step's outcome and return it as a replay would."""
+    adapter = return_adapter(call.fn)
     # A plain JSON scalar of the declared type reads back as itself: skip the validation round trip.
     scalar = type(result) in _SCALARS and return_type(call.fn) in (None, type(result))
     try:
@@ -113,6 +139,40 @@ async def run_call(journal: Journal, call: Call) -> Any:
     if call.compensate is not None:
         journal.register(entry, call.compensate, value)
     return value
+
+
+async def _reconcile(journal: Journal, entry: Entry, call: Call) -> Reconciled:
+    """Ask the call's check whether the action of ``entry`` (an intent, nothing more) happened."""
+    check = call.reconcile
+    assert check is not None and entry.record is not None
+    recorded = entry.record.output if isinstance(entry.record.output, dict) else {}
+    key = recorded.get("idempotency_key") or call.idempotency_key or journal.step_key(entry.n)
+    kwargs = dict(call.kwargs)
+    if _accepts_key(check) and "idempotency_key" not in kwargs:
+        kwargs["idempotency_key"] = key
+    adapter = return_adapter(call.fn)
+
+    async def ask() -> dict[str, Any]:
+        answer = await _invoke(_Live(check, call.args, kwargs))
+        if not isinstance(answer, Reconciled):
+            raise InvalidInput(
+                f"the reconcile check {fn_name(check)} of step {entry.n} ({entry.name}) must return "
+                f"Reconciled.done(output), Reconciled.not_done() or Reconciled.unknown(), not {type(answer).__name__}"
+            )
+        if answer.status == "done" and adapter is not None:
+            answer = Reconciled.done(adapter.dump_python(answer.output, mode="json"))
+        return answer.model_dump(mode="json")
+
+    name = check_step_name(entry.name)
+    recorded_answer = await run_call(journal, Call(ask, (), {}, name, "reconcile", "read", call.retry))
+    return Reconciled.model_validate(recorded_answer)
+
+
+async def _pass_check(journal: Journal, call: Call) -> None:
+    following = journal.next_record()
+    name = check_step_name(call.name)
+    if following is not None and following.kind == "reconcile" and following.name == name:
+        await journal.begin(name, "reconcile")
 
 
 def _edited(call: Call, arguments: Any) -> Call:

@@ -10,8 +10,9 @@ recorded as JSON and validated into the operation's result type on the way out, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import pydantic
 import pydantic_core
@@ -21,6 +22,7 @@ from ..errors import InvalidInput
 from ..store.payloads import dump
 from .definitions import RetryPolicy, adapter_for
 from .journal import Journal
+from .reconcile import Reconciled
 from .step_call import Call, run_call
 from .tools import Tool
 
@@ -35,6 +37,9 @@ class ConnectorCall(pydantic.BaseModel):
     idempotency_key: str | None = None
     retry: RetryPolicy | None = None
     timeout: float | str | None = None
+    # For an irreversible operation: ``check(arguments, idempotency_key) -> Reconciled``, asked after a
+    # crash left only the step's intent whether the remote side did it (see :mod:`.reconcile`).
+    reconcile: Callable[[pydantic.BaseModel, str], Any] | None = None
 
 
 class ConnectorSteps:
@@ -88,6 +93,7 @@ class ConnectorSteps:
             how.timeout,
             key,
             input_json=dump(described.journal_input(), f"the arguments of {described.step_name}"),
+            reconcile=None if how.reconcile is None else _check(how.reconcile, model),
         )
         return _result(spec, await run_call(self._journal, call))
 
@@ -114,6 +120,19 @@ def _arguments(
             f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}" for err in e.errors()[:3]
         )
         raise InvalidInput(f"arguments for {connector}.{spec.name} are not valid: {problems}") from None
+
+
+def _check(
+    reconcile: Callable[[pydantic.BaseModel, str], Any], model: pydantic.BaseModel
+) -> Callable[..., Any]:
+    async def check(idempotency_key: str) -> Reconciled:
+        answer = reconcile(model, idempotency_key)
+        answer = await answer if inspect.isawaitable(answer) else answer
+        if isinstance(answer, Reconciled) and answer.status == "done":
+            return Reconciled.done(pydantic_core.to_jsonable_python(answer.output))
+        return cast(Reconciled, answer)  # checked by the journal, which names the check if it is not one
+
+    return check
 
 
 def _result(spec: OperationSpec, value: Any) -> Any:
