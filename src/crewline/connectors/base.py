@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, runtime_checkable
 
 import pydantic
 
@@ -51,8 +51,10 @@ __all__ = [
     "ConnectorType",
     "CredentialRef",
     "Effect",
+    "Found",
     "Operation",
     "OperationSpec",
+    "Reconciling",
 ]
 
 Effect = Literal["read", "idempotent", "irreversible"]
@@ -127,6 +129,26 @@ class Connector(Protocol):
     ) -> Any: ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Found:
+    """What a connector's system of record says of an operation a crash left unknown: ``happened`` is
+    True, False, or None when it cannot say; ``output`` is the operation's result when it happened."""
+
+    happened: bool | None
+    output: Any = None
+
+
+@runtime_checkable
+class Reconciling(Protocol):
+    """A connector that can ask its system of record whether an irreversible operation happened (the SMTP
+    connector looks for the Message-ID in Sent). ``ctx.connector`` uses it as the reconcile check of its
+    irreversible operations unless the call names its own."""
+
+    async def was_done(
+        self, spec: OperationSpec, arguments: pydantic.BaseModel, idempotency_key: str
+    ) -> Found: ...
 
 
 @dataclass(frozen=True)

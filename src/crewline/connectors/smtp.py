@@ -32,6 +32,7 @@ from .base import (
     ConnectorSetup,
     ConnectorType,
     CredentialRef,
+    Found,
     OperationSpec,
 )
 from .email_message import check_header
@@ -209,6 +210,24 @@ class SmtpConnector:
         if imap is None:
             return None
         return await imap.holds(self.settings.sent_mailbox, self.message_id(idempotency_key))
+
+    async def was_done(
+        self, spec: OperationSpec, arguments: pydantic.BaseModel, idempotency_key: str
+    ) -> Found:
+        """The reconcile check of ``send`` (see :class:`~crewline.connectors.base.Reconciling`): found in
+        Sent, it went out; not found, it is sent again under the same Message-ID. An email the server took
+        but the worker died before filing is the one case this misses, unless the server files sent mail
+        itself, as Gmail does."""
+        sent = None if spec.name != SEND.name else await self.was_sent(idempotency_key)
+        if sent is None:
+            return Found(None)
+        if not sent:
+            return Found(False)
+        assert isinstance(arguments, SendEmail)
+        output = Sent(
+            message_id=self.message_id(idempotency_key), to=arguments.to, filed_in=self.settings.sent_mailbox
+        )
+        return Found(True, output)
 
     async def aclose(self) -> None:
         return None
