@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 DOVECOT = "/usr/sbin/dovecot"
 USER = "ada"
@@ -268,14 +269,42 @@ class SmtpSink:
         return "250 OK"
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[SmtpSink]:
-    """An SMTP server (aiosmtpd) on a free loopback port counting deliveries by Message-ID."""
+SMTP_USER = "ada"
+SMTP_PASSWORD = "smtp-test-password-91c2"
+
+
+def _authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+    ok = isinstance(data, LoginPassword) and (data.login, data.password) == (
+        SMTP_USER.encode(),
+        SMTP_PASSWORD.encode(),
+    )
+    return AuthResult(success=ok, handled=False)  # handled=False: the server answers 535 itself
+
+
+def _serve_smtp(**options: Any) -> Iterator[SmtpSink]:
     port = free_port()
     sink = SmtpSink("127.0.0.1", port)
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller = Controller(sink, hostname="127.0.0.1", port=port, **options)
     controller.start()
     try:
         yield sink
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpSink]:
+    """An SMTP server (aiosmtpd) on a free loopback port counting deliveries by Message-ID."""
+    yield from _serve_smtp()
+
+
+@pytest.fixture
+def smtp_auth_server() -> Iterator[SmtpSink]:
+    """As ``smtp_server``, requiring AUTH as :data:`SMTP_USER` / :data:`SMTP_PASSWORD` (over plain TCP,
+    which only a loopback test may allow)."""
+    yield from _serve_smtp(
+        authenticator=_authenticate,
+        auth_required=True,
+        auth_require_tls=False,
+        auth_exclude_mechanism=["LOGIN"],
+    )

@@ -21,9 +21,18 @@ from crewline.connectors.smtp import Sent
 from ..flows._drive import CrashPlan, drive, expire_leases, step_once
 from ..flows.test_crash_process import stop
 from . import mail_app
-from .mail_servers import PASSWORD, Dovecot, SmtpSink, dovecot, smtp_server
+from .mail_servers import (
+    PASSWORD,
+    SMTP_PASSWORD,
+    SMTP_USER,
+    Dovecot,
+    SmtpSink,
+    dovecot,
+    smtp_auth_server,
+    smtp_server,
+)
 
-__all__ = ["dovecot", "smtp_server"]
+__all__ = ["dovecot", "smtp_auth_server", "smtp_server"]
 
 ORIGINAL = Message(
     message_id="<q1@customer.example>",
@@ -229,4 +238,26 @@ async def test_without_an_imap_connector_the_outcome_stays_unknown(
     run = await app.get_run(rid)
     assert run.status == "waiting" and (run.wait_reason or "").startswith("outcome unknown")
     assert smtp_server.deliveries == {}
+    app.close()
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # loopback only
+@pytest.mark.parametrize("password", [SMTP_PASSWORD, "not-the-password-77"])
+async def test_auth_comes_from_a_reference_and_a_refusal_names_what_to_check(
+    sqlite_url: str, smtp_auth_server: SmtpSink, monkeypatch: pytest.MonkeyPatch, password: str
+) -> None:
+    monkeypatch.setenv("TEST_SMTP_PASSWORD", password)
+    sections = mail_sections(smtp_auth_server, None)
+    sections["connectors"]["outbox"] |= {"user": SMTP_USER, "password": "env:TEST_SMTP_PASSWORD"}
+    app = reply_app(sqlite_url, sections)
+    run = await drive(app, await app.start("reply", ORIGINAL))
+    if password == SMTP_PASSWORD:
+        assert run.status == "completed" and smtp_auth_server.deliveries == {run.output: 1}
+    else:
+        assert run.status == "failed" and run.error is not None and smtp_auth_server.deliveries == {}
+        assert run.error["message"] == (
+            "connector 'outbox': 127.0.0.1:"
+            f"{smtp_auth_server.port} refused the login of 'ada': check the user and password"
+        )
+    assert password not in str(await app.steps(run.id))
     app.close()
