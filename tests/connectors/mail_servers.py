@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,13 @@ def dovecot(tmp_path: Path) -> Iterator[Dovecot]:
     """A Dovecot IMAP server on loopback, with user ``ada`` (password :data:`PASSWORD`)."""
     if not os.path.exists(DOVECOT):
         pytest.skip("dovecot is not installed: scripts/setup installs Debian's dovecot-imapd")
+    with running_dovecot(tmp_path) as server:
+        yield server
+
+
+@contextmanager
+def running_dovecot(keep_log_in: Path) -> Iterator[Dovecot]:
+    """Start Dovecot with a throwaway configuration; its log is copied to ``keep_log_in`` at the end."""
     # Dovecot's login, auth and mail processes run unprivileged (never as root) and must reach its
     # files: pytest's tmp dirs are private to their owner, so the server gets a directory others may enter.
     tmp = Path(tempfile.mkdtemp(prefix="crewline-dovecot-"))
@@ -218,14 +226,14 @@ def dovecot(tmp_path: Path) -> Iterator[Dovecot]:
     (tmp / "dovecot.conf").write_text(_CONF.format(tmp=tmp, port=port, **accounts))
     (tmp / "users").write_text(f"{USER}:{{PLAIN}}{PASSWORD}\n")
     server = Dovecot(tmp, port)
-    server.start()
     try:
+        server.start()
         yield server
     finally:
         server.stop()
         log = tmp / "dovecot.log"
         if log.exists():
-            shutil.copy(log, tmp_path / "dovecot.log")
+            shutil.copy(log, keep_log_in / "dovecot.log")
         shutil.rmtree(tmp, ignore_errors=True)
 
 
