@@ -175,6 +175,7 @@ class InboxTrigger:
         self.settings = settings
         self._wiring = wiring
         self._session: ImapSession | None = None
+        self._idling = False
 
     async def run(self, stopping: asyncio.Event) -> None:
         backoff = 1.0
@@ -201,10 +202,11 @@ class InboxTrigger:
                 await self._wiring.db.write(lambda c: release_lease(c, self.name, self._wiring.holder))
 
     async def _abort_on(self, stopping: asyncio.Event) -> None:
-        """Cut the connection when stopping, so a thread waiting in IDLE returns at once."""
+        """Cut the connection when stopping while it waits in IDLE, so that thread returns at once. An
+        email being handled is finished first: the loop stops between emails."""
         await stopping.wait()
         session = self._session
-        if session is not None:
+        if session is not None and self._idling:
             session.abort()
 
     async def _take_lease(self) -> bool:
@@ -233,7 +235,12 @@ class InboxTrigger:
     async def _wait(self, session: ImapSession, stopping: asyncio.Event) -> None:
         window = min(self.settings.poll_interval, self.settings.lease / 3)
         if self.settings.idle and session.can_idle:
-            await asyncio.to_thread(session.idle, window)
+            self._idling = True
+            try:
+                if not stopping.is_set():
+                    await asyncio.to_thread(session.idle, window)
+            finally:
+                self._idling = False
         else:
             await _pause(stopping, window)
 
