@@ -30,9 +30,10 @@ from .mail_servers import (
     dovecot,
     smtp_auth_server,
     smtp_server,
+    smtp_tls_server,
 )
 
-__all__ = ["dovecot", "smtp_auth_server", "smtp_server"]
+__all__ = ["dovecot", "smtp_auth_server", "smtp_server", "smtp_tls_server"]
 
 ORIGINAL = Message(
     message_id="<q1@customer.example>",
@@ -260,4 +261,27 @@ async def test_auth_comes_from_a_reference_and_a_refusal_names_what_to_check(
             f"{smtp_auth_server.port} refused the login of 'ada': check the user and password"
         )
     assert password not in str(await app.steps(run.id))
+    app.close()
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_starttls_with_a_trusted_ca_sends_and_an_untrusted_certificate_is_refused(
+    sqlite_url: str, smtp_tls_server: SmtpSink, tmp_path: Path, trusted: bool
+) -> None:
+    sections = mail_sections(smtp_tls_server, None)
+    sections["connectors"]["outbox"] |= {"tls": "starttls"} | (
+        {"ca_file": str(tmp_path / "cert.pem")} if trusted else {}
+    )
+    app = reply_app(sqlite_url, sections)
+    run = await drive(app, await app.start("reply", ORIGINAL))
+    if trusted:
+        assert run.status == "completed" and smtp_tls_server.deliveries == {run.output: 1}
+    else:
+        assert run.status == "failed" and smtp_tls_server.deliveries == {}
+        assert run.error is not None and "connector 'outbox'" in run.error["message"]
+        port = smtp_tls_server.port
+        assert run.error["message"] == (
+            f"connector 'outbox': TLS with 127.0.0.1:{port} failed (self-signed certificate): "
+            "check tls, and ca_file for a server with its own CA"
+        )
     app.close()

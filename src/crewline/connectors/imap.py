@@ -28,7 +28,7 @@ from ..errors import ConnectorAuthError, ConnectorError, ConnectorRejected, Conn
 from ..secret_store import SecretValue
 from .base import ConnectorSettings, ConnectorSetup, ConnectorType, CredentialRef, OperationSpec
 
-__all__ = ["CONNECTOR", "ImapConnector", "ImapSession", "ImapSettings", "Mailbox"]
+__all__ = ["CONNECTOR", "ImapConnector", "ImapSession", "ImapSettings", "Mailbox", "tls_problem"]
 
 _UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
 _SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
@@ -42,6 +42,9 @@ class ImapSettings(ConnectorSettings):
     user: str
     password: CredentialRef
     timeout: float = pydantic.Field(default=30.0, gt=0)
+    ca_file: str | None = (
+        None  # trust only this CA (PEM) instead of the system's, e.g. a self-hosted server's
+    )
 
     @property
     def effective_port(self) -> int:
@@ -69,13 +72,13 @@ class ImapSession:
         with _converted(connector, f"{settings.host}:{settings.effective_port}"):
             imap: imaplib.IMAP4
             if settings.tls == "tls":
-                context = ssl.create_default_context()
+                context = ssl.create_default_context(cafile=settings.ca_file)
                 port = settings.effective_port
                 imap = imaplib.IMAP4_SSL(settings.host, port, ssl_context=context, timeout=settings.timeout)
             else:
                 imap = imaplib.IMAP4(settings.host, settings.effective_port, timeout=settings.timeout)
                 if settings.tls == "starttls":
-                    imap.starttls(ssl.create_default_context())
+                    imap.starttls(ssl.create_default_context(cafile=settings.ca_file))
         session = cls(connector, imap)
         session.login(settings.user, password)
         return session
@@ -201,6 +204,12 @@ def _converted(connector: str, doing: str) -> Iterator[None]:
         ) from e
     except imaplib.IMAP4.error as e:
         raise ConnectorRejected(connector, f"the server refused {doing}: {_text(e.args)}") from e
+
+
+def tls_problem(where: str, error: ssl.SSLError) -> str:
+    """What a failed TLS handshake means and what to check (shared by the mail connectors)."""
+    reason = getattr(error, "verify_message", None) or getattr(error, "reason", None) or type(error).__name__
+    return f"TLS with {where} failed ({reason}): check tls, and ca_file for a server with its own CA"
 
 
 def _quoted(mailbox: str) -> str:

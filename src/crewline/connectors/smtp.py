@@ -36,7 +36,7 @@ from .base import (
     OperationSpec,
 )
 from .email_message import check_header
-from .imap import ImapConnector
+from .imap import ImapConnector, tls_problem
 from .records import Message
 
 __all__ = ["CONNECTOR", "SEND", "SendEmail", "Sent", "SmtpConnector", "SmtpSettings", "reply_headers"]
@@ -53,6 +53,9 @@ class SmtpSettings(ConnectorSettings):
     sent: str | None = None  # an IMAP connector to file sent mail with (and to ask after a crash)
     sent_mailbox: str = "Sent"
     timeout: float = pydantic.Field(default=30.0, gt=0)
+    ca_file: str | None = (
+        None  # trust only this CA (PEM) instead of the system's, e.g. a self-hosted server's
+    )
 
     @property
     def effective_port(self) -> int:
@@ -166,9 +169,11 @@ class SmtpConnector:
                 password=password,
                 use_tls=s.tls == "tls",
                 start_tls=s.tls == "starttls",
-                tls_context=ssl.create_default_context() if s.tls != "none" else None,
+                tls_context=ssl.create_default_context(cafile=s.ca_file) if s.tls != "none" else None,
                 timeout=s.timeout,
             )
+        except ssl.SSLError as e:
+            raise ConnectorError(self.name, tls_problem(where, e)) from e
         except aiosmtplib.SMTPAuthenticationError:
             raise ConnectorAuthError(
                 self.name, f"{where} refused the login of {s.user!r}: check the user and password"
