@@ -43,7 +43,7 @@ base_dir = {tmp}/run
 state_dir = {tmp}/state
 log_path = {tmp}/dovecot.log
 info_log_path = {tmp}/dovecot.log
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 first_valid_uid = 0
@@ -62,7 +62,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
   }}
 }}
 service anvil {{
@@ -104,6 +105,7 @@ class Dovecot:
 
     tmp: Path
     port: int
+    tls_port: int = 0  # implicit TLS (imaps), when started with a certificate
     user: str = USER
     password: str = PASSWORD
     process: subprocess.Popen[bytes] | None = None
@@ -212,9 +214,20 @@ def dovecot(tmp_path: Path) -> Iterator[Dovecot]:
         yield server
 
 
+@pytest.fixture
+def dovecot_tls(tmp_path: Path) -> Iterator[Dovecot]:
+    """As ``dovecot``, also offering STARTTLS on ``port`` and TLS on ``tls_port``, with a self-signed
+    certificate (``tmp_path/cert.pem``, its own CA)."""
+    if not os.path.exists(DOVECOT):
+        pytest.skip("dovecot is not installed: scripts/setup installs Debian's dovecot-imapd")
+    with running_dovecot(tmp_path, certificate(tmp_path)) as server:
+        yield server
+
+
 @contextmanager
-def running_dovecot(keep_log_in: Path) -> Iterator[Dovecot]:
-    """Start Dovecot with a throwaway configuration; its log is copied to ``keep_log_in`` at the end."""
+def running_dovecot(keep_log_in: Path, tls: tuple[Path, Path] | None = None) -> Iterator[Dovecot]:
+    """Start Dovecot with a throwaway configuration (TLS with ``tls``, a (cert, key) pair); its log is
+    copied to ``keep_log_in`` at the end."""
     # Dovecot's login, auth and mail processes run unprivileged (never as root) and must reach its
     # files: pytest's tmp dirs are private to their owner, so the server gets a directory others may enter.
     tmp = Path(tempfile.mkdtemp(prefix="crewline-dovecot-"))
@@ -223,10 +236,12 @@ def running_dovecot(keep_log_in: Path) -> Iterator[Dovecot]:
     for sub in ("run", "state", "mail"):
         (tmp / sub).mkdir()
     os.chown(tmp / "mail", accounts["mail_uid"], accounts["mail_gid"])
-    port = free_port()
-    (tmp / "dovecot.conf").write_text(_CONF.format(tmp=tmp, port=port, **accounts))
+    port, tls_port = free_port(), (free_port() if tls else 0)
+    ssl_conf = "ssl = no" if tls is None else f"ssl = yes\nssl_cert = <{tls[0]}\nssl_key = <{tls[1]}"
+    conf = _CONF.format(tmp=tmp, port=port, tls_port=tls_port, ssl=ssl_conf, **accounts)
+    (tmp / "dovecot.conf").write_text(conf)
     (tmp / "users").write_text(f"{USER}:{{PLAIN}}{PASSWORD}\n")
-    server = Dovecot(tmp, port)
+    server = Dovecot(tmp, port, tls_port)
     try:
         server.start()
         yield server

@@ -281,7 +281,7 @@ async def test_starttls_with_a_trusted_ca_sends_and_an_untrusted_certificate_is_
         assert run.error is not None and "connector 'outbox'" in run.error["message"]
         port = smtp_tls_server.port
         assert run.error["message"] == (
-            f"connector 'outbox': TLS with 127.0.0.1:{port} failed (self-signed certificate): "
+            f"connector 'outbox': TLS failed while connecting to 127.0.0.1:{port} (self-signed certificate): "
             "check tls, and ca_file for a server with its own CA"
         )
     app.close()

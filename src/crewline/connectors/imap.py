@@ -69,7 +69,7 @@ class ImapSession:
 
     @classmethod
     def open(cls, connector: str, settings: ImapSettings, password: SecretValue) -> ImapSession:
-        with _converted(connector, f"{settings.host}:{settings.effective_port}"):
+        with _converted(connector, f"connecting to {settings.host}:{settings.effective_port}"):
             imap: imaplib.IMAP4
             if settings.tls == "tls":
                 context = ssl.create_default_context(cafile=settings.ca_file)
@@ -196,6 +196,8 @@ def _converted(connector: str, doing: str) -> Iterator[None]:
         yield
     except ConnectorError:
         raise
+    except ssl.SSLError as e:  # a certificate is not a passing outage: asking again will not help
+        raise ConnectorError(connector, tls_problem(doing, e)) from e
     except TimeoutError as e:
         raise ConnectorUnavailable(connector, f"no answer in time while {doing}: is the server up?") from e
     except (OSError, imaplib.IMAP4.abort, EOFError) as e:
@@ -206,10 +208,10 @@ def _converted(connector: str, doing: str) -> Iterator[None]:
         raise ConnectorRejected(connector, f"the server refused {doing}: {_text(e.args)}") from e
 
 
-def tls_problem(where: str, error: ssl.SSLError) -> str:
+def tls_problem(doing: str, error: ssl.SSLError) -> str:
     """What a failed TLS handshake means and what to check (shared by the mail connectors)."""
     reason = getattr(error, "verify_message", None) or getattr(error, "reason", None) or type(error).__name__
-    return f"TLS with {where} failed ({reason}): check tls, and ca_file for a server with its own CA"
+    return f"TLS failed while {doing} ({reason}): check tls, and ca_file for a server with its own CA"
 
 
 def _quoted(mailbox: str) -> str:

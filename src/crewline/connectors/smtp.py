@@ -173,7 +173,7 @@ class SmtpConnector:
                 timeout=s.timeout,
             )
         except ssl.SSLError as e:
-            raise ConnectorError(self.name, tls_problem(where, e)) from e
+            raise ConnectorError(self.name, tls_problem(f"connecting to {where}", e)) from e
         except aiosmtplib.SMTPAuthenticationError:
             raise ConnectorAuthError(
                 self.name, f"{where} refused the login of {s.user!r}: check the user and password"
