@@ -1,7 +1,7 @@
 """Example workflows for a one-person company: inbox triage with an approval before any reply is sent
 (started by the inbox trigger for each email when ``[triggers.inbox]`` is configured, replying over SMTP
-when ``[connectors.outbox]`` is),
-lead follow-up drafting, ticket summaries that escalate from the cheap model to the strong one, customer
+when ``[connectors.outbox]`` is), lead follow-up drafting from the contact in the CRM (read through the
+HTTP connector), ticket summaries that escalate from the cheap model to the strong one, customer
 onboarding with a durable wait, and a daily digest on a cron schedule.
 
 Start the server (or a worker) on them with ``scripts/run``, then for instance:
@@ -19,7 +19,9 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from crewline import App, Context, WaitTimeout, tool
-from crewline.connectors.records import Message
+from crewline.connectors.http import HttpOperation
+from crewline.connectors.mapping import FieldMap
+from crewline.connectors.records import Contact, Message
 
 app = App()
 app.queue("outbox", concurrency=2)  # never more than two sends at once, across all workers
@@ -40,11 +42,34 @@ class Triage(BaseModel):
 
 
 class Lead(BaseModel):
-    name: str
-    company: str
-    email: str
+    contact_id: str  # the contact's id in the CRM ([connectors.crm])
     interest: str
     days_since_contact: int = 7
+
+
+class ContactId(BaseModel):
+    id: str
+
+
+class CrmNote(BaseModel):
+    contact_id: str
+    text: str
+
+
+# The CRM's contact JSON, field by field, as a canonical Contact (unmapped fields land in Contact.extra).
+CRM_CONTACT = FieldMap(
+    Contact,
+    {
+        "source_id": "id",
+        "name": "properties.full_name",
+        "email": "properties.email",
+        "company": "company.name",
+    },
+)
+GET_CONTACT = HttpOperation(
+    "get_contact", "read", ContactId, method="GET", path="/contacts/{id}", map=CRM_CONTACT
+)
+ADD_NOTE = HttpOperation("add_note", "idempotent", CrmNote, method="POST", path="/notes")
 
 
 class Ticket(BaseModel):
@@ -109,14 +134,22 @@ async def triage_email(ctx: Context, message: Message) -> dict[str, str]:
 
 @app.workflow(budget="$0.20/run")
 async def lead_followup(ctx: Context, lead: Lead) -> dict[str, str]:
-    """Draft a follow-up for a lead; the operator approves (or edits) it before it goes out."""
-    draft = await ctx.llm(prompt="followup", input={"lead": lead}, temperature=0)
-    decision = await ctx.approve(f"send follow-up to {lead.name}", preview=draft, timeout="3d")
+    """Read the lead's contact from the CRM, draft a follow-up, and send it once the operator approves
+    (or edits) it; the CRM gets a note of what was sent."""
+    crm = ctx.connector("crm")
+    contact: Contact = await crm.call(GET_CONTACT, id=lead.contact_id)
+    if not contact.email:
+        return {"lead": lead.contact_id, "action": "no email in the CRM"}
+    about = {**lead.model_dump(), "name": contact.name or contact.email, "company": contact.company or "-"}
+    draft = await ctx.llm(prompt="followup", input={"lead": about}, temperature=0)
+    decision = await ctx.approve(f"send follow-up to {about['name']}", preview=draft, timeout="3d")
     if not decision.approved:
-        return {"lead": lead.email, "action": decision.status}
+        return {"lead": contact.email, "action": decision.status}
     body = decision.edited if isinstance(decision.edited, str) else draft
-    await ctx.step(send_email.fn, lead.email, f"Following up on {lead.interest}", body, effect="irreversible")
-    return {"lead": lead.email, "action": "sent"}
+    subject = f"Following up on {lead.interest}"
+    await ctx.step(send_email.fn, contact.email, subject, body, effect="irreversible")
+    await crm.call(ADD_NOTE, contact_id=contact.source_id or lead.contact_id, text=f"Sent: {subject}")
+    return {"lead": contact.email, "action": "sent"}
 
 
 @app.workflow(budget="$0.30/run", on_budget="fail")

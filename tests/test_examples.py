@@ -15,7 +15,9 @@ import pytest
 from crewline import App
 from crewline.models import Gateway, ModelsConfig
 from crewline.testing import FakeProvider
+from tests.connectors._crm import STATIC_TOKEN, FakeCrm, serving_crm
 from tests.connectors.mail_servers import PASSWORD, Dovecot, SmtpSink, dovecot, message, smtp_server
+from tests.connectors.test_secrets import _everything_stored
 from tests.flows._drive import drive, step_once
 
 __all__ = ["dovecot", "smtp_server"]
@@ -29,14 +31,37 @@ def fake() -> Iterator[FakeProvider]:
         yield server
 
 
+ADA = {
+    "id": 42,
+    "properties": {"full_name": "Ada Lovelace", "email": "ada@example.com"},
+    "company": {"name": "Analytical Engines"},
+}
+
+
+@pytest.fixture
+def crm() -> Iterator[FakeCrm]:
+    with serving_crm(FakeCrm(contacts={"42": ADA})) as server:
+        yield server
+
+
 @pytest.fixture
 async def example(
-    db_url: str, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mail_config: str
+    db_url: str,
+    fake: FakeProvider,
+    crm: FakeCrm,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    mail_config: str,
 ) -> Any:
     project = tmp_path / "project"
     project.mkdir()
     (project / "prompts").symlink_to(ROOT / "examples" / "prompts")
-    (project / "crewline.toml").write_text((ROOT / "examples" / "crewline.toml").read_text() + mail_config)
+    # The example's CRM is the loopback one here, behind a bearer token from the environment.
+    toml = (ROOT / "examples" / "crewline.toml").read_text()
+    toml = toml.replace('base_url = "http://127.0.0.1:8765/api"', f'base_url = "{crm.url}"')
+    toml += 'auth = { kind = "bearer", token = "env:CRM_TOKEN" }\n' + mail_config
+    (project / "crewline.toml").write_text(toml)
+    monkeypatch.setenv("CRM_TOKEN", STATIC_TOKEN)
     monkeypatch.setenv("CREWLINE_PROJECT_DIR", str(project))
     monkeypatch.setenv("CREWLINE_DATABASE_URL", db_url)
     sys.modules.pop("examples.app", None)
@@ -95,6 +120,37 @@ async def test_ticket_summary_escalates_when_the_cheap_model_fails_validation(
     run = await drive(app, rid)
     assert run.output["next_step"] == "Refund"
     assert [r.body["model"] for r in fake.requests] == ["mid", "mid", "big"]
+
+
+async def test_lead_followup_reads_the_contact_from_the_crm_and_notes_what_was_sent(
+    example: Any, fake: FakeProvider, crm: FakeCrm, db_url: str
+) -> None:
+    app: App = example.app
+    fake.reply("Hi Ada, following up on the team plan. Would a call on Thursday suit you?")
+    rid = await app.start("lead_followup", {"contact_id": "42", "interest": "the team plan"})
+    assert (await drive_until_waiting(app, rid)).wait_reason.startswith("approval:")
+    [req] = await app.reviews.list()
+    assert req.action == "send follow-up to Ada Lovelace"
+    asked = str(fake.requests[0].body["messages"])
+    assert "Ada Lovelace at Analytical Engines" in asked and "the team plan" in asked
+    await app.reviews.approve(req.id, by="owner")
+    run = await drive(app, rid)
+    assert run.output == {"lead": "ada@example.com", "action": "sent"}
+    sent = list((Path(app.settings.project_dir) / ".crewline" / "outbox").glob("*.json"))
+    assert len(sent) == 1 and "ada@example.com" in sent[0].read_text()
+    steps = await app.steps(rid)
+    assert [(s.kind, s.name) for s in steps] == [
+        ("step", "crm.get_contact"),
+        ("llm", "llm:followup"),
+        ("approval", "send follow-up to Ada Lovelace"),
+        ("step", "send_email"),
+        ("step", "crm.add_note"),
+    ]
+    [note] = crm.notes.values()
+    assert note["text"] == "Sent: Following up on the team plan"
+    assert crm.note_requests == [steps[-1].input["idempotency_key"]]
+    await app.aclose()
+    assert STATIC_TOKEN not in _everything_stored(db_url)
 
 
 async def drive_until_waiting(app: App, rid: str) -> Any:

@@ -104,8 +104,16 @@ def crm_token(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_a_typed_operation_reads_a_canonical_record_and_writes_with_an_idempotency_key(
     db_url: str, crm: FakeCrm, caplog: pytest.LogCaptureFixture
 ) -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from crewline.observe.traces import Tracer
+
     caplog.set_level(logging.DEBUG)
     app = _app(db_url, crm)
+    spans = InMemorySpanExporter()
+    tracer = Tracer(SimpleSpanProcessor(spans), capture_content=True)
+    app.observers.add(tracer)
     try:
         rid = await app.start("followup", "42")
         run = await drive(app, rid)
@@ -134,7 +142,15 @@ async def test_a_typed_operation_reads_a_canonical_record_and_writes_with_an_ide
         await app.aclose()
         assert STATIC_TOKEN not in _everything_stored(db_url)
         assert STATIC_TOKEN not in "\n".join(r.getMessage() + repr(r.args) for r in caplog.records)
+        assert tracer.flush()
+        exported = spans.get_finished_spans()
+        assert {"crm.get_contact", "crm.add_note"} <= {
+            str(a) for sp in exported for a in sp.attributes.values()
+        }
+        assert STATIC_TOKEN not in "\n".join(sp.to_json() for sp in exported)
     finally:
+        app.observers.remove(tracer)
+        tracer.shutdown()
         app.close()
 
 
@@ -319,6 +335,7 @@ def test_config_check_reads_http_sections_key_by_key() -> None:
             "base_url": "https://x.example",
             "auth": {"kind": "bearer", "token": "secret:crm"},
         },
+        "g": {"type": "http", "base_url": "https://x.example", "headers": {"X-Api-Key": "abc"}},
     }
     problems = connectors_problems(section, Credentials(None, None, {}))
     assert (
@@ -334,4 +351,57 @@ def test_config_check_reads_http_sections_key_by_key() -> None:
         == "[connectors.e] auth.token: env:NOPE is not set; export NOPE or use secret:NAME instead"
     )
     assert problems[5].startswith("[connectors.f] auth.token: secret:crm needs the secrets key")
-    assert len(problems) == 6 and "abc" not in "\n".join(problems)
+    assert problems[6] == (
+        '[connectors.g] headers: X-Api-Key carries a credential: use auth = { kind = "header", '
+        'header = "X-Api-Key", value = "secret:NAME" } (or kind bearer/basic) instead'
+    )
+    assert len(problems) == 7 and "abc" not in "\n".join(problems)
+
+
+async def test_an_agent_calls_an_http_operation_as_a_tool(db_url: str, crm: FakeCrm) -> None:
+    from crewline.models import Gateway, ModelsConfig
+    from crewline.testing import FakeProvider
+
+    app = _app(db_url, crm)
+
+    @app.workflow()
+    async def research(ctx: Context, goal: str) -> Any:
+        tools = ctx.connector("crm").tools(GET_CONTACT)
+        result = await ctx.agent(goal, tools=tools, model="fake/mid", max_steps=3)
+        return {"status": result.status, "output": result.output, "calls": result.tool_calls}
+
+    with FakeProvider(api_key="sk-test") as fake:
+        table = {
+            "providers": {
+                "fake": {"format": "openai", "base_url": fake.url + "/v1", "api_key_env": "FAKE_KEY"}
+            },
+            "prices": {"fake/mid": {"input": 0, "output": 0}},
+            "retry": {"attempts": 1},
+        }
+        app.engine.models = Gateway(ModelsConfig.parse(table), app.db, environ={"FAKE_KEY": "sk-test"})
+        fake.reply(tool_calls=[("crm_get_contact", {"id": "42"})])
+        fake.reply("Ada Lovelace works at Analytical Engines.")
+        try:
+            rid = await app.start("research", "Who is contact 42?")
+            run = await drive(app, rid)
+            assert run.output == {
+                "status": "completed",
+                "output": "Ada Lovelace works at Analytical Engines.",
+                "calls": 1,
+            }
+            # The model saw the tool's schema, then the canonical record the CRM's JSON was mapped to.
+            first = fake.requests[0].body
+            assert first["tools"][0]["function"]["name"] == "crm_get_contact"
+            assert '"company": "Analytical Engines"' in str(fake.requests[1].body["messages"]).replace(
+                "'", '"'
+            )
+            steps = await app.steps(rid)
+            assert [(s.kind, s.name) for s in steps] == [
+                ("llm", "agent:turn"),
+                ("tool", "crm_get_contact"),
+                ("llm", "agent:turn"),
+            ]
+            assert steps[1].input == {"id": "42"} and steps[1].output["email"] == "ada@example.com"
+        finally:
+            await app.aclose()
+            app.close()

@@ -130,13 +130,29 @@ def _base_url(value: object) -> str:
     return value.rstrip("/")
 
 
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"})
+
+
+def _plain_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Static headers are plain text in crewline.toml: the ones that carry credentials belong in ``auth``."""
+    for name in headers:
+        if name.lower() in _CREDENTIAL_HEADERS:
+            raise ValueError(
+                f'{name} carries a credential: use auth = {{ kind = "header", header = "{name}", '
+                'value = "secret:NAME" } (or kind bearer/basic) instead'
+            )
+    return headers
+
+
 class HttpSettings(ConnectorSettings):
     """``[connectors.NAME]`` of ``type = "http"``."""
 
     type: Literal["http"]
     base_url: Annotated[str, pydantic.BeforeValidator(_base_url)]
     auth: Auth | None = None
-    headers: dict[str, str] = pydantic.Field(default_factory=dict)  # static, never credentials
+    headers: Annotated[dict[str, str], pydantic.AfterValidator(_plain_headers)] = pydantic.Field(
+        default_factory=dict
+    )
     timeout: Annotated[float, pydantic.BeforeValidator(_duration)] = 30.0
     connect_timeout: Annotated[float, pydantic.BeforeValidator(_duration)] = 10.0
     max_response_bytes: Annotated[int, pydantic.BeforeValidator(_size)] = 10 * 1024 * 1024
