@@ -1,10 +1,12 @@
-"""Example workflows for a one-person company: inbox triage with an approval before any reply is sent,
-lead follow-up drafting from the contact in the CRM (read through the HTTP connector), ticket summaries that escalate from the cheap model to the strong one, customer
+"""Example workflows for a one-person company: inbox triage with an approval before any reply is sent
+(started by the inbox trigger for each email when ``[triggers.inbox]`` is configured, replying over SMTP
+when ``[connectors.outbox]`` is), lead follow-up drafting from the contact in the CRM (read through the
+HTTP connector), ticket summaries that escalate from the cheap model to the strong one, customer
 onboarding with a durable wait, and a daily digest on a cron schedule.
 
 Start the server (or a worker) on them with ``scripts/run``, then for instance:
 
-    crewline run triage_email --input '{"sender": "ada@example.com", "subject": "Refund?", "body": "..."}'
+    crewline run triage_email --input '{"sender": "ada@example.com", "subject": "Refund?", "text": "..."}'
     crewline review list
 """
 
@@ -19,7 +21,7 @@ from pydantic import BaseModel, Field
 from crewline import App, Context, WaitTimeout, tool
 from crewline.connectors.http import HttpOperation
 from crewline.connectors.mapping import FieldMap
-from crewline.connectors.records import Contact
+from crewline.connectors.records import Contact, Message
 
 app = App()
 app.queue("outbox", concurrency=2)  # never more than two sends at once, across all workers
@@ -111,8 +113,9 @@ def send_email(to: str, subject: str, body: str) -> str:
 
 
 @app.workflow(budget="$0.50/run", on_budget="degrade")
-async def triage_email(ctx: Context, email: Email) -> dict[str, str]:
+async def triage_email(ctx: Context, message: Message) -> dict[str, str]:
     """Triage with the cheap model; for what needs an answer, draft with the strong one and ask first."""
+    email = Email(sender=message.sender or "", subject=message.subject, body=message.text)
     t = await ctx.llm(prompt="triage", input=email, output=Triage, temperature=0)
     if t.category == "spam" or t.urgency == "low":
         return {"category": t.category, "action": "filed"}
@@ -122,7 +125,10 @@ async def triage_email(ctx: Context, email: Email) -> dict[str, str]:
         return {"category": t.category, "action": f"reply {decision.status}"}
     body = decision.edited if isinstance(decision.edited, str) else draft
     # Approved just above, so the send itself is a plain irreversible step rather than a second ask.
-    await ctx.step(send_email.fn, email.sender, f"Re: {email.subject}", body, effect="irreversible")
+    if "outbox" in app.settings.sections.get("connectors", {}):
+        await ctx.connector("outbox").call("send", to=[email.sender], text=body, reply_to=message)
+    else:  # no mail server configured: the reply goes to the file outbox
+        await ctx.step(send_email.fn, email.sender, f"Re: {email.subject}", body, effect="irreversible")
     return {"category": t.category, "action": "replied"}
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,11 @@ from crewline import App
 from crewline.models import Gateway, ModelsConfig
 from crewline.testing import FakeProvider
 from tests.connectors._crm import STATIC_TOKEN, FakeCrm, serving_crm
+from tests.connectors.mail_servers import PASSWORD, Dovecot, SmtpSink, dovecot, message, smtp_server
 from tests.connectors.test_secrets import _everything_stored
 from tests.flows._drive import drive, step_once
+
+__all__ = ["dovecot", "smtp_server"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +46,12 @@ def crm() -> Iterator[FakeCrm]:
 
 @pytest.fixture
 async def example(
-    db_url: str, fake: FakeProvider, crm: FakeCrm, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    db_url: str,
+    fake: FakeProvider,
+    crm: FakeCrm,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    mail_config: str,
 ) -> Any:
     project = tmp_path / "project"
     project.mkdir()
@@ -49,7 +59,7 @@ async def example(
     # The example's CRM is the loopback one here, behind a bearer token from the environment.
     toml = (ROOT / "examples" / "crewline.toml").read_text()
     toml = toml.replace('base_url = "http://127.0.0.1:8765/api"', f'base_url = "{crm.url}"')
-    toml += 'auth = { kind = "bearer", token = "env:CRM_TOKEN" }\n'
+    toml += 'auth = { kind = "bearer", token = "env:CRM_TOKEN" }\n' + mail_config
     (project / "crewline.toml").write_text(toml)
     monkeypatch.setenv("CRM_TOKEN", STATIC_TOKEN)
     monkeypatch.setenv("CREWLINE_PROJECT_DIR", str(project))
@@ -84,7 +94,7 @@ async def test_inbox_triage_asks_before_replying_and_sends_the_edit(example: Any
     fake.reply("Sorry about the double charge; we are looking into it. The team")
     rid = await app.start(
         "triage_email",
-        {"sender": "ada@example.com", "subject": "Charged twice", "body": "I was charged twice this month."},
+        {"sender": "ada@example.com", "subject": "Charged twice", "text": "I was charged twice this month."},
     )
     assert (await drive_until_waiting(app, rid)).wait_reason.startswith("approval:")
     [req] = await app.reviews.list()
@@ -150,3 +160,59 @@ async def drive_until_waiting(app: App, rid: str) -> Any:
         if run.status == "waiting":
             return run
     raise AssertionError("the run never parked")
+
+
+@pytest.fixture
+def mail_config(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Nothing, or (parametrized with "mail") sections for a real mailbox (Dovecot) and SMTP server."""
+    if getattr(request, "param", None) != "mail":
+        return ""
+    imap: Dovecot = request.getfixturevalue("dovecot")
+    smtp: SmtpSink = request.getfixturevalue("smtp_server")
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", PASSWORD)
+    return (
+        f'\n[connectors.mail]\ntype = "imap"\nhost = "127.0.0.1"\nport = {imap.port}\ntls = "none"\n'
+        f'user = "{imap.user}"\npassword = "env:TEST_IMAP_PASSWORD"\n'
+        f'\n[connectors.outbox]\ntype = "smtp"\nhost = "127.0.0.1"\nport = {smtp.port}\n'
+        'tls = "none"\nfrom_address = "Support <support@example.com>"\nsent = "mail"\n'
+        '\n[triggers.inbox]\nconnector = "mail"\nworkflow = "triage_email"\npoll_interval = "1s"\n'
+    )
+
+
+@pytest.mark.parametrize("mail_config", ["mail"], indirect=True)
+async def test_an_email_in_the_inbox_is_triaged_approved_and_answered_over_smtp(
+    example: Any, fake: FakeProvider, dovecot: Dovecot, smtp_server: SmtpSink
+) -> None:
+    app: App = example.app
+    fake.reply(json={"category": "billing", "urgency": "high", "summary": "double charge"})
+    fake.reply("Sorry about the double charge. The team")
+    grace = "Grace <grace@customer.example>"
+    text = "I was charged twice this month."
+    dovecot.append(message("Charged twice", text, sender=grace, message_id="<q1@customer.example>"))
+    worker = app.worker(concurrency=2)
+    task = asyncio.create_task(worker.run())
+    try:
+        reviews = await _eventually(app.reviews.list)
+        [req] = reviews
+        assert req.action == "send reply"
+        assert smtp_server.deliveries == {}  # nothing goes out before the approval
+        await app.reviews.approve(req.id, by="owner", edit="We refunded the second charge today. The team")
+        output = await app.result(req.run_id, timeout=120)
+    finally:
+        worker.stop()
+        await task
+    assert output == {"category": "billing", "action": "replied"}
+    [sent] = smtp_server.messages
+    assert list(smtp_server.deliveries.values()) == [1]
+    assert sent["To"] == "grace@customer.example" and sent["Subject"] == "Re: Charged twice"
+    assert sent["In-Reply-To"] == "<q1@customer.example>"
+    assert "refunded the second charge" in sent.get_content()
+    assert len(dovecot.search("Sent")) == 1 and dovecot.search("INBOX", "UNSEEN") == []
+
+
+async def _eventually(read: Callable[[], Awaitable[list[Any]]], timeout: float = 120) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while not (found := await read()):
+        assert time.monotonic() < deadline, "nothing came"
+        await asyncio.sleep(0.1)
+    return found

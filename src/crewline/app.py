@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from functools import partial
@@ -54,6 +56,7 @@ from .observe.trace_config import TraceSettings
 from .store import Conn, Database, open_database
 from .store.payloads import dump
 from .workers import Worker
+from .workers.inbox import InboxWiring, inbox_chores
 from .workers.slack_reviews import slack_reviews_for
 from .workers.worker import Chore
 
@@ -282,7 +285,16 @@ class App:
         slack = slack_reviews_for(review, self.engine.connectors, self.db, 5 * self.settings.poll_interval)
         if slack is not None:
             chores.append(slack.run)
+        chores += inbox_chores(self.settings.sections.get("triggers"), self._inbox_wiring())
         return Worker(self.engine, concurrency=concurrency, worker_id=worker_id, chores=chores)
+
+    def _inbox_wiring(self) -> InboxWiring:
+        async def start(workflow: str, input: Any, key: str) -> str:
+            return await self.start(workflow, input, idempotency_key=key)
+
+        holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        engine = self.engine
+        return InboxWiring(engine.db, engine.connectors, start, holder, self.observers)
 
     # -- runs ------------------------------------------------------------------------------------------
 

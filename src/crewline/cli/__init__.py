@@ -62,6 +62,9 @@ _COMMANDS: dict[str, _Lazy] = {
     "alerts": _Lazy(
         "alerts", "Alert rules ([alerts.NAME] in crewline.toml), their history, and channel tests."
     ),
+    "triggers": _Lazy(
+        "triggers", "Inbox triggers ([triggers.NAME] in crewline.toml): health and skipped emails."
+    ),
     "workflows": _Lazy("steer", "Pause, resume, disable and enable workflows."),
     "queues": _Lazy("steer", "Pause and resume every run of a queue."),
     "flags": _Lazy("steer", "Flags workflows read with ctx.flag(name, default=...)."),

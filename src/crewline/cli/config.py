@@ -29,6 +29,7 @@ from ..observe.metrics import METRICS_KEYS, metrics_token
 from ..observe.trace_config import trace_problems
 from ..secret_store import Credentials, secrets_key
 from ..server.config import HookConfig, McpConfig, ServerConfig
+from ..workers.inbox import triggers_problems
 from ..workers.slack_reviews import slack_problems
 from ._common import fail
 
@@ -82,6 +83,7 @@ def check_project(environ: Mapping[str, str] | None = None) -> ProjectReport:
         "secrets": lambda _: _one(lambda: secrets_key(settings, env)),
         "connectors": lambda table: _connectors(table, settings, env),
         "console": console_problems,
+        "triggers": lambda table: triggers_problems(table, settings.sections.get("connectors")),
     }
     for name, table in settings.sections.items():
         if name not in checks:

@@ -52,8 +52,10 @@ __all__ = [
     "CredentialRef",
     "Discovering",
     "Effect",
+    "Found",
     "Operation",
     "OperationSpec",
+    "Reconciling",
 ]
 
 Effect = Literal["read", "idempotent", "irreversible"]
@@ -142,6 +144,26 @@ class Discovering(Protocol):
 
 
 @dataclass(frozen=True)
+class Found:
+    """What a connector's system of record says of an operation a crash left unknown: ``happened`` is
+    True, False, or None when it cannot say; ``output`` is the operation's result when it happened."""
+
+    happened: bool | None
+    output: Any = None
+
+
+@runtime_checkable
+class Reconciling(Protocol):
+    """A connector that can ask its system of record whether an irreversible operation happened (the SMTP
+    connector looks for the Message-ID in Sent). ``ctx.connector`` uses it as the reconcile check of its
+    irreversible operations unless the call names its own."""
+
+    async def was_done(
+        self, spec: OperationSpec, arguments: pydantic.BaseModel, idempotency_key: str
+    ) -> Found: ...
+
+
+@dataclass(frozen=True)
 class ConnectorSetup:
     """What a connector type's factory is given."""
 
@@ -149,6 +171,8 @@ class ConnectorSetup:
     settings: ConnectorSettings
     credentials: Credentials
     observers: Observers | None = None
+    # Another configured connector by name (the SMTP connector saves what it sent through an IMAP one).
+    sibling: Callable[[str], Connector] | None = None
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ TYPES: dict[str, str] = {
     "http": "crewline.connectors.http:CONNECTOR",
     "slack": "crewline.connectors.slack:CONNECTOR",
     "mcp": "crewline.connectors.mcp_client:CONNECTOR",
+    "imap": "crewline.connectors.imap:CONNECTOR",
+    "smtp": "crewline.connectors.smtp:CONNECTOR",
 }
 
 
@@ -129,7 +131,7 @@ class Connectors:
                 f"add [connectors.{name}] to crewline.toml"
             )
         kind, settings = parse_connector(name, self._section[name])
-        built = kind.build(ConnectorSetup(name, settings, self._credentials, self._observers))
+        built = kind.build(ConnectorSetup(name, settings, self._credentials, self._observers, self.get))
         self._built[name] = built
         return built
 

@@ -17,7 +17,7 @@ from typing import Any, cast
 import pydantic
 import pydantic_core
 
-from ..connectors.base import Connector, Discovering, Operation, OperationSpec
+from ..connectors.base import Connector, Discovering, Operation, OperationSpec, Reconciling
 from ..errors import InvalidInput
 from ..store.payloads import dump
 from .definitions import RetryPolicy, adapter_for
@@ -113,7 +113,7 @@ class ConnectorSteps:
             how.timeout,
             key,
             input_json=dump(described.journal_input(), f"the arguments of {described.step_name}"),
-            reconcile=None if how.reconcile is None else _check(how.reconcile, model),
+            reconcile=_reconcile(how, connector, spec, model),
         )
         return _result(spec, await run_call(self._journal, call))
 
@@ -145,6 +145,25 @@ def _arguments(
             f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}" for err in e.errors()[:3]
         )
         raise InvalidInput(f"arguments for {connector}.{spec.name} are not valid: {problems}") from None
+
+
+def _reconcile(
+    how: ConnectorCall, connector: Connector, spec: OperationSpec, model: pydantic.BaseModel
+) -> Callable[..., Any] | None:
+    """The call's own check, else the connector's when it can ask its system of record."""
+    if how.reconcile is not None:
+        return _check(how.reconcile, model)
+    if spec.effect != "irreversible" or not isinstance(connector, Reconciling):
+        return None
+    asking = connector
+
+    async def ask(arguments: pydantic.BaseModel, idempotency_key: str) -> Reconciled:
+        found = await asking.was_done(spec, arguments, idempotency_key)
+        if found.happened is None:
+            return Reconciled.unknown()
+        return Reconciled.done(found.output) if found.happened else Reconciled.not_done()
+
+    return _check(ask, model)
 
 
 def _check(

@@ -98,6 +98,7 @@ ACTIONS: dict[str, str] = {
     "undo runs": "runs:write",
     "settle failed runs": "runs:write",
     "read spend": "spend:read",
+    "read triggers": "workflows:read",
     "read reviews": "reviews:read",
     "decide reviews": "reviews:decide",
     "search memory": "memory:read",

@@ -26,6 +26,7 @@ functions. A component's migrations (its ``migrations.py``) create its tables.
 - ``blobs``: :mod:`crewline.store.payloads`
 - ``workers``: :mod:`crewline.workers.claim`
 - ``schedules``: :mod:`crewline.workers.cron`
+- ``inbox_state``, ``inbox_messages``, ``inbox_attachments``: :mod:`crewline.workers.inbox_state`
 - ``schema_versions``: :mod:`crewline.store.migrate`
 - ``secrets``: :mod:`crewline.secret_store`
 - ``alert_state``, ``alert_history``, ``alert_outbox``: :mod:`crewline.observe.alerts`

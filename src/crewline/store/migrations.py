@@ -2,7 +2,7 @@
 
 Each room of the package owns the tables it needs and their history, in its own ``migrations.py``:
 ``alerts`` in :mod:`crewline.observe.migrations`, ``engine`` and ``flows`` in :mod:`crewline.flows.migrations`, ``gateway`` in
-:mod:`crewline.models.migrations`, ``memory`` in :mod:`crewline.memory.migrations`, ``server`` in
+:mod:`crewline.models.migrations`, ``inbox`` in :mod:`crewline.workers.migrations`, ``memory`` in :mod:`crewline.memory.migrations`, ``server`` in
 :mod:`crewline.server.migrations`, ``console`` in :mod:`crewline.console.migrations`, ``secrets`` in :mod:`crewline.secret_store` (a module, so its one table's
 migrations sit in it). A component's list only ever grows; a migration, once released, is
 never edited. ``schema_versions`` records how far each component has been taken;
@@ -47,6 +47,7 @@ COMPONENTS: dict[str, str] = {
     "engine": "crewline.flows.migrations:ENGINE",
     "flows": "crewline.flows.migrations:FLOWS",
     "gateway": "crewline.models.migrations:MIGRATIONS",
+    "inbox": "crewline.workers.migrations:INBOX",
     "memory": "crewline.memory.migrations:MIGRATIONS",
     "server": "crewline.server.migrations:MIGRATIONS",
     "secrets": "crewline.secret_store:MIGRATIONS",
