@@ -246,13 +246,14 @@ async def test_crewline_triggers_shows_health_and_skipped_email(
     with serving(served) as url:
         api = Api(served, url)
         [health] = api.http.get("/api/v1/triggers").json()
-        proxy_key = httpx.get(
-            url + "/api/v1/triggers", headers={"Authorization": f"Bearer {new_key(served, 'proxy')}"}
-        )
+        proxy_key, trigger_key = [
+            httpx.get(url + "/api/v1/triggers", headers={"Authorization": f"Bearer {new_key(served, scope)}"})
+            for scope in ("proxy", "trigger")
+        ]
     served.close()
     stable = ("name", "connector", "mailbox", "workflow", "status", "messages_seen", "messages_skipped")
     assert {k: health[k] for k in stable} == {k: listed[k] for k in stable}
-    assert proxy_key.status_code == 403
+    assert proxy_key.status_code == 403 and trigger_key.status_code == 403
     skipped = CliRunner().invoke(main, ["triggers", "skipped", "inbox"])
     assert "unknown charset 'x-no-such'" in skipped.output
     assert check_project().errors == []

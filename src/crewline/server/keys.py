@@ -59,6 +59,7 @@ _OPERATOR: dict[str, Reach] = dict.fromkeys(
         "memory:read",
         "memory:write",
         "alerts:read",
+        "triggers:read",
         "key:self",
     ),
     "all",
@@ -98,7 +99,9 @@ ACTIONS: dict[str, str] = {
     "undo runs": "runs:write",
     "settle failed runs": "runs:write",
     "read spend": "spend:read",
-    "read triggers": "workflows:read",
+    # A trigger's health carries its last error (server names, mailbox names): for operators, not for the
+    # outside systems trigger keys are given to.
+    "read triggers": "triggers:read",
     "read reviews": "reviews:read",
     "decide reviews": "reviews:decide",
     "search memory": "memory:read",
