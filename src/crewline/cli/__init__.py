@@ -25,6 +25,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("costs", "costs"),
     ("stats", "stats"),
     ("prompts", "prompts"),
+    ("evals", "eval_group"),
     ("config", "config"),
     ("alerts", "alerts"),
     ("steer", "workflows"),

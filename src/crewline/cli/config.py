@@ -18,6 +18,7 @@ import click
 
 from ..config import CONFIG_FILE, CORE_KEYS, Settings, did_you_mean, read_toml, shown_path
 from ..errors import ConfigError
+from ..evals.config import evals_problems
 from ..flows.prompts import prompts_dir
 from ..flows.review_requests import RiskPolicy
 from ..models.config import models_problems
@@ -64,6 +65,7 @@ def check_project(environ: Mapping[str, str] | None = None) -> ProjectReport:
         "memory": _memory,
         "alerts": lambda table: _one(partial(AlertsConfig.parse, table, env)),
         "observe": lambda table: _observe(table, env),
+        "evals": evals_problems,
     }
     for name, table in settings.sections.items():
         if name not in checks:

@@ -24,6 +24,8 @@ functions. A component's migrations (its ``migrations.py``) create its tables.
 - ``workers``: :mod:`crewline.workers.claim`
 - ``schedules``: :mod:`crewline.workers.cron`
 - ``schema_versions``: :mod:`crewline.store.migrate`
+- ``eval_runs``, ``eval_cases``: :mod:`crewline.evals.results`
+- ``eval_overrides``: :mod:`crewline.evals.gate`
 - ``alert_state``, ``alert_history``, ``alert_outbox``: :mod:`crewline.observe.alerts`
 
 Dialect differences (row locks, full text, DDL types, placeholders) are hooks of

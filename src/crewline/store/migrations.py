@@ -1,7 +1,8 @@
 """Schema migrations: one append-only, ordered list per component, kept beside the component.
 
 Each room of the package owns the tables it needs and their history, in its own ``migrations.py``:
-``alerts`` in :mod:`crewline.observe.migrations`, ``engine`` and ``flows`` in :mod:`crewline.flows.migrations`, ``gateway`` in
+``alerts`` in :mod:`crewline.observe.migrations`, ``engine`` and ``flows`` in :mod:`crewline.flows.migrations`, ``evals`` in
+:mod:`crewline.evals.migrations`, ``gateway`` in
 :mod:`crewline.models.migrations`, ``memory`` in :mod:`crewline.memory.migrations`, ``server`` in
 :mod:`crewline.server.migrations`. A component's list only ever grows; a migration, once released, is
 never edited. ``schema_versions`` records how far each component has been taken;
@@ -43,6 +44,7 @@ class Migration:
 COMPONENTS: dict[str, str] = {
     "alerts": "crewline.observe.migrations:MIGRATIONS",
     "engine": "crewline.flows.migrations:ENGINE",
+    "evals": "crewline.evals.migrations:MIGRATIONS",
     "flows": "crewline.flows.migrations:FLOWS",
     "gateway": "crewline.models.migrations:MIGRATIONS",
     "memory": "crewline.memory.migrations:MIGRATIONS",
