@@ -33,6 +33,7 @@ PUBLIC = [
     "ModelError",
     "ModelTimeout",
     "PriceUnknown",
+    "PromotionRefused",
     "ProviderUnavailable",
     "Queue",
     "RateLimited",

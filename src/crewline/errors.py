@@ -22,6 +22,7 @@
     │   ├── ActionRejected          a reviewer rejected the action (a tool call, say)
     │   └── Cancelled               the run was cancelled (raised at a step boundary)
     ├── BudgetExceeded              a budget would be exceeded; names the budget, its limit and the spend
+    ├── PromotionRefused            a prompt version lacks the passing evaluation its label requires
     ├── ChannelError                an alert notice could not be delivered (names no URL, no password)
     └── ModelError                  anything from a model provider; ``retryable`` says if trying again helps,
                                     ``tries`` how many attempts the call made
@@ -64,6 +65,7 @@ __all__ = [
     "ModelError",
     "ModelTimeout",
     "PriceUnknown",
+    "PromotionRefused",
     "ProviderUnavailable",
     "RateLimited",
     "ReviewNotFound",
@@ -267,3 +269,8 @@ class InvalidOutput(ModelError):
     ) -> None:
         super().__init__(message, provider=provider)
         self.attempts = attempts or []
+
+
+class PromotionRefused(CrewlineError):
+    """Labelling a prompt version ``production`` was refused: it has no passing evaluation on the current
+    version of the dataset its ``[evals.NAME]`` section requires. The message says what to run."""

@@ -14,6 +14,7 @@ import click
 
 from ..app import App
 from ..evals import results
+from ..evals.gate import overrides
 from ..evals.runner import Tools
 from ..evals.targets import EvalAsk, evaluate
 from ..evals.verdicts import compare_runs
@@ -174,3 +175,17 @@ def compare_cmd(a: str, b: str, as_json: bool, app_ref: str | None) -> None:
         f"{b} against {a}: {verdict['verdict']} (mean change {verdict['delta']:+.3f} over "
         f"{verdict['paired']} cases: {verdict['wins']} better, {verdict['losses']} worse, p={verdict['p_value']:.3f})"
     )
+
+
+@eval_group.command("overrides")
+@click.option("--prompt", help="Only this prompt's.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@app_option
+def overrides_cmd(prompt: str | None, as_json: bool, app_ref: str | None) -> None:
+    """Promotions forced past their evaluation: who, when, why."""
+    found = _with_db(lambda a: overrides(a.db, prompt), app_ref)
+    if as_json:
+        echo_json(found)
+        return
+    rows = [(o["prompt"], o["label"], o["version"], o["who"], when(o["at"]), o["reason"]) for o in found]
+    click.echo(table(["prompt", "label", "version", "who", "when", "reason"], rows))

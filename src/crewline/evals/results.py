@@ -24,6 +24,7 @@ __all__ = [
     "finish_run",
     "get_run",
     "latest_run",
+    "latest_run_in",
     "list_runs",
     "new_eval_id",
     "record_case",
@@ -178,13 +179,19 @@ def latest_run(
     db: Database, target: str, dataset_version: str, *, passed: bool | None = None, split: str | None = None
 ) -> EvalRun | None:
     """The newest finished evaluation of ``target`` on exactly this dataset version (and split)."""
+    return db.query(lambda conn: latest_run_in(conn, target, dataset_version, passed=passed, split=split))
+
+
+def latest_run_in(
+    conn: Conn, target: str, dataset_version: str, *, passed: bool | None = None, split: str | None = None
+) -> EvalRun | None:
+    """:func:`latest_run` inside the caller's transaction (the promotion gate checks in the label's)."""
     sql = f"SELECT {_RUN_COLUMNS} FROM eval_runs WHERE target = ? AND dataset_version = ? AND status = ?"
     params: list[Any] = [target, dataset_version, "completed"]
     if passed is not None:
         sql += " AND passed = ?"
         params.append(int(passed))
-    rows = db.query(lambda conn: conn.all(sql + " ORDER BY started_at DESC", params))
-    for row in rows:
+    for row in conn.all(sql + " ORDER BY started_at DESC", params):
         run = _run(row)
         if split is None or run.plan.get("split") == split:
             return run

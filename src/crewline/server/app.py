@@ -28,7 +28,7 @@ from .docs import install_docs
 from .errors import install_handlers
 from .json_bodies import AssumeJson
 from .proxy.fastpath import FastPathAPI
-from .routes import evals, health, hooks, keys, metrics, reviews, runs, spend, stats, steer
+from .routes import evals, health, hooks, keys, metrics, prompts, reviews, runs, spend, stats, steer
 from .state import ServerState
 
 __all__ = ["create_app"]
@@ -86,7 +86,7 @@ def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8
     api.state.crewline = state
     install_handlers(api)
     install_docs(api)
-    for module in (health, metrics, runs, steer, reviews, spend, stats, evals, keys, hooks, proxy):
+    for module in (health, metrics, runs, steer, reviews, spend, stats, evals, prompts, keys, hooks, proxy):
         api.include_router(module.router)
     # Webhooks and the proxy enforce their own limits, answering in their own error shapes.
     api.add_middleware(BodyLimit, limit=config.max_body, skip=("/hooks/", "/v1/"))
