@@ -280,8 +280,13 @@ class App:
         run_id: str | None = None,
         idempotency_key: str | None = None,
         priority: int | None = None,
+        shadow: bool = False,
+        shadow_of: str | None = None,
     ) -> str:
-        """Create a run and return its id. The same ``run_id`` or ``idempotency_key`` returns the same run."""
+        """Create a run and return its id. The same ``run_id`` or ``idempotency_key`` returns the same run.
+
+        ``shadow`` starts a shadow run: its reads and model calls run, its irreversible steps and tools
+        only record what they would have done; ``shadow_of`` names the live run it runs beside."""
         engine = self.engine
         wf = engine.resolve(workflow)
         data = dump(wf.dump_input(wf.validate_input(input)), "input")
@@ -298,6 +303,8 @@ class App:
                 input_json=data,
                 blob_threshold=engine.blob_threshold,
                 idempotency_key=idempotency_key,
+                shadow=shadow or shadow_of is not None,
+                shadow_of=shadow_of,
             )
 
         rid, _ = await engine.db.write(insert)

@@ -90,6 +90,7 @@ class Context:
         timeout: float | str | None = None,
         idempotency_key: str | None = None,
         compensate: Callable[..., Any] | None = None,
+        shadow: Any = None,
         **kwargs: Any,
     ) -> T:
         """Run ``fn(*args, **kwargs)`` once, durably, and return its (recorded) result.
@@ -105,6 +106,9 @@ class Context:
         is cancelled with compensation, or is undone by an operator, the registered compensations run in
         reverse step order, each a durable step called with the step's result (``void_invoice(invoice)``;
         return what an undo needs). It receives an ``idempotency_key`` too if it takes one.
+
+        In a shadow run an irreversible step is not called: it records what it would have done (its name,
+        arguments and idempotency key) and returns ``shadow`` (None unless given) for the run to go on with.
         """
         call = Call(
             fn,
@@ -117,6 +121,7 @@ class Context:
             timeout,
             idempotency_key,
             compensate=compensate,
+            shadow=shadow,
         )
         result: T = await run_call(self._journal, call)
         return result

@@ -63,7 +63,7 @@ _RUN_COLUMNS = (
     "id, workflow, version, queue, priority, status, input, input_blob, output, output_blob, error, "
     "idempotency_key, parent_id, parent_step, forked_from, fork_step, wait_reason, wait_event, wake_at, "
     "lease_owner, lease_until, cancel_requested, recoveries, created_at, updated_at, finished_at, overrides, "
-    "started_by, pruned_at, trace_parent, attempt, pause_requested, pause_scope"
+    "started_by, pruned_at, trace_parent, attempt, pause_requested, pause_scope, shadow, shadow_of"
 )
 
 
@@ -115,6 +115,8 @@ class RunRecord:
     attempt: int = 1  # 1, then one more each time the run is rerun from a step
     pause_requested: bool = False  # asked to pause at its next step boundary
     pause_scope: str | None = None  # who paused it: "run", "workflow" or "queue"
+    shadow: bool = False  # performs no irreversible effect: its steps record what they would have done
+    shadow_of: str | None = None  # the live run a shadow run runs beside
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -137,6 +139,7 @@ class StepRecord:
     finished_at: float | None
     input: Any = None  # recorded for tools and model calls
     compensation: str | None = None  # the name of the compensation the step registered when it finished
+    shadowed: dict[str, Any] | None = None  # in a shadow run: the irreversible call it did not make
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -177,6 +180,8 @@ def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
         attempt,
         pause_requested,
         pause_scope,
+        shadow,
+        shadow_of,
     ) = row
     return RunRecord(
         id=rid,
@@ -210,6 +215,8 @@ def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
         attempt=int(attempt),
         pause_requested=bool(pause_requested),
         pause_scope=pause_scope,
+        shadow=bool(shadow),
+        shadow_of=shadow_of,
     )
 
 
@@ -316,6 +323,8 @@ def insert_run(
     fork_step: int | None = None,
     overrides: dict[str, Any] | None = None,
     started_by: str | None = None,
+    shadow_of: str | None = None,
+    shadow: bool = False,
 ) -> tuple[str, bool]:
     """Create a pending run; returns (run id, created). An existing id or idempotency key wins."""
     now = time.time()
@@ -324,7 +333,7 @@ def insert_run(
     created = conn.scalar(
         "INSERT INTO runs (id, workflow, version, queue, priority, status, input, input_blob, idempotency_key, "
         "parent_id, parent_step, forked_from, fork_step, wake_at, created_at, updated_at, overrides, started_by, "
-        "trace_parent) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "trace_parent, shadow, shadow_of) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT DO NOTHING RETURNING id",
         (
             run_id,
@@ -345,6 +354,8 @@ def insert_run(
             _json(overrides),
             started_by,
             new_trace_parent(),
+            int(shadow),
+            shadow_of,
         ),
     )
     if created is not None:
@@ -359,7 +370,7 @@ def insert_run(
 def load_steps(conn: Conn, run_id: str) -> dict[int, StepRecord]:
     rows = conn.all(
         "SELECT step_no, name, kind, effect, status, output, output_blob, error, attempts, started_at, "
-        "finished_at, input, input_blob, compensation FROM steps WHERE run_id = ? ORDER BY step_no",
+        "finished_at, input, input_blob, compensation, shadowed FROM steps WHERE run_id = ? ORDER BY step_no",
         (run_id,),
     )
     return {
@@ -376,6 +387,7 @@ def load_steps(conn: Conn, run_id: str) -> dict[int, StepRecord]:
             finished_at=r[10],
             input=load_or_unreadable(conn, r[11], r[12]),
             compensation=r[13],
+            shadowed=json.loads(r[14]) if r[14] else None,
         )
         for r in rows
     }
@@ -397,6 +409,7 @@ def write_step(
     blob_threshold: int,
     input_json: bytes | None = None,
     compensation: str | None = None,
+    shadowed: dict[str, Any] | None = None,
 ) -> None:
     """Insert or overwrite a step's record (an upsert, so a retried commit is harmless)."""
     inline, blob = (None, None) if output_json is None else store_payload(conn, output_json, blob_threshold)
@@ -406,12 +419,13 @@ def write_step(
     finished = time.time() if status in ("done", "failed") else None
     conn.defer(
         "INSERT INTO steps (run_id, step_no, name, kind, effect, status, output, output_blob, error, attempts, "
-        "started_at, finished_at, input, input_blob, compensation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-        "?) ON CONFLICT (run_id, step_no) DO UPDATE SET name = excluded.name, kind = excluded.kind, "
+        "started_at, finished_at, input, input_blob, compensation, shadowed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+        "?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, step_no) DO UPDATE SET name = excluded.name, kind = excluded.kind, "
         "effect = excluded.effect, status = excluded.status, output = excluded.output, "
         "output_blob = excluded.output_blob, error = excluded.error, attempts = excluded.attempts, "
         "finished_at = excluded.finished_at, input = COALESCE(excluded.input, steps.input), "
-        "input_blob = COALESCE(excluded.input_blob, steps.input_blob), compensation = excluded.compensation",
+        "input_blob = COALESCE(excluded.input_blob, steps.input_blob), compensation = excluded.compensation, "
+        "shadowed = excluded.shadowed",
         (
             run_id,
             step_no,
@@ -428,6 +442,7 @@ def write_step(
             in_inline,
             in_blob,
             compensation,
+            _json(shadowed),
         ),
     )
 

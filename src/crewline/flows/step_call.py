@@ -55,6 +55,7 @@ class Call:
     input_json: bytes | None = None
     compensate: Callable[..., Any] | None = None  # called with the result to undo the step
     validate: Callable[[Any], dict[str, Any]] | None = None  # a tool's arguments, edited by an operator
+    shadow: Any = None  # what an irreversible call returns in a shadow run, where it is not made
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,10 @@ async def run_call(journal: Journal, call: Call) -> Any:
     irreversible = call.effect == "irreversible"
     policy = call.retry or (NO_RETRY if irreversible else DEFAULT_RETRY)
     seconds = None if call.timeout is None else parse_duration(call.timeout)
-    await journal.go_live(entry, key)
+    if irreversible and entry.input_json is None and journal.run.shadow:
+        entry = entry.with_input(dump(_arguments(call.args, kwargs), "the step's arguments"))
+    if not await journal.go_live(entry, key, call.shadow):
+        return call.shadow if adapter is None else adapter.validate_python(call.shadow)
     result, attempts = await _attempts(journal, entry, _Live(call.fn, call.args, kwargs, policy, seconds))
     # A plain JSON scalar of the declared type reads back as itself: skip the validation round trip.
     scalar = type(result) in _SCALARS and return_type(call.fn) in (None, type(result))
@@ -113,6 +117,12 @@ async def run_call(journal: Journal, call: Call) -> Any:
     if call.compensate is not None:
         journal.register(entry, call.compensate, value)
     return value
+
+
+def _arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A plain step's arguments as JSON, for the "would have done" of a shadow run."""
+    given = {"args": list(args), "kwargs": {k: v for k, v in kwargs.items() if k != "idempotency_key"}}
+    return pydantic_core.to_jsonable_python(given, fallback=repr)
 
 
 def _edited(call: Call, arguments: Any) -> Call:
@@ -170,7 +180,9 @@ async def use_tool(journal: Journal, tool: Tool | Callable[..., Any], arguments:
     """Validate the arguments, ask a person first when the tool's risk says so, then run it as a step."""
     t = as_tool(tool)
     kwargs = t.validate(arguments)
-    if journal.engine.risk_policy.risk_for(t.name, t.default_risk) != "low":
+    # A shadow run makes no irreversible call, so there is nothing for a person to approve.
+    held_back = journal.run.shadow and t.effect == "irreversible"
+    if not held_back and journal.engine.risk_policy.risk_for(t.name, t.default_risk) != "low":
         preview = {"tool": t.name, "arguments": pydantic_core.to_jsonable_python(kwargs)}
         decision = await request_approval(journal, Approval(f"tool {t.name}", preview, t.default_risk))
         if not decision.approved:
@@ -187,6 +199,7 @@ async def use_tool(journal: Journal, tool: Tool | Callable[..., Any], arguments:
         input_json=dump(kwargs),
         compensate=t.compensate,
         validate=t.validate,
+        shadow=t.shadow,
     )
     return await run_call(journal, call)
 

@@ -1,0 +1,103 @@
+"""Shadow runs: every irreversible kind (ctx.step, @tool, an agent's tool call) records what it would have
+done instead of doing it; reads and model calls run; nothing is compensated for a step that never ran."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from crewline import App, Context
+from crewline.config import Settings
+from crewline.flows.tools import tool
+from crewline.models import Gateway
+from crewline.testing import ScriptedModel, tool_call
+
+from ._drive import drive
+
+
+class World:
+    """The outside world, counting what really happened to it."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.refunds: list[int] = []
+        self.voided: list[str] = []
+        self.reads = 0
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+@pytest.fixture
+async def app(db_url: str, world: World) -> AsyncIterator[App]:
+    model = ScriptedModel(default="ok")
+    a = App(settings=Settings().with_(database_url=db_url))
+    a.engine.models = Gateway.for_testing(model, a.db, wait_for_records=True)
+
+    @tool(effect="irreversible", risk="high", shadow={"refund": "shadow"})
+    async def refund(amount: int) -> dict[str, Any]:
+        world.refunds.append(amount)
+        return {"refund": "r-1"}
+
+    async def send_email(to: str, idempotency_key: str) -> str:
+        world.sent.append(to)
+        return "msg-1"
+
+    async def void(message_id: str) -> None:
+        world.voided.append(message_id)
+
+    async def lookup(customer: str) -> int:
+        world.reads += 1
+        return 42
+
+    @a.workflow()
+    async def settle(ctx: Context, customer: str) -> dict[str, Any]:
+        balance = await ctx.step(lookup, customer)
+        reply = await ctx.llm(messages=f"write to {customer}")
+        sent = await ctx.step(
+            send_email,
+            customer,
+            name="send_email",
+            effect="irreversible",
+            compensate=void,
+            shadow="would-send",
+        )
+        refunded = await ctx.tool(refund, amount=balance)
+        agent = await ctx.agent("refund them", tools=[refund], max_steps=3)
+        if customer == "fail":
+            raise RuntimeError("after the effects")
+        return {"balance": balance, "reply": reply, "sent": sent, "refund": refunded, "agent": agent.output}
+
+    model.add("draft", tool_call("refund", {"amount": 5}), "refunded")
+    yield a
+    await a.aclose()
+
+
+async def test_a_shadow_run_records_every_irreversible_call_instead_of_making_it(
+    app: App, world: World
+) -> None:
+    run_id = await app.start("settle", "ann", shadow=True)
+    run = await drive(app, run_id)
+    assert run.status == "completed" and run.shadow and run.shadow_of is None
+    assert run.output["sent"] == "would-send" and run.output["refund"] == {"refund": "shadow"}
+    assert run.output["reply"] == "draft" and world.reads == 1  # reads and model calls ran
+    assert (world.sent, world.refunds) == ([], [])  # nothing irreversible happened
+    would = [s.shadowed for s in await app.steps(run_id) if s.shadowed is not None]
+    assert [w["name"] for w in would] == ["send_email", "refund", "refund"]
+    email, tool_call_, agent_call = would
+    assert email["arguments"] == {"args": ["ann"], "kwargs": {}}
+    assert email["idempotency_key"] == f"{run_id}:3"
+    assert tool_call_["arguments"] == {"amount": 42}
+    assert agent_call["arguments"] == {"amount": 5}  # the agent's tool call
+    assert all(s.compensation is None for s in await app.steps(run_id))
+    assert await app.reviews.list() == []  # a held-back call asks nobody for approval
+
+
+async def test_a_failing_shadow_run_compensates_nothing_it_did_not_do(app: App, world: World) -> None:
+    run_id = await app.start("settle", "fail", shadow=True)
+    run = await drive(app, run_id)
+    assert run.status == "failed" and world.voided == [] and world.sent == []
