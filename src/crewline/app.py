@@ -293,7 +293,7 @@ class App:
 
         def insert(conn: Conn) -> tuple[str, bool]:
             check_startable(conn, wf.name)
-            return insert_run(
+            started, created = insert_run(
                 conn,
                 run_id=run_id or new_run_id(),
                 workflow=wf.name,
@@ -306,6 +306,9 @@ class App:
                 shadow=shadow or shadow_of is not None,
                 shadow_of=shadow_of,
             )
+            if created and not shadow and shadow_of is None:
+                engine.start_shadow(conn, wf.name, started, data)
+            return started, created
 
         rid, _ = await engine.db.write(insert)
         engine.work_available.set()

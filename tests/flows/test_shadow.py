@@ -101,3 +101,50 @@ async def test_a_failing_shadow_run_compensates_nothing_it_did_not_do(app: App, 
     run_id = await app.start("settle", "fail", shadow=True)
     run = await drive(app, run_id)
     assert run.status == "failed" and world.voided == [] and world.sent == []
+
+
+def _shadowed_app(db_url: str, world: World, sample: float) -> App:
+    section = {"settle": {"workflow": "settle_v2", "budget": "$1/day", "sample": sample}}
+    a = App(settings=Settings().with_(database_url=db_url, sections={"shadow": section}))
+
+    async def send(to: str) -> str:
+        world.sent.append(to)
+        return "sent"
+
+    @a.workflow()
+    async def settle(ctx: Context, customer: str) -> str:
+        return await ctx.step(send, customer, effect="irreversible")
+
+    @a.workflow()
+    async def settle_v2(ctx: Context, customer: str) -> str:
+        return await ctx.step(send, customer.upper(), effect="irreversible", shadow="held back")
+
+    return a
+
+
+async def test_a_live_trigger_starts_the_configured_shadow_beside_the_live_run(db_url: str) -> None:
+    world = World()
+    a = _shadowed_app(db_url, world, 1.0)
+    try:
+        live_id = await a.start("settle", "ann")
+        shadow_id = f"{live_id}~shadow"
+        live, shadow = await drive(a, live_id), await drive(a, shadow_id)
+        assert (live.output, live.shadow) == ("sent", False)
+        assert (shadow.workflow, shadow.shadow, shadow.shadow_of, shadow.output) == (
+            "settle_v2",
+            True,
+            live_id,
+            "held back",
+        )
+        assert world.sent == ["ann"]  # the shadow's call to send was held back
+        listed = {r.id: r.shadow for r in await a.list_runs()}
+        assert listed == {live_id: False, shadow_id: True}
+    finally:
+        a.close()
+    none = _shadowed_app(db_url, World(), 0.0)
+    try:
+        assert len(await none.list_runs()) == 2
+        await none.start("settle", "bob")
+        assert len(await none.list_runs()) == 3  # sample = 0: no shadow
+    finally:
+        none.close()

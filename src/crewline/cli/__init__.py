@@ -26,6 +26,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("stats", "stats"),
     ("prompts", "prompts"),
     ("evals", "eval_group"),
+    ("shadow", "shadow"),
     ("config", "config"),
     ("alerts", "alerts"),
     ("steer", "workflows"),

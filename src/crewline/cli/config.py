@@ -21,6 +21,7 @@ from ..errors import ConfigError
 from ..evals.config import evals_problems
 from ..flows.prompts import prompts_dir
 from ..flows.review_requests import RiskPolicy
+from ..flows.shadow import shadow_problems
 from ..models.config import models_problems
 from ..observe.alert_config import AlertsConfig
 from ..observe.metrics import METRICS_KEYS, metrics_token
@@ -66,6 +67,7 @@ def check_project(environ: Mapping[str, str] | None = None) -> ProjectReport:
         "alerts": lambda table: _one(partial(AlertsConfig.parse, table, env)),
         "observe": lambda table: _observe(table, env),
         "evals": evals_problems,
+        "shadow": shadow_problems,
     }
     for name, table in settings.sections.items():
         if name not in checks:

@@ -193,7 +193,11 @@ class ModelCalls:
         if wf is None or gateway is None or gateway.ledger is None:
             return
         ledger = gateway.ledger
-        wanted = [(f"run:{self.journal.run_id}", wf.budget), (ledger.workflow_day(wf.name), wf.daily_budget)]
+        daily = wf.daily_budget
+        if self.journal.run.shadow:  # a shadow candidate spends against its own [shadow] budget
+            plans = engine.shadow_plans.values()
+            daily = next((p.daily_budget for p in plans if p.candidate == wf.name and p.daily_budget), daily)
+        wanted = [(f"run:{self.journal.run_id}", wf.budget), (ledger.workflow_day(wf.name), daily)]
         for scope, limit in wanted:
             if limit is None or scope in self._budget_scopes:
                 continue

@@ -50,6 +50,7 @@ __all__ = [
     "run_counts",
     "run_result",
     "settle_step",
+    "shadow_pairs",
     "skip_step",
     "step_key",
     "step_state",
@@ -289,6 +290,22 @@ def list_runs(
         f"SELECT {_RUN_COLUMNS} FROM runs{clause} ORDER BY created_at DESC, id LIMIT ?", (*params, limit)
     )
     return [_run_from_row(conn, r) for r in rows]
+
+
+def shadow_pairs(
+    conn: Conn, workflow: str, since: float, limit: int = 1000
+) -> list[tuple[RunRecord, RunRecord]]:
+    """(live run, its shadow run) of live workflow ``workflow`` started since ``since``, newest first."""
+    shadows = [
+        _run_from_row(conn, row)
+        for row in conn.all(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE shadow_of IN (SELECT id FROM runs WHERE workflow = ? "
+            "AND created_at >= ?) ORDER BY created_at DESC LIMIT ?",
+            (workflow, since, limit),
+        )
+    ]
+    live = {r.id: r for r in get_runs(conn, [s.shadow_of for s in shadows if s.shadow_of])} if shadows else {}
+    return [(live[s.shadow_of], s) for s in shadows if s.shadow_of in live]
 
 
 def count_runs(conn: Conn) -> dict[str, int]:

@@ -10,6 +10,7 @@ Times are UTC. This module alone issues SQL on ``schedules``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from croniter import croniter
@@ -33,7 +34,11 @@ def next_tick(expr: str, now: float) -> float:
 
 
 def fire_due(
-    conn: Conn, workflows: list[Workflow], blob_threshold: int, now: float | None = None
+    conn: Conn,
+    workflows: list[Workflow],
+    blob_threshold: int,
+    now: float | None = None,
+    beside: Callable[[Conn, str, str, bytes], object] | None = None,
 ) -> list[str]:
     """Start a run for every schedule whose latest tick has not fired yet; returns the run ids started."""
     now = time.time() if now is None else now
@@ -69,4 +74,6 @@ def fire_due(
         )
         if created:
             started.append(run_id)
+            if beside is not None:  # the engine's shadow of a live run (``Engine.start_shadow``)
+                beside(conn, wf.name, run_id, dump(None))
     return started
