@@ -6,6 +6,7 @@ regressed against its baseline or stopped at its budget, 2 bad usage.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -52,7 +53,8 @@ def _bar(done: int, total: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @app_option
 def run_cmd(target: str | None, app_ref: str | None, as_json: bool, **options: Any) -> None:
-    """Evaluate TARGET: an [evals.NAME] section of crewline.toml, or a prompt (NAME or NAME@label)."""
+    """Evaluate TARGET: an [evals.NAME] section of crewline.toml, a prompt (NAME or NAME@label), or
+    workflow:NAME (each case runs as a shadow run: nothing irreversible happens)."""
     if target is None and options["resume"] is None:
         fail("name a TARGET ([evals.NAME] or a prompt), or --resume ID")
     with errors_as_exit():
@@ -62,8 +64,16 @@ def run_cmd(target: str | None, app_ref: str | None, as_json: bool, **options: A
     progress = _bar if sys.stderr.isatty() and not as_json else None
 
     async def go(a: App) -> results.EvalRun:
-        tools = Tools(a.models, a.memory.embedder.embed, progress)
-        return await evaluate(a.settings, a.db, tools, ask, lambda line: click.echo(line, err=True))
+        tools = Tools(a.models, a.memory.embedder.embed, progress, a)
+        # A workflow target's shadow runs need a worker; a prompt target's calls do not.
+        worker = a.worker(concurrency=ask.concurrency) if (target or "").startswith("workflow:") else None
+        task = None if worker is None else asyncio.create_task(worker.run())
+        try:
+            return await evaluate(a.settings, a.db, tools, ask, lambda line: click.echo(line, err=True))
+        finally:
+            if worker is not None and task is not None:
+                worker.stop()
+                await task
 
     run = with_app(go, app)
     if as_json:

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..errors import CrewlineError, InvalidInput
 from ..flows import prompts
 from ..models import CallOptions, CompletionRequest
-from ..store import Database
+from ..models.call_log import call_rows
+from ..store import Conn, Database
 from .datasets import Case, Dataset
 from .results import (
     CaseResult,
@@ -41,7 +42,17 @@ from .verdicts import case_means, compare, summarize
 if TYPE_CHECKING:
     from ..models import Gateway
 
-__all__ = ["Baseline", "Outcome", "Plan", "PromptTarget", "Target", "Tools", "run_eval"]
+__all__ = [
+    "Baseline",
+    "Outcome",
+    "Plan",
+    "PromptTarget",
+    "RunStarter",
+    "Target",
+    "Tools",
+    "WorkflowTarget",
+    "run_eval",
+]
 
 
 @dataclass(frozen=True)
@@ -93,13 +104,45 @@ class Target(Protocol):
     async def answer(self, case: Case) -> Outcome: ...
 
 
+class RunStarter(Protocol):
+    """How a workflow target starts a run and waits for it (the App, passed in from above)."""
+
+    async def start(self, workflow: str, input: Any = None, *, shadow: bool = False) -> str: ...
+
+    async def result(self, run_id: str, *, timeout: float | None = None) -> Any: ...
+
+
 @dataclass
 class Tools:
-    """What the runner and its scorers call: the gateway, the memory embedder, a progress callback."""
+    """What the runner and its scorers call: the gateway, the memory embedder, a progress callback, and
+    for a workflow target what starts its runs."""
 
     gateway: Gateway
     embed: Embed | None = None
     progress: Callable[[int, int], None] | None = None
+    runs: RunStarter | None = None
+
+
+class WorkflowTarget:
+    """A workflow run on each case's input as a shadow run: it reads and thinks, and records the
+    irreversible calls it would have made instead of making them."""
+
+    def __init__(self, db: Database, runs: RunStarter, workflow: str, timeout: float = 600.0) -> None:
+        self.db = db
+        self.runs = runs
+        self.workflow = workflow
+        self.timeout = timeout
+
+    async def answer(self, case: Case) -> Outcome:
+        started = time.perf_counter()
+        run_id = await self.runs.start(self.workflow, case.input, shadow=True)
+        try:
+            output = await self.runs.result(run_id, timeout=self.timeout)
+        except TimeoutError as e:
+            raise InvalidInput(f"shadow run {run_id} did not finish in {self.timeout:.0f}s") from e
+        latency = (time.perf_counter() - started) * 1000
+        cost = await self.db.read(lambda conn: run_cost(conn, run_id))
+        return Outcome(output, cost, latency)
 
 
 class PromptTarget:
@@ -117,6 +160,11 @@ class PromptTarget:
             CompletionRequest(self.model, text), CallOptions(cache=False, budget_scope=None)
         )
         return Outcome(_parsed(reply.text), reply.cost, reply.latency_ms)
+
+
+def run_cost(conn: Conn, run_id: str) -> float:
+    """What a run's model calls cost."""
+    return float(sum(r.get("cost") or 0.0 for r in call_rows(conn, run_id=run_id, limit=500)))
 
 
 def _parsed(text: str) -> Any:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..flows.run_store import RunRecord, load_steps, shadow_pairs
-from ..models.call_log import call_rows
+from .runner import run_cost
 
 if TYPE_CHECKING:
     from ..store import Conn
@@ -45,10 +45,6 @@ def _fields(output: Any) -> dict[str, Any]:
     return {str(k): v for k, v in output.items()} if isinstance(output, dict) else {_WHOLE: output}
 
 
-def _cost(conn: Conn, run_id: str) -> float:
-    return float(sum(r.get("cost") or 0.0 for r in call_rows(conn, run_id=run_id, limit=500)))
-
-
 def _seconds(run: RunRecord) -> float:
     return max(0.0, (run.finished_at or run.updated_at) - run.created_at)
 
@@ -69,8 +65,8 @@ def shadow_report(conn: Conn, workflow: str, since: float) -> ShadowReport:
         for k, ok in same.items():
             agree[k].append(ok)
         whole.append(all(same.values()) and live.status == shadow.status)
-        report.cost_live += _cost(conn, live.id)
-        report.cost_shadow += _cost(conn, shadow.id)
+        report.cost_live += run_cost(conn, live.id)
+        report.cost_shadow += run_cost(conn, shadow.id)
         report.seconds_live += _seconds(live)
         report.seconds_shadow += _seconds(shadow)
         for step in load_steps(conn, shadow.id).values():

@@ -15,7 +15,7 @@ from ..flows import prompts
 from .config import EvalConfig, parse_evals
 from .datasets import Dataset, load_dataset
 from .results import EvalRun, case_results, latest_run
-from .runner import Baseline, Plan, PromptTarget, Tools, run_eval
+from .runner import Baseline, Plan, PromptTarget, Target, Tools, WorkflowTarget, run_eval
 from .verdicts import case_means
 
 if TYPE_CHECKING:
@@ -52,8 +52,13 @@ def _config(settings: Settings, target: str) -> EvalConfig | None:
     return parse_evals(settings.sections.get("evals")).get(target)
 
 
+WORKFLOW = "workflow:"
+
+
 def plan_for(settings: Settings, db: Database, ask: EvalAsk) -> tuple[Plan, Dataset]:
     assert ask.target is not None
+    if ask.target.startswith(WORKFLOW):
+        return _workflow_plan(settings, ask)
     conf = _config(settings, ask.target)
     ref = ask.prompt or (conf.prompt if conf is not None and conf.prompt else ask.target)
     dataset_name = ask.dataset or (conf.dataset if conf is not None else None)
@@ -79,6 +84,36 @@ def plan_for(settings: Settings, db: Database, ask: EvalAsk) -> tuple[Plan, Data
     return plan, dataset
 
 
+def _workflow_plan(settings: Settings, ask: EvalAsk) -> tuple[Plan, Dataset]:
+    assert ask.target is not None
+    if ask.dataset is None:
+        raise InvalidInput(f"evaluating {ask.target} needs --dataset")
+    if ask.prompt is not None or ask.baseline is not None:
+        raise InvalidInput("--prompt and --baseline are for prompt targets; a workflow runs as it is")
+    dataset = load_dataset(settings, ask.dataset, strict=ask.strict)
+    name = ask.target.removeprefix(WORKFLOW)
+    plan = Plan(
+        name=name,
+        target=ask.target,
+        dataset=dataset.name,
+        scorers=ask.scorers or ("exact",),
+        repeat=ask.repeat,
+        concurrency=ask.concurrency,
+        budget=ask.budget,
+        split=ask.split,
+        min_score=ask.min_score,
+    )
+    return plan, dataset
+
+
+def _target(db: Database, tools: Tools, plan: Plan) -> Target:
+    if plan.target.startswith(WORKFLOW):
+        if tools.runs is None:
+            raise InvalidInput("a workflow target needs the app that runs it: load it with --app")
+        return WorkflowTarget(db, tools.runs, plan.target.removeprefix(WORKFLOW))
+    return PromptTarget(db, tools.gateway, plan.target.removeprefix("prompt:"), plan.model)
+
+
 async def evaluate(
     settings: Settings, db: Database, tools: Tools, ask: EvalAsk, note: Callable[[str], None]
 ) -> EvalRun:
@@ -94,8 +129,7 @@ async def evaluate(
         plan, dataset = plan_for(settings, db, ask)
     for problem in dataset.problems:
         note(f"skipped {problem}")
-    ref = plan.target.removeprefix("prompt:")
-    target = PromptTarget(db, tools.gateway, ref, plan.model)
+    target = _target(db, tools, plan)
     baseline = None
     if ask.baseline is not None:
         baseline = await _baseline(settings, db, tools, plan, dataset, ask.baseline, note)

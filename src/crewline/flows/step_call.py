@@ -86,7 +86,8 @@ async def run_call(journal: Journal, call: Call) -> Any:
         if entry.record.status == "failed":
             journal.failed_step = FailedStep(entry.n, entry.name, type_ref(call.fn), entry.record.input)
         value = journal.replay(entry)
-        value = value if adapter is None else adapter.validate_python(value)
+        if adapter is not None and not (entry.record.shadowed is not None and value is None):
+            value = adapter.validate_python(value)
         if call.compensate is not None and entry.record.compensation is not None:
             journal.register(entry, call.compensate, value)
         return value
@@ -100,7 +101,8 @@ async def run_call(journal: Journal, call: Call) -> Any:
     if irreversible and entry.input_json is None and journal.run.shadow:
         entry = entry.with_input(dump(_arguments(call.args, kwargs), "the step's arguments"))
     if not await journal.go_live(entry, key, call.shadow):
-        return call.shadow if adapter is None else adapter.validate_python(call.shadow)
+        # None, the stand-in when none is given, is returned as it is whatever the declared type.
+        return call.shadow if adapter is None or call.shadow is None else adapter.validate_python(call.shadow)
     result, attempts = await _attempts(journal, entry, _Live(call.fn, call.args, kwargs, policy, seconds))
     # A plain JSON scalar of the declared type reads back as itself: skip the validation round trip.
     scalar = type(result) in _SCALARS and return_type(call.fn) in (None, type(result))
