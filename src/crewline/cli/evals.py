@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 
 from ..app import App
+from ..config import parse_duration
 from ..evals import results
+from ..evals.datasets import datasets_dir
 from ..evals.gate import overrides
+from ..evals.harvest import harvest_cases, write_cases
 from ..evals.runner import Tools
 from ..evals.targets import EvalAsk, evaluate
 from ..evals.verdicts import compare_runs
@@ -199,3 +204,30 @@ def overrides_cmd(prompt: str | None, as_json: bool, app_ref: str | None) -> Non
         return
     rows = [(o["prompt"], o["label"], o["version"], o["who"], when(o["at"]), o["reason"]) for o in found]
     click.echo(table(["prompt", "label", "version", "who", "when", "reason"], rows))
+
+
+@eval_group.command("harvest")
+@click.option("--workflow", "-w", required=True, help="The workflow whose reviewed runs become cases.")
+@click.option("--since", default="7d", show_default=True, help="How far back: 24h, 7d, 4w.")
+@click.option(
+    "--to", "to", type=click.Path(path_type=Path), help="The dataset (default evals/WORKFLOW.jsonl)."
+)
+@app_option
+def harvest_cmd(workflow: str, since: str, to: Path | None, app_ref: str | None) -> None:
+    """Append WORKFLOW's approved runs as cases: their input, and what the reviewer approved or edited."""
+    with errors_as_exit():
+        start = time.time() - parse_duration(since)
+    app = load_app(app_ref)
+    try:
+        with errors_as_exit():
+            found = app.db.query(lambda conn: harvest_cases(conn, workflow, start))
+            path = to or datasets_dir(app.settings) / f"{workflow}.jsonl"
+            added, known = write_cases(path, found.cases)
+    finally:
+        app.close()
+    held = sum(c["split"] == "test" for c in found.cases)
+    click.echo(
+        f"{found.runs} runs of {workflow}: {len(found.cases)} reviewed ({held} held out for test), "
+        f"{found.unreviewed} without an approved review; {added} cases added to {path.name}, "
+        f"{known} already there"
+    )
