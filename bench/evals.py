@@ -88,15 +88,20 @@ def _promptfoo(binary: str, root: Path, url: str, cases: int, concurrency: int) 
     path.write_text(json.dumps(config))
     env = {**os.environ, "PROMPTFOO_DISABLE_TELEMETRY": "1", "PROMPTFOO_DISABLE_UPDATE": "1"}
     started = time.perf_counter()
-    subprocess.run(
+    done = subprocess.run(
         [binary, "eval", "-c", str(path), "--no-cache", "--max-concurrency", str(concurrency), "--no-write"],
         cwd=root,
         env=env,
         capture_output=True,
+        text=True,
         check=False,
         timeout=600,
     )
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    if done.returncode not in (0, 100):  # 100: it ran, and some assertion failed
+        why = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
+        raise RuntimeError(f"promptfoo did not run (exit {done.returncode}): {why[0][:120]}")
+    return seconds
 
 
 def main() -> None:
@@ -118,7 +123,11 @@ def main() -> None:
                 seconds, runs = asyncio.run(_one(root, url, database, concurrency))
                 print(f"{'crewline':<12}{concurrency:>12}{seconds:>10.2f}{runs / seconds:>10.1f}")
                 if args.promptfoo:
-                    seconds = _promptfoo(args.promptfoo, root, url, args.cases, concurrency)
+                    try:
+                        seconds = _promptfoo(args.promptfoo, root, url, args.cases, concurrency)
+                    except (RuntimeError, OSError) as e:
+                        print(f"{'promptfoo':<12}{concurrency:>12}  {e}")
+                        continue
                     print(f"{'promptfoo':<12}{concurrency:>12}{seconds:>10.2f}{args.cases / seconds:>10.1f}")
     finally:
         proc.terminate()
