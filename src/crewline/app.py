@@ -293,13 +293,14 @@ class App:
 
         def insert(conn: Conn) -> tuple[str, bool]:
             check_startable(conn, wf.name)
+            live = wf if shadow or shadow_of is not None else engine.serving(conn, wf)
             started, created = insert_run(
                 conn,
                 run_id=run_id or new_run_id(),
-                workflow=wf.name,
-                version=wf.version,
-                queue=wf.queue,
-                priority=wf.priority if priority is None else priority,
+                workflow=live.name,
+                version=live.version,
+                queue=live.queue,
+                priority=live.priority if priority is None else priority,
                 input_json=data,
                 blob_threshold=engine.blob_threshold,
                 idempotency_key=idempotency_key,
@@ -307,7 +308,7 @@ class App:
                 shadow_of=shadow_of,
             )
             if created and not shadow and shadow_of is None:
-                engine.start_shadow(conn, wf.name, started, data)
+                engine.start_shadow(conn, live.name, started, data)
             return started, created
 
         rid, _ = await engine.db.write(insert)

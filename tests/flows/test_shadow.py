@@ -148,3 +148,23 @@ async def test_a_live_trigger_starts_the_configured_shadow_beside_the_live_run(d
         assert len(await none.list_runs()) == 3  # sample = 0: no shadow
     finally:
         none.close()
+
+
+async def test_promotion_switches_which_workflow_serves_the_live_triggers(db_url: str) -> None:
+    from crewline.flows.shadow import demote, parse_shadow, promote
+
+    world = World()
+    a = _shadowed_app(db_url, world, 1.0)
+    plan = parse_shadow(a.settings.sections["shadow"])["settle"]
+    try:
+        await a.db.write(lambda conn: promote(conn, plan, "ann", 0.0))
+        promoted_id = await a.start("settle", "bo")
+        run = await drive(a, promoted_id)
+        assert (run.workflow, run.shadow, run.output) == ("settle_v2", False, "sent")
+        assert world.sent == ["BO"]  # the candidate, live now, really sends
+        assert [r.id for r in await a.list_runs()] == [promoted_id]  # and nothing shadows it
+        assert await a.db.write(lambda conn: demote(conn, plan))
+        back = await drive(a, await a.start("settle", "cy"))
+        assert back.workflow == "settle" and world.sent == ["BO", "cy"]
+    finally:
+        a.close()

@@ -23,7 +23,7 @@ from ..store.database import Conn, Database, Guard
 from .definitions import Queue, Workflow
 from .review_requests import RiskPolicy
 from .run_store import held_leases, park_run
-from .shadow import Beside, ShadowPlan, parse_shadow, shadow_beside
+from .shadow import Beside, ShadowPlan, parse_shadow, promoted, shadow_beside
 from .states import Park
 
 if TYPE_CHECKING:
@@ -112,6 +112,13 @@ class Engine:
         if self._shadow_plans is None:
             self._shadow_plans = parse_shadow(self.settings.sections.get("shadow"))
         return self._shadow_plans
+
+    def serving(self, conn: Conn, wf: Workflow) -> Workflow:
+        """The workflow that serves ``wf``'s live triggers: its shadow candidate once promoted."""
+        plan = self.shadow_plans.get(wf.name)
+        if plan is None or not promoted(conn, plan):
+            return wf
+        return self.workflows.get(plan.candidate, wf)
 
     def start_shadow(self, conn: Conn, workflow: str, run_id: str, input_json: bytes) -> str | None:
         """Beside live run ``run_id``, just created in ``conn``'s transaction, the shadow run its

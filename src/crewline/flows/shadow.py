@@ -8,7 +8,10 @@ irreversible (the journal's ``go_live`` holds those calls back and records them)
 
 Every live trigger (``App.start``, the API, webhooks, cron; the inbox starts runs through them) calls
 :func:`shadow_beside` in the transaction that created the live run, so the two are created together or
-not at all. This module parses ``[shadow]``; run rows stay :mod:`.run_store`'s.
+not at all. ``crewline shadow promote`` switches the versions: from then on the live triggers of the
+workflow start the candidate (and no shadow), until it is undone; the switch is a flag
+(``shadow.promoted.WORKFLOW``), so every process sees it and ``crewline flags`` shows who and when. This
+module parses ``[shadow]``; run rows stay :mod:`.run_store`'s.
 """
 
 from __future__ import annotations
@@ -22,8 +25,19 @@ from ..errors import ConfigError
 from ..store.database import Conn
 from .definitions import parse_money
 from .run_store import insert_run
+from .switches import delete_flag, get_flag, set_flag
 
-__all__ = ["Beside", "ShadowPlan", "parse_shadow", "sampled", "shadow_beside", "shadow_problems"]
+__all__ = [
+    "Beside",
+    "ShadowPlan",
+    "demote",
+    "parse_shadow",
+    "promote",
+    "promoted",
+    "sampled",
+    "shadow_beside",
+    "shadow_problems",
+]
 
 _KEYS = frozenset({"workflow", "budget", "sample"})
 
@@ -106,3 +120,22 @@ def shadow_beside(conn: Conn, beside: Beside) -> str | None:
         shadow_of=beside.run_id,
     )
     return shadow_id
+
+
+def _flag(live: str) -> str:
+    return f"shadow.promoted.{live}"
+
+
+def promoted(conn: Conn, plan: ShadowPlan) -> bool:
+    """Whether the candidate of ``plan`` serves the live workflow's triggers now."""
+    flag = get_flag(conn, _flag(plan.live))
+    return flag is not None and isinstance(flag.value, dict) and flag.value.get("live") == plan.candidate
+
+
+def promote(conn: Conn, plan: ShadowPlan, by: str, at: float) -> None:
+    set_flag(conn, _flag(plan.live), {"live": plan.candidate, "by": by, "at": at})
+
+
+def demote(conn: Conn, plan: ShadowPlan) -> bool:
+    """Give the live workflow its triggers back; False when it was not promoted."""
+    return delete_flag(conn, _flag(plan.live))

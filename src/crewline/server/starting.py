@@ -36,8 +36,8 @@ class PreparedRun:
 
     def insert(self, conn: Conn) -> tuple[str, bool]:
         """Create the run in ``conn``'s transaction; returns (run id, created)."""
-        wf = self.workflow
-        check_startable(conn, wf.name)
+        check_startable(conn, self.workflow.name)
+        wf = self.app.engine.serving(conn, self.workflow)
         started, created = insert_run(
             conn,
             run_id=self.run_id or new_run_id(),

@@ -248,7 +248,7 @@ class Worker:
             return
         try:
             started = await self._write(
-                lambda c: fire_due(c, scheduled, self.engine.blob_threshold, now, self.engine.start_shadow)
+                lambda c: fire_due(c, scheduled, self.engine.blob_threshold, now, self.engine)
             )
         except Exception as e:
             self._report_ticks([wf.name for wf in scheduled], now, type(e).__name__)
