@@ -12,6 +12,7 @@ from crewline import App, Context
 from crewline.config import Settings
 from crewline.flows.tools import tool
 from crewline.models import Gateway
+from crewline.models.call_log import call_rows
 from crewline.testing import ScriptedModel, tool_call
 
 from ._drive import drive
@@ -95,6 +96,9 @@ async def test_a_shadow_run_records_every_irreversible_call_instead_of_making_it
     assert agent_call["arguments"] == {"amount": 5}  # the agent's tool call
     assert all(s.compensation is None for s in await app.steps(run_id))
     assert await app.reviews.list() == []  # a held-back call asks nobody for approval
+    # Its model calls are accounted apart: their own ledger scope, and marked in costs and metrics.
+    calls = await app.db.read(lambda conn: call_rows(conn, run_id=run_id))
+    assert len(calls) == 3 and {c["workflow"] for c in calls} == {"settle~shadow"}
 
 
 async def test_a_failing_shadow_run_compensates_nothing_it_did_not_do(app: App, world: World) -> None:

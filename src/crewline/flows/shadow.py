@@ -37,6 +37,7 @@ __all__ = [
     "sampled",
     "shadow_beside",
     "shadow_problems",
+    "spending_as",
 ]
 
 _KEYS = frozenset({"workflow", "budget", "sample"})
@@ -139,3 +140,9 @@ def promote(conn: Conn, plan: ShadowPlan, by: str, at: float) -> None:
 def demote(conn: Conn, plan: ShadowPlan) -> bool:
     """Give the live workflow its triggers back; False when it was not promoted."""
     return delete_flag(conn, _flag(plan.live))
+
+
+def spending_as(workflow: str, shadow: bool) -> str:
+    """The workflow a run's model calls are accounted to: a shadow run's as ``WORKFLOW~shadow``, so its
+    spend has a ledger scope (and budget) of its own and costs, call records and metrics show it apart."""
+    return f"{workflow}~shadow" if shadow else workflow
