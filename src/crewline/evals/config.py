@@ -50,11 +50,15 @@ def parse_evals(section: Any) -> dict[str, EvalConfig]:
 
 
 def evals_problems(section: Any) -> list[str]:
-    try:
-        parse_evals(section)
-    except ConfigError as e:
-        return [str(e)]
-    return []
+    """Every section's problem, one each (for ``crewline config check``)."""
+    tables = section.items() if isinstance(section, Mapping) else [(None, section)]
+    problems = []
+    for name, table in tables:
+        try:
+            parse_evals(table if name is None else {name: table})
+        except ConfigError as e:
+            problems.append(str(e))
+    return problems
 
 
 def _one(name: str, table: Any) -> EvalConfig:

@@ -80,11 +80,15 @@ def parse_shadow(section: Any) -> dict[str, ShadowPlan]:
 
 
 def shadow_problems(section: Any) -> list[str]:
-    try:
-        parse_shadow(section)
-    except ConfigError as e:
-        return [str(e)]
-    return []
+    """Every section's problem, one each (for ``crewline config check``)."""
+    tables = section.items() if isinstance(section, Mapping) else [(None, section)]
+    problems = []
+    for name, table in tables:
+        try:
+            parse_shadow(table if name is None else {name: table})
+        except ConfigError as e:
+            problems.append(str(e))
+    return problems
 
 
 def sampled(run_id: str, share: float) -> bool:
