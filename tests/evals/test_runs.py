@@ -28,7 +28,8 @@ async def _run(
 
 async def test_repeats_call_the_model_again_and_are_stored(project: Project) -> None:
     model = classifier()
-    run = await _run(project, model, repeat=3, concurrency=4, min_score=0.9)
+    # Temperature 0 makes the requests cacheable (the cache is on by default): repeats must still call.
+    run = await _run(project, model, repeat=3, concurrency=4, min_score=0.9, temperature=0.0)
     assert len(model.requests) == len(CASES) * 3  # no repeat was answered from the cache
     assert (run.status, run.passed) == ("completed", True)
     assert run.summary["scorers"]["exact"]["mean"] == 1.0

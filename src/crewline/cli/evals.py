@@ -47,6 +47,7 @@ def _bar(done: int, total: int) -> None:
 @click.option("--prompt", help="The prompt version to evaluate: NAME@label or NAME@version.")
 @click.option("--model", help="The model to send it to (default: the prompt's own).")
 @click.option("--scorer", "scorers", multiple=True, help="A scorer (repeat for more): exact, fields, ...")
+@click.option("--temperature", type=float, help="The sampling temperature (default: the model's).")
 @click.option("--repeat", type=int, default=1, show_default=True, help="Times to run each case.")
 @click.option("--concurrency", type=int, default=4, show_default=True, help="Cases at once.")
 @click.option("--min-score", type=float, help="Fail (exit 1) when a scorer's mean is below this.")

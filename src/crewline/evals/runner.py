@@ -70,6 +70,7 @@ class Plan:
     split: str | None = None
     min_score: float | None = None
     judge_model: str | None = None
+    temperature: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,16 +149,19 @@ class WorkflowTarget:
 class PromptTarget:
     """A prompt version rendered with each case's input and sent to ``model`` (else the prompt's own)."""
 
-    def __init__(self, db: Database, gateway: Gateway, ref: str, model: str | None) -> None:
+    def __init__(
+        self, db: Database, gateway: Gateway, ref: str, model: str | None, temperature: float | None = None
+    ) -> None:
         self.version = prompts.resolve(db, ref)
         self.gateway = gateway
         self.model = model or self.version.model
+        self.temperature = temperature
 
     async def answer(self, case: Case) -> Outcome:
         params = case.input if isinstance(case.input, dict) else {"input": case.input}
         text = prompts.render(self.version, params)
         reply = await self.gateway.complete(
-            CompletionRequest(self.model, text), CallOptions(cache=False, budget_scope=None)
+            CompletionRequest(self.model, text, temperature=self.temperature), CallOptions(cache=False)
         )
         return Outcome(_parsed(reply.text), reply.cost, reply.latency_ms)
 

@@ -42,6 +42,7 @@ class EvalAsk:
     split: str | None = None
     strict: bool = False
     resume: str | None = None
+    temperature: float | None = None
 
 
 def prompt_target(name: str, version: str) -> str:
@@ -80,6 +81,7 @@ def plan_for(settings: Settings, db: Database, ask: EvalAsk) -> tuple[Plan, Data
         split=ask.split or (conf.split if conf is not None else None),
         min_score=ask.min_score if ask.min_score is not None else (conf.min_score if conf else None),
         judge_model=conf.judge_model if conf is not None else None,
+        temperature=ask.temperature,
     )
     return plan, dataset
 
@@ -111,7 +113,8 @@ def _target(db: Database, tools: Tools, plan: Plan) -> Target:
         if tools.runs is None:
             raise InvalidInput("a workflow target needs the app that runs it: load it with --app")
         return WorkflowTarget(db, tools.runs, plan.target.removeprefix(WORKFLOW))
-    return PromptTarget(db, tools.gateway, plan.target.removeprefix("prompt:"), plan.model)
+    ref = plan.target.removeprefix("prompt:")
+    return PromptTarget(db, tools.gateway, ref, plan.model, plan.temperature)
 
 
 async def evaluate(
@@ -157,7 +160,5 @@ async def _baseline(
             f"no evaluation of {name}@{label} ({base.version}) on {dataset.name}@{dataset.version}: running it"
         )
         base_plan = replace(plan, target=target, min_score=None)
-        stored = await run_eval(
-            db, dataset, base_plan, PromptTarget(db, tools.gateway, target[7:], plan.model), tools
-        )
+        stored = await run_eval(db, dataset, base_plan, _target(db, tools, base_plan), tools)
     return Baseline(stored.id, target, case_means(case_results(db, stored.id), plan.scorers))
