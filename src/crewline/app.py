@@ -102,6 +102,7 @@ class App:
         on_budget: str = "fail",
         on_failure: str = "fail",
         overflow: Overflow | None = None,
+        shadow_of: str | None = None,
     ) -> Callable[[F], Workflow]:
         """Register an ``async def wf(ctx[, input])`` as a workflow.
 
@@ -112,6 +113,8 @@ class App:
         step, skips it with an output, or abandons the run (running its compensations).
         ``overflow`` is what its model calls do with a request over the model's context window:
         ``truncate``, ``summarize`` or ``fail`` (default: ``[models] overflow``, itself ``truncate``).
+        ``shadow_of="triage"`` runs this workflow in shadow beside every live run of ``triage`` (on its
+        ``daily_budget``); a ``[shadow.triage]`` section in crewline.toml takes precedence.
         """
 
         def register(fn: F) -> Workflow:
@@ -127,6 +130,7 @@ class App:
                 on_budget=on_budget,
                 on_failure=on_failure,
                 overflow=overflow,
+                shadow_of=shadow_of,
             )
             if wf.name in self._workflows and self._workflows[wf.name].fn is not fn:
                 raise InvalidInput(f"two workflows are named {wf.name!r}; give one a name= of its own")

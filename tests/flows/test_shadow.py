@@ -172,3 +172,30 @@ async def test_promotion_switches_which_workflow_serves_the_live_triggers(db_url
         assert back.workflow == "settle" and world.sent == ["BO", "cy"]
     finally:
         a.close()
+
+
+async def test_the_decorator_declares_a_shadow(db_url: str) -> None:
+    sent: list[str] = []
+    a = App(settings=Settings().with_(database_url=db_url))
+
+    async def send(to: str) -> str:
+        sent.append(to)
+        return "sent"
+
+    @a.workflow()
+    async def notify(ctx: Context, to: str) -> str:
+        return await ctx.step(send, to, effect="irreversible")
+
+    @a.workflow(shadow_of="notify", daily_budget="$0.50")
+    async def notify_v2(ctx: Context, to: str) -> str:
+        return await ctx.step(send, to.title(), effect="irreversible", shadow="would send")
+
+    try:
+        live_id = await a.start("notify", "ann")
+        shadow = await drive(a, f"{live_id}~shadow")
+        await drive(a, live_id)
+        assert (shadow.workflow, shadow.shadow_of, shadow.output) == ("notify_v2", live_id, "would send")
+        assert sent == ["ann"]
+        assert a.engine.shadow_plans["notify"].daily_budget == 0.5
+    finally:
+        a.close()

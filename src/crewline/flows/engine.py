@@ -108,9 +108,15 @@ class Engine:
 
     @property
     def shadow_plans(self) -> dict[str, ShadowPlan]:
-        """``[shadow.WORKFLOW]`` of crewline.toml, by live workflow (read on first use)."""
+        """Shadow plans by live workflow: ``@app.workflow(shadow_of=...)``, overridden by
+        ``[shadow.WORKFLOW]`` of crewline.toml (read on first use)."""
         if self._shadow_plans is None:
-            self._shadow_plans = parse_shadow(self.settings.sections.get("shadow"))
+            declared = {
+                wf.shadow_of: ShadowPlan(wf.shadow_of, wf.name, wf.daily_budget)
+                for wf in self.workflows.values()
+                if wf.shadow_of is not None
+            }
+            self._shadow_plans = {**declared, **parse_shadow(self.settings.sections.get("shadow"))}
         return self._shadow_plans
 
     def serving(self, conn: Conn, wf: Workflow) -> Workflow:
