@@ -39,6 +39,7 @@ PUBLIC = [
     "ModelError",
     "ModelTimeout",
     "PriceUnknown",
+    "PromotionRefused",
     "ProviderUnavailable",
     "Queue",
     "RateLimited",

@@ -107,6 +107,7 @@ class App:
         on_budget: str = "fail",
         on_failure: str = "fail",
         overflow: Overflow | None = None,
+        shadow_of: str | None = None,
     ) -> Callable[[F], Workflow]:
         """Register an ``async def wf(ctx[, input])`` as a workflow.
 
@@ -117,6 +118,8 @@ class App:
         step, skips it with an output, or abandons the run (running its compensations).
         ``overflow`` is what its model calls do with a request over the model's context window:
         ``truncate``, ``summarize`` or ``fail`` (default: ``[models] overflow``, itself ``truncate``).
+        ``shadow_of="triage"`` runs this workflow in shadow beside every live run of ``triage`` (on its
+        ``daily_budget``); a ``[shadow.triage]`` section in crewline.toml takes precedence.
         """
 
         def register(fn: F) -> Workflow:
@@ -132,6 +135,7 @@ class App:
                 on_budget=on_budget,
                 on_failure=on_failure,
                 overflow=overflow,
+                shadow_of=shadow_of,
             )
             if wf.name in self._workflows and self._workflows[wf.name].fn is not fn:
                 raise InvalidInput(f"two workflows are named {wf.name!r}; give one a name= of its own")
@@ -306,25 +310,36 @@ class App:
         run_id: str | None = None,
         idempotency_key: str | None = None,
         priority: int | None = None,
+        shadow: bool = False,
+        shadow_of: str | None = None,
     ) -> str:
-        """Create a run and return its id. The same ``run_id`` or ``idempotency_key`` returns the same run."""
+        """Create a run and return its id. The same ``run_id`` or ``idempotency_key`` returns the same run.
+
+        ``shadow`` starts a shadow run: its reads and model calls run, its irreversible steps and tools
+        only record what they would have done; ``shadow_of`` names the live run it runs beside."""
         engine = self.engine
         wf = engine.resolve(workflow)
         data = dump(wf.dump_input(wf.validate_input(input)), "input")
 
         def insert(conn: Conn) -> tuple[str, bool]:
             check_startable(conn, wf.name)
-            return insert_run(
+            live = wf if shadow or shadow_of is not None else engine.serving(conn, wf)
+            started, created = insert_run(
                 conn,
                 run_id=run_id or new_run_id(),
-                workflow=wf.name,
-                version=wf.version,
-                queue=wf.queue,
-                priority=wf.priority if priority is None else priority,
+                workflow=live.name,
+                version=live.version,
+                queue=live.queue,
+                priority=live.priority if priority is None else priority,
                 input_json=data,
                 blob_threshold=engine.blob_threshold,
                 idempotency_key=idempotency_key,
+                shadow=shadow or shadow_of is not None,
+                shadow_of=shadow_of,
             )
+            if created and not shadow and shadow_of is None:
+                engine.start_shadow(conn, live.name, started, data)
+            return started, created
 
         rid, _ = await engine.db.write(insert)
         engine.work_available.set()

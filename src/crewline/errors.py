@@ -22,6 +22,7 @@
     │   ├── ActionRejected          a reviewer rejected the action (a tool call, say)
     │   └── Cancelled               the run was cancelled (raised at a step boundary)
     ├── BudgetExceeded              a budget would be exceeded; names the budget, its limit and the spend
+    ├── PromotionRefused            a prompt version lacks the passing evaluation its label requires
     ├── ChannelError                an alert notice could not be delivered (names no URL, no password)
     ├── ConnectorError              a call to the operator's system failed; names the connector and what to
     │   │                           check, never a credential; ``retryable`` says if trying again helps
@@ -78,6 +79,7 @@ __all__ = [
     "ModelError",
     "ModelTimeout",
     "PriceUnknown",
+    "PromotionRefused",
     "ProviderUnavailable",
     "RateLimited",
     "ResponseTooLarge",
@@ -322,3 +324,8 @@ class InvalidOutput(ModelError):
     ) -> None:
         super().__init__(message, provider=provider)
         self.attempts = attempts or []
+
+
+class PromotionRefused(CrewlineError):
+    """Labelling a prompt version ``production`` was refused: it has no passing evaluation on the current
+    version of the dataset its ``[evals.NAME]`` section requires. The message says what to run."""

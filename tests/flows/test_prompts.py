@@ -85,6 +85,7 @@ def test_public_surface() -> None:
         "LATEST",
         "PRODUCTION",
         "LabelChange",
+        "LabelGate",
         "PromptChange",
         "PromptSummary",
         "PromptVersion",

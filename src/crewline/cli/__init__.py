@@ -23,6 +23,8 @@ class _Lazy:
     help: str
     # Modules that add subcommands to it (steer adds `runs pause` and `runs resume`).
     extended_by: tuple[str, ...] = ()
+    # The Python name of the command in its module, when not the command's own (`eval` shadows a builtin).
+    attribute: str | None = None
 
 
 _COMMANDS: dict[str, _Lazy] = {
@@ -57,6 +59,14 @@ _COMMANDS: dict[str, _Lazy] = {
     ),
     "prompts": _Lazy(
         "prompts", "Prompt templates: files in prompts/, versioned by content hash, with labels."
+    ),
+    "eval": _Lazy(
+        "evals",
+        "Evaluations: datasets in evals/, scored runs of a prompt version, verdicts against a baseline.",
+        attribute="eval_group",
+    ),
+    "shadow": _Lazy(
+        "shadow", "Shadow runs: a candidate workflow beside a live one ([shadow.WORKFLOW] in crewline.toml)."
     ),
     "config": _Lazy("config", "The project's configuration (crewline.toml)."),
     "alerts": _Lazy(
@@ -97,7 +107,7 @@ class _LazyGroup(click.Group):
 
 
 def _load(name: str, lazy: _Lazy) -> click.Command:
-    command = getattr(importlib.import_module(f"{__name__}.{lazy.module}"), name)
+    command = getattr(importlib.import_module(f"{__name__}.{lazy.module}"), lazy.attribute or name)
     for module in lazy.extended_by:
         importlib.import_module(f"{__name__}.{module}")
     assert isinstance(command, click.Command)

@@ -20,8 +20,10 @@ from ..config import CONFIG_FILE, CORE_KEYS, Settings, did_you_mean, read_toml, 
 from ..connectors.registry import connectors_problems
 from ..console.config import console_problems
 from ..errors import ConfigError
+from ..evals.config import evals_problems
 from ..flows.prompts import prompts_dir
 from ..flows.review_requests import RiskPolicy
+from ..flows.shadow import shadow_problems
 from ..memory.upkeep import purge_every
 from ..models.config import models_problems
 from ..observe.alert_config import AlertsConfig
@@ -84,6 +86,8 @@ def check_project(environ: Mapping[str, str] | None = None) -> ProjectReport:
         "connectors": lambda table: _connectors(table, settings, env),
         "console": console_problems,
         "triggers": lambda table: triggers_problems(table, settings.sections.get("connectors")),
+        "evals": evals_problems,
+        "shadow": shadow_problems,
     }
     for name, table in settings.sections.items():
         if name not in checks:

@@ -9,9 +9,10 @@ from typing import TypeVar
 import click
 
 from ..config import Settings
+from ..evals.gate import Override, label_prompt
 from ..flows import prompts as p
 from ..store import Database, open_database
-from ._common import echo_json, errors_as_exit, fail, read_json_arg, table, when
+from ._common import echo_json, errors_as_exit, fail, read_json_arg, table, user, when
 
 __all__ = ["prompts"]
 
@@ -123,15 +124,28 @@ def diff_cmd(name: str, a: str, b: str) -> None:
 @click.argument("label")
 @click.argument("version", required=False)
 @click.option("--remove", is_flag=True, help="Remove LABEL instead of moving it.")
-def label_cmd(name: str, label: str, version: str | None, remove: bool) -> None:
-    """Point LABEL of prompt NAME at VERSION (a version, a unique prefix of one, or another label)."""
+@click.option("--force", is_flag=True, help="Label production without the passing evaluation (audited).")
+@click.option("--reason", help="Why --force skips the evaluation (recorded with who and when).")
+def label_cmd(
+    name: str, label: str, version: str | None, remove: bool, force: bool, reason: str | None
+) -> None:
+    """Point LABEL of prompt NAME at VERSION (a version, a unique prefix of one, or another label).
+
+    With a required [evals.NAME] for the prompt, `production` needs a passing evaluation of VERSION on
+    the dataset's current version (`crewline eval run`); --force --reason overrides it and is audited.
+    """
     if remove == (version is not None):
         fail("give the VERSION to point the label at, or --remove (not both)")
+    if force and not reason:
+        fail("--force needs --reason: say why the evaluation is skipped (it is audited)")
     if remove:
         change = _with_db(lambda db: p.remove_label(db, name, label))
         click.echo(f"{name}: removed {label} (was {change.previous})")
         return
     assert version is not None
-    change = _with_db(lambda db: p.set_label(db, name, label, version))
+    override = Override(user(), reason or "") if force else None
+    with errors_as_exit():
+        settings = Settings.load()
+    change = _with_db(lambda db: label_prompt(db, settings, name, label, version, force=override))
     was = "" if change.previous in (None, change.version) else f" (was {change.previous})"
     click.echo(f"{name}: {label} -> {change.version}{was}")

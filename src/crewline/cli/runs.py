@@ -147,7 +147,7 @@ def list_cmd(app_ref: str | None, state: str | None, workflow: str | None, limit
     rows = [
         (
             r.id,
-            r.workflow,
+            f"{r.workflow} (shadow)" if r.shadow else r.workflow,
             r.status,
             r.wait_reason or "",
             when(r.created_at),
@@ -526,6 +526,8 @@ def _run_summary(r: RunRecord, usage: dict[str, Any] | None) -> dict[str, Any]:
         "forked_from",
         "parent_id",
         "pruned_at",
+        "shadow",
+        "shadow_of",
     )
     return {**{k: getattr(r, k) for k in keys}, **_figures(r, usage)}
 

@@ -92,6 +92,7 @@ class Context:
         idempotency_key: str | None = None,
         compensate: Callable[..., Any] | None = None,
         reconcile: Callable[..., Any] | None = None,
+        shadow: Any = None,
         **kwargs: Any,
     ) -> T:
         """Run ``fn(*args, **kwargs)`` once, durably, and return its (recorded) result.
@@ -112,6 +113,9 @@ class Context:
         step's intent, whether the action happened: called like ``fn`` (with its ``idempotency_key``), as a
         recorded step of its own, it returns ``Reconciled.done(output)``, ``Reconciled.not_done()`` (the
         step runs again) or ``Reconciled.unknown()`` (the run waits for an operator). See :mod:`.reconcile`.
+
+        In a shadow run an irreversible step is not called: it records what it would have done (its name,
+        arguments and idempotency key) and returns ``shadow`` (None unless given) for the run to go on with.
         """
         call = Call(
             fn,
@@ -125,6 +129,7 @@ class Context:
             idempotency_key,
             compensate=compensate,
             reconcile=reconcile,
+            shadow=shadow,
         )
         result: T = await run_call(self._journal, call)
         return result

@@ -79,6 +79,7 @@ class Workflow:
     on_budget: str = "fail"  # fail | degrade | pause
     on_failure: str = "fail"  # fail | review: a failed run waits in the review queue for an operator
     overflow: Overflow | None = None  # a model request over its window; None: [models] overflow
+    shadow_of: str | None = None  # the live workflow this one runs beside in shadow (see flows/shadow.py)
     input_adapter: pydantic.TypeAdapter[Any] | None = field(default=None, repr=False)
     output_adapter: pydantic.TypeAdapter[Any] | None = field(default=None, repr=False)
 

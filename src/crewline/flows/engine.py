@@ -25,6 +25,7 @@ from ..store.database import Conn, Database, Guard
 from .definitions import Queue, Workflow
 from .review_requests import RiskPolicy
 from .run_store import held_leases, park_run
+from .shadow import Beside, ShadowPlan, parse_shadow, promoted, shadow_beside
 from .states import Park
 
 if TYPE_CHECKING:
@@ -108,6 +109,42 @@ class Engine:
         self.clock: Callable[[], float] = time.time
         # Where runs and steps report what happened (the app's hub; empty unless something observes).
         self.observers = wiring.observers
+        self._shadow_plans: dict[str, ShadowPlan] | None = None
+
+    @property
+    def shadow_plans(self) -> dict[str, ShadowPlan]:
+        """Shadow plans by live workflow: ``@app.workflow(shadow_of=...)``, overridden by
+        ``[shadow.WORKFLOW]`` of crewline.toml (read on first use)."""
+        if self._shadow_plans is None:
+            declared = {
+                wf.shadow_of: ShadowPlan(wf.shadow_of, wf.name, wf.daily_budget)
+                for wf in self.workflows.values()
+                if wf.shadow_of is not None
+            }
+            self._shadow_plans = {**declared, **parse_shadow(self.settings.sections.get("shadow"))}
+        return self._shadow_plans
+
+    def serving(self, conn: Conn, wf: Workflow) -> Workflow:
+        """The workflow that serves ``wf``'s live triggers: its shadow candidate once promoted."""
+        plan = self.shadow_plans.get(wf.name)
+        if plan is None or not promoted(conn, plan):
+            return wf
+        return self.workflows.get(plan.candidate, wf)
+
+    def start_shadow(self, conn: Conn, workflow: str, run_id: str, input_json: bytes) -> str | None:
+        """Beside live run ``run_id``, just created in ``conn``'s transaction, the shadow run its
+        ``[shadow]`` plan asks for; every live trigger calls this."""
+        plan = self.shadow_plans.get(workflow)
+        if plan is None:
+            return None
+        candidate = self.workflows.get(plan.candidate)
+        if candidate is None:
+            raise ConfigError(
+                f"[shadow.{workflow}] workflow = {plan.candidate!r} is not a registered workflow; "
+                f"register it (@app.workflow) or remove the section"
+            )
+        beside = Beside(plan, run_id, input_json, candidate.version, candidate.queue, self.blob_threshold)
+        return shadow_beside(conn, beside)
 
     def crash_point(self, where: str, step_no: int) -> None:
         if self.crash_hook is not None:

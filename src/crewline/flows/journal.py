@@ -30,7 +30,7 @@ from typing import Any, NoReturn, TypeVar
 from ..errors import Cancelled, DeterminismError, StepError
 from ..observe.events import Event, ReviewEvent, StepEvent
 from ..store.database import Conn
-from ..store.payloads import dump
+from ..store.payloads import dump, load_json
 from .definitions import Effect
 from .engine import Engine, RunSignals, Suspend
 from .review_requests import NewRequest, create_request, open_request_id
@@ -103,6 +103,7 @@ class Outcome:
     output_json: bytes | None = None
     error: dict[str, Any] | None = None
     attempts: int = 1
+    shadowed: dict[str, Any] | None = None  # what a shadow run's step would have done instead
 
 
 class Journal:
@@ -238,12 +239,26 @@ class Journal:
 
     # -- live ------------------------------------------------------------------------------------------
 
-    async def go_live(self, entry: Entry, idempotency_key: str) -> None:
-        """Let the step's effect happen: an irreversible call's intent is committed before it, so a crash
-        between the two leaves "outcome unknown" for an operator instead of a second call."""
-        if entry.effect == "irreversible":
-            await self.record(entry, Outcome("intent", dump({"idempotency_key": idempotency_key}), None, 0))
-            self.crash_point("after_intent", entry.n)
+    async def go_live(self, entry: Entry, idempotency_key: str, stand_in: Any = None) -> bool:
+        """Let the step's effect happen, or not: False when it must not run.
+
+        An irreversible call's intent is committed before it, so a crash between the two leaves "outcome
+        unknown" for an operator instead of a second call. In a shadow run an irreversible step never
+        runs: it is recorded done with ``stand_in`` as its result (what the workflow continues with) and
+        what it would have done (its name, arguments and idempotency key); it registers no compensation,
+        since there is nothing to undo.
+        """
+        if entry.effect != "irreversible":
+            return True
+        if self.run.shadow:
+            arguments = None if entry.input_json is None else load_json(entry.input_json)
+            would = {"name": entry.name, "arguments": arguments, "idempotency_key": idempotency_key}
+            output = dump(stand_in, f"the shadow stand-in of step {entry.n} ({entry.name})")
+            await self.record(replace(entry, compensation=None), Outcome("done", output, shadowed=would))
+            return False
+        await self.record(entry, Outcome("intent", dump({"idempotency_key": idempotency_key}), None, 0))
+        self.crash_point("after_intent", entry.n)
+        return True
 
     def crash_point(self, where: str, step_no: int) -> None:
         self.engine.crash_point(where, step_no)
@@ -280,6 +295,7 @@ class Journal:
             blob_threshold=self.engine.blob_threshold,
             input_json=entry.input_json,
             compensation=entry.compensation if outcome.status == "done" else None,
+            shadowed=outcome.shadowed,
         )
         if self.engine.observers:
             self._unreported.append(self._step_event(entry, outcome))

@@ -30,6 +30,7 @@ from .engine import Suspend
 from .fit import SUMMARY_TOKENS, Cut, FitRequest, MemoryHit, fit, with_memory
 from .journal import Entry, Journal, Outcome
 from .review_requests import NewRequest, count_requests, get_request
+from .shadow import spending_as
 from .states import Park
 from .tools import as_tool
 
@@ -193,7 +194,12 @@ class ModelCalls:
         if wf is None or gateway is None or gateway.ledger is None:
             return
         ledger = gateway.ledger
-        wanted = [(f"run:{self.journal.run_id}", wf.budget), (ledger.workflow_day(wf.name), wf.daily_budget)]
+        daily = wf.daily_budget
+        if self.journal.run.shadow:  # a shadow candidate spends against its own [shadow] budget
+            plans = engine.shadow_plans.values()
+            daily = next((p.daily_budget for p in plans if p.candidate == wf.name and p.daily_budget), daily)
+        day = ledger.workflow_day(spending_as(wf.name, self.journal.run.shadow))
+        wanted = [(f"run:{self.journal.run_id}", wf.budget), (day, daily)]
         for scope, limit in wanted:
             if limit is None or scope in self._budget_scopes:
                 continue
@@ -245,7 +251,7 @@ async def _complete(
         max_tokens=request.max_tokens,
         temperature=request.temperature,
     )
-    scope = {"run": journal.run_id, "workflow": journal.workflow}
+    scope = {"run": journal.run_id, "workflow": spending_as(journal.workflow, journal.run.shadow)}
     options = CallOptions(budget_scope=scope, run_id=journal.run_id, step=n, escalate=request.escalate)
     with prompt_for_calls(request.prompt):
         return await gateway.complete(asked, options)

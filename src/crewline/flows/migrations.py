@@ -218,6 +218,17 @@ ENGINE: tuple[Migration, ...] = (
             "DROP INDEX runs_finished",
         ),
     ),
+    Migration(
+        14,
+        "shadow runs: a run that performs no irreversible effect, and what its steps would have done",
+        (
+            # shadow: 1 for a shadow run; shadow_of: the live run it runs beside (None for an evaluation).
+            "ALTER TABLE runs ADD COLUMN shadow INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE runs ADD COLUMN shadow_of TEXT",
+            # shadowed: {name, arguments, idempotency_key} of the irreversible call a shadow step held back.
+            "ALTER TABLE steps ADD COLUMN shadowed TEXT",
+        ),
+    ),
 )
 
 FLOWS: tuple[Migration, ...] = (

@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel
 
@@ -41,6 +41,7 @@ __all__ = [
     "LATEST",
     "PRODUCTION",
     "LabelChange",
+    "LabelGate",
     "PromptChange",
     "PromptSummary",
     "PromptVersion",
@@ -453,16 +454,28 @@ def _check_label(label: str) -> None:
         raise InvalidInput(f"label {label!r} looks like a version hash; pick another name")
 
 
-def set_label(db: Database, name: str, label: str, ref: str) -> LabelChange:
-    """Point ``label`` of prompt ``name`` at ``ref`` (a version, a unique version prefix or another label)."""
+class LabelGate(Protocol):
+    """What may refuse moving a label (the evaluations' promotion gate): called in the transaction that
+    moves it, so a refusal moves nothing and whatever it records commits with the move."""
+
+    def __call__(self, conn: Conn, prompt: PromptVersion, label: str) -> None: ...
+
+
+def set_label(db: Database, name: str, label: str, ref: str, *, gate: LabelGate | None = None) -> LabelChange:
+    """Point ``label`` of prompt ``name`` at ``ref`` (a version, a unique version prefix or another label).
+
+    Every front that moves labels for an operator (CLI, API, console) passes the promotion gate of
+    :func:`crewline.evals.gate.label_gate` (or calls :func:`crewline.evals.gate.label_prompt`)."""
     _check_label(label)
-    return db.run(lambda conn: move_label(conn, name, label, ref))
+    return db.run(lambda conn: move_label(conn, name, label, ref, gate=gate))
 
 
-def move_label(conn: Conn, name: str, label: str, ref: str) -> LabelChange:
+def move_label(conn: Conn, name: str, label: str, ref: str, *, gate: LabelGate | None = None) -> LabelChange:
     """:func:`set_label` inside the caller's write transaction."""
     _check_label(label)
     target = _resolve(conn, name, ref)
+    if gate is not None:
+        gate(conn, target, label)
     previous = _labels(conn, name).get(label)
     _put_label(conn, name, label, target.version, time.time())
     return LabelChange(name, label, target.version, previous)

@@ -60,6 +60,7 @@ __all__ = [
     "run_counts",
     "run_result",
     "settle_step",
+    "shadow_pairs",
     "skip_step",
     "step_key",
     "step_page",
@@ -74,7 +75,7 @@ _RUN_COLUMNS = (
     "id, workflow, version, queue, priority, status, input, input_blob, output, output_blob, error, "
     "idempotency_key, parent_id, parent_step, forked_from, fork_step, wait_reason, wait_event, wake_at, "
     "lease_owner, lease_until, cancel_requested, recoveries, created_at, updated_at, finished_at, overrides, "
-    "started_by, pruned_at, trace_parent, attempt, pause_requested, pause_scope"
+    "started_by, pruned_at, trace_parent, attempt, pause_requested, pause_scope, shadow, shadow_of"
 )
 
 
@@ -126,6 +127,8 @@ class RunRecord:
     attempt: int = 1  # 1, then one more each time the run is rerun from a step
     pause_requested: bool = False  # asked to pause at its next step boundary
     pause_scope: str | None = None  # who paused it: "run", "workflow" or "queue"
+    shadow: bool = False  # performs no irreversible effect: its steps record what they would have done
+    shadow_of: str | None = None  # the live run a shadow run runs beside
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -148,6 +151,7 @@ class StepRecord:
     finished_at: float | None
     input: Any = None  # recorded for tools and model calls
     compensation: str | None = None  # the name of the compensation the step registered when it finished
+    shadowed: dict[str, Any] | None = None  # in a shadow run: the irreversible call it did not make
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -188,6 +192,8 @@ def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
         attempt,
         pause_requested,
         pause_scope,
+        shadow,
+        shadow_of,
     ) = row
     return RunRecord(
         id=rid,
@@ -221,6 +227,8 @@ def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
         attempt=int(attempt),
         pause_requested=bool(pause_requested),
         pause_scope=pause_scope,
+        shadow=bool(shadow),
+        shadow_of=shadow_of,
     )
 
 
@@ -347,6 +355,22 @@ def parse_cursor(cursor: str) -> tuple[float, str]:
     return value, rid
 
 
+def shadow_pairs(
+    conn: Conn, workflow: str, since: float, limit: int = 1000
+) -> list[tuple[RunRecord, RunRecord]]:
+    """(live run, its shadow run) of live workflow ``workflow`` started since ``since``, newest first."""
+    shadows = [
+        _run_from_row(conn, row)
+        for row in conn.all(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE shadow_of IN (SELECT id FROM runs WHERE workflow = ? "
+            "AND created_at >= ?) ORDER BY created_at DESC LIMIT ?",
+            (workflow, since, limit),
+        )
+    ]
+    live = {r.id: r for r in get_runs(conn, [s.shadow_of for s in shadows if s.shadow_of])} if shadows else {}
+    return [(live[s.shadow_of], s) for s in shadows if s.shadow_of in live]
+
+
 def count_runs(conn: Conn) -> dict[str, int]:
     """How many runs are in each state."""
     return {str(r[0]): int(r[1]) for r in conn.all("SELECT status, COUNT(*) FROM runs GROUP BY status")}
@@ -379,6 +403,8 @@ def insert_run(
     fork_step: int | None = None,
     overrides: dict[str, Any] | None = None,
     started_by: str | None = None,
+    shadow_of: str | None = None,
+    shadow: bool = False,
 ) -> tuple[str, bool]:
     """Create a pending run; returns (run id, created). An existing id or idempotency key wins."""
     now = time.time()
@@ -387,7 +413,7 @@ def insert_run(
     created = conn.scalar(
         "INSERT INTO runs (id, workflow, version, queue, priority, status, input, input_blob, idempotency_key, "
         "parent_id, parent_step, forked_from, fork_step, wake_at, created_at, updated_at, overrides, started_by, "
-        "trace_parent) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "trace_parent, shadow, shadow_of) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT DO NOTHING RETURNING id",
         (
             run_id,
@@ -408,6 +434,8 @@ def insert_run(
             _json(overrides),
             started_by,
             new_trace_parent(),
+            int(shadow),
+            shadow_of,
         ),
     )
     if created is not None:
@@ -421,7 +449,7 @@ def insert_run(
 
 _STEP_COLUMNS = (
     "step_no, name, kind, effect, status, output, output_blob, error, attempts, started_at, finished_at, input, "
-    "input_blob, compensation"
+    "input_blob, compensation, shadowed"
 )
 
 
@@ -472,6 +500,7 @@ def _step_from_row(conn: Conn, r: tuple[Any, ...], *, lazy: bool) -> StepRecord:
         finished_at=r[10],
         input=payload(r[11], r[12]),
         compensation=r[13],
+        shadowed=json.loads(r[14]) if r[14] else None,
     )
 
 
@@ -491,6 +520,7 @@ def write_step(
     blob_threshold: int,
     input_json: bytes | None = None,
     compensation: str | None = None,
+    shadowed: dict[str, Any] | None = None,
 ) -> None:
     """Insert or overwrite a step's record (an upsert, so a retried commit is harmless)."""
     inline, blob = (None, None) if output_json is None else store_payload(conn, output_json, blob_threshold)
@@ -500,12 +530,13 @@ def write_step(
     finished = time.time() if status in ("done", "failed") else None
     conn.defer(
         "INSERT INTO steps (run_id, step_no, name, kind, effect, status, output, output_blob, error, attempts, "
-        "started_at, finished_at, input, input_blob, compensation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-        "?) ON CONFLICT (run_id, step_no) DO UPDATE SET name = excluded.name, kind = excluded.kind, "
+        "started_at, finished_at, input, input_blob, compensation, shadowed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+        "?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, step_no) DO UPDATE SET name = excluded.name, kind = excluded.kind, "
         "effect = excluded.effect, status = excluded.status, output = excluded.output, "
         "output_blob = excluded.output_blob, error = excluded.error, attempts = excluded.attempts, "
         "finished_at = excluded.finished_at, input = COALESCE(excluded.input, steps.input), "
-        "input_blob = COALESCE(excluded.input_blob, steps.input_blob), compensation = excluded.compensation",
+        "input_blob = COALESCE(excluded.input_blob, steps.input_blob), compensation = excluded.compensation, "
+        "shadowed = excluded.shadowed",
         (
             run_id,
             step_no,
@@ -522,6 +553,7 @@ def write_step(
             in_inline,
             in_blob,
             compensation,
+            _json(shadowed),
         ),
     )
 

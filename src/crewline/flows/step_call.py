@@ -57,6 +57,7 @@ class Call:
     compensate: Callable[..., Any] | None = None  # called with the result to undo the step
     validate: Callable[[Any], dict[str, Any]] | None = None  # a tool's arguments, edited by an operator
     reconcile: Callable[..., Any] | None = None  # asks whether the action happened, after a crash
+    shadow: Any = None  # what an irreversible call returns in a shadow run, where it is not made
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,8 @@ async def _run(journal: Journal, call: Call) -> Any:
         if entry.record.status == "failed":
             journal.failed_step = FailedStep(entry.n, entry.name, type_ref(call.fn), entry.record.input)
         value = journal.replay(entry)
-        value = value if adapter is None else adapter.validate_python(value)
+        if adapter is not None and not (entry.record.shadowed is not None and value is None):
+            value = adapter.validate_python(value)
         if call.compensate is not None and entry.record.compensation is not None:
             journal.register(entry, call.compensate, value)
         return value
@@ -116,7 +118,11 @@ async def _run(journal: Journal, call: Call) -> Any:
     irreversible = call.effect == "irreversible"
     policy = call.retry or (NO_RETRY if irreversible else DEFAULT_RETRY)
     seconds = None if call.timeout is None else parse_duration(call.timeout)
-    await journal.go_live(entry, key)
+    if irreversible and entry.input_json is None and journal.run.shadow:
+        entry = entry.with_input(dump(_arguments(call.args, kwargs), "the step's arguments"))
+    if not await journal.go_live(entry, key, call.shadow):
+        # None, the stand-in when none is given, is returned as it is whatever the declared type.
+        return call.shadow if adapter is None or call.shadow is None else adapter.validate_python(call.shadow)
     result, attempts = await _attempts(journal, entry, _Live(call.fn, call.args, kwargs, policy, seconds))
     return await _settle(journal, entry, call, result, attempts)
 
@@ -175,6 +181,12 @@ async def _pass_check(journal: Journal, call: Call) -> None:
         await journal.begin(name, "reconcile")
 
 
+def _arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A plain step's arguments as JSON, for the "would have done" of a shadow run."""
+    given = {"args": list(args), "kwargs": {k: v for k, v in kwargs.items() if k != "idempotency_key"}}
+    return pydantic_core.to_jsonable_python(given, fallback=repr)
+
+
 def _edited(call: Call, arguments: Any) -> Call:
     """The call with the arguments an operator edited before asking for it again."""
     if call.validate is None or arguments is None:
@@ -230,7 +242,9 @@ async def use_tool(journal: Journal, tool: Tool | Callable[..., Any], arguments:
     """Validate the arguments, ask a person first when the tool's risk says so, then run it as a step."""
     t = as_tool(tool)
     kwargs = t.validate(arguments)
-    if journal.engine.risk_policy.risk_for(t.name, t.default_risk) != "low":
+    # A shadow run makes no irreversible call, so there is nothing for a person to approve.
+    held_back = journal.run.shadow and t.effect == "irreversible"
+    if not held_back and journal.engine.risk_policy.risk_for(t.name, t.default_risk) != "low":
         preview = {"tool": t.name, "arguments": pydantic_core.to_jsonable_python(kwargs)}
         decision = await request_approval(journal, Approval(f"tool {t.name}", preview, t.default_risk))
         if not decision.approved:
@@ -247,6 +261,7 @@ async def use_tool(journal: Journal, tool: Tool | Callable[..., Any], arguments:
         input_json=dump(kwargs),
         compensate=t.compensate,
         validate=t.validate,
+        shadow=t.shadow,
     )
     return await run_call(journal, call)
 

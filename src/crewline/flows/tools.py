@@ -29,6 +29,7 @@ class Tool:
     risk: str | None
     arguments: type[pydantic.BaseModel]
     compensate: Callable[..., Any] | None = None  # undoes a finished call, given its result
+    shadow: Any = None  # what an irreversible call returns in a shadow run, where it is not made
 
     @property
     def default_risk(self) -> str:
@@ -69,6 +70,7 @@ def tool(
     risk: str | None = None,
     description: str | None = None,
     compensate: Callable[..., Any] | None = None,
+    shadow: Any = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
     fn: Callable[..., Any] | None = None,
@@ -79,10 +81,12 @@ def tool(
     risk: str | None = None,
     description: str | None = None,
     compensate: Callable[..., Any] | None = None,
+    shadow: Any = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Declare a tool: ``@tool`` or ``@tool(effect="irreversible", risk="high", compensate=undo)``.
 
     ``compensate`` is called with the tool's result when a run is undone (see ``Context.step``).
+    ``shadow`` is what an irreversible tool returns in a shadow run, which records the call instead.
     """
 
     def make(f: Callable[..., Any]) -> Tool:
@@ -98,6 +102,7 @@ def tool(
             risk=risk,
             arguments=_arguments_model(f, name or f.__name__),
             compensate=compensate,
+            shadow=shadow,
         )
 
     return make(fn) if fn is not None else make

@@ -31,7 +31,21 @@ from .errors import install_handlers
 from .json_bodies import AssumeJson
 from .mcp import McpEndpoint
 from .proxy.fastpath import FastPathAPI
-from .routes import health, hooks, keys, metrics, reviews, runs, slack, spend, stats, steer, triggers
+from .routes import (
+    evals,
+    health,
+    hooks,
+    keys,
+    metrics,
+    prompts,
+    reviews,
+    runs,
+    slack,
+    spend,
+    stats,
+    steer,
+    triggers,
+)
 from .state import ServerState
 
 __all__ = ["create_app"]
@@ -92,7 +106,22 @@ def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8
     api.state.crewline = state
     install_handlers(api)
     install_docs(api)
-    for module in (health, metrics, runs, steer, reviews, spend, stats, triggers, keys, hooks, slack, proxy):
+    for module in (
+        health,
+        metrics,
+        runs,
+        steer,
+        reviews,
+        spend,
+        stats,
+        triggers,
+        evals,
+        prompts,
+        keys,
+        hooks,
+        slack,
+        proxy,
+    ):
         api.include_router(module.router)
     # An ASGI endpoint for MCP clients, outside the REST API's schema: see server/mcp.py.
     api.router.routes.append(Route("/mcp", endpoint=mcp, include_in_schema=False))

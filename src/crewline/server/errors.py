@@ -26,6 +26,7 @@ from ..errors import (
     InvalidInput,
     InvalidRunState,
     MigrationError,
+    PromotionRefused,
     ReviewNotFound,
     RunExists,
     RunNotFound,
@@ -63,6 +64,8 @@ _CREWLINE: tuple[tuple[type[CrewlineError], int, str], ...] = (
     (InvalidRunState, 409, "invalid_run_state"),
     (InvalidInput, 422, "invalid_input"),
     (BudgetExceeded, 402, "budget_exceeded"),
+    (PromotionRefused, 409, "promotion_refused"),
+    (DatabaseUnavailable, 503, "database_unavailable"),
     (MigrationError, 503, "schema_not_current"),
 )
 

@@ -60,6 +60,7 @@ _OPERATOR: dict[str, Reach] = dict.fromkeys(
         "memory:write",
         "alerts:read",
         "triggers:read",
+        "evals:read",
         "key:self",
     ),
     "all",
@@ -102,6 +103,8 @@ ACTIONS: dict[str, str] = {
     # A trigger's health carries its last error (server names, mailbox names): for operators, not for the
     # outside systems trigger keys are given to.
     "read triggers": "triggers:read",
+    "read evaluations": "evals:read",
+    "label prompts": "prompts:write",
     "read reviews": "reviews:read",
     "decide reviews": "reviews:decide",
     "search memory": "memory:read",

@@ -38,9 +38,9 @@ class PreparedRun:
 
     def insert(self, conn: Conn) -> tuple[str, bool]:
         """Create the run in ``conn``'s transaction; returns (run id, created)."""
-        wf = self.workflow
-        check_startable(conn, wf.name)
-        return insert_run(
+        check_startable(conn, self.workflow.name)
+        wf = self.app.engine.serving(conn, self.workflow)
+        started, created = insert_run(
             conn,
             run_id=self.run_id or new_run_id(),
             workflow=wf.name,
@@ -52,6 +52,9 @@ class PreparedRun:
             idempotency_key=self.idempotency_key,
             started_by=self.started_by,
         )
+        if created:
+            self.app.engine.start_shadow(conn, wf.name, started, self.input_json)
+        return started, created
 
     def same_as(self, run: RunRecord) -> bool:
         """Whether ``run`` (found by this run's id or idempotency key) was started with this workflow and input."""

@@ -29,6 +29,8 @@ functions. A component's migrations (its ``migrations.py``) create its tables.
 - ``inbox_state``, ``inbox_messages``, ``inbox_attachments``: :mod:`crewline.workers.inbox_state`
 - ``schema_versions``: :mod:`crewline.store.migrate`
 - ``secrets``: :mod:`crewline.secret_store`
+- ``eval_runs``, ``eval_cases``: :mod:`crewline.evals.results`
+- ``eval_overrides``: :mod:`crewline.evals.gate`
 - ``alert_state``, ``alert_history``, ``alert_outbox``: :mod:`crewline.observe.alerts`
 - ``slack_review_posts``: :mod:`crewline.workers.slack_outbox`
 

@@ -1,7 +1,8 @@
 """Schema migrations: one append-only, ordered list per component, kept beside the component.
 
 Each room of the package owns the tables it needs and their history, in its own ``migrations.py``:
-``alerts`` in :mod:`crewline.observe.migrations`, ``engine`` and ``flows`` in :mod:`crewline.flows.migrations`, ``gateway`` in
+``alerts`` in :mod:`crewline.observe.migrations`, ``engine`` and ``flows`` in :mod:`crewline.flows.migrations`, ``evals`` in
+:mod:`crewline.evals.migrations`, ``gateway`` in
 :mod:`crewline.models.migrations`, ``inbox`` in :mod:`crewline.workers.migrations`, ``memory`` in :mod:`crewline.memory.migrations`, ``server`` in
 :mod:`crewline.server.migrations`, ``console`` in :mod:`crewline.console.migrations`, ``secrets`` in :mod:`crewline.secret_store` (a module, so its one table's
 migrations sit in it). A component's list only ever grows; a migration, once released, is
@@ -45,6 +46,7 @@ COMPONENTS: dict[str, str] = {
     "alerts": "crewline.observe.migrations:MIGRATIONS",
     "console": "crewline.console.migrations:MIGRATIONS",
     "engine": "crewline.flows.migrations:ENGINE",
+    "evals": "crewline.evals.migrations:MIGRATIONS",
     "flows": "crewline.flows.migrations:FLOWS",
     "gateway": "crewline.models.migrations:MIGRATIONS",
     "inbox": "crewline.workers.migrations:INBOX",

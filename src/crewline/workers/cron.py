@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from typing import Protocol
 
 from croniter import croniter
 
@@ -21,7 +22,7 @@ from ..store.database import Conn
 from ..store.dialects import FOR_UPDATE
 from ..store.payloads import dump
 
-__all__ = ["fire_due", "latest_tick", "next_tick"]
+__all__ = ["LiveTriggers", "fire_due", "latest_tick", "next_tick"]
 
 
 def latest_tick(expr: str, now: float) -> float:
@@ -32,8 +33,21 @@ def next_tick(expr: str, now: float) -> float:
     return float(croniter(expr, datetime.fromtimestamp(now, UTC)).get_next(float))
 
 
+class LiveTriggers(Protocol):
+    """What a live trigger asks the engine: which workflow serves it (a promoted shadow candidate takes
+    over), and the shadow run to start beside the live one."""
+
+    def serving(self, conn: Conn, wf: Workflow) -> Workflow: ...
+
+    def start_shadow(self, conn: Conn, workflow: str, run_id: str, input_json: bytes) -> str | None: ...
+
+
 def fire_due(
-    conn: Conn, workflows: list[Workflow], blob_threshold: int, now: float | None = None
+    conn: Conn,
+    workflows: list[Workflow],
+    blob_threshold: int,
+    now: float | None = None,
+    triggers: LiveTriggers | None = None,
 ) -> list[str]:
     """Start a run for every schedule whose latest tick has not fired yet; returns the run ids started."""
     now = time.time() if now is None else now
@@ -57,16 +71,19 @@ def fire_due(
             continue
         conn.execute("UPDATE schedules SET last_tick = ? WHERE workflow = ?", (tick, wf.name))
         stamp = datetime.fromtimestamp(tick, UTC).strftime("%Y%m%dT%H%M%SZ")
+        live = wf if triggers is None else triggers.serving(conn, wf)
         run_id, created = insert_run(
             conn,
             run_id=f"cron:{wf.name}:{stamp}",
-            workflow=wf.name,
-            version=wf.version,
-            queue=wf.queue,
-            priority=wf.priority,
+            workflow=live.name,
+            version=live.version,
+            queue=live.queue,
+            priority=live.priority,
             input_json=dump(None),
             blob_threshold=blob_threshold,
         )
         if created:
             started.append(run_id)
+            if triggers is not None:
+                triggers.start_shadow(conn, live.name, run_id, dump(None))
     return started

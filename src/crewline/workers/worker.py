@@ -247,7 +247,9 @@ class Worker:
         if not scheduled or now < self._next_cron:
             return
         try:
-            started = await self._write(lambda c: fire_due(c, scheduled, self.engine.blob_threshold, now))
+            started = await self._write(
+                lambda c: fire_due(c, scheduled, self.engine.blob_threshold, now, self.engine)
+            )
         except Exception as e:
             self._report_ticks([wf.name for wf in scheduled], now, type(e).__name__)
             raise

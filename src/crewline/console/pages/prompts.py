@@ -12,7 +12,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
-from ...errors import InvalidInput
+from ...errors import InvalidInput, PromotionRefused
+from ...evals.gate import label_gate
 from ...flows import prompts as p
 from ..diffs import side_by_side
 from ..web import PAGE_HEADERS, NavEntry, PageError, Viewer, change, console_of, page, render
@@ -113,12 +114,15 @@ async def move_label(
     form = await request.form()
     label = str(form.get("label") or "").strip()
     target = str(form.get("version") or "").strip()
-    db = console_of(request).server.app.db
+    app = console_of(request).server.app
+    # The promotion gate of [evals.NAME] required = true, as for the CLI and the API (no override here:
+    # forcing a promotion past its evaluation takes `crewline prompts label --force --reason`).
+    gate = label_gate(app.settings, None)
     try:
         if not label or not target:
             raise InvalidInput("give both the label and the version it should point at")
-        moved = await db.write(lambda conn: p.move_label(conn, name, label, target))
-    except InvalidInput as e:
+        moved = await app.db.write(lambda conn: p.move_label(conn, name, label, target, gate=gate))
+    except (InvalidInput, PromotionRefused) as e:
         return await _prompt_page(
             request, who, name, None, None, None, message=f"Label not moved: {e}.", status=422
         )
