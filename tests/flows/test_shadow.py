@@ -15,7 +15,7 @@ from crewline.models import Gateway
 from crewline.models.call_log import call_rows
 from crewline.testing import ScriptedModel, tool_call
 
-from ._drive import drive
+from ._drive import drive, step_once
 
 
 class World:
@@ -99,6 +99,27 @@ async def test_a_shadow_run_records_every_irreversible_call_instead_of_making_it
     # Its model calls are accounted apart: their own ledger scope, and marked in costs and metrics.
     calls = await app.db.read(lambda conn: call_rows(conn, run_id=run_id))
     assert len(calls) == 3 and {c["workflow"] for c in calls} == {"settle~shadow"}
+
+
+class Seen:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def observe(self, event: Any) -> None:
+        self.events.append(event)
+
+
+async def test_a_shadow_runs_run_and_step_events_count_apart_from_the_live_workflows(app: App) -> None:
+    seen = Seen()
+    app.observers.add(seen)
+    live, shadow = await app.start("settle", "ann"), await app.start("settle", "bob", shadow=True)
+    await drive(app, shadow)
+    for i in range(5):  # the live run goes as far as the refund's approval and waits there
+        await step_once(app, f"w{i}")
+    kinds = ("RunEvent", "StepEvent")
+    labels = {(type(e).__name__, e.run_id, e.workflow) for e in seen.events if type(e).__name__ in kinds}
+    assert {(k, w) for k, r, w in labels if r == live} == {(k, "settle") for k in kinds}
+    assert {(k, w) for k, r, w in labels if r == shadow} == {(k, "settle~shadow") for k in kinds}
 
 
 async def test_a_failing_shadow_run_compensates_nothing_it_did_not_do(app: App, world: World) -> None:

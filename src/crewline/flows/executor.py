@@ -21,6 +21,7 @@ from .context import Context
 from .definitions import Workflow
 from .engine import Engine, LeaseLost, RunSignals, Suspend
 from .run_store import CompensationPlan, RunRecord, StepRecord, compensation_plan, finish_run, load_steps
+from .shadow import spending_as
 from .states import Park, RunStatus
 
 __all__ = ["execute_run", "log_end"]
@@ -135,7 +136,7 @@ def _emit_run(
     if engine.observers:  # building the event costs nothing when nobody listens
         event = RunEvent(
             run_id=run.id,
-            workflow=run.workflow,
+            workflow=spending_as(run.workflow, run.shadow),  # a shadow run counts apart in metrics
             status=status,
             at=time.time(),
             created_at=run.created_at,

@@ -35,6 +35,7 @@ from .definitions import Effect
 from .engine import Engine, RunSignals, Suspend
 from .review_requests import NewRequest, create_request, open_request_id
 from .run_store import RunRecord, StepRecord, step_key, write_step
+from .shadow import spending_as
 from .states import Park, StepKind, StepStatus
 
 __all__ = ["Compensation", "Entry", "FailedStep", "Journal", "OperatorAsk", "Outcome"]
@@ -312,7 +313,7 @@ class Journal:
         error_type = None if outcome.error is None else str(outcome.error.get("type"))
         return StepEvent(
             run_id=self.run_id,
-            workflow=self.workflow,
+            workflow=spending_as(self.workflow, self.run.shadow),  # a shadow run's steps count apart
             step=entry.n,
             name=entry.name,
             kind=entry.kind,

@@ -147,6 +147,7 @@ def demote(conn: Conn, plan: ShadowPlan) -> bool:
 
 
 def spending_as(workflow: str, shadow: bool) -> str:
-    """The workflow a run's model calls are accounted to: a shadow run's as ``WORKFLOW~shadow``, so its
-    spend has a ledger scope (and budget) of its own and costs, call records and metrics show it apart."""
+    """The workflow a run's model calls are accounted to, and its run and step events are labelled with: a
+    shadow run's as ``WORKFLOW~shadow``, so its spend has a ledger scope (and budget) of its own and costs,
+    call records, metrics and traces show it apart."""
     return f"{workflow}~shadow" if shadow else workflow
