@@ -1,9 +1,10 @@
 """Benchmark the memory store: ingest rate, hybrid search latency and recall, against LanceDB.
 
 For each corpus size it ingests N chunks (synthetic Markdown documents of English words, one chunk per
-section) through the real pipeline (parse, chunk, embed with the bundled Model2Vec model, versioned
-write), then times ``MemoryStore.search`` (query embedding + exact vector + full text + RRF + row load)
-over a fixed set of queries, and measures recall@10 of the vector side against exact brute force over the
+section) through the real pipeline (``MemoryStore.ingest`` of a folder of files: read, parse, chunk,
+embed with the bundled Model2Vec model, one versioned transaction per document), then times
+``MemoryStore.search`` (query embedding + exact vector + full text + RRF + row load) over a fixed set
+of queries, and measures recall@10 of the vector side against exact brute force over the
 stored embeddings. The same texts, embeddings and queries go to LanceDB (embedded, native FTS, hybrid
 query with its RRF reranker) in the same run. Prints one table; nothing here is a pass/fail test.
 
@@ -114,10 +115,14 @@ async def bench_crewline(
 ) -> list[Row]:
     db = open_database(url)
     store = MemoryStore(db, embedder, chunk_size=2000, chunk_overlap=0)
-    start = time.perf_counter()
+    folder = Path(tempfile.mkdtemp(prefix="crewline-bench-docs-"))
     for source, body in documents(texts):
-        await store.ingest_text(body, source=source, scope="bench", mime="text/markdown")
+        (folder / Path(source).name).write_text(body)
+    start = time.perf_counter()
+    report = await store.ingest(folder, scope="bench")  # what `crewline memory ingest DIR` does
     ingest = len(texts) / (time.perf_counter() - start)
+    shutil.rmtree(folder, ignore_errors=True)
+    assert report.ok and report.chunks_added == len(texts), report
     await store.remember("warm-up fact in another scope", scope="other")
     rows = [await _searches(db, embedder, url, len(texts), ingest, qs, budget) for budget in text_budgets]
     db.close()

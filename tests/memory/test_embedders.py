@@ -76,3 +76,23 @@ def test_changing_the_model_is_detected_and_reembed_fixes_it(db: Database) -> No
     assert hits and hits[0].vector_score is not None and hits[0].vector_score > 0.7  # heading is embedded too
     stats = run(second.stats())
     assert (stats.embedder, stats.dim) == ("test:b", 24)
+
+
+def test_local_embedder_gives_the_models_own_vectors(embedder: LocalEmbedder) -> None:
+    # The word cache must give exactly what the model computes itself, for plain and awkward texts alike
+    # (non-ASCII and control characters take the tokenizer's path, empty texts give zero vectors).
+    texts = [
+        "Prefers email over calls",
+        "Invoice   INV-2041\tis overdue;\r\nthe customer (ACME) asked twice!",
+        "naïve café résumé",
+        "tabs\x0cand\x0bfeeds, unit\x1cseparators",
+        "",
+        "   ",
+        "word " * 2000,
+        "Prefers email over calls",
+    ]
+    model = embedder._load()
+    expected = np.asarray(model.encode(texts, show_progress_bar=False), dtype=np.float32)
+    for _ in range(2):  # cold cache, then warm
+        got = embedder.embed_sync(texts)
+        assert got.shape == expected.shape and np.allclose(got, expected, atol=1e-5)

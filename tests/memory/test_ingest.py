@@ -56,6 +56,22 @@ def test_bad_file_is_reported_and_the_rest_ingested(store: MemoryStore, tmp_path
     assert "binary" in report.failed[str(tmp_path / "bad.txt")]
 
 
+def test_many_files_in_flight_report_in_file_order(store: MemoryStore, tmp_path: Path) -> None:
+    # Documents are ingested several at a time; the report still lists them in file order, and a bad
+    # file in the middle costs only itself.
+    names = [f"doc-{i:02}.md" for i in range(12)]
+    for i, name in enumerate(names):
+        (tmp_path / name).write_text(f"# Doc {i}\n\n## Part\nFact number {i} about topic {i}.")
+    (tmp_path / "doc-05.md").write_bytes(b"\xff\xfe\x00\x00binary")
+    seen: list[str] = []
+    report = run(store.ingest(tmp_path, scope="kb", progress=lambda p, o: seen.append(p.name)))
+    assert list(report.failed) == [str(tmp_path / "doc-05.md")] and sorted(seen) == names
+    docs = {d.id: d.source for d in run(store.documents("kb"))}
+    good = [str((tmp_path / n).resolve()) for n in names if n != "doc-05.md"]
+    assert [docs[i] for i in report.added] == good
+    assert report.chunks_added == 11 and chunk_count(store, "kb") == 11
+
+
 def test_missing_path_and_unsupported_file(store: MemoryStore, tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="no such file"):
         run(store.ingest(tmp_path / "nope", scope="kb"))

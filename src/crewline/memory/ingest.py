@@ -9,6 +9,7 @@ document exactly as it was.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import time
@@ -28,6 +29,8 @@ from .vectors import to_blob
 from .writing import ScopeChanged, Writable, new_id
 
 __all__ = ["collect_files", "ingest_parsed", "ingest_paths"]
+
+_IN_FLIGHT = 4
 
 
 def collect_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
@@ -65,18 +68,48 @@ async def ingest_paths(
     progress: Callable[[Path, str], None] | None,
 ) -> IngestReport:
     files = collect_files(paths)
-    report = IngestReport()
-    for path in files:
-        try:
-            doc = parse_file(path)
-            doc.source = str(path.resolve())
-            outcome = await ingest_parsed(store, doc, scope, metadata, author, report)
-        except InvalidInput as e:
-            report.failed[str(path)] = str(e)
-            outcome = "failed"
+    await store.ready()
+    # A few documents in flight: one is parsed and embedded while the writes of the others wait for the
+    # commit, and writes submitted together share one group commit (one fsync instead of one each).
+    # Each document is still its own write, so a failure leaves every other one as it was.
+    gate = asyncio.Semaphore(_IN_FLIGHT)
+
+    async def one(path: Path) -> tuple[IngestReport, str]:
+        own = IngestReport()
+        async with gate:
+            try:
+                doc = await asyncio.to_thread(parse_file, path)
+                doc.source = str(path.resolve())
+                outcome = await ingest_parsed(store, doc, scope, metadata, author, own)
+            except InvalidInput as e:
+                own.failed[str(path)] = str(e)
+                outcome = "failed"
         if progress is not None:
             progress(path, outcome)
+        return own, outcome
+
+    tasks = [asyncio.ensure_future(one(path)) for path in files]
+    try:
+        done = await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:  # an unexpected error stops the rest; what was committed stays committed
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    report = IngestReport()
+    for own, _ in done:  # in file order, whatever order the documents finished in
+        _merge(report, own)
     return report
+
+
+def _merge(into: IngestReport, part: IngestReport) -> None:
+    into.added += part.added
+    into.updated += part.updated
+    into.unchanged += part.unchanged
+    into.failed.update(part.failed)
+    into.chunks_added += part.chunks_added
+    into.chunks_removed += part.chunks_removed
+    into.chunks_kept += part.chunks_kept
 
 
 async def ingest_parsed(
