@@ -436,16 +436,21 @@ def slack_env(monkeypatch: pytest.MonkeyPatch, hook_env: None) -> Iterator[FakeS
         yield fake
 
 
-def test_the_matrix(api_factory: Callable[..., Api], slack_env: FakeSlack) -> None:
-    """Every row, every caller, on one server per database; all mismatches are reported together."""
-    slack = {
+def every_route_configured(slack: FakeSlack) -> dict[str, Any]:
+    """Sections that switch on every route: a webhook, and Slack reviews (against the fake Slack)."""
+    connector = {
         "type": "slack",
         "bot_token": "env:TEST_SLACK_TOKEN",
         "signing_secret": "env:TEST_SLACK_SIGNING",
         "reviews_channel": "#ops",
-        "base_url": slack_env.url + "/api",
+        "base_url": slack.url + "/api",
     }
-    api = api_factory({**hook_sections(), "connectors": {"slack": slack}, "review": {"slack": "slack"}})
+    return {**hook_sections(), "connectors": {"slack": connector}, "review": {"slack": "slack"}}
+
+
+def test_the_matrix(api_factory: Callable[..., Api], slack_env: FakeSlack) -> None:
+    """Every row, every caller, on one server per database; all mismatches are reported together."""
+    api = api_factory(every_route_configured(slack_env))
     world = build_world(api)
     problems = []
     for (method, path), row in ROUTES.items():
