@@ -20,10 +20,14 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from crewline import App, Context, InvalidInput, Settings
 from crewline.cli.config import check_project
+from crewline.flows.prompts import resolve, sync_prompts
 from crewline.signing import signed_headers
+from crewline.store import open_database
 from crewline.testing.fake_slack import FakeSlack, sign_slack
 
+from ..flows._drive import drive
 from .conftest import HOOK_SECRET, Api, cli_env
 from .test_authorization import (
     ROUTES,
@@ -296,3 +300,68 @@ def test_hostile_requests_get_clear_refusals(
     problems += probe_replays(world, slack_env) + probe_bodies(world)
     assert not problems, "\n".join(problems)
     assert len(api.http.get("/api/v1/runs").json()["runs"]) >= 4  # and the runs table is still there
+
+
+# --- path traversal -------------------------------------------------------------------------------
+
+# Paths a run's input could hand to ctx.memory.ingest, each naming a file outside the project; "{outside}"
+# is that file's absolute path, "link.md" a symlink inside the project pointing to it.
+TRAVERSALS = [
+    "../outside.md",
+    "{outside}",
+    "docs/../../outside.md",
+    "%2e%2e%2foutside.md",
+    "docs/link.md",
+    "docs",
+]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    (root / "docs").mkdir(parents=True)
+    (root / "docs" / "inside.md").write_text("# Refunds\nRefunds take five days.")
+    (tmp_path / "outside.md").write_text("# Secret\nThe root password is hunter2.")
+    (root / "docs" / "link.md").symlink_to(tmp_path / "outside.md")
+    return root
+
+
+@pytest.mark.parametrize("path", TRAVERSALS)
+async def test_a_workflow_ingests_only_files_inside_its_project(
+    sqlite_url: str, project: Path, path: str
+) -> None:
+    app = App(settings=Settings(database_url=sqlite_url, project_dir=project))
+
+    @app.workflow()
+    async def learn(ctx: Context, where: str) -> dict[str, Any]:
+        return await ctx.memory.ingest(where, scope="kb")
+
+    try:
+        inside = await drive(app, await app.start("learn", "docs/inside.md"))
+        assert inside.status == "completed" and len(inside.output["added"]) == 1, inside.error
+        run = await drive(app, await app.start("learn", path.format(outside=project.parent / "outside.md")))
+        assert run.status == "failed" and run.error is not None
+        assert (
+            "inside the project directory" in run.error["message"] or "no such file" in run.error["message"]
+        )
+        assert not [h for h in await app.memory.search("root password", scope=["kb"]) if "hunter2" in h.text]
+    finally:
+        await app.aclose()
+
+
+@pytest.mark.parametrize("name", ["../outside", "/etc/passwd", "%2e%2e%2foutside", "docs/../../outside"])
+def test_prompt_names_cannot_reach_outside_the_prompts(tmp_path: Path, name: str) -> None:
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "triage.md").write_text("Triage this: {{ text }}")
+    (tmp_path / "outside.md").write_text("The root password is hunter2.")
+    db = open_database(f"sqlite:///{tmp_path}/p.db")
+    try:
+        sync_prompts(db, prompts)
+        with pytest.raises(InvalidInput, match="no prompt"):
+            resolve(db, name)
+        (prompts / "leak.md").symlink_to(tmp_path / "outside.md")
+        with pytest.raises(InvalidInput, match="outside the prompts directory"):
+            sync_prompts(db, prompts)
+    finally:
+        db.close()
