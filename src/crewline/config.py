@@ -24,6 +24,8 @@ __all__ = [
     "CONFIG_FILE",
     "CORE_KEYS",
     "Settings",
+    "check_header_value",
+    "check_http_url",
     "did_you_mean",
     "find_project",
     "parse_duration",
@@ -35,6 +37,30 @@ __all__ = [
 CONFIG_FILE = "crewline.toml"
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def check_http_url(value: object, where: str = "", example: str = "https://example.com/hook") -> str:
+    """An http(s) URL from configuration, for crewline to send requests to; ``where`` names the setting.
+
+    Whitespace and control characters are refused here, at config time: a CR or LF in a URL or a header
+    value would otherwise let the configured text add headers to every request crewline sends.
+    """
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{where} must be an http:// or https:// URL, e.g. {example}".strip())
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ConfigError(
+            f"{where} must be one URL with no spaces, line breaks or control characters".strip()
+        )
+    return value
+
+
+def check_header_value(name: str, value: object, where: str) -> str:
+    """A header crewline sends from configuration: a token for a name and a value on one line."""
+    if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+        raise ConfigError(f"{where}: a header name is one word of letters, digits and -, on one line")
+    if not isinstance(value, str) or any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+        raise ConfigError(f"{where} {name}: a header value is one line of text, with no line breaks")
+    return value
 
 
 def parse_duration(value: str | float | int) -> float:

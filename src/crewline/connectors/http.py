@@ -37,7 +37,7 @@ from urllib.parse import quote
 import httpx
 import pydantic
 
-from ..config import parse_duration, parse_size
+from ..config import check_header_value, check_http_url, parse_duration, parse_size
 from ..errors import (
     ConfigError,
     ConnectorAuthError,
@@ -125,9 +125,10 @@ def _size(value: object) -> int:
 
 
 def _base_url(value: object) -> str:
-    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-        raise ValueError("must be an http:// or https:// URL, e.g. https://api.example.com/v1")
-    return value.rstrip("/")
+    try:
+        return check_http_url(value, example="https://api.example.com/v1").rstrip("/")
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
 
 
 _CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"})
@@ -135,7 +136,11 @@ _CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie
 
 def _plain_headers(headers: dict[str, str]) -> dict[str, str]:
     """Static headers are plain text in crewline.toml: the ones that carry credentials belong in ``auth``."""
-    for name in headers:
+    for name, value in headers.items():
+        try:
+            check_header_value(name, value, "headers")
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
         if name.lower() in _CREDENTIAL_HEADERS:
             raise ValueError(
                 f'{name} carries a credential: use auth = {{ kind = "header", header = "{name}", '

@@ -71,7 +71,8 @@ class Context:
         if self._memory is None:
             from ..memory.workflow import RunMemory  # only runs that use memory load it
 
-            self._memory = RunMemory(self, self._journal.engine.memory)
+            engine = self._journal.engine
+            self._memory = RunMemory(self, engine.memory, engine.settings.project_dir)
         return self._memory
 
     @property

@@ -181,6 +181,8 @@ def _parse(path: Path, root: Path) -> PromptVersion:
     name = rel.with_suffix("").as_posix()
     if not _NAME.match(name):
         raise InvalidInput(f"{where}: prompt names may only use letters, digits, '_', '-', '.' and '/'")
+    if not path.resolve().is_relative_to(root.resolve()):  # a symlink must not publish another file
+        raise InvalidInput(f"{where} links to a file outside the prompts directory; copy the file in instead")
     try:
         raw = path.read_bytes()
         source = raw.decode("utf-8")

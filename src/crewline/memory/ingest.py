@@ -33,20 +33,31 @@ __all__ = ["collect_files", "ingest_parsed", "ingest_paths"]
 _IN_FLIGHT = 4
 
 
-def collect_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
-    """Files to ingest: given files as they are (checked later), directories walked for supported types."""
+def collect_files(paths: str | Path | Iterable[str | Path], within: Path | None = None) -> list[Path]:
+    """Files to ingest: given files as they are (checked later), directories walked for supported types.
+
+    With ``within`` (a workflow's project directory), relative paths are read from there and every file
+    must be inside it, symlinks resolved: a path that came in with a run's input (``../``, an absolute
+    path) cannot make a workflow index files from elsewhere on the server.
+    """
     items = [paths] if isinstance(paths, str | Path) else list(paths)
     if not items:
         raise InvalidInput("no paths given to ingest")
     out: list[Path] = []
     for raw in items:
-        path = Path(raw)
+        path = Path(raw) if within is None else within / raw
         if path.is_dir():
-            out.extend(_walk(path))
+            found = list(_walk(path))
         elif path.exists():
-            out.append(path)
+            found = [path]
         else:
-            raise InvalidInput(f"{path}: no such file or directory")
+            raise InvalidInput(f"{raw}: no such file or directory")
+        if within is not None and not all(f.resolve().is_relative_to(within.resolve()) for f in found):
+            raise InvalidInput(
+                f"{raw}: a workflow ingests only files inside the project directory; "
+                "ingest others with `crewline memory ingest`"
+            )
+        out.extend(found)
     return out
 
 
@@ -66,8 +77,10 @@ async def ingest_paths(
     metadata: dict[str, Any],
     author: str,
     progress: Callable[[Path, str], None] | None,
+    *,
+    within: Path | None = None,
 ) -> IngestReport:
-    files = collect_files(paths)
+    files = collect_files(paths, within)
     await store.ready()
     # A few documents in flight: one is parsed and embedded while the writes of the others wait for the
     # commit, and writes submitted together share one group commit (one fsync instead of one each).

@@ -456,13 +456,16 @@ class MemoryStore:
         metadata: dict[str, Any] | None = None,
         author: str = OPERATOR,
         progress: Any = None,
+        within: Path | None = None,
     ) -> IngestReport:
         """Chunk, embed and index text, Markdown, HTML and PDF files (directories are walked); each file
-        is one transaction, so a failure leaves nothing half-indexed and a rerun picks up from there."""
+        is one transaction, so a failure leaves nothing half-indexed and a rerun picks up from there.
+        ``within``: only files inside this directory (see :func:`~.ingest.collect_files`)."""
         from .ingest import ingest_paths
 
         validate_scope(scope)
-        return await ingest_paths(self, paths, scope, _check_metadata(metadata), author, progress)
+        metadata = _check_metadata(metadata)
+        return await ingest_paths(self, paths, scope, metadata, author, progress, within=within)
 
     async def ingest_text(
         self,

@@ -48,9 +48,10 @@ class StepRunner(Protocol):
 class RunMemory:
     """Attached to a workflow context as ``ctx.memory``."""
 
-    def __init__(self, ctx: StepRunner, store: MemoryStore) -> None:
+    def __init__(self, ctx: StepRunner, store: MemoryStore, project: Path | None = None) -> None:
         self._ctx = ctx
         self.store = store
+        self.project = project  # what ingest may read: paths in a run's input are not trusted
 
     def _author(self) -> str:
         return f"run:{self._ctx.run_id}/step:{self._ctx.step_count + 1}"
@@ -133,7 +134,9 @@ class RunMemory:
         items = [str(paths)] if isinstance(paths, str | Path) else [str(p) for p in paths]
 
         async def ingest() -> dict[str, Any]:
-            report = await self.store.ingest(items, scope=scope, author=author, **options)
+            report = await self.store.ingest(
+                items, scope=scope, author=author, within=self.project, **options
+            )
             return asdict(report)
 
         result: dict[str, Any] = await self._ctx.step(ingest, name=name, effect="idempotent")

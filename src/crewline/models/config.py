@@ -55,7 +55,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast, get_args
 
-from ..config import did_you_mean, parse_duration
+from ..config import check_header_value, check_http_url, did_you_mean, parse_duration
 from ..errors import ConfigError
 
 __all__ = [
@@ -409,12 +409,13 @@ def _provider(name: str, t: dict[str, Any], base: ProviderConfig | None) -> Prov
             f"[{where}] needs format (openai, openai-responses, anthropic, gemini, ollama, local) and base_url"
         )
     key_env = t.get("api_key_env", base.api_key_env if base else None)
+    headers = {str(k): str(v) for k, v in _sub(f"{where}.headers", t.get("headers", {})).items()}
     return ProviderConfig(
         name=name,
         format=fmt,
-        base_url=url,
+        base_url=check_http_url(url, f"[{where}] base_url"),
         api_key_env=key_env or None,
-        headers={str(k): str(v) for k, v in _sub(f"{where}.headers", t.get("headers", {})).items()},
+        headers={k: check_header_value(k, v, f"[{where}.headers]") for k, v in headers.items()},
         timeout=_duration(t, "timeout", 0.0, where) or None,
         free=bool(t.get("free", base.free if base else False)),
         options={**(base.options if base else {}), **_sub(f"{where}.options", t.get("options", {}))},

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import Settings, did_you_mean, parse_duration
+from ..config import Settings, check_http_url, did_you_mean, parse_duration
 from ..errors import ConfigError
 
 __all__ = ["RETRIEVAL_MIN_SEARCHES", "RULE_KINDS", "WEEK", "AlertsConfig", "ChannelConfig", "Rule"]
@@ -261,8 +261,7 @@ def _channel(name: str, table: Any, env: Mapping[str, str]) -> ChannelConfig:
     if kind == "email":
         return _email(name, table, env, where)
     url = _secret(table, "url_env", where, env)
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"{where} url_env: the variable {table['url_env']} must hold an http(s) URL")
+    check_http_url(url, f"{where} url_env: the variable {table['url_env']}")  # never echoes the URL
     secret = _secret(table, "secret_env", where, env).encode() if kind == "webhook" else None
     return ChannelConfig(name=name, type=kind, url=url, secret=secret)
 

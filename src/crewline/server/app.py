@@ -27,7 +27,7 @@ from .body_limit import BodyLimit
 from .callbacks import CallbackSender
 from .config import ServerConfig
 from .docs import install_docs
-from .errors import install_handlers
+from .errors import ERROR_RESPONSES, install_handlers
 from .json_bodies import AssumeJson
 from .mcp import McpEndpoint
 from .proxy.fastpath import FastPathAPI
@@ -122,7 +122,9 @@ def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8
         slack,
         proxy,
     ):
-        api.include_router(module.router)
+        # Health answers in its own shapes and the proxy in its protocols'; the rest share one error body.
+        shared = module not in (health, metrics, proxy)
+        api.include_router(module.router, responses=ERROR_RESPONSES if shared else None)
     # An ASGI endpoint for MCP clients, outside the REST API's schema: see server/mcp.py.
     api.router.routes.append(Route("/mcp", endpoint=mcp, include_in_schema=False))
     install_console(api, state)

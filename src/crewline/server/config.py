@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import Settings, parse_duration, parse_size
+from ..config import Settings, check_http_url, parse_duration, parse_size
 from ..errors import ConfigError
 
 __all__ = [
@@ -77,10 +77,8 @@ class HookConfig:
                 f"{where}: environment variable {secret_env} is not set; it must hold the hook's secret"
             )
         callback = table.get("callback_url")
-        if callback is not None and (
-            not isinstance(callback, str) or not callback.startswith(("http://", "https://"))
-        ):
-            raise ConfigError(f"{where}: callback_url must be an http:// or https:// URL")
+        if callback is not None:
+            callback = check_http_url(callback, f"{where} callback_url")
         return cls(
             name=name,
             workflow=workflow,

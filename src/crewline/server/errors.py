@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (
@@ -35,7 +36,16 @@ from ..errors import (
 )
 from .outage import unavailable_headers, unavailable_message
 
-__all__ = ["ApiError", "BodyTooLarge", "client_error", "error_body", "install_handlers", "public_error"]
+__all__ = [
+    "ERROR_RESPONSES",
+    "ApiError",
+    "BodyTooLarge",
+    "ErrorBody",
+    "client_error",
+    "error_body",
+    "install_handlers",
+    "public_error",
+]
 
 log = logging.getLogger("crewline.server")
 
@@ -68,6 +78,37 @@ _CREWLINE: tuple[tuple[type[CrewlineError], int, str], ...] = (
     (DatabaseUnavailable, 503, "database_unavailable"),
     (MigrationError, 503, "schema_not_current"),
 )
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="What kind of error, e.g. forbidden, run_not_found, invalid_request.")
+    message: str = Field(description="What was wrong and what to do about it.")
+    details: list[Any] | None = Field(default=None, description="With 422: each invalid field.")
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorDetail
+
+
+def _documented(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+# The errors any operation of the API may answer, declared once so the schema says what clients get
+# (a route adds its own descriptions on top). 422 replaces FastAPI's default shape, which we never send.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _documented("Malformed request, e.g. a body that is not JSON."),
+    401: _documented("No API key, or one that is not valid, expired or revoked."),
+    403: _documented("The key's scope may not do this."),
+    404: _documented("No such run, review, flag or key."),
+    409: _documented("The run, review or workflow is not in a state that allows this."),
+    413: _documented("The body is over the server's max_body."),
+    422: _documented("The request's fields are not valid; details names each."),
+    429: _documented("Too many requests for the key, or too many failed authentications; see Retry-After."),
+    503: _documented("The database cannot be reached; retry after Retry-After."),
+}
 
 
 class ApiError(Exception):

@@ -31,9 +31,13 @@ def _operation(summary: str, description: str, body: dict[str, Any] | None) -> d
             "200": {"description": "The reply, in the protocol's own shape (server-sent events if streamed)"},
             "400": {"description": "Malformed request, or an operation the model cannot do"},
             "401": {"description": "No valid key"},
+            "403": {"description": "The key's scope may not send model traffic (it needs proxy or admin)"},
             "404": {"description": "Unknown model"},
+            "413": {"description": "The body is over the proxy's size limit"},
             "429": {"description": "Rate limited, or the key's budget is spent"},
             "502": {"description": "The upstream provider failed"},
+            "503": {"description": "The database or the upstream provider is unavailable"},
+            "504": {"description": "The upstream provider timed out"},
         },
     }
     if body is not None:
