@@ -15,9 +15,9 @@ import pytest
 from crewline import App
 from crewline.models import Gateway, ModelsConfig
 from crewline.testing import FakeProvider
+from tests._leaks import stored_at
 from tests.connectors._crm import STATIC_TOKEN, FakeCrm, serving_crm
 from tests.connectors.mail_servers import PASSWORD, Dovecot, SmtpSink, dovecot, message, smtp_server
-from tests.connectors.test_secrets import _everything_stored
 from tests.flows._drive import drive, step_once
 
 __all__ = ["dovecot", "smtp_server"]
@@ -150,7 +150,7 @@ async def test_lead_followup_reads_the_contact_from_the_crm_and_notes_what_was_s
     assert note["text"] == "Sent: Following up on the team plan"
     assert crm.note_requests == [steps[-1].input["idempotency_key"]]
     await app.aclose()
-    assert STATIC_TOKEN not in _everything_stored(db_url)
+    assert STATIC_TOKEN not in stored_at(db_url)
 
 
 async def drive_until_waiting(app: App, rid: str) -> Any:

@@ -19,8 +19,8 @@ from crewline.connectors import registry
 from crewline.secret_store import Credentials, SecretStore, SecretValue, new_key, secrets_key
 from crewline.store import open_database
 
+from .._leaks import logged, stored_at
 from ..flows._drive import drive
-from ..test_architecture import OWNERS
 from . import _counting
 from ._counting import BUMP
 
@@ -55,25 +55,6 @@ def _crewline(
     )
 
 
-def _everything_stored(url: str) -> str:
-    """Every row of every table the package owns, as text (bytes decoded leniently)."""
-    db = open_database(url)
-    try:
-        out = []
-        for table in sorted(OWNERS):
-            for row in db.run(lambda c, t=table: c.all(f"SELECT * FROM {t}")):
-                out.extend(_text(v) for v in row)
-        return "\n".join(out)
-    finally:
-        db.close()
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).decode("latin-1")
-    return str(value)
-
-
 def test_the_cli_stores_lists_and_removes_secrets_and_never_shows_a_value(tmp_path: Path) -> None:
     (tmp_path / "crewline.toml").write_text('[crewline]\ndatabase_url = "sqlite:///db.sqlite"\n')
     stored = _crewline(tmp_path, "secrets", "set", "crm_token", stdin=PLAIN + "\n")
@@ -83,7 +64,7 @@ def test_the_cli_stores_lists_and_removes_secrets_and_never_shows_a_value(tmp_pa
     assert "(version 2)" in again.stdout
     listed = _crewline(tmp_path, "secrets", "list")
     assert listed.returncode == 0 and "crm_token" in listed.stdout and PLAIN not in listed.stdout
-    assert PLAIN not in _everything_stored(f"sqlite:///{tmp_path}/db.sqlite")
+    assert PLAIN not in stored_at(f"sqlite:///{tmp_path}/db.sqlite")
     # The value reads back with the key, and only with it.
     db = open_database(f"sqlite:///{tmp_path}/db.sqlite")
     try:
@@ -152,10 +133,8 @@ async def test_a_run_resolves_a_stored_secret_and_picks_up_a_rotation_without_a_
         assert (await drive(app, await app.start("bump"))).status == "completed"
         assert [c["token"] for c in _counting.CALLS] == [PLAIN, PLAIN + "-rotated"]
         await app.aclose()
-        stored = _everything_stored(db_url)
-        assert PLAIN not in stored
-        logged = "\n".join(r.getMessage() + repr(r.args) for r in caplog.records)
-        assert PLAIN not in logged
+        assert PLAIN not in stored_at(db_url)
+        assert PLAIN not in logged(caplog)
     finally:
         app.close()
 

@@ -19,6 +19,7 @@ from crewline.secret_store import Credentials
 from crewline.signing import SignatureError
 from crewline.testing.fake_slack import FakeSlack, sign_slack
 
+from .._leaks import logged, stored
 from ..flows._drive import CrashPlan, drive, expire_leases, step_once
 
 TOKEN = "xoxb-test-secret-77aa"
@@ -74,12 +75,7 @@ async def test_a_post_from_a_workflow_happens_once_across_a_crash(
         ]
         key = slack.calls_to("chat.postMessage")[0].args["metadata"]["event_payload"]["key"]
         assert key and await app.engine.connectors.get("slack").find_posted(key) is not None  # type: ignore[attr-defined]
-        dump = str(
-            await app.db.read(
-                lambda conn: [conn.all(f"SELECT * FROM {t}") for t in ("steps", "runs", "events")]
-            )
-        )
-        assert TOKEN not in dump and TOKEN not in caplog.text
+        assert TOKEN not in stored(app.db) and TOKEN not in logged(caplog)
     finally:
         await app.aclose()
 

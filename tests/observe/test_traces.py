@@ -1,24 +1,17 @@
 """OpenTelemetry spans of real runs, received over OTLP/HTTP by a real (loopback) collector endpoint.
 
-The receiver below is a small HTTP server that accepts ``POST /v1/traces`` and decodes the protobuf
-``ExportTraceServiceRequest`` with opentelemetry-proto, as a collector would. The model is the fake
-provider on loopback; the run parks on an event and is resumed by a second App on the same database,
-as another worker process would.
+The receiver (``SpanReceiver`` in tests/observe/_receivers.py) is a small HTTP server that accepts
+``POST /v1/traces`` and decodes the protobuf ``ExportTraceServiceRequest`` with opentelemetry-proto, as
+a collector would. The model is the fake provider on loopback; the run parks on an event and is resumed
+by a second App on the same database, as another worker process would.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from crewline import App, Context, Settings, tool
 from crewline.cli.config import check_project
@@ -27,80 +20,11 @@ from crewline.models import Gateway, ModelsConfig
 from crewline.observe.trace_config import TraceSettings
 from crewline.testing import FakeProvider
 from tests.flows._drive import drive, step_once
+from tests.observe._receivers import SpanReceiver, collector
+
+__all__ = ["collector"]
 
 SECRET = "collector-token-5f2a"
-
-
-class Receiver:
-    """Collects the spans POSTed to ``/v1/traces``, with the headers each request came with."""
-
-    def __init__(self) -> None:
-        self.spans: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if self.path != "/v1/traces" or self.headers.get("Content-Type") != "application/x-protobuf":
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                request = ExportTraceServiceRequest()
-                request.ParseFromString(body)
-                receiver.take(request, dict(self.headers.items()))
-                reply = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def take(self, request: ExportTraceServiceRequest, headers: dict[str, str]) -> None:
-        self.headers.append({k.lower(): v for k, v in headers.items()})
-        for resource_spans in request.resource_spans:
-            service = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
-            for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    self.spans.append(
-                        {
-                            "name": span.name,
-                            "trace": span.trace_id.hex(),
-                            "id": span.span_id.hex(),
-                            "parent": span.parent_span_id.hex() or None,
-                            "start": span.start_time_unix_nano,
-                            "end": span.end_time_unix_nano,
-                            "error": span.status.code == 2,
-                            "attrs": {a.key: _value(a.value) for a in span.attributes},
-                            "service": service.get("service.name"),
-                        }
-                    )
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def _value(v: AnyValue) -> Any:
-    kind = v.WhichOneof("value")
-    if kind == "array_value":
-        return [_value(x) for x in v.array_value.values]
-    return getattr(v, kind) if kind else None
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture
@@ -161,10 +85,10 @@ async def _one_run(db_url: str, observe: dict[str, Any], fake: FakeProvider) -> 
 
 
 async def test_a_run_resumed_elsewhere_is_one_trace_of_gen_ai_spans(
-    db_url: str, receiver: Receiver, fake: FakeProvider
+    db_url: str, collector: SpanReceiver, fake: FakeProvider
 ) -> None:
-    rid = await _one_run(db_url, {"otlp_endpoint": receiver.url, "service_name": "shop"}, fake)
-    spans = [s for s in receiver.spans if s["attrs"].get("crewline.run.id") == rid]
+    rid = await _one_run(db_url, {"otlp_endpoint": collector.url, "service_name": "shop"}, fake)
+    spans = [s for s in collector.spans if s["attrs"].get("crewline.run.id") == rid]
     by_name = {s["name"]: s for s in spans}
 
     run = by_name["invoke_workflow answer"]
@@ -207,17 +131,17 @@ async def test_a_run_resumed_elsewhere_is_one_trace_of_gen_ai_spans(
 
 
 async def test_content_is_captured_only_when_asked_and_headers_come_from_the_environment(
-    sqlite_url: str, receiver: Receiver, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+    sqlite_url: str, collector: SpanReceiver, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OTLP_HEADERS", f"x-api-key={SECRET}")
-    observe = {"otlp_endpoint": receiver.url, "capture_content": True, "otlp_headers_env": "OTLP_HEADERS"}
+    observe = {"otlp_endpoint": collector.url, "capture_content": True, "otlp_headers_env": "OTLP_HEADERS"}
     rid = await _one_run(sqlite_url, observe, fake)
-    [chat] = [s for s in receiver.spans if s["name"].startswith("chat ")]
+    [chat] = [s for s in collector.spans if s["name"].startswith("chat ")]
     assert chat["attrs"]["crewline.run.id"] == rid
     assert "Order o-1 is shipped" in chat["attrs"]["gen_ai.input.messages"]
     assert '"role": "assistant"' in chat["attrs"]["gen_ai.output.messages"]
-    assert all(h.get("x-api-key") == SECRET for h in receiver.headers)
-    assert all(SECRET not in str(s["attrs"]) and "sk-test" not in str(s["attrs"]) for s in receiver.spans)
+    assert all(h.get("x-api-key") == SECRET for h in collector.headers)
+    assert all(SECRET not in str(s["attrs"]) and "sk-test" not in str(s["attrs"]) for s in collector.spans)
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from crewline import App
 from crewline.server import ServerConfig
 from crewline.server.mcp import McpEndpoint
 
-from ..connectors.test_mcp_client import every_row
+from .._leaks import logged, stored
 from .conftest import cli_env, make_app, new_key, serving
 
 
@@ -109,7 +109,7 @@ async def test_a_workflow_started_over_mcp_completes(
         )
         assert "another input" in conflict
     assert len(await app.list_runs()) == 1
-    assert token not in every_row(app) and token not in caplog.text
+    assert token not in stored(app.db) and token not in logged(caplog)
 
 
 async def test_bad_arguments_are_tool_errors_that_say_what_to_fix(served: tuple[App, str]) -> None:

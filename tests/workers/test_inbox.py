@@ -21,9 +21,9 @@ from crewline.cli.config import check_project
 from crewline.connectors.records import Message
 from crewline.observe.events import AlertEvent, TriggerEvent
 from crewline.workers.inbox_state import list_states, skipped_messages
+from tests._leaks import logged, stored
 from tests.connectors.mail_servers import PASSWORD, Dovecot, dovecot, message
 from tests.server.conftest import Api, new_key, serving
-from tests.test_architecture import OWNERS
 
 __all__ = ["dovecot"]
 
@@ -301,10 +301,10 @@ async def test_wrong_credentials_show_in_health_alert_once_and_no_password_is_ke
         await until(lambda: _resolved(seen))
     assert [e.state for e in seen.of(AlertEvent)] == ["firing", "resolved"]  # one alert, not a storm
     assert {e.trigger for e in seen.of(TriggerEvent)} == {"inbox:inbox"}
-    stored = everything_stored(app)
+    found = stored(app.db) + logged(caplog)
     app.close()
     for secret in (wrong, PASSWORD):
-        assert secret not in stored and secret not in caplog.text
+        assert secret not in found
 
 
 async def _failed_polls(seen: Recorder, n: int) -> bool:
@@ -313,15 +313,6 @@ async def _failed_polls(seen: Recorder, n: int) -> bool:
 
 async def _resolved(seen: Recorder) -> bool:
     return any(e.state == "resolved" for e in seen.of(AlertEvent))
-
-
-def everything_stored(app: App) -> str:
-    """Every row of every table, as text."""
-    out = []
-    for table in sorted(OWNERS):
-        for row in app.db.run(lambda c, t=table: c.all(f"SELECT * FROM {t}")):
-            out.extend(v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in row)
-    return "\n".join(out)
 
 
 async def test_a_disabled_workflow_holds_the_email_until_enabled(
