@@ -130,6 +130,15 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("GET", "/api/v1/calls"): Row("key", OPS, "/api/v1/calls"),
     ("GET", "/api/v1/budgets"): Row("key", OPS, "/api/v1/budgets"),
     ("GET", "/api/v1/stats"): Row("key", OPS, "/api/v1/stats"),
+    ("GET", "/api/v1/triggers"): Row("key", OPS, "/api/v1/triggers"),
+    ("GET", "/api/v1/evals"): Row("key", OPS, "/api/v1/evals"),
+    ("GET", "/api/v1/evals/{eval_id}"): Row("key", OPS, "/api/v1/evals/nosuch", missing=True),
+    ("GET", "/api/v1/evals/{eval_id}/compare/{other_id}"): Row(
+        "key", OPS, "/api/v1/evals/nosuch/compare/other", missing=True
+    ),
+    ("PUT", "/api/v1/prompts/{name:path}/labels/{label}"): Row(
+        "key", OPS, "/api/v1/prompts/nosuch/labels/candidate", {"version": "abc"}, missing=True
+    ),
     ("GET", "/api/v1/key"): Row("key", SELF, "/api/v1/key"),
     ("GET", "/api/v1/keys"): Row("key", ADMIN, "/api/v1/keys"),
     ("POST", "/api/v1/keys"): Row("key", ADMIN, "/api/v1/keys", {"scope": "proxy", "name": "made"}),
@@ -163,6 +172,30 @@ ROUTES: dict[tuple[str, str], Row] = {
     ),
     ("POST", "/runs/bulk"): Row("session", OPS, "/runs/bulk", {"action": "cancel", "run": "{waiting}"}),
     ("POST", "/runs/{run_id}/cancel"): Row("session", OPS, "/runs/{waiting}/cancel"),
+    ("GET", "/reviews"): Row("session", REVIEW, "/reviews"),
+    ("GET", "/reviews/{review_id}"): Row("session", REVIEW, "/reviews/{review}"),
+    ("POST", "/reviews/{review_id}/edit"): Row(
+        "session", REVIEW, "/reviews/{review}/edit", {"preview": "{}"}
+    ),
+    ("POST", "/reviews/{review_id}/reject"): Row(
+        "session", REVIEW, "/reviews/{review}/reject", {"comment": "no"}
+    ),
+    ("POST", "/reviews/{review_id}/approve"): Row("session", REVIEW, "/reviews/{review}/approve"),
+    ("GET", "/prompts"): Row("session", OPS, "/prompts"),
+    ("GET", "/prompts/{name:path}"): Row("session", OPS, "/prompts/nosuch", missing=True),
+    ("POST", "/prompts/{name:path}/label"): Row(
+        "session", OPS, "/prompts/nosuch/label", {"label": "candidate", "version": "abc"}, missing=True
+    ),
+    ("GET", "/memory"): Row("session", OPS, "/memory"),
+    ("GET", "/memory/scope/{scope}"): Row("session", OPS, "/memory/scope/global"),
+    ("GET", "/memory/item/{item_id}"): Row("session", OPS, "/memory/item/nosuch", missing=True),
+    ("POST", "/memory/scope/{scope}/rollback"): Row(
+        "session", OPS, "/memory/scope/global/rollback", {"snapshot": "nosuch"}
+    ),
+    ("GET", "/alerts"): Row("session", OPS, "/alerts"),
+    ("GET", "/keys"): Row("session", ADMIN, "/keys"),
+    ("POST", "/keys"): Row("session", ADMIN, "/keys", {"scope": "proxy", "name": "made"}),
+    ("POST", "/keys/{key_id}/revoke"): Row("session", ADMIN, "/keys/{victim}/revoke"),
     ("POST", "/logout"): Row("session", REVIEW, "/logout"),  # last: it ends the sessions
 }
 
@@ -374,7 +407,7 @@ def check_session(world: World, method: str, path: str, row: Row) -> list[str]:
             ok, expected = to_login, "303 to /login"
         elif caller in row.allowed:
             ok = (
-                got.status_code not in (401, 403, 404)
+                got.status_code not in ((401, 403) if row.missing else (401, 403, 404))
                 and got.status_code < 500
                 and (signed_out or not to_login)
             )
