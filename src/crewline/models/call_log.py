@@ -9,10 +9,10 @@ content-addressed blobs that retention can drop. This module alone issues SQL on
 
 Reports over long windows cannot sort every call of a month for a percentile, so closed hours are rolled
 up, as a metrics system does, into ``model_call_rollups``: per hour and per dimension value (all calls,
-model, workflow, key), the sums and counts (tokens too), errors per class, latency and time-to-first-token
-histograms and a sketch of the distinct runs (see :mod:`crewline.models.call_figures`); per hour, its
-latency p50 and p95, which the console's chart reads without merging histograms. Writing a call costs nothing
-more: rollups are made from the raw rows afterwards, by the workers every minute (:func:`keep_rolled_up`)
+model, workflow, key, and the model that answered), the sums and counts (tokens too), errors per class,
+latency and time-to-first-token histograms and a sketch of the distinct runs (see
+:mod:`crewline.models.call_figures`); per hour, its latency p50 and p95, which the console's chart reads
+without merging histograms. Writing a call costs nothing more: rollups are made from the raw rows afterwards, by the workers every minute (:func:`keep_rolled_up`)
 and by a report for the hours it needs that are still missing. An hour is rolled up once it closed
 :data:`SETTLE_S` ago (the meter writes records in batches, a stream is recorded when it ends but keyed by
 when it started); a record that still arrives later is found by id and its hour rolled up again. A
@@ -211,7 +211,7 @@ def model_call_event(record: CallRecord, *, content: bool = False) -> ModelCallE
 # What spend can be grouped by, as SQL over model_calls, and the dimension of the rollups that holds it
 # (by day: all calls, ``dim = ''``, their hours added up per day).
 GROUPS = {
-    "day": "day",
+    "day": "",  # the dialect's day buckets, see _raw_spend
     "model": _ANSWERED,
     "workflow": "COALESCE(workflow, '-')",
     "key": "COALESCE(virtual_key, '-')",
