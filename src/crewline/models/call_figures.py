@@ -8,6 +8,8 @@ the exact value (interpolated between neighbours like ``percentile_cont``). Dist
 summed across hours (a run's calls span hours), so each group keeps a HyperLogLog sketch of its run
 ids (4,096 registers, a standard error of 1.6%; small counts are close to exact): sketches merge by a
 register-wise maximum, which is what lets a 30-day report count runs without reading 30 days of calls.
+Token counts (:data:`TOKENS`) add exactly too, when the rows read carry them (the rollups' do; a
+report's window of raw rows leaves them out to stay on its covering index).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["GROWTH", "CallFigures", "CallRows", "Histogram", "RunSketch", "group_figures"]
+__all__ = ["GROWTH", "TOKENS", "CallFigures", "CallRows", "Histogram", "RunSketch", "group_figures"]
 
 GROWTH = 1.02  # each histogram bucket's upper bound over its lower bound
 FLOOR_MS = 0.01
@@ -30,6 +32,8 @@ _P = 12  # HyperLogLog precision: 2**12 registers
 _M = 1 << _P
 _REST = 64 - _P
 _Ints = npt.NDArray[np.int64]
+TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
+_NO_TOKENS = (0,) * len(TOKENS)
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,7 @@ class CallFigures:
     cache_hits: int = 0
     unpriced: int = 0
     run_cost: float = 0.0
+    tokens: tuple[int, ...] = _NO_TOKENS  # summed per name of :data:`TOKENS`
     errors_by_class: dict[str, int] = field(default_factory=dict)
     latency: Histogram = field(default_factory=Histogram)
     ttft: Histogram = field(default_factory=Histogram)
@@ -166,6 +171,7 @@ class CallFigures:
             cache_hits=sum(p.cache_hits for p in parts),
             unpriced=sum(p.unpriced for p in parts),
             run_cost=sum(p.run_cost for p in parts),
+            tokens=tuple(sum(column) for column in zip(_NO_TOKENS, *(p.tokens for p in parts), strict=True)),
             errors_by_class=errors,
         )
         if shapes:
@@ -188,12 +194,14 @@ class CallRows:
     retried: npt.NDArray[np.bool_]
     latency: npt.NDArray[np.float64]
     ttft: npt.NDArray[np.float64]
+    tokens: _Ints | None = None  # a column per name of :data:`TOKENS`, when the rows carry them
 
     @classmethod
-    def of(cls, rows: Sequence[Sequence[Any]]) -> CallRows:
+    def of(cls, rows: Sequence[Sequence[Any]], tokens: bool = False) -> CallRows:
         """From ``(run_id, status, error_class, cost, price_known, cache_hit, attempts, latency_ms,
-        ttft_ms)`` tuples."""
-        cols = list(zip(*rows, strict=True)) if rows else [()] * 9
+        ttft_ms)`` tuples, followed by the :data:`TOKENS` columns with ``tokens``."""
+        width = 9 + len(TOKENS) * tokens
+        cols = list(zip(*rows, strict=True)) if rows else [()] * width
         return cls(
             run_id=list(cols[0]),
             failed=np.array([s == "error" for s in cols[1]], bool),
@@ -204,6 +212,7 @@ class CallRows:
             retried=np.array([a > 1 for a in cols[6]], bool),
             latency=np.array([np.nan if v is None else v for v in cols[7]], np.float64),
             ttft=np.array([np.nan if v is None else v for v in cols[8]], np.float64),
+            tokens=np.array(cols[9:], np.int64).reshape(len(TOKENS), -1) if tokens else None,
         )
 
 
@@ -221,6 +230,7 @@ def group_figures(rows: CallRows, labels: Sequence[Hashable]) -> dict[Hashable, 
     cache_hits, unpriced = total(rows.cache_hit), total(rows.unpriced)
     register, rank = _run_hashes(rows.run_id)
     run_cost = total(np.where(register >= 0, rows.cost, 0.0))
+    tokens = [total(column) for column in rows.tokens] if rows.tokens is not None else []
     out: dict[Hashable, CallFigures] = {}
     for label, g in codes.items():
         mine = code == g
@@ -232,6 +242,7 @@ def group_figures(rows: CallRows, labels: Sequence[Hashable]) -> dict[Hashable, 
             cache_hits=int(cache_hits[g]),
             unpriced=int(unpriced[g]),
             run_cost=run_cost[g],
+            tokens=tuple(int(column[g]) for column in tokens) if tokens else _NO_TOKENS,
             errors_by_class=_error_classes(rows, np.nonzero(mine & rows.failed)[0]),
             latency=Histogram.of(rows.latency[mine]),
             ttft=Histogram.of(rows.ttft[mine]),

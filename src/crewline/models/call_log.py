@@ -9,15 +9,18 @@ content-addressed blobs that retention can drop. This module alone issues SQL on
 
 Reports over long windows cannot sort every call of a month for a percentile, so closed hours are rolled
 up, as a metrics system does, into ``model_call_rollups``: per hour and per dimension value (all calls,
-model, workflow, key), the sums and counts, errors per class, latency and time-to-first-token histograms
-and a sketch of the distinct runs (see :mod:`crewline.models.call_figures`). Writing a call costs nothing
-more: rollups are made from the raw rows afterwards, by the workers every minute (:func:`keep_rolled_up`)
+model, workflow, key, and the model that answered), the sums and counts (tokens too), errors per class,
+latency and time-to-first-token histograms and a sketch of the distinct runs (see
+:mod:`crewline.models.call_figures`); per hour, its latency p50 and p95, which the console's chart reads
+without merging histograms. Writing a call costs nothing more: rollups are made from the raw rows afterwards, by the workers every minute (:func:`keep_rolled_up`)
 and by a report for the hours it needs that are still missing. An hour is rolled up once it closed
 :data:`SETTLE_S` ago (the meter writes records in batches, a stream is recorded when it ends but keyed by
 when it started); a record that still arrives later is found by id and its hour rolled up again. A
 rollup is never rebuilt from fewer records than it holds, so it outlives the deletion of raw rows. A
 report reads the rolled-up hours of its window from the rollups and the rest (the partial first hour,
-the hours not rolled up yet) from the raw rows.
+the hours not rolled up yet) from the raw rows. Hours rolled up before the rollups carried token sums
+were rolled up again from their raw rows by the migration that added them; those whose raw rows were no
+longer all there are marked (``model_call_hours.tokens = 0``) and the spend report reads them raw.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from ..observe.events import ModelCallEvent
 from ..store import Conn, Database
 from ..store.dialects import Percentiles
 from ..store.payloads import dump, store_payload
-from .call_figures import CallFigures, CallRows, Histogram, RunSketch, group_figures
+from .call_figures import TOKENS, CallFigures, CallRows, Histogram, RunSketch, group_figures
 from .types import Usage
 
 __all__ = [
@@ -49,19 +52,25 @@ __all__ = [
     "Rolled",
     "call_percentiles",
     "call_window",
+    "hourly_latency",
     "insert_record",
     "keep_rolled_up",
     "model_call_event",
     "model_hours",
     "prune_payloads",
+    "refill_rollups",
     "roll_up",
+    "spend_rows",
 ]
 
 log = logging.getLogger("crewline.models")
 HOUR = 3600
 SETTLE_S = 300.0  # an hour is rolled up once it closed this long ago
 _ID_LAG_S = 60.0
-ROLLUP_DIMS = ("", "model", "workflow", "key")
+# "answered": the spend report's model, the one that answered ("-" for a call none answered); its rows
+# carry only the sums, no histograms or sketches.
+ROLLUP_DIMS = ("", "model", "workflow", "key", "answered")
+_ANSWERED = "COALESCE(provider || '/' || model, '-')"
 
 # A key with a daily budget is recorded under its day's ledger scope, ``<id>@<YYYY-MM-DD>``: one key.
 _KEY_ID = (
@@ -73,6 +82,7 @@ CALL_GROUPS = {
     "model": "COALESCE(provider || '/' || model, requested)",
     "workflow": "COALESCE(workflow, '-')",
     "key": _KEY_ID,
+    "answered": _ANSWERED,
     "day": "",  # the dialect's time buckets, see _group
     "hour": "",
 }
@@ -198,13 +208,20 @@ def model_call_event(record: CallRecord, *, content: bool = False) -> ModelCallE
     )
 
 
-# What spend can be grouped by, as SQL over model_calls.
+# What spend can be grouped by, as SQL over model_calls, and the dimension of the rollups that holds it
+# (by day: all calls, ``dim = ''``, their hours added up per day).
 GROUPS = {
-    "day": "day",
-    "model": "provider || '/' || model",
+    "day": "",  # the dialect's day buckets, see _raw_spend
+    "model": _ANSWERED,
     "workflow": "COALESCE(workflow, '-')",
     "key": "COALESCE(virtual_key, '-')",
 }
+_SPEND_DIMS = {"day": "", "model": "answered", "workflow": "workflow", "key": "key"}
+_SPEND_SUMS = "SUM(calls), SUM(cache_hits), SUM(errors), SUM(input_tokens), SUM(output_tokens), SUM(cost), SUM(unpriced)"
+_SPEND_RAW = (
+    "COUNT(*), SUM(cache_hit), SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END), SUM(input_tokens), "
+    "SUM(output_tokens), SUM(cost), SUM(CASE WHEN price_known = 0 THEN 1 ELSE 0 END)"
+)
 
 _CALL_COLUMNS = (
     "id, started_at, run_id, step, workflow, virtual_key, requested, kind, provider, model, deployment, status, "
@@ -213,18 +230,58 @@ _CALL_COLUMNS = (
 )
 
 
-def spend_rows(conn: Conn, group: str, since: float, run_id: str | None) -> list[tuple[Any, ...]]:
-    """Per value of ``group`` (a key of :data:`GROUPS`) since ``since``: calls, cache hits, errors, input
-    and output tokens, cost, unpriced calls."""
-    where, params = "started_at >= ?", list[Any]([since])
-    if run_id:
-        where, params = where + " AND run_id = ?", [*params, run_id]
-    return conn.all(
-        f"SELECT {GROUPS[group]} AS k, COUNT(*), SUM(cache_hit), SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END), "
-        "SUM(input_tokens), SUM(output_tokens), SUM(cost), SUM(CASE WHEN price_known = 0 THEN 1 ELSE 0 END) "
-        f"FROM model_calls WHERE {where} GROUP BY k ORDER BY k",
-        params,
+def spend_rows(
+    conn: Conn, groups: tuple[str, ...], since: float, run_id: str | None
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Per group of ``groups`` (keys of :data:`GROUPS`), per value in order, since ``since``: (value,
+    calls, cache hits, errors, input and output tokens, cost, unpriced calls). The hours rolled up with
+    their token sums are read from the rollups, the rest from the raw rows; a run's calls from the raw
+    rows, through their index."""
+    spans: list[tuple[int, int]] = []
+    if run_id is None:
+        hours = "SELECT hour FROM model_call_hours WHERE hour >= ? AND tokens = 1 ORDER BY hour"
+        spans = _spans(conn.all(hours, (_ceil_hour(since),)))
+    ranges = _raw_ranges(since, spans)
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    for group in groups:
+        totals: dict[str, list[Any]] = {}
+        for value, *sums in _rolled_spend(conn, group, spans) + _raw_spend(conn, group, ranges, run_id):
+            into = totals.setdefault(str(value), [0, 0, 0, 0, 0, 0.0, 0])
+            for i, n in enumerate(sums):
+                into[i] += float(n or 0) if i == 5 else int(n or 0)
+        out[group] = [(value, *sums) for value, sums in sorted(totals.items())]
+    return out
+
+
+def _rolled_spend(conn: Conn, group: str, spans: list[tuple[int, int]]) -> list[tuple[Any, ...]]:
+    if not spans:
+        return []
+    where = "dim = ? AND (" + " OR ".join("(hour >= ? AND hour < ?)" for _ in spans) + ")"
+    key = "(hour / 86400) * 86400" if group == "day" else "value"
+    rows = conn.all(
+        f"SELECT {key} AS g, {_SPEND_SUMS} FROM model_call_rollups WHERE {where} GROUP BY g",
+        (_SPEND_DIMS[group], *(bound for span in spans for bound in span)),
     )
+    return _dated(rows) if group == "day" else rows
+
+
+def _dated(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Rows keyed by the start of their UTC day in seconds, keyed by the day's date instead."""
+    return [(datetime.fromtimestamp(int(day), UTC).strftime("%Y-%m-%d"), *sums) for day, *sums in rows]
+
+
+def _raw_spend(
+    conn: Conn, group: str, ranges: list[tuple[float, float | None]], run_id: str | None
+) -> list[tuple[Any, ...]]:
+    # Days as time buckets, not the ``day`` column: its index would make the planner read row by row.
+    key = conn.dialect.time_bucket("started_at", 86400) if group == "day" else GROUPS[group]
+    rows: list[tuple[Any, ...]] = []
+    for low, high in ranges:
+        where, params = _open_range(low, high)
+        if run_id is not None:
+            where, params = where + " AND run_id = ?", (*params, run_id)
+        rows += conn.all(f"SELECT {key} AS k, {_SPEND_RAW} FROM model_calls WHERE {where} GROUP BY k", params)
+    return _dated(rows) if group == "day" else rows
 
 
 def call_rows(
@@ -418,7 +475,7 @@ def model_hours(conn: Conn, since: float) -> list[tuple[int, str, int, float]]:
         out += [(int(h), str(m), int(n), float(c)) for h, m, n, c in rows]
     bucket = conn.dialect.time_bucket("started_at", HOUR)
     for low, high in _raw_ranges(since, spans):
-        where, params = ("started_at >= ?", (low,)) if high is None else _hour_range(low, high)
+        where, params = _open_range(low, high)
         rows = conn.all(
             f"SELECT {bucket} AS h, {CALL_GROUPS['model']} AS m, COUNT(*), SUM(cost) FROM model_calls "
             f"WHERE {where} GROUP BY h, m",
@@ -428,8 +485,28 @@ def model_hours(conn: Conn, since: float) -> list[tuple[int, str, int, float]]:
     return sorted(out)
 
 
+def hourly_latency(conn: Conn, since: float) -> dict[int, tuple[float | None, float | None]]:
+    """Latency p50 and p95 (milliseconds) per hour from ``since`` on, for charts: each rolled-up hour's
+    as stored with it, the rest's from the raw rows' histograms (the same way, so they read alike)."""
+    hours = conn.all(
+        "SELECT hour, calls, latency_p50, latency_p95 FROM model_call_hours WHERE hour >= ? ORDER BY hour",
+        (_ceil_hour(since),),
+    )
+    out = {int(h): (_ms(p50), _ms(p95)) for h, calls, p50, p95 in hours if int(calls)}
+    bucket = conn.dialect.time_bucket("started_at", HOUR)
+    for hour, figures in _raw_figures(conn, bucket, _raw_ranges(since, _spans(hours))).items():
+        p50, p95 = figures.latency.percentiles(_CHART)
+        out[int(hour)] = (p50, p95)
+    return out
+
+
+def _ms(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 _LATENCY = (0.5, 0.95, 0.99)
 _TTFT = (0.5, 0.95)
+_CHART = (0.5, 0.95)
 _SUMS = ("calls", "cost", "errors", "retried", "cache_hits", "unpriced", "run_cost")
 _ROLLUP_KEYS = {"hour": "hour", "day": "(hour / 86400) * 86400"}
 
@@ -437,7 +514,7 @@ _ROLLUP_KEYS = {"hour": "hour", "day": "(hour / 86400) * 86400"}
 def _spans(hours: list[tuple[Any, ...]]) -> list[tuple[int, int]]:
     """Consecutive hours as ``[start, end)`` spans."""
     spans: list[tuple[int, int]] = []
-    for (hour,) in hours:
+    for hour, *_ in hours:
         if spans and spans[-1][1] == int(hour):
             spans[-1] = (spans[-1][0], int(hour) + HOUR)
         else:
@@ -501,7 +578,7 @@ _RAW_FIGURES = "run_id, status, error_class, cost, price_known, cache_hit, attem
 def _raw_figures(conn: Conn, label: str, ranges: list[tuple[float, float | None]]) -> dict[Any, CallFigures]:
     rows: list[tuple[Any, ...]] = []
     for low, high in ranges:
-        where, params = ("started_at >= ?", (low,)) if high is None else _hour_range(low, high)
+        where, params = _open_range(low, high)
         rows += conn.all(f"SELECT {label}, {_RAW_FIGURES} FROM model_calls WHERE {where}", params)
     if not rows:
         return {}
@@ -510,6 +587,11 @@ def _raw_figures(conn: Conn, label: str, ranges: list[tuple[float, float | None]
 
 def _hour_range(low: float, high: float) -> tuple[str, tuple[float, float]]:
     return "started_at >= ? AND started_at < ?", (low, high)
+
+
+def _open_range(low: float, high: float | None) -> tuple[str, tuple[Any, ...]]:
+    """A range of :func:`_raw_ranges` as a condition on ``started_at``: ``high`` None leaves it open."""
+    return ("started_at >= ?", (low,)) if high is None else _hour_range(low, high)
 
 
 def _ceil_hour(at: float) -> int:
@@ -629,7 +711,7 @@ def _compute(conn: Conn, hours: list[int]) -> _HourFigures:
     labels = ", ".join(CALL_GROUPS[d] for d in ROLLUP_DIMS[1:])
     where, params = _hour_range(hours[0], hours[-1] + HOUR)
     rows = conn.all(
-        f"SELECT {conn.dialect.time_bucket('started_at', HOUR)}, {labels}, {_RAW_FIGURES} "
+        f"SELECT {conn.dialect.time_bucket('started_at', HOUR)}, {labels}, {_RAW_FIGURES}, {', '.join(TOKENS)} "
         f"FROM model_calls WHERE {where}",
         params,
     )
@@ -638,7 +720,7 @@ def _compute(conn: Conn, hours: list[int]) -> _HourFigures:
         by_hour[int(r[0])].append(r)
     out: _HourFigures = {}
     for hour, mine in by_hour.items():
-        figures = CallRows.of([r[4:] for r in mine])
+        figures = CallRows.of([r[len(ROLLUP_DIMS) :] for r in mine], tokens=True)
         groups: list[tuple[str, str, CallFigures]] = []
         for i, dim in enumerate(ROLLUP_DIMS):
             labelled = group_figures(figures, [r[i] if i else "" for r in mine])
@@ -647,40 +729,79 @@ def _compute(conn: Conn, hours: list[int]) -> _HourFigures:
     return out
 
 
-def _save(conn: Conn, computed: _HourFigures, now: float) -> int:
+def _save(conn: Conn, computed: _HourFigures, now: float, again: bool = False) -> int:
     """Write each hour unless it is already there from as many records or more (another process, or
-    raw records since deleted: a rollup never shrinks)."""
+    raw records since deleted: a rollup never shrinks); ``again``: also over one from as many."""
     conn.lock_key("crewline-call-rollups")
     written = 0
     for hour, (calls, groups) in computed.items():
         rolled = conn.scalar("SELECT calls FROM model_call_hours WHERE hour = ?", (hour,))
-        if rolled is not None and int(rolled) >= calls:
+        if rolled is not None and (int(rolled) > calls or (int(rolled) == calls and not again)):
             continue
         conn.execute("DELETE FROM model_call_rollups WHERE hour = ?", (hour,))
+        everything = [f for dim, _, f in groups if dim == ""]
+        p50, p95 = everything[0].latency.percentiles(_CHART) if everything else (None, None)
         conn.execute(
-            "INSERT INTO model_call_hours (hour, calls, rolled_at) VALUES (?, ?, ?) "
-            "ON CONFLICT (hour) DO UPDATE SET calls = excluded.calls, rolled_at = excluded.rolled_at",
-            (hour, calls, now),
+            "INSERT INTO model_call_hours (hour, calls, rolled_at, tokens, latency_p50, latency_p95) "
+            "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (hour) DO UPDATE SET calls = excluded.calls, "
+            "rolled_at = excluded.rolled_at, tokens = 1, latency_p50 = excluded.latency_p50, "
+            "latency_p95 = excluded.latency_p95",
+            (hour, calls, now, p50, p95),
         )
         conn.execute("DELETE FROM model_call_rollup_errors WHERE hour = ?", (hour,))
         for dim, value, f in groups:
-            conn.defer(
-                f"INSERT INTO model_call_rollups (hour, dim, value, {', '.join(_SUMS)}, latency, ttft, runs) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (hour, dim, value, *_sums(f), f.latency.to_bytes(), f.ttft.to_bytes(), f.runs.to_bytes()),
-            )
-            for error_class, n in f.errors_by_class.items():
-                conn.defer(
-                    "INSERT INTO model_call_rollup_errors (hour, dim, value, error_class, calls) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (hour, dim, value, error_class, n),
-                )
+            _save_group(conn, hour, dim, value, f)
         written += 1
     return written
 
 
+_ROLLUP_INSERT = (
+    f"INSERT INTO model_call_rollups (hour, dim, value, {', '.join(_SUMS)}, {', '.join(TOKENS)}, latency, ttft, "
+    f"runs) VALUES ({', '.join('?' * (6 + len(_SUMS) + len(TOKENS)))})"
+)
+
+
+def _save_group(conn: Conn, hour: int, dim: str, value: str, f: CallFigures) -> None:
+    if dim == "answered":  # only the spend report reads these, and only their sums
+        conn.defer(_ROLLUP_INSERT, (hour, dim, value, *_sums(f), *f.tokens, b"", b"", b""))
+        return
+    shapes = (f.latency.to_bytes(), f.ttft.to_bytes(), f.runs.to_bytes())
+    conn.defer(_ROLLUP_INSERT, (hour, dim, value, *_sums(f), *f.tokens, *shapes))
+    for error_class, n in f.errors_by_class.items():
+        conn.defer(
+            "INSERT INTO model_call_rollup_errors (hour, dim, value, error_class, calls) VALUES (?, ?, ?, ?, ?)",
+            (hour, dim, value, error_class, n),
+        )
+
+
 def _sums(f: CallFigures) -> tuple[Any, ...]:
     return (f.calls, f.cost, f.errors, f.retried, f.cache_hits, f.unpriced, f.run_cost)
+
+
+def refill_rollups(conn: Conn) -> None:
+    """Once, by the migration that gave the rollups their token sums: roll up again every hour rolled up
+    before whose raw rows are all still there. The others keep ``tokens = 0`` (the spend report reads
+    them raw, as it always did) and get their chart percentiles from their stored histogram."""
+    rolled = {
+        int(h): int(n) for h, n in conn.all("SELECT hour, calls FROM model_call_hours WHERE tokens = 0")
+    }
+    if not rolled:
+        return
+    bucket = conn.dialect.time_bucket("started_at", HOUR)
+    raw = {int(h): int(n) for h, n in conn.all(f"SELECT {bucket} AS h, COUNT(*) FROM model_calls GROUP BY h")}
+    complete = sorted(h for h, n in rolled.items() if raw.get(h, 0) >= n)
+    now = time.time()
+    for chunk in _chunks(complete):
+        _save(conn, _compute(conn, chunk), now, again=True)
+    for hour, blob in conn.all(
+        "SELECT r.hour, r.latency FROM model_call_rollups r JOIN model_call_hours h ON h.hour = r.hour "
+        "WHERE h.tokens = 0 AND r.dim = ''"
+    ):
+        p50, p95 = Histogram.from_bytes(bytes(blob)).percentiles(_CHART)
+        conn.execute(
+            "UPDATE model_call_hours SET latency_p50 = ?, latency_p95 = ? WHERE hour = ?",
+            (p50, p95, int(hour)),
+        )
 
 
 def _advance(conn: Conn, state: tuple[int, int, float]) -> None:

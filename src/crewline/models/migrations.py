@@ -4,7 +4,20 @@ budgets and reservations (:mod:`.ledger`), the response cache (:mod:`.cache`), s
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..store.migrations import Migration
+
+if TYPE_CHECKING:
+    from ..store import Conn
+
+
+def _refill_rollups(conn: Conn) -> None:
+    # Imported when run: the call log pulls in numpy, which a process that only lists migrations skips.
+    from .call_log import refill_rollups
+
+    refill_rollups(conn)
+
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -142,6 +155,24 @@ MIGRATIONS: tuple[Migration, ...] = (
                 misses BIGINT NOT NULL,
                 updated_at {real} NOT NULL
             )""",
+        ),
+    ),
+    Migration(
+        5,
+        "token sums and chart percentiles in the hourly rollups of model calls",
+        (
+            # The spend report (console costs, `crewline costs`, /api/v1/spend) reads closed hours from
+            # the rollups, so they carry its token sums and a dimension of the model that answered;
+            # each hour keeps its latency p50/p95 for the console's chart. ``tokens`` = 1: its rollups
+            # have the sums; the hours rolled up before are rolled up again where their raw rows allow.
+            *(
+                f"ALTER TABLE model_call_rollups ADD COLUMN {name}_tokens BIGINT NOT NULL DEFAULT 0"
+                for name in ("input", "output", "cache_read", "cache_write", "reasoning")
+            ),
+            "ALTER TABLE model_call_hours ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE model_call_hours ADD COLUMN latency_p50 {real}",
+            "ALTER TABLE model_call_hours ADD COLUMN latency_p95 {real}",
+            _refill_rollups,
         ),
     ),
 )

@@ -17,10 +17,10 @@ __all__ = ["GROUPS", "budgets", "spend", "usage_by_run", "usage_by_step"]
 
 
 def spend(conn: Conn, groups: tuple[str, ...], since: float, run_id: str | None = None) -> dict[str, Any]:
-    """Calls, errors, tokens and cost per group since ``since``; unpriced calls are counted apart."""
+    """Calls, errors, tokens and cost per group since ``since``; unpriced calls are counted apart. Closed
+    hours come from the call log's hourly rollups, so a month costs about what a day does."""
     out: dict[str, Any] = {}
-    for group in groups:
-        rows = spend_rows(conn, group, since, run_id)
+    for group, rows in spend_rows(conn, groups, since, run_id).items():
         out[group] = [
             {
                 group: r[0] or "-",

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from ...flows.review_requests import pending_requests
 from ...flows.run_store import run_counts
 from ...models import reports as spend_reports
-from ...models.call_log import CallWindow, call_window, model_hours
+from ...models.call_log import CallWindow, call_window, hourly_latency, model_hours
 from ...models.config import ModelsConfig
 from ...models.ledger import config_limit
 from ...observe.alerts import rule_states
@@ -97,9 +97,7 @@ async def charts(request: Request, _: Viewer = Depends(page("read spend"))) -> J
     query = parse_query("7d", "hour")
     await asyncio.to_thread(prepare, db, query)
     since = query.start
-    hours, latency = await db.read(
-        lambda conn: (model_hours(conn, since), call_window(conn, CallWindow(since, "hour", exact=False)))
-    )
+    hours, latency = await db.read(lambda conn: (model_hours(conn, since), hourly_latency(conn, since)))
     start = int(since // 3600) * 3600
     axis = list(range(start, int(query.now) + 1, 3600))
     index = {h: i for i, h in enumerate(axis)}
@@ -111,8 +109,8 @@ async def charts(request: Request, _: Viewer = Depends(page("read spend"))) -> J
             calls.setdefault(model, [0] * len(axis))[index[hour]] += n
     p50: list[float | None] = [None] * len(axis)
     p95: list[float | None] = [None] * len(axis)
-    for hour, group in latency.items():
-        if int(hour) in index:
-            p50[index[int(hour)]], p95[index[int(hour)]] = group.latency[0], group.latency[1]
+    for hour, (low, high) in latency.items():
+        if hour in index:
+            p50[index[hour]], p95[index[hour]] = low, high
     body = {"hours": axis, "cost": cost, "calls": calls, "latency": {"p50": p50, "p95": p95}}
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
