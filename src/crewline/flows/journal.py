@@ -252,8 +252,13 @@ class Journal:
 
     async def transact(self, fn: Callable[[Conn], T]) -> T:
         """Run ``fn`` in one checkpoint transaction, only while this worker holds the run's lease."""
-        self._unreported.clear()
-        result = await self.engine.checkpoint(self.run_id, self._owner, fn)
+
+        def attempt(conn: Conn) -> T:
+            # A write may run again after a failed attempt (see Database.write): keep one attempt's events.
+            self._unreported.clear()
+            return fn(conn)
+
+        result = await self.engine.checkpoint(self.run_id, self._owner, attempt)
         for event in self._unreported:
             self.engine.observers.emit(event)
         self._unreported.clear()

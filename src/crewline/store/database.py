@@ -6,6 +6,11 @@ transactions (:meth:`Database.transaction`) serve the CLI and tests. The engine'
 next single transaction, so fifty concurrent runs checkpointing a step cost one commit, not fifty, at the
 same durability. Writes passed to :meth:`write` must only touch the database (a batch that fails is rolled
 back and its writes are retried one by one).
+
+Where the dialect pipelines (PostgreSQL), a batch whose writes all carry a guard that can assert itself is
+sent as one round trip — begin, the guards' assertions, the writes, commit — instead of four (begin, read
+the guards, write, commit): one run checkpointing a step then costs about one commit. A failed assertion
+aborts the transaction, and the batch takes the ordinary path, which tells a failed guard from an error.
 """
 
 from __future__ import annotations
@@ -240,6 +245,26 @@ class Database:
             self._local.cut_off = reused
             raise converted from e
 
+    def pipelined(self, fn: Callable[[Conn], T]) -> T:
+        """Run ``fn`` in one write transaction sent as one round trip where the dialect pipelines (only a
+        result ``fn`` reads waits for the database). Any failure is raised after rolling back."""
+        raw = self._raw()
+        self._reused()
+        conn = Conn(raw, self.dialect)
+        try:
+            with self.dialect.pipeline(raw):
+                self.dialect.begin_write(raw)
+                result = fn(conn)
+                conn.flush()
+                raw.execute("COMMIT")
+        except BaseException:
+            try:
+                raw.execute("ROLLBACK")
+            except Exception:
+                self._drop_raw()
+            raise
+        return result
+
     def run(self, fn: Callable[[Conn], T]) -> T:
         """Run ``fn`` in a write transaction, synchronously."""
         with self.transaction() as conn:
@@ -355,6 +380,10 @@ class Guard:
 
     check: Callable[[Conn, list[Any]], set[Any]]
     key: Any
+    # ``assertion(conn, keys)`` issues, without reading its result, a statement that fails the
+    # transaction unless every key passes (taking the locks ``check`` would): where the dialect
+    # pipelines, a batch whose guards all assert then commits in one round trip.
+    assertion: Callable[[Conn, list[Any]], None] | None = None
 
 
 @dataclass
@@ -408,6 +437,8 @@ class _GroupCommitter:
 
         While the database is unreachable the batch is retried with backoff, taking in the writes queued
         meanwhile, and each write whose wait is over (a request's is short) fails with the outage."""
+        if self._pipelined(batch):
+            return
         delay = 0.05
         while batch:
             try:
@@ -433,6 +464,30 @@ class _GroupCommitter:
                 return
             _answer(batch, outcomes)
             return
+
+    def _pipelined(self, batch: list[_Pending]) -> bool:
+        """The batch in one round trip where the dialect pipelines and every guard asserts; False when
+        it did not commit (a lost lease, an error, an outage), for the ordinary path to take it from the
+        start, telling a failed guard from other errors (the writes may run again: see the module)."""
+        if not self._db.dialect.pipelines or not batch:
+            return False
+        asserts: dict[Callable[[Conn, list[Any]], None], list[Any]] = {}
+        for p in batch:
+            if p.guard is None or p.guard.assertion is None:
+                return False
+            asserts.setdefault(p.guard.assertion, []).append(p.guard.key)
+
+        def run(conn: Conn) -> list[tuple[bool, Any]]:
+            for assertion, keys in asserts.items():
+                assertion(conn, keys)
+            return [(True, p.fn(conn)) for p in batch]
+
+        try:
+            outcomes = self._db.pipelined(run)
+        except Exception:
+            return False
+        _answer(batch, outcomes)
+        return True
 
 
 def _answer(batch: list[_Pending], outcomes: list[tuple[bool, Any]]) -> None:
