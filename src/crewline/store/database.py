@@ -320,6 +320,12 @@ class Database:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_DELAY)
 
+    async def warm(self) -> None:
+        """Open the connections and start the threads that reads and writes use, so that the first
+        requests a server answers do not wait for them (an empty write commits nothing to disk)."""
+        await asyncio.gather(*(self.read(lambda conn: None) for _ in range(4)))
+        await self.write(lambda conn: None)
+
     def close(self) -> None:
         self._closed = True
         if self._committer is not None:
