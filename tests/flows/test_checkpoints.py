@@ -14,7 +14,9 @@ from collections.abc import Callable
 import pytest
 
 from crewline import App, Context
-from crewline.flows.engine import LeaseLost
+from crewline.flows.engine import LeaseLost, RunSignals
+from crewline.flows.journal import Journal, Outcome
+from crewline.observe.events import Event, StepEvent
 from crewline.store.database import Conn
 
 
@@ -47,6 +49,14 @@ def _marks(app: App, ids: list[str]) -> list[str | None]:
         app.db.query(lambda c, rid=rid: c.scalar("SELECT wait_reason FROM runs WHERE id = ?", (rid,)))
         for rid in ids
     ]
+
+
+class Seen:
+    def __init__(self) -> None:
+        self.seen: list[Event] = []
+
+    def observe(self, event: Event) -> None:
+        self.seen.append(event)
 
 
 @pytest.fixture
@@ -107,5 +117,28 @@ async def test_concurrent_checkpoints_keep_each_lease_apart(two_runs: tuple[App,
         )
         assert results[0] is None and isinstance(results[1], LeaseLost)
         assert _marks(app, [mine, theirs]) == ["w1 wrote", None]
+    finally:
+        app.close()
+
+
+async def test_a_step_in_a_batch_retried_after_another_runs_lost_lease_is_reported_once(
+    two_runs: tuple[App, list[str]],
+) -> None:
+    app, (mine, theirs) = two_runs
+    _hold(app, theirs, "w2")
+    events = Seen()
+    app.engine.observers.add(events)
+    journals = [Journal(app.engine, await app.get_run(rid), {}, "w1", RunSignals()) for rid in (mine, theirs)]
+    entries = [await journal.begin("inc", "step") for journal in journals]
+    try:
+        results = await asyncio.gather(
+            *(j.record(e, Outcome("done", b"1")) for j, e in zip(journals, entries, strict=True)),
+            return_exceptions=True,
+        )
+        assert results[0] is None and isinstance(results[1], LeaseLost)
+        steps = [(e.run_id, e.step, e.status) for e in events.seen if isinstance(e, StepEvent)]
+        assert steps == [(mine, 1, "done")]
+        assert [(s.step_no, s.status) for s in await app.steps(mine)] == [(1, "done")]
+        assert await app.steps(theirs) == []
     finally:
         app.close()

@@ -60,11 +60,14 @@ class Conn:
     and before commit, so fifty checkpoints in one group commit cost one round trip, not fifty.
     """
 
-    __slots__ = ("_deferred", "dialect", "raw")
+    __slots__ = ("_deferred", "dialect", "pipelined", "raw")
 
-    def __init__(self, raw: Any, dialect: Dialect) -> None:
+    def __init__(self, raw: Any, dialect: Dialect, pipelined: bool = False) -> None:
         self.raw = raw
         self.dialect = dialect
+        # In a pipeline every statement is sent without waiting already; an ``executemany`` there would
+        # wait for its own answers, raising a failed assertion before the pipeline ends.
+        self.pipelined = pipelined
         self._deferred: list[tuple[str, Sequence[Any]]] = []
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
@@ -84,8 +87,9 @@ class Conn:
             while j < len(pending) and pending[j][0] == sql:
                 j += 1
             rows = [params for _, params in pending[i:j]]
-            if len(rows) == 1:
-                self.raw.execute(_translate(self.dialect, sql), rows[0])
+            if len(rows) == 1 or self.pipelined:
+                for row in rows:
+                    self.raw.execute(_translate(self.dialect, sql), row)
             else:
                 self.raw.cursor().executemany(_translate(self.dialect, sql), rows)
             i = j
@@ -250,7 +254,7 @@ class Database:
         result ``fn`` reads waits for the database). Any failure is raised after rolling back."""
         raw = self._raw()
         self._reused()
-        conn = Conn(raw, self.dialect)
+        conn = Conn(raw, self.dialect, pipelined=True)
         try:
             with self.dialect.pipeline(raw):
                 self.dialect.begin_write(raw)
