@@ -21,6 +21,7 @@ from starlette.routing import Route
 from ..app import App
 from ..console import install_console
 from ..observe.metrics import metrics_token
+from ..store.database import bounded_waits
 from . import proxy
 from .auth import Authenticator
 from .body_limit import BodyLimit
@@ -51,7 +52,8 @@ async def _warm_models(app: App) -> None:
     if "models" not in app.settings.sections:
         return
     try:
-        await app.models.warm()
+        with bounded_waits(5.0):  # a database that went away is the first call's to report, not start-up's
+            await app.models.warm()
     except Exception as e:  # the first call reports it properly; starting up must not fail on it
         log.warning("could not get the model gateway ready at start: %s", e)
 
