@@ -24,7 +24,7 @@ from ..secret_store import Credentials
 from ..store.database import Conn, Database, Guard
 from .definitions import Queue, Workflow
 from .review_requests import RiskPolicy
-from .run_store import held_leases, park_run
+from .run_store import assert_leases, held_leases, park_run
 from .shadow import Beside, ShadowPlan, parse_shadow, promoted, shadow_beside
 from .states import Park
 
@@ -153,7 +153,7 @@ class Engine:
     async def checkpoint(self, run_id: str, owner: str, fn: Callable[[Conn], T]) -> T:
         """Run ``fn`` in a group-committed transaction, only while ``owner`` holds the run's lease."""
         try:
-            return await self.db.write(fn, guard=Guard(held_leases, (run_id, owner)))
+            return await self.db.write(fn, guard=Guard(held_leases, (run_id, owner), assert_leases))
         except GuardFailed:
             raise LeaseLost(f"run {run_id} is no longer held by worker {owner}") from None
 

@@ -123,8 +123,9 @@ class Journal:
         self._owner = owner
         self._signals = signals
         self._next = 0
-        # Step outcomes written in the open transaction, told to observers once it commits.
-        self._unreported: list[Event] = []
+        # Step outcomes written in the open transaction, told to observers once it commits; keyed by what
+        # they report on, so a write run again (a batch retried, see Database.write) reports once.
+        self._unreported: dict[tuple[str, Any], Event] = {}
         # Compensations registered by the finished steps this execution passed, in step order.
         self.compensations: list[Compensation] = []
         # While compensating, a cancel no longer stops the run between steps: the undo is the cancel.
@@ -270,7 +271,7 @@ class Journal:
         """Run ``fn`` in one checkpoint transaction, only while this worker holds the run's lease."""
         self._unreported.clear()
         result = await self.engine.checkpoint(self.run_id, self._owner, fn)
-        for event in self._unreported:
+        for event in self._unreported.values():
             self.engine.observers.emit(event)
         self._unreported.clear()
         return result
@@ -299,15 +300,14 @@ class Journal:
             shadowed=outcome.shadowed,
         )
         if self.engine.observers:
-            self._unreported.append(self._step_event(entry, outcome))
+            self._unreported["step", entry.n] = self._step_event(entry, outcome)
 
     def new_request(self, conn: Conn, ask: NewRequest) -> None:
         """Put a request in the review queue inside the caller's transaction (see :meth:`transact`)."""
         create_request(conn, ask, self.engine.blob_threshold)
         if self.engine.observers:
-            self._unreported.append(
-                ReviewEvent(ask.request_id, self.run_id, ask.kind, "pending", ask.risk, time.time())
-            )
+            event = ReviewEvent(ask.request_id, self.run_id, ask.kind, "pending", ask.risk, time.time())
+            self._unreported["review", ask.request_id] = event
 
     def _step_event(self, entry: Entry, outcome: Outcome) -> StepEvent:
         error_type = None if outcome.error is None else str(outcome.error.get("type"))

@@ -972,6 +972,19 @@ def held_leases(conn: Conn, keys: list[tuple[str, str]]) -> set[tuple[str, str]]
     return {(r[0], r[1]) for r in rows}
 
 
+def assert_leases(conn: Conn, keys: list[tuple[str, str]]) -> None:
+    """Fail the transaction (a division by zero) unless every (run, owner) pair holds its run's lease,
+    locking the rows as :func:`held_leases` does; sent without waiting for its answer (SQLite answers a
+    division by zero with NULL, so a write there takes :func:`held_leases` instead)."""
+    pairs = sorted(set(keys))
+    held = " OR ".join(["(id = ? AND lease_owner = ?)"] * len(pairs))
+    conn.execute(
+        f"SELECT 1 / CASE WHEN COUNT(*) = {len(pairs)} THEN 1 ELSE 0 END FROM (SELECT id FROM runs "
+        f"WHERE status = 'running' AND ({held})" + conn.dialect.lock_rows_suffix(_LEASE_LOCK) + ") AS held",
+        [value for pair in pairs for value in pair],
+    )
+
+
 def park_run(conn: Conn, run_id: str, park: Park) -> None:
     """Release the run: it waits (or is pending again) and no worker holds it."""
     # A pause asked for while the run was executing wins over the state it parks in (a sleep, say):

@@ -295,11 +295,22 @@ class Gateway:
         now = time.monotonic()
         return [_deployment_status(d, now) for d in self.router.deployments()]
 
+    async def warm(self) -> None:
+        """Make ready what the first calls would otherwise wait for: the database's connections and
+        writer, the stored budget limits and the learned input factors (a server calls this at start)."""
+        db = self.meter.settings.db
+        if db is not None:
+            await db.warm()
+        if self.ledger is not None:
+            await self.ledger.warm()
+        await self.meter.calibration.factors()
+
     async def flush(self) -> None:
         """Wait until every call record and budget settlement so far is committed."""
         await self.meter.flush()
 
     async def aclose(self) -> None:
+        self.meter.close()
         await self.flush()
         for adapter in self._adapters.values():
             await adapter.aclose()

@@ -6,11 +6,14 @@ never drift. A reservation checks and bumps every scope of the call in one trans
 write lock serialises it, on PostgreSQL an advisory lock per scope (taken in sorted order, so never a
 deadlock) does, so concurrent callers in any number of processes cannot overspend. Settling releases the
 reservation and adds the real cost; crossing 50/80/100% of a limit raises an alert once per scope.
+A process's lease of budget credit (:mod:`.credit`) is a reservation like any other, which its calls
+settle from one by one and which is released when no longer needed.
 This module alone issues SQL on ``model_budgets`` and ``model_reservations``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -73,6 +76,7 @@ class Ledger:
             None  # limits set by this process: known without a re-read
         )
         self._stored_read_at = float("-inf")
+        self._reading: asyncio.Future[None] | None = None
 
     # -- scopes -----------------------------------------------------------------------------------------
 
@@ -101,18 +105,31 @@ class Ledger:
         """Whether any of ``scopes`` has a limit, from config or stored (``set_limit``, any process).
 
         Stored limits set in this process count at once; those set by other processes are re-read every
-        couple of seconds, so a call without any limit in scope costs no reservation write.
+        couple of seconds, so a call without any limit in scope costs no reservation write. Only the first
+        call waits for that read; later ones go on with what the last read found while the next is made.
         """
         if any(limit is not None for limit in scopes.values()):
             return True
-        now = time.monotonic()
-        if now - self._stored_read_at > 2.0:
+        if time.monotonic() - self._stored_read_at > 2.0:
+            if self._reading is None:
+                self._reading = asyncio.ensure_future(self._read_stored_limits())
+            if self._stored_read_at == float("-inf"):
+                await asyncio.shield(self._reading)
+        return any(s in self._stored_limits or s in self._set_here for s in scopes)
+
+    async def _read_stored_limits(self) -> None:
+        try:
             rows = await self.db.read(
                 lambda conn: conn.all("SELECT scope FROM model_budgets WHERE limit_nusd IS NOT NULL")
             )
             self._stored_limits = {r[0] for r in rows}
-            self._stored_read_at = now
-        return any(s in self._stored_limits or s in self._set_here for s in scopes)
+            self._stored_read_at = time.monotonic()
+        finally:
+            self._reading = None
+
+    async def warm(self) -> None:
+        """Read the stored limits now, so that the first budgeted call does not wait for them."""
+        await self.has_limit({})
 
     def _calendar_keys(self) -> tuple[str, str]:
         minute = int(self._clock() // 60)
@@ -123,8 +140,11 @@ class Ledger:
 
     # -- reserve / settle -------------------------------------------------------------------------------
 
-    def reserve_in(self, conn: Conn, scopes: Mapping[str, int | None], amount: int) -> Reservation:
-        """Check every limited scope has room for ``amount`` and hold it; raises :class:`BudgetExceeded`."""
+    def reserve_in(
+        self, conn: Conn, scopes: Mapping[str, int | None], amount: int, headroom: int = 0
+    ) -> Reservation:
+        """Check every limited scope has room for ``amount`` (and ``headroom`` more, which stays free) and
+        hold it; raises :class:`BudgetExceeded`."""
         keys = sorted(scopes)
         now = self._clock()
         for key in keys:
@@ -140,7 +160,7 @@ class Ledger:
             )
             assert row is not None
             limit = row[0] if row[0] is not None else scopes[key]
-            if limit is not None and row[1] + row[2] > limit:
+            if limit is not None and row[1] + row[2] + headroom > limit:
                 before = row[1] + row[2] - amount
                 raise BudgetExceeded(key, from_nusd(limit), from_nusd(before), from_nusd(amount))
         res = Reservation(uuid.uuid4().hex, tuple(keys), amount)
@@ -150,8 +170,8 @@ class Ledger:
         )
         return res
 
-    async def reserve(self, scopes: Mapping[str, int | None], amount: int) -> Reservation:
-        return await self.db.write(lambda conn: self.reserve_in(conn, scopes, amount))
+    async def reserve(self, scopes: Mapping[str, int | None], amount: int, headroom: int = 0) -> Reservation:
+        return await self.db.write(lambda conn: self.reserve_in(conn, scopes, amount, headroom))
 
     def settle_in(
         self,
@@ -160,14 +180,26 @@ class Ledger:
         scopes: Sequence[str],
         cost: int,
         limits: Mapping[str, int | None],
+        *,
+        lease_id: str | None = None,
     ) -> list[BudgetAlert]:
-        """Release ``reservation`` (if any) and add ``cost`` to every scope; returns alerts crossed."""
+        """Release ``reservation`` (if any) and add ``cost`` to every scope; returns alerts crossed.
+
+        With ``lease_id`` the call spent from a lease (a reservation shared by a process's calls, see
+        :mod:`.credit`): ``cost`` moves from the lease to what was spent, and the lease counts as fresh."""
         now = self._clock()
         held = 0
         if reservation is not None:
             row = conn.one("SELECT amount_nusd FROM model_reservations WHERE id = ?", (reservation.id,))
             held = int(row[0]) if row is not None else 0
             conn.execute("DELETE FROM model_reservations WHERE id = ?", (reservation.id,))
+        elif lease_id is not None:
+            row = conn.one(
+                "UPDATE model_reservations SET amount_nusd = amount_nusd - ?, created_at = ? WHERE id = ? "
+                "RETURNING id",
+                (cost, now, lease_id),
+            )
+            held = cost if row is not None else 0  # an expired lease was counted as spent already
         alerts: list[BudgetAlert] = []
         for key in sorted(scopes):
             row = conn.one(
@@ -182,6 +214,18 @@ class Ledger:
             if limit:
                 alerts.extend(self._crossed(conn, key, int(limit), int(row[1]), int(row[2])))
         return alerts
+
+    def release_in(self, conn: Conn, reservation_id: str) -> None:
+        """Give back what a reservation still holds (a lease no longer needed) to every scope it holds."""
+        row = conn.one("SELECT scopes, amount_nusd FROM model_reservations WHERE id = ?", (reservation_id,))
+        if row is None:
+            return  # expired meanwhile: counted as spent
+        for key in json.loads(row[0]):
+            conn.execute(
+                "UPDATE model_budgets SET reserved_nusd = reserved_nusd - ?, updated_at = ? WHERE scope = ?",
+                (row[1], self._clock(), key),
+            )
+        conn.execute("DELETE FROM model_reservations WHERE id = ?", (reservation_id,))
 
     def _crossed(self, conn: Conn, key: str, limit: int, spent: int, alerted: int) -> list[BudgetAlert]:
         level = max((lv for lv in ALERT_LEVELS if spent * 100 >= lv * limit), default=0)

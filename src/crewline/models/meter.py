@@ -24,7 +24,8 @@ from .cache import ResponseCache
 from .calibration import InputCalibration
 from .call_log import CallRecord, insert_record
 from .config import ModelsConfig
-from .ledger import BudgetAlert, Ledger, Reservation, from_nusd, to_nusd
+from .credit import CreditLeases, Hold
+from .ledger import BudgetAlert, Ledger, from_nusd, to_nusd
 from .prices import Price
 from .routing import Deployment, Route
 from .types import ModelResponse, Usage
@@ -93,6 +94,13 @@ class CallMeter:
         self._write_handle: asyncio.TimerHandle | None = None
         self._unpriced: set[str] = set()
         self.calibration = InputCalibration(settings.db)
+        # Budget credit this process spends from without a write per call (see credit.py).
+        self.credit = CreditLeases(settings.ledger, self.queue) if settings.ledger is not None else None
+
+    def close(self) -> None:
+        """Give back the budget credit this process leased (``flush`` then writes it)."""
+        if self.credit is not None:
+            self.credit.close()
 
     def open(self, ctx: CallContext, kind: str, request: Any) -> MeteredCall:
         """Start metering a call of ``kind`` (complete | stream | embed); ``request`` is its payload."""
@@ -180,8 +188,8 @@ class MeteredCall:
         "_ceiling_in",
         "_ctx",
         "_dep",
+        "_hold",
         "_meter",
-        "_reservation",
         "_reserved_in",
         "_scopes",
         "_settings",
@@ -205,7 +213,7 @@ class MeteredCall:
             request=request if settings.config.record_payloads else None,
         )
         self._scopes: Mapping[str, int | None] = {}
-        self._reservation: Reservation | None = None
+        self._hold: Hold | None = None
         self._reserved_in: dict[str, int] = {}
         self._ceiling_in = 0
         self._dep: Deployment | None = None
@@ -239,7 +247,8 @@ class MeteredCall:
         worst = max(
             p.worst_case(held[d.key], tokens_out) for d, p in zip(route.deployments, prices, strict=True)
         )
-        self._reservation = await ledger.reserve(scopes, to_nusd(worst))
+        assert meter.credit is not None  # a meter with a ledger has credit
+        self._hold = await meter.credit.hold(scopes, to_nusd(worst))
 
     def routed(self, dep: Deployment, attempts: int) -> None:
         """The deployment that answered, after ``attempts`` attempts."""
@@ -285,7 +294,7 @@ class MeteredCall:
     def _end(self, end: _End) -> None:
         """Settle the budget, record the call and update the cache in one write (awaited or not)."""
         self._fill(end)
-        settings, record, reservation = self._settings, self.record, self._reservation
+        settings, record, hold = self._settings, self.record, self._hold
         if settings.on_call is not None:
             try:
                 settings.on_call(record)
@@ -293,7 +302,7 @@ class MeteredCall:
                 log.exception("on_call observer failed")
         if settings.db is None:
             return
-        ledger, cache, cfg = settings.ledger, settings.cache, settings.config
+        credit, cache, cfg = self._meter.credit, settings.cache, settings.config
         limits = dict(self._scopes)
         cost = to_nusd(record.cost)
         miss = self._miss(end)
@@ -303,8 +312,8 @@ class MeteredCall:
             alerts: list[BudgetAlert] = []
             if miss is not None:
                 InputCalibration.record_in(conn, miss[0], miss[1], when)
-            if ledger is not None and (reservation is not None or cost):
-                alerts = ledger.settle_in(conn, reservation, list(limits), cost, limits)
+            if credit is not None and (hold is not None or cost):
+                alerts = credit.settle_in(conn, hold, cost, limits)
             insert_record(conn, record, cfg.payload_threshold, cfg.record_payloads)
             if cache is not None and end.cache_put is not None:
                 cache.put_in(conn, *end.cache_put)
@@ -313,6 +322,8 @@ class MeteredCall:
             return alerts
 
         self._meter.queue(write)
+        if credit is not None:
+            credit.ended(hold, cost)
 
     def _miss(self, end: _End) -> tuple[str, float] | None:
         """The model and its new factor when the call billed more input than its reservation held."""
@@ -334,7 +345,7 @@ class MeteredCall:
             record.usage = end.usage
         if end.maybe_billed and priced is None:
             # Real usage unknown: keep the worst case reserved (or flag the cost unknown), never count $0.
-            held = self._reservation
+            held = self._hold
             priced = Priced(from_nusd(held.amount), True) if held else Priced(0.0, False)
         if priced is not None:
             record.cost, record.price_known = priced.cost, priced.known

@@ -21,6 +21,7 @@ from starlette.routing import Route
 from ..app import App
 from ..console import install_console
 from ..observe.metrics import metrics_token
+from ..store.database import bounded_waits
 from . import proxy
 from .auth import Authenticator
 from .body_limit import BodyLimit
@@ -60,6 +61,17 @@ def _version() -> str:
         return "0"
 
 
+async def _warm_models(app: App) -> None:
+    """With models configured, get the gateway ready before the first proxy call instead of during it."""
+    if "models" not in app.settings.sections:
+        return
+    try:
+        with bounded_waits(5.0):  # a database that went away is the first call's to report, not start-up's
+            await app.models.warm()
+    except Exception as e:  # the first call reports it properly; starting up must not fail on it
+        log.warning("could not get the model gateway ready at start: %s", e)
+
+
 def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8) -> FastAPI:
     """The server for ``app``; ``workers`` runs executed at once in this process (0: API only)."""
     config = config or ServerConfig.from_settings(app.settings)
@@ -79,6 +91,7 @@ def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8
         if worker is not None:
             state.worker = asyncio.create_task(worker.run(), name="crewline-server-worker")
             tasks.append(state.worker)
+        await _warm_models(app)
         sender = CallbackSender(app, config.hooks)
         tasks.append(asyncio.create_task(sender.run(), name="crewline-callbacks"))
         try:

@@ -6,6 +6,11 @@ transactions (:meth:`Database.transaction`) serve the CLI and tests. The engine'
 next single transaction, so fifty concurrent runs checkpointing a step cost one commit, not fifty, at the
 same durability. Writes passed to :meth:`write` must only touch the database (a batch that fails is rolled
 back and its writes are retried one by one).
+
+Where the dialect pipelines (PostgreSQL), a batch whose writes all carry a guard that can assert itself is
+sent as one round trip — begin, the guards' assertions, the writes, commit — instead of four (begin, read
+the guards, write, commit): one run checkpointing a step then costs about one commit. A failed assertion
+aborts the transaction, and the batch takes the ordinary path, which tells a failed guard from an error.
 """
 
 from __future__ import annotations
@@ -55,11 +60,14 @@ class Conn:
     and before commit, so fifty checkpoints in one group commit cost one round trip, not fifty.
     """
 
-    __slots__ = ("_deferred", "dialect", "raw")
+    __slots__ = ("_deferred", "dialect", "pipelined", "raw")
 
-    def __init__(self, raw: Any, dialect: Dialect) -> None:
+    def __init__(self, raw: Any, dialect: Dialect, pipelined: bool = False) -> None:
         self.raw = raw
         self.dialect = dialect
+        # In a pipeline every statement is sent without waiting already; an ``executemany`` there would
+        # wait for its own answers, raising a failed assertion before the pipeline ends.
+        self.pipelined = pipelined
         self._deferred: list[tuple[str, Sequence[Any]]] = []
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
@@ -79,8 +87,9 @@ class Conn:
             while j < len(pending) and pending[j][0] == sql:
                 j += 1
             rows = [params for _, params in pending[i:j]]
-            if len(rows) == 1:
-                self.raw.execute(_translate(self.dialect, sql), rows[0])
+            if len(rows) == 1 or self.pipelined:
+                for row in rows:
+                    self.raw.execute(_translate(self.dialect, sql), row)
             else:
                 self.raw.cursor().executemany(_translate(self.dialect, sql), rows)
             i = j
@@ -240,6 +249,26 @@ class Database:
             self._local.cut_off = reused
             raise converted from e
 
+    def pipelined(self, fn: Callable[[Conn], T]) -> T:
+        """Run ``fn`` in one write transaction sent as one round trip where the dialect pipelines (only a
+        result ``fn`` reads waits for the database). Any failure is raised after rolling back."""
+        raw = self._raw()
+        self._reused()
+        conn = Conn(raw, self.dialect, pipelined=True)
+        try:
+            with self.dialect.pipeline(raw):
+                self.dialect.begin_write(raw)
+                result = fn(conn)
+                conn.flush()
+                raw.execute("COMMIT")
+        except BaseException:
+            try:
+                raw.execute("ROLLBACK")
+            except Exception:
+                self._drop_raw()
+            raise
+        return result
+
     def run(self, fn: Callable[[Conn], T]) -> T:
         """Run ``fn`` in a write transaction, synchronously."""
         with self.transaction() as conn:
@@ -294,6 +323,12 @@ class Database:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_DELAY)
+
+    async def warm(self) -> None:
+        """Open the connections and start the threads that reads and writes use, so that the first
+        requests a server answers do not wait for them (an empty write commits nothing to disk)."""
+        await asyncio.gather(*(self.read(lambda conn: None) for _ in range(4)))
+        await self.write(lambda conn: None)
 
     def close(self) -> None:
         self._closed = True
@@ -355,6 +390,10 @@ class Guard:
 
     check: Callable[[Conn, list[Any]], set[Any]]
     key: Any
+    # ``assertion(conn, keys)`` issues, without reading its result, a statement that fails the
+    # transaction unless every key passes (taking the locks ``check`` would): where the dialect
+    # pipelines, a batch whose guards all assert then commits in one round trip.
+    assertion: Callable[[Conn, list[Any]], None] | None = None
 
 
 @dataclass
@@ -408,6 +447,8 @@ class _GroupCommitter:
 
         While the database is unreachable the batch is retried with backoff, taking in the writes queued
         meanwhile, and each write whose wait is over (a request's is short) fails with the outage."""
+        if self._pipelined(batch):
+            return
         delay = 0.05
         while batch:
             try:
@@ -433,6 +474,30 @@ class _GroupCommitter:
                 return
             _answer(batch, outcomes)
             return
+
+    def _pipelined(self, batch: list[_Pending]) -> bool:
+        """The batch in one round trip where the dialect pipelines and every guard asserts; False when
+        it did not commit (a lost lease, an error, an outage), for the ordinary path to take it from the
+        start, telling a failed guard from other errors (the writes may run again: see the module)."""
+        if not self._db.dialect.pipelines or not batch:
+            return False
+        asserts: dict[Callable[[Conn, list[Any]], None], list[Any]] = {}
+        for p in batch:
+            if p.guard is None or p.guard.assertion is None:
+                return False
+            asserts.setdefault(p.guard.assertion, []).append(p.guard.key)
+
+        def run(conn: Conn) -> list[tuple[bool, Any]]:
+            for assertion, keys in asserts.items():
+                assertion(conn, keys)
+            return [(True, p.fn(conn)) for p in batch]
+
+        try:
+            outcomes = self._db.pipelined(run)
+        except Exception:
+            return False
+        _answer(batch, outcomes)
+        return True
 
 
 def _answer(batch: list[_Pending], outcomes: list[tuple[bool, Any]]) -> None:

@@ -10,6 +10,7 @@ and time buckets for reports, and which driver errors mean "the database is unre
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -84,8 +85,17 @@ class Dialect:
             return text.format_map(self.ddl_types)
         return text
 
+    # Whether statements can be sent without waiting for each answer (:meth:`pipeline`), so that a
+    # whole transaction costs one round trip.
+    pipelines: ClassVar[bool] = False
+
     def begin_write(self, raw: Any) -> None:
         raw.execute("BEGIN")
+
+    def pipeline(self, raw: Any) -> contextlib.AbstractContextManager[Any]:
+        """Within this block statements are sent without waiting for their answers (where the driver
+        can); reading a result waits, and leaving the block waits for all and raises the first error."""
+        return contextlib.nullcontext()
 
     def lock_rows_suffix(self, lock: RowLock) -> str:
         """Appended to a SELECT that must lock the rows it returns as ``lock`` says."""
@@ -189,6 +199,10 @@ class PostgresDialect(Dialect):
     title = "PostgreSQL"
     ddl_types = {"blob": "BYTEA", "serial": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION"}
     fulltext = TsVector()
+    pipelines = True
+
+    def pipeline(self, raw: Any) -> contextlib.AbstractContextManager[Any]:
+        return raw.pipeline()  # type: ignore[no-any-return]
 
     def connect(self) -> Any:
         try:
