@@ -38,10 +38,12 @@ MODELS = [
 ]
 TESTING = [
     "FakeProvider",
+    "FakeSlack",
     "Fault",
     "Reply",
     "ScriptedModel",
     "SeenRequest",
+    "SlackUser",
     "example_for_schema",
     "fake_vector",
     "tool_call",
