@@ -32,7 +32,7 @@ from ..observe.events import Event, ReviewEvent, StepEvent
 from ..store.database import Conn
 from ..store.payloads import dump
 from .definitions import Effect
-from .engine import Engine, RunSignals, Suspend
+from .engine import Engine, LeaseLost, RunSignals, Suspend
 from .review_requests import NewRequest, create_request, open_request_id
 from .run_store import RunRecord, StepRecord, step_key, write_step
 from .states import Park, StepKind, StepStatus
@@ -166,8 +166,17 @@ class Journal:
         """The record of the step :meth:`begin` would number next, if it has one."""
         return self._steps.get(self._next + 1)
 
+    def hold_lease(self) -> None:
+        """Refuse to go on once the worker can no longer be sure it holds the run: another worker may be
+        executing it already, and both would pay for (or make) the same call."""
+        if time.monotonic() >= self._signals.lease_until:
+            raise LeaseLost(
+                f"run {self.run_id}: its lease could not be renewed in time; another worker resumes it"
+            )
+
     async def _boundary(self) -> None:
         """Cancellation, pausing and graceful shutdown take effect here, between steps."""
+        self.hold_lease()
         if self._signals.cancel and not self.unwinding:
             raise Cancelled(f"run {self.run_id} was cancelled")
         if self._signals.pause:
