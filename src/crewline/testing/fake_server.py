@@ -19,6 +19,7 @@ import contextlib
 import json
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -100,6 +101,7 @@ class SeenRequest:
     headers: dict[str, str]
     body: Any
     format: str = ""
+    at: float = field(default_factory=time.time)  # when it arrived, seconds since the epoch
 
 
 @dataclass
