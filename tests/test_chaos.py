@@ -7,13 +7,23 @@ finished model call is paid twice, no irreversible effect happens twice, no secr
 from __future__ import annotations
 
 import importlib.util
+import itertools
+import os
+import random
+import signal
+import subprocess
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "chaos.py"
+from crewline import App, Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench" / "chaos.py"
 
 
 def load_bench() -> ModuleType:
@@ -49,3 +59,64 @@ def test_sixty_runs_hold_their_goals_while_everything_fails(tmp_path: Path) -> N
     assert report.secrets_found == []
     assert report.scanned["tables"] >= 20 and report.scanned["trace exports"] >= 1
     assert report.scanned["log files"] >= 3
+
+
+@pytest.mark.timeout(300)
+def test_cron_fires_once_per_tick_while_four_workers_are_killed_and_restarted(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A two-second schedule on four `crewline worker` processes, one SIGKILLed and replaced every few
+    seconds: every tick in the window starts exactly one run, none is skipped, and every run completes."""
+    ticks_file = tmp_path / "ticks.txt"
+    env = {
+        **os.environ,
+        "CREWLINE_DATABASE_URL": pg_url,
+        "CREWLINE_LEASE_SECONDS": "1.5",
+        "CREWLINE_POLL_INTERVAL": "0.05",
+        "CRON_TICKS_FILE": str(ticks_file),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+    }
+
+    def worker() -> subprocess.Popen[bytes]:
+        args = [sys.executable, "-m", "crewline", "worker", "--app", "tests.workers.cron_app:app", "-c", "4"]
+        return subprocess.Popen(
+            args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    rng = random.Random(5)
+    workers = [worker() for _ in range(4)]
+    kills = 0
+    try:
+        while not ticks_file.exists():  # the workers are up
+            time.sleep(0.1)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            time.sleep(rng.uniform(1.5, 3.5))
+            victim = workers.pop(rng.randrange(len(workers)))
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            kills += 1
+            workers.append(worker())
+        time.sleep(4)  # the last runs finish
+    finally:
+        for proc in workers:
+            proc.send_signal(signal.SIGTERM)
+        for proc in workers:
+            proc.wait(60)
+    app = App(settings=Settings(database_url=pg_url))
+    try:
+        runs = app.db.query(
+            lambda c: c.all("SELECT id, status FROM runs WHERE workflow = 'ticker' ORDER BY id")
+        )
+    finally:
+        app.close()
+    ticks = sorted(
+        datetime.strptime(rid.rpartition(":")[2], "%Y%m%dT%H%M%S%z").timestamp() for rid, _ in runs
+    )
+    assert kills >= 8 and len(ticks) >= 15
+    assert len(set(ticks)) == len(ticks)
+    gaps = {b - a for a, b in itertools.pairwise(ticks)}
+    assert gaps == {2.0}, f"ticks skipped or doubled: {ticks}"
+    assert {status for _, status in runs} == {"completed"}
+    noted = ticks_file.read_text().split()
+    assert set(noted) == {rid for rid, _ in runs}
