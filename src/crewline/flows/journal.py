@@ -33,7 +33,7 @@ from ..store.database import Conn
 from ..store.payloads import dump
 from .definitions import Effect
 from .engine import Engine, LeaseLost, RunSignals, Suspend
-from .review_requests import NewRequest, create_request, open_request_id
+from .review_requests import NewRequest, create_request, open_request_id, unknown_outcome_id
 from .run_store import RunRecord, StepRecord, step_key, write_step
 from .states import Park, StepKind, StepStatus
 
@@ -199,7 +199,7 @@ class Journal:
         """An intent with no result: the call may or may not have happened. Never guess; ask."""
         park = Park.outcome_unknown(entry.n, entry.name)
         ask = NewRequest(
-            request_id=self.step_key(entry.n),
+            request_id="",
             run_id=self.run_id,
             step_no=entry.n,
             kind="outcome_unknown",
@@ -211,7 +211,8 @@ class Journal:
         )
 
         def park_on_review(conn: Conn) -> None:
-            self.new_request(conn, ask)
+            request_id = unknown_outcome_id(conn, self.run_id, entry.n, self.step_key(entry.n))
+            self.new_request(conn, replace(ask, request_id=request_id))
             self.park(conn, park)
 
         await self.transact(park_on_review)
