@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import random
@@ -40,6 +41,7 @@ import time
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -93,6 +95,9 @@ class Report:
     unknown_parked: int = 0
     unknown_resolved: Counter[str] = field(default_factory=Counter)
     failures_retried: int = 0
+    cron_fired: int = 0
+    cron_doubled: int = 0
+    cron_skipped: int = 0
     kills: int = 0
     respawned: int = 0
     pg_restarts: int = 0
@@ -131,6 +136,11 @@ class Report:
                 "",
             ),
             ("failed runs retried by the operator", str(self.failures_retried), ""),
+            (
+                "cron ticks fired / doubled / skipped",
+                f"{self.cron_fired} / {self.cron_doubled} / {self.cron_skipped}",
+                "0 doubled",
+            ),
             ("workers SIGKILLed and replaced", str(self.kills), ""),
             ("workers that exited and were restarted", str(self.respawned), ""),
             ("PostgreSQL restarts / connections cut", f"{self.pg_restarts} / {self.connections_cut}", ""),
@@ -152,6 +162,12 @@ class Report:
 
 
 # -- the sink and the trace collector -----------------------------------------------------------------
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a worker killed mid-delivery
+            super().handle_error(request, client_address)
 
 
 class Sink:
@@ -196,7 +212,7 @@ class Sink:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -412,8 +428,21 @@ def run_statuses(db_url: str) -> Counter[str]:
     import psycopg
 
     with psycopg.connect(db_url, connect_timeout=3) as conn:
-        rows = conn.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall()
+        rows = conn.execute(
+            "SELECT status, count(*) FROM runs WHERE workflow = 'chaos' GROUP BY status"
+        ).fetchall()
     return Counter({status: n for status, n in rows})
+
+
+def cron_ticks(db_url: str) -> tuple[int, int, int]:
+    """(ticks fired, ticks that started more than one run, ticks skipped) of the two-second schedule."""
+    import psycopg
+
+    with psycopg.connect(db_url, connect_timeout=3) as conn:
+        ids = [rid for (rid,) in conn.execute("SELECT id FROM runs WHERE workflow = 'tick' ORDER BY id")]
+    stamps = sorted(datetime.strptime(rid.rpartition(":")[2], "%Y%m%dT%H%M%S%z").timestamp() for rid in ids)
+    skipped = sum(round((b - a) / 2) - 1 for a, b in itertools.pairwise(stamps))
+    return len(set(stamps)), len(stamps) - len(set(stamps)), skipped
 
 
 def unfinished_runs(db_url: str) -> list[tuple[Any, ...]]:
@@ -590,10 +619,12 @@ def run(cfg: Config) -> Report:
         )
         report.upstream_requests = len(fake.requests)
         report.upstream_failed = report.upstream_requests - report.model_calls_answered
-        report.deliveries = sum(sink.deliveries.values())
-        report.effects = len(sink.applied)
-        report.duplicated_effects = sum(n - 1 for n in sink.deliveries.values() if n > 1)
+        effects = {key: n for key, n in sink.deliveries.items() if not key.startswith("cron:")}
+        report.deliveries = sum(effects.values())
+        report.effects = len(effects)
+        report.duplicated_effects = sum(n - 1 for n in effects.values() if n > 1)
         report.statuses = run_statuses(db_url)
+        report.cron_fired, report.cron_doubled, report.cron_skipped = cron_ticks(db_url)
         report.started_twice = max(0, sum(report.statuses.values()) - cfg.runs)
         fleet.stop()
         time.sleep(2)  # the last trace batches

@@ -51,3 +51,11 @@ async def chaos(ctx: Context, job: dict[str, Any]) -> dict[str, Any]:
 
 app = App()
 app.workflow(name="chaos", on_failure="review")(chaos)
+
+
+async def tick(ctx: Context) -> dict[str, Any]:
+    """Every two seconds, one run (``cron:tick:<time>``) delivering once under its own id."""
+    return await ctx.step(deliver, "tick", ctx.run_id, effect="idempotent", idempotency_key=ctx.run_id)
+
+
+app.workflow(name="tick", schedule="* * * * * */2")(tick)

@@ -56,6 +56,7 @@ def test_sixty_runs_hold_their_goals_while_everything_fails(tmp_path: Path) -> N
     # every shipped run delivered two effects, each once; an unknown outcome was settled by the operator
     assert report.effects == 120 and report.duplicated_effects == 0
     assert sum(report.unknown_resolved.values()) >= report.unknown_parked
+    assert report.cron_fired >= 3 and report.cron_doubled == 0
     assert report.secrets_found == []
     assert report.scanned["tables"] >= 20 and report.scanned["trace exports"] >= 1
     assert report.scanned["log files"] >= 3
