@@ -85,6 +85,24 @@ async def test_resolving_an_unknown_outcome(app: App, outcome: str, status: str,
         assert run.error is not None and run.error["type"] == "OutcomeFailed" and run.error["step"] == 2
 
 
+async def test_a_step_left_unknown_again_after_a_retry_asks_the_operator_again(app: App) -> None:
+    sent = invoice_workflow(app)
+    rid = await crash_after_intent(app)
+    first = await app.reviews.list(run_id=rid)
+    await app.reviews.resolve(first[0].id, "retry", by="ops")
+    app.engine.crash_hook = CrashPlan([("after_intent", 2)])  # its worker dies again after the intent
+    assert await step_once(app, "w3") == ["crashed"]
+    await expire_leases(app)
+    assert await step_once(app, "w4") == ["parked"]
+    again = await app.reviews.list(run_id=rid)  # pending ones
+    assert [r.kind for r in again] == ["outcome_unknown"] and again[0].id != first[0].id
+    await app.reviews.resolve(again[0].id, "retry", by="ops")
+    run = await drive(app, rid)
+    assert run.status == "completed" and sent["invoice-c1"] == 1
+    settled = await app.reviews.list(run_id=rid, status="resolved")
+    assert sorted(r.outcome or "" for r in settled) == ["retry", "retry"]
+
+
 async def test_resolve_refuses_runs_and_steps_that_are_not_unknown(app: App) -> None:
     invoice_workflow(app)
     rid = await crash_after_intent(app)

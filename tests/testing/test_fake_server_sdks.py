@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import struct
+from typing import Any
 
 import anthropic
 import httpx
@@ -224,3 +225,31 @@ def test_openai_responses_stream_helper_with_function_call(oa: openai.OpenAI, fa
     call = next(o for o in final.output if o.type == "function_call")
     assert (call.name, call.arguments) == ("lookup", '{"id": 7}')  # type: ignore[union-attr]
     assert final.output_text == "checking"
+
+
+def test_a_fault_mix_fails_a_share_of_requests_and_answered_lists_the_rest(
+    oa: openai.OpenAI, fake: FakeProvider
+) -> None:
+    fake.fault_mix(0.5, [Fault.http(500), Fault.rate_limit(retry_after=1), Fault.truncate()], seed=7)
+    outcomes = []
+    for i in range(60):
+        try:
+            messages: list[Any] = [{"role": "user", "content": f"n{i}"}]
+            if i % 2:
+                list(oa.chat.completions.create(model="m", messages=messages, stream=True))
+            else:
+                oa.chat.completions.create(model="m", messages=messages)
+            outcomes.append(True)
+        except (openai.APIError, httpx.HTTPError):
+            outcomes.append(False)
+    assert 15 <= outcomes.count(False) <= 45
+    assert len(fake.requests) == 60
+    answered = [r.body["messages"][0]["content"] for r in fake.answered]
+    # a stream cut off midway is not answered, even where the SDK saw its first chunks
+    assert len(answered) <= outcomes.count(True)
+    assert len(answered) == len(set(answered)) >= 15
+    fake.fault_mix(0, [])
+    oa.chat.completions.create(model="m", messages=[{"role": "user", "content": "calm"}])
+    assert fake.answered[-1].body["messages"][0]["content"] == "calm"
+    with pytest.raises(ValueError, match="at least one fault"):
+        fake.fault_mix(0.3, [])

@@ -131,3 +131,71 @@ async def test_workers_ride_out_a_database_outage(relayed: tuple[ThreadedRelay, 
         assert len(calls) == 8 * 4  # every step of every run happened
     finally:
         app.close()
+
+
+async def test_a_worker_cut_off_longer_than_its_lease_stops_calling_out(
+    relayed: tuple[ThreadedRelay, str],
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A worker that cannot renew its leases stops its runs before they lapse: once another worker has
+    taken a run over, the first must not go on paying for model calls (or making effects) on it."""
+    from crewline import RetryPolicy
+    from crewline.testing import FakeProvider, Fault
+
+    relay, cut_off_url = relayed
+    monkeypatch.setenv("FAKE_KEY", "sk-test")
+    patient = RetryPolicy(max_attempts=1000, initial_delay=0.05, max_delay=0.1, jitter=0)
+    with FakeProvider(api_key="sk-test") as fake:
+        models = {
+            "default": "fake/m",
+            "providers": {
+                "fake": {"format": "openai", "base_url": fake.url + "/v1", "api_key_env": "FAKE_KEY"}
+            },
+            "retry": {"attempts": 1},
+        }
+
+        def app_on(url: str) -> App:
+            settings = Settings(
+                database_url=url, poll_interval=0.05, lease_seconds=1.5, sections={"models": models}
+            )
+            app = App(settings=settings)
+
+            @app.workflow(name="ask")
+            async def ask(ctx: Context) -> str:
+                reply: str = await ctx.llm(messages="the one question", max_tokens=5, retry=patient)
+                return reply
+
+            return app
+
+        first, second = app_on(cut_off_url), app_on(pg_url)
+        fake.fault_mix(1.0, [Fault.http(500)])  # the provider is down: the first worker keeps retrying
+        worker_a = first.worker(concurrency=1, worker_id="a")
+        worker_b = second.worker(concurrency=1, worker_id="b")
+        tasks = []
+        try:
+            rid = await second.start("ask")
+            tasks.append(asyncio.create_task(worker_a.run()))
+            while not fake.requests:
+                await asyncio.sleep(0.05)
+            tasks.append(asyncio.create_task(worker_b.run()))
+            relay.cut()  # worker a loses the database (not the provider) for longer than its lease
+            while (await second.get_run(rid)).lease_owner != "b":
+                await asyncio.sleep(0.05)
+            # worker a stopped the run before its lease lapsed, without waiting to hear it had lost it
+            assert f"could not renew the lease on run {rid} in time" in caplog.text
+            fake.fault_mix(0, [])  # the provider recovers while worker a is still cut off
+            await asyncio.sleep(0.5)
+            relay.restore()
+            assert await second.result(rid, timeout=30) == "echo: the one question"
+            await asyncio.sleep(2.0)  # worker a would have had its answer too by now
+            asked = [r for r in fake.answered if r.body["messages"][-1]["content"] == "the one question"]
+            assert len(asked) == 1, f"the provider answered the one call {len(asked)} times"
+        finally:
+            relay.restore()
+            worker_a.stop()
+            worker_b.stop()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            first.close()
+            second.close()

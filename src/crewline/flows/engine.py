@@ -9,6 +9,7 @@ that this worker still holds the run's lease, so a worker that lost its lease ca
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import time
@@ -54,6 +55,9 @@ class RunSignals:
     cancel: bool = False
     pause: bool = False  # an operator asked the run to pause at its next step boundary
     drain: asyncio.Event = field(default_factory=asyncio.Event)
+    # Monotonic time until which the worker is sure its lease on the run holds (it renewed it in time);
+    # past it another worker may have taken the run over, so this one must not start anything more.
+    lease_until: float = math.inf
 
 
 def kill_at(spec: str) -> CrashHook:

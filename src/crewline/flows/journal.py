@@ -32,8 +32,8 @@ from ..observe.events import Event, ReviewEvent, StepEvent
 from ..store.database import Conn
 from ..store.payloads import dump, load_json
 from .definitions import Effect
-from .engine import Engine, RunSignals, Suspend
-from .review_requests import NewRequest, create_request, open_request_id
+from .engine import Engine, LeaseLost, RunSignals, Suspend
+from .review_requests import NewRequest, create_request, open_request_id, unknown_outcome_id
 from .run_store import RunRecord, StepRecord, step_key, write_step
 from .shadow import spending_as
 from .states import Park, StepKind, StepStatus
@@ -169,8 +169,17 @@ class Journal:
         """The record of the step :meth:`begin` would number next, if it has one."""
         return self._steps.get(self._next + 1)
 
+    def hold_lease(self) -> None:
+        """Refuse to go on once the worker can no longer be sure it holds the run: another worker may be
+        executing it already, and both would pay for (or make) the same call."""
+        if time.monotonic() >= self._signals.lease_until:
+            raise LeaseLost(
+                f"run {self.run_id}: its lease could not be renewed in time; another worker resumes it"
+            )
+
     async def _boundary(self) -> None:
         """Cancellation, pausing and graceful shutdown take effect here, between steps."""
+        self.hold_lease()
         if self._signals.cancel and not self.unwinding:
             raise Cancelled(f"run {self.run_id} was cancelled")
         if self._signals.pause:
@@ -193,7 +202,7 @@ class Journal:
         """An intent with no result: the call may or may not have happened. Never guess; ask."""
         park = Park.outcome_unknown(entry.n, entry.name)
         ask = NewRequest(
-            request_id=self.step_key(entry.n),
+            request_id="",
             run_id=self.run_id,
             step_no=entry.n,
             kind="outcome_unknown",
@@ -205,7 +214,8 @@ class Journal:
         )
 
         def park_on_review(conn: Conn) -> None:
-            self.new_request(conn, ask)
+            request_id = unknown_outcome_id(conn, self.run_id, entry.n, self.step_key(entry.n))
+            self.new_request(conn, replace(ask, request_id=request_id))
             self.park(conn, park)
 
         await self.transact(park_on_review)

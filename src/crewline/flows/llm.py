@@ -216,6 +216,7 @@ async def _complete_within_budget(
     attempt = 0
     while True:
         attempt += 1
+        journal.hold_lease()
         try:
             return await _complete(gateway, journal, model, request, call.n)
         except ModelError as e:

@@ -9,7 +9,7 @@ from ..errors import InvalidInput, InvalidRunState, RunExists
 from ..store.database import Conn
 from ..store.payloads import Unreadable, check_depth, dump
 from .attempts import step_number
-from .review_requests import set_status
+from .review_requests import resolve_unknown_outcome
 from .run_store import (
     copy_steps,
     first_unsettled_step,
@@ -21,7 +21,6 @@ from .run_store import (
     new_run_id,
     resume_run,
     settle_step,
-    step_key,
     step_status,
 )
 
@@ -116,7 +115,6 @@ def resolve_step(
     again; ``fail``: record the step as failed, which the workflow sees as a :class:`StepError`.
     """
     status, reason, _ = lock_run(conn, run_id)
-    attempt = get_run(conn, run_id).attempt
     if status != "waiting" or not (reason or "").startswith("outcome unknown"):
         raise InvalidRunState(
             f"run {run_id} is not waiting for an outcome (it is {status}); nothing to resolve"
@@ -129,5 +127,5 @@ def resolve_step(
         raise InvalidInput(f"outcome must be done, retry or fail, got {outcome!r}")
     now = time.time()
     settle_step(conn, run_id, step_no, outcome, output_json, now)
-    set_status(conn, step_key(run_id, step_no, attempt), "resolved", by=resolved_by, outcome=outcome)
+    resolve_unknown_outcome(conn, run_id, step_no, by=resolved_by, outcome=outcome)
     resume_run(conn, run_id, now)

@@ -225,6 +225,29 @@ def open_request_id(conn: Conn, run_id: str, step_no: int, kind: str) -> str:
     return pending[0] if pending else f"{prefix}{len(rows) + 1}"
 
 
+def unknown_outcome_id(conn: Conn, run_id: str, step_no: int, first: str) -> str:
+    """The id of the step's pending "outcome unknown" request, else ``first`` for its first one and
+    ``first:N`` for the N-th: an operator's retry may be cut short by a crash again, and then must be
+    asked anew, not folded into the request already resolved."""
+    rows = conn.all(
+        "SELECT id, status FROM reviews WHERE run_id = ? AND step_no = ? AND kind = 'outcome_unknown'",
+        (run_id, step_no),
+    )
+    pending = [str(r[0]) for r in rows if r[1] == "pending"]
+    if pending:
+        return pending[0]
+    return f"{first}:{len(rows) + 1}" if rows else first
+
+
+def resolve_unknown_outcome(conn: Conn, run_id: str, step_no: int, *, by: str, outcome: str) -> None:
+    """Mark the step's pending "outcome unknown" request resolved."""
+    conn.execute(
+        "UPDATE reviews SET status = 'resolved', decided_by = ?, decided_at = ?, outcome = ? "
+        "WHERE run_id = ? AND step_no = ? AND kind = 'outcome_unknown' AND status = 'pending'",
+        (by, time.time(), outcome, run_id, step_no),
+    )
+
+
 def get_request(conn: Conn, request_id: str) -> ReviewRequest:
     row = conn.one(f"SELECT {_COLUMNS} FROM reviews WHERE id = ?", (request_id,))
     if row is None:

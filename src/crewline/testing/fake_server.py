@@ -5,6 +5,7 @@ latency.
     with FakeProvider() as fake:
         fake.reply("hello")                          # next reply, any format
         fake.fault(Fault.rate_limit(retry_after=1))  # next request gets a 429 with retry-after
+        fake.fault_mix(0.3, [Fault.http(500), Fault.timeout(2)], seed=1)  # then 30% of all requests fail
         client = openai.OpenAI(base_url=fake.url + "/v1", api_key="test")
 
 It runs its own event loop in a thread, so sync and async clients (and official SDKs) can use it alike.
@@ -16,8 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import threading
+import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -97,16 +101,24 @@ class SeenRequest:
     headers: dict[str, str]
     body: Any
     format: str = ""
+    at: float = field(default_factory=time.time)  # when it arrived, seconds since the epoch
 
 
 @dataclass
 class _Script:
     replies: deque[Reply] = field(default_factory=deque)
     faults: list[Fault] = field(default_factory=list)
+    mix: tuple[Fault, ...] = ()
+    mix_rate: float = 0.0
+    rng: random.Random = field(default_factory=random.Random)
 
 
 class FakeProvider:
-    """The fake server. ``latency`` seconds are added before every reply (and each stream event)."""
+    """The fake server. ``latency`` seconds are added before every reply (and each stream event).
+
+    ``requests`` lists every request seen (with ``record``); ``answered`` those given a whole successful
+    reply, the calls a real provider would bill.
+    """
 
     def __init__(
         self,
@@ -125,6 +137,7 @@ class FakeProvider:
         self.api_key = api_key
         self.record = record
         self.requests: list[SeenRequest] = []
+        self.answered: list[SeenRequest] = []
         self._script = _Script()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -160,10 +173,21 @@ class FakeProvider:
             self._script.faults.append(fault)
         return self
 
+    def fault_mix(self, rate: float, faults: Sequence[Fault], *, seed: int | None = None) -> FakeProvider:
+        """From now on, fail each request that no queued fault matches with probability ``rate``, by one of
+        ``faults`` drawn at random (their ``times`` and ``path`` are ignored); ``rate`` 0 stops it."""
+        if not 0.0 <= rate <= 1.0 or (rate and not faults):
+            raise ValueError("fault_mix needs a rate between 0 and 1 and at least one fault")
+        with self._lock:
+            self._script.mix, self._script.mix_rate = tuple(faults), rate
+            self._script.rng = random.Random(seed)
+        return self
+
     def reset(self) -> None:
         with self._lock:
             self._script = _Script()
             self.requests.clear()
+            self.answered.clear()
 
     def _next(self, path: str) -> tuple[Fault | None, Reply | None]:
         with self._lock:
@@ -173,7 +197,10 @@ class FakeProvider:
                 if fault.times <= 0:
                     self._script.faults.remove(fault)
                 return fault, None
-            return None, self._script.replies.popleft() if self._script.replies else None
+            script = self._script
+            if script.mix_rate and script.rng.random() < script.mix_rate:
+                return script.rng.choice(script.mix), None
+            return None, script.replies.popleft() if script.replies else None
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
@@ -277,9 +304,10 @@ class FakeProvider:
         except ValueError:
             return await _send(writer, 400, fmt_cls({}, path).error(400, "request body is not JSON"))
         wire = fmt_cls(body, path)
+        seen = SeenRequest(method, path, query, headers, body, wire.name)
         if self.record:
             with self._lock:
-                self.requests.append(SeenRequest(method, path, query, headers, body, wire.name))
+                self.requests.append(seen)
         if self.latency:
             await asyncio.sleep(self.latency)
         if self.api_key is not None and not self._authorised(headers, query):
@@ -287,18 +315,19 @@ class FakeProvider:
         fault, reply = self._next(path)
         if fault is not None and fault.kind != "truncate" and fault.kind != "malformed":
             return await self._fail(fault, wire, writer)
-        if is_embed:
-            return (
-                await _send(writer, 200, wire.embed())
-                if fault is None
-                else await self._fail(fault, wire, writer)
-            )
+        if is_embed and fault is not None:
+            return await self._fail(fault, wire, writer)
         reply = reply or wire.default_reply()
-        if wire.streaming():
-            return await self._stream(wire, reply, fault, writer)
-        if fault is not None:
+        if wire.streaming() and not is_embed:
+            whole = await self._stream(wire, reply, fault, writer)
+        elif fault is not None:
             return await self._fail(fault, wire, writer, wire.complete(reply))
-        return await _send(writer, 200, wire.complete(reply))
+        else:
+            whole = await _send(writer, 200, wire.embed() if is_embed else wire.complete(reply))
+        if whole and fault is None:
+            with self._lock:
+                self.answered.append(seen)
+        return whole
 
     def _authorised(self, headers: dict[str, str], query: str) -> bool:
         key = self.api_key

@@ -3,7 +3,9 @@
 Stopping is graceful: no new claims, each run finishes the step it is in and parks itself as pending at
 the next step boundary, whatever is still held is released, then :meth:`Worker.run` returns. A worker
 that dies instead simply stops heartbeating; its leases lapse and another worker resumes its runs from
-their checkpoints.
+their checkpoints. A worker that lives but cannot renew its leases (the database is away) fences itself:
+it stops its runs before their leases could lapse, by its own clock, so that no run is ever executed by
+two workers at once, each paying for the same model call.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class Worker:
     async def run(self) -> None:
         await self._write(self._register)
         control = asyncio.create_task(self._control_loop(), name="crewline-worker-control")
+        fence = asyncio.create_task(self._fence_loop(), name="crewline-worker-fence")
         chores = [asyncio.create_task(chore(self._stopping)) for chore in self._chores]
         try:
             await self._claim_loop()
@@ -92,7 +95,8 @@ class Worker:
             if self._cleanups:
                 await asyncio.gather(*self._cleanups, return_exceptions=True)
             control.cancel()
-            await asyncio.gather(control, *chores, return_exceptions=True)
+            fence.cancel()
+            await asyncio.gather(control, fence, *chores, return_exceptions=True)
             try:
                 await self._write(self._unregister)
             except DatabaseUnavailable:
@@ -106,6 +110,7 @@ class Worker:
             free = self.concurrency - len(self._tasks)
             claimed: list[RunRecord] = []
             if free > 0:
+                began = time.monotonic()
                 try:
                     claimed = await self._claim(free)
                     backoff = 0.1
@@ -118,7 +123,7 @@ class Worker:
                     backoff = min(backoff * 2, 10.0)
                     continue
                 for run in claimed:
-                    self._start(run)
+                    self._start(run, self._sure_until(began))
             if free > 0 and len(claimed) == free:
                 continue  # there may be more due right now
             await self._idle()
@@ -133,8 +138,8 @@ class Worker:
             )
         )
 
-    def _start(self, run: RunRecord) -> None:
-        signals = RunSignals(cancel=run.cancel_requested, pause=run.pause_requested)
+    def _start(self, run: RunRecord, lease_until: float) -> None:
+        signals = RunSignals(cancel=run.cancel_requested, pause=run.pause_requested, lease_until=lease_until)
         task = asyncio.create_task(
             execute_run(self.engine, run, self.id, signals), name=f"crewline-run-{run.id}"
         )
@@ -187,7 +192,7 @@ class Worker:
     # -- leases, cancellation, cron --------------------------------------------------------------------
 
     async def _control_loop(self) -> None:
-        interval = min(1.0, self.lease_seconds / 3)
+        interval = self._tick
         last_beat = time.monotonic()
         while True:
             await asyncio.sleep(interval)
@@ -203,9 +208,38 @@ class Worker:
             except Exception:
                 log.exception("worker %s control loop error", self.id)
 
+    def _sure_until(self, began: float) -> float:
+        """Until when a lease written by a write that began at ``began`` surely holds, less a margin in
+        which the fence, looking twice within it, stops the run before the lease can lapse, not after."""
+        return began + self.lease_seconds - self._fence_margin
+
+    @property
+    def _fence_margin(self) -> float:
+        return min(0.25, self.lease_seconds / 10)
+
+    @property
+    def _tick(self) -> float:
+        return min(1.0, self.lease_seconds / 3)
+
+    async def _fence_loop(self) -> None:
+        """Stop the runs whose leases this worker could not renew in time. Apart from the control loop,
+        whose heartbeat waits for the database however long it is away."""
+        while True:
+            await asyncio.sleep(self._fence_margin / 2)
+            now = time.monotonic()
+            for run_id, (task, signals) in self._tasks.items():
+                if signals.lease_until <= now and not task.done():
+                    log.warning("could not renew the lease on run %s in time; stopping it here", run_id)
+                    task.cancel()
+
     async def _heartbeat(self) -> None:
         live = list(self._tasks)
+        began = time.monotonic()
         held = await self._write(lambda c: extend_leases(c, self.id, self.lease_seconds, live))
+        for run_id in held:
+            entry = self._tasks.get(run_id)
+            if entry is not None:
+                entry[1].lease_until = self._sure_until(began)
         missed = [run_id for run_id in live if run_id not in held]
         if missed:
             # Not renewed: lost to a lapsed lease, or ended / parked by its own task meanwhile. Only the
