@@ -25,7 +25,7 @@ def guide(app: App, url: str) -> str:
     start = f"run {no_input[0]} --wait" if no_input else f"run {first} --input '{{...}}'"
     steps = [
         (f"{cli} keys create --scope operator --name me", "prints a key, once: export KEY=..."),
-        (f"open {url}/", "the console: sign in with that key"),
+        (f"{url}/", "the console, in a browser: sign in with that key"),
         (f'curl -H "Authorization: Bearer $KEY" {url}/api/v1/runs', "the API, with that key"),
         (f"{cli} {start}", f"start a run (inputs: {url}/docs)"),
         (f"{cli} runs list", "runs, newest first"),
