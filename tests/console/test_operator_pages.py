@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from crewline import App, Settings
+from crewline.evals.results import EvalRun, create_run, finish_run, new_eval_id
+from crewline.evals.targets import prompt_target
 from crewline.flows.prompts import resolve, sync_prompts
 
 from ..server.conftest import Api
@@ -56,7 +58,13 @@ def test_prompts_versions_diff_and_label_moves(
     assert 'href="/prompts/greet"' in listed and f"production={v1[:7]}" in listed
     page = b.get("/prompts/greet", params={"version": v1}).text
     assert page.count('class="mono" href="/prompts/greet?version=') == 2 and "Hello {{ name }}.\n" in page
-    assert 'id="evaluations"' in page  # where evaluation results will show
+    assert 'id="evaluations"' in page and "No evaluation results for this prompt yet." in page
+    run = EvalRun(new_eval_id(), "tone", prompt_target("greet", v1), "tone", "d" * 16, {})
+    create_run(api.app.db, run)
+    finish_run(api.app.db, run.id, "completed", True, {"scorers": {"exact": {"mean": 0.875}}})
+    page = b.get("/prompts/greet", params={"version": v1}).text
+    assert "exact 0.88 (passed)" in page and f'<td class="mono">{v1[:12]}</td>' in page
+    assert "tone@dddddddd" in page
     diff = b.get("/prompts/greet", params={"a": "production", "b": "latest"}).text
     assert (
         "<del>Hello {{ name }}.</del>" in diff and "<ins>Hello {{ name }}, thanks for writing.</ins>" in diff

@@ -1,12 +1,13 @@
 """``/prompts``: prompt names, their versions and labels, a version's text, a diff of two versions, and
 label moves (operators and admins).
 
-Evaluation results of a version have their place on the prompt page (``fragments/prompt_evaluations.html``,
-fed by :func:`evaluations`), empty until evaluations are stored.
+A prompt's page also lists the latest evaluations of its versions (``crewline eval run``;
+``fragments/prompt_evaluations.html``, fed by :func:`evaluations`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -14,7 +15,10 @@ from fastapi.responses import RedirectResponse, Response
 
 from ...errors import InvalidInput, PromotionRefused
 from ...evals.gate import label_gate
+from ...evals.results import list_runs
+from ...evals.targets import prompt_target
 from ...flows import prompts as p
+from ...store import Database
 from ..diffs import side_by_side
 from ..web import PAGE_HEADERS, NavEntry, PageError, Viewer, change, console_of, page, render
 from ._formats import FMT
@@ -26,9 +30,22 @@ NAV = (NavEntry(60, "Prompts", "/prompts", "read prompts"),)
 router = APIRouter(include_in_schema=False)
 
 
-def evaluations(name: str, versions: list[p.PromptVersion]) -> list[dict[str, Any]]:
-    """Evaluation results to show beside the versions of prompt ``name``: none are stored yet."""
-    return []
+def evaluations(db: Database, name: str) -> list[dict[str, Any]]:
+    """The latest evaluations of prompt ``name``'s versions (``crewline eval run``), newest first."""
+    shown = []
+    for run in list_runs(db, target=prompt_target(name, "").rstrip("@"), limit=20):
+        scores = run.summary.get("scorers", {})
+        score = ", ".join(f"{scorer} {figures['mean']:.2f}" for scorer, figures in scores.items())
+        verdict = {True: "passed", False: "failed"}.get(run.passed) if run.passed is not None else run.status
+        shown.append(
+            {
+                "version": run.target.rpartition("@")[2][:12],
+                "dataset": f"{run.dataset}@{run.dataset_version[:8]}",
+                "score": f"{score or '-'} ({verdict})",
+                "at": run.finished_at or run.started_at,
+            }
+        )
+    return shown
 
 
 @router.get("/prompts")
@@ -83,7 +100,7 @@ async def _prompt_page(
         "diff": None if old is None or new is None else side_by_side(old.source, new.source),
         "old": old,
         "new": new,
-        "evaluations": evaluations(name, versions),
+        "evaluations": await asyncio.to_thread(evaluations, db, name),
         "may_label": who.may("move prompt labels"),
         "message": message,
         "notice": notice,
