@@ -26,7 +26,9 @@ from ..flows._drive import drive, step_once
 
 MODELS = {
     "default": "cheap",
-    "providers": {"fake": {"format": "openai", "base_url": "", "api_key_env": "FAKE_KEY"}},
+    "providers": {
+        "fake": {"format": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "FAKE_KEY"}
+    },
     "aliases": {"cheap": "fake/mid"},
     "prices": {"fake/mid": {"input": 1000.0, "output": 1000.0}},  # $0.001 a token
     "retry": {"attempts": 1},
