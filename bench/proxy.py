@@ -229,9 +229,19 @@ async def _open_loop(
         host, port, request = requests[t]
         conn = idle[t].pop() if idle[t] else None
         try:
+            if conn is not None:
+                try:
+                    status, _, reuse = await asyncio.wait_for(_exchange(*conn, request, scheduled), 30)
+                except (asyncio.IncompleteReadError, ConnectionError) as e:
+                    if getattr(e, "partial", b""):
+                        raise
+                    # The server closed this idle keep-alive connection (after uvicorn's keep-alive
+                    # timeout) as it was being reused: resend on a new one, as HTTP clients do.
+                    conn[1].close()
+                    conn = None
             if conn is None:
                 conn = await asyncio.open_connection(host, port)
-            status, _, reuse = await asyncio.wait_for(_exchange(*conn, request, scheduled), 30)
+                status, _, reuse = await asyncio.wait_for(_exchange(*conn, request, scheduled), 30)
         except (
             OSError,
             asyncio.IncompleteReadError,
