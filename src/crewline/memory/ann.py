@@ -64,6 +64,9 @@ BEGIN
 END
 $f$"""
 
+_SETTINGS_BEFORE_0_8 = "SELECT set_config('hnsw.ef_search', ?, false)"
+_SETTINGS = _SETTINGS_BEFORE_0_8 + ", set_config('hnsw.iterative_scan', 'relaxed_order', false)"
+
 _TRIGGERS = ("memory_vectors_insert", "memory_vectors_update", "memory_vectors_delete")
 
 
@@ -93,7 +96,8 @@ def enable_hnsw(conn: Conn, dim: int, settings: VectorSettings) -> HnswIndex | N
     if settings.mode == "exact":
         return None
     conn.lock_key("memory:vectors")  # one process sets it up; the others wait and find it done
-    if conn.dialect.vector_extension(conn.raw, create=True) is None:
+    version = conn.dialect.vector_extension(conn.raw, create=True)
+    if version is None:
         if settings.mode == "hnsw":
             raise ConfigError(
                 '[memory] vector_index = "hnsw" needs PostgreSQL with the pgvector extension '
@@ -102,7 +106,11 @@ def enable_hnsw(conn: Conn, dim: int, settings: VectorSettings) -> HnswIndex | N
         return None
     if _width(conn) != dim:
         _create(conn, dim)
-    return HnswIndex(dim, settings.ef_search)
+    return HnswIndex(dim, settings.ef_search, iterative=_release(version) >= (0, 8))
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(p) if p.isdigit() else 0 for p in version.split(".")[:2])
 
 
 def _width(conn: Conn) -> int | None:
@@ -152,12 +160,13 @@ def literal(vector: NDArray[np.float32]) -> str:
 class HnswIndex:
     """The vector side over ``memory_vectors``: nothing to load or follow, the database keeps it."""
 
-    def __init__(self, dim: int, ef_search: int = EF_SEARCH) -> None:
+    def __init__(self, dim: int, ef_search: int = EF_SEARCH, *, iterative: bool = True) -> None:
         self.dim = dim
         self.ef_search = ef_search
+        self.iterative = iterative  # pgvector 0.8+; before it a filter can only thin ef_search's beam
 
     def synced(self, conn: Conn) -> HnswSearch:
-        return HnswSearch(conn, self.ef_search)
+        return HnswSearch(conn, self.ef_search, self.iterative)
 
     def reset(self) -> None:
         """Nothing cached in the process."""
@@ -166,9 +175,10 @@ class HnswIndex:
 class HnswSearch:
     """One connection's searches over the HNSW index (what :class:`~.vectors.VectorSearch` asks)."""
 
-    def __init__(self, conn: Conn, ef_search: int) -> None:
+    def __init__(self, conn: Conn, ef_search: int, iterative: bool = True) -> None:
         self.conn = conn
         self.ef_search = ef_search
+        self.iterative = iterative
 
     def search(
         self, query: NDArray[np.float32], scopes: Sequence[str], k: int, *, now: float | None = None
@@ -178,11 +188,8 @@ class HnswSearch:
             return []
         ef = min(_MAX_EF, max(self.ef_search, k))
         # Session settings (reads run in autocommit, where SET LOCAL would not outlive its statement).
-        self.conn.execute(
-            "SELECT set_config('hnsw.ef_search', ?, false), "
-            "set_config('hnsw.iterative_scan', 'relaxed_order', false)",
-            (str(ef),),
-        )
+        # pgvector reserves the hnsw. prefix: naming a setting older releases lack is an error.
+        self.conn.execute(_SETTINGS if self.iterative else _SETTINGS_BEFORE_0_8, (str(ef),))
         # relaxed_order may return near neighbours slightly out of order: sort the few found again.
         rows = self.conn.all(
             "WITH c AS MATERIALIZED (SELECT rid, embedding <=> CAST(? AS vector) AS d FROM memory_vectors "
