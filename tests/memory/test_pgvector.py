@@ -168,3 +168,10 @@ def test_bad_settings_name_the_key(section: dict[str, object], message: str) -> 
     with pytest.raises(ConfigError, match=message):
         vector_settings(section)
     assert vector_settings({}) == VectorSettings("auto", 100)
+
+
+def test_auto_uses_hnsw_once_the_extension_is_installed(vdb: Database, embedder: LocalEmbedder) -> None:
+    assert isinstance(run(MemoryStore(vdb, embedder).ready()), ExactIndex)  # offered, not installed
+    assert vdb.query(lambda c: c.scalar("SELECT COUNT(*) FROM pg_extension WHERE extname = 'vector'")) == 0
+    run(hnsw_store(vdb, embedder).ready())  # "hnsw" installs it
+    assert isinstance(run(MemoryStore(vdb, embedder).ready()), HnswIndex)

@@ -1,9 +1,10 @@
 """pgvector's HNSW index: the vector side of search on PostgreSQL where the ``vector`` extension exists.
 
-``[memory] vector_index`` picks the side: ``"auto"`` (the default) uses HNSW when the database has
-pgvector (the extension is created on first use when the server offers it and the role may) and the
-exact in-process index (:class:`~.vectors.ExactIndex`) otherwise; ``"hnsw"`` requires it; ``"exact"``
-never uses it. This module owns ``memory_vectors``: one ``vector(dim)`` row per embedded item with its
+``[memory] vector_index`` picks the side: ``"auto"`` (the default) uses HNSW when pgvector is installed
+in the database (``CREATE EXTENSION vector``, an operator's deliberate act) and the exact in-process index
+(:class:`~.vectors.ExactIndex`) otherwise; ``"hnsw"`` creates the extension where the server offers it and
+the role may, and fails without it; ``"exact"`` never uses it. HNSW is approximate (see bench/README.md
+for its recall on the bench corpus): what it buys is that no process holds every vector in memory. This module owns ``memory_vectors``: one ``vector(dim)`` row per embedded item with its
 scope and expiry, kept by triggers on ``memory_items`` in the transaction that writes the item, so a
 rollback, a forget, a purge or a failed ingest can never leave it out of step (the embedding itself stays
 a little-endian float32 blob in ``memory_items``, read by the triggers with :data:`_F4LE`). The table is set
@@ -96,7 +97,7 @@ def enable_hnsw(conn: Conn, dim: int, settings: VectorSettings) -> HnswIndex | N
     if settings.mode == "exact":
         return None
     conn.lock_key("memory:vectors")  # one process sets it up; the others wait and find it done
-    version = conn.dialect.vector_extension(conn.raw, create=True)
+    version = conn.dialect.vector_extension(conn.raw, create=settings.mode == "hnsw")
     if version is None:
         if settings.mode == "hnsw":
             raise ConfigError(
