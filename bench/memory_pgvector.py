@@ -126,6 +126,24 @@ async def measure(url: str, texts: list[str], vecs: np.ndarray, nq: int, ef: int
     return out
 
 
+async def footprint(url: str, n: int, mode: str) -> None:
+    """Peak RSS of this (fresh) process opening the kept database of ``n`` chunks and searching it."""
+    db_url, _ = database_for(url, n)
+    db = open_database(db_url)
+    store = MemoryStore(db, LocalEmbedder(), vectors=VectorSettings(mode))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    await store.search("router invoice refund", scope="bench", k=10, text_weight=0)
+    first = time.perf_counter() - start
+    for q in ["alpha beta", "norway shipping days", "premium support plan"] * 10:
+        await store.search(q, scope="bench", k=10, text_weight=0)
+    db.close()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"{mode} {n} chunks: peak RSS {peak:.0f} MB ({before:.0f} MB before the first search), first search {first:.1f} s"
+    )
+
+
 def run(url: str, sizes: list[int], nq: int, efs: list[int]) -> None:
     embedder = LocalEmbedder()
     for n in sizes:
@@ -150,7 +168,14 @@ def main() -> None:
     ap.add_argument("--sizes", default="100000")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--ef-search", default="100,400", help="hnsw.ef_search values to measure")
+    ap.add_argument(
+        "--footprint", choices=("hnsw", "exact"), help="only the RSS of searching a kept database"
+    )
     args = ap.parse_args()
+    if args.footprint:
+        for n in (int(s) for s in args.sizes.split(",")):
+            asyncio.run(footprint(args.pgvector, n, args.footprint))
+        return
     efs = [int(e) for e in args.ef_search.split(",")]
     run(args.pgvector, [int(s) for s in args.sizes.split(",")], args.queries, efs)
 
