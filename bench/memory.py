@@ -233,7 +233,17 @@ def main() -> None:
     ap.add_argument("--engines", default="crewline,lancedb")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--text-budgets", default="2000,exact", help="crewline full-text budgets (exact = none)")
+    ap.add_argument(
+        "--pgvector", metavar="URL", help="only pgvector's HNSW on this server (bench/memory_pgvector.py)"
+    )
+    ap.add_argument("--ef-search", default="100,400", help="hnsw.ef_search values with --pgvector")
     args = ap.parse_args()
+    if args.pgvector:
+        from memory_pgvector import run
+
+        efs = [int(e) for e in args.ef_search.split(",")]
+        run(args.pgvector, [int(s) for s in args.sizes.split(",")], args.queries, efs)
+        return
     budgets = [None if b == "exact" else int(b) for b in args.text_budgets.split(",")]
     sizes = [int(s) for s in args.sizes.split(",")]
     dbs, engines = args.db.split(","), args.engines.split(",")

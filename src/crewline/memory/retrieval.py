@@ -27,7 +27,7 @@ from . import versions as v
 from .filters import matches
 from .fulltext import TextIndex
 from .results import Hit
-from .vectors import ExactIndex
+from .vectors import VectorSearch
 
 __all__ = [
     "Query",
@@ -152,7 +152,7 @@ def fuse(
     return [(key, fused[key], where[key]) for key in order]
 
 
-def run_query(conn: Conn, index: ExactIndex | None, text: TextIndex, q: Query) -> list[Hit]:
+def run_query(conn: Conn, index: VectorSearch | None, text: TextIndex, q: Query) -> list[Hit]:
     """Candidates from both sides, fused, filtered and loaded; widens the pool once if filters starve it."""
     pool = max(q.candidates, q.k) * (4 if (q.filter or q.kinds) else 1)
     for attempt in range(2):
