@@ -11,6 +11,10 @@ Where the dialect pipelines (PostgreSQL), a batch whose writes all carry a guard
 sent as one round trip — begin, the guards' assertions, the writes, commit — instead of four (begin, read
 the guards, write, commit): one run checkpointing a step then costs about one commit. A failed assertion
 aborts the transaction, and the batch takes the ordinary path, which tells a failed guard from an error.
+
+A write made while the writer thread is idle and the database quiet skips the thread altogether: it is
+committed from the event loop (``store/direct.py``), which saves a lone run the two thread hand-offs per
+step; as soon as writes overlap, they queue for the writer thread and share its commits again.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any, TypeVar
 
 from ..errors import DatabaseUnavailable, GuardFailed, StoreError
 from .dialects import Dialect, dialect_for_url
+from .direct import HAND_OVER, Write, direct_writer
 
 __all__ = ["Conn", "Database", "Guard", "bounded_waits"]
 
@@ -295,11 +300,22 @@ class Database:
         With ``guard``, ``fn`` runs only if the guard's check passes for its key in that same transaction
         (else :class:`GuardFailed`); the checks of all guarded writes in a batch take one query.
         """
-        if self._committer is None:
+        committer = self._committer
+        if committer is None:
             with self._lock:
                 if self._committer is None:
                     self._committer = _GroupCommitter(self)
-        return await self._committer.submit(fn, guard, self._wait())
+                committer = self._committer
+        if committer.claim_direct():
+            try:
+                value = await committer.direct.commit(Write(fn, guard))
+            finally:
+                committer.release_direct()
+            if value is not HAND_OVER:
+                # A run whose steps never wait for anything else would otherwise keep the loop to itself.
+                await asyncio.sleep(0)
+                return value  # type: ignore[no-any-return]
+        return await committer.submit(fn, guard, self._wait())
 
     def _wait(self) -> float:
         """How long the caller may wait for an unreachable database (see :func:`bounded_waits`)."""
@@ -396,13 +412,23 @@ class Guard:
     assertion: Callable[[Conn, list[Any]], None] | None = None
 
 
-@dataclass
-class _Pending:
-    fn: Callable[[Conn], Any]
-    future: asyncio.Future[Any]
-    loop: asyncio.AbstractEventLoop
-    guard: Guard | None
-    deadline: float  # monotonic: until when it may wait for an unreachable database
+class _Pending(Write):
+    """A write queued for the writer thread, and who awaits its outcome."""
+
+    __slots__ = ("deadline", "future", "loop")
+
+    def __init__(
+        self,
+        fn: Callable[[Conn], Any],
+        future: asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop,
+        guard: Guard | None,
+        deadline: float,  # monotonic: until when it may wait for an unreachable database
+    ) -> None:
+        super().__init__(fn, guard)
+        self.future = future
+        self.loop = loop
+        self.deadline = deadline
 
 
 class _GroupCommitter:
@@ -413,6 +439,14 @@ class _GroupCommitter:
         self._pending: list[_Pending] = []
         self._cond = threading.Condition()
         self._closed = False
+        # A transaction is being committed, by the writer thread or from an event loop: writes queue.
+        self._busy = False
+        # Writes the last commit carried: more than one means writes overlap, and share commits.
+        self._last_batch = 0
+        # A write was committed from an event loop in its current turn: the tasks woken with it queue,
+        # so that runs in flight keep sharing commits instead of taking turns on the loop.
+        self._loop_turn = False
+        self.direct = direct_writer(db.dialect, lambda raw, p: Conn(raw, db.dialect, p), _run_batch)
         self._thread = threading.Thread(target=self._loop, name="crewline-commit", daemon=True)
         self._thread.start()
 
@@ -426,21 +460,49 @@ class _GroupCommitter:
             self._cond.notify()
         return fut
 
+    def claim_direct(self) -> bool:
+        """Whether the caller may commit its write from its event loop now (then it must call
+        :meth:`release_direct`): the writer is idle, nothing is queued and the database is quiet."""
+        with self._cond:
+            if self._busy or self._pending or self._closed or self._loop_turn or self._last_batch > 1:
+                return False
+            self._busy = True
+            return True
+
+    def release_direct(self) -> None:
+        with self._cond:
+            self._busy = False
+            self._last_batch = 1
+            self._loop_turn = True
+            if self._pending:
+                self._cond.notify()
+        asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._loop_turn = False
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
             self._cond.notify()
         self._thread.join(timeout=30)
+        self.direct.close()
 
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._pending and not self._closed:
+                while (not self._pending or self._busy) and not self._closed:
                     self._cond.wait()
                 if not self._pending and self._closed:
                     return
                 batch, self._pending = self._pending, []
-            self._commit(batch)
+                self._busy = True
+            try:
+                self._commit(batch)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._last_batch = len(batch)
 
     def _commit(self, batch: list[_Pending]) -> None:
         """Commit ``batch`` in one transaction; if that fails, each write in its own.
@@ -510,7 +572,7 @@ def _answer(batch: list[_Pending], outcomes: list[tuple[bool, Any]]) -> None:
             loop.call_soon_threadsafe(_deliver, items)
 
 
-def _run_batch(conn: Conn, batch: list[_Pending]) -> list[tuple[bool, Any]]:
+def _run_batch(conn: Conn, batch: Sequence[Write]) -> list[tuple[bool, Any]]:
     """Check every guard of the batch (one query per kind of guard), then run the writes that pass."""
     passed: dict[int, bool] = {}
     by_check: dict[Callable[[Conn, list[Any]], set[Any]], list[int]] = {}
@@ -518,15 +580,15 @@ def _run_batch(conn: Conn, batch: list[_Pending]) -> list[tuple[bool, Any]]:
         if p.guard is not None:
             by_check.setdefault(p.guard.check, []).append(i)
     for check, members in by_check.items():
-        ok = check(conn, [batch[i].guard.key for i in members])  # type: ignore[union-attr]
+        ok = check(conn, [batch[i].guard.key for i in members])
         for i in members:
-            passed[i] = batch[i].guard.key in ok  # type: ignore[union-attr]
+            passed[i] = batch[i].guard.key in ok
     out: list[tuple[bool, Any]] = []
     for i, p in enumerate(batch):
         if passed.get(i, True):
             out.append((True, p.fn(conn)))
         else:
-            out.append((False, GuardFailed(f"precondition failed for {p.guard.key!r}")))  # type: ignore[union-attr]
+            out.append((False, GuardFailed(f"precondition failed for {p.guard.key!r}")))
     return out
 
 

@@ -92,6 +92,15 @@ class Dialect:
     def begin_write(self, raw: Any) -> None:
         raw.execute("BEGIN")
 
+    def connect_unwaiting(self) -> Any:
+        """A connection whose write transaction fails at once, instead of waiting, while another
+        connection holds the write lock (for writes made on the event loop, see ``store/direct.py``)."""
+        raise NotImplementedError
+
+    async def connect_async(self) -> Any:
+        """An asynchronous connection in autocommit (where the dialect pipelines, see ``store/direct.py``)."""
+        raise NotImplementedError
+
     def pipeline(self, raw: Any) -> contextlib.AbstractContextManager[Any]:
         """Within this block statements are sent without waiting for their answers (where the driver
         can); reading a result waits, and leaving the block waits for all and raises the first error."""
@@ -157,6 +166,11 @@ class SqliteDialect(Dialect):
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
 
+    def connect_unwaiting(self) -> sqlite3.Connection:
+        conn = self.connect()
+        conn.execute("PRAGMA busy_timeout=0")
+        return conn
+
     def _enable_wal(self, conn: sqlite3.Connection) -> None:
         """Switch the file to WAL, tolerating other processes opening a brand-new file at the same moment.
 
@@ -211,6 +225,12 @@ class PostgresDialect(Dialect):
             raise ConfigError("PostgreSQL needs the psycopg driver: pip install 'crewline[postgres]'") from e
         url = self.url.replace("postgres://", "postgresql://", 1)
         return psycopg.connect(url, autocommit=True, connect_timeout=10)
+
+    async def connect_async(self) -> Any:
+        import psycopg
+
+        url = self.url.replace("postgres://", "postgresql://", 1)
+        return await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10)
 
     def sql(self, text: str) -> str:
         return self._ddl(text).replace("?", "%s")
