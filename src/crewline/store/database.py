@@ -13,7 +13,7 @@ the guards, write, commit): one run checkpointing a step then costs about one co
 aborts the transaction, and the batch takes the ordinary path, which tells a failed guard from an error.
 
 A write made while the writer thread is idle and the database quiet skips the thread altogether: it is
-committed from the event loop (``store/direct.py``), which saves a lone run the two thread hand-offs per
+committed from the event loop where the driver is asynchronous (``store/direct.py``), which saves a lone run the two thread hand-offs per
 step; as soon as writes overlap, they queue for the writer thread and share its commits again.
 """
 
@@ -306,7 +306,7 @@ class Database:
                 if self._committer is None:
                     self._committer = _GroupCommitter(self)
                 committer = self._committer
-        if committer.claim_direct():
+        if committer.direct is not None and committer.claim_direct():
             try:
                 value = await committer.direct.commit(Write(fn, guard))
             finally:
@@ -446,7 +446,7 @@ class _GroupCommitter:
         # A write was committed from an event loop in its current turn: the tasks woken with it queue,
         # so that runs in flight keep sharing commits instead of taking turns on the loop.
         self._loop_turn = False
-        self.direct = direct_writer(db.dialect, lambda raw, p: Conn(raw, db.dialect, p), _run_batch)
+        self.direct = direct_writer(db.dialect, lambda raw, p: Conn(raw, db.dialect, p))
         self._thread = threading.Thread(target=self._loop, name="crewline-commit", daemon=True)
         self._thread.start()
 
@@ -486,7 +486,8 @@ class _GroupCommitter:
             self._closed = True
             self._cond.notify()
         self._thread.join(timeout=30)
-        self.direct.close()
+        if self.direct is not None:
+            self.direct.close()
 
     def _loop(self) -> None:
         while True:

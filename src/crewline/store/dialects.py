@@ -92,11 +92,6 @@ class Dialect:
     def begin_write(self, raw: Any) -> None:
         raw.execute("BEGIN")
 
-    def connect_unwaiting(self) -> Any:
-        """A connection whose write transaction fails at once, instead of waiting, while another
-        connection holds the write lock (for writes made on the event loop, see ``store/direct.py``)."""
-        raise NotImplementedError
-
     async def connect_async(self) -> Any:
         """An asynchronous connection in autocommit (where the dialect pipelines, see ``store/direct.py``)."""
         raise NotImplementedError
@@ -164,11 +159,6 @@ class SqliteDialect(Dialect):
         # FULL: a commit is on disk when it returns, the durability the engine promises.
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
-        return conn
-
-    def connect_unwaiting(self) -> sqlite3.Connection:
-        conn = self.connect()
-        conn.execute("PRAGMA busy_timeout=0")
         return conn
 
     def _enable_wal(self, conn: sqlite3.Connection) -> None:

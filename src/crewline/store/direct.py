@@ -3,10 +3,8 @@
 Group commit (:meth:`~crewline.store.database.Database.write`) hands each write to one writer thread and
 its outcome back to the event loop: two thread wake-ups that a lone run pays on every step, about as much
 as a fast disk's commit. When the writer is idle and the database is quiet (the last commit carried one
-write), the write is committed from the loop instead, at the same durability: on SQLite synchronously, on
-a connection that never waits for the write lock (a lock held by another process sends the write to the
-writer thread, which waits for it); on PostgreSQL as one pipelined round trip on an asynchronous
-connection. Anything unusual (no connection yet, an outage, a failed assertion, a write that reads what
+write), the write is committed from the loop instead, at the same durability, as one pipelined round
+trip on an asynchronous connection (PostgreSQL; SQLite keeps the writer thread, see :func:`direct_writer`). Anything unusual (no connection yet, an outage, a failed assertion, a write that reads what
 it sends) makes a direct writer answer :data:`HAND_OVER`, and the write takes the ordinary path from the
 start, which tells a failed guard from other errors; as there, a write may then run twice.
 """
@@ -16,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .dialects import Dialect
 
-__all__ = ["HAND_OVER", "AsyncDirect", "DirectWriter", "SyncDirect", "Write", "direct_writer"]
+__all__ = ["HAND_OVER", "AsyncDirect", "DirectWriter", "Write", "direct_writer"]
 
 log = logging.getLogger("crewline.store")
 
@@ -41,8 +39,6 @@ class Write:
 
 # ``make_conn(raw, pipelined)`` wraps a driver connection (or a recorder) in a Conn.
 MakeConn = Callable[[Any, bool], Any]
-# Runs writes in the open transaction of a Conn: (True, result) or (False, error) for each.
-RunBatch = Callable[[Any, Sequence[Write]], list[tuple[bool, Any]]]
 
 
 class DirectWriter:
@@ -55,73 +51,14 @@ class DirectWriter:
         raise NotImplementedError
 
 
-def direct_writer(dialect: Dialect, make_conn: MakeConn, run_batch: RunBatch) -> DirectWriter:
-    """The direct writer for ``dialect``: asynchronous where the dialect pipelines (a server a network
-    away), synchronous for a local file."""
+def direct_writer(dialect: Dialect, make_conn: MakeConn) -> DirectWriter | None:
+    """The direct writer for ``dialect``, where it has an asynchronous driver (PostgreSQL).
+
+    SQLite has none: a commit made synchronously on the loop was measured slower than the writer thread
+    on a loaded machine (a busy thread blocked in fsync waits longer for a core than an idle one)."""
     if dialect.pipelines:
         return AsyncDirect(dialect, make_conn)
-    return SyncDirect(dialect, make_conn, run_batch)
-
-
-class SyncDirect(DirectWriter):
-    """A local commit (SQLite) takes a fraction of a millisecond: less than the hand-offs it saves."""
-
-    def __init__(self, dialect: Dialect, make_conn: MakeConn, run_batch: RunBatch) -> None:
-        self._dialect = dialect
-        self._make_conn = make_conn
-        self._run_batch = run_batch
-        self._raw: Any = None
-
-    async def commit(self, write: Write) -> Any:
-        raw = self._connection()
-        if raw is None:
-            return HAND_OVER
-        try:
-            self._dialect.begin_write(raw)  # fails at once while another connection holds the lock
-        except Exception as e:
-            self._failed(raw, e)
-            return HAND_OVER
-        try:
-            conn = self._make_conn(raw, False)
-            [(ok, value)] = self._run_batch(conn, [write])
-            conn.flush()
-        except Exception as e:
-            self._failed(raw, e)
-            if self._dialect.is_unavailable(e):
-                return HAND_OVER
-            raise  # the write's own error, as the writer thread would hand it back
-        try:
-            raw.execute("COMMIT")
-        except Exception as e:
-            self._failed(raw, e)
-            return HAND_OVER
-        if not ok:
-            raise value  # a failed guard
-        return value
-
-    def _connection(self) -> Any:
-        if self._raw is None:
-            try:
-                self._raw = self._dialect.connect_unwaiting()
-            except Exception:
-                return None
-        return self._raw
-
-    def _failed(self, raw: Any, e: Exception) -> None:
-        """Roll back; a connection that cannot, or that lost its database, is closed (and opened anew)."""
-        try:
-            raw.execute("ROLLBACK")
-        except Exception:
-            self.close()
-            return
-        if self._dialect.is_unavailable(e):
-            self.close()
-
-    def close(self) -> None:
-        raw, self._raw = self._raw, None
-        if raw is not None:
-            with contextlib.suppress(Exception):
-                raw.close()
+    return None
 
 
 class _NeedsAnswer(Exception):
