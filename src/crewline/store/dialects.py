@@ -93,6 +93,10 @@ class Dialect:
     def begin_write(self, raw: Any) -> None:
         raw.execute("BEGIN")
 
+    async def connect_async(self) -> Any:
+        """An asynchronous connection in autocommit (where the dialect pipelines, see ``store/direct.py``)."""
+        raise NotImplementedError
+
     def pipeline(self, raw: Any) -> contextlib.AbstractContextManager[Any]:
         """Within this block statements are sent without waiting for their answers (where the driver
         can); reading a result waits, and leaving the block waits for all and raises the first error."""
@@ -217,6 +221,12 @@ class PostgresDialect(Dialect):
             raise ConfigError("PostgreSQL needs the psycopg driver: pip install 'crewline[postgres]'") from e
         url = self.url.replace("postgres://", "postgresql://", 1)
         return psycopg.connect(url, autocommit=True, connect_timeout=10)
+
+    async def connect_async(self) -> Any:
+        import psycopg
+
+        url = self.url.replace("postgres://", "postgresql://", 1)
+        return await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10)
 
     def sql(self, text: str) -> str:
         return self._ddl(text).replace("?", "%s")
