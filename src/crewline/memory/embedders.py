@@ -16,7 +16,7 @@ import itertools
 import json
 import re
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -155,7 +155,6 @@ _PRE_TOKENIZER = {
 # Texts of printable ASCII and these spaces only: the normaliser leaves them alone (it drops other
 # control characters, joining the words around them, and folds non-ASCII ones).
 _UNCACHEABLE = re.compile(r"[^\t\n\r\x20-\x7e]")
-_SPACE = re.compile(r"[ \t\n\r]+")
 _CACHED_WORDS = 200_000
 _TEXTS_PER_PASS = 256
 
@@ -201,14 +200,20 @@ class _WordCache:
     def _encode_pass(self, texts: Sequence[str], first: int, out: Matrix) -> list[int]:
         """Mean token vectors of a slice of ``texts`` into ``out``; returns the rows left to the model."""
         slow: list[int] = []
+        words: dict[int, list[str]] = {}
+        for i in range(first, min(first + _TEXTS_PER_PASS, len(texts))):
+            text = texts[i] if self._chars is None else texts[i][: self._chars]
+            if _UNCACHEABLE.search(text):
+                slow.append(i)
+            else:
+                words[i] = text.split()  # for these characters, what the whitespace pre-tokenizer does
+        self._learn(words.values())
         rows: list[int] = []
         flat: list[int] = []
         starts: list[int] = []
-        for i in range(first, min(first + _TEXTS_PER_PASS, len(texts))):
-            ids = self._token_ids(texts[i])
-            if ids is None:
-                slow.append(i)
-            elif ids:
+        for i, text_words in words.items():
+            ids = self._token_ids(text_words)
+            if ids:
                 rows.append(i)
                 starts.append(len(flat))
                 flat.extend(ids)
@@ -224,17 +229,25 @@ class _WordCache:
             out[rows] = (np.add.reduceat(vecs, starts, axis=1) / lengths).T
         return slow
 
-    def _token_ids(self, text: str) -> list[int] | None:
-        """The ids the model would embed ``text`` with, or ``None`` if only the tokenizer can tell."""
-        if self._chars is not None:
-            text = text[: self._chars]
-        if _UNCACHEABLE.search(text):
-            return None
-        words = _SPACE.split(text)
+    def _learn(self, texts: Iterable[list[str]]) -> None:
+        """Tokenize the words not cached yet, all in one call (the tokenizer batches them natively)."""
+        known = self._ids
+        new = list({w for words in texts for w in words if w not in known})
+        if not new:
+            return
+        encoded = self._model.tokenizer.encode_batch(new, add_special_tokens=False)
+        with self._lock:
+            if len(known) + len(new) > _CACHED_WORDS:
+                known.clear()
+            for word, enc in zip(new, encoded, strict=True):
+                known[word] = list(enc.ids)
+
+    def _token_ids(self, words: list[str]) -> list[int]:
+        """The ids the model would embed the text of ``words`` with."""
         get = self._ids.get
-        parts = [get(w) for w in words if w]
-        if None in parts:
-            parts = [get(w) or self._tokenize(w) for w in words if w]
+        parts = [get(w) for w in words]
+        if None in parts:  # the cache was cleared meanwhile
+            parts = [get(w) or self._tokenize(w) for w in words]
         ids = list(itertools.chain.from_iterable(parts))  # type: ignore[arg-type]
         limit = self._model.max_length
         if limit is not None:
