@@ -248,10 +248,10 @@ class _WordCache:
                     map(self._rows.__getitem__, itertools.chain.from_iterable(words)), np.int64, total
                 )
             except KeyError:
-                new = {w for ws in words for w in ws if w not in self._rows}
+                new = set(itertools.chain.from_iterable(words)).difference(self._rows)
                 if len(self._rows) + len(new) > _CACHED_WORDS:
                     self._clear()
-                    new = {w for ws in words for w in ws}
+                    new = set(itertools.chain.from_iterable(words))
                 self._learn(new)
                 ids = np.fromiter(
                     map(self._rows.__getitem__, itertools.chain.from_iterable(words)), np.int64, total
@@ -261,20 +261,24 @@ class _WordCache:
     def _learn(self, new: set[str]) -> None:
         """Tokenize and pool the words not cached yet, all in one call (the tokenizer batches natively)."""
         words = list(new)
-        encoded = self._model.tokenizer.encode_batch(words, add_special_tokens=False)
-        token_ids = [list(enc.ids) for enc in encoded]
+        tokenizer = self._model.tokenizer
+        # The batch call without offsets where the tokenizer has one: the same ids, a third of the time.
+        encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+        token_ids = [enc.ids for enc in encode(words, add_special_tokens=False)]
         lengths = np.fromiter(map(len, token_ids), np.int64, len(words))
+        flat = np.fromiter(itertools.chain.from_iterable(token_ids), np.int64, int(lengths.sum()))
+        owner = np.repeat(np.arange(len(words)), lengths)
         unk = self._model.unk_token_id
         if unk is not None:
-            token_ids = [[t for t in ts if t != unk] for ts in token_ids]
-        counts = np.fromiter(map(len, token_ids), np.int64, len(words))
+            known = flat != unk
+            flat, owner = flat[known], owner[known]
+        counts = np.bincount(owner, minlength=len(words)).astype(np.int64)
         sums = np.zeros((len(words), self._model.dim), dtype=np.float32)
-        some = counts > 0
-        if some.any():
-            flat = np.fromiter(itertools.chain.from_iterable(token_ids), np.int64, int(counts.sum()))
+        if len(flat):
             vecs = self._table[flat if self._mapping is None else self._mapping[flat]]
             if self._weights is not None:
                 vecs *= self._weights[flat, None]
+            some = counts > 0
             starts = np.cumsum(counts[some]) - counts[some]
             sums[some] = np.add.reduceat(vecs, starts, axis=0)
         self._append(words, sums, counts, lengths)
