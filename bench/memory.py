@@ -128,18 +128,23 @@ async def ingest_rate(url: str, texts: list[str], embedder: LocalEmbedder) -> fl
     return rate
 
 
-def ingest_before_after(url: str, n: int, rev: str, runs: int) -> list[Row]:
-    """Ingest rates of revision ``rev`` (a detached worktree under bench/.data) and of this checkout,
-    taken in turns, each in a fresh process on a fresh database: one row per side, the median of runs."""
+def ingest_before_after(url: str, n: int, rev: str, runs: int, lancedb: bool) -> list[Row]:
+    """Ingest rates of revision ``rev`` (a detached worktree under bench/.data), of this checkout and
+    (with ``lancedb``) of LanceDB, taken in turns, each in a fresh process on a fresh database: one row
+    per side, the median of runs."""
     from startup import checkout
 
     here = Path(__file__).resolve().parent
     trees = {rev: checkout(rev), "this": here.parent}
-    rates: dict[str, list[float]] = {side: [] for side in trees}
+    sides = [*trees, "lancedb"] if lancedb else list(trees)
+    rates: dict[str, list[float]] = {side: [] for side in sides}
     for _ in range(runs):
-        for side, tree in trees.items():
+        for side in sides:
+            tree = trees.get(side, here.parent)
             db_url, drop = (
-                pg_database(url)
+                (f"lancedb:{tempfile.mkdtemp()}", None)
+                if side == "lancedb"
+                else pg_database(url)
                 if url.startswith("postgres")
                 else (f"sqlite:///{tempfile.mkdtemp()}/m.db", None)
             )
@@ -153,9 +158,25 @@ def ingest_before_after(url: str, n: int, rev: str, runs: int) -> list[Row]:
             rates[side].append(float(out.split()[-1]))
     name = url.split(":", 1)[0]
     return [
-        Row(f"crewline@{side}", name, n, statistics.median(r), 0, 0, 0, f"ingest only, median of {runs}")
+        Row(
+            "lancedb" if side == "lancedb" else f"crewline@{side}",
+            "embedded" if side == "lancedb" else name,
+            n,
+            statistics.median(r),
+            0,
+            0,
+            0,
+            f"ingest only, median of {runs}, in turns: "
+            + _INGEST_NOTES["lancedb" if side == "lancedb" else "crewline"],
+        )
         for side, r in rates.items()
     ]
+
+
+_INGEST_NOTES = {
+    "crewline": "files read, parsed, chunked, hashed, embedded, versioned writes + FTS index, committed",
+    "lancedb": "texts embedded, rows added, FTS index built",
+}
 
 
 async def bench_crewline(
@@ -207,7 +228,12 @@ async def _searches(
 # -- LanceDB ---------------------------------------------------------------------------------------------
 
 
-def bench_lancedb(path: str, texts: list[str], qs: list[str], embedder: LocalEmbedder, index: bool) -> Row:
+def lancedb_ingest(
+    path: str, texts: list[str], embedder: LocalEmbedder, index: bool
+) -> tuple[Any, Any, float]:
+    """LanceDB's side of the ingest, timed like crewline's: embedding with the same embedder (a cold
+    word cache), the rows written, and the full-text index its hybrid search needs (plus the vector
+    index with ``index``); no parsing, chunking, versions or dedup. Returns (table, vectors, chunks/s)."""
     import lancedb
     import pyarrow as pa
 
@@ -228,7 +254,11 @@ def bench_lancedb(path: str, texts: list[str], qs: list[str], embedder: LocalEmb
     table.create_fts_index("text")  # the deprecated spelling is the one every 0.x release accepts
     if index:
         table.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_HNSW_SQ")
-    ingest = len(texts) / (time.perf_counter() - start)
+    return table, vecs, len(texts) / (time.perf_counter() - start)
+
+
+def bench_lancedb(path: str, texts: list[str], qs: list[str], embedder: LocalEmbedder, index: bool) -> Row:
+    table, vecs, ingest = lancedb_ingest(path, texts, embedder, index)
 
     def hybrid(q: str) -> list[Any]:
         v = embedder.embed_sync([q])[0]
@@ -287,7 +317,11 @@ def main() -> None:
     ap.add_argument("--ingest-only", metavar="URL", help=argparse.SUPPRESS)  # one side of --before
     args = ap.parse_args()
     if args.ingest_only:
-        print(asyncio.run(ingest_rate(args.ingest_only, corpus(int(args.sizes)), fresh_embedder())))
+        texts, embedder = corpus(int(args.sizes)), fresh_embedder()
+        if args.ingest_only.startswith("lancedb:"):
+            print(lancedb_ingest(args.ingest_only.split(":", 1)[1], texts, embedder, False)[2])
+        else:
+            print(asyncio.run(ingest_rate(args.ingest_only, texts, embedder)))
         return
     budgets = [None if b == "exact" else int(b) for b in args.text_budgets.split(",")]
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -320,8 +354,10 @@ def main() -> None:
             for db in dbs if args.before else []:
                 url = f"sqlite:///{tmp}/m.db" if db == "sqlite" else pg
                 if url:
-                    rows += ingest_before_after(url, n, args.before, args.runs)
-                    print(*rows[-2:], sep="\n", file=sys.stderr)
+                    # LanceDB's ingest goes in the turns of the first database only.
+                    with_lance = "lancedb" in engines and db == dbs[0]
+                    rows += ingest_before_after(url, n, args.before, args.runs, with_lance)
+                    print(*rows[-3:], sep="\n", file=sys.stderr)
             if "lancedb" in engines:
                 for index in (False, True) if n >= 50_000 else (False,):
                     rows.append(bench_lancedb(f"{tmp}/lance-{index}", texts, qs, fresh_embedder(), index))
