@@ -36,9 +36,10 @@ from .writing import ScopeChanged, Writable, new_id
 
 __all__ = ["collect_files", "ingest_parsed", "ingest_paths"]
 
-# A batch of documents shares one read, one embedding call and one transaction.
-_BATCH_BYTES = 512 * 1024
-_BATCH_DOCS = 64
+# A batch of documents shares one read, one embedding call and one transaction. Bigger batches cost
+# less per chunk (fewer commits, fewer full-text index flushes) than the overlap of smaller ones gains.
+_BATCH_BYTES = 2 * 1024 * 1024
+_BATCH_DOCS = 256
 
 
 def collect_files(paths: str | Path | Iterable[str | Path], within: Path | None = None) -> list[Path]:

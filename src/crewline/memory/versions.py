@@ -199,8 +199,9 @@ def add_items(
     _insert_rows(conn, "memory_changes", ("rid", "at"), [(rid, at) for rid in rids])
 
 
-# Parameters in one statement: under SQLite's limit (32766) and PostgreSQL's (65535).
-_MAX_PARAMS = 8000
+# Parameters in one statement: under SQLite's limit (32766) and PostgreSQL's (65535), so that a
+# statement holds a thousand chunks and the full-text index is flushed once per thousand.
+_MAX_PARAMS = 30000
 
 
 def _insert_rows(
