@@ -11,6 +11,7 @@ query with its RRF reranker) in the same run. Prints one table; nothing here is 
     bench/run-memory                                   # 10k and 100k, SQLite (+ PostgreSQL if reachable)
     bench/run-memory --sizes 10000 --db sqlite --engines crewline
     bench/run-memory --sizes 10000 --db sqlite --before main --runs 3   # ingest against another revision
+    bench/run-memory --sizes 10000 --db sqlite --before main --runs 3 --no-search   # and LanceDB, ingest only
     .venv/bin/python bench/memory.py --engines crewline   # without LanceDB, in the project venv
 """
 
@@ -314,6 +315,7 @@ def main() -> None:
     ap.add_argument("--text-budgets", default="2000,exact", help="crewline full-text budgets (exact = none)")
     ap.add_argument("--before", help="also measure the ingest of this git revision, in turns with this one")
     ap.add_argument("--runs", type=int, default=3, help="ingest runs of each side with --before")
+    ap.add_argument("--no-search", action="store_true", help="with --before: the ingest turns only")
     ap.add_argument("--ingest-only", metavar="URL", help=argparse.SUPPRESS)  # one side of --before
     args = ap.parse_args()
     if args.ingest_only:
@@ -333,12 +335,13 @@ def main() -> None:
         qs = queries(texts, args.queries)
         tmp = tempfile.mkdtemp(prefix="crewline-bench-memory-")
         try:
-            if "crewline" in engines and "sqlite" in dbs:
+            search = "crewline" in engines and not args.no_search
+            if search and "sqlite" in dbs:
                 rows += asyncio.run(
                     bench_crewline(f"sqlite:///{tmp}/m.db", texts, qs, fresh_embedder(), budgets)
                 )
                 print(rows[-1], file=sys.stderr)
-            if "crewline" in engines and "postgresql" in dbs:
+            if search and "postgresql" in dbs:
                 if pg:
                     url, drop = pg_database(pg)
                     try:
@@ -358,7 +361,7 @@ def main() -> None:
                     with_lance = "lancedb" in engines and db == dbs[0]
                     rows += ingest_before_after(url, n, args.before, args.runs, with_lance)
                     print(*rows[-3:], sep="\n", file=sys.stderr)
-            if "lancedb" in engines:
+            if "lancedb" in engines and not args.no_search:
                 for index in (False, True) if n >= 50_000 else (False,):
                     rows.append(bench_lancedb(f"{tmp}/lance-{index}", texts, qs, fresh_embedder(), index))
                     print(rows[-1], file=sys.stderr)
