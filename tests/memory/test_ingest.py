@@ -202,3 +202,19 @@ def test_a_batch_with_a_duplicate_and_a_failing_document(store: MemoryStore, tmp
     assert [v.version for v in run(store.history(a_doc.id))] == [1, 2]
     run(store.rollback("kb", to=snap.id))
     assert chunk_count(store, "kb") == 0 and run(store.documents("kb")) == []
+
+
+def test_a_document_larger_than_one_insert_goes_in_whole_and_rolls_back(
+    store: MemoryStore, tmp_path: Path
+) -> None:
+    # More chunks than one multi-row INSERT holds (1,024): the rows span statements within one
+    # transaction, each chunk is found, and a rollback removes every one of them.
+    store.chunk_size, store.chunk_overlap = 100, 0
+    path = tmp_path / "big.md"
+    path.write_text("# Big\n" + "\n\n".join(f"## P{i}\nFact {i} is item{i}." for i in range(1100)))
+    snap = run(store.snapshot("kb"))
+    report = run(store.ingest(path, scope="kb"))
+    assert report.chunks_added == 1100 and chunk_count(store, "kb") == 1100
+    assert run(store.search("item1099", scope="kb", k=1))[0].text == "Fact 1099 is item1099."
+    run(store.rollback("kb", to=snap.id))
+    assert chunk_count(store, "kb") == 0 and run(store.documents("kb")) == []
