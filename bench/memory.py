@@ -2,7 +2,7 @@
 
 For each corpus size it ingests N chunks (synthetic Markdown documents of English words, one chunk per
 section) through the real pipeline (``MemoryStore.ingest`` of a folder of files: read, parse, chunk,
-embed with the bundled Model2Vec model, one versioned transaction per document), then times
+embed with the bundled Model2Vec model, versioned writes of many documents per transaction), then times
 ``MemoryStore.search`` (query embedding + exact vector + full text + RRF + row load) over a fixed set
 of queries, and measures recall@10 of the vector side against exact brute force over the
 stored embeddings. The same texts, embeddings and queries go to LanceDB (embedded, native FTS, hybrid
@@ -10,6 +10,8 @@ query with its RRF reranker) in the same run. Prints one table; nothing here is 
 
     bench/run-memory                                   # 10k and 100k, SQLite (+ PostgreSQL if reachable)
     bench/run-memory --sizes 10000 --db sqlite --engines crewline
+    bench/run-memory --sizes 10000 --db sqlite --before main --runs 3   # ingest against another revision
+    bench/run-memory --sizes 10000 --db sqlite --before main --runs 3 --no-search   # and LanceDB, ingest only
     .venv/bin/python bench/memory.py --engines crewline   # without LanceDB, in the project venv
 """
 
@@ -21,6 +23,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -110,9 +113,8 @@ def recall_at(found: list[list[Any]], exact: list[list[Any]], k: int = 10) -> fl
 # -- crewline --------------------------------------------------------------------------------------------
 
 
-async def bench_crewline(
-    url: str, texts: list[str], qs: list[str], embedder: LocalEmbedder, text_budgets: list[int | None]
-) -> list[Row]:
+async def ingest_rate(url: str, texts: list[str], embedder: LocalEmbedder) -> float:
+    """Chunks per second of ``MemoryStore.ingest`` of ``texts`` as Markdown files into an empty scope."""
     db = open_database(url)
     store = MemoryStore(db, embedder, chunk_size=2000, chunk_overlap=0)
     folder = Path(tempfile.mkdtemp(prefix="crewline-bench-docs-"))
@@ -120,9 +122,70 @@ async def bench_crewline(
         (folder / Path(source).name).write_text(body)
     start = time.perf_counter()
     report = await store.ingest(folder, scope="bench")  # what `crewline memory ingest DIR` does
-    ingest = len(texts) / (time.perf_counter() - start)
+    rate = len(texts) / (time.perf_counter() - start)
     shutil.rmtree(folder, ignore_errors=True)
     assert report.ok and report.chunks_added == len(texts), report
+    db.close()
+    return rate
+
+
+def ingest_before_after(url: str, n: int, rev: str, runs: int, lancedb: bool) -> list[Row]:
+    """Ingest rates of revision ``rev`` (a detached worktree under bench/.data), of this checkout and
+    (with ``lancedb``) of LanceDB, taken in turns, each in a fresh process on a fresh database: one row
+    per side, the median of runs."""
+    from startup import checkout
+
+    here = Path(__file__).resolve().parent
+    trees = {rev: checkout(rev), "this": here.parent}
+    sides = [*trees, "lancedb"] if lancedb else list(trees)
+    rates: dict[str, list[float]] = {side: [] for side in sides}
+    for _ in range(runs):
+        for side in sides:
+            tree = trees.get(side, here.parent)
+            db_url, drop = (
+                (f"lancedb:{tempfile.mkdtemp()}", None)
+                if side == "lancedb"
+                else pg_database(url)
+                if url.startswith("postgres")
+                else (f"sqlite:///{tempfile.mkdtemp()}/m.db", None)
+            )
+            env = {**os.environ, "PYTHONPATH": f"{tree}/src"}
+            cmd = [sys.executable, str(here / "memory.py"), "--ingest-only", db_url, "--sizes", str(n)]
+            try:
+                out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+            finally:
+                if drop is not None:
+                    drop()
+            rates[side].append(float(out.split()[-1]))
+    name = url.split(":", 1)[0]
+    return [
+        Row(
+            "lancedb" if side == "lancedb" else f"crewline@{side}",
+            "embedded" if side == "lancedb" else name,
+            n,
+            statistics.median(r),
+            0,
+            0,
+            0,
+            f"ingest only, median of {runs}, in turns: "
+            + _INGEST_NOTES["lancedb" if side == "lancedb" else "crewline"],
+        )
+        for side, r in rates.items()
+    ]
+
+
+_INGEST_NOTES = {
+    "crewline": "files read, parsed, chunked, hashed, embedded, versioned writes + FTS index, committed",
+    "lancedb": "texts embedded, rows added, FTS index built",
+}
+
+
+async def bench_crewline(
+    url: str, texts: list[str], qs: list[str], embedder: LocalEmbedder, text_budgets: list[int | None]
+) -> list[Row]:
+    ingest = await ingest_rate(url, texts, embedder)
+    db = open_database(url)
+    store = MemoryStore(db, embedder)
     await store.remember("warm-up fact in another scope", scope="other")
     rows = [await _searches(db, embedder, url, len(texts), ingest, qs, budget) for budget in text_budgets]
     db.close()
@@ -166,7 +229,12 @@ async def _searches(
 # -- LanceDB ---------------------------------------------------------------------------------------------
 
 
-def bench_lancedb(path: str, texts: list[str], qs: list[str], embedder: LocalEmbedder, index: bool) -> Row:
+def lancedb_ingest(
+    path: str, texts: list[str], embedder: LocalEmbedder, index: bool
+) -> tuple[Any, Any, float]:
+    """LanceDB's side of the ingest, timed like crewline's: embedding with the same embedder (a cold
+    word cache), the rows written, and the full-text index its hybrid search needs (plus the vector
+    index with ``index``); no parsing, chunking, versions or dedup. Returns (table, vectors, chunks/s)."""
     import lancedb
     import pyarrow as pa
 
@@ -187,7 +255,11 @@ def bench_lancedb(path: str, texts: list[str], qs: list[str], embedder: LocalEmb
     table.create_fts_index("text")  # the deprecated spelling is the one every 0.x release accepts
     if index:
         table.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_HNSW_SQ")
-    ingest = len(texts) / (time.perf_counter() - start)
+    return table, vecs, len(texts) / (time.perf_counter() - start)
+
+
+def bench_lancedb(path: str, texts: list[str], qs: list[str], embedder: LocalEmbedder, index: bool) -> Row:
+    table, vecs, ingest = lancedb_ingest(path, texts, embedder, index)
 
     def hybrid(q: str) -> list[Any]:
         v = embedder.embed_sync([q])[0]
@@ -210,6 +282,14 @@ def bench_lancedb(path: str, texts: list[str], qs: list[str], embedder: LocalEmb
 
 
 # -- driver ----------------------------------------------------------------------------------------------
+
+
+def fresh_embedder() -> LocalEmbedder:
+    """The bundled model, loaded (once per process), with an empty word cache: each engine's ingest
+    tokenizes the corpus's words itself instead of the second one finding them cached by the first."""
+    embedder = LocalEmbedder()
+    embedder.embed_sync(["warm up"])
+    return embedder
 
 
 def pg_database(base: str) -> tuple[str, Callable[[], None]]:
@@ -237,6 +317,10 @@ def main() -> None:
         "--pgvector", metavar="URL", help="only pgvector's HNSW on this server (bench/memory_pgvector.py)"
     )
     ap.add_argument("--ef-search", default="100,400", help="hnsw.ef_search values with --pgvector")
+    ap.add_argument("--before", help="also measure the ingest of this git revision, in turns with this one")
+    ap.add_argument("--runs", type=int, default=3, help="ingest runs of each side with --before")
+    ap.add_argument("--no-search", action="store_true", help="with --before: the ingest turns only")
+    ap.add_argument("--ingest-only", metavar="URL", help=argparse.SUPPRESS)  # one side of --before
     args = ap.parse_args()
     if args.pgvector:
         from memory_pgvector import run
@@ -244,26 +328,34 @@ def main() -> None:
         efs = [int(e) for e in args.ef_search.split(",")]
         run(args.pgvector, [int(s) for s in args.sizes.split(",")], args.queries, efs)
         return
+    if args.ingest_only:
+        texts, embedder = corpus(int(args.sizes)), fresh_embedder()
+        if args.ingest_only.startswith("lancedb:"):
+            print(lancedb_ingest(args.ingest_only.split(":", 1)[1], texts, embedder, False)[2])
+        else:
+            print(asyncio.run(ingest_rate(args.ingest_only, texts, embedder)))
+        return
     budgets = [None if b == "exact" else int(b) for b in args.text_budgets.split(",")]
     sizes = [int(s) for s in args.sizes.split(",")]
     dbs, engines = args.db.split(","), args.engines.split(",")
     pg = os.environ.get("CREWLINE_BENCH_PG_URL") or os.environ.get("CREWLINE_TEST_PG_URL")
-    embedder = LocalEmbedder()
-    embedder.embed_sync(["warm up"])
     rows: list[Row] = []
     for n in sizes:
         texts = corpus(n)
         qs = queries(texts, args.queries)
         tmp = tempfile.mkdtemp(prefix="crewline-bench-memory-")
         try:
-            if "crewline" in engines and "sqlite" in dbs:
-                rows += asyncio.run(bench_crewline(f"sqlite:///{tmp}/m.db", texts, qs, embedder, budgets))
+            search = "crewline" in engines and not args.no_search
+            if search and "sqlite" in dbs:
+                rows += asyncio.run(
+                    bench_crewline(f"sqlite:///{tmp}/m.db", texts, qs, fresh_embedder(), budgets)
+                )
                 print(rows[-1], file=sys.stderr)
-            if "crewline" in engines and "postgresql" in dbs:
+            if search and "postgresql" in dbs:
                 if pg:
                     url, drop = pg_database(pg)
                     try:
-                        rows += asyncio.run(bench_crewline(url, texts, qs, embedder, budgets))
+                        rows += asyncio.run(bench_crewline(url, texts, qs, fresh_embedder(), budgets))
                     finally:
                         drop()
                     print(rows[-1], file=sys.stderr)
@@ -272,9 +364,16 @@ def main() -> None:
                         "skipping PostgreSQL: set CREWLINE_BENCH_PG_URL or run scripts/pg start",
                         file=sys.stderr,
                     )
-            if "lancedb" in engines:
+            for db in dbs if args.before else []:
+                url = f"sqlite:///{tmp}/m.db" if db == "sqlite" else pg
+                if url:
+                    # LanceDB's ingest goes in the turns of the first database only.
+                    with_lance = "lancedb" in engines and db == dbs[0]
+                    rows += ingest_before_after(url, n, args.before, args.runs, with_lance)
+                    print(*rows[-3:], sep="\n", file=sys.stderr)
+            if "lancedb" in engines and not args.no_search:
                 for index in (False, True) if n >= 50_000 else (False,):
-                    rows.append(bench_lancedb(f"{tmp}/lance-{index}", texts, qs, embedder, index))
+                    rows.append(bench_lancedb(f"{tmp}/lance-{index}", texts, qs, fresh_embedder(), index))
                     print(rows[-1], file=sys.stderr)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -96,3 +96,25 @@ def test_local_embedder_gives_the_models_own_vectors(embedder: LocalEmbedder) ->
     for _ in range(2):  # cold cache, then warm
         got = embedder.embed_sync(texts)
         assert got.shape == expected.shape and np.allclose(got, expected, atol=1e-5)
+
+
+def test_local_embedder_matches_the_model_on_a_corpus_across_cache_clears(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Thousands of distinct words, texts near the model's length limit and unknown tokens, with a
+    # cache small enough to be cleared mid-batch: every vector within 1e-5 of the model's own.
+    from crewline.memory import embedders
+
+    monkeypatch.setattr(embedders, "_CACHED_WORDS", 500)
+    embedder = LocalEmbedder()
+    model = embedder._load()
+    rng = np.random.default_rng(7)
+    vocab = [w for w in model.tokenizer.get_vocab() if w.isascii() and w.isprintable() and " " not in w]
+    vocab += ["qzxv\u2581", "<unk>", "zzzzzzzzzzzzzzzzzz", "1234567", "co-operate", "e.g.", "(x)"]
+    texts = [" ".join(rng.choice(vocab, size=int(rng.integers(1, 120)))) for _ in range(600)]
+    texts += [" ".join(rng.choice(vocab, size=600)), "unknown\x7f", "a\tb\nc"]
+    expected = np.asarray(model.encode(texts, show_progress_bar=False), dtype=np.float32)
+    for _ in range(2):
+        got = embedder.embed_sync(texts)
+        assert got.shape == expected.shape
+        assert float(np.abs(got - expected).max()) <= 1e-5

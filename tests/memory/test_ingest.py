@@ -104,22 +104,22 @@ def test_failed_write_leaves_nothing_half_indexed_and_can_rerun(
     store.chunk_size, store.chunk_overlap = 200, 0
     path = tmp_path / "long.md"
     path.write_text("# Long\n" + "\n\n".join(f"## Part {i}\nText of part {i}." for i in range(10)))
-    real = versions_module._many
+    real = versions_module._insert_rows
     calls = {"n": 0}
 
-    def flaky(*args: object, **kwargs: object) -> None:
+    def flaky(*args: object, **kwargs: object) -> object:
         calls["n"] += 1
         if calls["n"] == 2:  # the chunks are in, their versions fail
             raise RuntimeError("disk full")
-        real(*args, **kwargs)  # type: ignore[arg-type]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(versions_module, "_many", flaky)
+    monkeypatch.setattr(versions_module, "_insert_rows", flaky)
     with pytest.raises(RuntimeError, match="disk full"):
         run(store.ingest(path, scope="kb"))
     assert chunk_count(store, "kb") == 0
     assert run(store.documents("kb")) == []
     assert store.db.query(lambda c: c.scalar("SELECT COUNT(*) FROM memory_versions")) == 0
-    monkeypatch.setattr(versions_module, "_many", real)
+    monkeypatch.setattr(versions_module, "_insert_rows", real)
     report = run(store.ingest(path, scope="kb"))
     assert report.chunks_added == 10 and chunk_count(store, "kb") == 10
 
@@ -157,3 +157,64 @@ def test_delete_a_document_with_its_chunks_and_restore_it(store: MemoryStore) ->
     assert run(store.delete(doc_id)) is False
     run(store.rollback("kb", to=snap.id))
     assert chunk_count(store, "kb") == 2 and [d.id for d in run(store.documents("kb"))] == [doc_id]
+
+
+def test_a_batch_with_a_duplicate_and_a_failing_document(store: MemoryStore, tmp_path: Path) -> None:
+    # Documents are written many to a transaction: one that cannot be read costs only itself, a file
+    # named twice is written once (the second sees it unchanged), a repeated chunk gets its own row,
+    # and every document of the batch is its own version that a rollback can take back.
+    (tmp_path / "a.md").write_text("# A\n\n## One\nAlpha facts about apples.")
+    snap = run(store.snapshot("kb"))
+    (tmp_path / "a.md").write_text(
+        "# A\n\n## One\nAlpha facts about apples.\n\n## One\nAlpha facts about apples."
+    )
+    (tmp_path / "b.txt").write_text("Bravo facts about bananas.")
+    (tmp_path / "c.txt").write_bytes(b"\xff\xfe\x00\x00binary")
+    (tmp_path / "d.html").write_text("<h1>D</h1><p>Delta facts about dates.</p>")
+    seen: list[tuple[str, str]] = []
+    report = run(
+        store.ingest(
+            [tmp_path, tmp_path / "b.txt"], scope="kb", progress=lambda p, o: seen.append((p.name, o))
+        )
+    )
+    assert list(report.failed) == [str(tmp_path / "c.txt")]
+    assert sorted(seen) == [
+        ("a.md", "added"),
+        ("b.txt", "added"),
+        ("b.txt", "unchanged"),
+        ("c.txt", "failed"),
+        ("d.html", "added"),
+    ]
+    assert len(report.added) == 3 and report.unchanged == [report.added[1]]
+    assert report.chunks_added == 4 and chunk_count(store, "kb") == 4
+    (a_doc,) = [d for d in run(store.documents("kb")) if d.source.endswith("a.md")]
+    a_chunks = [i for i in run(store.items("kb", kind="chunk")) if i.document_id == a_doc.id]
+    assert [c.position for c in a_chunks] == [0, 1] and len({c.id for c in a_chunks}) == 2
+    # Rewriting one document in the next run keeps the other chunks and versions each document alone.
+    (tmp_path / "a.md").write_text("# A\n\n## One\nAlpha facts about apricots.")
+    again = run(store.ingest(tmp_path, scope="kb"))
+    assert (
+        again.updated == [a_doc.id]
+        and len(again.unchanged) == 2
+        and list(again.failed) == [str(tmp_path / "c.txt")]
+    )
+    assert (again.chunks_added, again.chunks_removed, again.chunks_kept) == (1, 2, 0)
+    assert [v.version for v in run(store.history(a_doc.id))] == [1, 2]
+    run(store.rollback("kb", to=snap.id))
+    assert chunk_count(store, "kb") == 0 and run(store.documents("kb")) == []
+
+
+def test_a_document_larger_than_one_insert_goes_in_whole_and_rolls_back(
+    store: MemoryStore, tmp_path: Path
+) -> None:
+    # More chunks than one multi-row INSERT holds (1,024): the rows span statements within one
+    # transaction, each chunk is found, and a rollback removes every one of them.
+    store.chunk_size, store.chunk_overlap = 100, 0
+    path = tmp_path / "big.md"
+    path.write_text("# Big\n" + "\n\n".join(f"## P{i}\nFact {i} is item{i}." for i in range(1100)))
+    snap = run(store.snapshot("kb"))
+    report = run(store.ingest(path, scope="kb"))
+    assert report.chunks_added == 1100 and chunk_count(store, "kb") == 1100
+    assert run(store.search("item1099", scope="kb", k=1))[0].text == "Fact 1099 is item1099."
+    run(store.rollback("kb", to=snap.id))
+    assert chunk_count(store, "kb") == 0 and run(store.documents("kb")) == []

@@ -100,12 +100,16 @@ def _decode(source: str, data: bytes) -> str:
 
 def _normalise(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = re.sub(r"[ \t\f\v]+\n", "\n", text)
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
+    # Trailing blanks off every line, and runs of blank lines down to one: string methods and a
+    # substring test, several times faster than the equivalent regular expressions over a whole file.
+    text = "\n".join([line.rstrip(" \t\f\v") for line in text.split("\n")])
+    if "\n\n\n" in text:
+        text = re.sub(r"\n{3,}", "\n\n", text)
+    return text.strip()
 
 
 _ATX = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$")
-_FENCE = re.compile(r"^(```|~~~)")
+_FENCES = ("```", "~~~")
 
 
 def _parse_markdown(source: str, text: str) -> ParsedDocument:
@@ -114,9 +118,10 @@ def _parse_markdown(source: str, text: str) -> ParsedDocument:
     body: list[str] = []
     in_fence = False
     for line in _normalise(text).split("\n"):
-        if _FENCE.match(line.strip()):
+        # The prefix tests skip the regular expressions for the lines (nearly all) they cannot match.
+        if line.lstrip()[:3] in _FENCES:
             in_fence = not in_fence
-        m = None if in_fence else _ATX.match(line)
+        m = None if in_fence or line[:1] != "#" else _ATX.match(line)
         if m is None:
             body.append(line)
             continue

@@ -470,7 +470,8 @@ class MemoryStore:
         within: Path | None = None,
     ) -> IngestReport:
         """Chunk, embed and index text, Markdown, HTML and PDF files (directories are walked); each file
-        is one transaction, so a failure leaves nothing half-indexed and a rerun picks up from there.
+        is written all or nothing (many to a transaction), so a failure leaves nothing half-indexed and a
+        rerun picks up from there.
         ``within``: only files inside this directory (see :func:`~.ingest.collect_files`)."""
         from .ingest import ingest_paths
 

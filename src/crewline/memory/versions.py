@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -74,12 +73,12 @@ DOC_FIELDS = (
 )
 # What full-text search indexes (see crewline.store.fulltext); the memory migrations create it.
 ITEMS_TEXT = TextTable(table="memory_items", rowid="rid", columns=("text", "heading"), index="memory_fts")
-_SPACE = re.compile(r"\s+")
 
 
 def content_hash(text: str, heading: str | None = None) -> str:
     """Hash of the text as a duplicate detector sees it: case and spacing do not matter."""
-    norm = _SPACE.sub(" ", f"{heading or ''}\n{text}").strip().casefold()
+    # str.split() splits on exactly the characters a str regex \s matches: the same text, faster.
+    norm = " ".join(f"{heading or ''}\n{text}".split()).casefold()
     return hashlib.sha256(norm.encode("utf-8")).hexdigest()
 
 
@@ -89,8 +88,11 @@ def embed_text(state: dict[str, Any]) -> str:
     return f"{heading}\n{state['text']}" if heading else str(state["text"])
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def item_state(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -179,40 +181,54 @@ def put_item(
 def add_items(
     conn: Conn, items: list[tuple[dict[str, Any], bytes]], *, embed_model: str, at: float, op: str = "add"
 ) -> None:
-    """Insert many new items (ids not in use) with their first versions: a few batched statements."""
+    """Insert many new items (ids not in use) with their first versions: a few multi-row statements."""
     if not items:
         return
-    cols = ", ".join((*ITEM_FIELDS, "embedding", "embed_model"))
-    marks = ", ".join("?" * (len(ITEM_FIELDS) + 2))
     meta_at = ITEM_FIELDS.index("metadata")
     rows = []
     for state, blob in items:
         values = [state[f] for f in ITEM_FIELDS]
         values[meta_at] = _dumps(state["metadata"])
         rows.append((*values, blob, embed_model))
-    _many(conn, f"INSERT INTO memory_items ({cols}) VALUES ({marks})", rows)
-    _many(
+    rids = _insert_rows(conn, "memory_items", (*ITEM_FIELDS, "embedding", "embed_model"), rows, "rid")
+    _insert_rows(
         conn,
-        "INSERT INTO memory_versions (entity, entity_id, scope, version, op, state, author, at) "
-        "VALUES ('item', ?, ?, ?, ?, ?, ?, ?)",
-        [(s["id"], s["scope"], s["version"], op, _dumps(s), s["author"], at) for s, _ in items],
+        "memory_versions",
+        ("entity", "entity_id", "scope", "version", "op", "state", "author", "at"),
+        [("item", s["id"], s["scope"], s["version"], op, _dumps(s), s["author"], at) for s, _ in items],
     )
-    ids = [s["id"] for s, _ in items]
-    for i in range(0, len(ids), 500):
-        part = ids[i : i + 500]
-        conn.execute(
-            f"INSERT INTO memory_changes (rid, at) SELECT rid, ? FROM memory_items WHERE id IN ({','.join('?' * len(part))})",
-            (at, *part),
-        )
+    _insert_rows(conn, "memory_changes", ("rid", "at"), [(rid, at) for rid in rids])
 
 
-def _many(conn: Conn, sql: str, rows: list[tuple[Any, ...]]) -> None:
-    # The store's Conn has no executemany; the raw driver's batches the round trips (psycopg pipelines).
-    cur = conn.raw.cursor()
-    try:
-        cur.executemany(conn.dialect.sql(sql), rows)
-    finally:
-        cur.close()
+# Parameters in one statement: under SQLite's limit (32766) and PostgreSQL's (65535), so that a
+# statement holds a thousand chunks and the full-text index is flushed once per thousand.
+_MAX_PARAMS = 30000
+
+
+def _insert_rows(
+    conn: Conn, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]], returning: str = ""
+) -> list[Any]:
+    """Insert ``rows`` in multi-row statements; returns the ``returning`` column of each row inserted.
+
+    One statement per few hundred rows, not one per row: SQLite's full-text triggers flush the index
+    once per statement, which made row-at-a-time inserts several times slower. Statements hold a
+    power-of-two number of rows, so only a handful of distinct SQL texts are ever prepared."""
+    out: list[Any] = []
+    head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+    tail = f" RETURNING {returning}" if returning else ""
+    one = f"({', '.join('?' * len(columns))})"
+    most = 1 << max(0, (_MAX_PARAMS // len(columns)).bit_length() - 1)
+    i = 0
+    while i < len(rows):
+        n = min(most, 1 << ((len(rows) - i).bit_length() - 1))
+        sql = head + ", ".join([one] * n) + tail
+        params = [value for row in rows[i : i + n] for value in row]
+        if returning:
+            out.extend(r[0] for r in conn.all(sql, params))
+        else:
+            conn.execute(sql, params)
+        i += n
+    return out
 
 
 def delete_item(conn: Conn, item_id: str, *, author: str, op: str, at: float) -> bool:

@@ -4,7 +4,7 @@ conflict that sends a planned write back to planning, and the ids new rows get."
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -42,4 +42,5 @@ class Writable(Protocol):
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:20]}"
+    # 80 random bits as 20 hex digits, without building a UUID (an ingest makes one per chunk).
+    return f"{prefix}_{os.urandom(10).hex()}"
