@@ -1,19 +1,25 @@
 """Full-text search of memory items, through the dialect's hook (:mod:`crewline.store.fulltext`).
 
-A query is cut into words and searched as "any of these words", ranked by relevance. Scoring every
-document that contains any query word is what makes naive OR queries slow (a common word matches most of
-a corpus), so :class:`TextIndex` keeps per-word document counts (cached for a minute) and takes as
-candidates the documents containing one of the rarest words, within a budget of postings (if every word
-is common, those containing the two rarest together); candidates are still ranked on every query word.
-Only documents matching nothing but common words are missed, and those score low in BM25 anyway.
+A query is cut into words and searched as "any of these words", ranked by the database's relevance
+(BM25 on SQLite, ts_rank on PostgreSQL). Asking the database to rank every document holding any query
+word is slow (a common word matches most of a corpus), and pruning the candidates to the rarest words
+loses documents that belonged in the answer. Both engines' relevance is a sum of one share per query
+word, so :class:`TextIndex` asks the database once for each word's shares in every document holding it,
+keeps them in process (up to a number of postings, least recently used out), and ranks by adding them up
+with numpy: the same ranking as the unpruned query, ties by rowid. A share depends on the whole corpus
+(document counts, average length), so the kept shares are dropped whenever the memory changed: the
+caller passes the generation of the vector index, which follows the ``memory_changes`` feed.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
 
 from ..store.database import Conn
 from ..store.fulltext import TextQuery
@@ -28,10 +34,9 @@ of on or our so that the their them then there these they this to was we what wh
 will with you your
 """
 _STOP = frozenset(_STOP_WORDS.split())
-_CACHE_SECONDS = 60.0
-_CACHE_MAX = 50_000
 # rids -> which of them are live items of the searched scopes (answered by the in-process vector index).
 Allowed = Callable[[list[int]], list[bool]]
+_Shares = tuple[NDArray[np.int64], NDArray[np.float64]]
 
 
 def terms(query: str, *, limit: int = 32) -> list[str]:
@@ -45,15 +50,17 @@ def terms(query: str, *, limit: int = 32) -> list[str]:
 
 
 class TextIndex:
-    """Ranked full-text candidates, with the per-word document counts that keep queries cheap."""
+    """Exact full-text ranking from word shares kept in process."""
 
-    def __init__(self, postings_budget: int | None = 2000) -> None:
-        """``postings_budget``: roughly how many documents one query may score; ``None`` scores every
-        document containing any query word (exact BM25 ranking, slower on large corpora)."""
+    def __init__(self, postings_budget: int | None = 4_000_000) -> None:
+        """``postings_budget``: how many (document, share) pairs the process keeps (16 bytes each);
+        ``None`` keeps none and asks the database to rank every query unpruned."""
         if postings_budget is not None and postings_budget < 1:
             raise ValueError(f"postings_budget must be positive or None, got {postings_budget}")
         self.postings_budget = postings_budget
-        self._df: dict[str, tuple[int, float]] = {}
+        self._shares: OrderedDict[str, _Shares] = OrderedDict()
+        self._kept = 0
+        self._generation: object = None
         self._lock = threading.Lock()
 
     def search(
@@ -64,61 +71,78 @@ class TextIndex:
         k: int,
         now: float,
         allowed: Allowed | None = None,
+        generation: object = None,
     ) -> list[tuple[int, float]]:
         """The ``k`` best (rid, relevance) for ``query`` among live items of ``scopes``, best first.
 
-        ``allowed`` (SQLite) checks scope and expiry in memory, sparing the join on most queries."""
+        With ``allowed`` (scope and expiry checked in memory) and ``generation`` (changes whenever an
+        item does), from the kept shares; otherwise the database ranks the query."""
         words = terms(query)
         if not words or k <= 0:
             return []
-        gate, require_all = self._plan(conn, words)
-        text = conn.dialect.fulltext
-        if allowed is not None:
-            found = _unjoined(conn, TextQuery(words, gate, require_all, k), allowed)
-            if found is not None:
-                return found
+        if self.postings_budget is not None and allowed is not None and generation is not None:
+            return self._ranked(conn, words, k, allowed, generation)
         marks = ",".join("?" * len(scopes))
         live = f"i.scope IN ({marks}) AND (i.expires_at IS NULL OR i.expires_at > ?)"
-        return text.search(conn, ITEMS_TEXT, TextQuery(words, gate, require_all, k, live, (*scopes, now)))
+        return conn.dialect.fulltext.search(conn, ITEMS_TEXT, TextQuery(words, k, live, (*scopes, now)))
 
-    def _plan(self, conn: Conn, words: list[str]) -> tuple[list[str], bool]:
-        """The words a candidate must contain (one of, or both with ``True``); all words when unpruned."""
-        if len(words) == 1 or self.postings_budget is None:
-            return words, False
-        budget = self.postings_budget
-        by_df = sorted(words, key=lambda w: self._doc_count(conn, w))
-        kept: list[str] = []
-        total = 0
-        for w in by_df:
-            df = self._doc_count(conn, w)
-            if kept and total + df > budget:
-                break
-            kept.append(w)
-            total += df
-        if total > budget:  # even the rarest word is common: require the two rarest
-            return by_df[:2], True
-        return kept, False
-
-    def _doc_count(self, conn: Conn, word: str) -> int:
-        assert self.postings_budget is not None
-        """Documents containing ``word``, counted only up to just past the budget (all we need to know)."""
-        now = time.monotonic()
-        hit = self._df.get(word)
-        if hit is not None and now - hit[1] < _CACHE_SECONDS:
-            return hit[0]
-        n = conn.dialect.fulltext.count_matching(conn, ITEMS_TEXT, word, (self.postings_budget or 0) + 1)
+    def _ranked(
+        self, conn: Conn, words: list[str], k: int, allowed: Allowed, generation: object
+    ) -> list[tuple[int, float]]:
+        counted, factor = conn.dialect.fulltext.rank_terms(conn, words)
         with self._lock:
-            if len(self._df) >= _CACHE_MAX:
-                self._df.clear()
-            self._df[word] = (n, now)
-        return n
+            if generation != self._generation:
+                self._shares.clear()
+                self._kept = 0
+                self._generation = generation
+        parts = [self._word(conn, w, generation) for w in counted]
+        parts = [p for p in parts if len(p[0])]
+        if not parts:
+            return []
+        rids = np.concatenate([p[0] for p in parts])
+        # One share per word, added in the query's order from 0.0: the database's own sum, bit for bit.
+        total = np.bincount(rids, weights=np.concatenate([p[1] for p in parts]))
+        found = np.flatnonzero(total)
+        return _best(found, (total[found] * factor).astype(np.float64), k, allowed)
+
+    def _word(self, conn: Conn, word: str, generation: object) -> _Shares:
+        with self._lock:
+            kept = self._shares.get(word)
+            if kept is not None:
+                self._shares.move_to_end(word)
+                return kept
+        rows = conn.dialect.fulltext.word_scores(conn, ITEMS_TEXT, word)
+        shares = (
+            np.fromiter((r for r, _ in rows), dtype=np.int64, count=len(rows)),
+            np.fromiter((s for _, s in rows), dtype=np.float64, count=len(rows)),
+        )
+        budget = self.postings_budget or 0
+        with self._lock:
+            if generation == self._generation and word not in self._shares and len(rows) <= budget:
+                self._shares[word] = shares
+                self._kept += len(rows)
+                while self._kept > budget:
+                    _, dropped = self._shares.popitem(last=False)
+                    self._kept -= len(dropped[0])
+        return shares
 
 
-def _unjoined(conn: Conn, q: TextQuery, allowed: Allowed) -> list[tuple[int, float]] | None:
-    """Without the join; ``None`` when filtering left too few and there may be more to find."""
-    rows = conn.dialect.fulltext.search_unfiltered(conn, ITEMS_TEXT, q)
-    if rows is None:
-        return None
-    keep = allowed([rid for rid, _ in rows])
-    out = [row for row, ok in zip(rows, keep, strict=True) if ok]
-    return out if len(out) == len(rows) or len(rows) < q.k else None
+def _best(
+    rids: NDArray[np.int64], scores: NDArray[np.float64], k: int, allowed: Allowed
+) -> list[tuple[int, float]]:
+    """The ``k`` best allowed rows, ties by rid; looks further down while too few of the best are allowed."""
+    want = k
+    while True:
+        if want < len(rids):
+            top = np.argpartition(-scores, want - 1)[:want]
+            cut = scores[top].min()
+            top = np.flatnonzero(scores >= cut)  # every row tied with the last one, for the rid order
+        else:
+            top = np.arange(len(rids))
+        top = top[np.lexsort((rids[top], -scores[top]))]
+        ordered = [int(r) for r in rids[top]]
+        keep = allowed(ordered)
+        out = [(rid, float(scores[i])) for rid, i, ok in zip(ordered, top, keep, strict=True) if ok]
+        if len(out) >= k or len(top) >= len(rids):
+            return out[:k]
+        want *= 4

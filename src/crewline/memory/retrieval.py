@@ -160,7 +160,10 @@ def run_query(conn: Conn, index: ExactIndex | None, text: TextIndex, q: Query) -
         if index is not None and q.vector is not None and q.vector_weight > 0:
             vec = index.search(q.vector, q.scopes, pool, now=q.now)
         allowed = None if index is None else functools.partial(index.allowed, scopes=q.scopes, now=q.now)
-        txt = text.search(conn, q.text, q.scopes, pool, q.now, allowed) if q.text_weight > 0 else []
+        generation = None if index is None else index.generation
+        txt = (
+            text.search(conn, q.text, q.scopes, pool, q.now, allowed, generation) if q.text_weight > 0 else []
+        )
         fused = fuse([(q.vector_weight, vec), (q.text_weight, txt)], q.rrf_k)
         hits = _load(conn, fused, q)
         exhausted = len(vec) < pool and len(txt) < pool

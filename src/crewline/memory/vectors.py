@@ -60,6 +60,8 @@ class ExactIndex:
         self._synced_at = 0.0
         self._watermark = 0  # every change with seq <= this has been applied
         self._pending: dict[int, float] = {}  # seqs above the watermark not yet seen -> first noticed
+        # Bumped whenever rows are (re)read: what the full-text side keys its kept word shares on.
+        self.generation = 0
 
     def __len__(self) -> int:
         return self._n
@@ -109,8 +111,10 @@ class ExactIndex:
         self._watermark = top
         self._pending.clear()
         self._loaded = True
+        self.generation += 1
 
     def _refresh(self, conn: Conn, rids: set[int]) -> None:
+        self.generation += 1
         ordered = sorted(rids)
         for i in range(0, len(ordered), _BATCH):
             part = ordered[i : i + _BATCH]

@@ -1,0 +1,150 @@
+"""Full-quality hybrid search equals a brute-force reference: exact cosine over the stored vectors and the
+database's relevance (FTS5's BM25, PostgreSQL's ts_rank) computed here from the texts, fused by RRF.
+
+The corpus is built for the hard cases: a skewed vocabulary (common words match most documents), word
+orders permuted so that many documents tie on text relevance, another scope counted in BM25's statistics
+but never returned; the word shares kept in process are tried with room for a few words (so they are
+dropped and asked again), with plenty, and with none (the database ranks each query), and must follow a
+write made between two searches."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from crewline.memory import MemoryStore
+from crewline.memory.fulltext import TextIndex
+from crewline.memory.retrieval import fuse
+
+from .conftest import run
+
+# Words every stemmer here leaves alone and no stop list holds: the reference tokenises by splitting.
+VOCABULARY = [
+    "cat",
+    "dog",
+    "fox",
+    "owl",
+    "elk",
+    "yak",
+    "ant",
+    "bee",
+    "cod",
+    "eel",
+    "emu",
+    "gnu",
+    "hen",
+    "pig",
+    "ram",
+    "rat",
+    "bat",
+    "cow",
+]
+ADDED = "cat dog cat gnu emu"
+QUERIES = [
+    "cat dog",
+    "fox owl elk",
+    "yak ant bee cod",
+    "gnu cat",
+    "pig ram rat bat cow",
+    "emu",
+    "eel dog hen",
+]
+
+
+def corpus(rng: np.random.Generator) -> list[tuple[str, str]]:
+    weights = 1 / np.arange(1, len(VOCABULARY) + 1)
+    weights /= weights.sum()
+    docs = []
+    for i in range(70):
+        words = [VOCABULARY[j] for j in rng.choice(len(VOCABULARY), size=int(rng.integers(2, 9)), p=weights)]
+        docs.append(("kb" if i < 60 else "other", " ".join(words)))
+        if i % 4 == 0:  # the same words in another order: a tie on text relevance
+            docs.append(("kb", " ".join(rng.permutation(words))))
+    return docs
+
+
+def bm25(docs: list[list[str]], query: list[str]) -> list[float]:
+    """FTS5's bm25() over every row of the table (k1 = 1.2, b = 0.75, idf floored at 1e-6)."""
+    n, avgdl = len(docs), sum(map(len, docs)) / len(docs)
+    counts = [Counter(d) for d in docs]
+    idf = {
+        w: max(math.log((n - (df := sum(w in c for c in counts)) + 0.5) / (df + 0.5)), 1e-6) for w in query
+    }
+    return [
+        sum(idf[w] * c[w] * 2.2 / (c[w] + 1.2 * (0.25 + 0.75 * len(d) / avgdl)) for w in query if c[w])
+        for d, c in zip(docs, counts, strict=True)
+    ]
+
+
+def ts_rank(docs: list[list[str]], query: list[str]) -> list[float]:
+    """PostgreSQL's ts_rank (weight D = 0.1, no normalisation) for an OR query of distinct lexemes."""
+    lexemes = set(query)
+
+    def term(tf: int) -> float:
+        return sum(0.1 / (j * j) for j in range(1, tf + 1)) / 1.64493406685
+
+    return [float(np.float32(sum(term(d.count(w)) for w in lexemes) / len(lexemes))) for d in docs]
+
+
+Row = tuple[int, str, str, np.ndarray]  # rid, scope, text, unit vector
+
+
+def text_ranking(rows: list[Row], query: str, postgres: bool) -> list[tuple[int, float]]:
+    """Every item of scope kb holding a query word, best first, ties by rid."""
+    scores = (ts_rank if postgres else bm25)([text.split() for _, _, text, _ in rows], query.split())
+    digits = 6 if postgres else 12  # significant digits: float4 on PostgreSQL
+    kb = [
+        (rid, float(f"{s:.{digits}g}"))
+        for (rid, scope, _, _), s in zip(rows, scores, strict=True)
+        if scope == "kb"
+    ]
+    return sorted(((rid, s) for rid, s in kb if s > 0), key=lambda x: (-x[1], x[0]))
+
+
+def vector_ranking(rows: list[Row], qv: np.ndarray) -> list[tuple[int, float]]:
+    return sorted(
+        ((rid, float(v @ qv)) for rid, scope, _, v in rows if scope == "kb"), key=lambda x: (-x[1], x[0])
+    )
+
+
+@pytest.mark.parametrize("budget", [40, 4_000_000, None], ids=["evicting", "kept", "unpruned"])
+def test_full_quality_hybrid_equals_brute_force(store: MemoryStore, budget: int | None) -> None:
+    rng = np.random.default_rng(7)
+    dim = store.embedder.dim
+    for scope, text in corpus(rng):
+        vec = rng.normal(size=dim)
+        run(store.remember(text, scope=scope, embedding=list(vec / np.linalg.norm(vec)), dedupe=False))
+    searcher = MemoryStore(store.db, store.embedder, text_budget=budget)
+    stored = store.db.query(lambda c: c.all("SELECT rid, id, scope, text, embedding FROM memory_items"))
+    ids = {int(r[0]): r[1] for r in stored}
+    rows: list[Row] = [(int(r[0]), r[2], r[3], np.frombuffer(bytes(r[4]), dtype="<f4")) for r in stored]
+    texts = {rid: text.split() for rid, _, text, _ in rows}
+    postgres = store.db.dialect.name == "postgresql"
+    ties = pruning_would_miss = 0
+    for n, query in enumerate(QUERIES):
+        if n == 3:  # a write between searches changes every word's share (BM25's counts and lengths)
+            vec = rng.normal(size=dim)
+            run(store.remember(ADDED, scope="kb", embedding=list(vec / np.linalg.norm(vec)), dedupe=False))
+            got = store.db.query(lambda c: c.one("SELECT rid, id FROM memory_items WHERE text = ?", (ADDED,)))
+            ids[int(got[0])] = got[1]
+            rows.append((int(got[0]), "kb", ADDED, (vec / np.linalg.norm(vec)).astype(np.float32)))
+            texts[int(got[0])] = ADDED.split()
+        qv = rng.normal(size=dim).astype(np.float32)
+        qv /= np.linalg.norm(qv)
+        ranked = text_ranking(rows, query, postgres)
+        text, vec = ranked[:6], vector_ranking(rows, qv)[:6]
+        got = store.db.query(lambda c, q=query: TextIndex(None).search(c, q, ["kb"], 6, 1e12))
+        assert [rid for rid, _ in got] == [rid for rid, _ in text], query  # the database's own ranking
+        assert [s for _, s in got] == pytest.approx([s for _, s in text], rel=1e-5)
+        hits = run(searcher.search(query, scope="kb", k=4, candidates=6, vector=list(qv)))
+        assert [h.id for h in hits] == [ids[rid] for rid, _, _ in fuse([(1.0, vec), (1.0, text)])[:4]], query
+        alone = run(searcher.search(query, scope="kb", k=6, vector_weight=0))
+        assert [(h.id, h.text_rank) for h in alone] == [(ids[rid], n) for n, (rid, _) in enumerate(text, 1)]
+        assert [h.text_score for h in alone] == pytest.approx([s for _, s in text], rel=1e-5)
+        ties += len({s for _, s in text}) < len(text)
+        rarest = min(query.split(), key=lambda w: sum(w in t for t in texts.values()))
+        pruning_would_miss += [r for r, _ in ranked if rarest in texts[r]][:6] != [r for r, _ in text]
+    assert ties and pruning_would_miss  # the corpus does exercise tied scores and words a pruning would miss
