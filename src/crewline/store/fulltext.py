@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from .database import Conn
@@ -80,8 +80,8 @@ class Fts5(FullText):
         # bm25() of a query is the sum over its phrases of idf * tf * (k1 + 1) / (...), each phrase's term
         # computed alone: the score of a one-word query is that word's share, bit for bit.
         f = table.index
-        rows = conn.all(f"SELECT rowid, bm25({f}) FROM {f} WHERE {f} MATCH ?", (_fts5_any([word]),))
-        return [(int(rid), -float(s)) for rid, s in rows]
+        rows = conn.all(f"SELECT rowid, -bm25({f}) FROM {f} WHERE {f} MATCH ?", (_fts5_any([word]),))
+        return cast("list[tuple[int, float]]", rows)  # already ints and floats: a large list, not copied
 
     def search(self, conn: Conn, table: TextTable, q: TextQuery) -> list[tuple[int, float]]:
         f = table.index
@@ -130,7 +130,7 @@ class TsVector(FullText):
             "WHERE i.tsv @@ q",
             (_pg_term(word),),
         )
-        return [(int(rid), float(s)) for rid, s in rows]
+        return cast("list[tuple[int, float]]", rows)
 
     def search(self, conn: Conn, table: TextTable, q: TextQuery) -> list[tuple[int, float]]:
         every = " | ".join(_pg_term(w) for w in q.words)
