@@ -3,8 +3,9 @@
 Run it as ``bench/run-engine`` (it builds bench/.venv with crewline and DBOS, starts PostgreSQL, then runs
 this file). What it measures, in one invocation:
 
-* a bare fsync'd commit on this disk (SQLite WAL + synchronous=FULL; PostgreSQL synchronous_commit=on),
-  the floor any durable step pays;
+* a bare fsync'd commit on this disk (BEGIN; one INSERT; COMMIT at the engine's durability: SQLite WAL +
+  synchronous=FULL; PostgreSQL synchronous_commit=on), back to back on a thread of its own, the floor any
+  durable step pays;
 * a 10-step workflow (each step ``x + 1``), on crewline and on DBOS, on SQLite and on PostgreSQL,
   (a) sequentially, one run at a time, and (b) with 50 runs in flight (50 closed-loop clients, each
   starting a run and waiting for its result). Throughput counts runs and steps finished inside a timed
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -302,16 +304,34 @@ def fresh_database(database: str, name: str, pg_url: str | None) -> str:
 
 # -- baseline: one bare fsync'd commit ---------------------------------------------------------------
 
+# How the reference commit is taken, printed with the figures that use it.
+REFERENCE = (
+    "one bare commit = BEGIN; one INSERT of a 64-byte row; COMMIT, back to back on a thread of its own with "
+    "nothing else to do (the engine's commits run on such a thread too), at the engine's durability: "
+    "SQLite WAL + synchronous=FULL, PostgreSQL synchronous_commit=on with the three statements pipelined "
+    "(one round trip)"
+)
+
 
 class BareCommits:
-    """One small row per transaction, committed at the durability under test: the floor a step pays."""
+    """One small row per transaction, committed at the durability under test: the floor a step pays.
+
+    Commits are timed on a thread that does nothing else. Timed on the event loop's thread, between the
+    runs of the sequential window, each ``fdatasync`` measured 5-10x longer on a loaded machine (read
+    with ``strace -f -T``: about 1 ms at p50 against 0.1 ms for the same call on an idle thread): Linux
+    wakes a thread that has been busy on the CPU later than one that mostly sleeps, so a reference taken
+    there timed the scheduler, not the disk.
+    """
 
     def __init__(self, url: str) -> None:
         self._sqlite: sqlite3.Connection | None = None
         self._pg: Any = None
         if url.startswith("sqlite"):
+            # The engine's own connection settings (WAL and synchronous=FULL, see SqliteDialect.connect).
             conn = sqlite3.connect(
-                fresh_sqlite("baseline", wal=True)[len("sqlite:///") :], isolation_level=None
+                fresh_sqlite("baseline", wal=True)[len("sqlite:///") :],
+                isolation_level=None,
+                check_same_thread=False,
             )
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)")
@@ -330,21 +350,29 @@ class BareCommits:
 
     def commit(self) -> float:
         """One commit; returns its latency in seconds."""
+        row = (b"x" * 64,)
         began = time.perf_counter()
         if self._sqlite is not None:
             self._sqlite.execute("BEGIN IMMEDIATE")
-            self._sqlite.execute("INSERT INTO t (v) VALUES (?)", (b"x" * 64,))
+            self._sqlite.execute("INSERT INTO t (v) VALUES (?)", row)
             self._sqlite.execute("COMMIT")
         else:
-            self._pg.execute("INSERT INTO bench_baseline (v) VALUES (%s)", (b"x" * 64,))  # autocommit
+            with self._pg.pipeline():
+                self._pg.execute("BEGIN")
+                self._pg.execute("INSERT INTO bench_baseline (v) VALUES (%s)", row)
+                self._pg.execute("COMMIT")
         return time.perf_counter() - began
+
+    def commits(self, n: int) -> list[float]:
+        """``n`` commits back to back; their latencies in seconds."""
+        return [self.commit() for _ in range(n)]
 
     def close(self) -> None:
         (self._sqlite or self._pg).close()
 
 
 def baseline(url: str, seconds: float) -> float:
-    """Bare fsync'd commits per second, one at a time."""
+    """Bare fsync'd commits per second, one at a time (call it on a thread of its own)."""
     bare = BareCommits(url)
     try:
         n, began = 0, time.perf_counter()
@@ -359,19 +387,22 @@ def baseline(url: str, seconds: float) -> float:
 async def paired(driver: Driver, url: str, seconds: float) -> dict[str, float]:
     """Sequential step latency against bare-commit latency, sampled alternately over the same seconds.
 
-    One run (10 steps), then 10 bare commits, and again: on a shared machine the disk's fsync time drifts
-    several-fold within seconds, so only samples taken side by side compare fairly.
+    One run (10 steps), then 10 bare commits on the reference thread, and again: on a shared machine the
+    disk's fsync time drifts several-fold within seconds, so only samples taken side by side compare
+    fairly.
     """
-    bare = BareCommits(url)
-    commits: list[float] = []
-    REC.reset()
-    try:
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            await driver.run_once()
-            commits.extend(bare.commit() for _ in range(STEPS))
-    finally:
-        bare.close()
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(1, thread_name_prefix="bench-reference") as reference:
+        bare = await loop.run_in_executor(reference, BareCommits, url)
+        commits: list[float] = []
+        REC.reset()
+        try:
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                await driver.run_once()
+                commits.extend(await loop.run_in_executor(reference, bare.commits, STEPS))
+        finally:
+            await loop.run_in_executor(reference, bare.close)
     steps = [lat for _, lat in REC.steps]
     step_ms, commit_ms = percentile(steps, 0.5) * 1000, percentile(commits, 0.5) * 1000
     return {"step_p50_ms": step_ms, "commit_p50_ms": commit_ms, "ratio": step_ms / commit_ms}
@@ -531,6 +562,7 @@ def _print_table(cases: dict[str, dict[str, Any]], args: argparse.Namespace) -> 
 
 
 def _print_baselines(cases: dict[str, dict[str, Any]]) -> None:
+    print(f"reference: {REFERENCE}")
     for key, case in cases.items():
         print(f"durability {key}: {case['durability']}")
     for database in DATABASES:

@@ -268,7 +268,17 @@ def main() -> None:
         help="keep each size's crewline corpus (bench/.data, a PostgreSQL database) and reuse it next time; "
         "ingest is then not measured",
     )
+    ap.add_argument(
+        "--pgvector", metavar="URL", help="only pgvector's HNSW on this server (bench/memory_pgvector.py)"
+    )
+    ap.add_argument("--ef-search", default="100,400", help="hnsw.ef_search values with --pgvector")
     args = ap.parse_args()
+    if args.pgvector:
+        from memory_pgvector import run
+
+        efs = [int(e) for e in args.ef_search.split(",")]
+        run(args.pgvector, [int(s) for s in args.sizes.split(",")], args.queries, efs)
+        return
     budgets = [None if b == "exact" else int(b) for b in args.text_budgets.split(",")]
     sizes = [int(s) for s in args.sizes.split(",")]
     dbs, engines = args.db.split(","), args.engines.split(",")

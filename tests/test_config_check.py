@@ -98,3 +98,15 @@ def test_models_problems_reads_each_key_on_its_own() -> None:
         "gemini, groq, llamacpp, local, mistral, ollama, openai, openrouter, together, vllm"
     ]
     assert models_problems({"default": "strong"})[0].startswith("[models] default = 'strong' is not an alias")
+
+
+def test_a_bad_vector_index_setting_is_named_with_what_is_accepted(tmp_path: Path) -> None:
+    (tmp_path / "crewline.toml").write_text('[memory]\nvector_index = "ivfflat"\nhnsw_ef_search = 5000\n')
+    proc = _crewline(tmp_path, "config", "check")
+    assert proc.returncode == 2, proc.stderr
+    assert "[memory] vector_index must be one of auto, hnsw, exact; got 'ivfflat'" in proc.stdout
+    (tmp_path / "crewline.toml").write_text('[memory]\nvector_index = "exact"\nhnsw_ef_search = 5000\n')
+    proc = _crewline(tmp_path, "config", "check")
+    assert proc.returncode == 2 and "hnsw_ef_search must be a whole number from 1 to 1000" in proc.stdout
+    (tmp_path / "crewline.toml").write_text('[memory]\nvector_index = "hnsw"\nhnsw_ef_search = 200\n')
+    assert _crewline(tmp_path, "config", "check").returncode == 0

@@ -34,3 +34,22 @@ def store(db: Database, embedder: LocalEmbedder) -> MemoryStore:
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+@pytest.fixture(scope="session")
+def pgvector_server() -> Iterator[str]:
+    """A PostgreSQL server with pgvector of the tests' own (Debian's shared test server has none),
+    started once for the session, like the IMAP tests start their own Dovecot."""
+    from tests import _pg
+
+    with _pg.own_cluster(_pg.pgvector_bindir()) as cluster:
+        yield cluster.url
+
+
+@pytest.fixture
+def pgvector_url(pgvector_server: str) -> Iterator[str]:
+    """A fresh database on :func:`pgvector_server`, dropped after the test."""
+    from tests import _pg
+
+    with _pg.fresh_database(pgvector_server) as url:
+        yield url

@@ -24,6 +24,7 @@ from ..evals.config import evals_problems
 from ..flows.prompts import prompts_dir
 from ..flows.review_requests import RiskPolicy
 from ..flows.shadow import shadow_problems
+from ..memory.ann import vector_settings
 from ..memory.upkeep import purge_every
 from ..models.config import models_problems
 from ..observe.alert_config import AlertsConfig
@@ -47,6 +48,8 @@ _MEMORY_KEYS = frozenset(
         "chunk_overlap",
         "text_budget",
         "purge_every",
+        "vector_index",
+        "hnsw_ef_search",
     }
 )
 
@@ -201,7 +204,7 @@ def _memory(table: Any) -> list[str]:
     embedder = table.get("embedder", "local")
     if embedder != "local" and not isinstance(table.get("dim"), int):
         problems.append(f"[memory] embedder = {embedder!r} needs dim = <the model's vector size>")
-    return problems + _one(lambda: purge_every(table))
+    return problems + _one(lambda: purge_every(table)) + _one(lambda: vector_settings(table))
 
 
 @click.group()

@@ -388,6 +388,33 @@ def decide(
         f"SELECT id FROM reviews WHERE id = ?{conn.dialect.lock_rows_suffix(FOR_UPDATE)}", (request_id,)
     )
     req = get_request(conn, request_id)
+    _check_decidable(req, seen_hash)
+    if edit is not None:
+        if not approve:
+            raise InvalidInput("an edit only goes with an approval")
+        edit = validate_edit(req, edit)
+    inline, blob = (None, None) if edit is None else store_payload(conn, dump(edit), blob_threshold)
+    now = time.time()
+    conn.execute(
+        "UPDATE reviews SET status = ?, decided_by = ?, decided_at = ?, comment = ?, shown_hash = ?, edit = ?, "
+        "edit_blob = ? WHERE id = ?",
+        (
+            "approved" if approve else "rejected",
+            by,
+            now,
+            comment,
+            seen_hash or req.content_hash,
+            inline,
+            blob,
+            request_id,
+        ),
+    )
+    return get_request(conn, request_id)
+
+
+def _check_decidable(req: ReviewRequest, seen_hash: str | None) -> None:
+    """Refuse a decision on a request that is not a pending approval, or not the one the reviewer saw."""
+    request_id = req.id
     if req.kind in ("failure", "compensation"):
         raise InvalidInput(
             f"request {request_id} is a {req.kind} review: settle it with `crewline review retry|skip|"
@@ -412,27 +439,6 @@ def decide(
         raise InvalidInput(
             f"request {request_id} differs from what you reviewed (hash mismatch); show it again"
         )
-    if edit is not None:
-        if not approve:
-            raise InvalidInput("an edit only goes with an approval")
-        edit = validate_edit(req, edit)
-    inline, blob = (None, None) if edit is None else store_payload(conn, dump(edit), blob_threshold)
-    now = time.time()
-    conn.execute(
-        "UPDATE reviews SET status = ?, decided_by = ?, decided_at = ?, comment = ?, shown_hash = ?, edit = ?, "
-        "edit_blob = ? WHERE id = ?",
-        (
-            "approved" if approve else "rejected",
-            by,
-            now,
-            comment,
-            seen_hash or req.content_hash,
-            inline,
-            blob,
-            request_id,
-        ),
-    )
-    return get_request(conn, request_id)
 
 
 def validate_edit(req: ReviewRequest, edit: Any) -> Any:

@@ -27,7 +27,7 @@ from . import versions as v
 from .filters import matches
 from .fulltext import TextIndex
 from .results import Hit
-from .vectors import ExactIndex
+from .vectors import ExactIndex, VectorSearch
 
 __all__ = [
     "Query",
@@ -152,7 +152,7 @@ def fuse(
     return [(key, fused[key], where[key]) for key in order]
 
 
-def run_query(conn: Conn, index: ExactIndex | None, text: TextIndex, q: Query) -> list[Hit]:
+def run_query(conn: Conn, index: VectorSearch | None, text: TextIndex, q: Query) -> list[Hit]:
     """Candidates from both sides, fused, filtered and loaded; widens the pool once if filters starve it."""
     pool = max(q.candidates, q.k) * (4 if (q.filter or q.kinds) else 1)
     for attempt in range(2):
@@ -160,7 +160,8 @@ def run_query(conn: Conn, index: ExactIndex | None, text: TextIndex, q: Query) -
         if index is not None and q.vector is not None and q.vector_weight > 0:
             vec = index.search(q.vector, q.scopes, pool, now=q.now)
         allowed = None if index is None else functools.partial(index.allowed, scopes=q.scopes, now=q.now)
-        generation = None if index is None else index.generation
+        # pgvector's HNSW keeps nothing in process to follow changes by: the database ranks the text.
+        generation = index.generation if isinstance(index, ExactIndex) else None
         txt = (
             text.search(conn, q.text, q.scopes, pool, q.now, allowed, generation) if q.text_weight > 0 else []
         )

@@ -27,6 +27,7 @@ from ..observe.events import Observers
 from ..store.database import Conn, Database
 from ..store.payloads import load_json
 from . import versions as v
+from .ann import VectorSettings, enable_hnsw, vector_settings
 from .embedders import Embedder, LocalEmbedder, Matrix, as_matrix
 from .filters import validate_filter
 from .fulltext import TextIndex
@@ -46,7 +47,7 @@ from .retrieval import Query, Reranker, SearchLog, log_search, run_query
 from .rollback import count_snapshots, forget, list_snapshots, rollback, take_snapshot
 from .scopes import validate_scope, validate_scopes
 from .upkeep import purge_expired_in
-from .vectors import ExactIndex, to_blob
+from .vectors import ExactIndex, VectorIndex, to_blob
 from .writing import ScopeChanged, new_id
 
 __all__ = ["OPERATOR", "MemoryStore", "RollbackReport", "Written"]
@@ -79,16 +80,19 @@ class MemoryStore:
         chunk_size: int = 1200,
         chunk_overlap: int = 150,
         text_budget: int | None = 4_000_000,
+        vectors: VectorSettings | None = None,
     ) -> None:
         """``near_duplicate``: cosine at or above which a new fact updates an existing one (1.0: only
         exact duplicates); ``text_budget``: word postings kept in process for exact full-text ranking
-        (``None``: none kept, the database ranks each query)."""
+        (``None``: none kept, the database ranks each query); ``vectors``: which vector index (pgvector's
+        HNSW where the database has it, see :mod:`.ann`)."""
         self.db = db
         self.embedder: Embedder = embedder or LocalEmbedder()
         self.near_duplicate = near_duplicate
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
-        self._index: ExactIndex | None = None
+        self.vectors = vectors or VectorSettings()
+        self._index: VectorIndex | None = None
         self._text = TextIndex(text_budget)
         self._checked = False
         self.searches = 0
@@ -117,6 +121,7 @@ class MemoryStore:
                 chunk_size=int(section.get("chunk_size", 1200)),
                 chunk_overlap=int(section.get("chunk_overlap", 150)),
                 text_budget=_text_budget(section.get("text_budget", 4_000_000)),
+                vectors=vector_settings(section),
             )
         except (TypeError, ValueError) as e:
             raise ConfigError(f"[memory] settings are not valid: {e}") from e
@@ -140,14 +145,21 @@ class MemoryStore:
                 "is configured: run `crewline memory reembed` to re-embed everything with the new model"
             )
 
-    async def ready(self) -> ExactIndex:
-        """The vector index, once the configured embedder was checked against the one it was built with."""
-        if not self._checked:
-            await asyncio.to_thread(lambda: self.embedder.dim)  # load the model outside the write lock
-            await self.db.write(self._record_index)
-            self._checked = True
+    async def ready(self) -> VectorIndex:
+        """The vector index, once the configured embedder was checked against the one it was built with:
+        pgvector's HNSW where the database has it (and ``vectors`` allows), else the exact index."""
+        if self._checked and self._index is not None:
+            return self._index
+        dim = await asyncio.to_thread(lambda: self.embedder.dim)  # load the model outside the write lock
+
+        def prepare(conn: Conn) -> VectorIndex | None:
+            self._record_index(conn)
+            return enable_hnsw(conn, dim, self.vectors)
+
+        hnsw = await self.db.write(prepare)
+        self._checked = True
         if self._index is None:
-            self._index = ExactIndex(self.embedder.dim)
+            self._index = hnsw or ExactIndex(dim)
         return self._index
 
     async def embed(self, texts: Sequence[str], *, field: str = "text") -> Matrix:
@@ -210,10 +222,9 @@ class MemoryStore:
         raise InvalidInput(f"scope {scope!r} kept changing while remembering; try again")
 
     def _near(
-        self, conn: Conn, index: ExactIndex, vec: Matrix, scope: str, kind: str
+        self, conn: Conn, index: VectorIndex, vec: Matrix, scope: str, kind: str
     ) -> tuple[str | None, float | None]:
-        index.sync(conn)
-        for rid, cos in index.search(vec, [scope], 5):
+        for rid, cos in index.synced(conn).search(vec, [scope], 5):
             if cos < self.near_duplicate:
                 break
             found = v.item_kind(conn, rid)

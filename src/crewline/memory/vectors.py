@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,7 +23,7 @@ from ..store.database import Conn
 from . import versions as v
 from .embedders import Matrix
 
-__all__ = ["CHANGES_KEPT_SECONDS", "ExactIndex", "from_blob", "to_blob"]
+__all__ = ["CHANGES_KEPT_SECONDS", "ExactIndex", "VectorIndex", "VectorSearch", "from_blob", "to_blob"]
 
 _GAP_SECONDS = 30.0
 # The change feed is pruned after CHANGES_KEPT_SECONDS (see MemoryStore.purge_expired); an index that has
@@ -30,6 +31,24 @@ _GAP_SECONDS = 30.0
 CHANGES_KEPT_SECONDS = 3600.0
 _IDLE_RELOAD_SECONDS = CHANGES_KEPT_SECONDS / 2
 _BATCH = 500
+
+
+class VectorSearch(Protocol):
+    """The vector side of a search: this exact index, or pgvector's HNSW (:mod:`.ann`) on a connection."""
+
+    def search(
+        self, query: NDArray[np.float32], scopes: Sequence[str], k: int, *, now: float | None = None
+    ) -> list[tuple[int, float]]: ...
+
+    def allowed(self, rids: Sequence[int], scopes: Sequence[str], now: float) -> list[bool]: ...
+
+
+class VectorIndex(Protocol):
+    """What a memory store keeps: brought up to date for (or bound to) a connection before a search."""
+
+    def synced(self, conn: Conn) -> VectorSearch: ...
+
+    def reset(self) -> None: ...
 
 
 def to_blob(vector: NDArray[np.float32]) -> bytes:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from ..store.database import Conn
@@ -373,6 +374,26 @@ def embeddings(conn: Conn, rids: list[int] | None = None) -> Any:
     return conn.execute(
         f"SELECT rid, scope, expires_at, embedding FROM memory_items WHERE rid IN ({marks})", rids
     )
+
+
+def embedded_of_width(width: int) -> str:
+    """A SELECT of (rid, scope, expires_at, embedding) for every item embedded with ``width`` floats,
+    for a derived index to fill itself from in one statement (:mod:`crewline.memory.ann`)."""
+    return (
+        "SELECT rid, scope, expires_at, embedding FROM memory_items "
+        f"WHERE embedding IS NOT NULL AND length(embedding) = {4 * int(width)}"
+    )
+
+
+def live_rids(conn: Conn, rids: Sequence[int], scopes: Sequence[str], now: float) -> set[int]:
+    """Those of ``rids`` that are items of ``scopes`` not expired at ``now``."""
+    marks, smarks = ",".join("?" * len(rids)), ",".join("?" * len(scopes))
+    rows = conn.all(
+        f"SELECT rid FROM memory_items WHERE rid IN ({marks}) AND scope IN ({smarks}) "
+        "AND (expires_at IS NULL OR expires_at > ?)",
+        (*rids, *scopes, now),
+    )
+    return {int(r[0]) for r in rows}
 
 
 def changes_since(conn: Conn, seq: int) -> list[tuple[Any, ...]]:

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from ..store.database import Database
 from .embedders import Embedder, Matrix
-from .vectors import ExactIndex
+from .vectors import VectorIndex
 
 __all__ = ["ScopeChanged", "Writable", "new_id"]
 
@@ -38,7 +38,7 @@ class Writable(Protocol):
 
     async def embed(self, texts: Sequence[str], *, field: str = "text") -> Matrix: ...
 
-    async def ready(self) -> ExactIndex: ...
+    async def ready(self) -> VectorIndex: ...
 
 
 def new_id(prefix: str) -> str:

@@ -39,21 +39,31 @@ class InputCalibration:
         self._factors: dict[str, float] = {}
         self._loaded = -math.inf
         self._loading: asyncio.Future[None] | None = None
+        self._first_load = True  # no read has succeeded yet: calls wait for one
 
     async def factors(self) -> dict[str, float]:
-        """The factors by model (``provider/model``), read again when older than :data:`REFRESH`; calls
-        arriving while a read is on its way wait for it rather than reserve on what is about to change."""
+        """The factors by model (``provider/model``), read again when older than :data:`REFRESH`.
+
+        Only the first read is waited for. Later ones go on in the background while calls reserve on the
+        copy they refresh: a copy is up to :data:`REFRESH` seconds old anyway, and waiting for each
+        refresh would stall every budgeted call arriving meanwhile, every :data:`REFRESH` seconds."""
         if self._loading is None and self._db is not None and self._clock() - self._loaded >= REFRESH:
             self._loaded = self._clock()
             self._loading = asyncio.ensure_future(self._load(self._db))
-        if self._loading is not None:
-            loading = self._loading
-            try:
-                await asyncio.shield(loading)
-            finally:
-                if loading.done() and self._loading is loading:
-                    self._loading = None
+            self._loading.add_done_callback(self._loaded_once)
+        if self._loading is not None and self._first_load:
+            await asyncio.shield(self._loading)
         return self._factors
+
+    def _loaded_once(self, loading: asyncio.Future[None]) -> None:
+        if self._loading is loading:
+            self._loading = None
+        if loading.cancelled():
+            return
+        if loading.exception() is None:
+            self._first_load = False
+        elif not self._first_load:  # the first read's error reaches the calls waiting for it
+            log.warning("could not read the learned input factors: %s", loading.exception())
 
     async def _load(self, db: Database) -> None:
         rows = await db.read(lambda conn: conn.all("SELECT model, factor FROM model_input_factors", ()))

@@ -9,11 +9,19 @@ returns to the slice. In the database a lease is an ordinary reservation, so wha
 <crewline.models.ledger.Ledger.reserve_in>` guarantees still holds across processes: the leases plus what
 was spent never exceed a limit, and a budget cannot be overspent however many processes spend from it.
 
-The trade-off: credit leased here is held from every other process. Near its end a budget may refuse a
-call in one process while credit sits idle in another's lease (at most :data:`LEASE_CALLS` worst cases
-per process and set of scopes). To keep that small and short:
+No call waits for a lease while its process keeps spending: once a lease is half spent, the next one is
+taken in the background, sized to what this process spent over the last :data:`LEASE_SECONDS` (at least
+:data:`LEASE_CALLS` worst cases, at most :data:`MAX_LEASE_CALLS`), so the ledger write has about a second
+to land before the current lease runs dry. Only the first call of a set of scopes, or the first after its
+lease went back idle, waits for a lease write.
 
-- a lease is taken only while it is at most :data:`LEASE_SHARE` of what is left of each budget; past that
+The trade-off: credit leased here is held from every other process. Near its end a budget may refuse a
+call in one process while credit sits idle in another's lease (at most :data:`MAX_LEASE_CALLS` worst
+cases, and never more than :data:`LEASE_SHARE` of what was left, per process and set of scopes). To keep
+that small and short:
+
+- a lease is taken only while it is at most :data:`LEASE_SHARE` of what is left of each budget (a lease
+  sized to the spend rate that does not fit falls back to :data:`LEASE_CALLS` worst cases); past that
   (near a budget's end, or a budget small beside its calls) calls reserve one by one, exactly as without
   leases, so the last of a budget is still spent, call by call;
 - a lease unused for :data:`IDLE_SECONDS` is returned, and so is every lease at shutdown
@@ -35,26 +43,40 @@ from ..errors import BudgetExceeded
 from ..store import Conn
 from .ledger import BudgetAlert, Ledger, Reservation
 
-__all__ = ["IDLE_SECONDS", "LEASE_CALLS", "LEASE_SHARE", "CreditLeases", "Hold"]
+__all__ = [
+    "IDLE_SECONDS",
+    "LEASE_CALLS",
+    "LEASE_SECONDS",
+    "LEASE_SHARE",
+    "MAX_LEASE_CALLS",
+    "CreditLeases",
+    "Hold",
+]
 
-# How many worst cases of the call that asks for it a lease holds.
+# How many worst cases of the call that asks for it a lease holds at least (the first lease: no rate yet).
 LEASE_CALLS = 32
+# A lease after the first holds what the last one was spent at for this long (from half spent, the next
+# one is taken, so its write has half of this to land)...
+LEASE_SECONDS = 2.0
+# ... up to this many worst cases of the call that asks for it.
+MAX_LEASE_CALLS = 32 * LEASE_CALLS
 # A lease is taken only while it is at most this share of what is left of every budget it holds from.
 LEASE_SHARE = 1 / 8
-# A lease nobody used for this long goes back to the budget.
-IDLE_SECONDS = 5.0
+# A lease nobody used for this long goes back to the budget. Longer than a lull between bursts of calls,
+# whose first call would otherwise wait for a new lease.
+IDLE_SECONDS = 30.0
 # After a slice was refused (the budget nearly spent), calls reserve one by one for this long.
 REFUSED_SECONDS = 1.0
 
 
 class _Lease:
-    __slots__ = ("available", "inflight", "reservation", "used_at", "watched")
+    __slots__ = ("available", "inflight", "reservation", "taken_at", "used_at", "watched")
 
-    def __init__(self, reservation: Reservation) -> None:
+    def __init__(self, reservation: Reservation, now: float) -> None:
         self.reservation = reservation
         self.available = reservation.amount  # nano-USD not held by a call in flight nor spent
         self.inflight = 0
-        self.used_at = time.monotonic()
+        self.taken_at = self.used_at = now
         self.watched = False  # an idle check is scheduled
 
 
@@ -68,11 +90,18 @@ class Hold:
 
 
 class CreditLeases:
-    """This process's leases, one per set of budget scopes; ``queue`` takes a write for the next commit."""
+    """This process's leases, one per set of budget scopes; ``queue`` takes a write for the next commit,
+    ``clock`` is monotonic seconds."""
 
-    def __init__(self, ledger: Ledger, queue: Callable[[Callable[[Conn], list[BudgetAlert]]], None]) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        queue: Callable[[Callable[[Conn], list[BudgetAlert]]], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._ledger = ledger
         self._queue = queue
+        self._clock = clock
         self._current: dict[tuple[str, ...], _Lease] = {}
         self._leasing: dict[tuple[str, ...], asyncio.Future[_Lease | None]] = {}
         self._refused_at: dict[tuple[str, ...], float] = {}
@@ -85,13 +114,13 @@ class CreditLeases:
         lease = self._current.get(key)
         if lease is None or lease.available < amount:
             lease = await self._renew(key, scopes, amount)
-        elif lease.available - amount < lease.reservation.amount // 4 and key not in self._leasing:
+        elif lease.available - amount < lease.reservation.amount // 2 and key not in self._leasing:
             self._start_lease(key, scopes, amount)  # the next slice arrives before this one runs out
         if lease is None or lease.available < amount:
             return Hold(amount, await self._ledger.reserve(scopes, amount))
         lease.available -= amount
         lease.inflight += 1
-        lease.used_at = time.monotonic()
+        lease.used_at = self._clock()
         return Hold(amount, lease=lease)
 
     def settle_in(
@@ -109,7 +138,7 @@ class CreditLeases:
         lease = hold.lease
         lease.available += hold.amount - cost
         lease.inflight -= 1
-        lease.used_at = time.monotonic()
+        lease.used_at = self._clock()
         if lease.inflight == 0:
             if lease not in self._current.values():
                 self._give_back(lease)
@@ -128,21 +157,39 @@ class CreditLeases:
         self, key: tuple[str, ...], scopes: Mapping[str, int | None], amount: int
     ) -> _Lease | None:
         if key not in self._leasing:
-            if time.monotonic() - self._refused_at.get(key, -REFUSED_SECONDS) < REFUSED_SECONDS:
+            if self._clock() - self._refused_at.get(key, -REFUSED_SECONDS) < REFUSED_SECONDS:
                 return None
             self._start_lease(key, scopes, amount)
         return await asyncio.shield(self._leasing[key])
 
     def _start_lease(self, key: tuple[str, ...], scopes: Mapping[str, int | None], amount: int) -> None:
-        self._leasing[key] = asyncio.ensure_future(self._lease(key, dict(scopes), amount * LEASE_CALLS))
+        sizes = sorted({amount * LEASE_CALLS, self._rate_size(key, amount)}, reverse=True)
+        self._leasing[key] = asyncio.ensure_future(self._lease(key, dict(scopes), sizes))
 
-    async def _lease(self, key: tuple[str, ...], scopes: dict[str, int | None], size: int) -> _Lease | None:
+    def _rate_size(self, key: tuple[str, ...], amount: int) -> int:
+        """Credit for :data:`LEASE_SECONDS` at the rate the current lease is being spent (held included)."""
+        lease = self._current.get(key)
+        if lease is None:
+            return amount * LEASE_CALLS
+        seconds = max(self._clock() - lease.taken_at, 0.1)  # a burst's rate is not a rate
+        rate = (lease.reservation.amount - lease.available) / seconds
+        return max(amount * LEASE_CALLS, min(round(rate * LEASE_SECONDS), amount * MAX_LEASE_CALLS))
+
+    async def _lease(
+        self, key: tuple[str, ...], scopes: dict[str, int | None], sizes: list[int]
+    ) -> _Lease | None:
+        """A lease of the first of ``sizes`` that fits within :data:`LEASE_SHARE` of every budget."""
         try:
-            headroom = round(size / LEASE_SHARE) - size
-            lease = _Lease(await self._ledger.reserve(scopes, size, headroom))
-        except BudgetExceeded:
-            self._refused_at[key] = time.monotonic()
-            return None
+            for size in sizes:
+                try:
+                    headroom = round(size / LEASE_SHARE) - size
+                    lease = _Lease(await self._ledger.reserve(scopes, size, headroom), self._clock())
+                    break
+                except BudgetExceeded:
+                    continue
+            else:
+                self._refused_at[key] = self._clock()
+                return None
         finally:
             del self._leasing[key]
         old = self._current.get(key)
@@ -155,7 +202,7 @@ class CreditLeases:
         lease.watched = False
         if lease.inflight or lease not in self._current.values():
             return  # in use: the call that ends last looks again; replaced: given back as it drains
-        unused = time.monotonic() - lease.used_at
+        unused = self._clock() - lease.used_at
         if unused < IDLE_SECONDS:
             lease.watched = True
             asyncio.get_running_loop().call_later(IDLE_SECONDS - unused, self._idle, lease)

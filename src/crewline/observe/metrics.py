@@ -99,7 +99,10 @@ class Metrics:
         }
 
     def _instruments(self) -> None:
-        r = self.registry
+        self._model_instruments(self.registry)
+        self._workflow_instruments(self.registry)
+
+    def _model_instruments(self, r: CollectorRegistry) -> None:
         self.call_duration = Histogram(
             "gen_ai_client_operation_duration_seconds",
             "GenAI operation duration.",
@@ -133,6 +136,8 @@ class Metrics:
             ("model", "workflow", "key"),
             registry=r,
         )
+
+    def _workflow_instruments(self, r: CollectorRegistry) -> None:
         self.retries = Counter(
             "crewline_retries",
             "Attempts after the first: model calls (gateway) and steps.",

@@ -20,6 +20,7 @@ functions. A component's migrations (its ``migrations.py``) create its tables.
 - ``memory_upkeep``: :mod:`crewline.memory.upkeep`
 - ``memory_indexes``: :mod:`crewline.memory.store`
 - ``memory_searches``: :mod:`crewline.memory.retrieval`
+- ``memory_vectors`` (pgvector's HNSW side, where the database has the extension): :mod:`crewline.memory.ann`
 - ``api_keys``: :mod:`crewline.server.keys`
 - ``console_sessions``: :mod:`crewline.console.sessions`
 - ``webhook_deliveries``: :mod:`crewline.server.deliveries`

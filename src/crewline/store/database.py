@@ -11,6 +11,10 @@ Where the dialect pipelines (PostgreSQL), a batch whose writes all carry a guard
 sent as one round trip — begin, the guards' assertions, the writes, commit — instead of four (begin, read
 the guards, write, commit): one run checkpointing a step then costs about one commit. A failed assertion
 aborts the transaction, and the batch takes the ordinary path, which tells a failed guard from an error.
+
+A write made while the writer thread is idle and the database quiet skips the thread altogether: it is
+committed from the event loop where the driver is asynchronous (``store/direct.py``), which saves a lone run the two thread hand-offs per
+step; as soon as writes overlap, they queue for the writer thread and share its commits again.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +34,7 @@ from typing import Any, TypeVar
 
 from ..errors import DatabaseUnavailable, GuardFailed, StoreError
 from .dialects import Dialect, dialect_for_url
+from .direct import HAND_OVER, Write, direct_writer
 
 __all__ = ["Conn", "Database", "Guard", "bounded_waits"]
 
@@ -295,11 +301,22 @@ class Database:
         With ``guard``, ``fn`` runs only if the guard's check passes for its key in that same transaction
         (else :class:`GuardFailed`); the checks of all guarded writes in a batch take one query.
         """
-        if self._committer is None:
+        committer = self._committer
+        if committer is None:
             with self._lock:
                 if self._committer is None:
                     self._committer = _GroupCommitter(self)
-        return await self._committer.submit(fn, guard, self._wait())
+                committer = self._committer
+        if committer.direct is not None and committer.claim_direct():
+            try:
+                value = await committer.direct.commit(Write(fn, guard))
+            finally:
+                committer.release_direct()
+            if value is not HAND_OVER:
+                # A run whose steps never wait for anything else would otherwise keep the loop to itself.
+                await asyncio.sleep(0)
+                return value  # type: ignore[no-any-return]
+        return await committer.submit(fn, guard, self._wait())
 
     def _wait(self) -> float:
         """How long the caller may wait for an unreachable database (see :func:`bounded_waits`)."""
@@ -396,13 +413,23 @@ class Guard:
     assertion: Callable[[Conn, list[Any]], None] | None = None
 
 
-@dataclass
-class _Pending:
-    fn: Callable[[Conn], Any]
-    future: asyncio.Future[Any]
-    loop: asyncio.AbstractEventLoop
-    guard: Guard | None
-    deadline: float  # monotonic: until when it may wait for an unreachable database
+class _Pending(Write):
+    """A write queued for the writer thread, and who awaits its outcome."""
+
+    __slots__ = ("deadline", "future", "loop")
+
+    def __init__(
+        self,
+        fn: Callable[[Conn], Any],
+        future: asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop,
+        guard: Guard | None,
+        deadline: float,  # monotonic: until when it may wait for an unreachable database
+    ) -> None:
+        super().__init__(fn, guard)
+        self.future = future
+        self.loop = loop
+        self.deadline = deadline
 
 
 class _GroupCommitter:
@@ -411,36 +438,89 @@ class _GroupCommitter:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._pending: list[_Pending] = []
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        # The writer thread sleeps on this doorbell; whoever gives a sleeping writer something to do rings
+        # it once. A C queue wakes a thread for a fraction of what a Condition costs on the hot path.
+        self._bell: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._asleep = False
         self._closed = False
+        # A transaction is being committed, by the writer thread or from an event loop: writes queue.
+        self._busy = False
+        # Writes the last commit carried: more than one means writes overlap, and share commits.
+        self._last_batch = 0
+        # A write was committed from an event loop in its current turn: the tasks woken with it queue,
+        # so that runs in flight keep sharing commits instead of taking turns on the loop.
+        self._loop_turn = False
+        self.direct = direct_writer(db.dialect, lambda raw, p: Conn(raw, db.dialect, p))
         self._thread = threading.Thread(target=self._loop, name="crewline-commit", daemon=True)
         self._thread.start()
 
     def submit(self, fn: Callable[[Conn], T], guard: Guard | None, wait: float) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        with self._cond:
+        pending = _Pending(fn, fut, loop, guard, time.monotonic() + wait)
+        with self._lock:
             if self._closed:
                 raise StoreError("the database is closed")
-            self._pending.append(_Pending(fn, fut, loop, guard, time.monotonic() + wait))
-            self._cond.notify()
+            self._pending.append(pending)
+            self._ring()
         return fut
 
+    def _ring(self) -> None:
+        """Wake the writer if it sleeps (call holding ``_lock``)."""
+        if self._asleep:
+            self._asleep = False
+            self._bell.put(None)
+
+    def claim_direct(self) -> bool:
+        """Whether the caller may commit its write from its event loop now (then it must call
+        :meth:`release_direct`): the writer is idle, nothing is queued and the database is quiet."""
+        with self._lock:
+            if self._busy or self._pending or self._closed or self._loop_turn or self._last_batch > 1:
+                return False
+            self._busy = True
+            return True
+
+    def release_direct(self) -> None:
+        with self._lock:
+            self._busy = False
+            self._last_batch = 1
+            self._loop_turn = True
+            if self._pending:
+                self._ring()
+        asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._loop_turn = False
+
     def close(self) -> None:
-        with self._cond:
+        with self._lock:
             self._closed = True
-            self._cond.notify()
+            self._ring()
         self._thread.join(timeout=30)
+        if self.direct is not None:
+            self.direct.close()
 
     def _loop(self) -> None:
         while True:
-            with self._cond:
-                while not self._pending and not self._closed:
-                    self._cond.wait()
-                if not self._pending and self._closed:
+            with self._lock:
+                if self._pending and (not self._busy or self._closed):
+                    batch, self._pending = self._pending, []
+                    self._busy = True
+                elif self._closed:
                     return
-                batch, self._pending = self._pending, []
-            self._commit(batch)
+                else:
+                    self._asleep = True
+                    batch = []
+            if not batch:
+                self._bell.get()
+                continue
+            try:
+                self._commit(batch)
+            finally:
+                with self._lock:
+                    self._busy = False
+                    self._last_batch = len(batch)
 
     def _commit(self, batch: list[_Pending]) -> None:
         """Commit ``batch`` in one transaction; if that fails, each write in its own.
@@ -462,7 +542,7 @@ class _GroupCommitter:
                 if batch:
                     time.sleep(delay)
                     delay = min(delay * 2, _MAX_DELAY)
-                    with self._cond:
+                    with self._lock:
                         batch, self._pending = batch + self._pending, []
                 continue
             except Exception as e:
@@ -502,6 +582,11 @@ class _GroupCommitter:
 
 def _answer(batch: list[_Pending], outcomes: list[tuple[bool, Any]]) -> None:
     """Hand each write its outcome on the event loop that awaits it."""
+    if len(batch) == 1:  # a lone run's every step: no grouping to do
+        (ok, value), p = outcomes[0], batch[0]
+        with contextlib.suppress(RuntimeError):
+            p.loop.call_soon_threadsafe(_deliver_one, p.future, ok, value)
+        return
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
     for p, (ok, value) in zip(batch, outcomes, strict=True):
         by_loop.setdefault(p.loop, []).append((p.future, ok, value))
@@ -510,31 +595,40 @@ def _answer(batch: list[_Pending], outcomes: list[tuple[bool, Any]]) -> None:
             loop.call_soon_threadsafe(_deliver, items)
 
 
-def _run_batch(conn: Conn, batch: list[_Pending]) -> list[tuple[bool, Any]]:
+def _run_batch(conn: Conn, batch: Sequence[Write]) -> list[tuple[bool, Any]]:
     """Check every guard of the batch (one query per kind of guard), then run the writes that pass."""
+    if len(batch) == 1:  # a lone run's every step: no grouping to do
+        p = batch[0]
+        if p.guard is None or p.guard.key in p.guard.check(conn, [p.guard.key]):
+            return [(True, p.fn(conn))]
+        return [(False, GuardFailed(f"precondition failed for {p.guard.key!r}"))]
     passed: dict[int, bool] = {}
     by_check: dict[Callable[[Conn, list[Any]], set[Any]], list[int]] = {}
     for i, p in enumerate(batch):
         if p.guard is not None:
             by_check.setdefault(p.guard.check, []).append(i)
     for check, members in by_check.items():
-        ok = check(conn, [batch[i].guard.key for i in members])  # type: ignore[union-attr]
+        ok = check(conn, [batch[i].guard.key for i in members])
         for i in members:
-            passed[i] = batch[i].guard.key in ok  # type: ignore[union-attr]
+            passed[i] = batch[i].guard.key in ok
     out: list[tuple[bool, Any]] = []
     for i, p in enumerate(batch):
         if passed.get(i, True):
             out.append((True, p.fn(conn)))
         else:
-            out.append((False, GuardFailed(f"precondition failed for {p.guard.key!r}")))  # type: ignore[union-attr]
+            out.append((False, GuardFailed(f"precondition failed for {p.guard.key!r}")))
     return out
 
 
 def _deliver(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
     for fut, ok, value in items:
-        if fut.done():
-            continue
-        if ok:
-            fut.set_result(value)
-        else:
-            fut.set_exception(value)
+        _deliver_one(fut, ok, value)
+
+
+def _deliver_one(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if fut.done():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)

@@ -4,7 +4,8 @@ SQL elsewhere is written once, with ``?`` placeholders and the common subset bot
 (``ON CONFLICT``, ``RETURNING``, ``DOUBLE PRECISION``); a dialect supplies what cannot be shared:
 connecting, the placeholder style, how a write transaction begins, row locks (:class:`RowLock`), full-text
 search (:attr:`Dialect.fulltext`, see :mod:`crewline.store.fulltext`), column types in DDL, percentiles
-and time buckets for reports, and which driver errors mean "the database is unreachable". Code outside
+and time buckets for reports, which driver errors mean "the database is unreachable", and whether the
+database has pgvector (:meth:`Dialect.vector_extension`, for :mod:`crewline.memory.ann`). Code outside
 ``store/`` asks these hooks and never checks which dialect it is talking to.
 """
 
@@ -92,6 +93,10 @@ class Dialect:
     def begin_write(self, raw: Any) -> None:
         raw.execute("BEGIN")
 
+    async def connect_async(self) -> Any:
+        """An asynchronous connection in autocommit (where the dialect pipelines, see ``store/direct.py``)."""
+        raise NotImplementedError
+
     def pipeline(self, raw: Any) -> contextlib.AbstractContextManager[Any]:
         """Within this block statements are sent without waiting for their answers (where the driver
         can); reading a result waits, and leaving the block waits for all and raises the first error."""
@@ -106,6 +111,11 @@ class Dialect:
 
     def is_unavailable(self, exc: BaseException) -> bool:
         return False
+
+    def vector_extension(self, raw: Any, *, create: bool) -> str | None:
+        """The version of pgvector in this database, created first with ``create`` where the server
+        offers it and the role may; ``None`` without it (always, where the engine has no such thing)."""
+        return None
 
     def percentiles_sql(self, q: Percentiles) -> str:
         """Portable fallback: number each group's values in order and interpolate between the two rows
@@ -212,6 +222,12 @@ class PostgresDialect(Dialect):
         url = self.url.replace("postgres://", "postgresql://", 1)
         return psycopg.connect(url, autocommit=True, connect_timeout=10)
 
+    async def connect_async(self) -> Any:
+        import psycopg
+
+        url = self.url.replace("postgres://", "postgresql://", 1)
+        return await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10)
+
     def sql(self, text: str) -> str:
         return self._ddl(text).replace("?", "%s")
 
@@ -241,6 +257,26 @@ class PostgresDialect(Dialect):
         import psycopg
 
         return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+    def vector_extension(self, raw: Any, *, create: bool) -> str | None:
+        import psycopg
+
+        find = "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+        row = raw.execute(find).fetchone()
+        if row is not None or not create:
+            return None if row is None else str(row[0])
+        offered = "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"
+        if raw.execute(offered).fetchone() is None:
+            return None
+        raw.execute("SAVEPOINT crewline_vector")
+        try:
+            raw.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except psycopg.Error:  # not a superuser (pgvector is not a trusted extension): stay exact
+            raw.execute("ROLLBACK TO SAVEPOINT crewline_vector")
+            return None
+        raw.execute("RELEASE SAVEPOINT crewline_vector")
+        row = raw.execute(find).fetchone()
+        return None if row is None else str(row[0])
 
 
 def _interpolated(fraction: float) -> str:

@@ -1,0 +1,118 @@
+"""A lone write is committed from the event loop on PostgreSQL; writes in flight together share commits.
+
+Where a write ran is observed from inside it: the writer thread is named ``crewline-commit``, and a write
+committed from the loop runs on the loop's own thread. What was committed is read back on a connection of
+its own, so a test fails if a write returned before its transaction was committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from crewline.errors import GuardFailed
+from crewline.store.database import Conn, Database, Guard
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    database = Database(db_url)
+    database.run(lambda c: c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
+    yield database
+    database.close()
+
+
+class Seen:
+    """Each write's thread and transaction (the Conn it was given), in the order they ran."""
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+        self.conns: list[Conn] = []
+
+    def insert(self, key: int) -> Callable[[Conn], int]:
+        def write(conn: Conn) -> int:
+            self.threads.append(threading.current_thread().name)
+            self.conns.append(conn)
+            conn.defer("INSERT INTO t (id, v) VALUES (?, ?)", (key, "x"))
+            return key
+
+        return write
+
+
+def _rows(url: str) -> list[int]:
+    other = Database(url)
+    try:
+        return [r[0] for r in other.query(lambda c: c.all("SELECT id FROM t ORDER BY id"))]
+    finally:
+        other.close()
+
+
+async def _lone_write_on_the_loop(db: Database, seen: Seen) -> int:
+    """Lone writes until one is committed from the loop (PostgreSQL's asynchronous connection opens in
+    the background on first use; the writes before it take the writer thread)."""
+    loop_thread = threading.current_thread().name
+    if not db.dialect.pipelines:  # SQLite keeps the writer thread (see store/direct.py)
+        assert await db.write(seen.insert(1)) == 1
+        assert seen.threads == ["crewline-commit"]
+        return 1
+    for key in range(1, 200):
+        assert await db.write(seen.insert(key)) == key
+        if seen.threads[-1] == loop_thread:
+            return key
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no lone write was committed from the event loop: {seen.threads[-5:]}")
+
+
+async def test_a_lone_write_is_committed_from_the_loop_once_and_durably(db: Database) -> None:
+    seen = Seen()
+    key = await _lone_write_on_the_loop(db, seen)
+    before = len(seen.threads)
+    assert await db.write(seen.insert(key + 1000)) == key + 1000
+    where = threading.current_thread().name if db.dialect.pipelines else "crewline-commit"
+    assert seen.threads[before:] == [where]  # run once, not handed over
+    assert _rows(db.url) == [*range(1, key + 1), key + 1000]
+
+
+async def test_writes_in_flight_together_share_commits_on_the_writer_thread(db: Database) -> None:
+    seen = Seen()
+    await _lone_write_on_the_loop(db, seen)
+    first = len(seen.threads)
+    keys = range(1000, 1050)
+    assert await asyncio.gather(*(db.write(seen.insert(k)) for k in keys)) == list(keys)
+    threads, conns = seen.threads[first:], seen.conns[first:]
+    assert threads.count("crewline-commit") >= 49, threads
+    assert len({id(c) for c in conns}) <= 10, "fifty writes in flight took a commit each"
+    assert set(keys) <= set(_rows(db.url))
+
+
+async def test_a_write_that_reads_what_it_wrote_gets_its_answer(db: Database) -> None:
+    await _lone_write_on_the_loop(db, Seen())
+
+    def count_after_insert(conn: Conn) -> int:
+        conn.execute("INSERT INTO t (id, v) VALUES (?, ?)", (5000, "read"))
+        return int(conn.scalar("SELECT COUNT(*) FROM t WHERE v = ?", ("read",)))
+
+    assert await db.write(count_after_insert) == 1
+    assert 5000 in _rows(db.url)
+
+
+async def test_a_lone_write_whose_guard_fails_writes_nothing(db: Database) -> None:
+    await _lone_write_on_the_loop(db, Seen())
+
+    def passing(conn: Conn, keys: list[Any]) -> set[Any]:
+        return {k for k in keys if k == "yes"}
+
+    def asserting(conn: Conn, keys: list[Any]) -> None:
+        bad = sum(1 for k in keys if k != "yes")
+        conn.execute(f"SELECT 1 / {1 - min(bad, 1)}")
+
+    guard = Guard(passing, "no", asserting)
+    with pytest.raises(GuardFailed):
+        await db.write(Seen().insert(6000), guard=guard)
+    assert await db.write(Seen().insert(6001), guard=Guard(passing, "yes", asserting)) == 6001
+    rows = _rows(db.url)
+    assert 6000 not in rows and 6001 in rows
