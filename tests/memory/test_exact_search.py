@@ -148,3 +148,34 @@ def test_full_quality_hybrid_equals_brute_force(store: MemoryStore, budget: int 
         rarest = min(query.split(), key=lambda w: sum(w in t for t in texts.values()))
         pruning_would_miss += [r for r, _ in ranked if rarest in texts[r]][:6] != [r for r, _ in text]
     assert ties and pruning_would_miss  # the corpus does exercise tied scores and words a pruning would miss
+
+
+def test_kept_shares_follow_edits_and_deletes(store: MemoryStore) -> None:
+    """Each kind of write between searches: the kept shares rank as the database does right after it;
+    where a share is the row's own (ts_rank), the words already kept stay kept through a write."""
+    rng = np.random.default_rng(11)
+    kb = [run(store.remember(t, scope=s, dedupe=False)).id for s, t in corpus(rng) if s == "kb"]
+    searcher = MemoryStore(store.db, store.embedder)
+
+    def agree() -> None:
+        ids = dict(store.db.query(lambda c: c.all("SELECT rid, id FROM memory_items")))
+        for query in ["cat dog", "fox owl", "gnu emu cat"]:
+            want = store.db.query(lambda c, q=query: TextIndex(None).search(c, q, ["kb"], 200, 1e12))
+            hits = run(searcher.search(query, scope="kb", k=200, vector_weight=0))
+            assert [h.id for h in hits] == [ids[rid] for rid, _ in want], query
+            assert [h.text_score for h in hits] == pytest.approx([s for _, s in want], rel=1e-5), query
+
+    agree()
+    run(store.remember("owl owl fox cat", scope="kb", id=kb[0]))  # an edit: words gained and lost
+    agree()
+    run(store.delete(kb[1]))
+    agree()
+    run(store.remember(ADDED, scope="kb", dedupe=False))
+    agree()
+    kept = set(searcher._text._shares)
+    assert kept
+    run(store.delete(kb[2]))
+    store.db.query(searcher._text._follow)
+    local = store.db.dialect.fulltext.shares_are_local
+    assert set(searcher._text._shares) == (kept if local else set())  # patched in place, or dropped
+    agree()

@@ -6,9 +6,10 @@ word is slow (a common word matches most of a corpus), and pruning the candidate
 loses documents that belonged in the answer. Both engines' relevance is a sum of one share per query
 word, so :class:`TextIndex` asks the database once for each word's shares in every document holding it,
 keeps them in process (up to a number of postings, least recently used out), and ranks by adding them up
-with numpy: the same ranking as the unpruned query, ties by rowid. A share depends on the whole corpus
-(document counts, average length), so the kept shares are dropped whenever the memory changed: the
-caller passes the generation of the vector index, which follows the ``memory_changes`` feed.
+with numpy: the same ranking as the unpruned query, ties by rowid. The index follows the
+``memory_changes`` feed (:mod:`.feed`). Where a share depends only on its own row (PostgreSQL's
+ts_rank), a change re-reads the changed rows' shares of the kept words; where it depends on the whole
+corpus (BM25's document counts and average length), every kept share is dropped.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from numpy.typing import NDArray
 
 from ..store.database import Conn
 from ..store.fulltext import TextQuery
+from .feed import FeedCursor
 from .versions import ITEMS_TEXT
 
 __all__ = ["TextIndex", "terms"]
@@ -60,7 +62,8 @@ class TextIndex:
         self.postings_budget = postings_budget
         self._shares: OrderedDict[str, _Shares] = OrderedDict()
         self._kept = 0
-        self._generation: object = None
+        self._feed = FeedCursor()
+        self._epoch = 0  # bumped whenever kept shares change: a word read across a change is not kept
         self._lock = threading.Lock()
 
     def search(
@@ -71,31 +74,24 @@ class TextIndex:
         k: int,
         now: float,
         allowed: Allowed | None = None,
-        generation: object = None,
     ) -> list[tuple[int, float]]:
         """The ``k`` best (rid, relevance) for ``query`` among live items of ``scopes``, best first.
 
-        With ``allowed`` (scope and expiry checked in memory) and ``generation`` (changes whenever an
-        item does), from the kept shares; otherwise the database ranks the query."""
+        With ``allowed`` (which rids are live items of the scopes), from the kept shares; otherwise the
+        database ranks the query."""
         words = terms(query)
         if not words or k <= 0:
             return []
-        if self.postings_budget is not None and allowed is not None and generation is not None:
-            return self._ranked(conn, words, k, allowed, generation)
+        if self.postings_budget is not None and allowed is not None:
+            return self._ranked(conn, words, k, allowed)
         marks = ",".join("?" * len(scopes))
         live = f"i.scope IN ({marks}) AND (i.expires_at IS NULL OR i.expires_at > ?)"
         return conn.dialect.fulltext.search(conn, ITEMS_TEXT, TextQuery(words, k, live, (*scopes, now)))
 
-    def _ranked(
-        self, conn: Conn, words: list[str], k: int, allowed: Allowed, generation: object
-    ) -> list[tuple[int, float]]:
+    def _ranked(self, conn: Conn, words: list[str], k: int, allowed: Allowed) -> list[tuple[int, float]]:
         counted, factor = conn.dialect.fulltext.rank_terms(conn, words)
-        with self._lock:
-            if generation != self._generation:
-                self._shares.clear()
-                self._kept = 0
-                self._generation = generation
-        parts = [self._word(conn, w, generation) for w in counted]
+        self._follow(conn)
+        parts = [self._word(conn, w) for w in counted]
         parts = [p for p in parts if len(p[0])]
         if not parts:
             return []
@@ -105,26 +101,63 @@ class TextIndex:
         found = np.flatnonzero(total)
         return _best(found, (total[found] * factor).astype(np.float64), k, allowed)
 
-    def _word(self, conn: Conn, word: str, generation: object) -> _Shares:
+    def _follow(self, conn: Conn) -> None:
+        """Bring the kept shares up to the change feed."""
+        with self._lock:
+            changed = self._feed.changed(conn)
+            if changed is None or (changed and not conn.dialect.fulltext.shares_are_local):
+                self._shares.clear()
+                self._kept = 0
+                self._epoch += 1
+            elif changed:
+                self._patch(conn, np.array(sorted(changed), dtype=np.int64))
+                self._epoch += 1
+
+    def _patch(self, conn: Conn, changed: NDArray[np.int64]) -> None:
+        """Replace the changed rows' postings in every kept word (shares that depend on their row only)."""
+        words = list(self._shares)
+        if not words:
+            return
+        fresh: dict[int, list[tuple[int, float]]] = {}
+        for i, rid, share in conn.dialect.fulltext.row_scores(conn, ITEMS_TEXT, words, changed.tolist()):
+            fresh.setdefault(i, []).append((rid, share))
+        for i, word in enumerate(words):
+            rids, shares = self._shares[word]
+            at = np.searchsorted(rids, changed)
+            held = at[(at < len(rids)) & (rids[np.minimum(at, len(rids) - 1)] == changed)]
+            if not len(held) and i not in fresh:
+                continue
+            rids, shares = np.delete(rids, held), np.delete(shares, held)
+            added = fresh.get(i, [])
+            if added:
+                rids = np.concatenate([rids, np.array([r for r, _ in added], dtype=np.int64)])
+                shares = np.concatenate([shares, np.array([s for _, s in added], dtype=np.float64)])
+                order = np.argsort(rids, kind="stable")
+                rids, shares = rids[order], shares[order]
+            self._kept += len(rids) - len(self._shares[word][0])
+            self._shares[word] = (rids, shares)
+
+    def _word(self, conn: Conn, word: str) -> _Shares:
         with self._lock:
             kept = self._shares.get(word)
             if kept is not None:
                 self._shares.move_to_end(word)
                 return kept
+            epoch = self._epoch
         rows = conn.dialect.fulltext.word_scores(conn, ITEMS_TEXT, word)
-        shares = (
-            np.fromiter((r for r, _ in rows), dtype=np.int64, count=len(rows)),
-            np.fromiter((s for _, s in rows), dtype=np.float64, count=len(rows)),
-        )
+        rids = np.fromiter((r for r, _ in rows), dtype=np.int64, count=len(rows))
+        shares = np.fromiter((s for _, s in rows), dtype=np.float64, count=len(rows))
+        order = np.argsort(rids, kind="stable")  # sorted by rid: a change finds its rows by bisection
+        shares_kept = (rids[order], shares[order])
         budget = self.postings_budget or 0
         with self._lock:
-            if generation == self._generation and word not in self._shares and len(rows) <= budget:
-                self._shares[word] = shares
+            if epoch == self._epoch and word not in self._shares and len(rows) <= budget:
+                self._shares[word] = shares_kept
                 self._kept += len(rows)
                 while self._kept > budget:
                     _, dropped = self._shares.popitem(last=False)
                     self._kept -= len(dropped[0])
-        return shares
+        return shares_kept
 
 
 def _best(

@@ -27,7 +27,7 @@ from . import versions as v
 from .filters import matches
 from .fulltext import TextIndex
 from .results import Hit
-from .vectors import ExactIndex, VectorSearch
+from .vectors import VectorSearch
 
 __all__ = [
     "Query",
@@ -160,11 +160,7 @@ def run_query(conn: Conn, index: VectorSearch | None, text: TextIndex, q: Query)
         if index is not None and q.vector is not None and q.vector_weight > 0:
             vec = index.search(q.vector, q.scopes, pool, now=q.now)
         allowed = None if index is None else functools.partial(index.allowed, scopes=q.scopes, now=q.now)
-        # pgvector's HNSW keeps nothing in process to follow changes by: the database ranks the text.
-        generation = index.generation if isinstance(index, ExactIndex) else None
-        txt = (
-            text.search(conn, q.text, q.scopes, pool, q.now, allowed, generation) if q.text_weight > 0 else []
-        )
+        txt = text.search(conn, q.text, q.scopes, pool, q.now, allowed) if q.text_weight > 0 else []
         fused = fuse([(q.vector_weight, vec), (q.text_weight, txt)], q.rrf_k)
         hits = _load(conn, fused, q)
         exhausted = len(vec) < pool and len(txt) < pool

@@ -41,6 +41,10 @@ class TextQuery:
 
 
 class FullText:
+    # Whether a row's share of a word depends on that row alone (not on counts over the whole corpus):
+    # then kept shares stay right when other rows change.
+    shares_are_local = False
+
     def create(self, conn: Conn, table: TextTable) -> None:
         """Create the index and whatever keeps it in step with the table (a migration step)."""
         raise NotImplementedError
@@ -51,6 +55,13 @@ class FullText:
 
     def word_scores(self, conn: Conn, table: TextTable, word: str) -> list[tuple[int, float]]:
         """(rowid, share of relevance) of every row holding ``word``."""
+        raise NotImplementedError
+
+    def row_scores(
+        self, conn: Conn, table: TextTable, words: Sequence[str], rowids: Sequence[int]
+    ) -> list[tuple[int, int, float]]:
+        """(index into ``words``, rowid, share) of each of ``words`` in each of ``rowids`` holding it (asked
+        only where :attr:`shares_are_local`)."""
         raise NotImplementedError
 
     def search(self, conn: Conn, table: TextTable, q: TextQuery) -> list[tuple[int, float]]:
@@ -100,6 +111,8 @@ def _fts5_any(words: Sequence[str]) -> str:
 class TsVector(FullText):
     """A generated ``tsv`` column (English configuration) under a GIN index."""
 
+    shares_are_local = True  # ts_rank without normalisation reads only the row's own tsvector
+
     def create(self, conn: Conn, table: TextTable) -> None:
         document = " || ' ' || ".join(f"coalesce({c}, '')" for c in table.columns)
         conn.execute(
@@ -131,6 +144,17 @@ class TsVector(FullText):
             (_pg_term(word),),
         )
         return cast("list[tuple[int, float]]", rows)
+
+    def row_scores(
+        self, conn: Conn, table: TextTable, words: Sequence[str], rowids: Sequence[int]
+    ) -> list[tuple[int, int, float]]:
+        rows = conn.all(
+            f"SELECT w.n - 1, i.{table.rowid}, ts_rank(i.tsv, to_tsquery('english', w.t)) "
+            f"FROM unnest(?::text[]) WITH ORDINALITY AS w(t, n) JOIN {table.table} i "
+            f"ON i.{table.rowid} = ANY(?) AND i.tsv @@ to_tsquery('english', w.t)",
+            ([_pg_term(w) for w in words], list(rowids)),
+        )
+        return [(int(n), int(rid), float(s)) for n, rid, s in rows]
 
     def search(self, conn: Conn, table: TextTable, q: TextQuery) -> list[tuple[int, float]]:
         every = " | ".join(_pg_term(w) for w in q.words)
