@@ -156,6 +156,8 @@ def test_kept_shares_follow_edits_and_deletes(store: MemoryStore) -> None:
     rng = np.random.default_rng(11)
     kb = [run(store.remember(t, scope=s, dedupe=False)).id for s, t in corpus(rng) if s == "kb"]
     searcher = MemoryStore(store.db, store.embedder)
+    run(searcher.ready())
+    assert searcher._text.warmed.wait(60)  # no words arriving from the warm-up during the checks
 
     def agree() -> None:
         ids = dict(store.db.query(lambda c: c.all("SELECT rid, id FROM memory_items")))
@@ -179,3 +181,25 @@ def test_kept_shares_follow_edits_and_deletes(store: MemoryStore) -> None:
     local = store.db.dialect.fulltext.shares_are_local
     assert set(searcher._text._shares) == (kept if local else set())  # patched in place, or dropped
     agree()
+
+
+@pytest.mark.parametrize("budget", [40, 4_000_000])
+def test_warm_up_loads_the_words_most_documents_hold_within_the_budget(
+    store: MemoryStore, budget: int
+) -> None:
+    rng = np.random.default_rng(5)
+    texts = [t for _, t in corpus(rng)]
+    for text in texts:
+        run(store.remember(text, scope="kb", dedupe=False))
+    searcher = MemoryStore(store.db, store.embedder, text_budget=budget)
+    run(searcher.ready())
+    assert searcher._text.warmed.wait(60)
+    held = Counter(w for t in texts for w in set(t.split()))
+    kept = searcher._text._shares
+    assert 0 < searcher._text._kept <= budget
+    assert held.most_common(1)[0][0] in kept or budget < held.most_common(1)[0][1]
+    if budget > len(texts) * len(VOCABULARY):
+        assert set(kept) == {w for w, n in held.items() if n >= 2}  # the sample is every text here
+    want = store.db.query(lambda c: TextIndex(None).search(c, "cat dog", ["kb"], 10, 1e12))
+    hits = run(searcher.search("cat dog", scope="kb", k=10, vector_weight=0))
+    assert [h.text_score for h in hits] == pytest.approx([s for _, s in want], rel=1e-5)

@@ -9,21 +9,27 @@ keeps them in process (up to a number of postings, least recently used out), and
 with numpy: the same ranking as the unpruned query, ties by rowid. The index follows the
 ``memory_changes`` feed (:mod:`.feed`). Where a share depends only on its own row (PostgreSQL's
 ts_rank), a change re-reads the changed rows' shares of the kept words; where it depends on the whole
-corpus (BM25's document counts and average length), every kept share is dropped.
+corpus (BM25's document counts and average length), every kept share is dropped. A word seen for the
+first time costs a few microseconds per document holding it, so :meth:`TextIndex.warm` loads the words
+most documents hold (the expensive ones) in the background, a few at a time on the database's reader
+threads; a query never waits for it.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
-from collections import OrderedDict
+import time
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ..store.database import Conn
+from ..store.database import Conn, Database
 from ..store.fulltext import TextQuery
+from . import versions as v
 from .feed import FeedCursor
 from .versions import ITEMS_TEXT
 
@@ -36,6 +42,9 @@ of on or our so that the their them then there these they this to was we what wh
 will with you your
 """
 _STOP = frozenset(_STOP_WORDS.split())
+_SAMPLE = 2000  # texts read to find the words most documents hold
+_WARM_SLICE = 0.05  # seconds of loading per reader job, so that searches interleave
+log = logging.getLogger(__name__)
 # rids -> which of them are live items of the searched scopes (answered by the in-process vector index).
 Allowed = Callable[[list[int]], list[bool]]
 _Shares = tuple[NDArray[np.int64], NDArray[np.float64]]
@@ -65,6 +74,36 @@ class TextIndex:
         self._feed = FeedCursor()
         self._epoch = 0  # bumped whenever kept shares change: a word read across a change is not kept
         self._lock = threading.Lock()
+        self.warmed = threading.Event()  # set when the warm-up ended (or was never asked for)
+        self._warming = False
+
+    def warm(self, db: Database) -> None:
+        """Start loading the words most documents hold, in the background, up to the budget (once)."""
+        with self._lock:
+            if self._warming or self.postings_budget is None:
+                return
+            self._warming = True
+        if not db.background(lambda conn: self._warm_step(db, conn, None)):
+            self.warmed.set()
+
+    def _warm_step(self, db: Database, conn: Conn, words: list[str] | None) -> None:
+        try:
+            self._follow(conn)
+            if words is None:
+                words = _frequent(v.sample_texts(conn, _SAMPLE))
+            until = time.monotonic() + _WARM_SLICE
+            while words and time.monotonic() < until and self._kept < (self.postings_budget or 0):
+                self._word(conn, words.pop(0), evict=False)
+        except Exception:  # a closed database or an outage: the searches load their own words
+            log.debug("full-text warm-up stopped", exc_info=True)
+            words = []
+        rest = words
+        if (
+            not rest
+            or self._kept >= (self.postings_budget or 0)
+            or not db.background(lambda c: self._warm_step(db, c, rest))
+        ):
+            self.warmed.set()
 
     def search(
         self,
@@ -137,7 +176,7 @@ class TextIndex:
             self._kept += len(rids) - len(self._shares[word][0])
             self._shares[word] = (rids, shares)
 
-    def _word(self, conn: Conn, word: str) -> _Shares:
+    def _word(self, conn: Conn, word: str, *, evict: bool = True) -> _Shares:
         with self._lock:
             kept = self._shares.get(word)
             if kept is not None:
@@ -150,14 +189,21 @@ class TextIndex:
         order = np.argsort(rids, kind="stable")  # sorted by rid: a change finds its rows by bisection
         shares_kept = (rids[order], shares[order])
         budget = self.postings_budget or 0
+        room = budget if evict else budget - self._kept  # the warm-up only fills what is free
         with self._lock:
-            if epoch == self._epoch and word not in self._shares and len(rows) <= budget:
+            if epoch == self._epoch and word not in self._shares and len(rows) <= room:
                 self._shares[word] = shares_kept
                 self._kept += len(rows)
                 while self._kept > budget:
                     _, dropped = self._shares.popitem(last=False)
                     self._kept -= len(dropped[0])
         return shares_kept
+
+
+def _frequent(texts: list[str]) -> list[str]:
+    """Words held by at least two of ``texts``, most held first."""
+    held = Counter(w for text in texts for w in terms(text, limit=10_000))
+    return [w for w, n in held.most_common() if n >= 2]
 
 
 def _best(

@@ -158,6 +158,7 @@ class MemoryStore:
 
         hnsw = await self.db.write(prepare)
         self._checked = True
+        self._text.warm(self.db)
         if self._index is None:
             self._index = hnsw or ExactIndex(dim)
         return self._index
