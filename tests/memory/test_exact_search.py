@@ -183,6 +183,12 @@ def test_kept_shares_follow_edits_and_deletes(store: MemoryStore) -> None:
     agree()
 
 
+def test_nothing_kept_means_no_warm_up_to_wait_for(store: MemoryStore) -> None:
+    searcher = MemoryStore(store.db, store.embedder, text_budget=None)
+    run(searcher.ready())
+    assert searcher._text.warmed.is_set() and not searcher._text._shares
+
+
 @pytest.mark.parametrize("budget", [40, 4_000_000])
 def test_warm_up_loads_the_words_most_documents_hold_within_the_budget(
     store: MemoryStore, budget: int

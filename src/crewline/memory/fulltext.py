@@ -74,8 +74,10 @@ class TextIndex:
         self._feed = FeedCursor()
         self._epoch = 0  # bumped whenever kept shares change: a word read across a change is not kept
         self._lock = threading.Lock()
-        self.warmed = threading.Event()  # set when the warm-up ended (or was never asked for)
+        self.warmed = threading.Event()  # set when the warm-up ended (or there is none: nothing kept)
         self._warming = False
+        if postings_budget is None:
+            self.warmed.set()
 
     def warm(self, db: Database) -> None:
         """Start loading the words most documents hold, in the background, up to the budget (once)."""
