@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import shutil
@@ -55,6 +56,7 @@ class Row:
     recall: float
     note: str = ""
     hybrid_recall: float | None = None
+    rss_mb: float | None = None
 
 
 # -- corpus ----------------------------------------------------------------------------------------------
@@ -183,10 +185,15 @@ _INGEST_NOTES = {
 async def bench_crewline(
     url: str, texts: list[str], qs: list[str], embedder: LocalEmbedder, text_budgets: list[int | None]
 ) -> list[Row]:
-    ingest = await ingest_rate(url, texts, embedder)
     db = open_database(url)
     store = MemoryStore(db, embedder)
-    await store.remember("warm-up fact in another scope", scope="other")
+    ingest = float("nan")  # a reused corpus was not ingested in this run
+    if await store.count_items() == 0:
+        db.close()
+        ingest = await ingest_rate(url, texts, embedder)
+        db = open_database(url)
+        store = MemoryStore(db, embedder)
+        await store.remember("warm-up fact in another scope", scope="other")
     rows = [await _searches(db, embedder, url, len(texts), ingest, qs, budget) for budget in text_budgets]
     db.close()
     return rows
@@ -196,6 +203,10 @@ async def _searches(
     db: Database, embedder: LocalEmbedder, url: str, n: int, ingest: float, qs: list[str], budget: int | None
 ) -> Row:
     store = MemoryStore(db, embedder, text_budget=budget)
+    start = time.perf_counter()
+    await store.ready()  # starts the full-text warm-up in the background
+    await asyncio.to_thread(store._text.warmed.wait)
+    warm_s = time.perf_counter() - start
     for q in qs[:20]:
         await store.search(q, scope="bench", k=10)
     lat = []
@@ -220,10 +231,18 @@ async def _searches(
         exact_hybrid.append([ids[r] for r, _, _ in fuse([(1.0, ev), (1.0, tv)])[:10]])
     p50, p95 = percentiles(lat)
     text = "FTS5" if url.startswith("sqlite") else "tsvector"
-    note = f"exact vector + {text}, " + (f"text budget {budget}" if budget else "exact text")
+    kept = f"word shares kept ({budget}, warm-up {warm_s:.1f} s)" if budget else "unpruned in the db"
+    note = f"exact vector + {text}, {kept}"
     row = Row("crewline", url.split(":", 1)[0], n, ingest, p50, p95, recall_at(found, exact), note)
     row.hybrid_recall = recall_at(hybrid, exact_hybrid)
+    row.rss_mb = rss_mb()
     return row
+
+
+def rss_mb() -> float:
+    """This process's resident memory now (the whole bench process: model, corpus, indexes)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 # -- LanceDB ---------------------------------------------------------------------------------------------
@@ -292,18 +311,33 @@ def fresh_embedder() -> LocalEmbedder:
     return embedder
 
 
-def pg_database(base: str) -> tuple[str, Callable[[], None]]:
+def pg_database(base: str, keep: str | None = None) -> tuple[str, Callable[[], None]]:
+    """A fresh database, dropped afterwards; with ``keep``, the database of that name, created if missing
+    and kept for the next run."""
     import psycopg
 
-    name = f"bench_memory_{uuid.uuid4().hex[:8]}"
+    name = keep or f"bench_memory_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
 
     def drop() -> None:
+        if keep:
+            return
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     return f"{base.rpartition('/')[0]}/{name}", drop
+
+
+def cached_corpus(n: int) -> tuple[Path, str]:
+    """Where ``--reuse`` keeps the corpus of ``n`` chunks: a SQLite file under bench/.data and a PostgreSQL
+    database named after this checkout (so checkouts sharing a server do not share corpora)."""
+    here = Path(__file__).resolve().parent
+    data = here / ".data"
+    data.mkdir(exist_ok=True)
+    tag = hashlib.sha256(str(here).encode()).hexdigest()[:8]
+    return data / f"memory-{n}.db", f"bench_memory_{n}_{tag}"
 
 
 def main() -> None:
@@ -312,7 +346,16 @@ def main() -> None:
     ap.add_argument("--db", default="sqlite,postgresql")
     ap.add_argument("--engines", default="crewline,lancedb")
     ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--text-budgets", default="2000,exact", help="crewline full-text budgets (exact = none)")
+    ap.add_argument(
+        "--text-budgets", default="4000000,exact", help="crewline text_budget values (exact = none kept)"
+    )
+    ap.add_argument("--flat-only", action="store_true", help="LanceDB's exact search only (no IVF_HNSW_SQ)")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep each size's crewline corpus (bench/.data, a PostgreSQL database) and reuse it next time; "
+        "ingest is then not measured",
+    )
     ap.add_argument(
         "--pgvector", metavar="URL", help="only pgvector's HNSW on this server (bench/memory_pgvector.py)"
     )
@@ -344,16 +387,16 @@ def main() -> None:
         texts = corpus(n)
         qs = queries(texts, args.queries)
         tmp = tempfile.mkdtemp(prefix="crewline-bench-memory-")
+        cached_file, cached_pg = cached_corpus(n)
         try:
             search = "crewline" in engines and not args.no_search
             if search and "sqlite" in dbs:
-                rows += asyncio.run(
-                    bench_crewline(f"sqlite:///{tmp}/m.db", texts, qs, fresh_embedder(), budgets)
-                )
+                path = cached_file if args.reuse else f"{tmp}/m.db"
+                rows += asyncio.run(bench_crewline(f"sqlite:///{path}", texts, qs, fresh_embedder(), budgets))
                 print(rows[-1], file=sys.stderr)
             if search and "postgresql" in dbs:
                 if pg:
-                    url, drop = pg_database(pg)
+                    url, drop = pg_database(pg, cached_pg if args.reuse else None)
                     try:
                         rows += asyncio.run(bench_crewline(url, texts, qs, fresh_embedder(), budgets))
                     finally:
@@ -372,7 +415,7 @@ def main() -> None:
                     rows += ingest_before_after(url, n, args.before, args.runs, with_lance)
                     print(*rows[-3:], sep="\n", file=sys.stderr)
             if "lancedb" in engines and not args.no_search:
-                for index in (False, True) if n >= 50_000 else (False,):
+                for index in (False, True) if n >= 50_000 and not args.flat_only else (False,):
                     rows.append(bench_lancedb(f"{tmp}/lance-{index}", texts, qs, fresh_embedder(), index))
                     print(rows[-1], file=sys.stderr)
         finally:
@@ -385,16 +428,20 @@ def print_table(rows: list[Row], nq: int) -> None:
     print(
         "vec R@10: vector side vs brute force; hyb R@10: hybrid top-10 vs exact vectors + unpruned full text"
     )
+    print(
+        "RSS: the bench process's resident memory after crewline's searches (a reused corpus: ingest not timed)"
+    )
     head = (
         f"{'engine':<9} {'db':<11} {'chunks':>7} {'ingest/s':>9} {'p50 ms':>7} {'p95 ms':>7} {'vec R@10':>8} "
-        f"{'hyb R@10':>8}  notes"
+        f"{'hyb R@10':>8} {'RSS MB':>7}  notes"
     )
     print(head)
     print("-" * len(head))
     for r in rows:
         print(
             f"{r.engine:<9} {r.db:<11} {r.n:>7} {r.ingest_per_s:>9.0f} {r.p50_ms:>7.2f} {r.p95_ms:>7.2f} "
-            f"{r.recall:>8.3f} {'-' if r.hybrid_recall is None else f'{r.hybrid_recall:.3f}':>8}  {r.note}"
+            f"{r.recall:>8.3f} {'-' if r.hybrid_recall is None else f'{r.hybrid_recall:.3f}':>8} "
+            f"{'-' if r.rss_mb is None else f'{r.rss_mb:.0f}':>7}  {r.note}"
         )
 
 

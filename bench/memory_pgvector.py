@@ -154,7 +154,7 @@ def run(url: str, sizes: list[int], nq: int, efs: list[int]) -> None:
             r = asyncio.run(measure(db_url, texts, vecs, nq, ef))
             print(
                 f"pgvector hnsw {n:>8} chunks, ef_search {ef:>4}: load {load:6.1f} s, "
-                f"fill+index {r['build_s']:6.1f} s, hybrid (text budget 2000) p50 {r['hybrid_p50']:.2f} "
+                f"fill+index {r['build_s']:6.1f} s, hybrid (default text budget) p50 {r['hybrid_p50']:.2f} "
                 f"p95 {r['hybrid_p95']:.2f} ms, vector only p50 {r['vector_p50']:.2f} p95 "
                 f"{r['vector_p95']:.2f} ms, vec R@10 {r['recall']:.3f}, peak RSS {r['rss_mb']:.0f} MB",
                 flush=True,

@@ -193,7 +193,7 @@ def test_change_feed_is_pruned_and_an_idle_index_reloads(filled: MemoryStore) ->
     filled.db.run(lambda c: c.execute("DELETE FROM memory_items WHERE id = ?", (gone,)))
     index = filled._index
     assert index is not None
-    index._synced_at -= 10_000
+    index._feed._synced_at -= 10_000
     assert gone not in [h.id for h in run(filled.search("ZX9000 router", scope="kb", k=10, text_weight=0))]
 
 

@@ -79,12 +79,13 @@ class MemoryStore:
         near_duplicate: float = 0.95,
         chunk_size: int = 1200,
         chunk_overlap: int = 150,
-        text_budget: int | None = 2000,
+        text_budget: int | None = 4_000_000,
         vectors: VectorSettings | None = None,
     ) -> None:
         """``near_duplicate``: cosine at or above which a new fact updates an existing one (1.0: only
-        exact duplicates); ``text_budget``: documents one full-text query may score (``None``: exact);
-        ``vectors``: which vector index (pgvector's HNSW where the database has it, see :mod:`.ann`)."""
+        exact duplicates); ``text_budget``: word postings kept in process for exact full-text ranking
+        (``None``: none kept, the database ranks each query); ``vectors``: which vector index (pgvector's
+        HNSW where the database has it, see :mod:`.ann`)."""
         self.db = db
         self.embedder: Embedder = embedder or LocalEmbedder()
         self.near_duplicate = near_duplicate
@@ -119,7 +120,7 @@ class MemoryStore:
                 near_duplicate=float(section.get("near_duplicate", 0.95)),
                 chunk_size=int(section.get("chunk_size", 1200)),
                 chunk_overlap=int(section.get("chunk_overlap", 150)),
-                text_budget=_text_budget(section.get("text_budget", 2000)),
+                text_budget=_text_budget(section.get("text_budget", 4_000_000)),
                 vectors=vector_settings(section),
             )
         except (TypeError, ValueError) as e:
@@ -157,6 +158,7 @@ class MemoryStore:
 
         hnsw = await self.db.write(prepare)
         self._checked = True
+        self._text.warm(self.db)
         if self._index is None:
             self._index = hnsw or ExactIndex(dim)
         return self._index
@@ -576,7 +578,7 @@ def _text_budget(value: object) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(
-            f"[memory] text_budget must be a positive number of documents or 'exact', got {value!r}"
+            f"[memory] text_budget must be a positive number of postings to keep or 'exact', got {value!r}"
         )
     return value
 

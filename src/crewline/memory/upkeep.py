@@ -21,7 +21,7 @@ from ..config import parse_duration
 from ..errors import ConfigError, DatabaseUnavailable
 from ..store.database import Conn, Database
 from . import versions as v
-from .vectors import CHANGES_KEPT_SECONDS
+from .feed import CHANGES_KEPT_SECONDS
 
 __all__ = ["PurgeTurn", "keep_purged", "purge_every", "purge_expired_in", "purge_if_due"]
 

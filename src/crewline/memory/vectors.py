@@ -3,10 +3,9 @@
 Vectors live in ``memory_items.embedding`` (written in the same transaction as their item, so a rollback,
 a forget or a failed ingest can never leave the index out of step). Each process keeps a float32 matrix of
 them, loaded once and then brought up to date before every search from ``memory_changes``, a feed of
-touched rows. Search is one matrix-vector product over the rows allowed by the scope mask: exact (recall
-1.0, and filters never starve it the way they starve a graph index), and at 100k chunks of 64 dimensions a
-few milliseconds on two cores. On PostgreSQL sequence numbers can commit out of order, so a gap in the
-feed is re-read until it fills or has been open long enough to be a rolled-back transaction.
+touched rows (:mod:`.feed`). Search is one matrix-vector product over the rows allowed by the scope mask:
+exact (recall 1.0, and filters never starve it the way they starve a graph index), and at 100k chunks of
+64 dimensions a few milliseconds on two cores.
 """
 
 from __future__ import annotations
@@ -22,14 +21,10 @@ from numpy.typing import NDArray
 from ..store.database import Conn
 from . import versions as v
 from .embedders import Matrix
+from .feed import FeedCursor
 
-__all__ = ["CHANGES_KEPT_SECONDS", "ExactIndex", "VectorIndex", "VectorSearch", "from_blob", "to_blob"]
+__all__ = ["ExactIndex", "VectorIndex", "VectorSearch", "from_blob", "to_blob"]
 
-_GAP_SECONDS = 30.0
-# The change feed is pruned after CHANGES_KEPT_SECONDS (see MemoryStore.purge_expired); an index that has
-# not looked at it for half that long reloads from the items instead of trusting a feed it may have missed.
-CHANGES_KEPT_SECONDS = 3600.0
-_IDLE_RELOAD_SECONDS = CHANGES_KEPT_SECONDS / 2
 _BATCH = 500
 
 
@@ -75,10 +70,7 @@ class ExactIndex:
         self._scope_code: dict[str, int] = {}
         self._scope_rows: dict[int, int] = {}  # rows per scope code, to skip the mask when all match
         self._expiring = 0  # rows with a TTL, to skip the expiry mask when there are none
-        self._loaded = False
-        self._synced_at = 0.0
-        self._watermark = 0  # every change with seq <= this has been applied
-        self._pending: dict[int, float] = {}  # seqs above the watermark not yet seen -> first noticed
+        self._feed = FeedCursor()
 
     def __len__(self) -> int:
         return self._n
@@ -87,17 +79,11 @@ class ExactIndex:
 
     def sync(self, conn: Conn) -> None:
         with self._lock:
-            now = time.monotonic()
-            if not self._loaded or now - self._synced_at > _IDLE_RELOAD_SECONDS:
+            changed = self._feed.changed(conn)
+            if changed is None:
                 self._load_all(conn)
-                self._synced_at = now
-                return
-            self._synced_at = now
-            rows = v.changes_since(conn, self._watermark)
-            if not rows:
-                return
-            self._refresh(conn, {int(rid) for _, rid in rows})
-            self._advance([int(seq) for seq, _ in rows])
+            elif changed:
+                self._refresh(conn, changed)
 
     def synced(self, conn: Conn) -> ExactIndex:
         self.sync(conn)
@@ -105,15 +91,13 @@ class ExactIndex:
 
     def reset(self) -> None:
         with self._lock:
-            self._loaded = False
+            self._feed.reset()
             self._n = 0
             self._row.clear()
             self._scope_rows.clear()
             self._expiring = 0
-            self._pending.clear()
 
     def _load_all(self, conn: Conn) -> None:
-        top = v.last_change(conn)
         self._n = 0
         self._row.clear()
         self._scope_rows.clear()
@@ -125,9 +109,6 @@ class ExactIndex:
                 break
             for rid, scope, expires, emb in batch:
                 self._put(int(rid), scope, expires, from_blob(emb))
-        self._watermark = top
-        self._pending.clear()
-        self._loaded = True
 
     def _refresh(self, conn: Conn, rids: set[int]) -> None:
         ordered = sorted(rids)
@@ -143,20 +124,6 @@ class ExactIndex:
             for rid in part:
                 if rid not in present:
                     self._remove(rid)
-
-    def _advance(self, seqs: Sequence[int]) -> None:
-        now = time.monotonic()
-        seen = set(seqs)
-        top = max(seqs)
-        for s in range(self._watermark + 1, top + 1):
-            if s not in seen and s not in self._pending:
-                self._pending[s] = now
-        for s in seen:
-            self._pending.pop(s, None)
-        for s, first in list(self._pending.items()):
-            if now - first > _GAP_SECONDS:  # a sequence value burnt by a rolled-back transaction
-                del self._pending[s]
-        self._watermark = (min(self._pending) - 1) if self._pending else max(self._watermark, top)
 
     # -- the matrix ------------------------------------------------------------------------------------
 

@@ -417,6 +417,14 @@ def changes_since(conn: Conn, seq: int) -> list[tuple[Any, ...]]:
     return conn.all("SELECT seq, rid FROM memory_changes WHERE seq > ? ORDER BY seq", (seq,))
 
 
+def sample_texts(conn: Conn, n: int) -> list[str]:
+    """About ``n`` item texts spread evenly over the table (every k-th rowid)."""
+    top = int(conn.scalar("SELECT MAX(rid) FROM memory_items") or 0)
+    step = max(1, top // n)  # integer division in both dialects; psycopg reads % as a placeholder
+    rows = conn.all("SELECT text FROM memory_items WHERE (rid / ?) * ? = rid LIMIT ?", (step, step, n))
+    return [str(r[0]) for r in rows]
+
+
 def last_change(conn: Conn) -> int:
     return int(conn.scalar("SELECT MAX(seq) FROM memory_changes") or 0)
 

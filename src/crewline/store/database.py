@@ -323,18 +323,33 @@ class Database:
         limit = _wait_limit.get()
         return self.unavailable_retry_seconds if limit is None else limit
 
-    async def read(self, fn: Callable[[Conn], T]) -> T:
-        """Run ``fn`` on a read connection in a thread, reconnecting with backoff through an outage."""
+    def _reader_pool(self) -> ThreadPoolExecutor:
         if self._readers is None:
             with self._lock:
                 if self._readers is None:
                     self._readers = ThreadPoolExecutor(4, thread_name_prefix="crewline-read")
+        return self._readers
+
+    def background(self, fn: Callable[[Conn], object]) -> bool:
+        """Queue ``fn`` on a read connection's thread, tied to no event loop (``fn`` handles its own
+        errors); False once the database is closing. :meth:`close` waits for what was queued."""
+        if self._closed:
+            return False
+        try:
+            self._reader_pool().submit(self.query, fn)
+        except RuntimeError:  # the pool was shut down
+            return False
+        return True
+
+    async def read(self, fn: Callable[[Conn], T]) -> T:
+        """Run ``fn`` on a read connection in a thread, reconnecting with backoff through an outage."""
+        readers = self._reader_pool()
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + self._wait()
         delay = 0.05
         while True:
             try:
-                return await loop.run_in_executor(self._readers, self.query, fn)
+                return await loop.run_in_executor(readers, self.query, fn)
             except DatabaseUnavailable:
                 if time.monotonic() + delay > deadline or self._closed:
                     raise

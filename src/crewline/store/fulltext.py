@@ -1,17 +1,17 @@
 """Full-text search, the dialect hook: FTS5 with BM25 on SQLite, a ``tsvector`` with ``ts_rank`` on PostgreSQL.
 
 A component describes the table it searches (:class:`TextTable`) and asks ``conn.dialect.fulltext`` to
-create the index in a migration, count the rows matching a word, and rank the rows matching a query; it
-decides what to ask (which words gate the candidates, which rows are live) and never which engine
-answers. Queries are "any of these words"; ``gate`` narrows the candidates to rows holding one of the
-gate words (all of them with ``require_all``) while ranking still uses every word.
+create the index in a migration, rank the rows matching a query ("any of these words"), or give one
+word's share of that relevance in every row holding it. Both engines' relevance of an "any of these
+words" query is a sum over its words (:meth:`FullText.rank_terms` says which words and the factor on the
+sum), so a caller may add up shares it kept and rank exactly as the engine would. Ties rank by rowid.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from .database import Conn
@@ -35,30 +35,38 @@ class TextQuery:
     """``where`` filters the live rows, naming the table's columns with the alias ``i``."""
 
     words: Sequence[str]
-    gate: Sequence[str]
-    require_all: bool
     k: int
     where: str = "1 = 1"
     params: tuple[Any, ...] = ()
 
 
 class FullText:
+    # Whether a row's share of a word depends on that row alone (not on counts over the whole corpus):
+    # then kept shares stay right when other rows change.
+    shares_are_local = False
+
     def create(self, conn: Conn, table: TextTable) -> None:
         """Create the index and whatever keeps it in step with the table (a migration step)."""
         raise NotImplementedError
 
-    def count_matching(self, conn: Conn, table: TextTable, word: str, cap: int) -> int:
-        """Rows containing ``word``, counted up to ``cap``."""
+    def rank_terms(self, conn: Conn, words: Sequence[str]) -> tuple[list[str], float]:
+        """The words whose shares add up to a row's relevance for ``words``, and the factor on their sum."""
+        return list(words), 1.0
+
+    def word_scores(self, conn: Conn, table: TextTable, word: str) -> list[tuple[int, float]]:
+        """(rowid, share of relevance) of every row holding ``word``."""
+        raise NotImplementedError
+
+    def row_scores(
+        self, conn: Conn, table: TextTable, words: Sequence[str], rowids: Sequence[int]
+    ) -> list[tuple[int, int, float]]:
+        """(index into ``words``, rowid, share) of each of ``words`` in each of ``rowids`` holding it (asked
+        only where :attr:`shares_are_local`)."""
         raise NotImplementedError
 
     def search(self, conn: Conn, table: TextTable, q: TextQuery) -> list[tuple[int, float]]:
         """The ``q.k`` best (rowid, relevance) among rows passing ``q.where``, best first."""
         raise NotImplementedError
-
-    def search_unfiltered(self, conn: Conn, table: TextTable, q: TextQuery) -> list[tuple[int, float]] | None:
-        """Like :meth:`search` but ignoring ``q.where`` (the caller filters); ``None`` where that is no
-        cheaper than filtering in SQL."""
-        return None
 
 
 class Fts5(FullText):
@@ -79,37 +87,31 @@ class Fts5(FullText):
         ):
             conn.execute(sql)
 
-    def count_matching(self, conn: Conn, table: TextTable, word: str, cap: int) -> int:
-        sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM {table.index} WHERE {table.index} MATCH ? LIMIT ?) t"
-        return int(conn.scalar(sql, (f'"{word}"', cap)) or 0)
+    def word_scores(self, conn: Conn, table: TextTable, word: str) -> list[tuple[int, float]]:
+        # bm25() of a query is the sum over its phrases of idf * tf * (k1 + 1) / (...), each phrase's term
+        # computed alone: the score of a one-word query is that word's share, bit for bit.
+        f = table.index
+        rows = conn.all(f"SELECT rowid, -bm25({f}) FROM {f} WHERE {f} MATCH ?", (_fts5_any([word]),))
+        return cast("list[tuple[int, float]]", rows)  # already ints and floats: a large list, not copied
 
     def search(self, conn: Conn, table: TextTable, q: TextQuery) -> list[tuple[int, float]]:
         f = table.index
         rows = conn.all(
             f"SELECT f.rowid, bm25({f}) AS s FROM {f} f JOIN {table.table} i ON i.{table.rowid} = f.rowid "
-            f"WHERE {f} MATCH ? AND {q.where} ORDER BY s LIMIT ?",
-            (_fts5_match(q), *q.params, q.k),
-        )
-        return [(int(rid), -float(s)) for rid, s in rows]
-
-    def search_unfiltered(self, conn: Conn, table: TextTable, q: TextQuery) -> list[tuple[int, float]] | None:
-        f = table.index
-        rows = conn.all(
-            f"SELECT rowid, bm25({f}) FROM {f} WHERE {f} MATCH ? ORDER BY 2 LIMIT ?", (_fts5_match(q), q.k)
+            f"WHERE {f} MATCH ? AND {q.where} ORDER BY s, f.rowid LIMIT ?",
+            (_fts5_any(q.words), *q.params, q.k),
         )
         return [(int(rid), -float(s)) for rid, s in rows]
 
 
-def _fts5_match(q: TextQuery) -> str:
-    every = " OR ".join(f'"{w}"' for w in q.words)
-    if list(q.gate) == list(q.words) and not q.require_all:
-        return every
-    need = (" AND " if q.require_all else " OR ").join(f'"{w}"' for w in q.gate)
-    return f"({need}) AND ({every})"  # candidates from the gate words, ranked on every word
+def _fts5_any(words: Sequence[str]) -> str:
+    return " OR ".join(f'"{w}"' for w in words)
 
 
 class TsVector(FullText):
     """A generated ``tsv`` column (English configuration) under a GIN index."""
+
+    shares_are_local = True  # ts_rank without normalisation reads only the row's own tsvector
 
     def create(self, conn: Conn, table: TextTable) -> None:
         document = " || ' ' || ".join(f"coalesce({c}, '')" for c in table.columns)
@@ -119,19 +121,47 @@ class TsVector(FullText):
         )
         conn.execute(f"CREATE INDEX {table.table}_tsv ON {table.table} USING GIN (tsv)")
 
-    def count_matching(self, conn: Conn, table: TextTable, word: str, cap: int) -> int:
-        sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM {table.table} WHERE tsv @@ to_tsquery('english', ?) LIMIT ?) t"
-        return int(conn.scalar(sql, (_pg_term(word), cap)) or 0)
+    def rank_terms(self, conn: Conn, words: Sequence[str]) -> tuple[list[str], float]:
+        # ts_rank (no normalisation) adds a share per distinct lexeme of the query a row holds and divides
+        # the sum by how many distinct lexemes the query has; stop words have none.
+        rows = conn.all(
+            "SELECT w, tsvector_to_array(to_tsvector('english', w)) FROM unnest(?::text[]) WITH ORDINALITY "
+            "AS x(w, n) ORDER BY n",
+            (list(words),),
+        )
+        kept: list[str] = []
+        seen: set[str] = set()
+        for word, lexemes in rows:
+            if lexemes and not seen.intersection(lexemes):
+                kept.append(str(word))
+            seen.update(lexemes or ())
+        return kept, 1.0 / max(len(seen), 1)
+
+    def word_scores(self, conn: Conn, table: TextTable, word: str) -> list[tuple[int, float]]:
+        rows = conn.all(
+            f"SELECT i.{table.rowid}, ts_rank(i.tsv, q) FROM {table.table} i, to_tsquery('english', ?) q "
+            "WHERE i.tsv @@ q",
+            (_pg_term(word),),
+        )
+        return cast("list[tuple[int, float]]", rows)
+
+    def row_scores(
+        self, conn: Conn, table: TextTable, words: Sequence[str], rowids: Sequence[int]
+    ) -> list[tuple[int, int, float]]:
+        rows = conn.all(
+            f"SELECT w.n - 1, i.{table.rowid}, ts_rank(i.tsv, to_tsquery('english', w.t)) "
+            f"FROM unnest(?::text[]) WITH ORDINALITY AS w(t, n) JOIN {table.table} i "
+            f"ON i.{table.rowid} = ANY(?) AND i.tsv @@ to_tsquery('english', w.t)",
+            ([_pg_term(w) for w in words], list(rowids)),
+        )
+        return [(int(n), int(rid), float(s)) for n, rid, s in rows]
 
     def search(self, conn: Conn, table: TextTable, q: TextQuery) -> list[tuple[int, float]]:
-        # Candidates must match the gate; ranking uses every word (an AND inside the ranked query would
-        # change how ts_rank scores, so the two stay separate queries).
         every = " | ".join(_pg_term(w) for w in q.words)
-        need = (" & " if q.require_all else " | ").join(_pg_term(w) for w in q.gate)
         rows = conn.all(
-            f"SELECT i.{table.rowid}, ts_rank(i.tsv, q) AS s FROM {table.table} i, to_tsquery('english', ?) q, "
-            f"to_tsquery('english', ?) g WHERE i.tsv @@ g AND {q.where} ORDER BY s DESC LIMIT ?",
-            (every, need, *q.params, q.k),
+            f"SELECT i.{table.rowid}, ts_rank(i.tsv, q) AS s FROM {table.table} i, to_tsquery('english', ?) q "
+            f"WHERE i.tsv @@ q AND {q.where} ORDER BY s DESC, i.{table.rowid} LIMIT ?",
+            (every, *q.params, q.k),
         )
         return [(int(rid), float(s)) for rid, s in rows]
 
