@@ -21,7 +21,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -319,15 +319,24 @@ class FakeProvider:
             return await self._fail(fault, wire, writer)
         reply = reply or wire.default_reply()
         if wire.streaming() and not is_embed:
-            whole = await self._stream(wire, reply, fault, writer)
-        elif fault is not None:
+            return await self._stream(wire, reply, fault, writer, seen)
+        if fault is not None:
             return await self._fail(fault, wire, writer, wire.complete(reply))
-        else:
-            whole = await _send(writer, 200, wire.embed() if is_embed else wire.complete(reply))
-        if whole and fault is None:
+        return await self._answered(
+            seen, _send(writer, 200, wire.embed() if is_embed else wire.complete(reply))
+        )
+
+    async def _answered(self, seen: SeenRequest, last_write: Awaitable[bool]) -> bool:
+        """Record ``seen`` as answered before the reply's last bytes go out, so a client that has read the
+        whole reply always finds it recorded; taken back if that write fails."""
+        with self._lock:
+            self.answered.append(seen)
+        try:
+            return await last_write
+        except BaseException:
             with self._lock:
-                self.answered.append(seen)
-        return whole
+                self.answered.remove(seen)
+            raise
 
     def _authorised(self, headers: dict[str, str], query: str) -> bool:
         key = self.api_key
@@ -361,7 +370,12 @@ class FakeProvider:
         return False  # disconnect
 
     async def _stream(
-        self, wire: WireFormat, reply: Reply, fault: Fault | None, writer: asyncio.StreamWriter
+        self,
+        wire: WireFormat,
+        reply: Reply,
+        fault: Fault | None,
+        writer: asyncio.StreamWriter,
+        seen: SeenRequest,
     ) -> bool:
         writer.write(
             _head(
@@ -380,9 +394,15 @@ class FakeProvider:
             await writer.drain()
             if self.stream_latency:
                 await asyncio.sleep(self.stream_latency)
-        writer.write(b"0\r\n\r\n")
-        await writer.drain()
-        return True
+        last_write = _send_raw(writer, b"0\r\n\r\n")
+        # A stream cut short or spoiled by a fault is not an answer, even though it ends cleanly.
+        return await (self._answered(seen, last_write) if fault is None else last_write)
+
+
+async def _send_raw(writer: asyncio.StreamWriter, data: bytes) -> bool:
+    writer.write(data)
+    await writer.drain()
+    return True
 
 
 async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
@@ -430,11 +450,8 @@ async def _send(
     raw: bool = False,
 ) -> bool:
     data = payload if raw else json.dumps(payload).encode()
-    writer.write(
-        _head(status, "application/json", {"content-length": str(len(data)), **(extra or {})}) + data
-    )
-    await writer.drain()
-    return True
+    head = _head(status, "application/json", {"content-length": str(len(data)), **(extra or {})})
+    return await _send_raw(writer, head + data)
 
 
 def main() -> None:  # pragma: no cover - exercised by bench/gateway.py
