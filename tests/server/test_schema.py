@@ -68,7 +68,9 @@ def test_no_operation_answers_5xx_or_off_schema(api: Api, scope: str) -> None:
     token = api.admin if scope == "admin" else api.key(scope)
     seen = fuzz(api, token, EXAMPLES[scope], {"run_id": rid, "review_id": review["id"]})
     assert not any(code >= 500 for code in seen), seen
-    assert 422 in seen, seen  # the negative examples reached validation
+    # The negative examples reached validation: 422 from the request models, 400 from the checks behind
+    # them. A scope refused nearly everywhere (proxy) may draw only the latter in a run of random cases.
+    assert seen.keys() & {400, 422}, seen
     assert any(200 <= code < 300 for code in seen), seen  # and some requests were allowed
 
 
