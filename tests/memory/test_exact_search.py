@@ -151,8 +151,8 @@ def test_full_quality_hybrid_equals_brute_force(store: MemoryStore, budget: int 
 
 
 def test_kept_shares_follow_edits_and_deletes(store: MemoryStore) -> None:
-    """Each kind of write between searches: the kept shares rank as the database does right after it;
-    where a share is the row's own (ts_rank), the words already kept stay kept through a write."""
+    """Each kind of write between searches: the kept postings rank as the database does right after it,
+    and the terms already kept stay kept through a write (only the changed rows are re-read)."""
     rng = np.random.default_rng(11)
     kb = [run(store.remember(t, scope=s, dedupe=False)).id for s, t in corpus(rng) if s == "kb"]
     searcher = MemoryStore(store.db, store.embedder)
@@ -174,19 +174,18 @@ def test_kept_shares_follow_edits_and_deletes(store: MemoryStore) -> None:
     agree()
     run(store.remember(ADDED, scope="kb", dedupe=False))
     agree()
-    kept = set(searcher._text._shares)
+    kept = set(searcher._text._terms)
     assert kept
     run(store.delete(kb[2]))
     store.db.query(searcher._text._follow)
-    local = store.db.dialect.fulltext.shares_are_local
-    assert set(searcher._text._shares) == (kept if local else set())  # patched in place, or dropped
+    assert set(searcher._text._terms) == kept  # patched in place, on both databases
     agree()
 
 
 def test_nothing_kept_means_no_warm_up_to_wait_for(store: MemoryStore) -> None:
     searcher = MemoryStore(store.db, store.embedder, text_budget=None)
     run(searcher.ready())
-    assert searcher._text.warmed.is_set() and not searcher._text._shares
+    assert searcher._text.warmed.is_set() and not searcher._text._terms
 
 
 @pytest.mark.parametrize("budget", [40, 4_000_000])
@@ -201,7 +200,7 @@ def test_warm_up_loads_the_words_most_documents_hold_within_the_budget(
     run(searcher.ready())
     assert searcher._text.warmed.wait(60)
     held = Counter(w for t in texts for w in set(t.split()))
-    kept = searcher._text._shares
+    kept = searcher._text._terms
     assert 0 < searcher._text._kept <= budget
     assert held.most_common(1)[0][0] in kept or budget < held.most_common(1)[0][1]
     if budget > len(texts) * len(VOCABULARY):
@@ -209,3 +208,58 @@ def test_warm_up_loads_the_words_most_documents_hold_within_the_budget(
     want = store.db.query(lambda c: TextIndex(None).search(c, "cat dog", ["kb"], 10, 1e12))
     hits = run(searcher.search("cat dog", scope="kb", k=10, vector_weight=0))
     assert [h.text_score for h in hits] == pytest.approx([s for _, s in want], rel=1e-5)
+
+
+def test_stemmed_and_joined_words_rank_as_the_database(store: MemoryStore) -> None:
+    """Words the tokenizer folds together ("runs", "running"), cuts ("snake_case"), or folds accents of:
+    the kept postings rank as the database ranks the same query, before and after a write."""
+    texts = [
+        "running dogs run fast",
+        "the runner runs",
+        "snake_case names and snake charmers",
+        "élan and elan",
+        "a dog that runs and runs and runs",
+        "nothing to see",
+    ]
+    for text in texts:
+        run(store.remember(text, scope="kb", dedupe=False))
+    searcher = MemoryStore(store.db, store.embedder, text_budget=1000)
+    queries = ["running dog", "runs", "snake_case", "Élan", "runner snake", "run run"]
+
+    def agree() -> None:
+        for query in queries:
+            want = store.db.query(lambda c, q=query: TextIndex(None).search(c, q, ["kb"], 10, 1e12))
+            hits = run(searcher.search(query, scope="kb", k=10, vector_weight=0))
+            got = store.db.query(lambda c: c.all("SELECT rid, id FROM memory_items"))
+            ids = dict(got)
+            assert [h.id for h in hits] == [ids[rid] for rid, _ in want], query
+            assert [h.text_score for h in hits] == pytest.approx([s for _, s in want], rel=1e-6), query
+
+    agree()
+    run(store.remember("runs runs runs snake", scope="kb", dedupe=False))
+    agree()
+
+
+def test_fts5_shares_are_bm25_bit_for_bit(store: MemoryStore) -> None:
+    """On SQLite, each row's share computed in process from token counts and statistics equals the
+    engine's own bm25() of the one-word query exactly (not approximately)."""
+    if store.db.dialect.name != "sqlite":
+        pytest.skip("FTS5 is SQLite's")
+    rng = np.random.default_rng(3)
+    for _, text in corpus(rng):
+        run(store.remember(text, scope="kb", dedupe=False))
+    fulltext = store.db.dialect.fulltext
+
+    def shares(c, word: str) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:  # type: ignore[no-untyped-def]
+        from crewline.memory.versions import ITEMS_TEXT
+
+        postings = fulltext.postings(c, ITEMS_TEXT, word)
+        mine = fulltext.shares(postings, fulltext.statistics(c, ITEMS_TEXT))
+        theirs = c.all(
+            "SELECT rowid, -bm25(memory_fts) FROM memory_fts WHERE memory_fts MATCH ?", (f'"{word}"',)
+        )
+        return list(zip(postings.rowids.tolist(), mine.tolist(), strict=True)), sorted(theirs)
+
+    for word in VOCABULARY:
+        mine, theirs = store.db.query(lambda c, w=word: shares(c, w))
+        assert mine == theirs, word

@@ -4,15 +4,16 @@ A query is cut into words and searched as "any of these words", ranked by the da
 (BM25 on SQLite, ts_rank on PostgreSQL). Asking the database to rank every document holding any query
 word is slow (a common word matches most of a corpus), and pruning the candidates to the rarest words
 loses documents that belonged in the answer. Both engines' relevance is a sum of one share per query
-word, so :class:`TextIndex` asks the database once for each word's shares in every document holding it,
-keeps them in process (up to a number of postings, least recently used out), and ranks by adding them up
-with numpy: the same ranking as the unpruned query, ties by rowid. The index follows the
-``memory_changes`` feed (:mod:`.feed`). Where a share depends only on its own row (PostgreSQL's
-ts_rank), a change re-reads the changed rows' shares of the kept words; where it depends on the whole
-corpus (BM25's document counts and average length), every kept share is dropped. A word seen for the
-first time costs a few microseconds per document holding it, so :meth:`TextIndex.warm` loads the words
-most documents hold (the expensive ones) in the background, a few at a time on the database's reader
-threads; a query never waits for it.
+term, so :class:`TextIndex` keeps each term's postings in process (the rows holding it and one number per
+row that depends on that row alone: a token frequency on SQLite, the ts_rank share on PostgreSQL), up to
+a number of postings, least recently used out, plus the dialect's corpus statistics (BM25's row count,
+token count and row lengths), and ranks by turning postings into shares and adding them up with numpy:
+the same ranking as the unpruned query, ties by rowid. The index follows the ``memory_changes`` feed
+(:mod:`.feed`): a change re-reads the changed rows' postings of the kept terms and their statistics, so a
+write costs in proportion to the rows it touched, on both databases. A term seen for the first time costs
+a few tenths of a microsecond (SQLite) to a few microseconds (PostgreSQL) per row holding it, so
+:meth:`TextIndex.warm` loads the terms most rows hold (the expensive ones) in the background, a few at a
+time on the database's reader threads; a query never waits for it.
 """
 
 from __future__ import annotations
@@ -23,19 +24,22 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ..store.database import Conn, Database
-from ..store.fulltext import TextQuery
+from ..store.fulltext import Postings, TextQuery
 from . import versions as v
 from .feed import FeedCursor
 from .versions import ITEMS_TEXT
 
 __all__ = ["TextIndex", "terms"]
 
-_WORD = re.compile(r"\w+", re.UNICODE)
+# Letters and digits: an underscore cuts a word, as the full-text tokenizers do.
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _STOP_WORDS = """
 a an and are as at be but by can do does for from had has have how i if in into is it its me my no not
 of on or our so that the their them then there these they this to was we what when where which who why
@@ -47,7 +51,6 @@ _WARM_SLICE = 0.05  # seconds of loading per reader job, so that searches interl
 log = logging.getLogger(__name__)
 # rids -> which of them are live items of the searched scopes (answered by the in-process vector index).
 Allowed = Callable[[list[int]], list[bool]]
-_Shares = tuple[NDArray[np.int64], NDArray[np.float64]]
 
 
 def terms(query: str, *, limit: int = 32) -> list[str]:
@@ -60,19 +63,29 @@ def terms(query: str, *, limit: int = 32) -> list[str]:
     return out[:limit]
 
 
+@dataclass
+class _Kept:
+    """One term's postings, and its shares under the statistics of ``epoch`` once computed."""
+
+    postings: Postings
+    shares: NDArray[np.float64] | None = None
+    epoch: int = -1
+
+
 class TextIndex:
-    """Exact full-text ranking from word shares kept in process."""
+    """Exact full-text ranking from term postings and corpus statistics kept in process."""
 
     def __init__(self, postings_budget: int | None = 4_000_000) -> None:
-        """``postings_budget``: how many (document, share) pairs the process keeps (16 bytes each);
+        """``postings_budget``: how many (row, term) postings the process keeps (about 20 bytes each);
         ``None`` keeps none and asks the database to rank every query unpruned."""
         if postings_budget is not None and postings_budget < 1:
             raise ValueError(f"postings_budget must be positive or None, got {postings_budget}")
         self.postings_budget = postings_budget
-        self._shares: OrderedDict[str, _Shares] = OrderedDict()
+        self._terms: OrderedDict[str, _Kept] = OrderedDict()
         self._kept = 0
+        self._statistics: Any = None
         self._feed = FeedCursor()
-        self._epoch = 0  # bumped whenever kept shares change: a word read across a change is not kept
+        self._epoch = 0  # bumped whenever postings or statistics change: a term read across it is not kept
         self._lock = threading.Lock()
         self.warmed = threading.Event()  # set when the warm-up ended (or there is none: nothing kept)
         self._warming = False
@@ -80,7 +93,7 @@ class TextIndex:
             self.warmed.set()
 
     def warm(self, db: Database) -> None:
-        """Start loading the words most documents hold, in the background, up to the budget (once)."""
+        """Start loading the terms most documents hold, in the background, up to the budget (once)."""
         with self._lock:
             if self._warming or self.postings_budget is None:
                 return
@@ -88,18 +101,18 @@ class TextIndex:
         if not db.background(lambda conn: self._warm_step(db, conn, None)):
             self.warmed.set()
 
-    def _warm_step(self, db: Database, conn: Conn, words: list[str] | None) -> None:
+    def _warm_step(self, db: Database, conn: Conn, todo: list[str] | None) -> None:
         try:
             self._follow(conn)
-            if words is None:
-                words = _frequent(v.sample_texts(conn, _SAMPLE))
+            if todo is None:
+                todo = _frequent(conn, v.sample_texts(conn, _SAMPLE))
             until = time.monotonic() + _WARM_SLICE
-            while words and time.monotonic() < until and self._kept < (self.postings_budget or 0):
-                self._word(conn, words.pop(0), evict=False)
-        except Exception:  # a closed database or an outage: the searches load their own words
+            while todo and time.monotonic() < until and self._kept < (self.postings_budget or 0):
+                self._postings(conn, todo.pop(0), evict=False)
+        except Exception:  # a closed database or an outage: the searches load their own terms
             log.debug("full-text warm-up stopped", exc_info=True)
-            words = []
-        rest = words
+            todo = []
+        rest = todo
         if (
             not rest
             or self._kept >= (self.postings_budget or 0)
@@ -118,7 +131,7 @@ class TextIndex:
     ) -> list[tuple[int, float]]:
         """The ``k`` best (rid, relevance) for ``query`` among live items of ``scopes``, best first.
 
-        With ``allowed`` (which rids are live items of the scopes), from the kept shares; otherwise the
+        With ``allowed`` (which rids are live items of the scopes), from the kept postings; otherwise the
         database ranks the query."""
         words = terms(query)
         if not words or k <= 0:
@@ -132,80 +145,95 @@ class TextIndex:
     def _ranked(self, conn: Conn, words: list[str], k: int, allowed: Allowed) -> list[tuple[int, float]]:
         counted, factor = conn.dialect.fulltext.rank_terms(conn, words)
         self._follow(conn)
-        parts = [self._word(conn, w) for w in counted]
+        parts = [self._shares(conn, t) for t in counted]
         parts = [p for p in parts if len(p[0])]
         if not parts:
             return []
         rids = np.concatenate([p[0] for p in parts])
-        # One share per word, added in the query's order from 0.0: the database's own sum, bit for bit.
+        # One share per term, added in the query's order from 0.0: the database's own sum, bit for bit.
         total = np.bincount(rids, weights=np.concatenate([p[1] for p in parts]))
         found = np.flatnonzero(total)
         return _best(found, (total[found] * factor).astype(np.float64), k, allowed)
 
+    def _shares(self, conn: Conn, term: str) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        kept = self._postings(conn, term)
+        with self._lock:
+            epoch, statistics = self._epoch, self._statistics
+            if kept.epoch == epoch and kept.shares is not None:
+                return kept.postings.rowids, kept.shares
+        shares = conn.dialect.fulltext.shares(kept.postings, statistics)
+        with self._lock:
+            if self._epoch == epoch:
+                kept.shares, kept.epoch = shares, epoch
+        return kept.postings.rowids, shares
+
     def _follow(self, conn: Conn) -> None:
-        """Bring the kept shares up to the change feed."""
+        """Bring the kept postings and statistics up to the change feed."""
+        hook = conn.dialect.fulltext
         with self._lock:
             changed = self._feed.changed(conn)
-            if changed is None or (changed and not conn.dialect.fulltext.shares_are_local):
-                self._shares.clear()
+            if changed is None:
+                self._terms.clear()
                 self._kept = 0
+                self._statistics = hook.statistics(conn, ITEMS_TEXT)
                 self._epoch += 1
             elif changed:
-                self._patch(conn, np.array(sorted(changed), dtype=np.int64))
+                rids = sorted(changed)
+                self._patch(conn, np.array(rids, dtype=np.int64))
+                self._statistics = hook.statistics(conn, ITEMS_TEXT, self._statistics, rids)
                 self._epoch += 1
 
     def _patch(self, conn: Conn, changed: NDArray[np.int64]) -> None:
-        """Replace the changed rows' postings in every kept word (shares that depend on their row only)."""
-        words = list(self._shares)
-        if not words:
+        """Replace the changed rows' postings in every kept term."""
+        kept = list(self._terms)
+        if not kept:
             return
         fresh: dict[int, list[tuple[int, float]]] = {}
-        for i, rid, share in conn.dialect.fulltext.row_scores(conn, ITEMS_TEXT, words, changed.tolist()):
-            fresh.setdefault(i, []).append((rid, share))
-        for i, word in enumerate(words):
-            rids, shares = self._shares[word]
+        for i, rid, value in conn.dialect.fulltext.row_postings(conn, ITEMS_TEXT, kept, changed.tolist()):
+            fresh.setdefault(i, []).append((rid, value))
+        for i, term in enumerate(kept):
+            old = self._terms[term].postings
+            rids, values = old.rowids, old.values
             at = np.searchsorted(rids, changed)
             held = at[(at < len(rids)) & (rids[np.minimum(at, len(rids) - 1)] == changed)]
             if not len(held) and i not in fresh:
                 continue
-            rids, shares = np.delete(rids, held), np.delete(shares, held)
-            added = fresh.get(i, [])
-            if added:
-                rids = np.concatenate([rids, np.array([r for r, _ in added], dtype=np.int64)])
-                shares = np.concatenate([shares, np.array([s for _, s in added], dtype=np.float64)])
+            rids, values = np.delete(rids, held), np.delete(values, held)
+            added = Postings.of(fresh.get(i, []))
+            if len(added.rowids):
+                rids = np.concatenate([rids, added.rowids])
+                values = np.concatenate([values, added.values])
                 order = np.argsort(rids, kind="stable")
-                rids, shares = rids[order], shares[order]
-            self._kept += len(rids) - len(self._shares[word][0])
-            self._shares[word] = (rids, shares)
+                rids, values = rids[order], values[order]
+            self._kept += len(rids) - len(old.rowids)
+            self._terms[term] = _Kept(Postings(rids, values))
 
-    def _word(self, conn: Conn, word: str, *, evict: bool = True) -> _Shares:
+    def _postings(self, conn: Conn, term: str, *, evict: bool = True) -> _Kept:
         with self._lock:
-            kept = self._shares.get(word)
+            kept = self._terms.get(term)
             if kept is not None:
-                self._shares.move_to_end(word)
+                self._terms.move_to_end(term)
                 return kept
             epoch = self._epoch
-        rows = conn.dialect.fulltext.word_scores(conn, ITEMS_TEXT, word)
-        rids = np.fromiter((r for r, _ in rows), dtype=np.int64, count=len(rows))
-        shares = np.fromiter((s for _, s in rows), dtype=np.float64, count=len(rows))
-        order = np.argsort(rids, kind="stable")  # sorted by rid: a change finds its rows by bisection
-        shares_kept = (rids[order], shares[order])
+        kept = _Kept(conn.dialect.fulltext.postings(conn, ITEMS_TEXT, term))
+        size = len(kept.postings.rowids)
         budget = self.postings_budget or 0
         room = budget if evict else budget - self._kept  # the warm-up only fills what is free
         with self._lock:
-            if epoch == self._epoch and word not in self._shares and len(rows) <= room:
-                self._shares[word] = shares_kept
-                self._kept += len(rows)
+            if epoch == self._epoch and term not in self._terms and size <= room:
+                self._terms[term] = kept
+                self._kept += size
                 while self._kept > budget:
-                    _, dropped = self._shares.popitem(last=False)
-                    self._kept -= len(dropped[0])
-        return shares_kept
+                    _, dropped = self._terms.popitem(last=False)
+                    self._kept -= len(dropped.postings.rowids)
+        return kept
 
 
-def _frequent(texts: list[str]) -> list[str]:
-    """Words held by at least two of ``texts``, most held first."""
+def _frequent(conn: Conn, texts: list[str]) -> list[str]:
+    """Terms held by at least two of ``texts``, most held first."""
     held = Counter(w for text in texts for w in terms(text, limit=10_000))
-    return [w for w, n in held.most_common() if n >= 2]
+    counted, _ = conn.dialect.fulltext.rank_terms(conn, [w for w, n in held.most_common() if n >= 2])
+    return list(dict.fromkeys(counted))
 
 
 def _best(

@@ -1,22 +1,30 @@
 """Full-text search, the dialect hook: FTS5 with BM25 on SQLite, a ``tsvector`` with ``ts_rank`` on PostgreSQL.
 
 A component describes the table it searches (:class:`TextTable`) and asks ``conn.dialect.fulltext`` to
-create the index in a migration, rank the rows matching a query ("any of these words"), or give one
-word's share of that relevance in every row holding it. Both engines' relevance of an "any of these
-words" query is a sum over its words (:meth:`FullText.rank_terms` says which words and the factor on the
-sum), so a caller may add up shares it kept and rank exactly as the engine would. Ties rank by rowid.
+create the index in a migration, rank the rows matching a query ("any of these words"), or give what a
+caller needs to rank in process: each term's postings (one row-local number per row holding it) and the
+corpus-wide statistics. Both engines' relevance of an "any of these words" query is a sum over its terms
+(:meth:`FullText.rank_terms` says which terms and the factor on the sum), so a caller that keeps postings
+and statistics up to date row by row (nothing kept goes stale when another row changes) ranks exactly as
+the engine would. Ties rank by rowid.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
     from .database import Conn
 
-__all__ = ["Fts5", "FullText", "TextQuery", "TextTable", "TsVector"]
+__all__ = ["Fts5", "Fts5Statistics", "FullText", "Postings", "TextQuery", "TextTable", "TsVector"]
 
 
 @dataclass(frozen=True)
@@ -41,36 +49,85 @@ class TextQuery:
 
 
 class FullText:
-    # Whether a row's share of a word depends on that row alone (not on counts over the whole corpus):
-    # then kept shares stay right when other rows change.
-    shares_are_local = False
+    """What a dialect keeps per (term, row) in process and how it turns that into relevance.
+
+    A *term* is what :meth:`rank_terms` makes of a query word; a term's *postings* are the rows holding it
+    with one number per row that depends on that row alone (a term frequency, or a share already ranked);
+    :meth:`statistics` is what the relevance needs from the whole corpus (``None`` where it needs nothing),
+    and :meth:`shares` turns postings into each row's share of the relevance. A caller keeping postings
+    and statistics up to date row by row ranks as the engine would."""
 
     def create(self, conn: Conn, table: TextTable) -> None:
         """Create the index and whatever keeps it in step with the table (a migration step)."""
         raise NotImplementedError
 
     def rank_terms(self, conn: Conn, words: Sequence[str]) -> tuple[list[str], float]:
-        """The words whose shares add up to a row's relevance for ``words``, and the factor on their sum."""
+        """The terms whose shares add up to a row's relevance for ``words``, and the factor on their sum."""
         return list(words), 1.0
 
-    def word_scores(self, conn: Conn, table: TextTable, word: str) -> list[tuple[int, float]]:
-        """(rowid, share of relevance) of every row holding ``word``."""
+    def postings(self, conn: Conn, table: TextTable, term: str) -> Postings:
+        """Every row holding ``term``, by rowid ascending, with its row-local number."""
         raise NotImplementedError
 
-    def row_scores(
-        self, conn: Conn, table: TextTable, words: Sequence[str], rowids: Sequence[int]
+    def row_postings(
+        self, conn: Conn, table: TextTable, terms: Sequence[str], rowids: Sequence[int]
     ) -> list[tuple[int, int, float]]:
-        """(index into ``words``, rowid, share) of each of ``words`` in each of ``rowids`` holding it (asked
-        only where :attr:`shares_are_local`)."""
+        """(index into ``terms``, rowid, row-local number) of each of ``terms`` in each of ``rowids``."""
         raise NotImplementedError
+
+    def statistics(
+        self, conn: Conn, table: TextTable, kept: Any = None, rowids: Sequence[int] | None = None
+    ) -> Any:
+        """The corpus-wide figures :meth:`shares` needs: read whole (``rowids`` None), or ``kept`` brought
+        up to date after ``rowids`` changed."""
+        return None
+
+    def shares(self, postings: Postings, statistics: Any) -> NDArray[np.float64]:
+        """Each posting row's share of the relevance of its term."""
+        import numpy as np  # deferred: the CLI starts without numpy
+
+        return postings.values.astype(np.float64)
 
     def search(self, conn: Conn, table: TextTable, q: TextQuery) -> list[tuple[int, float]]:
         """The ``q.k`` best (rowid, relevance) among rows passing ``q.where``, best first."""
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class Postings:
+    rowids: NDArray[np.int64]
+    values: NDArray[np.float32]
+
+    @classmethod
+    def of(cls, rows: Sequence[tuple[int, float]]) -> Postings:
+        import numpy as np  # deferred: the CLI starts without numpy
+
+        rowids = np.fromiter((r for r, _ in rows), dtype=np.int64, count=len(rows))
+        values = np.fromiter((x for _, x in rows), dtype=np.float32, count=len(rows))
+        order = np.argsort(rowids, kind="stable")
+        return cls(rowids[order], values[order])
+
+
+@dataclass
+class Fts5Statistics:
+    """FTS5's figures for BM25: rows in the index, tokens in them, and each row's token count by rowid."""
+
+    rows: int
+    tokens: int
+    lengths: NDArray[np.float64]
+
+
+_K1, _B = 1.2, 0.75  # FTS5's bm25() constants
+
+
 class Fts5(FullText):
-    """An external-content FTS5 table kept in sync by triggers."""
+    """An external-content FTS5 table kept in sync by triggers, ranked by BM25.
+
+    A term is a token of the index (query words go through the index's own tokenizer, so "running" is
+    "run"); its postings are token frequencies read from an ``fts5vocab`` view of the index, and the
+    statistics are the index's row count, token count and per-row lengths (its ``_data`` averages record
+    and ``_docsize`` table). :meth:`shares` is FTS5's ``bm25()`` arithmetic operation for operation, so the
+    sum of a row's shares is the engine's score bit for bit."""
 
     def create(self, conn: Conn, table: TextTable) -> None:
         t, cols = table.table, ", ".join(table.columns)
@@ -80,19 +137,88 @@ class Fts5(FullText):
         insert = f"INSERT INTO {table.index} (rowid, {cols}) VALUES (new.{table.rowid}, {new});"
         for sql in (
             f"CREATE VIRTUAL TABLE {table.index} USING fts5({cols}, content='{t}', "
-            f"content_rowid='{table.rowid}', tokenize='porter unicode61')",
+            f"content_rowid='{table.rowid}', tokenize='{_TOKENIZER}')",
             f"CREATE TRIGGER {t}_fts_insert AFTER INSERT ON {t} BEGIN {insert} END",
             f"CREATE TRIGGER {t}_fts_delete AFTER DELETE ON {t} BEGIN {delete} END",
             f"CREATE TRIGGER {t}_fts_update AFTER UPDATE OF {cols} ON {t} BEGIN {delete} {insert} END",
         ):
             conn.execute(sql)
 
-    def word_scores(self, conn: Conn, table: TextTable, word: str) -> list[tuple[int, float]]:
-        # bm25() of a query is the sum over its phrases of idf * tf * (k1 + 1) / (...), each phrase's term
-        # computed alone: the score of a one-word query is that word's share, bit for bit.
-        f = table.index
-        rows = conn.all(f"SELECT rowid, -bm25({f}) FROM {f} WHERE {f} MATCH ?", (_fts5_any([word]),))
-        return cast("list[tuple[int, float]]", rows)  # already ints and floats: a large list, not copied
+    def rank_terms(self, conn: Conn, words: Sequence[str]) -> tuple[list[str], float]:
+        # "a" OR "b" sums one bm25 share per phrase, repeats included; a word the tokenizer cuts in two
+        # counts as its parts.
+        return [t for w in words for t in _word_tokens(w)], 1.0
+
+    def postings(self, conn: Conn, table: TextTable, term: str) -> Postings:
+        import numpy as np  # deferred: the CLI starts without numpy
+
+        docs = np.array(_vocabulary(conn, table).execute(_INSTANCES.format(table.index), (term,)).fetchall())
+        docs = docs.reshape(-1).astype(np.int64)  # one row per occurrence, by rowid then position
+        if len(docs) and np.any(docs[1:] < docs[:-1]):
+            docs = np.sort(docs, kind="stable")
+        starts = np.flatnonzero(np.concatenate(([True], docs[1:] != docs[:-1]))) if len(docs) else docs
+        counts = np.diff(np.append(starts, len(docs)))
+        return Postings(docs[starts], counts.astype(np.float32))
+
+    def row_postings(
+        self, conn: Conn, table: TextTable, terms: Sequence[str], rowids: Sequence[int]
+    ) -> list[tuple[int, int, float]]:
+        if not terms or not rowids:
+            return []
+        texts = " || ' ' || ".join(f"coalesce({c}, '')" for c in table.columns)
+        marks = ",".join("?" * len(rowids))
+        rows = conn.execute(
+            f"SELECT {table.rowid}, {texts} FROM {table.table} WHERE {table.rowid} IN ({marks})", list(rowids)
+        ).fetchall()
+        where = {t: i for i, t in enumerate(terms)}
+        out: list[tuple[int, int, float]] = []
+        for rowid, counts in _scratch().frequencies(rows):
+            out.extend((where[t], rowid, float(n)) for t, n in counts.items() if t in where)
+        return out
+
+    def statistics(
+        self, conn: Conn, table: TextTable, kept: Any = None, rowids: Sequence[int] | None = None
+    ) -> Fts5Statistics:
+        import numpy as np
+
+        block = conn.scalar(f"SELECT block FROM {table.index}_data WHERE id = 1")
+        totals = _varints(bytes(block)) if block else [0]
+        if rowids is None or not isinstance(kept, Fts5Statistics):
+            sizes = conn.execute(f"SELECT id, sz FROM {table.index}_docsize").fetchall()
+            lengths = np.zeros(max((r for r, _ in sizes), default=0) + 1, dtype=np.float64)
+        else:
+            marks = ",".join("?" * len(rowids))
+            sizes = conn.execute(
+                f"SELECT id, sz FROM {table.index}_docsize WHERE id IN ({marks})", list(rowids)
+            ).fetchall()
+            lengths = kept.lengths
+            top = max([*rowids, *(r for r, _ in sizes)], default=0)
+            if top >= len(lengths):
+                lengths = np.concatenate([lengths, np.zeros(top + 1 - len(lengths) + len(lengths) // 4)])
+            else:
+                lengths = lengths.copy()  # a search may be reading the old array
+            lengths[np.asarray(rowids, dtype=np.int64)] = 0.0
+        for rowid, size in sizes:
+            lengths[rowid] = sum(_varints(bytes(size)))
+        return Fts5Statistics(int(totals[0]), int(sum(totals[1:])), lengths)
+
+    def shares(self, postings: Postings, statistics: Any) -> NDArray[np.float64]:
+        import numpy as np
+
+        s = statistics
+        n = len(postings.rowids)
+        if not isinstance(s, Fts5Statistics) or not n or s.rows <= 0:
+            return np.zeros(n, dtype=np.float64)
+        idf = math.log((s.rows - n + 0.5) / (n + 0.5))
+        if idf <= 0.0:
+            idf = 1e-6
+        avgdl = s.tokens / s.rows
+        rowids = postings.rowids
+        inside = rowids < len(s.lengths)  # a row written after the statistics were read counts as empty
+        dl = np.where(inside, s.lengths[np.minimum(rowids, len(s.lengths) - 1)], 0.0)
+        tf = postings.values.astype(np.float64)
+        # fts5_aux.c: idf * ((f * (k1 + 1)) / (f + k1 * (1 - b + b * D / avgdl))), in that order.
+        return idf * ((tf * (_K1 + 1.0)) / (tf + _K1 * (1 - _B + _B * dl / avgdl)))
 
     def search(self, conn: Conn, table: TextTable, q: TextQuery) -> list[tuple[int, float]]:
         f = table.index
@@ -104,6 +230,86 @@ class Fts5(FullText):
         return [(int(rid), -float(s)) for rid, s in rows]
 
 
+_TOKENIZER = "porter unicode61"
+_INSTANCES = "SELECT doc FROM temp.{0}_instances WHERE term = ?"
+
+
+def _vocabulary(conn: Conn, table: TextTable) -> Any:
+    """The raw connection, with a per-connection ``fts5vocab`` view of ``table``'s index (instances)."""
+    raw = conn.raw
+    raw.execute(
+        f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.{table.index}_instances "
+        f"USING fts5vocab(main, {table.index}, instance)"
+    )
+    return raw
+
+
+def _varints(data: bytes) -> list[int]:
+    """SQLite's variable-length integers (big-endian, seven bits a byte; a ninth byte gives eight)."""
+    out: list[int] = []
+    i = 0
+    while i < len(data):
+        value = 0
+        for j in range(9):
+            byte = data[i]
+            i += 1
+            if j == 8:
+                value = (value << 8) | byte
+                break
+            value = (value << 7) | (byte & 0x7F)
+            if byte < 0x80:
+                break
+        out.append(value)
+    return out
+
+
+class _Scratch:
+    """An in-memory FTS5 table with the index's tokenizer: the tokens the index makes of a text."""
+
+    def __init__(self) -> None:
+        import sqlite3
+
+        self.db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        self.db.execute(f"CREATE VIRTUAL TABLE t USING fts5(x, tokenize='{_TOKENIZER}')")
+        self.db.execute("CREATE VIRTUAL TABLE v USING fts5vocab(t, instance)")
+        self.lock = threading.Lock()
+
+    def frequencies(self, rows: Sequence[tuple[int, str]]) -> list[tuple[int, dict[str, int]]]:
+        """(key, {token: occurrences}) for each (key, text) of ``rows``."""
+        with self.lock:
+            self.db.execute("BEGIN")
+            try:
+                self.db.executemany("INSERT INTO t (rowid, x) VALUES (?, ?)", rows)
+                found = self.db.execute("SELECT doc, term FROM v").fetchall()
+            finally:
+                self.db.execute("ROLLBACK")
+        counts: dict[int, dict[str, int]] = {key: {} for key, _ in rows}
+        for key, term in found:
+            held = counts[key]
+            held[term] = held.get(term, 0) + 1
+        return list(counts.items())
+
+    def tokens(self, text: str) -> list[str]:
+        with self.lock:
+            self.db.execute("BEGIN")
+            try:
+                self.db.execute("INSERT INTO t (rowid, x) VALUES (1, ?)", (text,))
+                found = self.db.execute("SELECT term FROM v ORDER BY offset").fetchall()
+            finally:
+                self.db.execute("ROLLBACK")
+        return [t for (t,) in found]
+
+
+@functools.cache
+def _scratch() -> _Scratch:
+    return _Scratch()
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _word_tokens(word: str) -> tuple[str, ...]:
+    return tuple(_scratch().tokens(word))
+
+
 def _fts5_any(words: Sequence[str]) -> str:
     return " OR ".join(f'"{w}"' for w in words)
 
@@ -111,7 +317,8 @@ def _fts5_any(words: Sequence[str]) -> str:
 class TsVector(FullText):
     """A generated ``tsv`` column (English configuration) under a GIN index."""
 
-    shares_are_local = True  # ts_rank without normalisation reads only the row's own tsvector
+    # ts_rank without normalisation reads only the row's own tsvector: the postings hold the shares
+    # themselves (float4, as PostgreSQL computes them) and there are no statistics.
 
     def create(self, conn: Conn, table: TextTable) -> None:
         document = " || ' ' || ".join(f"coalesce({c}, '')" for c in table.columns)
@@ -137,22 +344,22 @@ class TsVector(FullText):
             seen.update(lexemes or ())
         return kept, 1.0 / max(len(seen), 1)
 
-    def word_scores(self, conn: Conn, table: TextTable, word: str) -> list[tuple[int, float]]:
-        rows = conn.all(
+    def postings(self, conn: Conn, table: TextTable, term: str) -> Postings:
+        rows = conn.execute(
             f"SELECT i.{table.rowid}, ts_rank(i.tsv, q) FROM {table.table} i, to_tsquery('english', ?) q "
             "WHERE i.tsv @@ q",
-            (_pg_term(word),),
-        )
-        return cast("list[tuple[int, float]]", rows)
+            (_pg_term(term),),
+        ).fetchall()
+        return Postings.of(rows)
 
-    def row_scores(
-        self, conn: Conn, table: TextTable, words: Sequence[str], rowids: Sequence[int]
+    def row_postings(
+        self, conn: Conn, table: TextTable, terms: Sequence[str], rowids: Sequence[int]
     ) -> list[tuple[int, int, float]]:
         rows = conn.all(
             f"SELECT w.n - 1, i.{table.rowid}, ts_rank(i.tsv, to_tsquery('english', w.t)) "
             f"FROM unnest(?::text[]) WITH ORDINALITY AS w(t, n) JOIN {table.table} i "
             f"ON i.{table.rowid} = ANY(?) AND i.tsv @@ to_tsquery('english', w.t)",
-            ([_pg_term(w) for w in words], list(rowids)),
+            ([_pg_term(w) for w in terms], list(rowids)),
         )
         return [(int(n), int(rid), float(s)) for n, rid, s in rows]
 
