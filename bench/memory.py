@@ -231,7 +231,7 @@ async def _searches(
         exact_hybrid.append([ids[r] for r, _, _ in fuse([(1.0, ev), (1.0, tv)])[:10]])
     p50, p95 = percentiles(lat)
     text = "FTS5" if url.startswith("sqlite") else "tsvector"
-    kept = f"word shares kept ({budget}, warm-up {warm_s:.1f} s)" if budget else "unpruned in the db"
+    kept = f"term postings kept ({budget}, warm-up {warm_s:.1f} s)" if budget else "unpruned in the db"
     note = f"exact vector + {text}, {kept}"
     row = Row("crewline", url.split(":", 1)[0], n, ingest, p50, p95, recall_at(found, exact), note)
     row.hybrid_recall = recall_at(hybrid, exact_hybrid)
