@@ -263,3 +263,45 @@ def test_fts5_shares_are_bm25_bit_for_bit(store: MemoryStore) -> None:
     for word in VOCABULARY:
         mine, theirs = store.db.query(lambda c, w=word: shares(c, w))
         assert mine == theirs, word
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, 200])
+def test_pruned_ranking_equals_adding_every_share(
+    store: MemoryStore, monkeypatch: pytest.MonkeyPatch, k: int
+) -> None:
+    """The MaxScore pruning (used where a query's postings are many) returns what adding every share up
+    returns, ties and another scope's rows included, for short and long answers; on SQLite that is also
+    the database's own ranking (PostgreSQL sums its float4 ts_rank shares in float4, so its near-ties may
+    fall the other way)."""
+    from crewline.memory import fulltext
+
+    rng = np.random.default_rng(13)
+    for scope, text in corpus(rng) + corpus(rng):
+        run(store.remember(text, scope=scope, dedupe=False))
+    searcher = MemoryStore(store.db, store.embedder)
+    pruned = 0
+    real = fulltext._pruned
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal pruned
+        result = real(*args, **kwargs)
+        pruned += result is not None
+        return result
+
+    monkeypatch.setattr(fulltext, "_pruned", counting)
+    for query in [*QUERIES, "cat dog fox owl elk yak ant bee cod eel"]:
+        answers = []
+        for prune_from in (10**9, 0):
+            monkeypatch.setattr(fulltext, "_PRUNE_FROM", prune_from)
+            hits = run(searcher.search(query, scope="kb", k=k, vector_weight=0, candidates=k))
+            answers.append([(h.id, h.text_score) for h in hits])
+        assert answers[1] == answers[0], query  # bit for bit
+        if store.db.dialect.name == "sqlite":
+            ids = dict(store.db.query(lambda c: c.all("SELECT rid, id FROM memory_items")))
+            want = store.db.query(lambda c, q=query: TextIndex(None).search(c, q, ["kb"], k, 1e12))
+            assert [i for i, _ in answers[1]] == [ids[rid] for rid, _ in want], query
+    # The pruned answer was returned for short answers; for 200 (more than a rare word holds) never.
+    if k <= 3:
+        assert pruned
+    if k == 200:
+        assert not pruned

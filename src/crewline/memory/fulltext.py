@@ -63,12 +63,21 @@ def terms(query: str, *, limit: int = 32) -> list[str]:
     return out[:limit]
 
 
+@dataclass(frozen=True)
+class _Shares:
+    """Each row's share of one term's relevance, by rowid ascending, and the largest of them."""
+
+    rowids: NDArray[np.int64]
+    values: NDArray[np.float64]
+    peak: float
+
+
 @dataclass
 class _Kept:
     """One term's postings, and its shares under the statistics of ``epoch`` once computed."""
 
     postings: Postings
-    shares: NDArray[np.float64] | None = None
+    shares: _Shares | None = None
     epoch: int = -1
 
 
@@ -145,27 +154,21 @@ class TextIndex:
     def _ranked(self, conn: Conn, words: list[str], k: int, allowed: Allowed) -> list[tuple[int, float]]:
         counted, factor = conn.dialect.fulltext.rank_terms(conn, words)
         self._follow(conn)
-        parts = [self._shares(conn, t) for t in counted]
-        parts = [p for p in parts if len(p[0])]
-        if not parts:
-            return []
-        rids = np.concatenate([p[0] for p in parts])
-        # One share per term, added in the query's order from 0.0: the database's own sum, bit for bit.
-        total = np.bincount(rids, weights=np.concatenate([p[1] for p in parts]))
-        found = np.flatnonzero(total)
-        return _best(found, (total[found] * factor).astype(np.float64), k, allowed)
+        parts = [p for p in (self._shares(conn, t) for t in counted) if len(p.rowids)]
+        return _top(parts, factor, k, allowed) if parts else []
 
-    def _shares(self, conn: Conn, term: str) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    def _shares(self, conn: Conn, term: str) -> _Shares:
         kept = self._postings(conn, term)
         with self._lock:
             epoch, statistics = self._epoch, self._statistics
             if kept.epoch == epoch and kept.shares is not None:
-                return kept.postings.rowids, kept.shares
+                return kept.shares
         shares = conn.dialect.fulltext.shares(kept.postings, statistics)
+        out = _Shares(kept.postings.rowids, shares, float(shares.max()) if len(shares) else 0.0)
         with self._lock:
             if self._epoch == epoch:
-                kept.shares, kept.epoch = shares, epoch
-        return kept.postings.rowids, shares
+                kept.shares, kept.epoch = out, epoch
+        return out
 
     def _follow(self, conn: Conn) -> None:
         """Bring the kept postings and statistics up to the change feed."""
@@ -234,6 +237,53 @@ def _frequent(conn: Conn, texts: list[str]) -> list[str]:
     held = Counter(w for text in texts for w in terms(text, limit=10_000))
     counted, _ = conn.dialect.fulltext.rank_terms(conn, [w for w, n in held.most_common() if n >= 2])
     return list(dict.fromkeys(counted))
+
+
+_PRUNE_FROM = 100_000  # postings in a query below which adding every share up is as quick as pruning
+
+
+def _top(parts: list[_Shares], factor: float, k: int, allowed: Allowed) -> list[tuple[int, float]]:
+    """The ``k`` best allowed rows by the sum of their shares over ``parts`` (times ``factor``)."""
+    pruned = _pruned(parts, factor, k, allowed)
+    if pruned is not None:
+        return pruned
+    rids = np.concatenate([p.rowids for p in parts])
+    # One share per term, added in the query's order from 0.0: the database's own sum, bit for bit.
+    total = np.bincount(rids, weights=np.concatenate([p.values for p in parts]))
+    found = np.flatnonzero(total)
+    return _best(found, (total[found] * factor).astype(np.float64), k, allowed)
+
+
+def _pruned(parts: list[_Shares], factor: float, k: int, allowed: Allowed) -> list[tuple[int, float]] | None:
+    """:func:`_top` without reading every posting (MaxScore), or ``None`` where that would not pay.
+
+    The terms that can add the most to a row are *essential*; the rows holding one are scored in full,
+    and if ``k`` allowed ones beat the most any other row can score (the sum of the other terms' largest
+    shares), they are the answer. Otherwise one more term becomes essential, until pruning would save
+    nothing. A common word has a small share (BM25's idf), so the rows only it holds are never read."""
+    sizes = [len(p.rowids) for p in parts]
+    if sum(sizes) <= _PRUNE_FROM or len(parts) < 2:
+        return None
+    order = sorted(range(len(parts)), key=lambda i: -parts[i].peak)
+    for e in range(1, len(parts)):
+        essential = order[:e]
+        if sum(sizes[i] for i in essential) > sum(sizes) // 2:
+            return None
+        rest = sum(parts[i].peak for i in order[e:]) * factor
+        rows = np.unique(np.concatenate([parts[i].rowids for i in essential]))
+        best = _best(rows, _sum_at(parts, rows) * factor, k, allowed)
+        if len(best) >= k and best[-1][1] > rest * (1 + 1e-9):  # strictly: a tie would need its rid
+            return best
+    return None
+
+
+def _sum_at(parts: list[_Shares], rows: NDArray[np.int64]) -> NDArray[np.float64]:
+    """Each of ``rows``' sum of shares, added in the parts' order from 0.0 as the bincount above does."""
+    total = np.zeros(len(rows), dtype=np.float64)
+    for p in parts:
+        at = np.minimum(np.searchsorted(p.rowids, rows), len(p.rowids) - 1)
+        total += np.where(p.rowids[at] == rows, p.values[at], 0.0)
+    return total
 
 
 def _best(
