@@ -300,8 +300,10 @@ def test_pruned_ranking_equals_adding_every_share(
             ids = dict(store.db.query(lambda c: c.all("SELECT rid, id FROM memory_items")))
             want = store.db.query(lambda c, q=query: TextIndex(None).search(c, q, ["kb"], k, 1e12))
             assert [i for i, _ in answers[1]] == [ids[rid] for rid, _ in want], query
-    # The pruned answer was returned for short answers; for 200 (more than a rare word holds) never.
-    if k <= 3:
+    # The pruned answer was returned for short answers on SQLite (where BM25's idf makes common words'
+    # shares small; ts_rank has no idf, so there pruning seldom pays); for 200 (more than a rare word
+    # holds) never.
+    if k <= 3 and store.db.dialect.name == "sqlite":
         assert pruned
     if k == 200:
         assert not pruned

@@ -223,3 +223,38 @@ def test_full_text_never_leaks_other_scopes_or_expired_items(store: MemoryStore)
     assert [rid for rid, _ in later] == [
         store.db.query(lambda c: c.scalar("SELECT rid FROM memory_items WHERE id = ?", (mine.id,)))
     ]
+
+
+@pytest.mark.parametrize("few_others", [0, 1024], ids=["masked", "filtered-after"])
+@pytest.mark.parametrize("expiring", [False, True])
+def test_exact_index_other_scopes_masked_or_filtered_after(
+    monkeypatch: pytest.MonkeyPatch, few_others: int, expiring: bool
+) -> None:
+    """Rows of scopes not searched are masked before ranking, or (a few of them) dropped from the best
+    k + few after: either way the best k of the searched scopes, as brute force ranks them."""
+    from crewline.memory import vectors
+
+    monkeypatch.setattr(vectors, "_FEW_OTHERS", few_others)
+    rng = np.random.default_rng(3)
+    index = vectors.ExactIndex(8)
+    rows = []
+    for rid in range(1, 2001):
+        vec = rng.normal(size=8).astype(np.float32)
+        vec /= np.linalg.norm(vec)
+        scope = "other" if rid % 50 == 0 else "kb"  # 40 rows elsewhere: among the best of any query
+        expires = (10.0 if rid % 7 == 0 else 1e12) if expiring else None
+        index._put(rid, scope, expires, vec)
+        rows.append((rid, scope, expires, vec))
+    for _ in range(20):
+        q = rng.normal(size=8).astype(np.float32)
+        for scope in ("kb", "other"):
+            want = sorted(
+                (
+                    (rid, float(vec @ q))
+                    for rid, s, exp, vec in rows
+                    if s == scope and (exp is None or exp > 100.0)
+                ),
+                key=lambda x: -x[1],
+            )[:10]
+            got = index.search(q, [scope], 10, now=100.0)
+            assert [r for r, _ in got] == [r for r, _ in want]

@@ -1,6 +1,6 @@
 """Following ``memory_changes``, the feed of touched item rows, from one process.
 
-What a process keeps about the memory (the vector matrix, full-text word shares) is brought up to date
+What a process keeps about the memory (the vector matrix, full-text postings and statistics) is brought up to date
 before a search by reading the feed past a watermark. On PostgreSQL sequence numbers can commit out of
 order, so a gap in the feed is re-read until it fills or has been open long enough to be a rolled-back
 transaction. A follower that has not looked for half the feed's retention starts over from the items.

@@ -255,25 +255,39 @@ def _top(parts: list[_Shares], factor: float, k: int, allowed: Allowed) -> list[
 
 
 def _pruned(parts: list[_Shares], factor: float, k: int, allowed: Allowed) -> list[tuple[int, float]] | None:
-    """:func:`_top` without reading every posting (MaxScore), or ``None`` where that would not pay.
+    """:func:`_top` without adding every posting up (MaxScore), or ``None`` where that would not pay.
 
-    The terms that can add the most to a row are *essential*; the rows holding one are scored in full,
-    and if ``k`` allowed ones beat the most any other row can score (the sum of the other terms' largest
-    shares), they are the answer. Otherwise one more term becomes essential, until pruning would save
-    nothing. A common word has a small share (BM25's idf), so the rows only it holds are never read."""
+    The terms that can add the most to a row are *essential*. A row holding none of them scores at most
+    ``rest``, the sum of the other terms' largest shares; a row holding one scores at most its essential
+    shares plus ``rest``. The best rows by essential shares are scored in full: if ``k`` allowed ones beat
+    ``rest``, their ``k``-th score is a threshold only rows whose essential shares plus ``rest`` reach it
+    can pass, and those few are scored in full for the answer. Otherwise one more term becomes essential,
+    until pruning would save nothing. A common word has a small share (BM25's idf), so the rows only it
+    holds are never read."""
     sizes = [len(p.rowids) for p in parts]
     if sum(sizes) <= _PRUNE_FROM or len(parts) < 2:
         return None
     order = sorted(range(len(parts)), key=lambda i: -parts[i].peak)
+    partial = np.zeros(max(int(p.rowids[-1]) for p in parts) + 1, dtype=np.float64)
     for e in range(1, len(parts)):
-        essential = order[:e]
-        if sum(sizes[i] for i in essential) > sum(sizes) // 2:
+        if sum(sizes[i] for i in order[:e]) > sum(sizes) // 2:
             return None
-        rest = sum(parts[i].peak for i in order[e:]) * factor
-        rows = np.unique(np.concatenate([parts[i].rowids for i in essential]))
-        best = _best(rows, _sum_at(parts, rows) * factor, k, allowed)
-        if len(best) >= k and best[-1][1] > rest * (1 + 1e-9):  # strictly: a tie would need its rid
-            return best
+        added = parts[order[e - 1]]
+        partial[added.rowids] += added.values  # a term's rowids are distinct
+        rest = sum(parts[i].peak for i in order[e:]) * factor * (1 + 1e-9)  # float sums may round up
+        rows = np.flatnonzero(partial)
+        scores = partial[rows] * factor
+        sample = min(len(rows), 4 * k)
+        while True:
+            top = rows[np.argpartition(-scores, sample - 1)[:sample]] if sample < len(rows) else rows
+            best = _best(np.sort(top), _sum_at(parts, np.sort(top)) * factor, k, allowed)
+            if len(best) >= k or sample >= len(rows):
+                break
+            sample = min(len(rows), sample * 4)
+        if len(best) < k or best[-1][1] <= rest:
+            continue
+        reach = rows[scores + rest >= best[-1][1] * (1 - 1e-9)]
+        return _best(reach, _sum_at(parts, reach) * factor, k, allowed)
     return None
 
 

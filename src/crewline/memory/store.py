@@ -83,7 +83,7 @@ class MemoryStore:
         vectors: VectorSettings | None = None,
     ) -> None:
         """``near_duplicate``: cosine at or above which a new fact updates an existing one (1.0: only
-        exact duplicates); ``text_budget``: word postings kept in process for exact full-text ranking
+        exact duplicates); ``text_budget``: term postings kept in process for exact full-text ranking
         (``None``: none kept, the database ranks each query); ``vectors``: which vector index (pgvector's
         HNSW where the database has it, see :mod:`.ann`)."""
         self.db = db
