@@ -331,17 +331,24 @@ class TsVector(FullText):
     def rank_terms(self, conn: Conn, words: Sequence[str]) -> tuple[list[str], float]:
         # ts_rank (no normalisation) adds a share per distinct lexeme of the query a row holds and divides
         # the sum by how many distinct lexemes the query has; stop words have none.
-        rows = conn.all(
-            "SELECT w, tsvector_to_array(to_tsvector('english', w)) FROM unnest(?::text[]) WITH ORDINALITY "
-            "AS x(w, n) ORDER BY n",
-            (list(words),),
-        )
+        known = {w: _LEXEMES.get(w) for w in words}
+        missing = [w for w, lexemes in known.items() if lexemes is None]
+        if missing:
+            rows = conn.all(
+                "SELECT w, tsvector_to_array(to_tsvector('english', w)) FROM unnest(?::text[]) AS x(w)",
+                (missing,),
+            )
+            if len(_LEXEMES) + len(rows) > _LEXEMES_KEPT:
+                _LEXEMES.clear()
+            for w, lexemes in rows:
+                known[str(w)] = _LEXEMES[str(w)] = tuple(lexemes or ())
         kept: list[str] = []
         seen: set[str] = set()
-        for word, lexemes in rows:
+        for word in words:
+            lexemes = known.get(word) or ()
             if lexemes and not seen.intersection(lexemes):
-                kept.append(str(word))
-            seen.update(lexemes or ())
+                kept.append(word)
+            seen.update(lexemes)
         return kept, 1.0 / max(len(seen), 1)
 
     def postings(self, conn: Conn, table: TextTable, term: str) -> Postings:
@@ -371,6 +378,12 @@ class TsVector(FullText):
             (every, *q.params, q.k),
         )
         return [(int(rid), float(s)) for rid, s in rows]
+
+
+# Each word's lexemes under the English configuration, asked once per process (a query's words are
+# mostly words seen before); dropped whole when full.
+_LEXEMES: dict[str, tuple[str, ...]] = {}
+_LEXEMES_KEPT = 1 << 16
 
 
 def _pg_term(word: str) -> str:
