@@ -34,6 +34,7 @@ from ..store.database import Conn, Database
 from ..store.fulltext import Postings, TextQuery
 from . import versions as v
 from .feed import FeedCursor
+from .topk import largest
 from .versions import ITEMS_TEXT
 
 __all__ = ["TextIndex", "terms"]
@@ -279,7 +280,7 @@ def _pruned(parts: list[_Shares], factor: float, k: int, allowed: Allowed) -> li
         scores = partial[rows] * factor
         sample = min(len(rows), 4 * k)
         while True:
-            top = rows[np.argpartition(-scores, sample - 1)[:sample]] if sample < len(rows) else rows
+            top = rows[largest(scores, sample)]
             best = _best(np.sort(top), _sum_at(parts, np.sort(top)) * factor, k, allowed)
             if len(best) >= k or sample >= len(rows):
                 break
@@ -307,7 +308,7 @@ def _best(
     want = k
     while True:
         if want < len(rids):
-            top = np.argpartition(-scores, want - 1)[:want]
+            top = largest(scores, want)
             cut = scores[top].min()
             top = np.flatnonzero(scores >= cut)  # every row tied with the last one, for the rid order
         else:

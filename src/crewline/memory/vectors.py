@@ -22,6 +22,7 @@ from ..store.database import Conn
 from . import versions as v
 from .embedders import Matrix
 from .feed import FeedCursor
+from .topk import largest
 
 __all__ = ["ExactIndex", "VectorIndex", "VectorSearch", "from_blob", "to_blob"]
 
@@ -220,7 +221,7 @@ class ExactIndex:
             if self._expiring:
                 scores[self._expires[:n] <= (time.time() if now is None else now)] = -np.inf
             want = min(k if masked or held == n else k + (n - held), n)
-            top = np.argpartition(scores, n - want)[n - want :] if want < n else np.arange(n)
+            top = largest(scores, want)
             top = top[np.argsort(-scores[top], kind="stable")]
             if not masked and held < n:
                 top = top[allowed[self._scopes[top]]][:k]
