@@ -195,9 +195,12 @@ class TextIndex:
         fresh: dict[int, list[tuple[int, float]]] = {}
         for i, rid, value in conn.dialect.fulltext.row_postings(conn, ITEMS_TEXT, kept, changed.tolist()):
             fresh.setdefault(i, []).append((rid, value))
+        first = int(changed[0])  # changed is sorted
         for i, term in enumerate(kept):
             old = self._terms[term].postings
             rids, values = old.rowids, old.values
+            if i not in fresh and (not len(rids) or int(rids[-1]) < first):
+                continue  # rows added after all of this term's: the common case, checked without a search
             at = np.searchsorted(rids, changed)
             held = at[(at < len(rids)) & (rids[np.minimum(at, len(rids) - 1)] == changed)]
             if not len(held) and i not in fresh:
