@@ -345,6 +345,9 @@ OWNERS = {
     "alert_outbox": "observe/alerts.py",
     "secrets": "secret_store.py",
     "slack_review_posts": "workers/slack_outbox.py",
+    # The full-text hook's private in-memory tokenizer (store/fulltext.py), not in any crewline database.
+    "scratch_text": "store/fulltext.py",
+    "scratch_tokens": "store/fulltext.py",
 }
 
 # The model gateway still picks shared rate windows by the dialect's name (left to its own change).
@@ -364,7 +367,8 @@ def tables_named(text: str) -> set[str]:
 
 
 def _created_tables() -> set[str]:
-    pattern = re.compile(r"CREATE (?:VIRTUAL )?TABLE (?:IF NOT EXISTS )?(\w+)")
+    # A per-connection temp view of another table (temp.<name>) is not a table of its own.
+    pattern = re.compile(r"CREATE (?:VIRTUAL )?TABLE (?:IF NOT EXISTS )?(?:temp\.)?(?!IF\b)(\w+)\b(?!\.)")
     return {m.group(1) for text in _sources().values() for m in pattern.finditer(text)}
 
 

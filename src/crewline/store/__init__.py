@@ -34,6 +34,7 @@ functions. A component's migrations (its ``migrations.py``) create its tables.
 - ``eval_overrides``: :mod:`crewline.evals.gate`
 - ``alert_state``, ``alert_history``, ``alert_outbox``: :mod:`crewline.observe.alerts`
 - ``slack_review_posts``: :mod:`crewline.workers.slack_outbox`
+- ``scratch_text``, ``scratch_tokens`` (an in-memory tokenizer, in no crewline database): :mod:`crewline.store.fulltext`
 
 Dialect differences (row locks, full text, DDL types, placeholders) are hooks of
 :mod:`crewline.store.dialects`; code outside ``store/`` never checks which dialect it talks to.

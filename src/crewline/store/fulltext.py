@@ -270,8 +270,8 @@ class _Scratch:
         import sqlite3
 
         self.db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        self.db.execute(f"CREATE VIRTUAL TABLE t USING fts5(x, tokenize='{_TOKENIZER}')")
-        self.db.execute("CREATE VIRTUAL TABLE v USING fts5vocab(t, instance)")
+        self.db.execute(f"CREATE VIRTUAL TABLE scratch_text USING fts5(x, tokenize='{_TOKENIZER}')")
+        self.db.execute("CREATE VIRTUAL TABLE scratch_tokens USING fts5vocab(scratch_text, instance)")
         self.lock = threading.Lock()
 
     def frequencies(self, rows: Sequence[tuple[int, str]]) -> list[tuple[int, dict[str, int]]]:
@@ -279,8 +279,8 @@ class _Scratch:
         with self.lock:
             self.db.execute("BEGIN")
             try:
-                self.db.executemany("INSERT INTO t (rowid, x) VALUES (?, ?)", rows)
-                found = self.db.execute("SELECT doc, term FROM v").fetchall()
+                self.db.executemany("INSERT INTO scratch_text (rowid, x) VALUES (?, ?)", rows)
+                found = self.db.execute("SELECT doc, term FROM scratch_tokens").fetchall()
             finally:
                 self.db.execute("ROLLBACK")
         counts: dict[int, dict[str, int]] = {key: {} for key, _ in rows}
@@ -293,8 +293,8 @@ class _Scratch:
         with self.lock:
             self.db.execute("BEGIN")
             try:
-                self.db.execute("INSERT INTO t (rowid, x) VALUES (1, ?)", (text,))
-                found = self.db.execute("SELECT term FROM v ORDER BY offset").fetchall()
+                self.db.execute("INSERT INTO scratch_text (rowid, x) VALUES (1, ?)", (text,))
+                found = self.db.execute("SELECT term FROM scratch_tokens ORDER BY offset").fetchall()
             finally:
                 self.db.execute("ROLLBACK")
         return [t for (t,) in found]
