@@ -274,30 +274,27 @@ class _Scratch:
         self.db.execute("CREATE VIRTUAL TABLE scratch_tokens USING fts5vocab(scratch_text, instance)")
         self.lock = threading.Lock()
 
-    def frequencies(self, rows: Sequence[tuple[int, str]]) -> list[tuple[int, dict[str, int]]]:
-        """(key, {token: occurrences}) for each (key, text) of ``rows``."""
+    def _occurrences(self, rows: Sequence[tuple[int, str]]) -> list[tuple[int, str]]:
+        """(key, token) of every token of each (key, text) of ``rows``, in order; nothing stays stored."""
         with self.lock:
             self.db.execute("BEGIN")
             try:
                 self.db.executemany("INSERT INTO scratch_text (rowid, x) VALUES (?, ?)", rows)
-                found = self.db.execute("SELECT doc, term FROM scratch_tokens").fetchall()
+                found = self.db.execute("SELECT doc, term FROM scratch_tokens ORDER BY doc, offset")
+                return [(int(key), str(term)) for key, term in found.fetchall()]
             finally:
                 self.db.execute("ROLLBACK")
+
+    def frequencies(self, rows: Sequence[tuple[int, str]]) -> list[tuple[int, dict[str, int]]]:
+        """(key, {token: occurrences}) for each (key, text) of ``rows``."""
         counts: dict[int, dict[str, int]] = {key: {} for key, _ in rows}
-        for key, term in found:
+        for key, term in self._occurrences(rows):
             held = counts[key]
             held[term] = held.get(term, 0) + 1
         return list(counts.items())
 
     def tokens(self, text: str) -> list[str]:
-        with self.lock:
-            self.db.execute("BEGIN")
-            try:
-                self.db.execute("INSERT INTO scratch_text (rowid, x) VALUES (1, ?)", (text,))
-                found = self.db.execute("SELECT term FROM scratch_tokens ORDER BY offset").fetchall()
-            finally:
-                self.db.execute("ROLLBACK")
-        return [t for (t,) in found]
+        return [term for _, term in self._occurrences([(1, text)])]
 
 
 @functools.cache
