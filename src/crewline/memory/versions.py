@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..store.database import Conn
@@ -24,6 +25,7 @@ from ..store.fulltext import TextTable
 from ..store.payloads import load_json
 
 __all__ = [
+    "NewItems",
     "add_items",
     "content_hash",
     "delete_document",
@@ -32,6 +34,7 @@ __all__ = [
     "item_state",
     "latest_seq",
     "log_version",
+    "new_items",
     "put_document",
     "put_item",
     "state_at",
@@ -178,24 +181,40 @@ def put_item(
     return int(rid)
 
 
-def add_items(
-    conn: Conn, items: list[tuple[dict[str, Any], bytes]], *, embed_model: str, at: float, op: str = "add"
-) -> None:
-    """Insert many new items (ids not in use) with their first versions: a few multi-row statements."""
-    if not items:
-        return
+@dataclass(frozen=True)
+class NewItems:
+    """Rows of items not stored yet (ids not in use) and of their first versions, built by
+    :func:`new_items` before the transaction, so that the writer only inserts them."""
+
+    items: list[tuple[Any, ...]] = field(default_factory=list)
+    versions: list[tuple[Any, ...]] = field(default_factory=list)  # each without its ``at``
+
+
+def new_items(
+    items: Sequence[tuple[dict[str, Any], bytes]], *, embed_model: str, op: str = "add"
+) -> NewItems:
+    """The rows :func:`add_items` writes for ``items`` (state, embedding) with ``op`` as their version."""
     meta_at = ITEM_FIELDS.index("metadata")
     rows = []
     for state, blob in items:
         values = [state[f] for f in ITEM_FIELDS]
         values[meta_at] = _dumps(state["metadata"])
         rows.append((*values, blob, embed_model))
-    rids = _insert_rows(conn, "memory_items", (*ITEM_FIELDS, "embedding", "embed_model"), rows, "rid")
+    versions = [("item", s["id"], s["scope"], s["version"], op, _dumps(s), s["author"]) for s, _ in items]
+    return NewItems(rows, versions)
+
+
+def add_items(conn: Conn, batches: Sequence[NewItems], *, at: float) -> None:
+    """Insert the rows of ``batches`` with their versions at ``at``: a few multi-row statements for all."""
+    items = [row for b in batches for row in b.items]
+    if not items:
+        return
+    rids = _insert_rows(conn, "memory_items", (*ITEM_FIELDS, "embedding", "embed_model"), items, "rid")
     _insert_rows(
         conn,
         "memory_versions",
         ("entity", "entity_id", "scope", "version", "op", "state", "author", "at"),
-        [("item", s["id"], s["scope"], s["version"], op, _dumps(s), s["author"], at) for s, _ in items],
+        [(*row, at) for b in batches for row in b.versions],
     )
     _insert_rows(conn, "memory_changes", ("rid", "at"), [(rid, at) for rid in rids])
 
