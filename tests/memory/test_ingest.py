@@ -8,7 +8,7 @@ import pytest
 
 from crewline.errors import InvalidInput
 from crewline.memory import MemoryStore
-from crewline.memory import versions as versions_module
+from crewline.store.database import Conn
 
 from ._pdf import make_pdf
 from .conftest import run
@@ -104,7 +104,7 @@ def test_failed_write_leaves_nothing_half_indexed_and_can_rerun(
     store.chunk_size, store.chunk_overlap = 200, 0
     path = tmp_path / "long.md"
     path.write_text("# Long\n" + "\n\n".join(f"## Part {i}\nText of part {i}." for i in range(10)))
-    real = versions_module._insert_rows
+    real = Conn.insert_rows
     calls = {"n": 0}
 
     def flaky(*args: object, **kwargs: object) -> object:
@@ -113,13 +113,13 @@ def test_failed_write_leaves_nothing_half_indexed_and_can_rerun(
             raise RuntimeError("disk full")
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(versions_module, "_insert_rows", flaky)
+    monkeypatch.setattr(Conn, "insert_rows", flaky)
     with pytest.raises(RuntimeError, match="disk full"):
         run(store.ingest(path, scope="kb"))
     assert chunk_count(store, "kb") == 0
     assert run(store.documents("kb")) == []
     assert store.db.query(lambda c: c.scalar("SELECT COUNT(*) FROM memory_versions")) == 0
-    monkeypatch.setattr(versions_module, "_insert_rows", real)
+    monkeypatch.setattr(Conn, "insert_rows", real)
     report = run(store.ingest(path, scope="kb"))
     assert report.chunks_added == 10 and chunk_count(store, "kb") == 10
 

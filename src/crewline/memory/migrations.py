@@ -153,4 +153,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE UNIQUE INDEX memory_messages_key ON memory_messages (scope, turn_key)",
         ),
     ),
+    Migration(
+        4,
+        "partial indexes on content hash and expiry",
+        (
+            # Only remembering a fact looks items up by content hash, and only purging by expiry: a
+            # document's chunks (most items, never expiring) no longer each add an entry at a random
+            # page of these indexes.
+            "DROP INDEX memory_items_hash",
+            "CREATE INDEX memory_items_hash ON memory_items (scope, content_hash) WHERE kind <> 'chunk'",
+            "DROP INDEX memory_items_expiry",
+            "CREATE INDEX memory_items_expiry ON memory_items (expires_at) WHERE expires_at IS NOT NULL",
+        ),
+    ),
 )

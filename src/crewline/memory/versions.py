@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pydantic_core
+
 from ..store.database import Conn
 from ..store.fulltext import TextTable
 from ..store.payloads import load_json
@@ -95,7 +97,14 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",",
 
 
 def _dumps(value: Any) -> str:
+    """Metadata as stored on the row: keys sorted, so equal metadata is equal text."""
     return _ENCODER.encode(value)
+
+
+def _state_json(state: dict[str, Any]) -> str:
+    """A version's state: read back as a whole, never compared as text, so the fast encoder (a
+    fifth of the standard one's time for a chunk, which an ingest writes one of per chunk)."""
+    return pydantic_core.to_json(state).decode()
 
 
 def item_state(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -133,7 +142,7 @@ def log_version(
     conn.execute(
         "INSERT INTO memory_versions (entity, entity_id, scope, version, op, state, author, at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (entity, entity_id, scope, version, op, None if state is None else _dumps(state), author, at),
+        (entity, entity_id, scope, version, op, None if state is None else _state_json(state), author, at),
     )
 
 
@@ -195,12 +204,16 @@ def new_items(
 ) -> NewItems:
     """The rows :func:`add_items` writes for ``items`` (state, embedding) with ``op`` as their version."""
     meta_at = ITEM_FIELDS.index("metadata")
+    metas: dict[int, str] = {}  # a document's chunks share one metadata dict: encoded once
     rows = []
     for state, blob in items:
         values = [state[f] for f in ITEM_FIELDS]
-        values[meta_at] = _dumps(state["metadata"])
+        meta = state["metadata"]
+        values[meta_at] = metas.get(id(meta)) or metas.setdefault(id(meta), _dumps(meta))
         rows.append((*values, blob, embed_model))
-    versions = [("item", s["id"], s["scope"], s["version"], op, _dumps(s), s["author"]) for s, _ in items]
+    versions = [
+        ("item", s["id"], s["scope"], s["version"], op, _state_json(s), s["author"]) for s, _ in items
+    ]
     return NewItems(rows, versions)
 
 
@@ -209,45 +222,13 @@ def add_items(conn: Conn, batches: Sequence[NewItems], *, at: float) -> None:
     items = [row for b in batches for row in b.items]
     if not items:
         return
-    rids = _insert_rows(conn, "memory_items", (*ITEM_FIELDS, "embedding", "embed_model"), items, "rid")
-    _insert_rows(
-        conn,
+    rids = conn.insert_rows("memory_items", (*ITEM_FIELDS, "embedding", "embed_model"), items, "rid")
+    conn.insert_rows(
         "memory_versions",
         ("entity", "entity_id", "scope", "version", "op", "state", "author", "at"),
         [(*row, at) for b in batches for row in b.versions],
     )
-    _insert_rows(conn, "memory_changes", ("rid", "at"), [(rid, at) for rid in rids])
-
-
-# Parameters in one statement: under SQLite's limit (32766) and PostgreSQL's (65535), so that a
-# statement holds a thousand chunks and the full-text index is flushed once per thousand.
-_MAX_PARAMS = 30000
-
-
-def _insert_rows(
-    conn: Conn, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]], returning: str = ""
-) -> list[Any]:
-    """Insert ``rows`` in multi-row statements; returns the ``returning`` column of each row inserted.
-
-    One statement per few hundred rows, not one per row: SQLite's full-text triggers flush the index
-    once per statement, which made row-at-a-time inserts several times slower. Statements hold a
-    power-of-two number of rows, so only a handful of distinct SQL texts are ever prepared."""
-    out: list[Any] = []
-    head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-    tail = f" RETURNING {returning}" if returning else ""
-    one = f"({', '.join('?' * len(columns))})"
-    most = 1 << max(0, (_MAX_PARAMS // len(columns)).bit_length() - 1)
-    i = 0
-    while i < len(rows):
-        n = min(most, 1 << ((len(rows) - i).bit_length() - 1))
-        sql = head + ", ".join([one] * n) + tail
-        params = [value for row in rows[i : i + n] for value in row]
-        if returning:
-            out.extend(r[0] for r in conn.all(sql, params))
-        else:
-            conn.execute(sql, params)
-        i += n
-    return out
+    conn.insert_rows("memory_changes", ("rid", "at"), [(rid, at) for rid in rids])
 
 
 def delete_item(conn: Conn, item_id: str, *, author: str, op: str, at: float) -> bool:
@@ -329,9 +310,11 @@ def item_kind(conn: Conn, rid: int) -> tuple[str, str] | None:
 
 
 def find_exact(conn: Conn, scope: str, chash: str, kind: str) -> str | None:
-    """The item of ``scope`` and ``kind`` whose content hash is ``chash``."""
+    """The item of ``scope`` and ``kind`` (never a chunk) whose content hash is ``chash``."""
+    # The literal "kind <> 'chunk'" lets the planner use the partial index memory_items_hash.
     found = conn.scalar(
-        "SELECT id FROM memory_items WHERE scope = ? AND content_hash = ? AND kind = ?", (scope, chash, kind)
+        "SELECT id FROM memory_items WHERE scope = ? AND content_hash = ? AND kind = ? AND kind <> 'chunk'",
+        (scope, chash, kind),
     )
     return None if found is None else str(found)
 

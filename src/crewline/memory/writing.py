@@ -5,6 +5,7 @@ conflict that sends a planned write back to planning, and the ids new rows get."
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -42,5 +43,7 @@ class Writable(Protocol):
 
 
 def new_id(prefix: str) -> str:
-    # 80 random bits as 20 hex digits, without building a UUID (an ingest makes one per chunk).
-    return f"{prefix}_{os.urandom(10).hex()}"
+    """A new id: the time in milliseconds (12 hex digits) then 64 random bits (16), so that ids made
+    later sort later. The indexes on ids (the items', the versions' by entity) then grow at their end
+    instead of at random pages, which an ingest of many chunks rewrites far fewer of per commit."""
+    return f"{prefix}_{time.time_ns() // 1_000_000:012x}{os.urandom(8).hex()}"
