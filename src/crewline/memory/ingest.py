@@ -26,13 +26,13 @@ from typing import Any
 
 from ..errors import InvalidInput
 from ..store.database import Conn
-from ..store.payloads import put_blob
+from ..store.payloads import put_blobs
 from . import versions as v
 from .chunking import Chunk, chunk_document
 from .documents import SUPPORTED, ParsedDocument, parse_file
 from .results import IngestReport
 from .vectors import to_blob
-from .writing import ScopeChanged, Writable, new_id
+from .writing import Writable, new_id
 
 __all__ = ["collect_files", "ingest_parsed", "ingest_paths"]
 
@@ -345,6 +345,16 @@ class _Job:
     current: _Current | None
     fresh: v.NewItems  # the chunks not already stored, embedded
 
+    @property
+    def source(self) -> str:
+        assert self.doc.parsed is not None
+        return self.doc.parsed.source
+
+    @property
+    def text(self) -> bytes:
+        assert self.doc.parsed is not None
+        return self.doc.parsed.text.encode("utf-8")
+
     def settle(self, doc_id: str, added: int, removed: int, kept: int) -> None:
         report = self.doc.report
         report.chunks_added += added
@@ -360,49 +370,50 @@ _Written = tuple[str, int, int, int]
 def _write_all(conn: Conn, *, scope: str, jobs: list[_Job]) -> list[_Written | None]:
     """Each job's (document id, chunks added, removed, kept), or ``None`` for one whose document
     changed since it was planned: that is found before it writes anything, so the others still go in.
-    The new chunks of every document written go in together at the end: the full-text index is
-    flushed once per statement, so a statement of a thousand chunks costs less per chunk than one
-    document's few dozen."""
+
+    The documents, their text blobs and their new chunks go in together, a few statements for the
+    whole batch: the full-text index is flushed once per statement (a statement of a thousand chunks
+    costs less per chunk than one document's few dozen), and each statement the writer thread starts
+    waits for the interpreter, which the next batch's parsing and embedding hold most of the time."""
     conn.lock_key(f"memory:{scope}")
     now = time.time()
+    stored = v.document_versions(conn, scope, [job.source for job in jobs])
     out: list[_Written | None] = []
-    fresh: list[v.NewItems] = []
+    written: list[_Job] = []
     for job in jobs:
-        try:
-            out.append(_write(conn, job, scope, now))
-        except ScopeChanged:
+        old = job.current[0] if job.current else None
+        live = stored.get(job.source)
+        if (live is None) != (old is None) or (old is not None and live != int(old["version"])):
             out.append(None)
-        else:
-            fresh.append(job.fresh)
-    v.add_items(conn, fresh, at=now)
+            continue
+        stored[job.source] = -1  # a second job for the same source in this batch is planned again
+        removed, kept = _keep_chunks(conn, job, now)
+        out.append((job.doc_id, len(job.fresh.items), removed, kept))
+        written.append(job)
+    texts = [job.text for job in written]
+    blobs = put_blobs(conn, texts, now)
+    states = [
+        (_document_state(job, scope, blob, len(text), now), "update" if job.current else "add")
+        for job, blob, text in zip(written, blobs, texts, strict=True)
+    ]
+    v.put_documents(conn, states, at=now)
+    v.add_items(conn, [job.fresh for job in written], at=now)
     return out
 
 
-def _write(conn: Conn, job: _Job, scope: str, now: float) -> _Written:
+def _document_state(job: _Job, scope: str, blob: str, size: int, now: float) -> dict[str, Any]:
     doc = job.doc.parsed
     assert doc is not None
-    old_doc = job.current[0] if job.current else None
-    live = v.document_version(conn, scope, doc.source)
-    if (live is None) != (old_doc is None) or (old_doc and live != int(old_doc["version"])):
-        raise ScopeChanged(doc.source)
-    _put_document(conn, job, scope, old_doc, now)
-    removed, kept = _keep_chunks(conn, job, now)
-    return job.doc_id, len(job.fresh.items), removed, kept
-
-
-def _put_document(conn: Conn, job: _Job, scope: str, old: dict[str, Any] | None, now: float) -> None:
-    doc = job.doc.parsed
-    assert doc is not None
-    text = doc.text.encode("utf-8")
-    state = {
+    old = job.current[0] if job.current else None
+    return {
         "id": job.doc_id,
         "scope": scope,
         "source": doc.source,
         "mime": doc.mime,
         "title": doc.title,
         "content_hash": job.doc.doc_hash,
-        "text_blob": put_blob(conn, text, now),
-        "size": len(text),
+        "text_blob": blob,
+        "size": size,
         "chunks": len(job.doc.chunks),
         "metadata": job.meta,
         "version": (int(old["version"]) + 1) if old else 1,
@@ -410,7 +421,6 @@ def _put_document(conn: Conn, job: _Job, scope: str, old: dict[str, Any] | None,
         "created_at": old["created_at"] if old else now,
         "updated_at": now,
     }
-    v.put_document(conn, state, op="update" if old else "add", at=now)
 
 
 def _keep_chunks(conn: Conn, job: _Job, now: float) -> tuple[int, int]:

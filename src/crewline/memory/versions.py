@@ -38,6 +38,7 @@ __all__ = [
     "log_version",
     "new_items",
     "put_document",
+    "put_documents",
     "put_item",
     "state_at",
 ]
@@ -252,15 +253,30 @@ def delete_item(conn: Conn, item_id: str, *, author: str, op: str, at: float) ->
     return True
 
 
-def put_document(conn: Conn, state: dict[str, Any], *, op: str, at: float) -> None:
-    values = [state[f] for f in DOC_FIELDS]
-    values[DOC_FIELDS.index("metadata")] = _dumps(state["metadata"])
-    conn.execute("DELETE FROM memory_documents WHERE id = ?", (state["id"],))
-    conn.execute(
-        f"INSERT INTO memory_documents ({', '.join(DOC_FIELDS)}) VALUES ({', '.join('?' * len(DOC_FIELDS))})",
-        values,
+def put_documents(conn: Conn, states: list[tuple[dict[str, Any], str]], *, at: float) -> None:
+    """Insert or replace many documents (state, op) with their versions: a few statements for all."""
+    ids = [s["id"] for s, _ in states]
+    for first in range(0, len(ids), 500):
+        part = ids[first : first + 500]
+        conn.execute(f"DELETE FROM memory_documents WHERE id IN ({', '.join('?' * len(part))})", part)
+    rows = []
+    for state, _ in states:
+        values = [state[f] for f in DOC_FIELDS]
+        values[DOC_FIELDS.index("metadata")] = _dumps(state["metadata"])
+        rows.append(values)
+    conn.insert_rows("memory_documents", DOC_FIELDS, rows)
+    conn.insert_rows(
+        "memory_versions",
+        ("entity", "entity_id", "scope", "version", "op", "state", "author", "at"),
+        [
+            ("document", s["id"], s["scope"], s["version"], op, _state_json(s), s["author"], at)
+            for s, op in states
+        ],
     )
-    log_state(conn, "document", state, op, at)
+
+
+def put_document(conn: Conn, state: dict[str, Any], *, op: str, at: float) -> None:
+    put_documents(conn, [(state, op)], at=at)
 
 
 def delete_document(conn: Conn, doc_id: str, *, author: str, op: str, at: float) -> bool:
@@ -440,11 +456,17 @@ def document_id(conn: Conn, scope: str, source: str) -> str | None:
     return None if found is None else str(found)
 
 
-def document_version(conn: Conn, scope: str, source: str) -> int | None:
-    found = conn.scalar(
-        "SELECT version FROM memory_documents WHERE scope = ? AND source = ?", (scope, source)
-    )
-    return None if found is None else int(found)
+def document_versions(conn: Conn, scope: str, sources: Sequence[str]) -> dict[str, int]:
+    """The stored version of each of ``sources`` in ``scope`` that has a document."""
+    out: dict[str, int] = {}
+    for first in range(0, len(sources), 500):
+        part = list(sources[first : first + 500])
+        rows = conn.all(
+            f"SELECT source, version FROM memory_documents WHERE scope = ? AND source IN ({', '.join('?' * len(part))})",
+            (scope, *part),
+        )
+        out.update((str(source), int(version)) for source, version in rows)
+    return out
 
 
 def list_documents(conn: Conn, scope: str) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ __all__ = [
     "load_or_unreadable",
     "parse_json",
     "put_blob",
+    "put_blobs",
     "store_payload",
 ]
 
@@ -118,6 +119,15 @@ def put_blob(conn: Conn, data: bytes, now: float) -> str:
     digest = hashlib.sha256(data).hexdigest()
     conn.execute(_INSERT_BLOB, (digest, data, len(data), now))
     return digest
+
+
+def put_blobs(conn: Conn, datas: list[bytes], now: float) -> list[str]:
+    """Store each of ``datas`` as a blob, in one batch of statements; returns their hashes."""
+    digests = [hashlib.sha256(data).hexdigest() for data in datas]
+    for digest, data in zip(digests, datas, strict=True):
+        conn.defer(_INSERT_BLOB, (digest, data, len(data), now))
+    conn.flush()
+    return digests
 
 
 def delete_blob(conn: Conn, digest: str) -> int:
