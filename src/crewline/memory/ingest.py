@@ -93,12 +93,17 @@ async def ingest_paths(
     await store.ready()
     batch = _Batch(store, scope, metadata, author)
     docs: list[_Doc] = []
-    # A pipeline two batches deep: while one batch of documents commits (SQLite and PostgreSQL do that
-    # work outside the interpreter), the next is read, chunked and embedded.
+    # A pipeline three batches deep: while one batch of documents commits (SQLite and PostgreSQL do
+    # that work outside the interpreter), the next is embedded and the one after it read and chunked,
+    # each stage filling the others' waits for the tokenizer, numpy and the database.
     writing: tuple[list[_Doc], asyncio.Task[list[_Doc]]] | None = None
+    parsing: asyncio.Future[list[_Doc]] | None = None
     try:
-        for group in _groups(files):
-            parsed = await asyncio.to_thread(_parse_all, group, store.chunk_size, store.chunk_overlap)
+        groups = _groups(files)
+        parsing = _parse_next(groups, store)
+        while parsing is not None:
+            parsed = await parsing
+            parsing = _parse_next(groups, store)
             docs += parsed
             planned = await batch.plan(parsed)
             if writing is not None:
@@ -109,9 +114,11 @@ async def ingest_paths(
             await writing[1]
             _told(writing[0], progress)
     except BaseException:
-        if writing is not None:  # an unexpected error stops the rest; what was committed stays committed
-            writing[1].cancel()
-            await asyncio.gather(writing[1], return_exceptions=True)
+        # An unexpected error stops the rest; what was committed stays committed.
+        pending = [f for f in (parsing, writing[1] if writing else None) if f is not None]
+        for future in pending:
+            future.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         raise
     report = IngestReport()
     for doc in docs:  # in file order, whatever order the documents finished in
@@ -132,6 +139,14 @@ def _groups(files: list[Path]) -> Iterator[list[Path]]:
             group, size = [], 0
     if group:
         yield group
+
+
+def _parse_next(groups: Iterator[list[Path]], store: Writable) -> asyncio.Future[list[_Doc]] | None:
+    """The next group of files parsed and chunked in a thread; ``None`` when there is none."""
+    group = next(groups, None)
+    if group is None:
+        return None
+    return asyncio.ensure_future(asyncio.to_thread(_parse_all, group, store.chunk_size, store.chunk_overlap))
 
 
 def _parse_all(paths: list[Path], size: int, overlap: int) -> list[_Doc]:
