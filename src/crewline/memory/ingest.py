@@ -31,7 +31,7 @@ from . import versions as v
 from .chunking import Chunk, chunk_document
 from .documents import SUPPORTED, ParsedDocument, parse_file
 from .results import IngestReport
-from .vectors import to_blob
+from .vectors import to_blobs
 from .writing import Writable, new_id
 
 __all__ = ["collect_files", "ingest_parsed", "ingest_paths"]
@@ -257,7 +257,7 @@ class _Batch:
                 v.embed_text({"text": doc.chunks[i].text, "heading": doc.chunks[i].heading}) for i in fresh
             ]
             planned.append((doc, meta, current, fresh))
-        vecs = iter(await self.store.embed(texts)) if texts else iter(())
+        vecs = iter(to_blobs(await self.store.embed(texts)) if texts else ())
         # The new chunks' rows and versions are built here, beside the write of the batch before, so
         # that the writer only inserts them; their created_at is when their document was read.
         now = time.time()
@@ -265,7 +265,7 @@ class _Batch:
         jobs: list[_Job] = []
         for doc, meta, current, fresh in planned:
             doc_id = str(current[0]["id"]) if current else new_id("doc")
-            states = [(self._chunk_state(doc, i, doc_id, meta, now), to_blob(next(vecs))) for i in fresh]
+            states = [(self._chunk_state(doc, i, doc_id, meta, now), next(vecs)) for i in fresh]
             jobs.append(
                 _Job(model, doc, doc_id, meta, self.author, current, v.new_items(states, embed_model=model))
             )

@@ -51,6 +51,13 @@ def to_blob(vector: NDArray[np.float32]) -> bytes:
     return np.asarray(vector, dtype="<f4").tobytes()
 
 
+def to_blobs(matrix: NDArray[np.float32]) -> list[bytes]:
+    """:func:`to_blob` of each row of ``matrix``, converted in one go."""
+    rows = np.ascontiguousarray(matrix, dtype="<f4")
+    data, size = rows.tobytes(), rows.shape[1] * 4 if rows.ndim == 2 else 0
+    return [data[i : i + size] for i in range(0, len(data), size)] if size else []
+
+
 def from_blob(data: bytes | memoryview) -> NDArray[np.float32]:
     return np.frombuffer(bytes(data), dtype="<f4")
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import queue
 import threading
@@ -116,37 +117,38 @@ class Conn:
 
     def insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], returning: str = ""
-    ) -> list[Any]:
-        """Insert ``rows`` in bulk; returns the ``returning`` column (a serial key) of each, in order.
+    ) -> list[int]:
+        """Insert ``rows`` in bulk; returns the new value of the serial column ``returning`` of each.
 
-        Where the dialect copies (PostgreSQL), the rows are streamed with ``COPY`` (their keys taken
-        from the sequence first): a multi-row ``INSERT`` there spends more time in the driver's parsing of
-        the long statement than the server takes to store the rows. Otherwise they go in multi-row
-        statements of a power-of-two number of rows (a handful of distinct texts are ever prepared):
-        SQLite's full-text triggers flush the index once per statement, which made row-at-a-time inserts
+        The keys are taken first and inserted with the rows, not read back with ``RETURNING``: the
+        driver would hand each row back through the interpreter lock, which an ingest's other threads
+        hold most of the time. Where the dialect copies (PostgreSQL), the rows are streamed with
+        ``COPY``: a multi-row ``INSERT`` there spends more time in the driver's parsing of the long
+        statement than the server takes to store the rows. Otherwise they go in multi-row statements of
+        a power-of-two number of rows (a handful of distinct texts are ever prepared): SQLite's
+        full-text triggers flush the index once per statement, which made row-at-a-time inserts
         several times slower."""
         if not rows:
             return []
         if self._deferred:
             self.flush()
+        keys: list[int] = []
+        if returning:
+            keys = self.dialect.new_keys(self.raw, table, returning, len(rows))
+            columns = (returning, *columns)
+            rows = [(key, *row) for key, row in zip(keys, rows, strict=True)]
         if self.dialect.copies and not self.pipelined:
-            return self.dialect.copy_rows(self.raw, table, columns, rows, returning)
-        out: list[Any] = []
+            self.dialect.copy_rows(self.raw, table, columns, rows)
+            return keys
         head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-        tail = f" RETURNING {returning}" if returning else ""
         one = f"({', '.join('?' * len(columns))})"
         most = 1 << max(0, (_MAX_PARAMS // len(columns)).bit_length() - 1)
         i = 0
         while i < len(rows):
             n = min(most, 1 << ((len(rows) - i).bit_length() - 1))
-            sql = head + ", ".join([one] * n) + tail
-            params = [value for row in rows[i : i + n] for value in row]
-            if returning:
-                out.extend(r[0] for r in self.all(sql, params))
-            else:
-                self.execute(sql, params)
+            self.execute(head + ", ".join([one] * n), list(itertools.chain.from_iterable(rows[i : i + n])))
             i += n
-        return out
+        return keys
 
 
 # Parameters in one statement: under SQLite's limit (32766) and PostgreSQL's (65535), so that a

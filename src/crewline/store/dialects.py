@@ -113,10 +113,12 @@ class Dialect:
     # Whether :meth:`copy_rows` streams rows in bulk (``Conn.insert_rows`` uses it outside a pipeline).
     copies: ClassVar[bool] = False
 
-    def copy_rows(
-        self, raw: Any, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], returning: str
-    ) -> list[Any]:
-        """Stream ``rows`` into ``table``; returns the serial ``returning`` column of each, in order."""
+    def copy_rows(self, raw: Any, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Stream ``rows`` into ``table``."""
+        raise NotImplementedError
+
+    def new_keys(self, raw: Any, table: str, column: str, count: int) -> list[int]:
+        """The next ``count`` values of the serial ``column``, taken for rows the caller inserts with them."""
         raise NotImplementedError
 
     def is_unavailable(self, exc: BaseException) -> bool:
@@ -208,6 +210,16 @@ class SqliteDialect(Dialect):
             time.sleep(delay)
             delay = min(delay * 2, 0.25)
 
+    def new_keys(self, raw: Any, table: str, column: str, count: int) -> list[int]:
+        # Inside the write transaction no one else inserts: the keys after the largest the table has
+        # had (AUTOINCREMENT never reuses one), which SQLite's own sequence then records.
+        row = raw.execute(
+            f"SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = ?), 0), "
+            f"coalesce((SELECT max({column}) FROM {table}), 0))",
+            (table,),
+        ).fetchone()
+        return list(range(int(row[0]) + 1, int(row[0]) + 1 + count))
+
     def begin_write(self, raw: Any) -> None:
         # IMMEDIATE takes the write lock up front, so a claim never upgrades a read lock and deadlocks.
         raw.execute("BEGIN IMMEDIATE")
@@ -246,20 +258,15 @@ class PostgresDialect(Dialect):
     def sql(self, text: str) -> str:
         return self._ddl(text).replace("?", "%s")
 
-    def copy_rows(
-        self, raw: Any, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], returning: str
-    ) -> list[Any]:
-        keys: list[Any] = []
-        if returning:  # the keys first, so that each row's is known without RETURNING (COPY has none)
-            sequence = f"pg_get_serial_sequence('{table}', '{returning}')"
-            got = raw.execute(f"SELECT nextval({sequence}) FROM generate_series(1, %s)", (len(rows),))
-            keys = sorted(r[0] for r in got.fetchall())
-            columns = (returning, *columns)
-            rows = [(key, *row) for key, row in zip(keys, rows, strict=True)]
+    def copy_rows(self, raw: Any, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         with raw.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
-        return keys
+
+    def new_keys(self, raw: Any, table: str, column: str, count: int) -> list[int]:
+        sequence = f"pg_get_serial_sequence('{table}', '{column}')"
+        got = raw.execute(f"SELECT nextval({sequence}) FROM generate_series(1, %s)", (count,))
+        return sorted(int(r[0]) for r in got.fetchall())
 
     def lock_rows_suffix(self, lock: RowLock) -> str:
         suffix = " FOR NO KEY UPDATE" if lock.no_key else " FOR UPDATE"
