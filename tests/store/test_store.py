@@ -190,3 +190,34 @@ def test_retention_asks_each_component_for_its_payload_tables() -> None:
     assert {"runs", "steps", "events"} <= set(tables)
     assert [t.table for t in tables.values() if t.finished is not None] == ["runs"]
     assert tables["steps"].run_column == "run_id"
+
+
+def test_bulk_inserts_return_each_rows_new_key_and_never_reuse_one(db_url: str) -> None:
+    db = open_database(db_url)
+    try:
+        with db.transaction() as c:
+            c.execute("CREATE TABLE bulk_rows (id {serial}, at {real} NOT NULL)")
+
+        def add(rows: list[tuple[Any, ...]]) -> list[int]:
+            with db.transaction() as c:
+                return c.insert_rows("bulk_rows", ("at",), rows, "id")
+
+        first = add([(float(i),) for i in range(3)])
+        assert first == sorted(first) and len(set(first)) == 3
+        # The largest key deleted is not handed out again (SQLite's AUTOINCREMENT, PostgreSQL's sequence).
+        with db.transaction() as c:
+            c.execute("DELETE FROM bulk_rows WHERE id = ?", (first[-1],))
+        # Enough rows for several statements where the dialect splits them.
+        second = add([(float(i),) for i in range(20_000)])
+        assert second[0] > first[-1] and second == list(range(second[0], second[0] + 20_000))
+        stored = db.query(
+            lambda c: c.all("SELECT id, at FROM bulk_rows WHERE id >= ? ORDER BY id", (second[0],))
+        )
+        assert stored == [(key, float(i)) for i, key in enumerate(second)]
+        assert add([]) == []
+        # Without keys wanted, the rows still all go in.
+        with db.transaction() as c:
+            assert c.insert_rows("bulk_rows", ("at",), [(-1.0,)] * 5) == []
+        assert db.query(lambda c: c.scalar("SELECT COUNT(*) FROM bulk_rows WHERE at = -1")) == 5
+    finally:
+        db.close()
