@@ -118,7 +118,8 @@ class Conn:
     def insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], returning: str = ""
     ) -> list[int]:
-        """Insert ``rows`` in bulk; returns the new value of the serial column ``returning`` of each.
+        """Insert ``rows`` in bulk, inside a write transaction; returns the new value of the serial
+        column ``returning`` of each.
 
         The keys are taken first and inserted with the rows, not read back with ``RETURNING``: the
         driver would hand each row back through the interpreter lock, which an ingest's other threads
