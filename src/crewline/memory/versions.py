@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +77,7 @@ DOC_FIELDS = (
     "created_at",
     "updated_at",
 )
+_VERSION_COLUMNS = ("entity", "entity_id", "scope", "version", "op", "state", "author", "at")
 # What full-text search indexes (see crewline.store.fulltext); the memory migrations create it.
 ITEMS_TEXT = TextTable(table="memory_items", rowid="rid", columns=("text", "heading"), index="memory_fts")
 
@@ -141,8 +142,7 @@ def log_version(
     at: float,
 ) -> None:
     conn.execute(
-        "INSERT INTO memory_versions (entity, entity_id, scope, version, op, state, author, at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO memory_versions ({', '.join(_VERSION_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (entity, entity_id, scope, version, op, None if state is None else _state_json(state), author, at),
     )
 
@@ -210,7 +210,9 @@ def new_items(
     for state, blob in items:
         values = [state[f] for f in ITEM_FIELDS]
         meta = state["metadata"]
-        values[meta_at] = metas.get(id(meta)) or metas.setdefault(id(meta), _dumps(meta))
+        if id(meta) not in metas:
+            metas[id(meta)] = _dumps(meta)
+        values[meta_at] = metas[id(meta)]
         rows.append((*values, blob, embed_model))
     versions = [
         ("item", s["id"], s["scope"], s["version"], op, _state_json(s), s["author"]) for s, _ in items
@@ -224,11 +226,7 @@ def add_items(conn: Conn, batches: Sequence[NewItems], *, at: float) -> None:
     if not items:
         return
     rids = conn.insert_rows("memory_items", (*ITEM_FIELDS, "embedding", "embed_model"), items, "rid")
-    conn.insert_rows(
-        "memory_versions",
-        ("entity", "entity_id", "scope", "version", "op", "state", "author", "at"),
-        [(*row, at) for b in batches for row in b.versions],
-    )
+    conn.insert_rows("memory_versions", _VERSION_COLUMNS, [(*row, at) for b in batches for row in b.versions])
     conn.insert_rows("memory_changes", ("rid", "at"), [(rid, at) for rid in rids])
 
 
@@ -255,10 +253,8 @@ def delete_item(conn: Conn, item_id: str, *, author: str, op: str, at: float) ->
 
 def put_documents(conn: Conn, states: list[tuple[dict[str, Any], str]], *, at: float) -> None:
     """Insert or replace many documents (state, op) with their versions: a few statements for all."""
-    ids = [s["id"] for s, _ in states]
-    for first in range(0, len(ids), 500):
-        part = ids[first : first + 500]
-        conn.execute(f"DELETE FROM memory_documents WHERE id IN ({', '.join('?' * len(part))})", part)
+    for part, marks in _in_parts([s["id"] for s, _ in states]):
+        conn.execute(f"DELETE FROM memory_documents WHERE id IN ({marks})", part)
     rows = []
     for state, _ in states:
         values = [state[f] for f in DOC_FIELDS]
@@ -267,7 +263,7 @@ def put_documents(conn: Conn, states: list[tuple[dict[str, Any], str]], *, at: f
     conn.insert_rows("memory_documents", DOC_FIELDS, rows)
     conn.insert_rows(
         "memory_versions",
-        ("entity", "entity_id", "scope", "version", "op", "state", "author", "at"),
+        _VERSION_COLUMNS,
         [
             ("document", s["id"], s["scope"], s["version"], op, _state_json(s), s["author"], at)
             for s, op in states
@@ -459,14 +455,17 @@ def document_id(conn: Conn, scope: str, source: str) -> str | None:
 def document_versions(conn: Conn, scope: str, sources: Sequence[str]) -> dict[str, int]:
     """The stored version of each of ``sources`` in ``scope`` that has a document."""
     out: dict[str, int] = {}
-    for first in range(0, len(sources), 500):
-        part = list(sources[first : first + 500])
-        rows = conn.all(
-            f"SELECT source, version FROM memory_documents WHERE scope = ? AND source IN ({', '.join('?' * len(part))})",
-            (scope, *part),
-        )
-        out.update((str(source), int(version)) for source, version in rows)
+    for part, marks in _in_parts(sources):
+        sql = f"SELECT source, version FROM memory_documents WHERE scope = ? AND source IN ({marks})"
+        out.update((str(source), int(version)) for source, version in conn.all(sql, (scope, *part)))
     return out
+
+
+def _in_parts(values: Sequence[Any], size: int = 500) -> Iterator[tuple[list[Any], str]]:
+    """``values`` in parts of at most ``size``, each with its ``?, ?, ...`` for an ``IN`` list."""
+    for first in range(0, len(values), size):
+        part = list(values[first : first + size])
+        yield part, ", ".join("?" * len(part))
 
 
 def list_documents(conn: Conn, scope: str) -> list[dict[str, Any]]:

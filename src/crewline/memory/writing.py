@@ -19,7 +19,8 @@ __all__ = ["ScopeChanged", "Writable", "new_id"]
 class ScopeChanged(Exception):
     """The scope changed between planning a write and committing it; the caller plans again.
 
-    A signal inside memory/, caught by every write path: never raised to a user, so not in the error tree."""
+    A signal inside memory/ (remembering, rolling back; an ingest checks a whole batch's documents up front
+    instead), always caught: never raised to a user, so not in the error tree."""
 
 
 class Writable(Protocol):
