@@ -1,4 +1,4 @@
-"""A lone write is committed from the event loop on PostgreSQL; writes in flight together share commits.
+"""A lone write is committed from the event loop; writes in flight together still share commits.
 
 Where a write ran is observed from inside it: the writer thread is named ``crewline-commit``, and a write
 committed from the loop runs on the loop's own thread. What was committed is read back on a connection of
@@ -8,6 +8,7 @@ its own, so a test fails if a write returned before its transaction was committe
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from crewline.errors import GuardFailed
+from crewline.store import direct
 from crewline.store.database import Conn, Database, Guard
 
 
@@ -55,10 +57,6 @@ async def _lone_write_on_the_loop(db: Database, seen: Seen) -> int:
     """Lone writes until one is committed from the loop (PostgreSQL's asynchronous connection opens in
     the background on first use; the writes before it take the writer thread)."""
     loop_thread = threading.current_thread().name
-    if not db.dialect.pipelines:  # SQLite keeps the writer thread (see store/direct.py)
-        assert await db.write(seen.insert(1)) == 1
-        assert seen.threads == ["crewline-commit"]
-        return 1
     for key in range(1, 200):
         assert await db.write(seen.insert(key)) == key
         if seen.threads[-1] == loop_thread:
@@ -72,8 +70,7 @@ async def test_a_lone_write_is_committed_from_the_loop_once_and_durably(db: Data
     key = await _lone_write_on_the_loop(db, seen)
     before = len(seen.threads)
     assert await db.write(seen.insert(key + 1000)) == key + 1000
-    where = threading.current_thread().name if db.dialect.pipelines else "crewline-commit"
-    assert seen.threads[before:] == [where]  # run once, not handed over
+    assert seen.threads[before:] == [threading.current_thread().name]  # run once, not handed over
     assert _rows(db.url) == [*range(1, key + 1), key + 1000]
 
 
@@ -116,3 +113,40 @@ async def test_a_lone_write_whose_guard_fails_writes_nothing(db: Database) -> No
     assert await db.write(Seen().insert(6001), guard=Guard(passing, "yes", asserting)) == 6001
     rows = _rows(db.url)
     assert 6000 not in rows and 6001 in rows
+
+
+async def test_a_write_waiting_for_another_process_lock_leaves_the_loop_free(sqlite_url: str) -> None:
+    db = Database(sqlite_url)
+    db.run(lambda c: c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
+    other = sqlite3.connect(sqlite_url[len("sqlite:///") :], isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holding SQLite's write lock
+        write = asyncio.ensure_future(db.write(Seen().insert(1)))
+        for _ in range(20):  # the loop keeps turning while the write waits for the lock
+            await asyncio.sleep(0.005)
+        assert not write.done()
+        other.execute("COMMIT")
+        assert await write == 1
+        assert _rows(sqlite_url) == [1]
+    finally:
+        other.close()
+        db.close()
+
+
+async def test_slow_commits_on_the_loop_send_the_next_writes_to_the_writer_thread(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk whose commits hold the loop up (every commit counted slow here) gets the writer thread."""
+    db = Database(sqlite_url)
+    db.run(lambda c: c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
+    monkeypatch.setattr(direct, "_SLOW_COMMIT", -1.0)
+    seen = Seen()
+    try:
+        for key in range(1, direct._WINDOW + 11):
+            assert await db.write(seen.insert(key)) == key
+        loop_thread = threading.current_thread().name
+        assert seen.threads[: direct._WINDOW] == [loop_thread] * direct._WINDOW
+        assert seen.threads[direct._WINDOW :] == ["crewline-commit"] * 10
+        assert _rows(sqlite_url) == list(range(1, direct._WINDOW + 11))
+    finally:
+        db.close()

@@ -13,7 +13,7 @@ the guards, write, commit): one run checkpointing a step then costs about one co
 aborts the transaction, and the batch takes the ordinary path, which tells a failed guard from an error.
 
 A write made while the writer thread is idle and the database quiet skips the thread altogether: it is
-committed from the event loop where the driver is asynchronous (``store/direct.py``), which saves a lone run the two thread hand-offs per
+committed from the event loop (``store/direct.py``), which saves a lone run the two thread hand-offs per
 step; as soon as writes overlap, they queue for the writer thread and share its commits again.
 """
 
@@ -349,7 +349,7 @@ class Database:
                 if self._committer is None:
                     self._committer = _GroupCommitter(self)
                 committer = self._committer
-        if committer.direct is not None and committer.claim_direct():
+        if committer.claim_direct():
             try:
                 value = await committer.direct.commit(Write(fn, guard))
             finally:
@@ -508,7 +508,7 @@ class _GroupCommitter:
         # A write was committed from an event loop in its current turn: the tasks woken with it queue,
         # so that runs in flight keep sharing commits instead of taking turns on the loop.
         self._loop_turn = False
-        self.direct = direct_writer(db.dialect, lambda raw, p: Conn(raw, db.dialect, p))
+        self.direct = direct_writer(db.dialect, lambda raw, p: Conn(raw, db.dialect, p), _run_batch)
         self._thread = threading.Thread(target=self._loop, name="crewline-commit", daemon=True)
         self._thread.start()
 
@@ -555,8 +555,7 @@ class _GroupCommitter:
             self._closed = True
             self._ring()
         self._thread.join(timeout=30)
-        if self.direct is not None:
-            self.direct.close()
+        self.direct.close()
 
     def _loop(self) -> None:
         while True:

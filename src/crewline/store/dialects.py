@@ -94,6 +94,11 @@ class Dialect:
     def begin_write(self, raw: Any) -> None:
         raw.execute("BEGIN")
 
+    def connect_direct(self) -> Any:
+        """A connection for writes made on the event loop (``store/direct.py``): its write transaction
+        fails at once, instead of waiting, while another connection holds the write lock."""
+        raise NotImplementedError
+
     async def connect_async(self) -> Any:
         """An asynchronous connection in autocommit (where the dialect pipelines, see ``store/direct.py``)."""
         raise NotImplementedError
@@ -181,6 +186,11 @@ class SqliteDialect(Dialect):
         # write that touches the full-text index and several B-trees re-reads fewer pages from the OS
         # (ingest at 100k chunks is ~15% faster).
         conn.execute("PRAGMA cache_size=-65536")
+        return conn
+
+    def connect_direct(self) -> sqlite3.Connection:
+        conn = self.connect()
+        conn.execute("PRAGMA busy_timeout=0")
         return conn
 
     def _enable_wal(self, conn: sqlite3.Connection) -> None:
