@@ -307,7 +307,7 @@ def fresh_database(database: str, name: str, pg_url: str | None) -> str:
 # How the reference commit is taken, printed with the figures that use it.
 REFERENCE = (
     "one bare commit = BEGIN; one INSERT of a 64-byte row; COMMIT, back to back on a thread of its own with "
-    "nothing else to do (the engine's commits run on such a thread too), at the engine's durability: "
+    "nothing else to do (the engine's group commits run on such a thread), at the engine's durability: "
     "SQLite WAL + synchronous=FULL, PostgreSQL synchronous_commit=on with the three statements pipelined "
     "(one round trip)"
 )
