@@ -341,7 +341,7 @@ class App:
                 engine.start_shadow(conn, live.name, started, data)
             return started, created
 
-        rid, _ = await engine.db.write(insert)
+        rid, _ = await engine.db.write(insert, quick=True)
         engine.work_available.set()
         return rid
 

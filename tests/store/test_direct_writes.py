@@ -58,7 +58,7 @@ async def _lone_write_on_the_loop(db: Database, seen: Seen) -> int:
     the background on first use; the writes before it take the writer thread)."""
     loop_thread = threading.current_thread().name
     for key in range(1, 200):
-        assert await db.write(seen.insert(key)) == key
+        assert await db.write(seen.insert(key), quick=True) == key
         if seen.threads[-1] == loop_thread:
             return key
         await asyncio.sleep(0.01)
@@ -69,7 +69,7 @@ async def test_a_lone_write_is_committed_from_the_loop_once_and_durably(db: Data
     seen = Seen()
     key = await _lone_write_on_the_loop(db, seen)
     before = len(seen.threads)
-    assert await db.write(seen.insert(key + 1000)) == key + 1000
+    assert await db.write(seen.insert(key + 1000), quick=True) == key + 1000
     assert seen.threads[before:] == [threading.current_thread().name]  # run once, not handed over
     assert _rows(db.url) == [*range(1, key + 1), key + 1000]
 
@@ -79,7 +79,7 @@ async def test_writes_in_flight_together_share_commits_on_the_writer_thread(db: 
     await _lone_write_on_the_loop(db, seen)
     first = len(seen.threads)
     keys = range(1000, 1050)
-    assert await asyncio.gather(*(db.write(seen.insert(k)) for k in keys)) == list(keys)
+    assert await asyncio.gather(*(db.write(seen.insert(k), quick=True) for k in keys)) == list(keys)
     threads, conns = seen.threads[first:], seen.conns[first:]
     assert threads.count("crewline-commit") >= 49, threads
     assert len({id(c) for c in conns}) <= 10, "fifty writes in flight took a commit each"
@@ -93,7 +93,7 @@ async def test_a_write_that_reads_what_it_wrote_gets_its_answer(db: Database) ->
         conn.execute("INSERT INTO t (id, v) VALUES (?, ?)", (5000, "read"))
         return int(conn.scalar("SELECT COUNT(*) FROM t WHERE v = ?", ("read",)))
 
-    assert await db.write(count_after_insert) == 1
+    assert await db.write(count_after_insert, quick=True) == 1
     assert 5000 in _rows(db.url)
 
 
@@ -109,8 +109,8 @@ async def test_a_lone_write_whose_guard_fails_writes_nothing(db: Database) -> No
 
     guard = Guard(passing, "no", asserting)
     with pytest.raises(GuardFailed):
-        await db.write(Seen().insert(6000), guard=guard)
-    assert await db.write(Seen().insert(6001), guard=Guard(passing, "yes", asserting)) == 6001
+        await db.write(Seen().insert(6000), quick=True, guard=guard)
+    assert await db.write(Seen().insert(6001), quick=True, guard=Guard(passing, "yes", asserting)) == 6001
     rows = _rows(db.url)
     assert 6000 not in rows and 6001 in rows
 
@@ -121,7 +121,7 @@ async def test_a_write_waiting_for_another_process_lock_leaves_the_loop_free(sql
     other = sqlite3.connect(sqlite_url[len("sqlite:///") :], isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")  # another process holding SQLite's write lock
-        write = asyncio.ensure_future(db.write(Seen().insert(1)))
+        write = asyncio.ensure_future(db.write(Seen().insert(1), quick=True))
         for _ in range(20):  # the loop keeps turning while the write waits for the lock
             await asyncio.sleep(0.005)
         assert not write.done()
@@ -143,10 +143,22 @@ async def test_slow_commits_on_the_loop_send_the_next_writes_to_the_writer_threa
     seen = Seen()
     try:
         for key in range(1, direct._WINDOW + 11):
-            assert await db.write(seen.insert(key)) == key
+            assert await db.write(seen.insert(key), quick=True) == key
         loop_thread = threading.current_thread().name
         assert seen.threads[: direct._WINDOW] == [loop_thread] * direct._WINDOW
         assert seen.threads[direct._WINDOW :] == ["crewline-commit"] * 10
         assert _rows(sqlite_url) == list(range(1, direct._WINDOW + 11))
     finally:
         db.close()
+
+
+async def test_a_write_not_said_quick_leaves_the_loop_on_sqlite(db: Database) -> None:
+    """A large write (a batch of ingested chunks) must not hold the loop up: on SQLite it takes the writer
+    thread even when the database is quiet; PostgreSQL's direct commit does not block the loop."""
+    seen = Seen()
+    await _lone_write_on_the_loop(db, seen)
+    before = len(seen.threads)
+    assert await db.write(seen.insert(7000)) == 7000
+    loop_thread = threading.current_thread().name
+    assert seen.threads[before:] == [loop_thread if db.dialect.pipelines else "crewline-commit"]
+    assert 7000 in _rows(db.url)

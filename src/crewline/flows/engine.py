@@ -157,7 +157,9 @@ class Engine:
     async def checkpoint(self, run_id: str, owner: str, fn: Callable[[Conn], T]) -> T:
         """Run ``fn`` in a group-committed transaction, only while ``owner`` holds the run's lease."""
         try:
-            return await self.db.write(fn, guard=Guard(held_leases, (run_id, owner), assert_leases))
+            return await self.db.write(
+                fn, guard=Guard(held_leases, (run_id, owner), assert_leases), quick=True
+            )
         except GuardFailed:
             raise LeaseLost(f"run {run_id} is no longer held by worker {owner}") from None
 

@@ -337,11 +337,15 @@ class Database:
 
     # -- async -----------------------------------------------------------------------------------------
 
-    async def write(self, fn: Callable[[Conn], T], *, guard: Guard | None = None) -> T:
+    async def write(self, fn: Callable[[Conn], T], *, guard: Guard | None = None, quick: bool = False) -> T:
         """Run ``fn`` in a write transaction shared with other concurrent writes (group commit).
 
         With ``guard``, ``fn`` runs only if the guard's check passes for its key in that same transaction
         (else :class:`GuardFailed`); the checks of all guarded writes in a batch take one query.
+        ``quick`` says the write is a few rows (a step's checkpoint, a run started or claimed): where the
+        driver commits synchronously (SQLite), only such a write may be committed on the event loop
+        itself while the database is quiet; any other (a batch of ingested chunks) takes the writer
+        thread, so the loop never waits for it.
         """
         committer = self._committer
         if committer is None:
@@ -349,7 +353,7 @@ class Database:
                 if self._committer is None:
                     self._committer = _GroupCommitter(self)
                 committer = self._committer
-        if committer.claim_direct():
+        if (quick or not committer.direct.blocks) and committer.claim_direct():
             try:
                 value = await committer.direct.commit(Write(fn, guard))
             finally:

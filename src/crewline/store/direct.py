@@ -48,6 +48,9 @@ RunBatch = Callable[[Any, Sequence[Write]], list[tuple[bool, Any]]]
 class DirectWriter:
     """Commits one write from the event loop, or answers :data:`HAND_OVER`."""
 
+    # Whether the loop waits while it commits (a synchronous driver): then only quick writes come here.
+    blocks = False
+
     async def commit(self, write: Write) -> Any:
         raise NotImplementedError
 
@@ -67,14 +70,17 @@ class SyncDirect(DirectWriter):
     """A local commit (SQLite) made on the loop: a fast disk's commit takes less than the two thread
     hand-offs it saves (a lone run's step: 1.7x a bare commit instead of 2.1-2.4x).
 
-    While it commits, the loop runs nothing else, so what could hold it up long is kept off it: the
-    loop's connection never waits for another connection's write lock (the write goes to the writer
+    While it commits, the loop runs nothing else, so what could hold it up long is kept off it: only
+    writes their caller says are quick come here (``Database.write(quick=True)``), the loop's
+    connection never waits for another connection's write lock (the write goes to the writer
     thread, which waits), and when a quarter of its recent commits took longer than :data:`_SLOW_COMMIT`
     (a slow or busy disk), the writes of the next :data:`_SLOW_PAUSE` seconds go to the writer thread
     before it tries again. It checkpoints the WAL as SQLite does by default, every thousand pages (about
     1 ms on the loop every few hundred steps here): a checkpoint asked of another thread was measured
     slower, as it competes with the commits for the disk, and a passive one never caught up.
     """
+
+    blocks = True
 
     def __init__(self, dialect: Dialect, make_conn: MakeConn, run_batch: RunBatch) -> None:
         self._dialect = dialect

@@ -135,7 +135,8 @@ class Worker:
         return await engine.db.write(
             lambda conn: claim_runs(
                 conn, owner=self.id, workflows=names, limits=limits, n=n, lease_seconds=self.lease_seconds
-            )
+            ),
+            quick=True,
         )
 
     def _start(self, run: RunRecord, lease_until: float) -> None:
