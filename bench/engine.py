@@ -173,7 +173,7 @@ class CrewlineDriver:
         # Polling app.result() from 50 clients instead costs more CPU than the engine under test.
         await asyncio.wait_for(self._future(run_id), 120)
         del self._finished[run_id]
-        await self.app.db.write(lambda conn: None)
+        await self.app.db.write(lambda conn: None, quick=True)
         result = await self.app.result(run_id, timeout=60, poll=0.001)
         assert result == STEPS, result
 
