@@ -299,7 +299,7 @@ def test_no_models_module_touches_another_objects_private_members() -> None:
 # table -> the module that alone issues its SQL (paths under src/crewline).
 OWNERS = {
     "runs": "flows/run_store.py",
-    "steps": "flows/run_store.py",
+    "steps": "flows/step_store.py",
     "events": "flows/run_store.py",
     "run_attempts": "flows/attempts.py",
     "reviews": "flows/review_requests.py",

@@ -31,16 +31,15 @@ from .flows.run_store import (
     FINISHED,
     CompensationPlan,
     RunRecord,
-    StepRecord,
     cancel_run,
     get_run,
     insert_run,
     list_runs,
-    load_steps,
     new_run_id,
     send_event,
 )
 from .flows.steering import Steering
+from .flows.step_store import StepRecord, load_steps
 from .flows.switches import check_startable
 from .memory import MemoryStore
 from .memory.upkeep import keep_purged, purge_every

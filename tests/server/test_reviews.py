@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from crewline.flows.run_store import write_step
+from crewline.flows.step_store import write_step
 from crewline.server.starting import prepare_run
 from crewline.store.database import Conn
 

@@ -5,7 +5,8 @@ from .definitions import Queue, RetryPolicy, Workflow
 from .engine import Engine
 from .reconcile import Reconciled
 from .review_requests import Decision, ReviewRequest, RiskPolicy
-from .run_store import RunRecord, StepRecord
+from .run_store import RunRecord
+from .step_store import StepRecord
 from .tools import Tool, tool
 
 __all__ = [

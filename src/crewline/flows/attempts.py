@@ -21,8 +21,9 @@ from typing import Any
 from ..errors import InvalidInput, InvalidRunState
 from ..store.database import Conn
 from ..store.payloads import Unreadable, dump, load_or_unreadable, store_payload
-from .run_store import StepRecord, get_run, load_steps, lock_run, restart_run, take_steps_from
+from .run_store import get_run, lock_run, restart_run, return_events_from
 from .states import FINISHED, RunStatus
+from .step_store import StepRecord, drop_steps_from, load_steps
 
 __all__ = ["Attempt", "attempt_history", "rerun_run", "step_number"]
 
@@ -118,7 +119,8 @@ def rerun_run(conn: Conn, run_id: str, where: int | str, blob_threshold: int) ->
             blob,
         ),
     )
-    take_steps_from(conn, run_id, from_step)
+    drop_steps_from(conn, run_id, from_step)
+    return_events_from(conn, run_id, from_step)
     restart_run(conn, run_id, run.attempt + 1)
     return run.attempt + 1, from_step
 

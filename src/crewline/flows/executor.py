@@ -20,9 +20,10 @@ from .compensation import End, settle_end
 from .context import Context
 from .definitions import Workflow
 from .engine import Engine, LeaseLost, RunSignals, Suspend
-from .run_store import CompensationPlan, RunRecord, StepRecord, compensation_plan, finish_run, load_steps
+from .run_store import CompensationPlan, RunRecord, compensation_plan, finish_run
 from .shadow import spending_as
 from .states import Park, RunStatus
+from .step_store import StepRecord, load_steps
 
 __all__ = ["execute_run", "log_end"]
 

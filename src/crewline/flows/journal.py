@@ -34,9 +34,10 @@ from ..store.payloads import dump, load_json
 from .definitions import Effect
 from .engine import Engine, LeaseLost, RunSignals, Suspend
 from .review_requests import NewRequest, create_request, open_request_id, unknown_outcome_id
-from .run_store import RunRecord, StepRecord, step_key, write_step
+from .run_store import RunRecord
 from .shadow import spending_as
 from .states import Park, StepKind, StepStatus
+from .step_store import StepRecord, step_key, write_step
 
 __all__ = ["Compensation", "Entry", "FailedStep", "Journal", "OperatorAsk", "Outcome"]
 

@@ -17,17 +17,8 @@ from ..store.database import Conn
 from ..store.payloads import dump
 from .definitions import validate_as
 from .review_requests import ReviewRequest, get_request, lock_request, settle_request
-from .run_store import (
-    FINISHED,
-    CompensationPlan,
-    compensable_steps,
-    get_run,
-    plan_compensation,
-    retry_step,
-    skip_step,
-    step_state,
-    wake_run,
-)
+from .run_store import FINISHED, CompensationPlan, get_run, plan_compensation, wake_run
+from .step_store import compensable_steps, retry_step, skip_step, step_state
 
 __all__ = ["Choice", "Settlement", "request_compensation", "settle"]
 

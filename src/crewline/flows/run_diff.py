@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .run_store import StepRecord
+from .step_store import StepRecord
 
 __all__ = ["diff_verdict", "error_text", "outcome", "step_diff"]
 

@@ -1,7 +1,7 @@
-"""Runs, steps and events as rows: the engine's reads and writes, as functions over a connection.
+"""Runs and their events as rows: the engine's reads and writes, as functions over a connection.
 
-This module alone issues SQL on ``runs``, ``steps`` and ``events``; workers, the engine, operator actions,
-the server and retention call these functions.
+This module alone issues SQL on ``runs`` and ``events`` (:mod:`.step_store` owns ``steps``); workers, the
+engine, operator actions, the server and retention call these functions.
 
 Each function here runs inside a transaction the caller opened (usually a group-committed
 :meth:`Database.write`), so the engine composes them into exactly one commit per checkpoint.
@@ -22,24 +22,20 @@ from typing import Any, Literal
 from ..errors import InvalidInput, InvalidRunState, RunNotFound
 from ..store.database import Conn
 from ..store.dialects import CLAIM, FOR_UPDATE, RowLock
-from ..store.payloads import dump, load, load_json, load_or_unreadable, store_payload
-from .definitions import Effect
+from ..store.payloads import dump, json_text, load, load_json, load_or_unreadable, store_payload
 from .review_requests import close_open_requests
-from .states import FINISHED, RUN_STATES, Park, RunStatus, StepKind, StepStatus
+from .states import FINISHED, RUN_STATES, Park, RunStatus
 
 __all__ = [
     "FINISHED",
     "STATES",
     "CompensationPlan",
-    "LargePayload",
     "RunChange",
     "RunCounts",
     "RunQuery",
     "RunRecord",
     "RunResult",
-    "StepRecord",
     "changed_runs",
-    "compensable_steps",
     "compensation_plan",
     "count_runs",
     "due_runs",
@@ -47,25 +43,17 @@ __all__ = [
     "get_run",
     "insert_run",
     "list_runs",
-    "load_steps",
     "lock_run",
     "new_run_id",
     "new_trace_parent",
-    "one_step",
     "page_cursor",
     "parse_cursor",
     "plan_compensation",
     "restart_run",
-    "retry_step",
+    "return_events_from",
     "run_counts",
     "run_result",
-    "settle_step",
     "shadow_pairs",
-    "skip_step",
-    "step_key",
-    "step_page",
-    "step_state",
-    "take_steps_from",
     "wake_run",
 ]
 
@@ -135,26 +123,6 @@ class RunRecord:
         data["cancel_requested"] = bool(self.cancel_requested)
         data["pause_requested"] = bool(self.pause_requested)
         return data
-
-
-@dataclass
-class StepRecord:
-    step_no: int
-    name: str
-    kind: StepKind
-    effect: Effect
-    status: StepStatus
-    output: Any
-    error: dict[str, Any] | None
-    attempts: int
-    started_at: float
-    finished_at: float | None
-    input: Any = None  # recorded for tools and model calls
-    compensation: str | None = None  # the name of the compensation the step registered when it finished
-    shadowed: dict[str, Any] | None = None  # in a shadow run: the irreversible call it did not make
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
@@ -230,16 +198,6 @@ def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
         shadow=bool(shadow),
         shadow_of=shadow_of,
     )
-
-
-def step_key(run_id: str, step_no: int, attempt: int, sep: str = ":") -> str:
-    """The id of what a step creates (its review request, child run, idempotency key): ``run:3``.
-
-    A rerun executes the step again as a new attempt, which must not find the first attempt's request or
-    child: from the second attempt on the key says which attempt it is (``run:3~2``).
-    """
-    base = f"{run_id}{sep}{step_no}"
-    return base if attempt <= 1 else f"{base}~{attempt}"
 
 
 def get_run(conn: Conn, run_id: str) -> RunRecord:
@@ -431,7 +389,7 @@ def insert_run(
             now,
             now,
             now,
-            _json(overrides),
+            json_text(overrides),
             started_by,
             new_trace_parent(),
             int(shadow),
@@ -447,121 +405,9 @@ def insert_run(
     return run_id, False
 
 
-_STEP_COLUMNS = (
-    "step_no, name, kind, effect, status, output, output_blob, error, attempts, started_at, finished_at, input, "
-    "input_blob, compensation, shadowed"
-)
-
-
-def load_steps(conn: Conn, run_id: str) -> dict[int, StepRecord]:
-    rows = conn.all(f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? ORDER BY step_no", (run_id,))
-    return {r[0]: _step_from_row(conn, r, lazy=False) for r in rows}
-
-
-@dataclass(frozen=True)
-class LargePayload:
-    """A step's input or output kept as a blob, left unread in a page of steps (see :func:`step_page`)."""
-
-    digest: str
-
-
-def step_page(conn: Conn, run_id: str, after: int, limit: int) -> list[StepRecord]:
-    """Up to ``limit`` steps numbered after ``after``, in order; payloads stored as blobs are left unread
-    (:class:`LargePayload`), so a page of a run with thousands of steps stays small. :func:`one_step`
-    reads a step whole."""
-    rows = conn.all(
-        f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? AND step_no > ? ORDER BY step_no LIMIT ?",
-        (run_id, after, limit),
-    )
-    return [_step_from_row(conn, r, lazy=True) for r in rows]
-
-
-def one_step(conn: Conn, run_id: str, step_no: int) -> StepRecord | None:
-    row = conn.one(f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? AND step_no = ?", (run_id, step_no))
-    return None if row is None else _step_from_row(conn, row, lazy=False)
-
-
-def _step_from_row(conn: Conn, r: tuple[Any, ...], *, lazy: bool) -> StepRecord:
-    def payload(inline: str | None, blob: str | None) -> Any:
-        if lazy and blob is not None:
-            return LargePayload(blob)
-        return load_or_unreadable(conn, inline, blob)
-
-    return StepRecord(
-        step_no=r[0],
-        name=r[1],
-        kind=r[2],
-        effect=r[3],
-        status=r[4],
-        output=payload(r[5], r[6]),
-        error=json.loads(r[7]) if r[7] else None,
-        attempts=r[8],
-        started_at=r[9],
-        finished_at=r[10],
-        input=payload(r[11], r[12]),
-        compensation=r[13],
-        shadowed=json.loads(r[14]) if r[14] else None,
-    )
-
-
-def write_step(
-    conn: Conn,
-    run_id: str,
-    step_no: int,
-    *,
-    name: str,
-    kind: StepKind,
-    effect: Effect,
-    status: StepStatus,
-    output_json: bytes | None,
-    error: dict[str, Any] | None,
-    attempts: int,
-    started_at: float,
-    blob_threshold: int,
-    input_json: bytes | None = None,
-    compensation: str | None = None,
-    shadowed: dict[str, Any] | None = None,
-) -> None:
-    """Insert or overwrite a step's record (an upsert, so a retried commit is harmless)."""
-    inline, blob = (None, None) if output_json is None else store_payload(conn, output_json, blob_threshold)
-    in_inline, in_blob = (
-        (None, None) if input_json is None else store_payload(conn, input_json, blob_threshold)
-    )
-    finished = time.time() if status in ("done", "failed") else None
-    conn.defer(
-        "INSERT INTO steps (run_id, step_no, name, kind, effect, status, output, output_blob, error, attempts, "
-        "started_at, finished_at, input, input_blob, compensation, shadowed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-        "?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, step_no) DO UPDATE SET name = excluded.name, kind = excluded.kind, "
-        "effect = excluded.effect, status = excluded.status, output = excluded.output, "
-        "output_blob = excluded.output_blob, error = excluded.error, attempts = excluded.attempts, "
-        "finished_at = excluded.finished_at, input = COALESCE(excluded.input, steps.input), "
-        "input_blob = COALESCE(excluded.input_blob, steps.input_blob), compensation = excluded.compensation, "
-        "shadowed = excluded.shadowed",
-        (
-            run_id,
-            step_no,
-            name,
-            kind,
-            effect,
-            status,
-            inline,
-            blob,
-            _json(error),
-            attempts,
-            started_at,
-            finished,
-            in_inline,
-            in_blob,
-            compensation,
-            _json(shadowed),
-        ),
-    )
-
-
-def take_steps_from(conn: Conn, run_id: str, from_step: int) -> None:
-    """Remove the steps from ``from_step`` on (a rerun keeps them as an earlier attempt first), and hand
-    back the events they consumed, so the steps executed again wait for and receive them again."""
-    conn.execute("DELETE FROM steps WHERE run_id = ? AND step_no >= ?", (run_id, from_step))
+def return_events_from(conn: Conn, run_id: str, from_step: int) -> None:
+    """Hand back the events the steps from ``from_step`` on consumed, so that those steps, executed again
+    (a rerun), wait for and receive them again."""
     conn.execute(
         "UPDATE events SET consumed_step = NULL WHERE run_id = ? AND consumed_step >= ?", (run_id, from_step)
     )
@@ -626,7 +472,7 @@ def finish_run(
         "lease_owner = NULL, lease_until = NULL, wake_at = NULL, wait_reason = NULL, compensate = NULL "
         f"WHERE id = ? {guard} "
         "RETURNING parent_id",
-        (status, inline, blob, _json(error), now, now, run_id, *params),
+        (status, inline, blob, json_text(error), now, now, run_id, *params),
     )
     if row is None:
         return False
@@ -759,16 +605,6 @@ def compensation_plan(conn: Conn, run_id: str) -> CompensationPlan | None:
     return CompensationPlan(str(data["why"]), None if steps is None else tuple(steps), str(data.get("by")))
 
 
-def compensable_steps(conn: Conn, run_id: str) -> dict[int, tuple[str, str]]:
-    """The run's finished steps that registered a compensation: (the step's name, the compensation's)."""
-    rows = conn.all(
-        "SELECT step_no, name, compensation FROM steps WHERE run_id = ? AND status = 'done' "
-        "AND compensation IS NOT NULL ORDER BY step_no",
-        (run_id,),
-    )
-    return {int(r[0]): (str(r[1]), str(r[2])) for r in rows}
-
-
 def plan_compensation(conn: Conn, run_id: str, plan: CompensationPlan) -> str:
     """Make the run's worker replay it up to where it stands and run its compensations: at once if it is
     running (it stops at its next step boundary), else by making it due again; its error and output stay."""
@@ -794,38 +630,10 @@ def wake_run(conn: Conn, run_id: str, overrides: dict[str, Any] | None = None) -
     """A waiting run is due now (an operator settled what it waited for); ``overrides`` vary what follows."""
     now = time.time()
     if overrides is not None:
-        conn.execute("UPDATE runs SET overrides = ? WHERE id = ?", (_json(overrides), run_id))
+        conn.execute("UPDATE runs SET overrides = ? WHERE id = ?", (json_text(overrides), run_id))
     conn.execute(
         "UPDATE runs SET status = 'pending', wait_reason = NULL, wake_at = ?, updated_at = ? WHERE id = ?",
         (now, now, run_id),
-    )
-
-
-def step_state(conn: Conn, run_id: str, step_no: int) -> tuple[StepStatus, StepKind] | None:
-    """A step's status and kind, or None if the run has no such step."""
-    row = conn.one("SELECT status, kind FROM steps WHERE run_id = ? AND step_no = ?", (run_id, step_no))
-    return None if row is None else (row[0], row[1])
-
-
-def retry_step(conn: Conn, run_id: str, step_no: int, input_json: bytes | None, blob_threshold: int) -> None:
-    """Let the replay execute a failed step again: forgotten, or marked ``retry`` with edited arguments."""
-    if input_json is None:
-        conn.execute("DELETE FROM steps WHERE run_id = ? AND step_no = ?", (run_id, step_no))
-        return
-    inline, blob = store_payload(conn, input_json, blob_threshold)
-    conn.execute(
-        "UPDATE steps SET status = 'retry', input = ?, input_blob = ?, error = NULL WHERE run_id = ? AND step_no = ?",
-        (inline, blob, run_id, step_no),
-    )
-
-
-def skip_step(conn: Conn, run_id: str, step_no: int, output_json: bytes, blob_threshold: int) -> None:
-    """Record a failed step as done with ``output_json``, given by an operator instead of its failure."""
-    inline, blob = store_payload(conn, output_json, blob_threshold)
-    conn.execute(
-        "UPDATE steps SET status = 'done', output = ?, output_blob = ?, error = NULL, finished_at = ? "
-        "WHERE run_id = ? AND step_no = ?",
-        (inline, blob, time.time(), run_id, step_no),
     )
 
 
@@ -855,10 +663,6 @@ def take_event(conn: Conn, run_id: str, name: str, step_no: int) -> tuple[bool, 
         return False, None
     conn.execute("UPDATE events SET consumed_step = ? WHERE id = ?", (step_no, row[0]))
     return True, dump(load(conn, row[1], row[2]))
-
-
-def _json(value: dict[str, Any] | None) -> str | None:
-    return None if value is None else json.dumps(value, default=str)
 
 
 # -- claims, leases and parking (for workers/claim.py and the engine) ------------------------------------
@@ -1023,61 +827,6 @@ def finished_among(conn: Conn, run_ids: Sequence[str]) -> set[str]:
         (*run_ids, *FINISHED),
     )
     return {str(r[0]) for r in rows}
-
-
-# -- steps an operator changes (forks, unknown outcomes) ------------------------------------------------
-
-
-def last_step(conn: Conn, run_id: str) -> int:
-    return int(conn.scalar("SELECT MAX(step_no) FROM steps WHERE run_id = ?", (run_id,)) or 0)
-
-
-def first_unsettled_step(conn: Conn, run_id: str, before: int) -> tuple[int, str] | None:
-    """(step_no, status) of the first step before ``before`` without a recorded outcome."""
-    row = conn.one(
-        "SELECT step_no, status FROM steps WHERE run_id = ? AND step_no < ? AND status NOT IN ('done', 'failed') "
-        "ORDER BY step_no LIMIT 1",
-        (run_id, before),
-    )
-    return None if row is None else (int(row[0]), str(row[1]))
-
-
-def copy_steps(conn: Conn, source: str, target: str, before: int) -> None:
-    """Give ``target`` the records of ``source``'s steps before ``before`` (a fork's reused checkpoints)."""
-    conn.execute(
-        "INSERT INTO steps (run_id, step_no, name, kind, effect, status, output, output_blob, error, attempts, "
-        "started_at, finished_at, input, input_blob, compensation) SELECT ?, step_no, name, kind, effect, "
-        "status, output, output_blob, error, attempts, started_at, finished_at, input, input_blob, compensation "
-        "FROM steps WHERE run_id = ? AND step_no < ?",
-        (target, source, before),
-    )
-
-
-def step_status(conn: Conn, run_id: str, step_no: int) -> str | None:
-    row = conn.one("SELECT status FROM steps WHERE run_id = ? AND step_no = ?", (run_id, step_no))
-    return None if row is None else str(row[0])
-
-
-def settle_step(
-    conn: Conn, run_id: str, step_no: int, outcome: str, output_json: bytes | None, now: float
-) -> None:
-    """Settle an intent: ``done`` with its output, ``retry`` (forget it), or ``fail``."""
-    if outcome == "done":
-        conn.execute(
-            "UPDATE steps SET status = 'done', output = ?, output_blob = NULL, finished_at = ? "
-            "WHERE run_id = ? AND step_no = ?",
-            ((output_json or b"null").decode(), now, run_id, step_no),
-        )
-    elif outcome == "retry":
-        conn.execute("DELETE FROM steps WHERE run_id = ? AND step_no = ?", (run_id, step_no))
-    else:
-        conn.execute(
-            "UPDATE steps SET status = 'failed', error = ?, finished_at = ? WHERE run_id = ? AND step_no = ?",
-            (_OUTCOME_FAILED, now, run_id, step_no),
-        )
-
-
-_OUTCOME_FAILED = '{"type": "OutcomeFailed", "message": "an operator marked the outcome as failed"}'
 
 
 # -- health, for alert rules ---------------------------------------------------------------------------

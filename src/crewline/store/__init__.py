@@ -3,7 +3,7 @@
 Each table has one owning module, the only one that issues its SQL; everything else calls the owner's
 functions. A component's migrations (its ``migrations.py``) create its tables.
 
-- ``runs``, ``steps``, ``events``: :mod:`crewline.flows.run_store`
+- ``runs``, ``events``: :mod:`crewline.flows.run_store`; ``steps``: :mod:`crewline.flows.step_store`
 - ``run_attempts`` (a rerun run's earlier attempts): :mod:`crewline.flows.attempts`
 - ``reviews``: :mod:`crewline.flows.review_requests`
 - ``prompt_versions``, ``prompt_labels``: :mod:`crewline.flows.prompts`

@@ -8,6 +8,7 @@ stored once, and retention can drop them in one place. This module alone issues 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from typing import Any
 
@@ -23,6 +24,7 @@ __all__ = [
     "delete_blob",
     "drop_unreferenced",
     "dump",
+    "json_text",
     "load",
     "load_json",
     "load_or_unreadable",
@@ -81,6 +83,12 @@ def dump(value: Any, what: str = "payload") -> bytes:
         except ValueError:
             raise InvalidInput(_too_deep(what)) from None
     return data
+
+
+def json_text(value: dict[str, Any] | None) -> str | None:
+    """A small record (an error, an override) as JSON text for a column; None stays NULL, and what JSON
+    cannot encode is written as its ``str()``."""
+    return None if value is None else json.dumps(value, default=str)
 
 
 def _too_deep(what: str) -> str:

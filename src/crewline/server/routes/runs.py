@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ...errors import InvalidInput
 from ...flows import run_store
 from ...flows.operations import parse_overrides
-from ...flows.run_store import STATES, RunRecord, StepRecord
+from ...flows.run_store import STATES, RunRecord
+from ...flows.step_store import StepRecord
 from ..auth import check_reach, require
 from ..errors import ApiError, public_error
 from ..json_bodies import JsonBodyRoute
