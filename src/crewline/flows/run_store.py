@@ -59,12 +59,46 @@ __all__ = [
 
 STATES = RUN_STATES
 
-_RUN_COLUMNS = (
-    "id, workflow, version, queue, priority, status, input, input_blob, output, output_blob, error, "
-    "idempotency_key, parent_id, parent_step, forked_from, fork_step, wait_reason, wait_event, wake_at, "
-    "lease_owner, lease_until, cancel_requested, recoveries, created_at, updated_at, finished_at, overrides, "
-    "started_by, pruned_at, trace_parent, attempt, pause_requested, pause_scope, shadow, shadow_of"
+# The runs table's columns in the order they are read; each is the RunRecord field of the same name,
+# except the payloads' ``_blob`` halves.
+_RUN_FIELDS = (
+    "id",
+    "workflow",
+    "version",
+    "queue",
+    "priority",
+    "status",
+    "input",
+    "input_blob",
+    "output",
+    "output_blob",
+    "error",
+    "idempotency_key",
+    "parent_id",
+    "parent_step",
+    "forked_from",
+    "fork_step",
+    "wait_reason",
+    "wait_event",
+    "wake_at",
+    "lease_owner",
+    "lease_until",
+    "cancel_requested",
+    "recoveries",
+    "created_at",
+    "updated_at",
+    "finished_at",
+    "overrides",
+    "started_by",
+    "pruned_at",
+    "trace_parent",
+    "attempt",
+    "pause_requested",
+    "pause_scope",
+    "shadow",
+    "shadow_of",
 )
+_RUN_COLUMNS = ", ".join(_RUN_FIELDS)
 
 
 def new_run_id() -> str:
@@ -126,78 +160,16 @@ class RunRecord:
 
 
 def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
-    (
-        rid,
-        wf,
-        ver,
-        queue,
-        prio,
-        status,
-        inp,
-        inp_b,
-        out,
-        out_b,
-        err,
-        ikey,
-        parent,
-        pstep,
-        forked,
-        fstep,
-        reason,
-        event,
-        wake,
-        owner,
-        until,
-        cancel,
-        recov,
-        created,
-        updated,
-        finished,
-        overrides,
-        by,
-        pruned,
-        trace_parent,
-        attempt,
-        pause_requested,
-        pause_scope,
-        shadow,
-        shadow_of,
-    ) = row
-    return RunRecord(
-        id=rid,
-        workflow=wf,
-        version=ver,
-        queue=queue,
-        priority=int(prio),
-        status=status,
-        input=load_or_unreadable(conn, inp, inp_b),
-        output=load_or_unreadable(conn, out, out_b),
-        error=json.loads(err) if err else None,
-        idempotency_key=ikey,
-        parent_id=parent,
-        parent_step=pstep,
-        forked_from=forked,
-        fork_step=fstep,
-        wait_reason=reason,
-        wait_event=event,
-        wake_at=wake,
-        lease_owner=owner,
-        lease_until=until,
-        cancel_requested=bool(cancel),
-        recoveries=int(recov),
-        created_at=created,
-        updated_at=updated,
-        finished_at=finished,
-        overrides=json.loads(overrides) if overrides else None,
-        started_by=by,
-        pruned_at=pruned,
-        trace_parent=trace_parent,
-        attempt=int(attempt),
-        pause_requested=bool(pause_requested),
-        pause_scope=pause_scope,
-        shadow=bool(shadow),
-        shadow_of=shadow_of,
-    )
+    values = dict(zip(_RUN_FIELDS, row, strict=True))
+    for name in ("input", "output"):
+        values[name] = load_or_unreadable(conn, values[name], values.pop(f"{name}_blob"))
+    for name in ("error", "overrides"):
+        values[name] = json.loads(values[name]) if values[name] else None
+    for name in ("cancel_requested", "pause_requested", "shadow"):
+        values[name] = bool(values[name])
+    for name in ("priority", "recoveries", "attempt"):
+        values[name] = int(values[name])
+    return RunRecord(**values)
 
 
 def get_run(conn: Conn, run_id: str) -> RunRecord:
