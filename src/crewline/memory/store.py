@@ -392,27 +392,31 @@ class MemoryStore:
             max(candidates, pool_k),
             min_score=min_score,
         )
-
-        def read(conn: Conn) -> list[Hit]:
-            if inline:
-                vec = as_matrix(
-                    embed_sync([query]), self.embedder.dim, field=f"embedder {self.embedder.name}"
-                )
-                return run_query(conn, index.synced(conn), self._text, dataclasses.replace(q, vector=vec[0]))
-            return run_query(conn, index.synced(conn), self._text, q)
-
+        read = functools.partial(self._read_hits, index=index, q=q, embed_sync=embed_sync if inline else None)
         hits = await self.db.read(read)
         if rerank is not None and hits:
             out = rerank(query, hits)
             hits = list(await out) if inspect.isawaitable(out) else list(out)
         hits = hits[:k]
-        self.searches += 1
-        self.searches_with_hits += bool(hits)
-        run_id, step = run or (None, None)
-        top = hits[0].score if hits else None
-        entry = SearchLog(started, tuple(scopes), k, len(hits), top, run_id, step)
-        await self.db.write(lambda conn: log_search(conn, entry))
+        await self._log_search(
+            SearchLog(started, tuple(scopes), k, len(hits), hits[0].score if hits else None), run
+        )
         return hits
+
+    def _read_hits(self, conn: Conn, *, index: VectorIndex, q: Query, embed_sync: Any) -> list[Hit]:
+        """Run ``q`` on a read connection; a local embedder (``embed_sync``) embeds its text here first."""
+        if embed_sync is not None:
+            vec = as_matrix(embed_sync([q.text]), self.embedder.dim, field=f"embedder {self.embedder.name}")
+            q = dataclasses.replace(q, vector=vec[0])
+        return run_query(conn, index.synced(conn), self._text, q)
+
+    async def _log_search(self, entry: SearchLog, run: tuple[str, int] | None) -> None:
+        """Count a search and log it (with the run and step that searched, if any)."""
+        self.searches += 1
+        self.searches_with_hits += bool(entry.hits)
+        if run is not None:
+            entry = dataclasses.replace(entry, run_id=run[0], step=run[1])
+        await self.db.write(lambda conn: log_search(conn, entry))
 
     # -- versions --------------------------------------------------------------------------------------
 
