@@ -9,6 +9,7 @@ running steps finish, runs are parked and released for others, then the database
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -84,27 +85,7 @@ def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8
     _ = app.metrics  # observed from the start, not from the first scrape
     mcp = McpEndpoint(app, state.auth, config.mcp, config.public_url)
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        tasks: list[asyncio.Task[None]] = []
-        worker = app.worker(concurrency=workers) if workers > 0 else None
-        if worker is not None:
-            state.worker = asyncio.create_task(worker.run(), name="crewline-server-worker")
-            tasks.append(state.worker)
-        await _warm_models(app)
-        sender = CallbackSender(app, config.hooks)
-        tasks.append(asyncio.create_task(sender.run(), name="crewline-callbacks"))
-        try:
-            async with mcp.running():
-                yield
-        finally:
-            if worker is not None:
-                worker.stop()
-            sender.stop()
-            for result in await asyncio.gather(*tasks, return_exceptions=True):
-                if isinstance(result, BaseException):
-                    log.error("background task failed", exc_info=result)
-            await app.aclose()
+    lifespan = functools.partial(_lifespan, state=state, mcp=mcp, workers=workers)
 
     # FastPathAPI: proxy calls skip routing and the whole middleware stack (see proxy/fastpath.py).
     api = FastPathAPI(
@@ -119,6 +100,42 @@ def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8
     api.state.crewline = state
     install_handlers(api)
     install_docs(api)
+    _include_routers(api)
+    # An ASGI endpoint for MCP clients, outside the REST API's schema: see server/mcp.py.
+    api.router.routes.append(Route("/mcp", endpoint=mcp, include_in_schema=False))
+    install_console(api, state)
+    # Webhooks and the proxy enforce their own limits, answering in their own error shapes.
+    api.add_middleware(BodyLimit, limit=config.max_body, skip=("/hooks/", "/v1/"))
+    api.add_middleware(AssumeJson, prefix="/api/")
+    return api
+
+
+@asynccontextmanager
+async def _lifespan(_: FastAPI, *, state: ServerState, mcp: McpEndpoint, workers: int) -> AsyncIterator[None]:
+    """The server's background work: its worker, outgoing callbacks and the MCP endpoint's sessions."""
+    app = state.app
+    tasks: list[asyncio.Task[None]] = []
+    worker = app.worker(concurrency=workers) if workers > 0 else None
+    if worker is not None:
+        state.worker = asyncio.create_task(worker.run(), name="crewline-server-worker")
+        tasks.append(state.worker)
+    await _warm_models(app)
+    sender = CallbackSender(app, state.config.hooks)
+    tasks.append(asyncio.create_task(sender.run(), name="crewline-callbacks"))
+    try:
+        async with mcp.running():
+            yield
+    finally:
+        if worker is not None:
+            worker.stop()
+        sender.stop()
+        for result in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(result, BaseException):
+                log.error("background task failed", exc_info=result)
+        await app.aclose()
+
+
+def _include_routers(api: FastAPI) -> None:
     for module in (
         health,
         metrics,
@@ -138,13 +155,6 @@ def create_app(app: App, *, config: ServerConfig | None = None, workers: int = 8
         # Health answers in its own shapes and the proxy in its protocols'; the rest share one error body.
         shared = module not in (health, metrics, proxy)
         api.include_router(module.router, responses=ERROR_RESPONSES if shared else None)
-    # An ASGI endpoint for MCP clients, outside the REST API's schema: see server/mcp.py.
-    api.router.routes.append(Route("/mcp", endpoint=mcp, include_in_schema=False))
-    install_console(api, state)
-    # Webhooks and the proxy enforce their own limits, answering in their own error shapes.
-    api.add_middleware(BodyLimit, limit=config.max_body, skip=("/hooks/", "/v1/"))
-    api.add_middleware(AssumeJson, prefix="/api/")
-    return api
 
 
 def _quiet_http_client() -> None:
