@@ -162,3 +162,41 @@ async def test_a_write_not_said_quick_leaves_the_loop_on_sqlite(db: Database) ->
     loop_thread = threading.current_thread().name
     assert seen.threads[before:] == [loop_thread if db.dialect.pipelines else "crewline-commit"]
     assert 7000 in _rows(db.url)
+
+
+async def test_a_lone_write_failing_midway_commits_nothing_and_the_loop_path_goes_on(db: Database) -> None:
+    """The second statement fails (a duplicate key): the first is not committed, the caller gets the
+    error (on PostgreSQL from the writer thread, which runs the write again), and the next lone write
+    takes the loop again."""
+    seen = Seen()
+    key = await _lone_write_on_the_loop(db, seen)
+
+    def two_inserts(conn: Conn) -> None:
+        conn.defer("INSERT INTO t (id, v) VALUES (?, ?)", (9000, "first"))
+        conn.defer("INSERT INTO t (id, v) VALUES (?, ?)", (key, "a duplicate"))
+
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+        await db.write(two_inserts, quick=True)
+    assert 9000 not in _rows(db.url)
+    await asyncio.sleep(0)  # a write made in the same turn of the loop as the last queues, by design
+    before = len(seen.threads)
+    assert await db.write(seen.insert(9001), quick=True) == 9001
+    assert seen.threads[before:] == [threading.current_thread().name]
+
+
+async def test_postgresql_lone_writes_reuse_one_prepared_statement_each(pg_url: str) -> None:
+    db = Database(pg_url)
+    db.run(lambda c: c.execute("DROP TABLE IF EXISTS t"))
+    db.run(lambda c: c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
+    try:
+        seen = Seen()
+        key = await _lone_write_on_the_loop(db, seen)
+        for k in range(key + 1, key + 30):
+            assert await db.write(seen.insert(k), quick=True) == k
+        aconn = db._committer.direct._aconn  # type: ignore[union-attr]
+        cur = await aconn.execute("SELECT statement FROM pg_prepared_statements WHERE name LIKE 'crewline_%'")
+        statements = [r[0] for r in await cur.fetchall()]
+        assert sum("INSERT INTO t" in s for s in statements) == 1, statements
+        assert _rows(pg_url) == list(range(1, key + 30))
+    finally:
+        db.close()

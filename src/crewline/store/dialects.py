@@ -108,6 +108,11 @@ class Dialect:
         can); reading a result waits, and leaving the block waits for all and raises the first error."""
         return contextlib.nullcontext()
 
+    async def send_pipeline(self, aconn: Any, statements: Sequence[tuple[str, Any]]) -> None:
+        """Send ``statements`` (translated SQL, parameters; no result read) on an asynchronous connection
+        (:meth:`connect_async`) as one round trip; raises if any failed."""
+        raise NotImplementedError
+
     def lock_rows_suffix(self, lock: RowLock) -> str:
         """Appended to a SELECT that must lock the rows it returns as ``lock`` says."""
         return ""
@@ -264,6 +269,11 @@ class PostgresDialect(Dialect):
 
         url = self.url.replace("postgres://", "postgresql://", 1)
         return await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10)
+
+    async def send_pipeline(self, aconn: Any, statements: Sequence[tuple[str, Any]]) -> None:
+        from .pg_pipeline import send_pipeline  # psycopg is imported only where PostgreSQL is used
+
+        await send_pipeline(aconn, statements)
 
     def sql(self, text: str) -> str:
         return self._ddl(text).replace("?", "%s")

@@ -202,7 +202,8 @@ class _Recorder:
 
 class AsyncDirect(DirectWriter):
     """PostgreSQL: the write is recorded without a connection (its statements only), then begin, the
-    guard's assertion, the statements and commit go in one pipelined round trip, awaited on the loop."""
+    guard's assertion, the statements and commit go in one pipelined round trip, awaited on the loop
+    (``Dialect.send_pipeline``: prepared statements in one libpq pipeline, ``store/pg_pipeline.py``)."""
 
     def __init__(self, dialect: Dialect, make_conn: MakeConn) -> None:
         self._dialect = dialect
@@ -220,9 +221,7 @@ class AsyncDirect(DirectWriter):
             return HAND_OVER
         statements, value = recorded
         try:
-            async with aconn.pipeline():
-                for sql, params in statements:
-                    await aconn.execute(sql, params)
+            await self._dialect.send_pipeline(aconn, statements)
         except Exception:
             await self._roll_back(aconn)
             return HAND_OVER
