@@ -14,6 +14,7 @@ for the caller to roll back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import weakref
 from collections.abc import Sequence
@@ -64,8 +65,13 @@ async def send_pipeline(conn: Any, statements: Sequence[tuple[str, Sequence[Any]
         while pg.flush():
             await _ready(loop, pg.socket, write=True)
         error = await _results(loop, pg)
-    finally:
-        pg.exit_pipeline_mode()
+    except BaseException:
+        # Cut off midway (an error, a cancellation): leaving the mode fails while answers are unread,
+        # and must not replace what is raised; the caller closes or rolls back the connection.
+        with contextlib.suppress(Exception):
+            pg.exit_pipeline_mode()
+        raise
+    pg.exit_pipeline_mode()
     if error is not None:
         raise PipelineError(error)
     prepared.update(preparing)  # only once all were sent without error: else some may not exist
