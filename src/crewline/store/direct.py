@@ -4,10 +4,11 @@ Group commit (:meth:`~crewline.store.database.Database.write`) hands each write 
 its outcome back to the event loop: two thread wake-ups that a lone run pays on every step, about as much
 as a fast disk's commit. When the writer is idle and the database is quiet (the last commit carried one
 write), the write is committed from the loop instead, at the same durability: on SQLite synchronously,
-with what could hold the loop up kept off it (see :class:`SyncDirect`); on PostgreSQL as one pipelined round trip on an asynchronous
-connection. Anything unusual (no connection yet, an outage, a failed assertion, a write that reads what
-it sends) makes a direct writer answer :data:`HAND_OVER`, and the write takes the ordinary path from the
-start, which tells a failed guard from other errors; as there, a write may then run twice.
+with what could hold the loop up kept off it (see :class:`SyncDirect`); on PostgreSQL as one pipelined
+round trip on an asynchronous connection. Anything unusual (no connection yet, an outage, a failed
+assertion, a write that reads what it sends) makes a direct writer answer :data:`HAND_OVER`, and the
+write takes the ordinary path from the start, which tells a failed guard from other errors; as there, a
+write may then run twice.
 """
 
 from __future__ import annotations
