@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from ..errors import ConfigError
 from .fulltext import Fts5, FullText, TsVector
@@ -246,12 +246,26 @@ class SqliteDialect(Dialect):
 
 
 class PostgresDialect(Dialect):
+    """PostgreSQL through psycopg.
+
+    Statements are prepared on the server where that saves planning (psycopg's after five runs of one
+    query; the direct writes' at once, ``store/pg_pipeline.py``). A connection pooler in transaction
+    mode (PgBouncer before 1.21, or without ``max_prepared_statements``) hands each transaction any
+    server connection, where a statement prepared on another is missing: the URL's
+    ``prepared_statements=off`` turns preparing off for every connection (the parameter is crewline's,
+    taken out of the URL before it reaches libpq).
+    """
+
     name = "postgresql"
     title = "PostgreSQL"
     ddl_types = {"blob": "BYTEA", "serial": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION"}
     fulltext = TsVector()
     pipelines = True
     copies = True
+
+    def __init__(self, url: str) -> None:
+        url, self.prepares = _prepared_statements(url)
+        super().__init__(url)
 
     def pipeline(self, raw: Any) -> contextlib.AbstractContextManager[Any]:
         return raw.pipeline()  # type: ignore[no-any-return]
@@ -262,18 +276,24 @@ class PostgresDialect(Dialect):
         except ImportError as e:  # pragma: no cover - depends on the install
             raise ConfigError("PostgreSQL needs the psycopg driver: pip install 'crewline[postgres]'") from e
         url = self.url.replace("postgres://", "postgresql://", 1)
-        return psycopg.connect(url, autocommit=True, connect_timeout=10)
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        if not self.prepares:
+            conn.prepare_threshold = None
+        return conn
 
     async def connect_async(self) -> Any:
         import psycopg
 
         url = self.url.replace("postgres://", "postgresql://", 1)
-        return await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10)
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10)
+        if not self.prepares:
+            conn.prepare_threshold = None
+        return conn
 
     async def send_pipeline(self, aconn: Any, statements: Sequence[tuple[str, Any]]) -> None:
         from .pg_pipeline import send_pipeline  # psycopg is imported only where PostgreSQL is used
 
-        await send_pipeline(aconn, statements)
+        await send_pipeline(aconn, statements, prepare=self.prepares)
 
     def sql(self, text: str) -> str:
         return self._ddl(text).replace("?", "%s")
@@ -334,6 +354,35 @@ class PostgresDialect(Dialect):
         raw.execute("RELEASE SAVEPOINT crewline_vector")
         row = raw.execute(find).fetchone()
         return None if row is None else str(row[0])
+
+
+_SWITCH = {
+    "on": True,
+    "true": True,
+    "1": True,
+    "yes": True,
+    "off": False,
+    "false": False,
+    "0": False,
+    "no": False,
+}
+
+
+def _prepared_statements(url: str) -> tuple[str, bool]:
+    """``url`` without crewline's ``prepared_statements`` parameter, and whether it allows them."""
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    given = [value for key, value in pairs if key == "prepared_statements"]
+    if not given:
+        return url, True
+    if len(given) > 1 or given[0].strip().lower() not in _SWITCH:
+        raise ConfigError(
+            f"the database URL's prepared_statements must be given once, as on or off (got "
+            f"{', '.join(repr(v) for v in given)}); use prepared_statements=off behind a connection pooler "
+            "in transaction mode, such as PgBouncer"
+        )
+    rest = urlencode([(k, v) for k, v in pairs if k != "prepared_statements"], quote_via=quote)
+    return parts._replace(query=rest).geturl(), _SWITCH[given[0].strip().lower()]
 
 
 def _interpolated(fraction: float) -> str:

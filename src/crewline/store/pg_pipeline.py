@@ -40,21 +40,25 @@ _MAX_PREPARED = 256
 _names = itertools.count(1)
 
 
-async def send_pipeline(conn: Any, statements: Sequence[tuple[str, Sequence[Any] | None]]) -> None:
+async def send_pipeline(
+    conn: Any, statements: Sequence[tuple[str, Sequence[Any] | None]], *, prepare: bool = True
+) -> None:
     """Send ``statements`` (SQL with ``%s`` placeholders, parameters) on the asynchronous psycopg
-    connection ``conn`` as one pipeline, and wait until the server has answered them all."""
+    connection ``conn`` as one pipeline, and wait until the server has answered them all; without
+    ``prepare`` (behind a pooler in transaction mode) nothing is prepared on the server."""
     pg = conn.pgconn
     tx = Transformer.from_context(conn)
     commands = [_command(tx, sql, params) for sql, params in statements]
     prepared = _PREPARED.setdefault(conn, {})
     preparing: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
+    room = _MAX_PREPARED if prepare else 0
     loop = asyncio.get_running_loop()
     pg.enter_pipeline_mode()
     try:
         for query, values, types, formats in commands:
             key = (query, tuple(types or ()))
             name = prepared.get(key) or preparing.get(key)
-            if name is None and len(prepared) + len(preparing) < _MAX_PREPARED:
+            if name is None and len(prepared) + len(preparing) < room:
                 name = preparing[key] = f"crewline_{next(_names)}".encode()
                 pg.send_prepare(name, query, param_types=types)
             if name is None:
