@@ -300,7 +300,7 @@ def test_no_models_module_touches_another_objects_private_members() -> None:
 OWNERS = {
     "runs": "flows/run_store.py",
     "steps": "flows/step_store.py",
-    "events": "flows/run_store.py",
+    "events": "flows/event_store.py",
     "run_attempts": "flows/attempts.py",
     "reviews": "flows/review_requests.py",
     "prompt_versions": "flows/prompts.py",

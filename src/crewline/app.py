@@ -23,21 +23,13 @@ from .errors import InvalidInput, RunFailed
 from .flows.attempts import Attempt, attempt_history, rerun_run
 from .flows.definitions import Queue, Workflow
 from .flows.engine import Engine, Wiring
+from .flows.event_store import send_event
 from .flows.executor import log_end
 from .flows.operations import Outcome, fork_run, resolve_step
 from .flows.recovery import request_compensation
 from .flows.review_queue import ReviewQueue
-from .flows.run_store import (
-    FINISHED,
-    CompensationPlan,
-    RunRecord,
-    cancel_run,
-    get_run,
-    insert_run,
-    list_runs,
-    new_run_id,
-    send_event,
-)
+from .flows.run_records import RunRecord, new_run_id
+from .flows.run_store import FINISHED, CompensationPlan, cancel_run, get_run, insert_run, list_runs
 from .flows.steering import Steering
 from .flows.step_store import StepRecord, load_steps
 from .flows.switches import check_startable

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from ..flows.run_diff import diff_verdict, error_text, step_diff
-from ..flows.run_store import RunRecord
+from ..flows.run_records import RunRecord
 from ..flows.step_store import StepRecord
 from ._common import when
 from ._render import render

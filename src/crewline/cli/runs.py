@@ -14,7 +14,8 @@ from ..config import parse_duration
 from ..errors import ConfigError, RunFailed
 from ..flows.attempts import Attempt
 from ..flows.operations import parse_overrides
-from ..flows.run_store import STATES, RunRecord
+from ..flows.run_records import RunRecord
+from ..flows.run_store import STATES
 from ..flows.step_store import StepRecord
 from ..models.call_log import call_rows, prune_payloads
 from ..models.reports import usage_by_run, usage_by_step

@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ..app import App
 from ..errors import RunNotFound
-from ..flows.run_store import RunRecord
+from ..flows.run_records import RunRecord
 from ..server.auth import check_reach
 from ..server.keys import ACTIONS, ApiKey, get_key
 from ..server.state import ServerState

@@ -12,7 +12,8 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..flows.run_store import RunRecord, shadow_pairs
+from ..flows.run_records import RunRecord
+from ..flows.run_store import shadow_pairs
 from ..flows.step_store import load_steps
 from .runner import run_cost
 

@@ -5,7 +5,7 @@ from .definitions import Queue, RetryPolicy, Workflow
 from .engine import Engine
 from .reconcile import Reconciled
 from .review_requests import Decision, ReviewRequest, RiskPolicy
-from .run_store import RunRecord
+from .run_records import RunRecord
 from .step_store import StepRecord
 from .tools import Tool, tool
 

@@ -21,7 +21,8 @@ from typing import Any
 from ..errors import InvalidInput, InvalidRunState
 from ..store.database import Conn
 from ..store.payloads import Unreadable, dump, load_or_unreadable, store_payload
-from .run_store import get_run, lock_run, restart_run, return_events_from
+from .event_store import return_events_from
+from .run_store import get_run, lock_run, restart_run
 from .states import FINISHED, RunStatus
 from .step_store import StepRecord, drop_steps_from, load_steps
 

@@ -22,7 +22,7 @@ from .fit import MemoryHit
 from .journal import Journal
 from .llm import LlmCall, LlmRequest, ModelCalls, build_request, output_value, step_name
 from .review_requests import Decision
-from .run_store import RunRecord
+from .run_records import RunRecord
 from .step_call import Call, fn_name, run_call, use_tool
 from .step_checkpoint import mark_checkpoint
 from .step_child import Child, run_child

@@ -20,7 +20,8 @@ from .compensation import End, settle_end
 from .context import Context
 from .definitions import Workflow
 from .engine import Engine, LeaseLost, RunSignals, Suspend
-from .run_store import CompensationPlan, RunRecord, compensation_plan, finish_run
+from .run_records import RunRecord
+from .run_store import CompensationPlan, compensation_plan, finish_run
 from .shadow import spending_as
 from .states import Park, RunStatus
 from .step_store import StepRecord, load_steps

@@ -34,7 +34,7 @@ from ..store.payloads import dump, load_json
 from .definitions import Effect
 from .engine import Engine, LeaseLost, RunSignals, Suspend
 from .review_requests import NewRequest, create_request, open_request_id, unknown_outcome_id
-from .run_store import RunRecord
+from .run_records import RunRecord
 from .shadow import spending_as
 from .states import Park, StepKind, StepStatus
 from .step_store import StepRecord, step_key, write_step

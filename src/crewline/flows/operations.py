@@ -10,7 +10,8 @@ from ..store.database import Conn
 from ..store.payloads import Unreadable, check_depth, dump
 from .attempts import step_number
 from .review_requests import resolve_unknown_outcome
-from .run_store import get_run, insert_run, lock_run, new_run_id, resume_run
+from .run_records import new_run_id
+from .run_store import get_run, insert_run, lock_run, resume_run
 from .step_store import copy_steps, first_unsettled_step, last_step, load_steps, settle_step, step_status
 
 __all__ = ["Outcome", "fork_run", "resolve_step"]

@@ -1,7 +1,7 @@
-"""Runs and their events as rows: the engine's reads and writes, as functions over a connection.
+"""Runs as rows: the engine's reads and writes, as functions over a connection.
 
-This module alone issues SQL on ``runs`` and ``events`` (:mod:`.step_store` owns ``steps``); workers, the
-engine, operator actions, the server and retention call these functions.
+This module alone issues SQL on ``runs`` (:mod:`.step_store` owns ``steps``, :mod:`.event_store` the
+events sent to runs); workers, the engine, operator actions, the server and retention call these functions.
 
 Each function here runs inside a transaction the caller opened (usually a group-committed
 :meth:`Database.write`), so the engine composes them into exactly one commit per checkpoint.
@@ -9,12 +9,8 @@ Each function here runs inside a transaction the caller opened (usually a group-
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import os
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -22,8 +18,9 @@ from typing import Any, Literal
 from ..errors import InvalidInput, InvalidRunState, RunNotFound
 from ..store.database import Conn
 from ..store.dialects import CLAIM, FOR_UPDATE, RowLock
-from ..store.payloads import dump, json_text, load, load_json, load_or_unreadable, store_payload
+from ..store.payloads import json_text, load, load_json, load_or_unreadable, store_payload
 from .review_requests import close_open_requests
+from .run_records import RunRecord, new_trace_parent
 from .states import FINISHED, RUN_STATES, Park, RunStatus
 
 __all__ = [
@@ -33,7 +30,6 @@ __all__ = [
     "RunChange",
     "RunCounts",
     "RunQuery",
-    "RunRecord",
     "RunResult",
     "changed_runs",
     "compensation_plan",
@@ -44,13 +40,9 @@ __all__ = [
     "insert_run",
     "list_runs",
     "lock_run",
-    "new_run_id",
-    "new_trace_parent",
-    "page_cursor",
-    "parse_cursor",
+    "make_due",
     "plan_compensation",
     "restart_run",
-    "return_events_from",
     "run_counts",
     "run_result",
     "shadow_pairs",
@@ -99,64 +91,6 @@ _RUN_FIELDS = (
     "shadow_of",
 )
 _RUN_COLUMNS = ", ".join(_RUN_FIELDS)
-
-
-def new_run_id() -> str:
-    return uuid.uuid4().hex
-
-
-def new_trace_parent() -> str:
-    """A W3C ``traceparent`` for a new run: a fresh trace id and the span id its run span will have.
-
-    Decided once, when the run is created, and stored with it, so the spans of every process that
-    executes the run (before and after it parks) join one trace under one run span.
-    """
-    ids = os.urandom(24).hex()
-    return f"00-{ids[:32]}-{ids[32:]}-01"
-
-
-@dataclass
-class RunRecord:
-    id: str
-    workflow: str
-    version: str | None
-    queue: str
-    priority: int
-    status: RunStatus
-    input: Any
-    output: Any
-    error: dict[str, Any] | None
-    idempotency_key: str | None
-    parent_id: str | None
-    parent_step: int | None
-    forked_from: str | None
-    fork_step: int | None
-    wait_reason: str | None
-    wait_event: str | None
-    wake_at: float | None
-    lease_owner: str | None
-    lease_until: float | None
-    cancel_requested: bool
-    recoveries: int
-    created_at: float
-    updated_at: float
-    finished_at: float | None
-    overrides: dict[str, Any] | None = None  # a fork's variations: {"model": ..., "prompts": [...]}
-    started_by: str | None = None  # the id of the API key that started it over HTTP
-    pruned_at: float | None = None  # when retention dropped its input, output and steps
-    # W3C traceparent decided when the run was created: its trace and the span id of the run's span.
-    trace_parent: str | None = None
-    attempt: int = 1  # 1, then one more each time the run is rerun from a step
-    pause_requested: bool = False  # asked to pause at its next step boundary
-    pause_scope: str | None = None  # who paused it: "run", "workflow" or "queue"
-    shadow: bool = False  # performs no irreversible effect: its steps record what they would have done
-    shadow_of: str | None = None  # the live run a shadow run runs beside
-
-    def to_json(self) -> dict[str, Any]:
-        data = dict(self.__dict__)
-        data["cancel_requested"] = bool(self.cancel_requested)
-        data["pause_requested"] = bool(self.pause_requested)
-        return data
 
 
 def _run_from_row(conn: Conn, row: tuple[Any, ...]) -> RunRecord:
@@ -266,25 +200,6 @@ def _like_escaped(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def page_cursor(run: RunRecord) -> str:
-    """The cursor of the page after ``run`` (the last run of a page), for :attr:`RunQuery.after`."""
-    return base64.urlsafe_b64encode(f"{run.created_at!r}|{run.id}".encode()).decode().rstrip("=")
-
-
-def parse_cursor(cursor: str) -> tuple[float, str]:
-    """The (created_at, id) a :func:`page_cursor` names; :class:`InvalidInput` for anything else."""
-    problem = "the page cursor is not valid: follow the next-page link of a previous page"
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, rid = text.split("|", 1)
-        value = float(created)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidInput(problem) from None
-    if value != value or "\x00" in rid:  # NaN, or text the database would refuse
-        raise InvalidInput(problem)
-    return value, rid
-
-
 def shadow_pairs(
     conn: Conn, workflow: str, since: float, limit: int = 1000
 ) -> list[tuple[RunRecord, RunRecord]]:
@@ -375,14 +290,6 @@ def insert_run(
         if existing is not None:
             return str(existing), False
     return run_id, False
-
-
-def return_events_from(conn: Conn, run_id: str, from_step: int) -> None:
-    """Hand back the events the steps from ``from_step`` on consumed, so that those steps, executed again
-    (a rerun), wait for and receive them again."""
-    conn.execute(
-        "UPDATE events SET consumed_step = NULL WHERE run_id = ? AND consumed_step >= ?", (run_id, from_step)
-    )
 
 
 def restart_run(conn: Conn, run_id: str, attempt: int) -> None:
@@ -609,32 +516,9 @@ def wake_run(conn: Conn, run_id: str, overrides: dict[str, Any] | None = None) -
     )
 
 
-def send_event(conn: Conn, run_id: str, name: str, payload_json: bytes, blob_threshold: int) -> int:
-    status, _, waiting_for = lock_run(conn, run_id)
-    if status in FINISHED:
-        raise InvalidRunState(f"run {run_id} is {status}; it can no longer receive events")
-    inline, blob = store_payload(conn, payload_json, blob_threshold)
-    now = time.time()
-    event_id = conn.scalar(
-        "INSERT INTO events (run_id, name, payload, payload_blob, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
-        (run_id, name, inline, blob, now),
-    )
-    if status in ("waiting", "paused") and waiting_for == name:
-        conn.execute("UPDATE runs SET wake_at = ?, updated_at = ? WHERE id = ?", (now, now, run_id))
-    return int(event_id)
-
-
-def take_event(conn: Conn, run_id: str, name: str, step_no: int) -> tuple[bool, bytes | None]:
-    """Consume the oldest unconsumed event ``name`` for the run; returns (found, payload JSON)."""
-    row = conn.one(
-        "SELECT id, payload, payload_blob FROM events WHERE run_id = ? AND name = ? AND consumed_step IS NULL "
-        "ORDER BY id LIMIT 1",
-        (run_id, name),
-    )
-    if row is None:
-        return False, None
-    conn.execute("UPDATE events SET consumed_step = ? WHERE id = ?", (step_no, row[0]))
-    return True, dump(load(conn, row[1], row[2]))
+def make_due(conn: Conn, run_id: str, now: float) -> None:
+    """The run is due ``now``: a worker looks at it again (an event it waits for arrived)."""
+    conn.execute("UPDATE runs SET wake_at = ?, updated_at = ? WHERE id = ?", (now, now, run_id))
 
 
 # -- claims, leases and parking (for workers/claim.py and the engine) ------------------------------------

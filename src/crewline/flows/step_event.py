@@ -10,8 +10,9 @@ from ..errors import WaitTimeout
 from ..store.database import Conn
 from ..store.payloads import dump, load_json
 from .engine import Suspend
+from .event_store import take_event
 from .journal import Journal, Outcome
-from .run_store import lock_run, take_event
+from .run_store import lock_run
 from .states import Park
 
 __all__ = ["wait_for_event"]

@@ -25,7 +25,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from ..app import App
 from ..errors import RunNotFound
-from ..flows.run_store import RunRecord
+from ..flows.run_records import RunRecord
 from .errors import ApiError
 from .keys import ACTIONS, PERMISSIONS, ApiKey, find_key, looks_like_key, touch_key
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..app import App
 from ..errors import InvalidInput
-from ..flows.run_store import RunRecord
+from ..flows.run_records import RunRecord
 from .auth import check_reach
 from .errors import public_error
 from .keys import ApiKey

@@ -14,7 +14,8 @@ import pydantic_core
 from ..app import App
 from ..errors import InvalidInput
 from ..flows.definitions import Workflow
-from ..flows.run_store import RunRecord, insert_run, new_run_id
+from ..flows.run_records import RunRecord, new_run_id
+from ..flows.run_store import insert_run
 from ..flows.switches import check_startable
 from ..store.database import Conn
 from ..store.payloads import dump, load_json

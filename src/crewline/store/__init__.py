@@ -3,7 +3,8 @@
 Each table has one owning module, the only one that issues its SQL; everything else calls the owner's
 functions. A component's migrations (its ``migrations.py``) create its tables.
 
-- ``runs``, ``events``: :mod:`crewline.flows.run_store`; ``steps``: :mod:`crewline.flows.step_store`
+- ``runs``: :mod:`crewline.flows.run_store`; ``steps``: :mod:`crewline.flows.step_store`
+- ``events`` (sent to runs): :mod:`crewline.flows.event_store`
 - ``run_attempts`` (a rerun run's earlier attempts): :mod:`crewline.flows.attempts`
 - ``reviews``: :mod:`crewline.flows.review_requests`
 - ``prompt_versions``, ``prompt_labels``: :mod:`crewline.flows.prompts`

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 
 from ..flows import run_store
-from ..flows.run_store import RunRecord
+from ..flows.run_records import RunRecord
 from ..flows.switches import paused_names
 from ..store.database import Conn
 

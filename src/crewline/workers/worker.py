@@ -24,7 +24,8 @@ from typing import TypeVar
 from ..errors import DatabaseUnavailable
 from ..flows.engine import Engine, RunSignals
 from ..flows.executor import execute_run
-from ..flows.run_store import RunRecord, finish_run
+from ..flows.run_records import RunRecord
+from ..flows.run_store import finish_run
 from ..observe.events import TriggerEvent
 from ..store.database import Conn
 from .claim import (

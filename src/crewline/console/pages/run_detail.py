@@ -17,7 +17,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from ...errors import CrewlineError
 from ...flows.operations import parse_overrides
 from ...flows.run_diff import diff_verdict, step_diff
-from ...flows.run_store import RunQuery, RunRecord, find_runs
+from ...flows.run_records import RunRecord
+from ...flows.run_store import RunQuery, find_runs
 from ...flows.step_store import LargePayload, StepRecord, last_step, one_step, step_page
 from ...models.reports import usage_by_run, usage_by_step
 from ...server.errors import public_error

@@ -19,7 +19,8 @@ from fastapi.responses import HTMLResponse
 
 from ...app import App
 from ...errors import CrewlineError, InvalidInput
-from ...flows.run_store import STATES, RunQuery, RunRecord, find_runs, page_cursor, parse_cursor
+from ...flows.run_records import RunRecord, page_cursor, parse_cursor
+from ...flows.run_store import STATES, RunQuery, find_runs
 from ...models.reports import usage_by_run
 from ...server.errors import public_error
 from ..web import NavEntry, PageError, Viewer, change, console_of, page, reachable_run, render

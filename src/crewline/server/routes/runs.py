@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ...errors import InvalidInput
 from ...flows import run_store
 from ...flows.operations import parse_overrides
-from ...flows.run_store import STATES, RunRecord
+from ...flows.run_records import RunRecord, page_cursor, parse_cursor
+from ...flows.run_store import STATES
 from ...flows.step_store import StepRecord
 from ..auth import check_reach, require
 from ..errors import ApiError, public_error
@@ -284,13 +285,13 @@ async def list_runs(
     )
     more = len(runs) > limit
     runs = runs[:limit]
-    next_cursor = run_store.page_cursor(runs[-1]) if more and runs else None
+    next_cursor = page_cursor(runs[-1]) if more and runs else None
     return RunPage(runs=[_run_out(r) for r in runs], next_cursor=next_cursor)
 
 
 def _decode_cursor(cursor: str) -> tuple[float, str]:
     try:
-        return run_store.parse_cursor(cursor)
+        return parse_cursor(cursor)
     except InvalidInput:
         raise ApiError(
             400, "invalid_cursor", "cursor is not valid: pass next_cursor from a previous page"
