@@ -81,7 +81,7 @@ class Cluster:
         self.bin = bindir or bindirs[-1]
         self.base = tempfile.mkdtemp(prefix="crewline-pg-")
         self.datadir = os.path.join(self.base, "data")
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"postgresql://crewline@127.0.0.1:{self.port}/postgres"
         self._as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         if self._as_pg:
@@ -116,7 +116,8 @@ class Cluster:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (for a server a test starts)."""
     import socket
 
     with socket.socket() as s:

@@ -28,14 +28,9 @@ from crewline import App, Context, Settings
 from crewline.errors import ConfigError
 from crewline.store.database import Database
 from crewline.store.dialects import PostgresDialect
+from tests import _pg
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -44,7 +39,7 @@ def pooled_url(pg_url: str) -> Iterator[str]:
     if not os.path.exists(PGBOUNCER):
         pytest.fail(f"{PGBOUNCER} is missing: scripts/setup installs Debian's pgbouncer", pytrace=False)
     server = urlsplit(pg_url)
-    port = _free_port()
+    port = _pg.free_port()
     base = Path(tempfile.mkdtemp(prefix="crewline-pgbouncer-"))
     (base / "users.txt").write_text(f'"{server.username}" ""\n')
     (base / "pgbouncer.ini").write_text(
