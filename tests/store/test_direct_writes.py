@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from crewline.errors import GuardFailed
+from crewline.store import database as database_module
 from crewline.store import direct
 from crewline.store.database import Conn, Database, Guard
 
@@ -200,3 +201,122 @@ async def test_postgresql_lone_writes_reuse_one_prepared_statement_each(pg_url: 
         assert _rows(pg_url) == list(range(1, key + 30))
     finally:
         db.close()
+
+
+class Leases:
+    """A guard over a ``leases`` table whose checks are counted: the key passes while it is the holder."""
+
+    def __init__(self, db: Database) -> None:
+        db.run(lambda c: c.execute("CREATE TABLE leases (id INTEGER PRIMARY KEY, holder TEXT)"))
+        db.run(lambda c: c.execute("INSERT INTO leases (id, holder) VALUES (1, 'me')"))
+        self.checks = 0
+
+    def check(self, conn: Conn, keys: list[Any]) -> set[Any]:
+        self.checks += 1
+        return {k for k in keys if conn.scalar("SELECT holder FROM leases WHERE id = 1") == k}
+
+    def guard(self, key: str = "me") -> Guard:
+        return Guard(self.check, key, keeps=True)
+
+
+async def test_a_kept_guard_is_checked_again_once_another_connection_commits(sqlite_url: str) -> None:
+    """A write that keeps its guard (a step's checkpoint) lets the loop's next write with the same guard
+    skip the check, but only while no other connection has committed: a lease taken over by another
+    process must still fail the write."""
+    db = Database(sqlite_url)
+    db.run(lambda c: c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
+    leases = Leases(db)
+    other = sqlite3.connect(sqlite_url[len("sqlite:///") :], isolation_level=None)
+    seen = Seen()
+    try:
+        key = await _lone_write_on_the_loop(db, seen)
+        for k in range(key + 1, key + 6):  # one check, then four writes known to pass
+            assert await db.write(seen.insert(k), quick=True, guard=leases.guard()) == k
+        assert leases.checks == 1
+        assert seen.threads[-5:] == [threading.current_thread().name] * 5
+
+        other.execute("UPDATE leases SET holder = 'someone else' WHERE id = 1")
+        with pytest.raises(GuardFailed):
+            await db.write(seen.insert(100), quick=True, guard=leases.guard())
+        with pytest.raises(GuardFailed):  # a failed check is not remembered as a pass
+            await db.write(seen.insert(101), quick=True, guard=leases.guard())
+        assert 100 not in _rows(sqlite_url) and 101 not in _rows(sqlite_url)
+    finally:
+        other.close()
+        db.close()
+
+
+async def test_a_kept_guard_is_checked_again_after_any_other_write_of_the_loop(sqlite_url: str) -> None:
+    """The loop's own writes leave the data version alone: a write not known to keep the guard (one that
+    releases the lease, say) makes the next guarded write check again, as does another key."""
+    db = Database(sqlite_url)
+    db.run(lambda c: c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
+    leases = Leases(db)
+    seen = Seen()
+    try:
+        key = await _lone_write_on_the_loop(db, seen)
+        await db.write(seen.insert(key + 1), quick=True, guard=leases.guard())
+        await db.write(seen.insert(key + 2), quick=True, guard=leases.guard())
+        assert leases.checks == 1
+
+        await db.write(lambda c: c.execute("UPDATE leases SET holder = 'nobody' WHERE id = 1"), quick=True)
+        assert seen.threads[-1] == threading.current_thread().name
+        with pytest.raises(GuardFailed):
+            await db.write(seen.insert(200), quick=True, guard=leases.guard())
+        assert leases.checks == 2
+
+        await db.write(seen.insert(201), quick=True, guard=leases.guard("nobody"))
+        await db.write(seen.insert(202), quick=True, guard=leases.guard("nobody"))
+        with pytest.raises(GuardFailed):  # a key of its own is checked, not taken from the last one
+            await db.write(seen.insert(203), quick=True, guard=leases.guard("me"))
+        assert leases.checks == 4
+        assert 200 not in _rows(sqlite_url) and 203 not in _rows(sqlite_url)
+    finally:
+        db.close()
+
+
+async def test_a_task_committing_back_to_back_from_the_loop_still_lets_others_run(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One task's lone writes go on from the loop without a turn in between until they have held it for
+    the hold, then let the loop turn: a task beside it is never starved, and keeps its turns."""
+    seen = Seen()
+    key = await _lone_write_on_the_loop(db, seen)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    async def writes(first: int, count: int) -> list[str]:
+        before = len(seen.threads)
+        for k in range(first, first + count):
+            assert await db.write(seen.insert(k), quick=True) == k
+        return seen.threads[before:]
+
+    side = asyncio.ensure_future(ticker())
+    try:
+        await asyncio.sleep(0)
+        monkeypatch.setattr(database_module, "_LOOP_HOLD", 1e9)  # never let go: the ticker waits
+        ticks = 0
+        threads = await writes(key + 1, 50)
+        if not db.dialect.pipelines:  # PostgreSQL's direct commits wait for the server: the loop turns
+            assert ticks == 0
+            assert threads == [threading.current_thread().name] * 50
+
+        monkeypatch.setattr(database_module, "_LOOP_HOLD", 0.0)  # a turn after every write
+        await asyncio.sleep(0)
+        ticks = 0
+        await writes(key + 100, 50)
+        assert ticks >= 49
+
+        monkeypatch.undo()  # the real hold: 300 writes take longer than it, so the ticker gets turns
+        await asyncio.sleep(0)
+        ticks = 0
+        await writes(key + 200, 300)
+        assert ticks >= 1
+        assert len(_rows(db.url)) == key + 400
+    finally:
+        side.cancel()

@@ -154,11 +154,12 @@ class Engine:
         if self.crash_hook is not None:
             self.crash_hook(where, step_no)
 
-    async def checkpoint(self, run_id: str, owner: str, fn: Callable[[Conn], T]) -> T:
-        """Run ``fn`` in a group-committed transaction, only while ``owner`` holds the run's lease."""
+    async def checkpoint(self, run_id: str, owner: str, fn: Callable[[Conn], T], *, keeps: bool = False) -> T:
+        """Run ``fn`` in a group-committed transaction, only while ``owner`` holds the run's lease;
+        ``keeps`` says ``fn`` leaves the run's row (its lease) alone, as a step's record does."""
         try:
             return await self.db.write(
-                fn, guard=Guard(held_leases, (run_id, owner), assert_leases), quick=True
+                fn, guard=Guard(held_leases, (run_id, owner), assert_leases, keeps), quick=True
             )
         except GuardFailed:
             raise LeaseLost(f"run {run_id} is no longer held by worker {owner}") from None

@@ -278,10 +278,11 @@ class Journal:
 
     # -- record and park -------------------------------------------------------------------------------
 
-    async def transact(self, fn: Callable[[Conn], T]) -> T:
-        """Run ``fn`` in one checkpoint transaction, only while this worker holds the run's lease."""
+    async def transact(self, fn: Callable[[Conn], T], *, keeps: bool = False) -> T:
+        """Run ``fn`` in one checkpoint transaction, only while this worker holds the run's lease
+        (``keeps``: ``fn`` writes nothing of the run's own row, see :class:`~crewline.store.database.Guard`)."""
         self._unreported.clear()
-        result = await self.engine.checkpoint(self.run_id, self._owner, fn)
+        result = await self.engine.checkpoint(self.run_id, self._owner, fn, keeps=keeps)
         for event in self._unreported.values():
             self.engine.observers.emit(event)
         self._unreported.clear()
@@ -289,7 +290,7 @@ class Journal:
 
     async def record(self, entry: Entry, outcome: Outcome) -> None:
         """Record the step's outcome in its own checkpoint transaction."""
-        await self.transact(lambda conn: self.write(conn, entry, outcome))
+        await self.transact(lambda conn: self.write(conn, entry, outcome), keeps=True)
 
     def write(self, conn: Conn, entry: Entry, outcome: Outcome) -> None:
         """Record the step's outcome inside the caller's transaction (see :meth:`transact`)."""

@@ -94,6 +94,13 @@ class Dialect:
     def begin_write(self, raw: Any) -> None:
         raw.execute("BEGIN")
 
+    def data_version(self, raw: Any) -> int | None:
+        """Inside a write transaction of ``raw``: a number that differs from the one read in the
+        connection's previous transaction whenever another connection committed in between (it may
+        differ for other reasons; the connection's own commits leave it as it was); ``None`` where the
+        engine cannot tell."""
+        return None
+
     def connect_direct(self) -> Any:
         """A connection for writes made on the event loop (``store/direct.py``): its write transaction
         fails at once, instead of waiting, while another connection holds the write lock."""
@@ -238,6 +245,10 @@ class SqliteDialect(Dialect):
     def begin_write(self, raw: Any) -> None:
         # IMMEDIATE takes the write lock up front, so a claim never upgrades a read lock and deadlocks.
         raw.execute("BEGIN IMMEDIATE")
+
+    def data_version(self, raw: Any) -> int | None:
+        # Read under the write lock, so no other connection can commit before this transaction ends.
+        return int(raw.execute("PRAGMA data_version").fetchone()[0])
 
     def is_unavailable(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.OperationalError) and (
