@@ -44,7 +44,7 @@ __all__ = ["Compensation", "Entry", "FailedStep", "Journal", "OperatorAsk", "Out
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: made on every step (see step_call.Call)
 class Entry:
     """A step the journal has begun: its number and identity, and its record if it has one."""
 
@@ -97,7 +97,7 @@ class OperatorAsk:
     preview_type: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: made on every step (see step_call.Call)
 class Outcome:
     """What a step's record says now."""
 
