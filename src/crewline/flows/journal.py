@@ -161,8 +161,8 @@ class Journal:
                 f"run {self.run_id} step {n}: the record says {rec.kind} {rec.name!r} but the code now calls "
                 f"{kind} {name!r}. The workflow changed under a running run: cancel it, or fork it from step {n}"
             )
-        if rec is None or rec.status not in ("done", "failed"):
-            await self._boundary()
+        if (rec is None or rec.status not in ("done", "failed")) and self._at_boundary():
+            await self._stop_here()
         started = rec.started_at if rec is not None else time.time()
         return Entry(n, name, kind, effect, rec, started, input_json)
 
@@ -178,11 +178,15 @@ class Journal:
                 f"run {self.run_id}: its lease could not be renewed in time; another worker resumes it"
             )
 
-    async def _boundary(self) -> None:
-        """Cancellation, pausing and graceful shutdown take effect here, between steps."""
+    def _at_boundary(self) -> bool:
+        """Cancellation, pausing and graceful shutdown take effect between steps: whether the run must
+        stop here (:meth:`_stop_here`); a cancelled run raises at once."""
         self.hold_lease()
         if self._signals.cancel and not self.unwinding:
             raise Cancelled(f"run {self.run_id} was cancelled")
+        return self._signals.pause or self._signals.drain.is_set()
+
+    async def _stop_here(self) -> None:
         if self._signals.pause:
             self.crash_point("before_pause", self._next)
             await self.transact(lambda conn: self.park(conn, Park.paused(time.time())))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, cast
@@ -127,7 +127,7 @@ async def _run(journal: Journal, call: Call) -> Any:
     if not await journal.go_live(entry, key, call.shadow):
         # None, the stand-in when none is given, is returned as it is whatever the declared type.
         return call.shadow if adapter is None or call.shadow is None else adapter.validate_python(call.shadow)
-    result, attempts = await _attempts(journal, entry, _Live(call.fn, call.args, kwargs, policy, seconds))
+    result, attempts = await _tries(journal, entry, _Live(call.fn, call.args, kwargs, policy, seconds))
     return await _settle(journal, entry, call, result, attempts)
 
 
@@ -199,16 +199,9 @@ def _edited(call: Call, arguments: Any) -> Call:
     return replace(call, kwargs=kwargs, input_json=dump(kwargs))
 
 
-async def _attempts(journal: Journal, entry: Entry, live: _Live) -> tuple[Any, int]:
-    try:
-        return await _tries(journal, entry, live)
-    except StepError:
-        arguments = None if entry.input_json is None else load_json(entry.input_json)
-        journal.failed_step = FailedStep(entry.n, entry.name, type_ref(live.fn), arguments)
-        raise
-
-
 async def _tries(journal: Journal, entry: Entry, live: _Live) -> tuple[Any, int]:
+    """The call's result and how many attempts it took; a failure that is not retried is recorded and
+    raised as a :class:`StepError`, the journal keeping which step failed."""
     attempt = 0
     while True:
         attempt += 1
@@ -218,7 +211,10 @@ async def _tries(journal: Journal, entry: Entry, live: _Live) -> tuple[Any, int]
             if attempt < live.policy.max_attempts and live.policy.retryable(e):
                 await asyncio.sleep(live.policy.delay(attempt))
                 continue
-            raise await _fail(journal, entry, e, attempt) from e
+            error = await _fail(journal, entry, e, attempt)
+            arguments = None if entry.input_json is None else load_json(entry.input_json)
+            journal.failed_step = FailedStep(entry.n, entry.name, type_ref(live.fn), arguments)
+            raise error from e
 
 
 async def _fail(journal: Journal, entry: Entry, exc: Exception, attempts: int) -> StepError:
@@ -230,16 +226,22 @@ async def _fail(journal: Journal, entry: Entry, exc: Exception, attempts: int) -
 
 
 async def _invoke(live: _Live) -> Any:
-    async def call() -> Any:
-        if _is_async(live.fn):
-            return await live.fn(*live.args, **live.kwargs)
-        result = await asyncio.to_thread(live.fn, *live.args, **live.kwargs)
-        return await result if inspect.isawaitable(result) else result
-
     if live.seconds is None:
-        return await call()
+        return await _call(live)
     async with asyncio.timeout(live.seconds):
-        return await call()
+        return await _call(live)
+
+
+def _call(live: _Live) -> Awaitable[Any]:
+    """The call's awaitable: the coroutine of an ``async def``, a plain function run in a thread."""
+    if _is_async(live.fn):
+        return cast(Awaitable[Any], live.fn(*live.args, **live.kwargs))
+    return _threaded(live)
+
+
+async def _threaded(live: _Live) -> Any:
+    result = await asyncio.to_thread(live.fn, *live.args, **live.kwargs)
+    return await result if inspect.isawaitable(result) else result
 
 
 async def use_tool(journal: Journal, tool: Tool | Callable[..., Any], arguments: dict[str, Any]) -> Any:
