@@ -69,7 +69,7 @@ def direct_writer(dialect: Dialect, make_conn: MakeConn, run_batch: RunBatch) ->
 
 class SyncDirect(DirectWriter):
     """A local commit (SQLite) made on the loop: a fast disk's commit takes less than the two thread
-    hand-offs it saves (a lone run's step: 1.7x a bare commit instead of 2.1-2.4x).
+    hand-offs it saves (a lone run's step: 1.55-1.6x a bare commit instead of 2.1-2.4x).
 
     While it commits, the loop runs nothing else, so what could hold it up long is kept off it: only
     writes their caller says are quick come here (``Database.write(quick=True)``), the loop's
