@@ -571,6 +571,8 @@ class _GroupCommitter:
         return task is None or now - self._turn_since >= _LOOP_HOLD
 
     def _next_turn(self) -> None:
+        # Runs at the loop's next turn, which comes even when the loop is about to end: asyncio.run
+        # (and uvloop's) turns it again to shut down, so no ended loop's task keeps the turn.
         self._turn_owner = None
 
     def close(self) -> None:
