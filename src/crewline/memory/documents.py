@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import InvalidInput
 
@@ -28,8 +29,10 @@ SUPPORTED = {
 }
 
 
-@dataclass(frozen=True)
-class Section:
+class Section(NamedTuple):
+    """A run of text under one heading path. (A named tuple of plain values: the cyclic garbage
+    collector stops tracking it, so a large ingest's sections do not make it scan more.)"""
+
     heading: str | None  # the heading path, outermost first, joined with " > "
     text: str
     start: int  # offset of ``text`` in ParsedDocument.text

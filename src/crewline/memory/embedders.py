@@ -241,21 +241,23 @@ class _WordCache:
 
     def _lookup(self, words: list[list[str]]) -> tuple[_Ints, Matrix, _Ints, _Ints]:
         """Rows of every word (in order, flattened) and the tables they index, learning new words."""
-        total = sum(len(w) for w in words)
+        flat = list(itertools.chain.from_iterable(words))
         with self._lock:
-            try:
-                ids = np.fromiter(
-                    map(self._rows.__getitem__, itertools.chain.from_iterable(words)), np.int64, total
-                )
-            except KeyError:
-                new = set(itertools.chain.from_iterable(words)).difference(self._rows)
+            # One pass over the words, a missing one read as -1; then only the missing ones are
+            # learnt and looked up again. Nearly every pass of an ingest has some (a chunk's heading
+            # path often holds a number no other chunk has), and a second pass over all the words
+            # had cost as much as the first.
+            ids = np.fromiter(map(self._rows.get, flat, itertools.repeat(-1)), np.int64, len(flat))
+            missing = np.flatnonzero(ids < 0)
+            if len(missing):
+                words_at = list(map(flat.__getitem__, missing.tolist()))
+                new = set(words_at)
                 if len(self._rows) + len(new) > _CACHED_WORDS:
                     self._clear()
-                    new = set(itertools.chain.from_iterable(words))
+                    words_at, missing = flat, np.arange(len(flat))
+                    new = set(flat)
                 self._learn(new)
-                ids = np.fromiter(
-                    map(self._rows.__getitem__, itertools.chain.from_iterable(words)), np.int64, total
-                )
+                ids[missing] = np.fromiter(map(self._rows.__getitem__, words_at), np.int64, len(words_at))
             return ids, self._sums, self._counts, self._lengths
 
     def _learn(self, new: set[str]) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import time
@@ -108,11 +109,11 @@ async def ingest_paths(
             planned = await batch.plan(parsed)
             if writing is not None:
                 await writing[1]
-                _told(writing[0], progress)
+                _finish(writing[0], progress)
             writing = parsed, asyncio.ensure_future(batch.write(planned))
         if writing is not None:
             await writing[1]
-            _told(writing[0], progress)
+            _finish(writing[0], progress)
     except BaseException:
         # An unexpected error stops the rest; what was committed stays committed.
         pending = [f for f in (parsing, writing[1] if writing else None) if f is not None]
@@ -163,10 +164,14 @@ def _parse_all(paths: list[Path], size: int, overlap: int) -> list[_Doc]:
     return out
 
 
-def _told(docs: list[_Doc], progress: Callable[[Path, str], None] | None) -> None:
+def _finish(docs: list[_Doc], progress: Callable[[Path, str], None] | None) -> None:
+    """Report the written documents' outcomes and let go of their text and chunks: only their reports
+    are kept to the end. (Held to the end, a large ingest's chunks were also the bulk of what the
+    cyclic garbage collector kept re-scanning, more often as they grew.)"""
     for doc in docs:
         if progress is not None and doc.path is not None:
             progress(doc.path, doc.outcome)
+        doc.parsed, doc.chunks, doc.hashes = None, [], []
 
 
 def _merge(into: IngestReport, part: IngestReport) -> None:
@@ -218,7 +223,8 @@ class _Doc:
         chunks = chunk_document(parsed, size=size, overlap=overlap)
         if not chunks:
             raise InvalidInput(f"{parsed.source}: no text to index")
-        self.parsed, self.chunks = parsed, chunks
+        # Its sections are in the chunks now: not held (tracked objects the collector would rescan).
+        self.parsed, self.chunks = dataclasses.replace(parsed, sections=[]), chunks
         self.hashes = [v.content_hash(c.text, c.heading) for c in chunks]
         self.doc_hash = hashlib.sha256(parsed.text.encode("utf-8")).hexdigest()
 
@@ -265,7 +271,7 @@ class _Batch:
         jobs: list[_Job] = []
         for doc, meta, current, fresh in planned:
             doc_id = str(current[0]["id"]) if current else new_id("doc")
-            states = [(self._chunk_state(doc, i, doc_id, meta, now), next(vecs)) for i in fresh]
+            states = ((self._chunk_state(doc, i, doc_id, meta, now), next(vecs)) for i in fresh)
             jobs.append(
                 _Job(model, doc, doc_id, meta, self.author, current, v.new_items(states, embed_model=model))
             )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,23 +201,29 @@ class NewItems:
 
 
 def new_items(
-    items: Sequence[tuple[dict[str, Any], bytes]], *, embed_model: str, op: str = "add"
+    items: Iterable[tuple[dict[str, Any], bytes]], *, embed_model: str, op: str = "add"
 ) -> NewItems:
-    """The rows :func:`add_items` writes for ``items`` (state, embedding) with ``op`` as their version."""
+    """The rows :func:`add_items` writes for ``items`` (state, embedding) with ``op`` as their version.
+
+    One pass, so a state built lazily by the caller is dropped as soon as its rows are made: the rows
+    are tuples of plain values, which the cyclic garbage collector stops tracking, where a batch's
+    thousands of state dicts held at once used to be promoted to its oldest generation and rescanned."""
     meta_at = ITEM_FIELDS.index("metadata")
-    metas: dict[int, str] = {}  # a document's chunks share one metadata dict: encoded once
-    rows = []
+    # A document's chunks share one metadata dict: encoded once (the dict is kept beside its text, so
+    # its id cannot be reused by another while this runs).
+    metas: dict[int, tuple[Any, str]] = {}
+    out = NewItems()
     for state, blob in items:
         values = [state[f] for f in ITEM_FIELDS]
         meta = state["metadata"]
         if id(meta) not in metas:
-            metas[id(meta)] = _dumps(meta)
-        values[meta_at] = metas[id(meta)]
-        rows.append((*values, blob, embed_model))
-    versions = [
-        ("item", s["id"], s["scope"], s["version"], op, _state_json(s), s["author"]) for s, _ in items
-    ]
-    return NewItems(rows, versions)
+            metas[id(meta)] = meta, _dumps(meta)
+        values[meta_at] = metas[id(meta)][1]
+        out.items.append((*values, blob, embed_model))
+        out.versions.append(
+            ("item", state["id"], state["scope"], state["version"], op, _state_json(state), state["author"])
+        )
+    return out
 
 
 def add_items(conn: Conn, batches: Sequence[NewItems], *, at: float) -> None:
