@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -27,6 +28,23 @@ def test_markdown_sections_carry_heading_paths_and_offsets() -> None:
     assert "# not a heading" in doc.sections[1].text
     for s in doc.sections:
         assert doc.text[s.start : s.start + len(s.text)] == s.text
+
+
+def test_many_sections_join_into_one_text_their_offsets_index() -> None:
+    # Thousands of sections (the text is joined once, not grown a section at a time): every offset still
+    # indexes the text, which is the sections joined by blank lines, and a copy without its sections
+    # (what an ingest keeps) keeps the text.
+    md = "# Book\n\n" + "\n\n".join(f"## Part {i}\n{'word ' * (i % 7 + 1)}\n\n\n" for i in range(3000))
+    doc = parse_text("b.md", md, "text/markdown")
+    assert len(doc.sections) == 3000 and doc.sections[-1].heading == "Book > Part 2999"
+    assert doc.text == "\n\n".join(s.text for s in doc.sections)
+    assert all(doc.text[s.start : s.start + len(s.text)] == s.text for s in doc.sections)
+    kept = dataclasses.replace(doc, sections=[])
+    assert kept.text == doc.text and kept.sections == []
+    html = "".join(f"<h2>H{i}</h2><p>para {i}</p>" for i in range(500))
+    page = parse_text("p.html", html, "text/html")
+    assert [s.heading for s in page.sections][-1] == "H499"
+    assert all(page.text[s.start : s.start + len(s.text)] == s.text for s in page.sections)
 
 
 def test_html_drops_scripts_and_keeps_headings() -> None:

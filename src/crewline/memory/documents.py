@@ -45,15 +45,30 @@ class ParsedDocument:
     title: str | None
     text: str = ""
     sections: list[Section] = field(default_factory=list)
+    _pieces: list[str] = field(init=False, repr=False, compare=False)
+    _size: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._pieces = [self.text] if self.text else []
+        self._size = len(self.text)
 
     def add(self, heading: str | None, body: str) -> None:
+        """Append a section; ``text`` holds it once :meth:`done` is called. (Appending to one string
+        copied the whole text each time: a 13 MB Markdown file of 32,000 sections took 21 s to parse.)"""
         body = body.strip()
         if not body:
             return
-        if self.text:
-            self.text += "\n\n"
-        self.sections.append(Section(heading, body, len(self.text)))
-        self.text += body
+        if self._pieces:
+            self._size += 2  # the blank line between sections
+        self.sections.append(Section(heading, body, self._size))
+        self._pieces.append(body)
+        self._size += len(body)
+
+    def done(self) -> ParsedDocument:
+        """The document with ``text`` joined from the sections added so far."""
+        self.text = "\n\n".join(self._pieces)
+        self._pieces = [self.text] if self.text else []
+        return self
 
 
 def parse_file(path: Path, *, max_bytes: int = MAX_FILE_BYTES) -> ParsedDocument:
@@ -87,7 +102,7 @@ def parse_text(source: str, text: str, mime: str = "text/plain") -> ParsedDocume
         return _parse_markdown(source, text)
     doc = ParsedDocument(source, mime, None)
     doc.add(None, _normalise(text))
-    return doc
+    return doc.done()
 
 
 def _decode(source: str, data: bytes) -> str:
@@ -135,7 +150,7 @@ def _parse_markdown(source: str, text: str) -> ParsedDocument:
         if doc.title is None and level == 1:
             doc.title = title
     doc.add(_joined(path), "\n".join(body))
-    return doc
+    return doc.done()
 
 
 def _joined(path: list[tuple[int, str]]) -> str | None:
@@ -208,7 +223,7 @@ def _parse_html(source: str, text: str) -> ParsedDocument:
     parser.feed(text)
     parser.close()
     parser.flush()
-    return doc
+    return doc.done()
 
 
 def _parse_pdf(source: str, data: bytes) -> ParsedDocument:
@@ -230,6 +245,7 @@ def _parse_pdf(source: str, data: bytes) -> ParsedDocument:
         doc.title = str(meta_title) if meta_title else None
         for number, page in enumerate(reader.pages, start=1):
             doc.add(f"page {number}", _normalise(page.extract_text() or ""))
+        doc.done()
     except InvalidInput:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, OSError) as e:
