@@ -221,3 +221,63 @@ def test_bulk_inserts_return_each_rows_new_key_and_never_reuse_one(db_url: str) 
         assert db.query(lambda c: c.scalar("SELECT COUNT(*) FROM bulk_rows WHERE at = -1")) == 5
     finally:
         db.close()
+
+
+def test_steps_recorded_before_the_table_was_stored_along_its_key_are_kept(db_url: str) -> None:
+    from crewline.flows.step_store import load_steps
+
+    db = Database(db_url)
+    try:
+        upgrade(db, {"engine": 14})
+        db.run(
+            lambda c: [
+                c.execute(
+                    "INSERT INTO steps (run_id, step_no, name, kind, effect, status, output, started_at, shadowed) "
+                    "VALUES (?, ?, ?, 'step', 'read', 'done', ?, ?, ?)",
+                    (run, n, f"s{n}", str(n * 10), 1000.0 + n, None if n != 2 else '{"name": "x"}'),
+                )
+                for run in ("run-b", "run-a")
+                for n in (3, 1, 2)
+            ]
+        )
+        upgrade(db)
+        check(db)
+        steps = list(db.query(lambda c: load_steps(c, "run-a")).values())
+        assert [(s.step_no, s.name, s.output, s.started_at) for s in steps] == [
+            (n, f"s{n}", n * 10, 1000.0 + n) for n in (1, 2, 3)
+        ]
+        assert steps[1].shadowed == {"name": "x"}
+        if db_url.startswith("sqlite"):
+            sql = db.query(lambda c: c.scalar("SELECT sql FROM sqlite_master WHERE name = 'steps'"))
+            assert sql.endswith("WITHOUT ROWID")
+    finally:
+        db.close()
+
+
+def test_a_table_stored_along_its_key_keeps_its_rows_indexes_and_triggers(tmp_path: Any) -> None:
+    db = Database(f"sqlite:///{tmp_path}/c.db")
+
+    def build(c: Any) -> None:
+        c.execute("CREATE TABLE t (k TEXT NOT NULL, n INTEGER NOT NULL, v TEXT, PRIMARY KEY (k, n)) STRICT")
+        c.execute("CREATE INDEX t_v ON t (v)")
+        c.execute("CREATE TABLE log (v TEXT)")
+        c.execute("CREATE TRIGGER t_log AFTER INSERT ON t BEGIN INSERT INTO log VALUES (new.v); END")
+        c.execute("INSERT INTO t VALUES ('b', 2, 'x'), ('a', 1, 'y')")
+
+    try:
+        db.run(build)
+        db.run(lambda c: c.dialect.cluster_on_key(c.raw, "t"))
+        db.run(lambda c: c.dialect.cluster_on_key(c.raw, "t"))  # a second time changes nothing
+        db.run(lambda c: c.execute("INSERT INTO t VALUES ('c', 3, 'z')"))
+        assert db.query(lambda c: c.all("SELECT k, n, v FROM t ORDER BY k, n")) == [
+            ("a", 1, "y"),
+            ("b", 2, "x"),
+            ("c", 3, "z"),
+        ]
+        assert db.query(lambda c: c.all("SELECT v FROM log")) == [("x",), ("y",), ("z",)]
+        sql = dict(db.query(lambda c: c.all("SELECT name, sql FROM sqlite_master WHERE tbl_name = 't'")))
+        assert sql["t"].endswith("STRICT, WITHOUT ROWID") and "t_v" in sql and "t_log" in sql
+        with pytest.raises(Exception, match="cannot store"):  # STRICT still holds
+            db.run(lambda c: c.execute("INSERT INTO t VALUES ('d', 'four', 'w')"))
+    finally:
+        db.close()

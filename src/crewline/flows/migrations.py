@@ -12,8 +12,20 @@ A released migration is never edited; new ones are appended.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..store.migrations import Migration
 from ..store.retention import PayloadTable
+
+if TYPE_CHECKING:
+    from ..store.database import Conn
+
+
+def _cluster_steps(conn: Conn) -> None:
+    # A lone run's step is a commit of one record; on SQLite its table and key index were two B-trees,
+    # two pages to write and flush at every step (see Dialect.cluster_on_key).
+    conn.dialect.cluster_on_key(conn.raw, "steps")
+
 
 # What retention (`crewline prune`) empties or deletes once a run finished long enough ago.
 PAYLOAD_TABLES: tuple[PayloadTable, ...] = (
@@ -228,6 +240,11 @@ ENGINE: tuple[Migration, ...] = (
             # shadowed: {name, arguments, idempotency_key} of the irreversible call a shadow step held back.
             "ALTER TABLE steps ADD COLUMN shadowed TEXT",
         ),
+    ),
+    Migration(
+        15,
+        "steps stored along their key, one B-tree written by a step's record instead of two",
+        (_cluster_steps,),
     ),
 )
 

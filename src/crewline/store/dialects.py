@@ -4,8 +4,8 @@ SQL elsewhere is written once, with ``?`` placeholders and the common subset bot
 (``ON CONFLICT``, ``RETURNING``, ``DOUBLE PRECISION``); a dialect supplies what cannot be shared:
 connecting, the placeholder style, how a write transaction begins, row locks (:class:`RowLock`), full-text
 search (:attr:`Dialect.fulltext`, see :mod:`crewline.store.fulltext`), column types in DDL, percentiles
-and time buckets for reports, which driver errors mean "the database is unreachable", and whether the
-database has pgvector (:meth:`Dialect.vector_extension`, for :mod:`crewline.memory.ann`). Code outside
+and time buckets for reports, how a table is stored along its key (:meth:`Dialect.cluster_on_key`), which
+driver errors mean "the database is unreachable", and whether the database has pgvector (:meth:`Dialect.vector_extension`, for :mod:`crewline.memory.ann`). Code outside
 ``store/`` asks these hooks and never checks which dialect it is talking to.
 """
 
@@ -146,6 +146,11 @@ class Dialect:
         offers it and the role may; ``None`` without it (always, where the engine has no such thing)."""
         return None
 
+    def cluster_on_key(self, raw: Any, table: str) -> None:
+        """Store ``table``'s rows in its primary key's B-tree, where the engine keeps a table and its
+        key apart only by choice (a migration asks this inside its transaction). PostgreSQL keeps every
+        table in a heap beside its key's index, and ``CLUSTER`` orders it only once: nothing to do."""
+
     def percentiles_sql(self, q: Percentiles) -> str:
         """Portable fallback: number each group's values in order and interpolate between the two rows
         around each fraction's position (``1 + f * (n - 1)``), which is what ``percentile_cont`` does."""
@@ -249,6 +254,38 @@ class SqliteDialect(Dialect):
     def data_version(self, raw: Any) -> int | None:
         # Read under the write lock, so no other connection can commit before this transaction ends.
         return int(raw.execute("PRAGMA data_version").fetchone()[0])
+
+    def cluster_on_key(self, raw: Any, table: str) -> None:
+        # Rebuilt as a WITHOUT ROWID table: a row then lives in the key's B-tree alone, so writing one
+        # changes one page, not a rowid page and an index page (a checkpointed step commits half the
+        # WAL frames), and reading a key range reads the rows themselves. Done in place: the rows are
+        # copied, the old table dropped with its indexes and triggers, which are made again after.
+        sql = raw.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        if sql is None or "WITHOUT ROWID" in sql[0].upper():
+            return
+        create = sql[0].rstrip()
+        others = [
+            r[0]
+            for r in raw.execute(
+                "SELECT sql FROM sqlite_master WHERE tbl_name = ? AND type IN ('index', 'trigger') "
+                "AND sql IS NOT NULL",
+                (table,),
+            )
+        ]
+        columns = ", ".join(f'"{r[1]}"' for r in raw.execute(f'PRAGMA table_info("{table}")'))
+        new = f"{table}__clustered"
+        # The stored text is the CREATE TABLE as written (with columns added since): keep its body,
+        # under the new name, and add the option after any the table already has.
+        body = create[create.index("(") :]
+        option = " WITHOUT ROWID" if body.endswith(")") else ", WITHOUT ROWID"
+        raw.execute(f'CREATE TABLE "{new}" {body}{option}')
+        raw.execute(f'INSERT INTO "{new}" ({columns}) SELECT {columns} FROM "{table}"')
+        raw.execute(f'DROP TABLE "{table}"')
+        raw.execute(f'ALTER TABLE "{new}" RENAME TO "{table}"')
+        for other in others:
+            raw.execute(other)
 
     def is_unavailable(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.OperationalError) and (
