@@ -115,16 +115,19 @@ async def _run(journal: Journal, call: Call) -> Any:
         if call.compensate is not None and entry.record.compensation is not None:
             journal.register(entry, call.compensate, value)
         return value
-    key = call.idempotency_key or journal.step_key(entry.n)
     kwargs = call.kwargs
-    if _accepts_key(call.fn) and "idempotency_key" not in kwargs:
-        kwargs = {**kwargs, "idempotency_key": key}
     irreversible = call.effect == "irreversible"
+    takes_key = "idempotency_key" not in kwargs and _accepts_key(call.fn)
+    key = ""  # made only for what uses it: a call that takes one, an irreversible call's intent
+    if takes_key or irreversible:
+        key = call.idempotency_key or journal.step_key(entry.n)
+    if takes_key:
+        kwargs = {**kwargs, "idempotency_key": key}
     policy = call.retry or (NO_RETRY if irreversible else DEFAULT_RETRY)
     seconds = None if call.timeout is None else parse_duration(call.timeout)
     if irreversible and entry.input_json is None and journal.run.shadow:
         entry = entry.with_input(dump(_arguments(call.args, kwargs), "the step's arguments"))
-    if not await journal.go_live(entry, key, call.shadow):
+    if irreversible and not await journal.go_live(entry, key, call.shadow):
         # None, the stand-in when none is given, is returned as it is whatever the declared type.
         return call.shadow if adapter is None or call.shadow is None else adapter.validate_python(call.shadow)
     result, attempts = await _tries(journal, entry, _Live(call.fn, call.args, kwargs, policy, seconds))
@@ -206,7 +209,8 @@ async def _tries(journal: Journal, entry: Entry, live: _Live) -> tuple[Any, int]
     while True:
         attempt += 1
         try:
-            return await _invoke(live), attempt
+            # Without a timeout the call is awaited as it is (one coroutine less on every step).
+            return await (_call(live) if live.seconds is None else _invoke(live)), attempt
         except Exception as e:
             if attempt < live.policy.max_attempts and live.policy.retryable(e):
                 await asyncio.sleep(live.policy.delay(attempt))
@@ -272,6 +276,7 @@ async def use_tool(journal: Journal, tool: Tool | Callable[..., Any], arguments:
     return await run_call(journal, call)
 
 
+@lru_cache(maxsize=1024)
 @lru_cache(maxsize=1024)
 def _is_async(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn)

@@ -87,6 +87,10 @@ class Conn:
 
     def flush(self) -> None:
         pending, self._deferred = self._deferred, []
+        if len(pending) == 1:  # a step's record: one statement
+            sql, params = pending[0]
+            self.raw.execute(_translate(self.dialect, sql), params)
+            return
         i = 0
         while i < len(pending):
             sql = pending[i][0]

@@ -116,7 +116,10 @@ class SyncDirect(DirectWriter):
             version = self._dialect.data_version(raw) if guard is not None and guard.keeps else None
             known = version is not None and kept == (guard.key, version)
             conn = self._make_conn(raw, False)
-            [(ok, value)] = self._run_batch(conn, [Write(write.fn, None) if known else write])
+            if known:
+                ok, value = True, write.fn(conn)
+            else:
+                [(ok, value)] = self._run_batch(conn, [write])
             conn.flush()
         except Exception as e:
             self._failed(raw, e)
