@@ -276,7 +276,7 @@ class SqliteDialect(Dialect):
         ]
         columns = ", ".join(f'"{r[1]}"' for r in raw.execute(f'PRAGMA table_info("{table}")'))
         new = f"{table}__clustered"
-        # The stored text is the CREATE TABLE as written (with columns added since): keep its body,
+        # The stored text is the table's definition as written (with columns added since): keep its body,
         # under the new name, and add the option after any the table already has.
         body = create[create.index("(") :]
         option = " WITHOUT ROWID" if body.endswith(")") else ", WITHOUT ROWID"
