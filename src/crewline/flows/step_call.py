@@ -277,7 +277,6 @@ async def use_tool(journal: Journal, tool: Tool | Callable[..., Any], arguments:
 
 
 @lru_cache(maxsize=1024)
-@lru_cache(maxsize=1024)
 def _is_async(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn)
 
