@@ -5,8 +5,9 @@ SQL elsewhere is written once, with ``?`` placeholders and the common subset bot
 connecting, the placeholder style, how a write transaction begins, row locks (:class:`RowLock`), full-text
 search (:attr:`Dialect.fulltext`, see :mod:`crewline.store.fulltext`), column types in DDL, percentiles
 and time buckets for reports, how a table is stored along its key (:meth:`Dialect.cluster_on_key`), which
-driver errors mean "the database is unreachable", and whether the database has pgvector (:meth:`Dialect.vector_extension`, for :mod:`crewline.memory.ann`). Code outside
-``store/`` asks these hooks and never checks which dialect it is talking to.
+driver errors mean "the database is unreachable", and whether the database has pgvector
+(:meth:`Dialect.vector_extension`, for :mod:`crewline.memory.ann`). Code outside ``store/`` asks these
+hooks and never checks which dialect it is talking to.
 """
 
 from __future__ import annotations
