@@ -90,6 +90,8 @@ def test_local_embedder_gives_the_models_own_vectors(embedder: LocalEmbedder) ->
         "   ",
         "word " * 2000,
         "Prefers email over calls",
+        "a link https://example.com/" + "x" * 200 + " in the middle",  # a word too long for the hash
+        "\n\t  padded \r\n",
     ]
     model = embedder._load()
     expected = np.asarray(model.encode(texts, show_progress_bar=False), dtype=np.float32)
@@ -118,3 +120,24 @@ def test_local_embedder_matches_the_model_on_a_corpus_across_cache_clears(
         got = embedder.embed_sync(texts)
         assert got.shape == expected.shape
         assert float(np.abs(got - expected).max()) <= 1e-5
+
+
+def test_word_table_finds_every_word_it_was_given_and_no_other() -> None:
+    # Enough words to make the table grow several times, put in batches, each batch looked up with
+    # words it has never seen: every known word finds its own row, every unknown one -1.
+    from crewline.memory.wordtable import WordHasher, WordTable
+
+    hasher, table = WordHasher(), WordTable()
+    words = [f"w{i}x" for i in range(30_000)]
+    for first in range(0, len(words), 7_000):
+        batch = words[first : first + 7_000]
+        hashes, _, _ = hasher.words(" ".join(batch).encode())
+        table.put(hashes, np.arange(first, first + len(batch)))
+    assert len(table) == len(words)
+    probe = words[::3] + [f"v{i}x" for i in range(5_000)] + ["w1x", "w1", "1x", "xw1x"]
+    data = ("\t" + "\n ".join(probe) + "\r").encode()
+    hashes, starts, ends = hasher.words(data)
+    assert [data[s:e].decode() for s, e in zip(starts.tolist(), ends.tolist(), strict=True)] == probe
+    assert len(set(hashes.tolist())) == len(probe)
+    expected = list(range(0, len(words), 3)) + [-1] * 5_000 + [1, -1, -1, -1]
+    assert table.get(hashes).tolist() == expected

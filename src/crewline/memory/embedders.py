@@ -14,7 +14,6 @@ import functools
 import importlib.util
 import itertools
 import json
-import re
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from numpy.typing import NDArray
 
 from ..errors import ConfigError, InvalidInput
 from .gateway import EmbeddingGateway
+from .wordtable import LONG_WORD, WordHasher, WordTable
 
 __all__ = [
     "Embedder",
@@ -153,9 +153,10 @@ _PRE_TOKENIZER = {
         {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True},
     ],
 }
-# Texts of printable ASCII and these spaces only: the normaliser leaves them alone (it drops other
-# control characters, joining the words around them, and folds non-ASCII ones).
-_UNCACHEABLE = re.compile(r"[^\t\n\r\x20-\x7e]")
+# Texts of printable ASCII and tab, newline and return only: the normaliser leaves them alone (it drops
+# other control characters, joining the words around them, and folds non-ASCII ones).
+_CACHEABLE = np.zeros(256, dtype=bool)
+_CACHEABLE[[9, 10, 13, *range(0x20, 0x7F)]] = True
 _CACHED_WORDS = 200_000
 _TEXTS_PER_PASS = 256
 
@@ -164,10 +165,11 @@ class _WordCache:
     """Each word's pooled token vector, for a Model2Vec model whose tokenizer splits on whitespace first.
 
     A text's vector is the mean of its tokens' weighted vectors, so the cache keeps per word the sum
-    of its tokens' weighted vectors and how many there are, in one contiguous table: a batch of texts
-    is one dict pass from words to rows, then a gather and a segmented sum in numpy, which runs
-    without the interpreter lock (an ingest's database writes go on beside it). A text longer than the
-    model reads (``max_length`` tokens) goes to the model, which cuts it where it would.
+    of its tokens' weighted vectors and how many there are, in one contiguous table. A batch of texts
+    is one byte string whose words are hashed and looked up in numpy (:mod:`.wordtable`), then a
+    gather and a segmented sum: nearly all of it runs without the interpreter lock, so an ingest's
+    parsing and database writes go on beside it. A text longer than the model reads (``max_length``
+    tokens), or holding a word too long to trust to the hash, goes to the model, which does its own.
     """
 
     def __init__(self, model: Any) -> None:
@@ -177,11 +179,13 @@ class _WordCache:
         self._table = np.asarray(model.embedding, dtype=np.float32)
         self._mapping = None if model.token_mapping is None else np.asarray(model.token_mapping)
         self._weights = None if model.weights is None else np.asarray(model.weights, dtype=np.float32)
+        self._hasher = WordHasher()
         self._clear()
 
     def _clear(self) -> None:
-        # Replaced, never changed in place, so a pass that looked rows up keeps a consistent view.
-        self._rows: dict[str, int] = {}
+        # Replaced, never changed in place (only appended to), so a pass that looked rows up keeps a
+        # consistent view of the tables after the lock is let go.
+        self._known = WordTable()  # word hash -> row of the tables below
         self._sums = np.zeros((1024, self._model.dim), dtype=np.float32)
         self._counts = np.zeros(1024, dtype=np.int64)  # tokens embedded (the unknown token is not)
         self._lengths = np.zeros(1024, dtype=np.int64)  # tokens, for the model's length limit
@@ -216,53 +220,64 @@ class _WordCache:
         """Mean token vectors of a slice of ``texts`` into ``out``; returns the rows left to the model."""
         slow: list[int] = []
         rows: list[int] = []
-        words: list[list[str]] = []
+        parts: list[str] = []
         for i in range(first, min(first + _TEXTS_PER_PASS, len(texts))):
             text = texts[i] if self._chars is None else texts[i][: self._chars]
-            if _UNCACHEABLE.search(text):
-                slow.append(i)
+            if text.isascii():
+                rows.append(i)
+                parts.append(text)
             else:
-                split = text.split()  # for these characters, what the whitespace pre-tokenizer does
-                if split:
-                    rows.append(i)
-                    words.append(split)
-        if not rows:
+                slow.append(i)
+        while True:  # at most twice: a text found with a control character or a long word leaves
+            data, offsets = _joined(parts)
+            drop = np.flatnonzero(~_CACHEABLE[np.frombuffer(data, dtype=np.uint8)])
+            if not len(drop):
+                hashes, starts, ends = self._hasher.words(data)
+                drop = starts[(ends - starts) > LONG_WORD]
+            if not len(drop):
+                break
+            gone = set(np.searchsorted(offsets, drop, side="right").tolist())
+            slow += [rows[j - 1] for j in gone]
+            rows = [r for j, r in enumerate(rows, 1) if j not in gone]
+            parts = [p for j, p in enumerate(parts, 1) if j not in gone]
+        if not len(hashes):
             return slow
-        ids, sums, counts, lengths = self._lookup(words)
-        starts = np.cumsum([0] + [len(w) for w in words[:-1]])
-        n = np.add.reduceat(counts[ids], starts)
+        ids, sums, counts, lengths = self._lookup(data, hashes, starts, ends)
+        firsts = np.searchsorted(starts, offsets)  # each text's first word
+        some = np.diff(firsts, append=len(starts)) > 0  # a text without words stays a zero vector
+        at, firsts = np.asarray(rows)[some], firsts[some]
+        n = np.add.reduceat(counts[ids], firsts)
         limit = self._model.max_length
-        long = np.add.reduceat(lengths[ids], starts) > limit if limit else np.zeros(len(rows), bool)
+        long = np.add.reduceat(lengths[ids], firsts) > limit if limit else np.zeros(len(at), bool)
         fits = ~long & (n > 0)
-        pooled = np.add.reduceat(sums[ids], starts, axis=0)
-        at = np.asarray(rows)
+        pooled = np.add.reduceat(np.take(sums, ids, axis=0), firsts, axis=0)
         out[at[fits]] = pooled[fits] / n[fits, None]
         return slow + [int(i) for i in at[long]]
 
-    def _lookup(self, words: list[list[str]]) -> tuple[_Ints, Matrix, _Ints, _Ints]:
-        """Rows of every word (in order, flattened) and the tables they index, learning new words."""
-        flat = list(itertools.chain.from_iterable(words))
+    def _lookup(
+        self, data: bytes, hashes: NDArray[np.uint64], starts: _Ints, ends: _Ints
+    ) -> tuple[_Ints, Matrix, _Ints, _Ints]:
+        """Rows of every word (in order) and the tables they index, learning the words not cached yet."""
         with self._lock:
-            # One pass over the words, a missing one read as -1; then only the missing ones are
-            # learnt and looked up again. Nearly every pass of an ingest has some (a chunk's heading
-            # path often holds a number no other chunk has), and a second pass over all the words
-            # had cost as much as the first.
-            ids = np.fromiter(map(self._rows.get, flat, itertools.repeat(-1)), np.int64, len(flat))
+            ids = self._known.get(hashes)
             missing = np.flatnonzero(ids < 0)
             if len(missing):
-                words_at = list(map(flat.__getitem__, missing.tolist()))
-                new = set(words_at)
-                if len(self._rows) + len(new) > _CACHED_WORDS:
+                new, first, inverse = np.unique(hashes[missing], return_index=True, return_inverse=True)
+                if len(self._known) + len(new) > _CACHED_WORDS:
                     self._clear()
-                    words_at, missing = flat, np.arange(len(flat))
-                    new = set(flat)
-                self._learn(new)
-                ids[missing] = np.fromiter(map(self._rows.__getitem__, words_at), np.int64, len(words_at))
+                    missing = np.arange(len(hashes))
+                    new, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+                at = missing[first]
+                spans = zip(starts[at].tolist(), ends[at].tolist(), strict=True)
+                words = [data[s:e].decode("ascii") for s, e in spans]
+                learnt = self._learn(words)
+                self._known.put(new, learnt)
+                ids[missing] = learnt[inverse.reshape(-1)]
             return ids, self._sums, self._counts, self._lengths
 
-    def _learn(self, new: set[str]) -> None:
-        """Tokenize and pool the words not cached yet, all in one call (the tokenizer batches natively)."""
-        words = list(new)
+    def _learn(self, words: list[str]) -> _Ints:
+        """Tokenize and pool words not cached yet, all in one call (the tokenizer batches natively);
+        returns their rows."""
         tokenizer = self._model.tokenizer
         # The batch call without offsets where the tokenizer has one: the same ids, a third of the time.
         encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
@@ -283,10 +298,10 @@ class _WordCache:
             some = counts > 0
             starts = np.cumsum(counts[some]) - counts[some]
             sums[some] = np.add.reduceat(vecs, starts, axis=0)
-        self._append(words, sums, counts, lengths)
+        return self._append(sums, counts, lengths)
 
-    def _append(self, words: list[str], sums: Matrix, counts: _Ints, lengths: _Ints) -> None:
-        first, n = len(self._rows), len(words)
+    def _append(self, sums: Matrix, counts: _Ints, lengths: _Ints) -> _Ints:
+        first, n = len(self._known), len(counts)
         if first + n > len(self._counts):
             size = max(2 * len(self._counts), first + n)
             self._sums = _grown(self._sums, size)
@@ -295,7 +310,14 @@ class _WordCache:
         self._sums[first : first + n] = sums
         self._counts[first : first + n] = counts
         self._lengths[first : first + n] = lengths
-        self._rows.update(zip(words, range(first, first + n), strict=True))
+        return np.arange(first, first + n)
+
+
+def _joined(parts: list[str]) -> tuple[bytes, _Ints]:
+    """``parts`` as one ASCII byte string, a newline before each, and where each one starts in it."""
+    data = ("\n" + "\n".join(parts)).encode("ascii") if parts else b""
+    lengths = np.fromiter(map(len, parts), np.int64, len(parts)) + 1
+    return data, np.cumsum(lengths) - lengths + 1
 
 
 def _grown(array: Any, size: int) -> Any:
