@@ -17,7 +17,7 @@ import json
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -207,8 +207,16 @@ class _WordCache:
         model = self._model
         out = np.zeros((len(texts), model.dim), dtype=np.float32)
         slow: list[int] = []
+        passes: list[_Pass] = []
         for first in range(0, len(texts), _TEXTS_PER_PASS):
-            slow += self._encode_pass(texts, first, out)
+            words, left = self._split(texts, first)
+            slow += left
+            if len(words.hashes):
+                passes.append(words)
+        if passes:
+            ids, tables = self._lookup(passes)
+            for words, rows in zip(passes, ids, strict=True):
+                slow += self._pool(words, rows, tables, out)
         if model.normalize:
             out /= np.linalg.norm(out, axis=1, keepdims=True) + 1e-32
         if slow:
@@ -216,8 +224,8 @@ class _WordCache:
             out[slow] = np.asarray(got, dtype=np.float32)
         return out
 
-    def _encode_pass(self, texts: Sequence[str], first: int, out: Matrix) -> list[int]:
-        """Mean token vectors of a slice of ``texts`` into ``out``; returns the rows left to the model."""
+    def _split(self, texts: Sequence[str], first: int) -> tuple[_Pass, list[int]]:
+        """The words of a slice of ``texts``, hashed; and the texts left to the model."""
         slow: list[int] = []
         rows: list[int] = []
         parts: list[str] = []
@@ -235,29 +243,19 @@ class _WordCache:
                 hashes, starts, ends = self._hasher.words(data)
                 drop = starts[(ends - starts) > LONG_WORD]
             if not len(drop):
-                break
+                return _Pass(rows, data, offsets, hashes, starts, ends), slow
             gone = set(np.searchsorted(offsets, drop, side="right").tolist())
             slow += [rows[j - 1] for j in gone]
             rows = [r for j, r in enumerate(rows, 1) if j not in gone]
             parts = [p for j, p in enumerate(parts, 1) if j not in gone]
-        if not len(hashes):
-            return slow
-        ids, sums, counts, lengths = self._lookup(data, hashes, starts, ends)
-        firsts = np.searchsorted(starts, offsets)  # each text's first word
-        some = np.diff(firsts, append=len(starts)) > 0  # a text without words stays a zero vector
-        at, firsts = np.asarray(rows)[some], firsts[some]
-        n = np.add.reduceat(counts[ids], firsts)
-        limit = self._model.max_length
-        long = np.add.reduceat(lengths[ids], firsts) > limit if limit else np.zeros(len(at), bool)
-        fits = ~long & (n > 0)
-        pooled = np.add.reduceat(np.take(sums, ids, axis=0), firsts, axis=0)
-        out[at[fits]] = pooled[fits] / n[fits, None]
-        return slow + [int(i) for i in at[long]]
 
-    def _lookup(
-        self, data: bytes, hashes: NDArray[np.uint64], starts: _Ints, ends: _Ints
-    ) -> tuple[_Ints, Matrix, _Ints, _Ints]:
-        """Rows of every word (in order) and the tables they index, learning the words not cached yet."""
+    def _lookup(self, passes: list[_Pass]) -> tuple[list[_Ints], tuple[Matrix, _Ints, _Ints]]:
+        """Rows of every word of each pass and the tables they index, learning the words not cached yet.
+
+        One look-up and one tokenizer call for all the passes of a call: the tokenizer lets go of the
+        interpreter lock, and taking it back while another thread runs Python code waits up to the
+        switch interval (5 ms), which, paid per pass, had been most of an ingest's embedding time."""
+        hashes = np.concatenate([p.hashes for p in passes])
         with self._lock:
             ids = self._known.get(hashes)
             missing = np.flatnonzero(ids < 0)
@@ -267,13 +265,26 @@ class _WordCache:
                     self._clear()
                     missing = np.arange(len(hashes))
                     new, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
-                at = missing[first]
-                spans = zip(starts[at].tolist(), ends[at].tolist(), strict=True)
-                words = [data[s:e].decode("ascii") for s, e in spans]
-                learnt = self._learn(words)
+                learnt = self._learn(_spelled(passes, missing[first]))
                 self._known.put(new, learnt)
                 ids[missing] = learnt[inverse.reshape(-1)]
-            return ids, self._sums, self._counts, self._lengths
+            tables = self._sums, self._counts, self._lengths
+        bounds = np.cumsum([len(p.hashes) for p in passes])[:-1]
+        return np.split(ids, bounds), tables
+
+    def _pool(self, words: _Pass, ids: _Ints, tables: tuple[Matrix, _Ints, _Ints], out: Matrix) -> list[int]:
+        """Each text's mean token vector into ``out``; returns the texts too long for the cache."""
+        sums, counts, lengths = tables
+        firsts = np.searchsorted(words.starts, words.offsets)  # each text's first word
+        some = np.diff(firsts, append=len(words.starts)) > 0  # a text without words stays a zero vector
+        at, firsts = np.asarray(words.rows)[some], firsts[some]
+        n = np.add.reduceat(counts[ids], firsts)
+        limit = self._model.max_length
+        long = np.add.reduceat(lengths[ids], firsts) > limit if limit else np.zeros(len(at), bool)
+        fits = ~long & (n > 0)
+        pooled = np.add.reduceat(np.take(sums, ids, axis=0), firsts, axis=0)
+        out[at[fits]] = pooled[fits] / n[fits, None]
+        return [int(i) for i in at[long]]
 
     def _learn(self, words: list[str]) -> _Ints:
         """Tokenize and pool words not cached yet, all in one call (the tokenizer batches natively);
@@ -311,6 +322,31 @@ class _WordCache:
         self._counts[first : first + n] = counts
         self._lengths[first : first + n] = lengths
         return np.arange(first, first + n)
+
+
+class _Pass(NamedTuple):
+    """A slice of an embedding call's texts as one byte string, and its words."""
+
+    rows: list[int]  # where each text is in the call
+    data: bytes
+    offsets: _Ints  # where each text starts in ``data``
+    hashes: NDArray[np.uint64]
+    starts: _Ints  # each word's first byte in ``data``
+    ends: _Ints  # and the byte after its last
+
+
+def _spelled(passes: list[_Pass], at: _Ints) -> list[str]:
+    """The words at positions ``at`` (in that order) of the passes' words taken end to end."""
+    bounds = np.cumsum([len(p.hashes) for p in passes])
+    which = np.searchsorted(bounds, at, side="right")
+    words = [""] * len(at)
+    for i, p in enumerate(passes):
+        mine = np.flatnonzero(which == i)
+        local = at[mine] - (bounds[i] - len(p.hashes))
+        spans = zip(mine.tolist(), p.starts[local].tolist(), p.ends[local].tolist(), strict=True)
+        for j, start, end in spans:
+            words[j] = p.data[start:end].decode("ascii")
+    return words
 
 
 def _joined(parts: list[str]) -> tuple[bytes, _Ints]:
