@@ -223,6 +223,30 @@ def test_bulk_inserts_return_each_rows_new_key_and_never_reuse_one(db_url: str) 
         db.close()
 
 
+def test_bulk_inserts_can_skip_rows_whose_unique_value_is_taken(db_url: str) -> None:
+    # Stored already or earlier in the same call: skipped, the first one kept; on PostgreSQL too, where
+    # bulk rows otherwise go through COPY, which cannot skip one.
+    db = open_database(db_url)
+    try:
+        with db.transaction() as c:
+            c.execute("CREATE TABLE bulk_named (name TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+            c.insert_rows("bulk_named", ("name", "n"), [("a", 1), ("b", 2)])
+        rows = [("b", 20), ("c", 30), ("c", 31), *((f"x{i}", i) for i in range(9_000)), ("a", 10)]
+        with db.transaction() as c:
+            assert c.insert_rows("bulk_named", ("name", "n"), rows, unique="name") == []
+        stored = dict(db.query(lambda c: c.all("SELECT name, n FROM bulk_named")))
+        assert len(stored) == 9_003 and (stored["a"], stored["b"], stored["c"], stored["x8999"]) == (
+            1,
+            2,
+            30,
+            8999,
+        )
+        with pytest.raises(Exception, match=r"(?i)unique|duplicate"), db.transaction() as c:
+            c.insert_rows("bulk_named", ("name", "n"), [("a", 5)])
+    finally:
+        db.close()
+
+
 def test_steps_recorded_before_the_table_was_stored_along_its_key_are_kept(db_url: str) -> None:
     from crewline.flows.step_store import load_steps
 

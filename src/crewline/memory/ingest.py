@@ -226,7 +226,7 @@ class _Doc:
         # Its sections are in the chunks now: not held (tracked objects the collector would rescan).
         self.parsed, self.chunks = dataclasses.replace(parsed, sections=[]), chunks
         self.hashes = [v.content_hash(c.text, c.heading) for c in chunks]
-        self.doc_hash = hashlib.sha256(parsed.text.encode("utf-8")).hexdigest()
+        self.doc_hash = hashlib.sha256(parsed.text.encode("utf-8")).hexdigest()  # its text blob's too
 
     def fail(self, error: InvalidInput) -> None:
         self.error, self.outcome = error, "failed"
@@ -412,7 +412,7 @@ def _write_all(conn: Conn, *, scope: str, jobs: list[_Job]) -> list[_Written | N
         out.append((job.doc_id, len(job.fresh.items), removed, kept))
         written.append(job)
     texts = [job.text for job in written]
-    blobs = put_blobs(conn, texts, now)
+    blobs = put_blobs(conn, texts, now, [job.doc.doc_hash for job in written])
     states = [
         (_document_state(job, scope, blob, len(text), now), "update" if job.current else "add")
         for job, blob, text in zip(written, blobs, texts, strict=True)

@@ -120,10 +120,17 @@ class Conn:
         self.dialect.lock_key(self.raw, key)
 
     def insert_rows(
-        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], returning: str = ""
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        returning: str = "",
+        *,
+        unique: str = "",
     ) -> list[int]:
         """Insert ``rows`` in bulk, inside a write transaction; returns the new value of the serial
-        column ``returning`` of each.
+        column ``returning`` of each. With ``unique`` (a column with a unique index), a row whose value
+        there is stored already, or comes earlier in ``rows``, is skipped.
 
         The keys are taken first and inserted with the rows, not read back with ``RETURNING``: the
         driver would hand each row back through the interpreter lock, which an ingest's other threads
@@ -142,16 +149,18 @@ class Conn:
             keys = self.dialect.new_keys(self.raw, table, returning, len(rows))
             columns = (returning, *columns)
             rows = [(key, *row) for key, row in zip(keys, rows, strict=True)]
-        if self.dialect.copies and not self.pipelined:
+        if self.dialect.copies and not self.pipelined and not unique:  # COPY cannot skip a row
             self.dialect.copy_rows(self.raw, table, columns, rows)
             return keys
         head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
         one = f"({', '.join('?' * len(columns))})"
+        tail = f" ON CONFLICT ({unique}) DO NOTHING" if unique else ""
         most = 1 << max(0, (_MAX_PARAMS // len(columns)).bit_length() - 1)
         i = 0
         while i < len(rows):
             n = min(most, 1 << ((len(rows) - i).bit_length() - 1))
-            self.execute(head + ", ".join([one] * n), list(itertools.chain.from_iterable(rows[i : i + n])))
+            params = list(itertools.chain.from_iterable(rows[i : i + n]))
+            self.execute(head + ", ".join([one] * n) + tail, params)
             i += n
         return keys
 

@@ -129,12 +129,14 @@ def put_blob(conn: Conn, data: bytes, now: float) -> str:
     return digest
 
 
-def put_blobs(conn: Conn, datas: list[bytes], now: float) -> list[str]:
-    """Store each of ``datas`` as a blob, in one batch of statements; returns their hashes."""
-    digests = [hashlib.sha256(data).hexdigest() for data in datas]
-    for digest, data in zip(digests, datas, strict=True):
-        conn.defer(_INSERT_BLOB, (digest, data, len(data), now))
-    conn.flush()
+def put_blobs(conn: Conn, datas: list[bytes], now: float, digests: list[str] | None = None) -> list[str]:
+    """Store each of ``datas`` as a blob, in a few multi-row statements; returns their hashes.
+
+    ``digests``: each one's SHA-256 (hex), where the caller has computed it already."""
+    if digests is None:
+        digests = [hashlib.sha256(data).hexdigest() for data in datas]
+    rows = [(digest, data, len(data), now) for digest, data in zip(digests, datas, strict=True)]
+    conn.insert_rows("blobs", ("hash", "data", "size", "created_at"), rows, unique="hash")
     return digests
 
 
