@@ -269,6 +269,8 @@ class _WordCache:
                 self._known.put(new, learnt)
                 ids[missing] = learnt[inverse.reshape(-1)]
             tables = self._sums, self._counts, self._lengths
+        if len(passes) == 1:  # a search's query: no split (numpy's costs more than the rest here)
+            return [ids], tables
         bounds = np.cumsum([len(p.hashes) for p in passes])[:-1]
         return np.split(ids, bounds), tables
 
@@ -276,7 +278,7 @@ class _WordCache:
         """Each text's mean token vector into ``out``; returns the texts too long for the cache."""
         sums, counts, lengths = tables
         firsts = np.searchsorted(words.starts, words.offsets)  # each text's first word
-        some = np.diff(firsts, append=len(words.starts)) > 0  # a text without words stays a zero vector
+        some = firsts < np.append(firsts[1:], len(words.starts))  # a text without words stays zeros
         at, firsts = np.asarray(words.rows)[some], firsts[some]
         n = np.add.reduceat(counts[ids], firsts)
         limit = self._model.max_length
