@@ -183,8 +183,8 @@ class _WordCache:
         self._clear()
 
     def _clear(self) -> None:
-        # Replaced, never changed in place (only appended to), so a pass that looked rows up keeps a
-        # consistent view of the tables after the lock is let go.
+        # The tables are replaced, or written only past the rows in use, so a pass that looked rows up
+        # keeps a consistent view of them after the lock is let go.
         self._known = WordTable()  # word hash -> row of the tables below
         self._sums = np.zeros((1024, self._model.dim), dtype=np.float32)
         self._counts = np.zeros(1024, dtype=np.int64)  # tokens embedded (the unknown token is not)

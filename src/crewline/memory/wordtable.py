@@ -68,7 +68,7 @@ class WordHasher:
             step = np.full(max(n, 2 * len(powers)), self._base, dtype=np.uint64)
             step[0] = 1
             powers = np.cumprod(step, dtype=np.uint64)
-            step[1:] = pow(self._base, -1, 1 << 64)
+            step[1:] = np.uint64(pow(self._base, -1, 1 << 64))
             inverses = np.cumprod(step, dtype=np.uint64)
             self._powers = (powers, inverses)
         return powers[:n], inverses[:n]
