@@ -132,9 +132,10 @@ class Conn:
         column ``returning`` of each. With ``unique`` (a column with a unique index), a row whose value
         there is stored already, or comes earlier in ``rows``, is skipped.
 
-        The keys are taken first and inserted with the rows, not read back with ``RETURNING``: the
-        driver would hand each row back through the interpreter lock, which an ingest's other threads
-        hold most of the time. Where the dialect copies (PostgreSQL), the rows are streamed with
+        The keys are taken first and inserted with the rows (where the engine numbers the rows just as
+        it said it would, SQLite, it is left to do so), not read back with ``RETURNING``: the driver
+        would hand each row back through the interpreter lock, which an ingest's other threads hold
+        most of the time. Where the dialect copies (PostgreSQL), the rows are streamed with
         ``COPY``: a multi-row ``INSERT`` there spends more time in the driver's parsing of the long
         statement than the server takes to store the rows. Otherwise they go in multi-row statements of
         a power-of-two number of rows (a handful of distinct texts are ever prepared): SQLite's
@@ -145,10 +146,13 @@ class Conn:
         if self._deferred:
             self.flush()
         keys: list[int] = []
+        numbered = False  # the engine numbers the rows itself, as new_keys said it would
         if returning:
             keys = self.dialect.new_keys(self.raw, table, returning, len(rows))
-            columns = (returning, *columns)
-            rows = [(key, *row) for key, row in zip(keys, rows, strict=True)]
+            numbered = self.dialect.keys_follow_inserts and not unique
+            if not numbered:  # (rebuilding every row to put its key first costs an ingest seconds)
+                columns = (returning, *columns)
+                rows = [(key, *row) for key, row in zip(keys, rows, strict=True)]
         if self.dialect.copies and not self.pipelined and not unique:  # COPY cannot skip a row
             self.dialect.copy_rows(self.raw, table, columns, rows)
             return keys
@@ -162,6 +166,8 @@ class Conn:
             params = list(itertools.chain.from_iterable(rows[i : i + n]))
             self.execute(head + ", ".join([one] * n) + tail, params)
             i += n
+        if numbered and self.scalar("SELECT last_insert_rowid()") != keys[-1]:
+            raise RuntimeError(f"{table}: rows were numbered other than {keys[0]}..{keys[-1]}")
         return keys
 
 

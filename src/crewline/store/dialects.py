@@ -139,6 +139,10 @@ class Dialect:
         """The next ``count`` values of the serial ``column``, taken for rows the caller inserts with them."""
         raise NotImplementedError
 
+    # Whether a write transaction's rows, inserted without their serial column, take the values
+    # :meth:`new_keys` gave, in order (the engine numbers them itself and no one else inserts).
+    keys_follow_inserts: ClassVar[bool] = False
+
     def is_unavailable(self, exc: BaseException) -> bool:
         return False
 
@@ -247,6 +251,8 @@ class SqliteDialect(Dialect):
             (table,),
         ).fetchone()
         return list(range(int(row[0]) + 1, int(row[0]) + 1 + count))
+
+    keys_follow_inserts = True  # AUTOINCREMENT: one past the largest key ever, row after row
 
     def begin_write(self, raw: Any) -> None:
         # IMMEDIATE takes the write lock up front, so a claim never upgrades a read lock and deadlocks.
