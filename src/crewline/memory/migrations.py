@@ -4,8 +4,9 @@ indexes.
 ``memory_items`` holds every searchable unit (facts, notes, document chunks) with its embedding;
 ``memory_versions`` is the append-only history of items and documents (the state after each write, as
 JSON), which is what ``rollback`` replays; ``memory_changes`` is the feed the in-process vector index
-follows; full text is the dialect's (:mod:`crewline.store.fulltext`: FTS5 kept in sync by triggers on SQLite,
-a generated ``tsvector`` on PostgreSQL).
+follows; full text is the dialect's (:mod:`crewline.store.fulltext`: on SQLite FTS5, which triggers keep in
+step with updates and deletes and the items' writer with its inserts; a generated ``tsvector`` on
+PostgreSQL).
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ _ITEMS = """CREATE TABLE memory_items (
 
 def _fulltext(conn: Conn) -> None:
     conn.dialect.fulltext.create(conn, ITEMS_TEXT)
+
+
+def _fulltext_inserts(conn: Conn) -> None:
+    conn.dialect.fulltext.drop_insert_trigger(conn, ITEMS_TEXT)
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -165,5 +170,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             "DROP INDEX memory_items_expiry",
             "CREATE INDEX memory_items_expiry ON memory_items (expires_at) WHERE expires_at IS NOT NULL",
         ),
+    ),
+    Migration(
+        5,
+        "full text indexes inserted items itself",
+        # The items' writer indexes a bulk insert in one statement (crewline.store.fulltext.Fts5).
+        (_fulltext_inserts,),
     ),
 )

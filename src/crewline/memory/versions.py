@@ -180,6 +180,7 @@ def put_item(
             f"INSERT INTO memory_items ({cols}) VALUES ({marks}) RETURNING rid",
             (*values, embedding, embed_model),
         )
+        conn.dialect.fulltext.rows_added(conn, ITEMS_TEXT, [int(rid)])
     else:
         sets = ", ".join(f"{f} = ?" for f in ITEM_FIELDS[1:])
         conn.execute(
@@ -232,6 +233,7 @@ def add_items(conn: Conn, batches: Sequence[NewItems], *, at: float) -> None:
     if not items:
         return
     rids = conn.insert_rows("memory_items", (*ITEM_FIELDS, "embedding", "embed_model"), items, "rid")
+    conn.dialect.fulltext.rows_added(conn, ITEMS_TEXT, rids)
     conn.insert_rows("memory_versions", _VERSION_COLUMNS, [(*row, at) for b in batches for row in b.versions])
     conn.insert_rows("memory_changes", ("rid", "at"), [(rid, at) for rid in rids])
 
